@@ -1,0 +1,62 @@
+"""omniq_nb: a task runner for Jupyter and an async-first task queue.
+
+Import the names below from here (``import omniq_nb as omniq``). Importing this package
+imports neither ipywidgets nor any database driver.
+"""
+
+from omniq_nb.config import Settings
+from omniq_nb.core import AsyncOmniQ, OmniQ
+from omniq_nb.errors import (
+    ConfigError,
+    InvalidTransition,
+    NotSupported,
+    OmniQError,
+    SerializationError,
+    SignatureError,
+    StorageError,
+    TaskCancelled,
+    TaskExpired,
+    TaskFailed,
+    TaskNotFound,
+    TaskTimeout,
+    WorkerLost,
+)
+from omniq_nb.handles import GroupHandle, TaskHandle
+from omniq_nb.models import EventKind, Schedule, Task, TaskError, TaskEvent, TaskResult, TaskStatus
+from omniq_nb.serialization import BlobSerializer, Serializer
+from omniq_nb.storage import Storage, open_storage
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AsyncOmniQ",
+    "BlobSerializer",
+    "ConfigError",
+    "EventKind",
+    "GroupHandle",
+    "InvalidTransition",
+    "NotSupported",
+    "OmniQ",
+    "OmniQError",
+    "Schedule",
+    "SerializationError",
+    "Serializer",
+    "Settings",
+    "SignatureError",
+    "Storage",
+    "StorageError",
+    "Task",
+    "TaskCancelled",
+    "TaskError",
+    "TaskEvent",
+    "TaskExpired",
+    "TaskFailed",
+    "TaskHandle",
+    "TaskNotFound",
+    "TaskResult",
+    "TaskStatus",
+    "TaskTimeout",
+    "WorkerLost",
+    "__version__",
+    "open_storage",
+]

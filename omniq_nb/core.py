@@ -1,0 +1,593 @@
+"""The queue façade: ``AsyncOmniQ`` (all behaviour, async) and ``OmniQ``, its blocking twin.
+
+Example:
+    >>> import asyncio, operator
+    >>> async def main():
+    ...     async with AsyncOmniQ(db_url="memory://") as q:
+    ...         h = await q.enqueue(operator.add, 1, 2)
+    ...         return h.status
+    >>> asyncio.run(main())
+    <TaskStatus.PENDING: 'pending'>
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import datetime, timedelta, timezone
+from functools import partial
+from types import TracebackType
+from typing import Any
+
+from omniq_nb._portal import Portal
+from omniq_nb.config import Settings, configure_logging
+from omniq_nb.errors import InvalidTransition, TaskFailed, TaskNotFound, failure_class, type_name
+from omniq_nb.events import EventHub, EventListener
+from omniq_nb.handles import GroupHandle, Runner, TaskHandle, return_coroutine
+from omniq_nb.models import Task, TaskError, TaskEvent, TaskStatus, check_transition
+from omniq_nb.options import TaskOptions, deadline, make_options
+from omniq_nb.schedule import first_run, next_run, seconds
+from omniq_nb.serialization import BlobSerializer
+from omniq_nb.storage import Storage, open_storage
+
+_UTC = timezone.utc
+_LIST_LIMIT = 100
+
+
+class AsyncOmniQ:
+    """The task queue, async first: enqueue, inspect, wait for, cancel and retry tasks.
+
+    Settings come from defaults < YAML < ``OMNIQ_*`` env < the keyword arguments given here.
+    Nothing runs a task without a worker pool (``AsyncWorkerPool``) on the same store.
+
+    Args:
+        settings: a complete ``Settings`` to start from instead of reading YAML and env.
+        storage: a store to use instead of opening ``settings.db_url``.
+        runner: how handles run queue coroutines (for sync twins and notebooks).
+        **overrides: settings by lower-case name, such as ``db_url="sqlite:///jobs.db"``.
+
+    Raises:
+        ConfigError: a setting is invalid.
+        TypeError: an override names no setting.
+
+    Example:
+        >>> async def main():                                   # doctest: +SKIP
+        ...     async with AsyncOmniQ(db_url="sqlite:///jobs.db") as q:
+        ...         h = await q.enqueue(print, "hello")
+        ...         await h.result(timeout=10)                  # needs a worker pool
+    """
+
+    def __init__(
+        self,
+        *,
+        settings: Settings | None = None,
+        storage: Storage | None = None,
+        runner: Runner = return_coroutine,
+        **overrides: Any,
+    ) -> None:
+        self.settings = settings.with_overrides(**overrides) if settings else Settings.from_env(**overrides)
+        configure_logging(self.settings)
+        self.storage: Storage = storage or open_storage(self.settings.db_url, settings=self.settings)
+        self.serializer = BlobSerializer(self.settings.secret)
+        self._runner = runner
+        self._hub = EventHub(
+            self.storage, poll_interval=self.settings.poll_interval, events_recorded=self.settings.events
+        )
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._local_writes: list[Callable[[], None]] = [self._hub.nudge]
+
+    @classmethod
+    def from_env(cls, **overrides: Any) -> AsyncOmniQ:
+        """Build a queue from YAML and ``OMNIQ_*`` settings (``overrides`` win).
+
+        Args:
+            **overrides: settings by lower-case name.
+        """
+        return cls(**overrides)
+
+    async def __aenter__(self) -> AsyncOmniQ:
+        """Open the store."""
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        """Close the store."""
+        await self.close()
+
+    async def open(self) -> None:
+        """Open the store (creating the SQLite file and schema if needed).
+
+        Raises:
+            StorageError: the store cannot be opened; the message names the path or URL.
+        """
+        self._loop = asyncio.get_running_loop()
+        await self.storage.open()
+
+    async def close(self) -> None:
+        """Stop following events and close the store's connections."""
+        await self._hub.close()
+        await self.storage.close()
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """Return the event loop the queue was opened on."""
+        if self._loop is None:
+            raise RuntimeError("the queue is not open; use 'async with AsyncOmniQ(...) as q' or await q.open()")
+        return self._loop
+
+    @property
+    def runner(self) -> Runner:
+        """Return how this queue's handles run coroutines (returned, or blocked on)."""
+        return self._runner
+
+    def on_local_write(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call ``callback`` after each write this queue makes (pools use it to wake at once).
+
+        Args:
+            callback: a cheap, non-blocking callable.
+
+        Returns:
+            A function that removes the callback.
+        """
+        self._local_writes.append(callback)
+        return partial(self._local_writes.remove, callback)
+
+    def notify_local_write(self) -> None:
+        """Tell this process's listeners (event hub, idle pools) that the store changed."""
+        for callback in list(self._local_writes):
+            callback()
+
+    async def enqueue(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> TaskHandle:
+        """Queue ``fn(*args, **kwargs)`` with default options and return its handle at once.
+
+        Args:
+            fn: any callable cloudpickle can serialize (notebook functions travel by value).
+            *args: positional arguments, captured now.
+            **kwargs: keyword arguments, captured now (all go to ``fn``; use ``enqueue_call``
+                for task options).
+
+        Raises:
+            SerializationError: ``fn`` or an argument cannot be serialized (named in the message).
+        """
+        return await self.enqueue_call(fn, args=args, kwargs=kwargs)
+
+    async def enqueue_call(
+        self,
+        fn: Callable[..., Any],
+        /,
+        *,
+        args: Sequence[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> TaskHandle:
+        """Queue ``fn(*args, **kwargs)`` with task options and return its handle at once.
+
+        Args:
+            fn: the callable.
+            args: positional arguments.
+            kwargs: keyword arguments.
+            **options: ``retries``, ``retry_on``, ``timeout``, ``delay``, ``eta``, ``interval``,
+                ``cron``, ``priority``, ``queue``, ``ttl``, ``result_ttl``, ``at_most_once``,
+                ``kind``, ``name``.
+
+        Raises:
+            TypeError: an unknown option, or a value of the wrong type.
+            ValueError: an invalid value (negative delay, bad cron, eta with delay, ...).
+            SerializationError: ``fn`` or an argument cannot be serialized.
+        """
+        [task] = await self._new_tasks(fn, [(args, kwargs or {})], make_options(**options))
+        await self.storage.insert([task])
+        self.notify_local_write()
+        return self._handle(task)
+
+    async def enqueue_many(
+        self, fn: Callable[..., Any], /, calls: Iterable[Sequence[Any]], **options: Any
+    ) -> GroupHandle:
+        """Queue ``fn(*args)`` for each ``args`` in ``calls``, in one transaction.
+
+        Args:
+            fn: the callable.
+            calls: one tuple of positional arguments per task.
+            **options: task options, the same for every task.
+
+        Returns:
+            A group handle, in input order.
+
+        Raises:
+            TypeError: an item of ``calls`` is not a tuple or list, or a bad option.
+            SerializationError: ``fn`` or an argument cannot be serialized.
+        """
+        batch = []
+        for index, args in enumerate(calls):
+            if not isinstance(args, (tuple, list)):
+                raise TypeError(f"calls[{index}]={args!r} must be a tuple of positional arguments such as (x,)")
+            batch.append((args, {}))
+        tasks = await self._new_tasks(fn, batch, make_options(**options))
+        if tasks:
+            await self.storage.insert(tasks)
+            self.notify_local_write()
+        return GroupHandle(self, [self._handle(task) for task in tasks])
+
+    async def get(self, task_id: str, /) -> TaskHandle:
+        """Return a handle on an existing task (also one made by another process or kernel).
+
+        Raises:
+            TaskNotFound: no task has this id.
+        """
+        return self._handle(await self._task(task_id))
+
+    async def list(
+        self,
+        *,
+        status: str | TaskStatus | Iterable[str | TaskStatus] | None = None,
+        queue: str | None = None,
+        limit: int = _LIST_LIMIT,
+    ) -> list[Task]:
+        """Return snapshots of up to ``limit`` tasks, newest first.
+
+        Args:
+            status: one status or several (``"pending"``, ``TaskStatus.FAILED``, ...).
+            queue: only tasks of this queue.
+            limit: at most this many.
+
+        Raises:
+            ValueError: an unknown status, or ``limit < 1``.
+        """
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise ValueError(f"limit={limit!r} must be a whole number >= 1")
+        return await self.storage.list(statuses=_statuses(status), queue=queue, limit=limit)
+
+    async def cancel(self, task_id: str, /) -> bool:
+        """Cancel a pending or running task; return True if it is now cancelled.
+
+        A running task is marked cancelled at once; its worker stops it when it learns of it
+        (async tasks are cancelled, process tasks terminated, thread tasks only abandoned:
+        a thread cannot be killed). A finished task is left as it is (returns False).
+
+        Raises:
+            TaskNotFound: no task has this id.
+        """
+        task = await self.storage.cancel(task_id)
+        if task is None:
+            raise TaskNotFound(f"no task with id {task_id!r} in {self.storage.url}")
+        self.notify_local_write()
+        return task.status is TaskStatus.CANCELLED
+
+    async def retry(self, task_id: str, /) -> TaskHandle:
+        """Queue a failed, cancelled or expired task again, allowing one more attempt.
+
+        Raises:
+            TaskNotFound: no task has this id.
+            InvalidTransition: the task is pending, running or has succeeded.
+        """
+        current = await self._task(task_id)
+        if current.status is TaskStatus.RUNNING:
+            raise InvalidTransition(f"task {task_id} is running; only a finished task that failed can be retried")
+        check_transition(current.status, TaskStatus.PENDING)
+        task = await self.storage.requeue(task_id)
+        if task is None:
+            raise TaskNotFound(f"no task with id {task_id!r} in {self.storage.url}")
+        self.notify_local_write()
+        return self._handle(task)
+
+    async def purge(
+        self,
+        *,
+        older_than: float | timedelta | None = None,
+        status: str | TaskStatus | Iterable[str | TaskStatus] | None = None,
+        everything: bool = False,
+    ) -> int:
+        """Delete finished tasks and their events; return how many tasks were deleted.
+
+        Tasks past their own ``result_ttl`` always go. With ``older_than``, finished tasks that
+        finished longer ago go too (only those in ``status`` when given). ``everything=True``
+        deletes every task, running ones included.
+
+        Raises:
+            ValueError: a negative ``older_than`` or an unknown status.
+        """
+        age = seconds(older_than, name="older_than")
+        before = None if age is None else datetime.now(_UTC) - timedelta(seconds=age)
+        return await self.storage.purge(finished_before=before, statuses=_statuses(status), everything=everything)
+
+    async def events(self, *, task_id: str | None = None, since: int = 0, limit: int = 1000) -> list[TaskEvent]:
+        """Return recorded events after cursor ``since``, oldest first (pass the last ``seq`` back).
+
+        Args:
+            task_id: only this task's events.
+            since: a ``TaskEvent.seq`` already seen (0 for all).
+            limit: at most this many.
+        """
+        return await self.storage.events(task_id=task_id, since=since, limit=limit)
+
+    def on_event(self, listener: EventListener) -> Callable[[], None]:
+        """Call ``listener(event)`` for every event recorded in the store from now on.
+
+        Events from any process sharing the store arrive, those of this process at once and
+        others' at the next poll. Call from the queue's loop.
+
+        Returns:
+            A function that unsubscribes.
+        """
+        return self._hub.subscribe(listener)
+
+    async def result(self, task_id: str, /, *, timeout: float | None = None) -> Any:
+        """Wait for a task to finish and return its result.
+
+        Raises:
+            TaskFailed: the task did not succeed (a subclass says why).
+            TimeoutError: it did not finish within ``timeout`` seconds.
+            TaskNotFound: no task has this id.
+        """
+        wait = seconds(timeout, name="timeout")
+        try:
+            task = await self._hub.wait(task_id, wait)
+        except TimeoutError:
+            raise TimeoutError(f"task {task_id} did not finish within {timeout} s") from None
+        if task is None:
+            raise TaskNotFound(f"no task with id {task_id!r} in {self.storage.url}")
+        if task.status is TaskStatus.SUCCEEDED:
+            return None if task.result is None else self.serializer.loads(task.result)
+        raise failure(task)
+
+    async def results(
+        self, task_ids: Sequence[str], /, *, timeout: float | None = None, return_exceptions: bool = False
+    ) -> list[Any]:
+        """Wait for several tasks and return their results in order.
+
+        Args:
+            task_ids: the tasks.
+            timeout: seconds for all of them together.
+            return_exceptions: return each failure's exception in the list instead of raising.
+
+        Raises:
+            TaskFailed: the first failure in order, unless ``return_exceptions``.
+            TimeoutError: not all finished in time.
+        """
+        limit = seconds(timeout, name="timeout")
+        end = None if limit is None else time.monotonic() + limit
+        values: list[Any] = []
+        for task_id in task_ids:
+            left = None if end is None else max(0.0, end - time.monotonic())
+            try:
+                values.append(await self.result(task_id, timeout=left))
+            except TaskFailed as exc:
+                if not return_exceptions:
+                    raise
+                values.append(exc)
+        return values
+
+    async def _task(self, task_id: str) -> Task:
+        task = await self.storage.get(task_id)
+        if task is None:
+            raise TaskNotFound(f"no task with id {task_id!r} in {self.storage.url}")
+        return task
+
+    def _handle(self, task: Task) -> TaskHandle:
+        handle = TaskHandle(self, task)
+        self._hub.watch(handle)
+        return handle
+
+    async def _new_tasks(
+        self, fn: Callable[..., Any], calls: Sequence[tuple[Sequence[Any], Mapping[str, Any]]], options: TaskOptions
+    ) -> list[Task]:
+        if not callable(fn):
+            raise TypeError(f"expected a callable to run as a task, got {fn!r}")
+        now = await self.storage.now()
+        return [
+            new_task(fn, self.serializer.dump_call(fn, args, kwargs), options, self.settings, now)
+            for args, kwargs in calls
+        ]
+
+
+def new_task(
+    fn: Callable[..., Any], payload: bytes, options: TaskOptions, settings: Settings, now: datetime
+) -> Task:
+    """Build a pending task from its payload, options and the settings' defaults.
+
+    Args:
+        fn: the callable (for the task's name).
+        payload: the serialized call.
+        options: validated options.
+        settings: defaults for what the options leave unset.
+        now: the store's clock.
+    """
+    eta = first_run(now, eta=options.eta, delay=options.delay)
+    if options.schedule is not None and options.eta is None and options.delay is None:
+        eta = next_run(options.schedule, previous=now, now=now)
+    task_id = new_task_id()
+    return Task(
+        id=task_id,
+        name=options.name or task_name(fn),
+        queue=options.queue or settings.default_queue,
+        priority=options.priority,
+        payload=payload,
+        retries=settings.default_retries if options.retries is None else options.retries,
+        retry_on=options.retry_on,
+        timeout=options.timeout,
+        eta=eta,
+        created_at=now,
+        expires_at=deadline(eta, options.ttl if options.ttl is not None else settings.task_ttl),
+        result_ttl=options.result_ttl if options.result_ttl is not None else settings.result_ttl,
+        schedule=options.schedule,
+        series=task_id if options.schedule is not None else None,
+        at_most_once=options.at_most_once,
+        kind=options.kind,
+    )
+
+
+def new_task_id() -> str:
+    """Return a new task id: 32 hex digits, time-ordered to the millisecond, then random."""
+    return f"{time.time_ns() // 1_000_000:012x}{os.urandom(10).hex()}"
+
+
+def task_name(fn: Callable[..., Any]) -> str:
+    """Return a readable name for a callable: ``module.qualname`` (``__main__`` left out)."""
+    target = getattr(fn, "func", fn)  # functools.partial
+    name = getattr(target, "__qualname__", None) or getattr(target, "__name__", None) or type(target).__name__
+    module = getattr(target, "__module__", None)
+    return name if module in (None, "__main__", "builtins") else f"{module}.{name}"
+
+
+def failure(task: Task) -> TaskFailed:
+    """Return the exception ``result()`` raises for a task that did not succeed.
+
+    Args:
+        task: a finished task whose status is not ``succeeded``.
+    """
+    error = task.error
+    if task.status is TaskStatus.CANCELLED:
+        error = TaskError(type="omniq_nb.errors.TaskCancelled", message="the task was cancelled", attempt=task.attempt)
+    elif task.status is TaskStatus.EXPIRED:
+        error = TaskError(
+            type="omniq_nb.errors.TaskExpired", message="its ttl passed before a worker ran it", attempt=task.attempt
+        )
+    elif error is None:
+        error = TaskError(type=type_name(TaskFailed), message=f"task ended as {task.status.value}", attempt=task.attempt)
+    return failure_class(error.type)(error, task.id)
+
+
+def _statuses(value: str | TaskStatus | Iterable[str | TaskStatus] | None) -> list[TaskStatus]:
+    if value is None:
+        return []
+    items = [value] if isinstance(value, str) else list(value)
+    try:
+        return [TaskStatus(item) for item in items]
+    except ValueError:
+        known = ", ".join(s.value for s in TaskStatus)
+        raise ValueError(f"status={value!r} is not a task status; expected one of {known}") from None
+
+
+class OmniQ:
+    """Blocking twin of ``AsyncOmniQ``: each method is one call through a private loop thread.
+
+    Works in scripts, in threads, and in notebook cells (its loop runs on its own thread).
+    Handles it returns block in ``result()``; ``await handle`` also works.
+
+    Args:
+        **options: as for ``AsyncOmniQ``.
+
+    Example:
+        >>> import operator
+        >>> with OmniQ(db_url="memory://") as q:
+        ...     q.enqueue(operator.add, 1, 2).status
+        <TaskStatus.PENDING: 'pending'>
+    """
+
+    def __init__(self, **options: Any) -> None:
+        self._portal = Portal(name="omniq-sync", owner="OmniQ", alternative="AsyncOmniQ")
+        try:
+            core = self._portal.call(partial(AsyncOmniQ, runner=self._portal.call, **options))
+            self._core: AsyncOmniQ = self._portal.enter(core)
+        except BaseException:
+            self._portal.close()
+            raise
+
+    @classmethod
+    def from_env(cls, **overrides: Any) -> OmniQ:
+        """Blocking version of ``AsyncOmniQ.from_env``."""
+        return cls(**overrides)
+
+    def __enter__(self) -> OmniQ:
+        """Return the open queue."""
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        """Close the queue."""
+        self.close()
+
+    @property
+    def settings(self) -> Settings:
+        """Return the queue's settings."""
+        return self._core.settings
+
+    @property
+    def core(self) -> AsyncOmniQ:
+        """Return the ``AsyncOmniQ`` this twin drives (it lives on the twin's own loop)."""
+        return self._core
+
+    def close(self) -> None:
+        """Blocking version of ``AsyncOmniQ.close``; also ends the loop thread."""
+        self._portal.close()
+
+    def enqueue(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> TaskHandle:
+        """Blocking version of ``AsyncOmniQ.enqueue``."""
+        return self._portal.call(self._core.enqueue, fn, *args, **kwargs)
+
+    def enqueue_call(
+        self,
+        fn: Callable[..., Any],
+        /,
+        *,
+        args: Sequence[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> TaskHandle:
+        """Blocking version of ``AsyncOmniQ.enqueue_call``."""
+        return self._portal.call(self._core.enqueue_call, fn, args=args, kwargs=kwargs, **options)
+
+    def enqueue_many(self, fn: Callable[..., Any], /, calls: Iterable[Sequence[Any]], **options: Any) -> GroupHandle:
+        """Blocking version of ``AsyncOmniQ.enqueue_many``."""
+        return self._portal.call(self._core.enqueue_many, fn, calls, **options)
+
+    def get(self, task_id: str, /) -> TaskHandle:
+        """Blocking version of ``AsyncOmniQ.get``."""
+        return self._portal.call(self._core.get, task_id)
+
+    def list(
+        self,
+        *,
+        status: str | TaskStatus | Iterable[str | TaskStatus] | None = None,
+        queue: str | None = None,
+        limit: int = _LIST_LIMIT,
+    ) -> list[Task]:
+        """Blocking version of ``AsyncOmniQ.list``."""
+        return self._portal.call(self._core.list, status=status, queue=queue, limit=limit)
+
+    def cancel(self, task_id: str, /) -> bool:
+        """Blocking version of ``AsyncOmniQ.cancel``."""
+        return self._portal.call(self._core.cancel, task_id)
+
+    def retry(self, task_id: str, /) -> TaskHandle:
+        """Blocking version of ``AsyncOmniQ.retry``."""
+        return self._portal.call(self._core.retry, task_id)
+
+    def purge(
+        self,
+        *,
+        older_than: float | timedelta | None = None,
+        status: str | TaskStatus | Iterable[str | TaskStatus] | None = None,
+        everything: bool = False,
+    ) -> int:
+        """Blocking version of ``AsyncOmniQ.purge``."""
+        return self._portal.call(self._core.purge, older_than=older_than, status=status, everything=everything)
+
+    def events(self, *, task_id: str | None = None, since: int = 0, limit: int = 1000) -> list[TaskEvent]:
+        """Blocking version of ``AsyncOmniQ.events``."""
+        return self._portal.call(self._core.events, task_id=task_id, since=since, limit=limit)
+
+    def on_event(self, listener: EventListener) -> Callable[[], None]:
+        """Blocking version of ``AsyncOmniQ.on_event`` (the listener runs on the twin's loop thread)."""
+        return self._portal.call(_subscribe, self._core, listener)
+
+    def result(self, task_id: str, /, *, timeout: float | None = None) -> Any:
+        """Blocking version of ``AsyncOmniQ.result``."""
+        return self._portal.call(self._core.result, task_id, timeout=timeout)
+
+    def results(
+        self, task_ids: Sequence[str], /, *, timeout: float | None = None, return_exceptions: bool = False
+    ) -> list[Any]:
+        """Blocking version of ``AsyncOmniQ.results``."""
+        return self._portal.call(
+            self._core.results, task_ids, timeout=timeout, return_exceptions=return_exceptions
+        )
+
+
+async def _subscribe(core: AsyncOmniQ, listener: EventListener) -> Callable[[], None]:
+    return core.on_event(listener)

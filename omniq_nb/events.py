@@ -1,0 +1,207 @@
+"""Fan stored ``TaskEvent``\\ s out to ``on_event`` listeners, live handles and result waiters.
+
+The store is the source of truth: one background task follows the store's event stream
+(``events(since=cursor)``) and, as a safety net, re-reads the tasks someone waits on. Local
+writers call ``nudge()`` so that what happens in this process is seen at once; what other
+processes do is seen at the next poll. The follower runs only while something listens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import time
+import weakref
+from collections.abc import Callable, Iterable
+from typing import Protocol
+
+from omniq_nb.models import Task, TaskEvent
+from omniq_nb.storage.base import Storage
+
+logger = logging.getLogger(__name__)
+
+_FAST_POLL = 0.02  # seconds between polls while a result is awaited
+_RECHECK_EVERY = 1.0  # seconds between direct re-reads of awaited tasks
+_EVENT_BATCH = 1000
+
+EventListener = Callable[[TaskEvent], object]
+"""A callable given each event; it may be a coroutine function."""
+
+
+class Watched(Protocol):
+    """What the hub keeps current: anything holding a task snapshot (a handle)."""
+
+    id: str
+
+    def _apply_event(self, event: TaskEvent) -> None: ...
+
+    def _apply_task(self, task: Task) -> None: ...
+
+    def done(self) -> bool: ...
+
+
+class EventHub:
+    """Follow the store's events and tell listeners, handles and waiters.
+
+    Args:
+        storage: the store to follow.
+        poll_interval: seconds between polls when nothing is awaited.
+        events_recorded: whether the store records events (``OMNIQ_EVENTS``); without them
+            only task snapshots are polled and listeners hear nothing.
+    """
+
+    def __init__(self, storage: Storage, *, poll_interval: float, events_recorded: bool) -> None:
+        self._storage = storage
+        self._poll_interval = poll_interval
+        self._events_recorded = events_recorded
+        self._listeners: list[EventListener] = []
+        self._watched: dict[str, weakref.WeakSet[Watched]] = {}
+        self._waiters: dict[str, list[asyncio.Future[Task]]] = {}
+        self._cursor: int | None = None
+        self._wake: asyncio.Event | None = None
+        self._runner: asyncio.Task[None] | None = None
+        self._closed = False
+        self._checked_at = 0.0
+        self._pending_callbacks: set[asyncio.Future[object]] = set()
+
+    def subscribe(self, listener: EventListener) -> Callable[[], None]:
+        """Call ``listener`` with every event from now on; return a function that unsubscribes.
+
+        Args:
+            listener: a callable (or coroutine function) taking one ``TaskEvent``. Exceptions it
+                raises are logged, never propagated.
+        """
+        self._listeners.append(listener)
+        self._ensure_running()
+
+        def unsubscribe() -> None:
+            if listener in self._listeners:
+                self._listeners.remove(listener)
+
+        return unsubscribe
+
+    def watch(self, handle: Watched) -> None:
+        """Keep ``handle``'s snapshot current while it lives and its task is unfinished."""
+        if handle.done():
+            return
+        self._watched.setdefault(handle.id, weakref.WeakSet()).add(handle)
+        self._ensure_running()
+
+    async def wait(self, task_id: str, timeout: float | None) -> Task | None:
+        """Wait until the task is finished and return it (``None`` if it does not exist).
+
+        Args:
+            task_id: the task's id.
+            timeout: seconds, or ``None`` to wait for ever.
+
+        Raises:
+            TimeoutError: the task did not finish in time.
+        """
+        future: asyncio.Future[Task] = asyncio.get_running_loop().create_future()
+        self._waiters.setdefault(task_id, []).append(future)
+        self._ensure_running()
+        try:
+            task = await self._storage.get(task_id)
+            if task is None or task.status.is_terminal:
+                return task
+            return await asyncio.wait_for(future, timeout)
+        finally:
+            futures = self._waiters.get(task_id, [])
+            if future in futures:
+                futures.remove(future)
+            if not futures:
+                self._waiters.pop(task_id, None)
+            future.cancel()
+
+    def nudge(self) -> None:
+        """Ask the follower to poll now (called after a local write)."""
+        if self._wake is not None:
+            self._wake.set()
+
+    async def close(self) -> None:
+        """Stop following; pending waits raise ``asyncio.CancelledError``."""
+        self._closed = True
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            runner.cancel()
+            await asyncio.gather(runner, return_exceptions=True)
+
+    def _busy(self) -> bool:
+        return bool(self._listeners or self._waiters or any(self._watched.values()))
+
+    def _ensure_running(self) -> None:
+        if self._closed or (self._runner is not None and not self._runner.done()):
+            return
+        self._wake = asyncio.Event()
+        self._runner = asyncio.get_running_loop().create_task(self._follow(), name="omniq-event-hub")
+
+    async def _follow(self) -> None:
+        assert self._wake is not None
+        while self._busy():
+            try:
+                await self._poll()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("polling the store for events failed; retrying")
+            self._wake.clear()
+            interval = _FAST_POLL if self._waiters else self._poll_interval
+            try:
+                await asyncio.wait_for(self._wake.wait(), interval)
+            except TimeoutError:
+                pass
+
+    async def _poll(self) -> None:
+        if self._events_recorded:
+            await self._read_events()
+        now = time.monotonic()
+        if self._waiters and (not self._events_recorded or now - self._checked_at >= _RECHECK_EVERY):
+            self._checked_at = now
+            self._deliver(await self._storage.get_many(list(self._waiters)))
+        if not self._events_recorded:
+            ids = [i for i, handles in self._watched.items() if handles]
+            self._deliver(await self._storage.get_many(ids))
+        self._watched = {i: handles for i, handles in self._watched.items() if handles}
+
+    async def _read_events(self) -> None:
+        if self._cursor is None:
+            self._cursor = await self._storage.last_event_seq()
+            return
+        while True:
+            events = await self._storage.events(since=self._cursor, limit=_EVENT_BATCH)
+            if not events:
+                return
+            self._cursor = events[-1].seq
+            finished: set[str] = set()
+            for event in events:
+                self._tell_listeners(event)
+                for handle in list(self._watched.get(event.task_id, ())):
+                    handle._apply_event(event)
+                if event.status.is_terminal and (event.task_id in self._waiters or event.task_id in self._watched):
+                    finished.add(event.task_id)
+            if finished:
+                self._deliver(await self._storage.get_many(list(finished)))
+            if len(events) < _EVENT_BATCH:
+                return
+
+    def _deliver(self, tasks: Iterable[Task]) -> None:
+        for task in tasks:
+            for handle in list(self._watched.get(task.id, ())):
+                handle._apply_task(task)
+            if task.status.is_terminal:
+                self._watched.pop(task.id, None)
+                for future in self._waiters.get(task.id, []):
+                    if not future.done():
+                        future.set_result(task)
+
+    def _tell_listeners(self, event: TaskEvent) -> None:
+        for listener in list(self._listeners):
+            try:
+                outcome = listener(event)
+                if inspect.isawaitable(outcome):
+                    pending = asyncio.ensure_future(outcome)
+                    self._pending_callbacks.add(pending)
+                    pending.add_done_callback(self._pending_callbacks.discard)
+            except Exception:
+                logger.exception("on_event listener %r failed on event %s of task %s", listener, event.kind, event.task_id)

@@ -1,0 +1,220 @@
+"""Handles: what ``enqueue`` returns; a live view of one task (``TaskHandle``) or many (``GroupHandle``).
+
+A handle holds the latest snapshot of its task, kept current by the queue's event hub, so
+``status``, ``progress`` and ``done()`` never block. ``result()``, ``cancel()`` and ``retry()``
+go through the queue's *runner*: from ``AsyncOmniQ`` they return coroutines to await; from
+``OmniQ`` (and in a notebook) they block until done. ``await handle`` works everywhere.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Generator, Iterator, Sequence
+from functools import partial
+from typing import Any, Protocol, overload
+
+import msgspec
+
+from omniq_nb.models import Task, TaskError, TaskEvent, TaskStatus
+
+Runner = Callable[..., Any]
+"""How a handle runs a queue coroutine: ``runner(async_fn, *args)`` (returns it, or blocks on it)."""
+
+
+def return_coroutine(fn: Callable[..., Awaitable[Any]], /, *args: Any) -> Any:
+    """Runner of async façades: hand the coroutine back to be awaited."""
+    return fn(*args)
+
+
+class QueueCalls(Protocol):
+    """What a handle asks of its queue (``AsyncOmniQ`` provides it)."""
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop: ...
+
+    @property
+    def runner(self) -> Runner: ...
+
+    async def result(self, task_id: str, /, *, timeout: float | None = None) -> Any: ...
+
+    async def results(
+        self, task_ids: Sequence[str], /, *, timeout: float | None = None, return_exceptions: bool = False
+    ) -> list[Any]: ...
+
+    async def cancel(self, task_id: str, /) -> bool: ...
+
+    async def retry(self, task_id: str, /) -> TaskHandle: ...
+
+
+class TaskHandle:
+    """A live handle on one task.
+
+    Args:
+        queue: the queue that made it.
+        task: the task's latest snapshot.
+
+    Example:
+        >>> # h = await q.enqueue(fn, 1); value = await h   (AsyncOmniQ)
+        >>> # h = q.enqueue(fn, 1); value = h.result()      (OmniQ)
+    """
+
+    __slots__ = ("__weakref__", "_queue", "_task", "id")
+
+    def __init__(self, queue: QueueCalls, task: Task) -> None:
+        self._queue = queue
+        self._task = task
+        self.id: str = task.id
+
+    @property
+    def task(self) -> Task:
+        """Return the latest known snapshot of the task."""
+        return self._task
+
+    @property
+    def status(self) -> TaskStatus:
+        """Return the task's status (a ``str`` enum: ``h.status == "succeeded"`` holds)."""
+        return self._task.status
+
+    @property
+    def attempt(self) -> int:
+        """Return how many times the task has been claimed so far."""
+        return self._task.attempt
+
+    @property
+    def progress(self) -> float:
+        """Return the task's progress as a fraction from 0.0 to 1.0."""
+        return self._task.progress
+
+    @property
+    def error(self) -> TaskError | None:
+        """Return the error of the last failed attempt, or ``None``."""
+        return self._task.error
+
+    def done(self) -> bool:
+        """Return True once the task has finished (succeeded, failed, cancelled or expired)."""
+        return self._task.status.is_terminal
+
+    def result(self, timeout: float | None = None) -> Any:
+        """Return the task's result, waiting for it (a coroutine from ``AsyncOmniQ``).
+
+        Args:
+            timeout: seconds to wait at most; ``None`` waits for ever.
+
+        Raises:
+            TaskFailed: the task failed (``TaskTimeout``, ``WorkerLost``, ``TaskCancelled``,
+                ``TaskExpired`` are subclasses); ``.error`` has the remote traceback.
+            TimeoutError: the task did not finish within ``timeout``.
+        """
+        return self._queue.runner(partial(self._queue.result, timeout=timeout), self.id)
+
+    def cancel(self) -> Any:
+        """Cancel the task; return True if it is now cancelled (a coroutine from ``AsyncOmniQ``)."""
+        return self._queue.runner(self._queue.cancel, self.id)
+
+    def retry(self) -> Any:
+        """Run a failed, cancelled or expired task again; return its handle (a coroutine from ``AsyncOmniQ``)."""
+        return self._queue.runner(self._queue.retry, self.id)
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        """Wait for the result without blocking the event loop."""
+        return _on_queue_loop(self._queue, self._queue.result(self.id)).__await__()
+
+    def __repr__(self) -> str:
+        """Return ``<TaskHandle id name status>``."""
+        return f"<TaskHandle {self.id} {self._task.name} {self._task.status.value}>"
+
+    def _apply_event(self, event: TaskEvent) -> None:
+        if event.task_id == self.id:
+            self._task = msgspec.structs.replace(
+                self._task,
+                status=event.status,
+                attempt=event.attempt,
+                progress=self._task.progress if event.progress is None else event.progress,
+            )
+
+    def _apply_task(self, task: Task) -> None:
+        if task.id == self.id:
+            self._task = task
+
+
+class GroupHandle(Sequence[TaskHandle]):
+    """Handles of many tasks (from ``enqueue_many`` or ``.map()``), in input order.
+
+    Args:
+        queue: the queue that made them.
+        handles: one handle per input.
+    """
+
+    def __init__(self, queue: QueueCalls, handles: Sequence[TaskHandle]) -> None:
+        self._queue = queue
+        self.handles: list[TaskHandle] = list(handles)
+
+    @property
+    def ids(self) -> list[str]:
+        """Return the task ids, in input order."""
+        return [h.id for h in self.handles]
+
+    @property
+    def counts(self) -> dict[TaskStatus, int]:
+        """Return how many of the tasks are in each status."""
+        counts = dict.fromkeys(TaskStatus, 0)
+        for handle in self.handles:
+            counts[handle.status] += 1
+        return counts
+
+    @property
+    def progress(self) -> float:
+        """Return the mean progress of the tasks, from 0.0 to 1.0."""
+        return sum(h.progress for h in self.handles) / len(self.handles) if self.handles else 1.0
+
+    def done(self) -> bool:
+        """Return True once every task has finished."""
+        return all(h.done() for h in self.handles)
+
+    def result(self, timeout: float | None = None, return_exceptions: bool = False) -> Any:
+        """Return every result in input order (a coroutine from ``AsyncOmniQ``).
+
+        Args:
+            timeout: seconds to wait at most for all of them.
+            return_exceptions: put each failure's exception in the list instead of raising the first.
+
+        Raises:
+            TaskFailed: the first failed task, unless ``return_exceptions``.
+            TimeoutError: not all finished within ``timeout``.
+        """
+        call = partial(self._queue.results, timeout=timeout, return_exceptions=return_exceptions)
+        return self._queue.runner(call, self.ids)
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        """Wait for every result without blocking the event loop."""
+        return _on_queue_loop(self._queue, self._queue.results(self.ids)).__await__()
+
+    def __len__(self) -> int:
+        """Return the number of tasks."""
+        return len(self.handles)
+
+    @overload
+    def __getitem__(self, index: int) -> TaskHandle: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[TaskHandle]: ...
+
+    def __getitem__(self, index: int | slice) -> TaskHandle | list[TaskHandle]:
+        """Return one handle, or a list of them for a slice."""
+        return self.handles[index]
+
+    def __iter__(self) -> Iterator[TaskHandle]:
+        """Iterate over the handles in input order."""
+        return iter(self.handles)
+
+    def __repr__(self) -> str:
+        """Return a one-line summary with counts per status."""
+        shown = ", ".join(f"{s.value}={n}" for s, n in self.counts.items() if n)
+        return f"<GroupHandle {len(self.handles)} tasks: {shown}>"
+
+
+async def _on_queue_loop(queue: QueueCalls, coroutine: Awaitable[Any]) -> Any:
+    """Await ``coroutine`` on the queue's loop, from whichever loop awaits the handle."""
+    if asyncio.get_running_loop() is queue.loop:
+        return await coroutine
+    return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coroutine, queue.loop))  # type: ignore[arg-type]

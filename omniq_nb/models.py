@@ -1,0 +1,187 @@
+"""The data omniq_nb stores and passes around: tasks, results, errors, events, schedules.
+
+Plain msgspec Structs with no I/O. Times are timezone-aware UTC ``datetime``\\ s;
+durations are ``float`` seconds, except ``Schedule.interval`` which is a ``timedelta``.
+The allowed status changes live here, in ``TRANSITIONS``, and nowhere else.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime, timedelta
+
+import msgspec
+
+from omniq_nb.errors import InvalidTransition
+
+
+class TaskStatus(str, enum.Enum):
+    """Where a task is in its lifecycle; a ``str`` enum, so ``status == "succeeded"`` holds."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    EXPIRED = "expired"
+
+    def __str__(self) -> str:
+        """Return the plain value, as in ``f"{status}"`` → ``succeeded``."""
+        return self.value
+
+    @property
+    def is_terminal(self) -> bool:
+        """Return True for a status no worker will move on from by itself."""
+        return self in _TERMINAL
+
+
+_TERMINAL = frozenset({TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.CANCELLED, TaskStatus.EXPIRED})
+
+TRANSITIONS: dict[TaskStatus, frozenset[TaskStatus]] = {
+    TaskStatus.PENDING: frozenset({TaskStatus.RUNNING, TaskStatus.CANCELLED, TaskStatus.EXPIRED}),
+    # running -> pending is a retry, a rescue after a lost lease, or a graceful hand-back
+    TaskStatus.RUNNING: frozenset(
+        {TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.PENDING, TaskStatus.CANCELLED}
+    ),
+    TaskStatus.SUCCEEDED: frozenset(),
+    TaskStatus.FAILED: frozenset({TaskStatus.PENDING}),
+    TaskStatus.CANCELLED: frozenset({TaskStatus.PENDING}),
+    TaskStatus.EXPIRED: frozenset({TaskStatus.PENDING}),
+}
+"""For each status, the statuses a task may move to from it."""
+
+
+def sources(target: TaskStatus) -> frozenset[TaskStatus]:
+    """Return the statuses from which a task may move to ``target``.
+
+    Args:
+        target: the status a store is about to write.
+
+    Returns:
+        Every status ``s`` with ``target in TRANSITIONS[s]``.
+    """
+    return frozenset(source for source, targets in TRANSITIONS.items() if target in targets)
+
+
+def check_transition(current: TaskStatus, target: TaskStatus) -> None:
+    """Refuse a status change the lifecycle does not allow.
+
+    Args:
+        current: the task's status now.
+        target: the status asked for.
+
+    Raises:
+        InvalidTransition: ``target`` cannot follow ``current``.
+    """
+    if target not in TRANSITIONS[current]:
+        allowed = ", ".join(sorted(s.value for s in TRANSITIONS[current])) or "nothing"
+        raise InvalidTransition(
+            f"a task cannot go from {current.value!r} to {target.value!r}; "
+            f"from {current.value!r} it may go to: {allowed}"
+        )
+
+
+class EventKind(str, enum.Enum):
+    """What happened to a task; one ``TaskEvent`` is recorded per transition."""
+
+    ENQUEUED = "enqueued"
+    STARTED = "started"
+    PROGRESS = "progress"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    RETRIED = "retried"
+    RELEASED = "released"
+    CANCELLED = "cancelled"
+    EXPIRED = "expired"
+
+    def __str__(self) -> str:
+        """Return the plain value."""
+        return self.value
+
+
+class Schedule(msgspec.Struct, frozen=True, kw_only=True):
+    """How a periodic task repeats: every ``interval`` or on a ``cron`` expression (not both)."""
+
+    interval: timedelta | None = None
+    cron: str | None = None
+
+
+class TaskError(msgspec.Struct, frozen=True, kw_only=True):
+    """Why an attempt failed: the remote exception's type name, message and traceback."""
+
+    type: str
+    message: str
+    traceback: str = ""
+    attempt: int = 0
+
+
+class Task(msgspec.Struct, kw_only=True):
+    """A snapshot of one task as stored.
+
+    ``payload`` and ``result`` are serialized blobs (see ``omniq_nb.serialization``);
+    a store never looks inside them.
+    """
+
+    id: str
+    name: str
+    queue: str = "default"
+    status: TaskStatus = TaskStatus.PENDING
+    priority: int = 0
+    payload: bytes = b""
+    attempt: int = 0
+    retries: int = 0
+    retry_on: tuple[str, ...] = ()
+    timeout: float | None = None
+    eta: datetime
+    created_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    expires_at: datetime | None = None
+    result_ttl: float | None = None
+    schedule: Schedule | None = None
+    series: str | None = None
+    at_most_once: bool = False
+    kind: str | None = None
+    lease_token: str | None = None
+    lease_until: datetime | None = None
+    worker: str | None = None
+    progress: float = 0.0
+    progress_done: float = 0.0
+    progress_total: float | None = None
+    progress_message: str | None = None
+    result: bytes | None = None
+    error: TaskError | None = None
+
+    @property
+    def max_attempts(self) -> int:
+        """Return how many claims this task may have in all (first run plus retries)."""
+        return self.retries + 1
+
+
+class TaskResult(msgspec.Struct, frozen=True, kw_only=True):
+    """The outcome of one attempt, as a worker (or a rescuer) reports it to the store.
+
+    The store applies it only while ``lease_token`` still holds the task and the task is
+    running; with ``rescue=True`` only while that lease has also run out.
+    """
+
+    task_id: str
+    lease_token: str
+    status: TaskStatus
+    result: bytes | None = None
+    error: TaskError | None = None
+    eta: datetime | None = None
+    rescue: bool = False
+
+
+class TaskEvent(msgspec.Struct, frozen=True, kw_only=True):
+    """One recorded transition of a task; ``seq`` orders events within a store."""
+
+    seq: int
+    task_id: str
+    kind: EventKind
+    at: datetime
+    status: TaskStatus
+    attempt: int = 0
+    progress: float | None = None
+    message: str | None = None

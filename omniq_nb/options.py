@@ -1,0 +1,195 @@
+"""Task options: one validated shape shared by ``enqueue_call``, ``@omniq.task`` and the cell magic.
+
+Bad options fail here, at enqueue, with a message naming the option and its value.
+"""
+
+from __future__ import annotations
+
+import builtins
+import math
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+from typing import Any
+
+import msgspec
+
+from omniq_nb.config import WORKER_KINDS
+from omniq_nb.models import Schedule
+from omniq_nb.schedule import as_utc, make_schedule, seconds
+
+OPTION_NAMES = (
+    "retries",
+    "retry_on",
+    "timeout",
+    "delay",
+    "eta",
+    "interval",
+    "cron",
+    "priority",
+    "queue",
+    "ttl",
+    "result_ttl",
+    "at_most_once",
+    "kind",
+    "name",
+)
+"""Every task option, by name."""
+
+
+class TaskOptions(msgspec.Struct, frozen=True, kw_only=True):
+    """Validated task options; ``None`` means "take it from Settings" (or "none")."""
+
+    retries: int | None = None
+    retry_on: tuple[str, ...] = ()
+    timeout: float | None = None
+    delay: float | None = None
+    eta: datetime | None = None
+    schedule: Schedule | None = None
+    priority: int = 0
+    queue: str | None = None
+    ttl: float | None = None
+    result_ttl: float | None = None
+    at_most_once: bool = False
+    kind: str | None = None
+    name: str | None = None
+
+
+def make_options(**options: Any) -> TaskOptions:
+    """Validate task options and return them as ``TaskOptions``.
+
+    Args:
+        **options: any of ``OPTION_NAMES``.
+
+    Returns:
+        The validated options.
+
+    Raises:
+        TypeError: an unknown option, or a value of the wrong type.
+        ValueError: a value out of range (negative delay, bad cron, both eta and delay, ...).
+    """
+    unknown = sorted(set(options) - set(OPTION_NAMES))
+    if unknown:
+        raise TypeError(f"unknown task option(s) {', '.join(unknown)}; known options: {', '.join(OPTION_NAMES)}")
+    if options.get("eta") is not None and options.get("delay") is not None:
+        raise ValueError("give either eta= or delay=, not both")
+    return TaskOptions(
+        retries=_optional_count(options.get("retries"), "retries"),
+        retry_on=exception_names(options.get("retry_on")),
+        timeout=seconds(options.get("timeout"), name="timeout", allow_zero=False),
+        delay=seconds(options.get("delay"), name="delay"),
+        eta=None if options.get("eta") is None else as_utc(options["eta"]),
+        schedule=make_schedule(interval=options.get("interval"), cron=options.get("cron")),
+        priority=_priority(options.get("priority", 0)),
+        queue=_optional_name(options.get("queue"), "queue"),
+        ttl=seconds(options.get("ttl"), name="ttl", allow_zero=False),
+        result_ttl=seconds(options.get("result_ttl"), name="result_ttl"),
+        at_most_once=_flag(options.get("at_most_once", False), "at_most_once"),
+        kind=_kind(options.get("kind")),
+        name=_optional_name(options.get("name"), "name"),
+    )
+
+
+def merge_options(base: TaskOptions, **overrides: Any) -> TaskOptions:
+    """Return ``base`` with some options replaced (validated like ``make_options``).
+
+    Args:
+        base: options already validated.
+        **overrides: options to replace.
+    """
+    current: dict[str, Any] = {
+        "retries": base.retries,
+        "retry_on": base.retry_on or None,
+        "timeout": base.timeout,
+        "delay": base.delay,
+        "eta": base.eta,
+        "interval": base.schedule.interval if base.schedule else None,
+        "cron": base.schedule.cron if base.schedule else None,
+        "priority": base.priority,
+        "queue": base.queue,
+        "ttl": base.ttl,
+        "result_ttl": base.result_ttl,
+        "at_most_once": base.at_most_once,
+        "kind": base.kind,
+        "name": base.name,
+    }
+    if "eta" in overrides:
+        current["delay"] = None
+    if "delay" in overrides:
+        current["eta"] = None
+    if "interval" in overrides:
+        current["cron"] = None
+    if "cron" in overrides:
+        current["interval"] = None
+    current.update(overrides)
+    return make_options(**current)
+
+
+def exception_names(value: Any) -> tuple[str, ...]:
+    """Normalize ``retry_on`` (exception classes or names) to qualified names.
+
+    Args:
+        value: ``None``, one exception class or name, or an iterable of them.
+
+    Raises:
+        TypeError: an item is neither an exception class nor a string.
+    """
+    if value is None:
+        return ()
+    items: Iterable[Any] = (value,) if isinstance(value, (str, type)) else value
+    names = []
+    for item in items:
+        if isinstance(item, type) and issubclass(item, BaseException):
+            names.append(f"{item.__module__}.{item.__qualname__}")
+        elif isinstance(item, str) and item.strip():
+            name = item.strip()
+            names.append(name if "." in name or not hasattr(builtins, name) else f"builtins.{name}")
+        else:
+            raise TypeError(f"retry_on={value!r}: expected exception classes or their names, got {item!r}")
+    return tuple(names)
+
+
+def _optional_count(value: Any, name: str) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name}={value!r} must be a whole number >= 0")
+    if value < 0:
+        raise ValueError(f"{name}={value!r} must be >= 0")
+    return value
+
+
+def _priority(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"priority={value!r} must be a whole number (higher runs first)")
+    if not -(2**62) <= value <= 2**62:
+        raise ValueError(f"priority={value!r} is out of range")
+    return value
+
+
+def _optional_name(value: Any, name: str) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise TypeError(f"{name}={value!r} must be a non-empty string")
+    return value.strip()
+
+
+def _flag(value: Any, name: str) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name}={value!r} must be True or False")
+    return value
+
+
+def _kind(value: Any) -> str | None:
+    if value is None:
+        return None
+    if value not in WORKER_KINDS:
+        raise ValueError(f"kind={value!r} must be one of {', '.join(WORKER_KINDS)}")
+    return str(value)
+
+
+def deadline(created: datetime, ttl: float | None) -> datetime | None:
+    """Return when a task created at ``created`` with ``ttl`` seconds to live expires."""
+    if ttl is None or not math.isfinite(ttl):
+        return None
+    return created + timedelta(seconds=ttl)

@@ -1,0 +1,141 @@
+"""Pure schedule maths: when a task first runs, when a periodic task runs next, retry backoff.
+
+Every function takes ``now`` (or an explicit time) and reads no clock, so each is tested
+without a store. Durations are accepted as ``float`` seconds or ``timedelta`` and converted
+here, once.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from datetime import datetime, timedelta, timezone
+
+from croniter import croniter
+
+from omniq_nb.models import Schedule
+
+_BACKOFF_CAP = 600.0
+
+
+def seconds(value: float | timedelta | None, *, name: str, allow_zero: bool = True) -> float | None:
+    """Convert a duration given as seconds or ``timedelta`` to float seconds.
+
+    Args:
+        value: the duration, or ``None`` for "not set".
+        name: the option's name, for the error message.
+        allow_zero: whether 0 is accepted.
+
+    Returns:
+        The duration in seconds, or ``None``.
+
+    Raises:
+        TypeError: ``value`` is neither a number nor a ``timedelta``.
+        ValueError: ``value`` is negative, zero where not allowed, or not finite.
+    """
+    if value is None:
+        return None
+    if isinstance(value, timedelta):
+        result = value.total_seconds()
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        result = float(value)
+    else:
+        raise TypeError(f"{name}={value!r} must be seconds (a number) or a timedelta")
+    if not math.isfinite(result) or result < 0 or (result == 0 and not allow_zero):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ValueError(f"{name}={value!r} must be a finite duration {bound} seconds")
+    return result
+
+
+def as_utc(moment: datetime, *, name: str = "eta") -> datetime:
+    """Return ``moment`` as an aware UTC datetime; a naive one is taken as local time.
+
+    Args:
+        moment: the time.
+        name: the option's name, for the error message.
+
+    Raises:
+        TypeError: ``moment`` is not a datetime.
+    """
+    if not isinstance(moment, datetime):
+        raise TypeError(f"{name}={moment!r} must be a datetime")
+    return moment.astimezone(timezone.utc)
+
+
+def first_run(now: datetime, *, eta: datetime | None = None, delay: float | timedelta | None = None) -> datetime:
+    """Return when a new task becomes ready: at ``eta``, after ``delay``, or ``now``.
+
+    Args:
+        now: the current time (UTC).
+        eta: an absolute time.
+        delay: seconds or a ``timedelta`` from ``now``.
+
+    Raises:
+        ValueError: both ``eta`` and ``delay`` are given, or ``delay`` is negative.
+        TypeError: a value has the wrong type.
+    """
+    if eta is not None and delay is not None:
+        raise ValueError("give either eta= or delay=, not both")
+    if eta is not None:
+        return as_utc(eta)
+    wait = seconds(delay, name="delay")
+    return now if not wait else now + timedelta(seconds=wait)
+
+
+def make_schedule(*, interval: float | timedelta | None = None, cron: str | None = None) -> Schedule | None:
+    """Validate periodic options and return the ``Schedule``, or ``None`` when neither is given.
+
+    Args:
+        interval: run every this many seconds (or ``timedelta``), > 0.
+        cron: a cron expression such as ``"*/5 * * * *"``.
+
+    Raises:
+        ValueError: both are given, the interval is not positive, or the cron expression is invalid.
+        TypeError: a value has the wrong type.
+    """
+    if interval is not None and cron is not None:
+        raise ValueError("give either interval= or cron=, not both")
+    if cron is not None:
+        if not isinstance(cron, str) or not croniter.is_valid(cron):
+            raise ValueError(
+                f"cron={cron!r} is not a valid cron expression; expected five fields such as '*/5 * * * *'"
+            )
+        return Schedule(cron=cron)
+    every = seconds(interval, name="interval", allow_zero=False)
+    return None if every is None else Schedule(interval=timedelta(seconds=every))
+
+
+def next_run(schedule: Schedule, *, previous: datetime, now: datetime) -> datetime:
+    """Return the next run of a periodic task after the run that was due at ``previous``.
+
+    Runs missed while nothing was running collapse into one: the result is never earlier
+    than ``now``'s next slot, so a late run is followed by the regular grid, not a backlog.
+
+    Args:
+        schedule: the task's schedule.
+        previous: when the run that just finished was due.
+        now: the current time.
+    """
+    if schedule.cron is not None:
+        return croniter(schedule.cron, max(previous, now)).get_next(datetime).astimezone(timezone.utc)
+    assert schedule.interval is not None
+    step = schedule.interval.total_seconds()
+    behind = (now - previous).total_seconds()
+    periods = max(1, math.floor(behind / step) + 1)
+    return previous + timedelta(seconds=periods * step)
+
+
+def backoff(attempt: int, *, base: float, cap: float = _BACKOFF_CAP, rng: random.Random | None = None) -> float:
+    """Return seconds to wait before retrying after failed attempt number ``attempt``.
+
+    Exponential (``base * 2**(attempt-1)``), capped at ``cap``, with "equal jitter": a
+    random value between half and all of that, so retries of many tasks spread out.
+
+    Args:
+        attempt: the attempt that failed, from 1.
+        base: the first delay in seconds.
+        cap: the largest delay.
+        rng: a random source (for tests).
+    """
+    full = min(cap, base * 2.0 ** max(0, attempt - 1))
+    return full / 2 + (rng or random).uniform(0, full / 2)

@@ -1,0 +1,208 @@
+"""Turn calls and results into self-describing blobs, and back, with optional HMAC signing.
+
+A blob is ``b"OQ" + version + format + flag [+ 32-byte HMAC-SHA256] + body``. The format
+byte says how the body was written: msgpack (msgspec) for plain data, cloudpickle for
+everything else (functions defined in ``__main__`` or a notebook travel by value). With a
+secret, every blob is signed when written and its signature is checked *before* the body is
+decoded, so a tampered or unsigned payload is never unpickled.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Protocol
+
+import cloudpickle
+import msgspec
+
+from omniq_nb.errors import SerializationError, SignatureError
+
+_MAGIC = b"OQ"
+_VERSION = 1
+_MSGPACK = ord("m")
+_PICKLE = ord("p")
+_SIGNED = ord("s")
+_UNSIGNED = ord("-")
+_HEADER_SIZE = 5
+_SIGNATURE_SIZE = 32
+_MAX_PLAIN_DEPTH = 64
+_PLAIN_SCALARS = (type(None), bool, int, float, str, bytes)
+_MAX_MSGPACK_INT = 2**64
+
+_msgpack_encoder = msgspec.msgpack.Encoder()
+_msgpack_decoder = msgspec.msgpack.Decoder()
+
+
+class Serializer(Protocol):
+    """Anything that turns a value into bytes and back."""
+
+    def dumps(self, value: Any) -> bytes:
+        """Return ``value`` as bytes."""
+        ...
+
+    def loads(self, blob: bytes) -> Any:
+        """Return the value that ``dumps`` turned into ``blob``."""
+        ...
+
+
+class BlobSerializer:
+    """The default serializer: msgpack for plain data, cloudpickle otherwise, HMAC when keyed.
+
+    Args:
+        secret: the HMAC key (``OMNIQ_SECRET``); ``None`` writes unsigned blobs and refuses
+            signed ones it cannot check.
+
+    Example:
+        >>> s = BlobSerializer(secret="k")
+        >>> s.loads(s.dumps({"a": [1, 2.5]}))
+        {'a': [1, 2.5]}
+    """
+
+    def __init__(self, secret: str | bytes | None = None) -> None:
+        self._key = secret.encode() if isinstance(secret, str) else secret
+
+    def dumps(self, value: Any) -> bytes:
+        """Serialize ``value``: msgpack when it is plain data that round-trips exactly, else cloudpickle.
+
+        Args:
+            value: any value cloudpickle can handle.
+
+        Returns:
+            A self-describing (and, with a secret, signed) blob.
+
+        Raises:
+            SerializationError: the value cannot be pickled; the message names its type.
+        """
+        if _is_plain(value, 0):
+            return self._seal(_MSGPACK, _msgpack_encoder.encode(value))
+        try:
+            body = cloudpickle.dumps(value)
+        except Exception as exc:
+            raise SerializationError(f"cannot serialize {_describe(value)}: {type(exc).__name__}: {exc}") from exc
+        return self._seal(_PICKLE, body)
+
+    def loads(self, blob: bytes) -> Any:
+        """Check the signature of ``blob`` (when a secret is set), then decode it.
+
+        Args:
+            blob: bytes made by ``dumps``.
+
+        Returns:
+            The value.
+
+        Raises:
+            SignatureError: the signature is missing, wrong, or cannot be checked.
+            SerializationError: ``blob`` is not an omniq blob.
+        """
+        fmt, body = self._open(blob)
+        return _msgpack_decoder.decode(body) if fmt == _MSGPACK else cloudpickle.loads(body)
+
+    def dump_call(self, fn: Callable[..., Any], args: Sequence[Any], kwargs: Mapping[str, Any]) -> bytes:
+        """Serialize a call ``fn(*args, **kwargs)`` as one pickled blob.
+
+        Args:
+            fn: the callable (a notebook or ``__main__`` function travels by value).
+            args: positional arguments.
+            kwargs: keyword arguments.
+
+        Returns:
+            The blob.
+
+        Raises:
+            SerializationError: the callable or an argument cannot be pickled; the message
+                names which one and its type.
+        """
+        try:
+            body = cloudpickle.dumps((fn, tuple(args), dict(kwargs)))
+        except Exception as exc:
+            raise SerializationError(_blame(fn, args, kwargs, exc)) from exc
+        return self._seal(_PICKLE, body)
+
+    def load_call(self, blob: bytes) -> tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]:
+        """Verify and decode a blob made by ``dump_call``.
+
+        Args:
+            blob: the task's payload.
+
+        Returns:
+            ``(fn, args, kwargs)``.
+
+        Raises:
+            SignatureError: see ``loads``.
+            SerializationError: the blob does not hold a call.
+        """
+        call = self.loads(blob)
+        if not (isinstance(call, tuple) and len(call) == 3 and callable(call[0])):
+            raise SerializationError("the payload does not hold a call (fn, args, kwargs)")
+        return call[0], call[1], call[2]
+
+    def _seal(self, fmt: int, body: bytes) -> bytes:
+        if self._key is None:
+            return bytes((*_MAGIC, _VERSION, fmt, _UNSIGNED)) + body
+        header = bytes((*_MAGIC, _VERSION, fmt, _SIGNED))
+        return header + hmac.digest(self._key, header + body, hashlib.sha256) + body
+
+    def _open(self, blob: bytes) -> tuple[int, memoryview]:
+        view = memoryview(blob)
+        if len(view) < _HEADER_SIZE or view[:2] != _MAGIC or view[2] != _VERSION:
+            raise SerializationError("not an omniq_nb blob (bad header); was it written by another program?")
+        fmt, flag = view[3], view[4]
+        if fmt not in (_MSGPACK, _PICKLE):
+            raise SerializationError(f"unknown blob format {fmt!r}")
+        if flag == _UNSIGNED:
+            if self._key is not None:
+                raise SignatureError(
+                    "payload signature missing: OMNIQ_SECRET is set here but the payload was "
+                    "written unsigned; it was not unpickled"
+                )
+            return fmt, view[_HEADER_SIZE:]
+        body = view[_HEADER_SIZE + _SIGNATURE_SIZE :]
+        if self._key is None:
+            raise SignatureError(
+                "payload signature cannot be checked: it was signed but OMNIQ_SECRET is not set "
+                "in this process; set the same OMNIQ_SECRET everywhere"
+            )
+        expected = hmac.digest(self._key, bytes(view[:_HEADER_SIZE]) + bytes(body), hashlib.sha256)
+        if not hmac.compare_digest(expected, bytes(view[_HEADER_SIZE : _HEADER_SIZE + _SIGNATURE_SIZE])):
+            raise SignatureError(
+                "payload signature mismatch: the payload was altered or signed with another "
+                "OMNIQ_SECRET; it was not unpickled"
+            )
+        return fmt, body
+
+
+def _is_plain(value: Any, depth: int) -> bool:
+    """Return True when msgpack reproduces ``value`` with exactly the same types."""
+    kind = type(value)
+    if kind in _PLAIN_SCALARS:
+        return kind is not int or -_MAX_MSGPACK_INT // 2 <= value < _MAX_MSGPACK_INT
+    if depth >= _MAX_PLAIN_DEPTH:
+        return False
+    if kind is list:
+        return all(_is_plain(item, depth + 1) for item in value)
+    if kind is dict:
+        return all(type(k) is str and _is_plain(v, depth + 1) for k, v in value.items())
+    return False
+
+
+def _describe(value: Any) -> str:
+    text = repr(value)
+    if len(text) > 80:
+        text = text[:77] + "..."
+    return f"{text} (a {type(value).__module__}.{type(value).__qualname__})"
+
+
+def _blame(fn: Callable[..., Any], args: Sequence[Any], kwargs: Mapping[str, Any], exc: Exception) -> str:
+    """Name the first part of a call that cloudpickle cannot serialize."""
+    name = getattr(fn, "__qualname__", repr(fn))
+    suspects: list[tuple[str, Any]] = [(f"the callable {name}", fn)]
+    suspects += [(f"argument {i} of {name}()", arg) for i, arg in enumerate(args)]
+    suspects += [(f"keyword argument {key!r} of {name}()", arg) for key, arg in kwargs.items()]
+    for label, suspect in suspects:
+        try:
+            cloudpickle.dumps(suspect)
+        except Exception as inner:
+            return f"cannot serialize {label}: {_describe(suspect)}: {type(inner).__name__}: {inner}"
+    return f"cannot serialize the call to {name}(): {type(exc).__name__}: {exc}"

@@ -1,0 +1,59 @@
+"""Stores behind one protocol; ``open_storage(url)`` picks the backend by the URL's scheme.
+
+Backends are imported only when their scheme is used, so a driver that is not installed
+matters only to the users of that backend.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from omniq_nb.config import Settings
+from omniq_nb.storage.base import NotSupported, Storage, StorageError, redact_url
+
+__all__ = ["NotSupported", "Storage", "StorageError", "open_storage", "redact_url"]
+
+_LATER = {"postgresql", "postgres", "redis", "rediss", "nats"}
+
+
+def open_storage(url: str, *, settings: Settings | None = None) -> Storage:
+    """Return the store for ``url``, not yet opened: use it with ``async with``.
+
+    Args:
+        url: ``sqlite:///relative.db``, ``sqlite:////absolute.db``, ``memory://``, ...
+        settings: settings that tune the store (events, SQLite synchronous mode).
+
+    Returns:
+        A store that keeps the ``Storage`` protocol.
+
+    Raises:
+        StorageError: the URL is malformed or names an unknown scheme.
+        NotSupported: the scheme's backend is not available in this version.
+
+    Example:
+        >>> import asyncio
+        >>> async def main():
+        ...     async with open_storage("memory://") as store:
+        ...         return await store.list()
+        >>> asyncio.run(main())
+        []
+    """
+    settings = settings or Settings()
+    scheme = urlsplit(url).scheme.lower() if isinstance(url, str) else ""
+    if scheme == "sqlite":
+        from omniq_nb.storage.sqlite import SQLiteStorage
+
+        return SQLiteStorage(url, events=settings.events, synchronous=settings.sqlite_synchronous)
+    if scheme == "memory":
+        from omniq_nb.storage.memory import MemoryStorage
+
+        return MemoryStorage(url, events=settings.events)
+    if scheme in _LATER:
+        raise NotSupported(
+            f"the {scheme} store is not available yet in this version of omniq_nb; "
+            "use sqlite:///path.db (one machine) or memory://"
+        )
+    raise StorageError(
+        f"unknown store URL {redact_url(str(url))!r}; expected sqlite:///relative.db, "
+        "sqlite:////absolute/path.db, memory://, postgresql://..., redis://... or nats://..."
+    )

@@ -1,0 +1,619 @@
+"""SQLite store (the default): one file, one host, several processes, via aiosqlite.
+
+WAL with ``synchronous=NORMAL`` (``FULL`` opt-in), ``busy_timeout``, a schema version
+table with migrations, a partial index on the claim path. One connection per store in
+autocommit mode: single statements are atomic by themselves (a write statement takes the
+write lock when it starts, so ``busy_timeout`` applies); multi-statement writes use
+``BEGIN IMMEDIATE`` under a lock so no other statement of this process slips inside them.
+Claims take many ready tasks in one ``UPDATE … RETURNING``; outcomes of many attempts are
+written by one ``UPDATE … FROM (VALUES …)``. Events are written by temporary triggers in
+the same statement as the change they record. Network filesystems are refused: WAL needs
+shared memory that they do not provide.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import os
+import sqlite3
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import aiosqlite
+import msgspec
+
+from omniq_nb.errors import StorageError
+from omniq_nb.models import EventKind, Schedule, Task, TaskError, TaskEvent, TaskResult, TaskStatus, check_transition
+from omniq_nb.storage.base import redact_url
+
+logger = logging.getLogger(__name__)
+
+_SCHEMA_VERSION = 1
+_BUSY_TIMEOUT_MS = 15_000
+_JOURNAL_SIZE_LIMIT = 64 * 1024 * 1024
+_CHUNK_ROWS = 400  # rows per multi-row statement: 400 x 12 values stays under SQLite's 32,766
+_NETWORK_FILESYSTEMS = frozenset(
+    {"nfs", "nfs4", "cifs", "smb3", "smbfs", "fuse.sshfs", "sshfs", "ceph", "glusterfs", "lustre", "afs", "gpfs"}
+)
+_UTC = timezone.utc
+_TERMINAL_SQL = "('succeeded', 'failed', 'cancelled', 'expired')"
+
+_COLUMNS = (
+    "id, name, queue, status, priority, payload, attempt, retries, retry_on, timeout, eta, created_at, "
+    "started_at, finished_at, expires_at, result_ttl, interval, cron, series, at_most_once, kind, "
+    "lease_token, lease_until, worker, progress, progress_done, progress_total, progress_message, result, error"
+)
+_INSERT = (
+    f"INSERT INTO tasks ({_COLUMNS}) VALUES ({', '.join('?' * (_COLUMNS.count(',') + 1))})"
+)
+_NOW_SQL = "((julianday('now') - 2440587.5) * 86400.0)"
+
+_MIGRATIONS: dict[int, str] = {
+    1: """
+    CREATE TABLE tasks (
+        seq INTEGER PRIMARY KEY,
+        id TEXT NOT NULL UNIQUE,
+        name TEXT NOT NULL,
+        queue TEXT NOT NULL,
+        status TEXT NOT NULL,
+        priority INTEGER NOT NULL DEFAULT 0,
+        payload BLOB NOT NULL,
+        attempt INTEGER NOT NULL DEFAULT 0,
+        retries INTEGER NOT NULL DEFAULT 0,
+        retry_on TEXT,
+        timeout REAL,
+        eta REAL NOT NULL,
+        created_at REAL NOT NULL,
+        started_at REAL,
+        finished_at REAL,
+        expires_at REAL,
+        result_ttl REAL,
+        purge_at REAL,
+        interval REAL,
+        cron TEXT,
+        series TEXT,
+        at_most_once INTEGER NOT NULL DEFAULT 0,
+        kind TEXT,
+        lease_token TEXT,
+        lease_until REAL,
+        worker TEXT,
+        progress REAL NOT NULL DEFAULT 0,
+        progress_done REAL NOT NULL DEFAULT 0,
+        progress_total REAL,
+        progress_message TEXT,
+        result BLOB,
+        error TEXT
+    );
+    CREATE INDEX tasks_claim ON tasks (queue, priority DESC, eta, seq) WHERE status = 'pending';
+    CREATE INDEX tasks_lease ON tasks (lease_until) WHERE status = 'running';
+    CREATE INDEX tasks_expiry ON tasks (expires_at) WHERE status = 'pending' AND expires_at IS NOT NULL;
+    CREATE INDEX tasks_purge ON tasks (purge_at) WHERE purge_at IS NOT NULL;
+    CREATE INDEX tasks_status ON tasks (status, seq);
+    CREATE INDEX tasks_series ON tasks (series) WHERE series IS NOT NULL;
+    CREATE TABLE events (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        task_id TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        at REAL NOT NULL,
+        status TEXT NOT NULL,
+        attempt INTEGER NOT NULL,
+        progress REAL,
+        message TEXT
+    );
+    CREATE INDEX events_task ON events (task_id, seq);
+    """,
+}
+
+# Temporary triggers belong to this connection only, so OMNIQ_EVENTS=0 in one process
+# does not change what another process records.
+_EVENT_TRIGGERS = f"""
+CREATE TEMP TRIGGER IF NOT EXISTS omniq_event_insert AFTER INSERT ON main.tasks BEGIN
+    INSERT INTO events (task_id, kind, at, status, attempt)
+    VALUES (new.id, 'enqueued', new.created_at, new.status, new.attempt);
+END;
+CREATE TEMP TRIGGER IF NOT EXISTS omniq_event_status AFTER UPDATE OF status ON main.tasks
+WHEN old.status IS NOT new.status BEGIN
+    INSERT INTO events (task_id, kind, at, status, attempt, progress, message)
+    VALUES (new.id,
+        CASE new.status
+            WHEN 'running' THEN 'started'
+            WHEN 'pending' THEN CASE WHEN new.attempt < old.attempt THEN 'released' ELSE 'retried' END
+            ELSE new.status END,
+        {_NOW_SQL}, new.status, new.attempt, new.progress, json_extract(new.error, '$.message'));
+END;
+CREATE TEMP TRIGGER IF NOT EXISTS omniq_event_progress AFTER UPDATE OF progress_done ON main.tasks
+WHEN old.status = 'running' AND new.status = 'running' BEGIN
+    INSERT INTO events (task_id, kind, at, status, attempt, progress, message)
+    VALUES (new.id, 'progress', {_NOW_SQL}, new.status, new.attempt, new.progress, new.progress_message);
+END;
+"""
+
+_error_encoder = msgspec.json.Encoder()
+_error_decoder = msgspec.json.Decoder(TaskError)
+
+
+class SQLiteStorage:
+    """The default store: a SQLite file shared by the processes of one machine.
+
+    Args:
+        url: ``sqlite:///relative.db``, ``sqlite:////absolute.db`` or ``sqlite://`` (in memory).
+        events: record a ``TaskEvent`` per transition.
+        synchronous: ``NORMAL`` (nothing committed is lost when a process dies) or ``FULL``
+            (also survives power loss).
+    """
+
+    supports_notify = False
+    multi_host = False
+
+    def __init__(self, url: str, *, events: bool = True, synchronous: str = "NORMAL") -> None:
+        self.url = redact_url(url)
+        self.path = sqlite_path(url)
+        self._events = events
+        self._synchronous = synchronous
+        self._conn: aiosqlite.Connection | None = None
+        self._transaction = asyncio.Lock()
+
+    async def __aenter__(self) -> SQLiteStorage:
+        """Open the store."""
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        """Close the store."""
+        await self.close()
+
+    async def open(self) -> None:
+        """Create the file (owner-only) and its folder if needed, connect, migrate the schema.
+
+        Raises:
+            StorageError: the path cannot be created or written, or lies on a network filesystem.
+        """
+        if self._conn is not None:
+            return
+        if self.path is not None:
+            _prepare_file(self.path)
+        try:
+            self._conn = await aiosqlite.connect(self.path or ":memory:", isolation_level=None)
+            await self._configure()
+        except sqlite3.Error as exc:
+            await self.close()
+            raise StorageError(f"cannot open the SQLite store at {self.path or ':memory:'}: {exc}") from exc
+
+    async def close(self) -> None:
+        """Close the connection (its thread ends with it)."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            await conn.close()
+
+    async def _configure(self) -> None:
+        conn = self._db
+        await conn.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
+        if self.path is not None:
+            await conn.execute("PRAGMA journal_mode = WAL")
+            await conn.execute(f"PRAGMA journal_size_limit = {_JOURNAL_SIZE_LIMIT}")
+        await conn.execute(f"PRAGMA synchronous = {self._synchronous}")
+        await self._migrate()
+        if self._events:
+            await conn.executescript(_EVENT_TRIGGERS)
+
+    async def _migrate(self) -> None:
+        conn = self._db
+        async with self._transaction:
+            await conn.execute("BEGIN IMMEDIATE")
+            try:
+                await conn.execute("CREATE TABLE IF NOT EXISTS omniq_schema (version INTEGER NOT NULL)")
+                rows = list(await conn.execute_fetchall("SELECT max(version) FROM omniq_schema"))
+                current = rows[0][0] or 0
+                if current > _SCHEMA_VERSION:
+                    raise StorageError(
+                        f"{self.path} has schema version {current}, newer than this omniq_nb "
+                        f"understands ({_SCHEMA_VERSION}); upgrade omniq_nb"
+                    )
+                for version in range(current + 1, _SCHEMA_VERSION + 1):
+                    for statement in _statements(_MIGRATIONS[version]):
+                        await conn.execute(statement)
+                    await conn.execute("INSERT INTO omniq_schema (version) VALUES (?)", (version,))
+                await conn.execute("COMMIT")
+            except BaseException:
+                await conn.execute("ROLLBACK")
+                raise
+
+    @property
+    def _db(self) -> aiosqlite.Connection:
+        if self._conn is None:
+            raise StorageError(f"the SQLite store {self.url} is not open (use 'async with' or await open())")
+        return self._conn
+
+    async def _fetch(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        async with self._transaction:
+            return await self._run(sql, params)
+
+    async def now(self) -> datetime:
+        """Return the store's clock: this machine's, as every process on the file shares it."""
+        return datetime.now(_UTC)
+
+    async def insert(self, tasks: Sequence[Task]) -> None:
+        """Add new tasks in one transaction (one statement for a single task)."""
+        rows = [_task_row(task) for task in tasks]
+        if len(rows) == 1:
+            await self._fetch(_INSERT, rows[0])
+            return
+        async with self._transaction:
+            conn = self._db
+            await conn.execute("BEGIN IMMEDIATE")
+            try:
+                await conn.executemany(_INSERT, rows)
+                await conn.execute("COMMIT")
+            except BaseException:
+                await conn.execute("ROLLBACK")
+                raise
+
+    async def get(self, task_id: str) -> Task | None:
+        """Return the task with this id, or ``None``."""
+        rows = await self._fetch(f"SELECT {_COLUMNS} FROM tasks WHERE id = ?", (task_id,))
+        return _row_task(rows[0]) if rows else None
+
+    async def get_many(self, task_ids: Sequence[str]) -> list[Task]:
+        """Return the tasks with these ids that exist."""
+        found: list[Task] = []
+        for chunk in _chunks(task_ids, 900):
+            marks = ", ".join("?" * len(chunk))
+            rows = await self._fetch(f"SELECT {_COLUMNS} FROM tasks WHERE id IN ({marks})", chunk)
+            found.extend(_row_task(row) for row in rows)
+        return found
+
+    async def list(
+        self, *, statuses: Sequence[TaskStatus] = (), queue: str | None = None, limit: int = 100
+    ) -> list[Task]:
+        """Return up to ``limit`` tasks, newest first."""
+        where, params = _filters(statuses, queue)
+        rows = await self._fetch(
+            f"SELECT {_COLUMNS} FROM tasks {where} ORDER BY seq DESC LIMIT ?",
+            (*params, limit),
+        )
+        return [_row_task(row) for row in rows]
+
+    async def count(self, *, task_ids: Sequence[str] | None = None) -> dict[TaskStatus, int]:
+        """Return the number of tasks per status (of ``task_ids``, or all)."""
+        counts = dict.fromkeys(TaskStatus, 0)
+        if task_ids is None:
+            for status, n in await self._fetch("SELECT status, count(*) FROM tasks GROUP BY status"):
+                counts[TaskStatus(status)] = n
+            return counts
+        for chunk in _chunks(task_ids, 900):
+            marks = ", ".join("?" * len(chunk))
+            sql = f"SELECT status, count(*) FROM tasks WHERE id IN ({marks}) GROUP BY status"
+            for status, n in await self._fetch(sql, chunk):
+                counts[TaskStatus(status)] += n
+        return counts
+
+    async def claim(self, *, queues: Sequence[str], limit: int, lease: float, worker: str) -> list[Task]:
+        """Claim up to ``limit`` ready tasks in one atomic ``UPDATE … RETURNING``."""
+        now = time.time()
+        marks = ", ".join("?" * len(queues))
+        sql = f"""
+            UPDATE tasks SET status = 'running', attempt = attempt + 1,
+                lease_token = lower(hex(randomblob(16))), lease_until = ?, started_at = ?, worker = ?,
+                progress = 0, progress_done = 0, progress_total = NULL, progress_message = NULL
+            WHERE seq IN (
+                SELECT seq FROM tasks
+                WHERE status = 'pending' AND queue IN ({marks}) AND eta <= ?
+                    AND (expires_at IS NULL OR expires_at > ?)
+                ORDER BY priority DESC, eta, seq LIMIT ?)
+            RETURNING {_COLUMNS}, seq"""
+        rows = await self._fetch(sql, (now + lease, now, worker, *queues, now, now, limit))
+        rows.sort(key=lambda row: (-row[4], row[10], row[-1]))
+        return [_row_task(row) for row in rows]
+
+    async def renew(self, *, leases: Mapping[str, str], lease: float) -> set[str]:
+        """Extend the leases still held; return their ids."""
+        held: set[str] = set()
+        until = time.time() + lease
+        for chunk in _chunks(list(leases.items()), _CHUNK_ROWS):
+            values = ", ".join("(?, ?)" for _ in chunk)
+            sql = f"""
+                WITH v(id, token) AS (VALUES {values})
+                UPDATE tasks SET lease_until = ? FROM v
+                WHERE tasks.id = v.id AND tasks.lease_token = v.token AND tasks.status = 'running'
+                RETURNING tasks.id"""
+            rows = await self._fetch(sql, (*itertools.chain.from_iterable(chunk), until))
+            held.update(row[0] for row in rows)
+        return held
+
+    async def progress(
+        self, *, task_id: str, lease_token: str, done: float, total: float | None, message: str | None
+    ) -> bool:
+        """Store progress of a running task, fenced on its lease."""
+        fraction = min(1.0, max(0.0, done / total)) if total else 0.0
+        rows = await self._fetch(
+            """UPDATE tasks SET progress_done = ?, progress_total = ?, progress_message = ?, progress = ?
+            WHERE id = ? AND lease_token = ? AND status = 'running' RETURNING id""",
+            (done, total, message, fraction, task_id, lease_token),
+        )
+        return bool(rows)
+
+    async def settle(self, results: Sequence[TaskResult], *, successors: Mapping[str, Task] = {}) -> list[Task]:
+        """Apply many attempt outcomes with one statement per chunk, fenced on each lease."""
+        for result in results:
+            check_transition(TaskStatus.RUNNING, result.status)
+        if not successors:
+            return await self._settle_rows(results)
+        async with self._transaction:
+            conn = self._db
+            await conn.execute("BEGIN IMMEDIATE")
+            try:
+                accepted = await self._settle_rows(results, locked=True)
+                following = [_task_row(successors[t.id]) for t in accepted if t.id in successors]
+                if following:
+                    await conn.executemany(_INSERT, following)
+                await conn.execute("COMMIT")
+            except BaseException:
+                await conn.execute("ROLLBACK")
+                raise
+        return accepted
+
+    async def _settle_rows(self, results: Sequence[TaskResult], *, locked: bool = False) -> list[Task]:
+        accepted: list[Task] = []
+        for chunk in _chunks(results, _CHUNK_ROWS):
+            values = ", ".join("(?, ?, ?, ?, ?, ?, ?)" for _ in chunk)
+            params: list[Any] = [time.time()]
+            for r in chunk:
+                error = _error_encoder.encode(r.error).decode() if r.error is not None else None
+                eta = r.eta.timestamp() if r.eta is not None else None
+                params += (r.task_id, r.lease_token, r.status.value, r.result, error, eta, int(r.rescue))
+            sql = f"""
+                WITH clock(now) AS (VALUES (?)),
+                    v(id, token, status, result, error, eta, rescue) AS (VALUES {values})
+                UPDATE tasks SET status = v.status, result = v.result, error = v.error,
+                    eta = coalesce(v.eta, tasks.eta), lease_token = NULL, lease_until = NULL,
+                    finished_at = CASE WHEN v.status = 'pending' THEN NULL ELSE clock.now END,
+                    purge_at = CASE WHEN v.status != 'pending' THEN clock.now + tasks.result_ttl END,
+                    progress = CASE WHEN v.status = 'succeeded' THEN 1.0 ELSE tasks.progress END
+                FROM v, clock
+                WHERE tasks.id = v.id AND tasks.lease_token = v.token AND tasks.status = 'running'
+                    AND (v.rescue = 0 OR tasks.lease_until <= clock.now)
+                RETURNING {_prefixed("tasks")}"""
+            rows = await (self._run(sql, params) if locked else self._fetch(sql, params))
+            accepted.extend(_row_task(row) for row in rows)
+        return accepted
+
+    async def release(self, *, leases: Mapping[str, str]) -> list[Task]:
+        """Hand running tasks back to pending and give back the attempt their claim used."""
+        released: list[Task] = []
+        for chunk in _chunks(list(leases.items()), _CHUNK_ROWS):
+            values = ", ".join("(?, ?)" for _ in chunk)
+            sql = f"""
+                WITH v(id, token) AS (VALUES {values})
+                UPDATE tasks SET status = 'pending', attempt = attempt - 1, lease_token = NULL,
+                    lease_until = NULL, worker = NULL
+                FROM v
+                WHERE tasks.id = v.id AND tasks.lease_token = v.token AND tasks.status = 'running'
+                RETURNING {_prefixed("tasks")}"""
+            rows = await self._fetch(sql, list(itertools.chain.from_iterable(chunk)))
+            released.extend(_row_task(row) for row in rows)
+        return released
+
+    async def expired_leases(self, *, limit: int) -> list[Task]:
+        """Return running tasks whose lease ran out."""
+        rows = await self._fetch(
+            f"SELECT {_COLUMNS} FROM tasks WHERE status = 'running' AND lease_until <= ? LIMIT ?",
+            (time.time(), limit),
+        )
+        return [_row_task(row) for row in rows]
+
+    async def cancel(self, task_id: str) -> Task | None:
+        """Cancel a pending or running task; a finished one is returned unchanged."""
+        rows = await self._fetch(
+            f"""UPDATE tasks SET status = 'cancelled', finished_at = ?1, purge_at = ?1 + result_ttl,
+                lease_until = NULL
+            WHERE id = ?2 AND status IN ('pending', 'running') RETURNING {_COLUMNS}""",
+            (time.time(), task_id),
+        )
+        return _row_task(rows[0]) if rows else await self.get(task_id)
+
+    async def requeue(self, task_id: str) -> Task | None:
+        """Put a failed, cancelled or expired task back to pending, allowing one more attempt."""
+        rows = await self._fetch(
+            f"""UPDATE tasks SET status = 'pending', eta = ?1, finished_at = NULL, purge_at = NULL,
+                retries = max(retries, attempt), lease_token = NULL, lease_until = NULL,
+                expires_at = CASE WHEN expires_at IS NULL THEN NULL ELSE ?1 + (expires_at - created_at) END
+            WHERE id = ?2 AND status IN ('failed', 'cancelled', 'expired') RETURNING {_COLUMNS}""",
+            (time.time(), task_id),
+        )
+        return _row_task(rows[0]) if rows else await self.get(task_id)
+
+    async def expire(self) -> list[Task]:
+        """Move pending tasks past ``expires_at`` to expired."""
+        rows = await self._fetch(
+            f"""UPDATE tasks SET status = 'expired', finished_at = ?1, purge_at = ?1 + result_ttl
+            WHERE status = 'pending' AND expires_at IS NOT NULL AND expires_at <= ?1
+            RETURNING {_COLUMNS}""",
+            (time.time(),),
+        )
+        return [_row_task(row) for row in rows]
+
+    async def purge(
+        self, *, finished_before: datetime | None = None, statuses: Sequence[TaskStatus] = (), everything: bool = False
+    ) -> int:
+        """Delete finished tasks past their result TTL (or all tasks), with their events."""
+        if everything:
+            where, params = "", []
+        else:
+            where = f"WHERE status IN {_TERMINAL_SQL} AND (purge_at <= ?"
+            params = [time.time()]
+            if finished_before is not None:
+                picked = [s.value for s in statuses] or ["succeeded", "failed", "cancelled", "expired"]
+                where += f" OR (finished_at < ? AND status IN ({', '.join('?' * len(picked))}))"
+                params += [finished_before.timestamp(), *picked]
+            where += ")"
+        async with self._transaction:
+            conn = self._db
+            await conn.execute("BEGIN IMMEDIATE")
+            try:
+                gone = await conn.execute_fetchall(f"DELETE FROM tasks {where} RETURNING id", params)
+                ids = [row[0] for row in gone]
+                for chunk in _chunks(ids, 900):
+                    marks = ", ".join("?" * len(chunk))
+                    await conn.execute(f"DELETE FROM events WHERE task_id IN ({marks})", chunk)
+                await conn.execute("COMMIT")
+            except BaseException:
+                await conn.execute("ROLLBACK")
+                raise
+            if self.path is not None:
+                await conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        return len(ids)
+
+    async def events(self, *, task_id: str | None = None, since: int = 0, limit: int = 1000) -> list[TaskEvent]:
+        """Return events with ``seq > since``, oldest first."""
+        if task_id is None:
+            sql, params = "SELECT * FROM events WHERE seq > ? ORDER BY seq LIMIT ?", (since, limit)
+        else:
+            sql = "SELECT * FROM events WHERE task_id = ? AND seq > ? ORDER BY seq LIMIT ?"
+            params = (task_id, since, limit)  # type: ignore[assignment]
+        return [
+            TaskEvent(
+                seq=seq, task_id=tid, kind=EventKind(kind), at=_time(at), status=TaskStatus(status),
+                attempt=attempt, progress=progress, message=message,
+            )
+            for seq, tid, kind, at, status, attempt, progress, message in await self._fetch(sql, params)
+        ]
+
+    async def last_event_seq(self) -> int:
+        """Return the newest event's ``seq`` (0 when there is none)."""
+        rows = await self._fetch("SELECT coalesce(max(seq), 0) FROM events")
+        return int(rows[0][0])
+
+    async def _run(self, sql: str, params: Sequence[Any]) -> list[Any]:
+        return list(await self._db.execute_fetchall(sql, params))
+
+
+def sqlite_path(url: str) -> str | None:
+    """Return the file path of a ``sqlite:`` URL, or ``None`` for an in-memory database.
+
+    Args:
+        url: ``sqlite:///relative.db`` (relative to the working directory),
+            ``sqlite:////absolute/path.db``, or ``sqlite://`` / ``sqlite:///:memory:``.
+
+    Raises:
+        StorageError: the URL is malformed; the message shows the accepted forms.
+    """
+    parts = urlsplit(url)
+    if parts.scheme != "sqlite" or parts.netloc or parts.query or parts.fragment:
+        raise StorageError(
+            f"malformed SQLite URL {redact_url(url)!r}: expected sqlite:///relative/path.db "
+            "(three slashes) or sqlite:////absolute/path.db (four slashes)"
+        )
+    path = unquote(parts.path)
+    if path in ("", "/", "/:memory:"):
+        return None
+    return path[1:]
+
+
+def _prepare_file(path: str) -> None:
+    """Create the folder and an owner-only file, or say clearly why that is impossible."""
+    target = Path(path)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.close(os.open(target, os.O_RDWR | os.O_CREAT, 0o600))
+    except OSError as exc:
+        raise StorageError(f"cannot create or write the SQLite store at {target.resolve()}: {exc.strerror}") from exc
+    filesystem = _filesystem_type(target.resolve())
+    if filesystem in _NETWORK_FILESYSTEMS:
+        raise StorageError(
+            f"{target.resolve()} is on a network filesystem ({filesystem}); SQLite's WAL mode does not "
+            "work there and could corrupt the store. Put the file on a local disk, or use a "
+            "PostgreSQL or Redis store to share tasks between machines."
+        )
+
+
+def _filesystem_type(path: Path) -> str:
+    """Return the type of the filesystem holding ``path`` (Linux), or '' when unknown."""
+    best, kind = "", ""
+    try:
+        with open("/proc/self/mounts", encoding="utf-8") as mounts:
+            for line in mounts:
+                fields = line.split()
+                if len(fields) < 3:
+                    continue
+                mount = fields[1].replace("\\040", " ")
+                if str(path).startswith(mount.rstrip("/") + "/") and len(mount) > len(best):
+                    best, kind = mount, fields[2]
+    except OSError:
+        return ""
+    return kind
+
+
+def _statements(script: str) -> Iterable[str]:
+    return (part.strip() for part in script.split(";") if part.strip())
+
+
+def _chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
+    return (items[i : i + size] for i in range(0, len(items), size))
+
+
+def _prefixed(table: str) -> str:
+    return ", ".join(f"{table}.{name.strip()}" for name in _COLUMNS.split(","))
+
+
+def _filters(statuses: Sequence[TaskStatus], queue: str | None) -> tuple[str, list[Any]]:
+    clauses, params = [], []
+    if statuses:
+        clauses.append(f"status IN ({', '.join('?' * len(statuses))})")
+        params += [TaskStatus(s).value for s in statuses]
+    if queue is not None:
+        clauses.append("queue = ?")
+        params.append(queue)
+    return ("WHERE " + " AND ".join(clauses) if clauses else ""), params
+
+
+def _stamp(moment: datetime | None) -> float | None:
+    return None if moment is None else moment.timestamp()
+
+
+def _time(stamp: float) -> datetime:
+    return datetime.fromtimestamp(stamp, _UTC)
+
+
+def _maybe_time(stamp: float | None) -> datetime | None:
+    return None if stamp is None else datetime.fromtimestamp(stamp, _UTC)
+
+
+def _task_row(task: Task) -> tuple[Any, ...]:
+    schedule = task.schedule
+    return (
+        task.id, task.name, task.queue, task.status.value, task.priority, task.payload, task.attempt,
+        task.retries, "\n".join(task.retry_on) or None, task.timeout, task.eta.timestamp(),
+        task.created_at.timestamp(), _stamp(task.started_at), _stamp(task.finished_at),
+        _stamp(task.expires_at), task.result_ttl,
+        schedule.interval.total_seconds() if schedule and schedule.interval else None,
+        schedule.cron if schedule else None, task.series, int(task.at_most_once), task.kind,
+        task.lease_token, _stamp(task.lease_until), task.worker, task.progress, task.progress_done,
+        task.progress_total, task.progress_message, task.result,
+        _error_encoder.encode(task.error).decode() if task.error is not None else None,
+    )
+
+
+def _row_task(row: Sequence[Any]) -> Task:
+    interval, cron = row[16], row[17]
+    schedule = None
+    if interval is not None or cron is not None:
+        schedule = Schedule(interval=timedelta(seconds=interval) if interval is not None else None, cron=cron)
+    return Task(
+        id=row[0], name=row[1], queue=row[2], status=TaskStatus(row[3]), priority=row[4], payload=row[5],
+        attempt=row[6], retries=row[7], retry_on=tuple(row[8].split("\n")) if row[8] else (),
+        timeout=row[9], eta=_time(row[10]), created_at=_time(row[11]), started_at=_maybe_time(row[12]),
+        finished_at=_maybe_time(row[13]), expires_at=_maybe_time(row[14]), result_ttl=row[15],
+        schedule=schedule, series=row[18], at_most_once=bool(row[19]), kind=row[20], lease_token=row[21],
+        lease_until=_maybe_time(row[22]), worker=row[23], progress=row[24], progress_done=row[25],
+        progress_total=row[26], progress_message=row[27], result=row[28],
+        error=_error_decoder.decode(row[29]) if row[29] is not None else None,
+    )
