@@ -28,6 +28,7 @@ class Portal:
         name: the thread's name.
         owner: the sync class's name, for error messages.
         alternative: the async class to suggest when called from the portal's own loop.
+
     """
 
     def __init__(self, *, name: str, owner: str, alternative: str) -> None:
@@ -36,15 +37,16 @@ class Portal:
         self._portal = self._stack.enter_context(start_blocking_portal(name=name))
         self._thread_id: int | None = self._portal.call(threading.get_ident)
 
-    def call(self, fn: Callable[..., Awaitable[T]] | Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+    def call(self, fn: Callable[..., Awaitable[T]], /, *args: Any, **kwargs: Any) -> T:
         """Run ``fn(*args, **kwargs)`` on the portal's loop and block until it returns.
 
         Raises:
             RuntimeError: called from the portal's own loop (which would deadlock).
+
         """
         if threading.get_ident() == self._thread_id:
             raise RuntimeError(_FROM_ASYNC.format(owner=self._owner, alternative=self._alternative))
-        return self._portal.call(partial(fn, *args, **kwargs))  # type: ignore[arg-type]
+        return self._portal.call(partial(fn, *args, **kwargs))
 
     def enter(self, manager: AbstractAsyncContextManager[T]) -> T:
         """Enter an async context manager on the portal's loop; it is exited by ``close()``."""

@@ -55,6 +55,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     Example:
         >>> Settings(db_url="memory://").lease_seconds
         30.0
+
     """
 
     db_url: str = "sqlite:///.omniq/omniq.db"
@@ -101,6 +102,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         Raises:
             ConfigError: a value is invalid; the message names its source and the accepted values.
             TypeError: an override names no setting.
+
         """
         env = os.environ if env is None else env
         values: dict[str, Any] = {}
@@ -129,6 +131,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         Raises:
             ConfigError: a value is invalid.
             TypeError: a name is not a setting.
+
         """
         changes: dict[str, Any] = {}
         for name, raw in overrides.items():
@@ -144,6 +147,7 @@ def configure_logging(settings: Settings) -> None:
 
     Args:
         settings: the settings whose ``log_level`` applies.
+
     """
     logging.getLogger("omniq_nb").setLevel(settings.log_level)
 

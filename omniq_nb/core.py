@@ -8,18 +8,22 @@ Example:
     ...         return h.status
     >>> asyncio.run(main())
     <TaskStatus.PENDING: 'pending'>
+
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
+import builtins
+import random
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta, timezone
 from functools import partial
 from types import TracebackType
 from typing import Any
+
+import msgspec
 
 from omniq_nb._portal import Portal
 from omniq_nb.config import Settings, configure_logging
@@ -57,6 +61,7 @@ class AsyncOmniQ:
         ...     async with AsyncOmniQ(db_url="sqlite:///jobs.db") as q:
         ...         h = await q.enqueue(print, "hello")
         ...         await h.result(timeout=10)                  # needs a worker pool
+
     """
 
     def __init__(
@@ -76,7 +81,7 @@ class AsyncOmniQ:
             self.storage, poll_interval=self.settings.poll_interval, events_recorded=self.settings.events
         )
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._local_writes: list[Callable[[], None]] = [self._hub.nudge]
+        self._local_writes: builtins.list[Callable[[], None]] = []
 
     @classmethod
     def from_env(cls, **overrides: Any) -> AsyncOmniQ:
@@ -84,6 +89,7 @@ class AsyncOmniQ:
 
         Args:
             **overrides: settings by lower-case name.
+
         """
         return cls(**overrides)
 
@@ -103,6 +109,7 @@ class AsyncOmniQ:
 
         Raises:
             StorageError: the store cannot be opened; the message names the path or URL.
+
         """
         self._loop = asyncio.get_running_loop()
         await self.storage.open()
@@ -125,19 +132,26 @@ class AsyncOmniQ:
         return self._runner
 
     def on_local_write(self, callback: Callable[[], None]) -> Callable[[], None]:
-        """Call ``callback`` after each write this queue makes (pools use it to wake at once).
+        """Call ``callback`` after each write published here (pools use it to wake at once).
 
         Args:
             callback: a cheap, non-blocking callable.
 
         Returns:
             A function that removes the callback.
+
         """
         self._local_writes.append(callback)
         return partial(self._local_writes.remove, callback)
 
-    def notify_local_write(self) -> None:
-        """Tell this process's listeners (event hub, idle pools) that the store changed."""
+    def publish(self, tasks: Iterable[Task] = ()) -> None:
+        """Tell this process that the store changed: ``tasks`` are rows a local write returned.
+
+        Handles and result waiters get the new snapshots at once, event listeners are woken,
+        and so are idle pools of this process (``on_local_write``).
+        """
+        self._hub.deliver(tasks)
+        self._hub.nudge()
         for callback in list(self._local_writes):
             callback()
 
@@ -152,6 +166,7 @@ class AsyncOmniQ:
 
         Raises:
             SerializationError: ``fn`` or an argument cannot be serialized (named in the message).
+
         """
         return await self.enqueue_call(fn, args=args, kwargs=kwargs)
 
@@ -178,10 +193,12 @@ class AsyncOmniQ:
             TypeError: an unknown option, or a value of the wrong type.
             ValueError: an invalid value (negative delay, bad cron, eta with delay, ...).
             SerializationError: ``fn`` or an argument cannot be serialized.
+
         """
-        [task] = await self._new_tasks(fn, [(args, kwargs or {})], make_options(**options))
+        template = await self._template(fn, make_options(**options))
+        [task] = self._tasks_like(template, fn, [(args, kwargs or {})])
         await self.storage.insert([task])
-        self.notify_local_write()
+        self.publish()
         return self._handle(task)
 
     async def enqueue_many(
@@ -200,16 +217,20 @@ class AsyncOmniQ:
         Raises:
             TypeError: an item of ``calls`` is not a tuple or list, or a bad option.
             SerializationError: ``fn`` or an argument cannot be serialized.
+
         """
-        batch = []
-        for index, args in enumerate(calls):
-            if not isinstance(args, (tuple, list)):
-                raise TypeError(f"calls[{index}]={args!r} must be a tuple of positional arguments such as (x,)")
-            batch.append((args, {}))
-        tasks = await self._new_tasks(fn, batch, make_options(**options))
+        opts = make_options(**options)
+        template = await self._template(fn, opts)
+        tasks: builtins.list[Task] = []
+
+        def build() -> Iterator[Task]:  # lazy: SQLite writes one chunk while the next is built
+            for task in self._tasks_like(template, fn, _checked_calls(calls)):
+                tasks.append(task)
+                yield task
+
+        await self.storage.insert(build())
         if tasks:
-            await self.storage.insert(tasks)
-            self.notify_local_write()
+            self.publish()
         return GroupHandle(self, [self._handle(task) for task in tasks])
 
     async def get(self, task_id: str, /) -> TaskHandle:
@@ -217,6 +238,7 @@ class AsyncOmniQ:
 
         Raises:
             TaskNotFound: no task has this id.
+
         """
         return self._handle(await self._task(task_id))
 
@@ -226,7 +248,7 @@ class AsyncOmniQ:
         status: str | TaskStatus | Iterable[str | TaskStatus] | None = None,
         queue: str | None = None,
         limit: int = _LIST_LIMIT,
-    ) -> list[Task]:
+    ) -> builtins.list[Task]:
         """Return snapshots of up to ``limit`` tasks, newest first.
 
         Args:
@@ -236,6 +258,7 @@ class AsyncOmniQ:
 
         Raises:
             ValueError: an unknown status, or ``limit < 1``.
+
         """
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
             raise ValueError(f"limit={limit!r} must be a whole number >= 1")
@@ -250,11 +273,12 @@ class AsyncOmniQ:
 
         Raises:
             TaskNotFound: no task has this id.
+
         """
         task = await self.storage.cancel(task_id)
         if task is None:
             raise TaskNotFound(f"no task with id {task_id!r} in {self.storage.url}")
-        self.notify_local_write()
+        self.publish([task])
         return task.status is TaskStatus.CANCELLED
 
     async def retry(self, task_id: str, /) -> TaskHandle:
@@ -263,6 +287,7 @@ class AsyncOmniQ:
         Raises:
             TaskNotFound: no task has this id.
             InvalidTransition: the task is pending, running or has succeeded.
+
         """
         current = await self._task(task_id)
         if current.status is TaskStatus.RUNNING:
@@ -271,7 +296,7 @@ class AsyncOmniQ:
         task = await self.storage.requeue(task_id)
         if task is None:
             raise TaskNotFound(f"no task with id {task_id!r} in {self.storage.url}")
-        self.notify_local_write()
+        self.publish([task])
         return self._handle(task)
 
     async def purge(
@@ -289,18 +314,22 @@ class AsyncOmniQ:
 
         Raises:
             ValueError: a negative ``older_than`` or an unknown status.
+
         """
         age = seconds(older_than, name="older_than")
         before = None if age is None else datetime.now(_UTC) - timedelta(seconds=age)
         return await self.storage.purge(finished_before=before, statuses=_statuses(status), everything=everything)
 
-    async def events(self, *, task_id: str | None = None, since: int = 0, limit: int = 1000) -> list[TaskEvent]:
+    async def events(
+        self, *, task_id: str | None = None, since: int = 0, limit: int = 1000
+    ) -> builtins.list[TaskEvent]:
         """Return recorded events after cursor ``since``, oldest first (pass the last ``seq`` back).
 
         Args:
             task_id: only this task's events.
             since: a ``TaskEvent.seq`` already seen (0 for all).
             limit: at most this many.
+
         """
         return await self.storage.events(task_id=task_id, since=since, limit=limit)
 
@@ -312,6 +341,7 @@ class AsyncOmniQ:
 
         Returns:
             A function that unsubscribes.
+
         """
         return self._hub.subscribe(listener)
 
@@ -322,6 +352,7 @@ class AsyncOmniQ:
             TaskFailed: the task did not succeed (a subclass says why).
             TimeoutError: it did not finish within ``timeout`` seconds.
             TaskNotFound: no task has this id.
+
         """
         wait = seconds(timeout, name="timeout")
         try:
@@ -336,7 +367,7 @@ class AsyncOmniQ:
 
     async def results(
         self, task_ids: Sequence[str], /, *, timeout: float | None = None, return_exceptions: bool = False
-    ) -> list[Any]:
+    ) -> builtins.list[Any]:
         """Wait for several tasks and return their results in order.
 
         Args:
@@ -347,10 +378,11 @@ class AsyncOmniQ:
         Raises:
             TaskFailed: the first failure in order, unless ``return_exceptions``.
             TimeoutError: not all finished in time.
+
         """
         limit = seconds(timeout, name="timeout")
         end = None if limit is None else time.monotonic() + limit
-        values: list[Any] = []
+        values: builtins.list[Any] = []
         for task_id in task_ids:
             left = None if end is None else max(0.0, end - time.monotonic())
             try:
@@ -372,21 +404,21 @@ class AsyncOmniQ:
         self._hub.watch(handle)
         return handle
 
-    async def _new_tasks(
-        self, fn: Callable[..., Any], calls: Sequence[tuple[Sequence[Any], Mapping[str, Any]]], options: TaskOptions
-    ) -> list[Task]:
+    async def _template(self, fn: Callable[..., Any], options: TaskOptions) -> Task:
         if not callable(fn):
             raise TypeError(f"expected a callable to run as a task, got {fn!r}")
-        now = await self.storage.now()
-        return [
-            new_task(fn, self.serializer.dump_call(fn, args, kwargs), options, self.settings, now)
-            for args, kwargs in calls
-        ]
+        return new_task(fn, b"", options, self.settings, await self.storage.now())
+
+    def _tasks_like(
+        self, template: Task, fn: Callable[..., Any], calls: Iterable[tuple[Sequence[Any], Mapping[str, Any]]]
+    ) -> Iterator[Task]:
+        for payload in self.serializer.dump_calls(fn, calls):
+            task_id = new_task_id()
+            series = task_id if template.series is not None else None
+            yield msgspec.structs.replace(template, id=task_id, payload=payload, series=series)
 
 
-def new_task(
-    fn: Callable[..., Any], payload: bytes, options: TaskOptions, settings: Settings, now: datetime
-) -> Task:
+def new_task(fn: Callable[..., Any], payload: bytes, options: TaskOptions, settings: Settings, now: datetime) -> Task:
     """Build a pending task from its payload, options and the settings' defaults.
 
     Args:
@@ -395,6 +427,7 @@ def new_task(
         options: validated options.
         settings: defaults for what the options leave unset.
         now: the store's clock.
+
     """
     eta = first_run(now, eta=options.eta, delay=options.delay)
     if options.schedule is not None and options.eta is None and options.delay is None:
@@ -421,8 +454,12 @@ def new_task(
 
 
 def new_task_id() -> str:
-    """Return a new task id: 32 hex digits, time-ordered to the millisecond, then random."""
-    return f"{time.time_ns() // 1_000_000:012x}{os.urandom(10).hex()}"
+    """Return a new task id: 32 hex digits, time-ordered to the millisecond, then 80 random bits.
+
+    Ids need to be unique, not secret (lease tokens are the secret part), so the fast
+    non-cryptographic generator serves; it is reseeded in forked children.
+    """
+    return f"{time.time_ns() // 1_000_000:012x}{random.getrandbits(80):020x}"
 
 
 def task_name(fn: Callable[..., Any]) -> str:
@@ -438,6 +475,7 @@ def failure(task: Task) -> TaskFailed:
 
     Args:
         task: a finished task whose status is not ``succeeded``.
+
     """
     error = task.error
     if task.status is TaskStatus.CANCELLED:
@@ -447,11 +485,20 @@ def failure(task: Task) -> TaskFailed:
             type="omniq_nb.errors.TaskExpired", message="its ttl passed before a worker ran it", attempt=task.attempt
         )
     elif error is None:
-        error = TaskError(type=type_name(TaskFailed), message=f"task ended as {task.status.value}", attempt=task.attempt)
+        error = TaskError(
+            type=type_name(TaskFailed), message=f"task ended as {task.status.value}", attempt=task.attempt
+        )
     return failure_class(error.type)(error, task.id)
 
 
-def _statuses(value: str | TaskStatus | Iterable[str | TaskStatus] | None) -> list[TaskStatus]:
+def _checked_calls(calls: Iterable[Sequence[Any]]) -> Iterator[tuple[Sequence[Any], Mapping[str, Any]]]:
+    for index, args in enumerate(calls):
+        if not isinstance(args, (tuple, list)):
+            raise TypeError(f"calls[{index}]={args!r} must be a tuple of positional arguments such as (x,)")
+        yield args, {}
+
+
+def _statuses(value: str | TaskStatus | Iterable[str | TaskStatus] | None) -> builtins.list[TaskStatus]:
     if value is None:
         return []
     items = [value] if isinstance(value, str) else list(value)
@@ -476,12 +523,13 @@ class OmniQ:
         >>> with OmniQ(db_url="memory://") as q:
         ...     q.enqueue(operator.add, 1, 2).status
         <TaskStatus.PENDING: 'pending'>
+
     """
 
     def __init__(self, **options: Any) -> None:
         self._portal = Portal(name="omniq-sync", owner="OmniQ", alternative="AsyncOmniQ")
         try:
-            core = self._portal.call(partial(AsyncOmniQ, runner=self._portal.call, **options))
+            core = self._portal.call(_create, runner=self._portal.call, **options)
             self._core: AsyncOmniQ = self._portal.enter(core)
         except BaseException:
             self._portal.close()
@@ -546,7 +594,7 @@ class OmniQ:
         status: str | TaskStatus | Iterable[str | TaskStatus] | None = None,
         queue: str | None = None,
         limit: int = _LIST_LIMIT,
-    ) -> list[Task]:
+    ) -> builtins.list[Task]:
         """Blocking version of ``AsyncOmniQ.list``."""
         return self._portal.call(self._core.list, status=status, queue=queue, limit=limit)
 
@@ -568,7 +616,7 @@ class OmniQ:
         """Blocking version of ``AsyncOmniQ.purge``."""
         return self._portal.call(self._core.purge, older_than=older_than, status=status, everything=everything)
 
-    def events(self, *, task_id: str | None = None, since: int = 0, limit: int = 1000) -> list[TaskEvent]:
+    def events(self, *, task_id: str | None = None, since: int = 0, limit: int = 1000) -> builtins.list[TaskEvent]:
         """Blocking version of ``AsyncOmniQ.events``."""
         return self._portal.call(self._core.events, task_id=task_id, since=since, limit=limit)
 
@@ -582,11 +630,13 @@ class OmniQ:
 
     def results(
         self, task_ids: Sequence[str], /, *, timeout: float | None = None, return_exceptions: bool = False
-    ) -> list[Any]:
+    ) -> builtins.list[Any]:
         """Blocking version of ``AsyncOmniQ.results``."""
-        return self._portal.call(
-            self._core.results, task_ids, timeout=timeout, return_exceptions=return_exceptions
-        )
+        return self._portal.call(self._core.results, task_ids, timeout=timeout, return_exceptions=return_exceptions)
+
+
+async def _create(**options: Any) -> AsyncOmniQ:
+    return AsyncOmniQ(**options)  # built on the portal's loop, which its locks and connections belong to
 
 
 async def _subscribe(core: AsyncOmniQ, listener: EventListener) -> Callable[[], None]:

@@ -70,6 +70,7 @@ class TaskFailed(OmniQError):
     Args:
         error: the stored error of the task's last attempt.
         task_id: the id of the task, for the message.
+
     """
 
     def __init__(self, error: TaskError, task_id: str = "") -> None:
@@ -111,6 +112,7 @@ def type_name(kind: type[BaseException]) -> str:
 
     Args:
         kind: the exception class.
+
     """
     module = kind.__module__
     return kind.__qualname__ if module == "builtins" else f"{module}.{kind.__qualname__}"
@@ -121,6 +123,7 @@ def failure_class(stored_type: str) -> type[TaskFailed]:
 
     Args:
         stored_type: ``TaskError.type`` of the failed attempt.
+
     """
     for kind in (TaskTimeout, WorkerLost, TaskCancelled, TaskExpired):
         if stored_type == type_name(kind):

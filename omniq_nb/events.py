@@ -1,14 +1,16 @@
-"""Fan stored ``TaskEvent``\\ s out to ``on_event`` listeners, live handles and result waiters.
+"""Fan stored ``TaskEvent``s out to ``on_event`` listeners, live handles and result waiters.
 
 The store is the source of truth: one background task follows the store's event stream
 (``events(since=cursor)``) and, as a safety net, re-reads the tasks someone waits on. Local
-writers call ``nudge()`` so that what happens in this process is seen at once; what other
-processes do is seen at the next poll. The follower runs only while something listens.
+writers hand the rows they changed to ``deliver()`` and call ``nudge()``, so what happens in
+this process is seen at once; what other processes do is seen at the next poll. The
+follower runs only while something listens, waits or watches.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
 import time
@@ -38,7 +40,9 @@ class Watched(Protocol):
 
     def _apply_task(self, task: Task) -> None: ...
 
-    def done(self) -> bool: ...
+    def done(self) -> bool:
+        """Return True once the task has finished."""
+        ...
 
 
 class EventHub:
@@ -49,6 +53,7 @@ class EventHub:
         poll_interval: seconds between polls when nothing is awaited.
         events_recorded: whether the store records events (``OMNIQ_EVENTS``); without them
             only task snapshots are polled and listeners hear nothing.
+
     """
 
     def __init__(self, storage: Storage, *, poll_interval: float, events_recorded: bool) -> None:
@@ -56,7 +61,7 @@ class EventHub:
         self._poll_interval = poll_interval
         self._events_recorded = events_recorded
         self._listeners: list[EventListener] = []
-        self._watched: dict[str, weakref.WeakSet[Watched]] = {}
+        self._watched: dict[str, list[weakref.ref[Watched]]] = {}
         self._waiters: dict[str, list[asyncio.Future[Task]]] = {}
         self._cursor: int | None = None
         self._wake: asyncio.Event | None = None
@@ -71,6 +76,7 @@ class EventHub:
         Args:
             listener: a callable (or coroutine function) taking one ``TaskEvent``. Exceptions it
                 raises are logged, never propagated.
+
         """
         self._listeners.append(listener)
         self._ensure_running()
@@ -85,7 +91,7 @@ class EventHub:
         """Keep ``handle``'s snapshot current while it lives and its task is unfinished."""
         if handle.done():
             return
-        self._watched.setdefault(handle.id, weakref.WeakSet()).add(handle)
+        self._watched.setdefault(handle.id, []).append(weakref.ref(handle))
         self._ensure_running()
 
     async def wait(self, task_id: str, timeout: float | None) -> Task | None:
@@ -97,6 +103,7 @@ class EventHub:
 
         Raises:
             TimeoutError: the task did not finish in time.
+
         """
         future: asyncio.Future[Task] = asyncio.get_running_loop().create_future()
         self._waiters.setdefault(task_id, []).append(future)
@@ -115,8 +122,8 @@ class EventHub:
             future.cancel()
 
     def nudge(self) -> None:
-        """Ask the follower to poll now (called after a local write)."""
-        if self._wake is not None:
+        """Ask the follower to read new events now, if a listener wants them (after a local write)."""
+        if self._wake is not None and self._listeners:
             self._wake.set()
 
     async def close(self) -> None:
@@ -128,7 +135,7 @@ class EventHub:
             await asyncio.gather(runner, return_exceptions=True)
 
     def _busy(self) -> bool:
-        return bool(self._listeners or self._waiters or any(self._watched.values()))
+        return bool(self._listeners or self._waiters or self._watched)
 
     def _ensure_running(self) -> None:
         if self._closed or (self._runner is not None and not self._runner.done()):
@@ -147,10 +154,8 @@ class EventHub:
                 logger.exception("polling the store for events failed; retrying")
             self._wake.clear()
             interval = _FAST_POLL if self._waiters else self._poll_interval
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), interval)
-            except TimeoutError:
-                pass
 
     async def _poll(self) -> None:
         if self._events_recorded:
@@ -158,11 +163,10 @@ class EventHub:
         now = time.monotonic()
         if self._waiters and (not self._events_recorded or now - self._checked_at >= _RECHECK_EVERY):
             self._checked_at = now
-            self._deliver(await self._storage.get_many(list(self._waiters)))
-        if not self._events_recorded:
-            ids = [i for i, handles in self._watched.items() if handles]
-            self._deliver(await self._storage.get_many(ids))
-        self._watched = {i: handles for i, handles in self._watched.items() if handles}
+            self.deliver(await self._storage.get_many(list(self._waiters)))
+        self._watched = {i: refs for i, refs in self._watched.items() if any(ref() is not None for ref in refs)}
+        if not self._events_recorded and self._watched:
+            self.deliver(await self._storage.get_many(list(self._watched)))
 
     async def _read_events(self) -> None:
         if self._cursor is None:
@@ -176,24 +180,28 @@ class EventHub:
             finished: set[str] = set()
             for event in events:
                 self._tell_listeners(event)
-                for handle in list(self._watched.get(event.task_id, ())):
+                for handle in self._handles(event.task_id):
                     handle._apply_event(event)
                 if event.status.is_terminal and (event.task_id in self._waiters or event.task_id in self._watched):
                     finished.add(event.task_id)
             if finished:
-                self._deliver(await self._storage.get_many(list(finished)))
+                self.deliver(await self._storage.get_many(list(finished)))
             if len(events) < _EVENT_BATCH:
                 return
 
-    def _deliver(self, tasks: Iterable[Task]) -> None:
+    def deliver(self, tasks: Iterable[Task]) -> None:
+        """Update handles and wake waiters with fresh snapshots (from a local write or a poll)."""
         for task in tasks:
-            for handle in list(self._watched.get(task.id, ())):
+            for handle in self._handles(task.id):
                 handle._apply_task(task)
             if task.status.is_terminal:
                 self._watched.pop(task.id, None)
                 for future in self._waiters.get(task.id, []):
                     if not future.done():
                         future.set_result(task)
+
+    def _handles(self, task_id: str) -> list[Watched]:
+        return [handle for ref in self._watched.get(task_id, ()) if (handle := ref()) is not None]
 
     def _tell_listeners(self, event: TaskEvent) -> None:
         for listener in list(self._listeners):
@@ -204,4 +212,6 @@ class EventHub:
                     self._pending_callbacks.add(pending)
                     pending.add_done_callback(self._pending_callbacks.discard)
             except Exception:
-                logger.exception("on_event listener %r failed on event %s of task %s", listener, event.kind, event.task_id)
+                logger.exception(
+                    "on_event listener %r failed on event %s of task %s", listener, event.kind, event.task_id
+                )

@@ -30,20 +30,32 @@ class QueueCalls(Protocol):
     """What a handle asks of its queue (``AsyncOmniQ`` provides it)."""
 
     @property
-    def loop(self) -> asyncio.AbstractEventLoop: ...
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """Return the loop the queue's coroutines run on."""
+        ...
 
     @property
-    def runner(self) -> Runner: ...
+    def runner(self) -> Runner:
+        """Return how handles run queue coroutines."""
+        ...
 
-    async def result(self, task_id: str, /, *, timeout: float | None = None) -> Any: ...
+    async def result(self, task_id: str, /, *, timeout: float | None = None) -> Any:
+        """Wait for one task's result."""
+        ...
 
     async def results(
         self, task_ids: Sequence[str], /, *, timeout: float | None = None, return_exceptions: bool = False
-    ) -> list[Any]: ...
+    ) -> list[Any]:
+        """Wait for several tasks' results."""
+        ...
 
-    async def cancel(self, task_id: str, /) -> bool: ...
+    async def cancel(self, task_id: str, /) -> bool:
+        """Cancel a task."""
+        ...
 
-    async def retry(self, task_id: str, /) -> TaskHandle: ...
+    async def retry(self, task_id: str, /) -> TaskHandle:
+        """Retry a finished task."""
+        ...
 
 
 class TaskHandle:
@@ -56,6 +68,7 @@ class TaskHandle:
     Example:
         >>> # h = await q.enqueue(fn, 1); value = await h   (AsyncOmniQ)
         >>> # h = q.enqueue(fn, 1); value = h.result()      (OmniQ)
+
     """
 
     __slots__ = ("__weakref__", "_queue", "_task", "id")
@@ -104,6 +117,7 @@ class TaskHandle:
             TaskFailed: the task failed (``TaskTimeout``, ``WorkerLost``, ``TaskCancelled``,
                 ``TaskExpired`` are subclasses); ``.error`` has the remote traceback.
             TimeoutError: the task did not finish within ``timeout``.
+
         """
         return self._queue.runner(partial(self._queue.result, timeout=timeout), self.id)
 
@@ -143,6 +157,7 @@ class GroupHandle(Sequence[TaskHandle]):
     Args:
         queue: the queue that made them.
         handles: one handle per input.
+
     """
 
     def __init__(self, queue: QueueCalls, handles: Sequence[TaskHandle]) -> None:
@@ -181,6 +196,7 @@ class GroupHandle(Sequence[TaskHandle]):
         Raises:
             TaskFailed: the first failed task, unless ``return_exceptions``.
             TimeoutError: not all finished within ``timeout``.
+
         """
         call = partial(self._queue.results, timeout=timeout, return_exceptions=return_exceptions)
         return self._queue.runner(call, self.ids)

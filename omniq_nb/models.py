@@ -1,6 +1,6 @@
 """The data omniq_nb stores and passes around: tasks, results, errors, events, schedules.
 
-Plain msgspec Structs with no I/O. Times are timezone-aware UTC ``datetime``\\ s;
+Plain msgspec Structs with no I/O. Times are timezone-aware UTC ``datetime``s;
 durations are ``float`` seconds, except ``Schedule.interval`` which is a ``timedelta``.
 The allowed status changes live here, in ``TRANSITIONS``, and nowhere else.
 """
@@ -40,9 +40,7 @@ _TERMINAL = frozenset({TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.CANCE
 TRANSITIONS: dict[TaskStatus, frozenset[TaskStatus]] = {
     TaskStatus.PENDING: frozenset({TaskStatus.RUNNING, TaskStatus.CANCELLED, TaskStatus.EXPIRED}),
     # running -> pending is a retry, a rescue after a lost lease, or a graceful hand-back
-    TaskStatus.RUNNING: frozenset(
-        {TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.PENDING, TaskStatus.CANCELLED}
-    ),
+    TaskStatus.RUNNING: frozenset({TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.PENDING, TaskStatus.CANCELLED}),
     TaskStatus.SUCCEEDED: frozenset(),
     TaskStatus.FAILED: frozenset({TaskStatus.PENDING}),
     TaskStatus.CANCELLED: frozenset({TaskStatus.PENDING}),
@@ -59,6 +57,7 @@ def sources(target: TaskStatus) -> frozenset[TaskStatus]:
 
     Returns:
         Every status ``s`` with ``target in TRANSITIONS[s]``.
+
     """
     return frozenset(source for source, targets in TRANSITIONS.items() if target in targets)
 
@@ -72,6 +71,7 @@ def check_transition(current: TaskStatus, target: TaskStatus) -> None:
 
     Raises:
         InvalidTransition: ``target`` cannot follow ``current``.
+
     """
     if target not in TRANSITIONS[current]:
         allowed = ", ".join(sorted(s.value for s in TRANSITIONS[current])) or "nothing"

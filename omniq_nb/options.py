@@ -66,6 +66,7 @@ def make_options(**options: Any) -> TaskOptions:
     Raises:
         TypeError: an unknown option, or a value of the wrong type.
         ValueError: a value out of range (negative delay, bad cron, both eta and delay, ...).
+
     """
     unknown = sorted(set(options) - set(OPTION_NAMES))
     if unknown:
@@ -95,6 +96,7 @@ def merge_options(base: TaskOptions, **overrides: Any) -> TaskOptions:
     Args:
         base: options already validated.
         **overrides: options to replace.
+
     """
     current: dict[str, Any] = {
         "retries": base.retries,
@@ -132,6 +134,7 @@ def exception_names(value: Any) -> tuple[str, ...]:
 
     Raises:
         TypeError: an item is neither an exception class nor a string.
+
     """
     if value is None:
         return ()

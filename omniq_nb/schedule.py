@@ -32,6 +32,7 @@ def seconds(value: float | timedelta | None, *, name: str, allow_zero: bool = Tr
     Raises:
         TypeError: ``value`` is neither a number nor a ``timedelta``.
         ValueError: ``value`` is negative, zero where not allowed, or not finite.
+
     """
     if value is None:
         return None
@@ -56,6 +57,7 @@ def as_utc(moment: datetime, *, name: str = "eta") -> datetime:
 
     Raises:
         TypeError: ``moment`` is not a datetime.
+
     """
     if not isinstance(moment, datetime):
         raise TypeError(f"{name}={moment!r} must be a datetime")
@@ -73,6 +75,7 @@ def first_run(now: datetime, *, eta: datetime | None = None, delay: float | time
     Raises:
         ValueError: both ``eta`` and ``delay`` are given, or ``delay`` is negative.
         TypeError: a value has the wrong type.
+
     """
     if eta is not None and delay is not None:
         raise ValueError("give either eta= or delay=, not both")
@@ -92,6 +95,7 @@ def make_schedule(*, interval: float | timedelta | None = None, cron: str | None
     Raises:
         ValueError: both are given, the interval is not positive, or the cron expression is invalid.
         TypeError: a value has the wrong type.
+
     """
     if interval is not None and cron is not None:
         raise ValueError("give either interval= or cron=, not both")
@@ -115,9 +119,11 @@ def next_run(schedule: Schedule, *, previous: datetime, now: datetime) -> dateti
         schedule: the task's schedule.
         previous: when the run that just finished was due.
         now: the current time.
+
     """
     if schedule.cron is not None:
-        return croniter(schedule.cron, max(previous, now)).get_next(datetime).astimezone(timezone.utc)
+        following: datetime = croniter(schedule.cron, max(previous, now)).get_next(datetime)
+        return following.astimezone(timezone.utc)
     assert schedule.interval is not None
     step = schedule.interval.total_seconds()
     behind = (now - previous).total_seconds()
@@ -136,6 +142,7 @@ def backoff(attempt: int, *, base: float, cap: float = _BACKOFF_CAP, rng: random
         base: the first delay in seconds.
         cap: the largest delay.
         rng: a random source (for tests).
+
     """
     full = min(cap, base * 2.0 ** max(0, attempt - 1))
     return full / 2 + (rng or random).uniform(0, full / 2)

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Callable, Mapping, Sequence
+import pickle
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
 import cloudpickle
@@ -30,6 +31,7 @@ _SIGNATURE_SIZE = 32
 _MAX_PLAIN_DEPTH = 64
 _PLAIN_SCALARS = (type(None), bool, int, float, str, bytes)
 _MAX_MSGPACK_INT = 2**64
+_PICKLE_PROTOCOL = 5
 
 _msgpack_encoder = msgspec.msgpack.Encoder()
 _msgpack_decoder = msgspec.msgpack.Decoder()
@@ -58,6 +60,7 @@ class BlobSerializer:
         >>> s = BlobSerializer(secret="k")
         >>> s.loads(s.dumps({"a": [1, 2.5]}))
         {'a': [1, 2.5]}
+
     """
 
     def __init__(self, secret: str | bytes | None = None) -> None:
@@ -74,6 +77,7 @@ class BlobSerializer:
 
         Raises:
             SerializationError: the value cannot be pickled; the message names its type.
+
         """
         if _is_plain(value, 0):
             return self._seal(_MSGPACK, _msgpack_encoder.encode(value))
@@ -95,6 +99,7 @@ class BlobSerializer:
         Raises:
             SignatureError: the signature is missing, wrong, or cannot be checked.
             SerializationError: ``blob`` is not an omniq blob.
+
         """
         fmt, body = self._open(blob)
         return _msgpack_decoder.decode(body) if fmt == _MSGPACK else cloudpickle.loads(body)
@@ -113,12 +118,41 @@ class BlobSerializer:
         Raises:
             SerializationError: the callable or an argument cannot be pickled; the message
                 names which one and its type.
+
+        """
+        return next(self.dump_calls(fn, [(args, kwargs)]))
+
+    def dump_calls(
+        self, fn: Callable[..., Any], calls: Iterable[tuple[Sequence[Any], Mapping[str, Any]]]
+    ) -> Iterator[bytes]:
+        """Serialize many calls of one callable, pickling the callable only once.
+
+        Arguments made only of plain values (numbers, strings, bytes, lists, tuples, dicts)
+        take the fast standard pickler; anything else goes through cloudpickle.
+
+        Args:
+            fn: the callable.
+            calls: ``(args, kwargs)`` pairs.
+
+        Yields:
+            One blob per call, in order.
+
+        Raises:
+            SerializationError: the callable or an argument cannot be pickled.
+
         """
         try:
-            body = cloudpickle.dumps((fn, tuple(args), dict(kwargs)))
+            fn_body = cloudpickle.dumps(fn)
         except Exception as exc:
-            raise SerializationError(_blame(fn, args, kwargs, exc)) from exc
-        return self._seal(_PICKLE, body)
+            raise SerializationError(_blame(fn, (), {}, exc)) from exc
+        for args, kwargs in calls:
+            call = (fn_body, tuple(args), dict(kwargs))
+            simple = _is_simple(call[1], 0) and _is_simple(call[2], 0)
+            try:
+                body = pickle.dumps(call, _PICKLE_PROTOCOL) if simple else cloudpickle.dumps(call)
+            except Exception as exc:
+                raise SerializationError(_blame(fn, args, kwargs, exc)) from exc
+            yield self._seal(_PICKLE, body)
 
     def load_call(self, blob: bytes) -> tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]:
         """Verify and decode a blob made by ``dump_call``.
@@ -132,11 +166,15 @@ class BlobSerializer:
         Raises:
             SignatureError: see ``loads``.
             SerializationError: the blob does not hold a call.
+
         """
         call = self.loads(blob)
-        if not (isinstance(call, tuple) and len(call) == 3 and callable(call[0])):
+        if not (isinstance(call, tuple) and len(call) == 3 and isinstance(call[0], bytes)):
             raise SerializationError("the payload does not hold a call (fn, args, kwargs)")
-        return call[0], call[1], call[2]
+        fn = cloudpickle.loads(call[0])
+        if not callable(fn):
+            raise SerializationError(f"the payload's callable is not callable: {_describe(fn)}")
+        return fn, call[1], call[2]
 
     def _seal(self, fmt: int, body: bytes) -> bytes:
         if self._key is None:
@@ -184,6 +222,20 @@ def _is_plain(value: Any, depth: int) -> bool:
         return all(_is_plain(item, depth + 1) for item in value)
     if kind is dict:
         return all(type(k) is str and _is_plain(v, depth + 1) for k, v in value.items())
+    return False
+
+
+def _is_simple(value: Any, depth: int) -> bool:
+    """Return True when the standard pickler writes ``value`` by value (no class or function)."""
+    kind = type(value)
+    if kind in _PLAIN_SCALARS or kind is complex:
+        return True
+    if depth >= _MAX_PLAIN_DEPTH:
+        return False
+    if kind is tuple or kind is list:
+        return all(type(item) in _PLAIN_SCALARS or _is_simple(item, depth + 1) for item in value)
+    if kind is dict:
+        return all(_is_simple(k, depth + 1) and _is_simple(v, depth + 1) for k, v in value.items())
     return False
 
 

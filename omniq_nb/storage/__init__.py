@@ -37,6 +37,7 @@ def open_storage(url: str, *, settings: Settings | None = None) -> Storage:
         ...         return await store.list()
         >>> asyncio.run(main())
         []
+
     """
     settings = settings or Settings()
     scheme = urlsplit(url).scheme.lower() if isinstance(url, str) else ""

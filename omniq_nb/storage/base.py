@@ -1,13 +1,14 @@
 """The one storage protocol every backend keeps, and the helpers all of them share.
 
-A store keeps ``Task`` rows and their ``TaskEvent``\\ s. It never unpickles a payload or a
+A store keeps ``Task`` rows and their ``TaskEvent``s. It never unpickles a payload or a
 result: those are opaque bytes. Every write made after a claim is fenced on the claim's
 lease token and on ``status='running'``, so a worker that lost its lease changes nothing.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import builtins
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from types import TracebackType
 from typing import Protocol, runtime_checkable
@@ -53,21 +54,24 @@ class Storage(Protocol):
         """Return the store's clock (lease times are measured on it)."""
         ...
 
-    async def insert(self, tasks: Sequence[Task]) -> None:
-        """Add new pending tasks, all in one transaction, recording an ``enqueued`` event each."""
+    async def insert(self, tasks: Iterable[Task]) -> None:
+        """Add new pending tasks, all in one transaction, recording an ``enqueued`` event each.
+
+        ``tasks`` may be lazy; if building it raises, nothing is inserted.
+        """
         ...
 
     async def get(self, task_id: str) -> Task | None:
         """Return the task with this id, or ``None``."""
         ...
 
-    async def get_many(self, task_ids: Sequence[str]) -> list[Task]:
+    async def get_many(self, task_ids: Sequence[str]) -> builtins.list[Task]:
         """Return the tasks with these ids that exist, in no particular order."""
         ...
 
     async def list(
         self, *, statuses: Sequence[TaskStatus] = (), queue: str | None = None, limit: int = 100
-    ) -> list[Task]:
+    ) -> builtins.list[Task]:
         """Return up to ``limit`` tasks, newest first, filtered by status and queue."""
         ...
 
@@ -75,7 +79,7 @@ class Storage(Protocol):
         """Return how many tasks (of ``task_ids``, or all) are in each status."""
         ...
 
-    async def claim(self, *, queues: Sequence[str], limit: int, lease: float, worker: str) -> list[Task]:
+    async def claim(self, *, queues: Sequence[str], limit: int, lease: float, worker: str) -> builtins.list[Task]:
         """Atomically take up to ``limit`` ready tasks: highest priority, then earliest eta, then oldest.
 
         Each claimed task is ``running`` with ``attempt`` one higher, a new random
@@ -94,7 +98,9 @@ class Storage(Protocol):
         """Store progress of a running task (fenced on the lease); return whether it was written."""
         ...
 
-    async def settle(self, results: Sequence[TaskResult], *, successors: Mapping[str, Task] = {}) -> list[Task]:
+    async def settle(
+        self, results: Sequence[TaskResult], *, successors: Mapping[str, Task] = {}
+    ) -> builtins.list[Task]:
         """Apply attempt outcomes together; return the tasks whose outcome was accepted.
 
         An outcome is accepted only while its lease token still holds a running task (and,
@@ -103,11 +109,11 @@ class Storage(Protocol):
         """
         ...
 
-    async def release(self, *, leases: Mapping[str, str]) -> list[Task]:
+    async def release(self, *, leases: Mapping[str, str]) -> builtins.list[Task]:
         """Hand running tasks back to ``pending`` without using an attempt (graceful stop)."""
         ...
 
-    async def expired_leases(self, *, limit: int) -> list[Task]:
+    async def expired_leases(self, *, limit: int) -> builtins.list[Task]:
         """Return running tasks whose lease has run out on the store's clock."""
         ...
 
@@ -126,7 +132,7 @@ class Storage(Protocol):
         """
         ...
 
-    async def expire(self) -> list[Task]:
+    async def expire(self) -> builtins.list[Task]:
         """Move pending tasks whose ``expires_at`` has passed to ``expired``; return them."""
         ...
 
@@ -141,7 +147,9 @@ class Storage(Protocol):
         """
         ...
 
-    async def events(self, *, task_id: str | None = None, since: int = 0, limit: int = 1000) -> list[TaskEvent]:
+    async def events(
+        self, *, task_id: str | None = None, since: int = 0, limit: int = 1000
+    ) -> builtins.list[TaskEvent]:
         """Return recorded events with ``seq > since``, oldest first (of one task, or all)."""
         ...
 
@@ -159,6 +167,7 @@ def redact_url(url: str) -> str:
     Example:
         >>> redact_url("postgresql://me:secret@db:5432/q")
         'postgresql://me:***@db:5432/q'
+
     """
     try:
         parts = urlsplit(url)
@@ -171,4 +180,3 @@ def redact_url(url: str) -> str:
         host = f"{host}:{parts.port}"
     user = parts.username or ""
     return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
-

@@ -6,9 +6,10 @@ makes it safe when a sync wrapper's loop and a pool's loop share one store.
 
 from __future__ import annotations
 
+import builtins
 import secrets
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta, timezone
 from types import TracebackType
 
@@ -33,6 +34,7 @@ class MemoryStorage:
     Args:
         url: ``memory://`` (anything after the scheme is ignored).
         events: record a ``TaskEvent`` per transition.
+
     """
 
     supports_notify = False
@@ -42,7 +44,7 @@ class MemoryStorage:
         self.url = redact_url(url)
         self._events_on = events
         self._tasks: dict[str, Task] = {}
-        self._events: list[TaskEvent] = []
+        self._events: builtins.list[TaskEvent] = []
         self._seq = 0
         self._lock = threading.Lock()
 
@@ -67,8 +69,9 @@ class MemoryStorage:
         """Return this process's clock."""
         return datetime.now(_UTC)
 
-    async def insert(self, tasks: Sequence[Task]) -> None:
-        """Add new tasks."""
+    async def insert(self, tasks: Iterable[Task]) -> None:
+        """Add new tasks, all or none."""
+        tasks = list(tasks)
         with self._lock:
             for task in tasks:
                 if task.id in self._tasks:
@@ -82,13 +85,13 @@ class MemoryStorage:
         task = self._tasks.get(task_id)
         return None if task is None else msgspec.structs.replace(task)
 
-    async def get_many(self, task_ids: Sequence[str]) -> list[Task]:
+    async def get_many(self, task_ids: Sequence[str]) -> builtins.list[Task]:
         """Return copies of the tasks that exist."""
         return [msgspec.structs.replace(self._tasks[i]) for i in task_ids if i in self._tasks]
 
     async def list(
         self, *, statuses: Sequence[TaskStatus] = (), queue: str | None = None, limit: int = 100
-    ) -> list[Task]:
+    ) -> builtins.list[Task]:
         """Return up to ``limit`` tasks, newest first."""
         wanted = {TaskStatus(s) for s in statuses}
         found = [
@@ -106,7 +109,7 @@ class MemoryStorage:
             counts[task.status] += 1
         return counts
 
-    async def claim(self, *, queues: Sequence[str], limit: int, lease: float, worker: str) -> list[Task]:
+    async def claim(self, *, queues: Sequence[str], limit: int, lease: float, worker: str) -> builtins.list[Task]:
         """Claim up to ``limit`` ready tasks: priority, then eta, then enqueue order."""
         with self._lock:
             now = datetime.now(_UTC)
@@ -157,7 +160,9 @@ class MemoryStorage:
             self._record(task, EventKind.PROGRESS, message=message)
             return True
 
-    async def settle(self, results: Sequence[TaskResult], *, successors: Mapping[str, Task] = {}) -> list[Task]:
+    async def settle(
+        self, results: Sequence[TaskResult], *, successors: Mapping[str, Task] = {}
+    ) -> builtins.list[Task]:
         """Apply attempt outcomes, each fenced on its lease; insert accepted successors."""
         for result in results:
             check_transition(TaskStatus.RUNNING, result.status)
@@ -183,7 +188,7 @@ class MemoryStorage:
                     self._record(following, EventKind.ENQUEUED, at=following.created_at)
             return accepted
 
-    async def release(self, *, leases: Mapping[str, str]) -> list[Task]:
+    async def release(self, *, leases: Mapping[str, str]) -> builtins.list[Task]:
         """Hand running tasks back to pending and give back their attempt."""
         with self._lock:
             released = []
@@ -197,7 +202,7 @@ class MemoryStorage:
                 released.append(msgspec.structs.replace(task))
             return released
 
-    async def expired_leases(self, *, limit: int) -> list[Task]:
+    async def expired_leases(self, *, limit: int) -> builtins.list[Task]:
         """Return running tasks whose lease ran out."""
         now = datetime.now(_UTC)
         return [
@@ -233,7 +238,7 @@ class MemoryStorage:
                 self._record(task, EventKind.RETRIED)
             return msgspec.structs.replace(task)
 
-    async def expire(self) -> list[Task]:
+    async def expire(self) -> builtins.list[Task]:
         """Move pending tasks past ``expires_at`` to expired."""
         with self._lock:
             now = datetime.now(_UTC)
@@ -262,7 +267,9 @@ class MemoryStorage:
             self._events = [e for e in self._events if e.task_id not in doomed]
             return len(doomed)
 
-    async def events(self, *, task_id: str | None = None, since: int = 0, limit: int = 1000) -> list[TaskEvent]:
+    async def events(
+        self, *, task_id: str | None = None, since: int = 0, limit: int = 1000
+    ) -> builtins.list[TaskEvent]:
         """Return events with ``seq > since``, oldest first."""
         found = [e for e in self._events if e.seq > since and (task_id is None or e.task_id == task_id)]
         return found[:limit]
@@ -283,8 +290,14 @@ class MemoryStorage:
         self._seq += 1
         self._events.append(
             TaskEvent(
-                seq=self._seq, task_id=task.id, kind=kind, at=at or datetime.now(_UTC), status=task.status,
-                attempt=task.attempt, progress=task.progress, message=message,
+                seq=self._seq,
+                task_id=task.id,
+                kind=kind,
+                at=at or datetime.now(_UTC),
+                status=task.status,
+                attempt=task.attempt,
+                progress=task.progress,
+                message=message,
             )
         )
 

@@ -7,19 +7,22 @@ write lock when it starts, so ``busy_timeout`` applies); multi-statement writes 
 ``BEGIN IMMEDIATE`` under a lock so no other statement of this process slips inside them.
 Claims take many ready tasks in one ``UPDATE … RETURNING``; outcomes of many attempts are
 written by one ``UPDATE … FROM (VALUES …)``. Events are written by temporary triggers in
-the same statement as the change they record. Network filesystems are refused: WAL needs
+the same statement as the change they record. Event ``seq`` is a plain rowid (AUTOINCREMENT
+would double the cost of a one-task commit); purge always keeps the newest event row, so a
+``seq`` is never handed out twice and cursors stay valid. Network filesystems are refused: WAL needs
 shared memory that they do not provide.
 """
 
 from __future__ import annotations
 
 import asyncio
+import builtins
 import itertools
 import logging
 import os
 import sqlite3
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from types import TracebackType
@@ -50,9 +53,13 @@ _COLUMNS = (
     "started_at, finished_at, expires_at, result_ttl, interval, cron, series, at_most_once, kind, "
     "lease_token, lease_until, worker, progress, progress_done, progress_total, progress_message, result, error"
 )
-_INSERT = (
-    f"INSERT INTO tasks ({_COLUMNS}) VALUES ({', '.join('?' * (_COLUMNS.count(',') + 1))})"
+# A new task has never run: only these columns can differ from the defaults.
+_NEW_COLUMNS = (
+    "id, name, queue, status, priority, payload, attempt, retries, retry_on, timeout, eta, created_at, "
+    "expires_at, result_ttl, interval, cron, series, at_most_once, kind"
 )
+_ROW_MARKS = "(" + ", ".join("?" * (_NEW_COLUMNS.count(",") + 1)) + ")"
+_INSERT_ROWS = 500  # rows per INSERT: 500 x 19 values stays under SQLite's 32,766 limit
 _NOW_SQL = "((julianday('now') - 2440587.5) * 86400.0)"
 
 _MIGRATIONS: dict[int, str] = {
@@ -98,7 +105,7 @@ _MIGRATIONS: dict[int, str] = {
     CREATE INDEX tasks_status ON tasks (status, seq);
     CREATE INDEX tasks_series ON tasks (series) WHERE series IS NOT NULL;
     CREATE TABLE events (
-        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        seq INTEGER PRIMARY KEY,
         task_id TEXT NOT NULL,
         kind TEXT NOT NULL,
         at REAL NOT NULL,
@@ -147,6 +154,7 @@ class SQLiteStorage:
         events: record a ``TaskEvent`` per transition.
         synchronous: ``NORMAL`` (nothing committed is lost when a process dies) or ``FULL``
             (also survives power loss).
+
     """
 
     supports_notify = False
@@ -176,6 +184,7 @@ class SQLiteStorage:
 
         Raises:
             StorageError: the path cannot be created or written, or lies on a network filesystem.
+
         """
         if self._conn is not None:
             return
@@ -233,7 +242,7 @@ class SQLiteStorage:
             raise StorageError(f"the SQLite store {self.url} is not open (use 'async with' or await open())")
         return self._conn
 
-    async def _fetch(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+    async def _fetch(self, sql: str, params: Sequence[Any] = ()) -> builtins.list[Any]:
         async with self._transaction:
             return await self._run(sql, params)
 
@@ -241,20 +250,33 @@ class SQLiteStorage:
         """Return the store's clock: this machine's, as every process on the file shares it."""
         return datetime.now(_UTC)
 
-    async def insert(self, tasks: Sequence[Task]) -> None:
-        """Add new tasks in one transaction (one statement for a single task)."""
-        rows = [_task_row(task) for task in tasks]
-        if len(rows) == 1:
-            await self._fetch(_INSERT, rows[0])
+    async def insert(self, tasks: Iterable[Task]) -> None:
+        """Add new tasks in one transaction, with multi-row statements.
+
+        ``tasks`` may be a lazy iterable: the next chunk is built while SQLite writes the
+        previous one on the connection's thread.
+        """
+        chunks = _chunks_of(tasks, _INSERT_ROWS)
+        first = next(chunks, None)
+        if first is None:
+            return
+        second = next(chunks, None)
+        if second is None:
+            await self._fetch(*_insert_statement(first))
             return
         async with self._transaction:
-            conn = self._db
-            await conn.execute("BEGIN IMMEDIATE")
+            await self._run("BEGIN IMMEDIATE", ())
             try:
-                await conn.executemany(_INSERT, rows)
-                await conn.execute("COMMIT")
+                writing = asyncio.ensure_future(self._run(*_insert_statement(first)))
+                for chunk in itertools.chain((second,), chunks):
+                    statement = _insert_statement(chunk)
+                    await writing
+                    writing = asyncio.ensure_future(self._run(*statement))
+                await writing
+                await self._run("COMMIT", ())
             except BaseException:
-                await conn.execute("ROLLBACK")
+                await asyncio.gather(writing, return_exceptions=True)
+                await self._run("ROLLBACK", ())
                 raise
 
     async def get(self, task_id: str) -> Task | None:
@@ -262,9 +284,9 @@ class SQLiteStorage:
         rows = await self._fetch(f"SELECT {_COLUMNS} FROM tasks WHERE id = ?", (task_id,))
         return _row_task(rows[0]) if rows else None
 
-    async def get_many(self, task_ids: Sequence[str]) -> list[Task]:
+    async def get_many(self, task_ids: Sequence[str]) -> builtins.list[Task]:
         """Return the tasks with these ids that exist."""
-        found: list[Task] = []
+        found: builtins.list[Task] = []
         for chunk in _chunks(task_ids, 900):
             marks = ", ".join("?" * len(chunk))
             rows = await self._fetch(f"SELECT {_COLUMNS} FROM tasks WHERE id IN ({marks})", chunk)
@@ -273,7 +295,7 @@ class SQLiteStorage:
 
     async def list(
         self, *, statuses: Sequence[TaskStatus] = (), queue: str | None = None, limit: int = 100
-    ) -> list[Task]:
+    ) -> builtins.list[Task]:
         """Return up to ``limit`` tasks, newest first."""
         where, params = _filters(statuses, queue)
         rows = await self._fetch(
@@ -296,7 +318,7 @@ class SQLiteStorage:
                 counts[TaskStatus(status)] += n
         return counts
 
-    async def claim(self, *, queues: Sequence[str], limit: int, lease: float, worker: str) -> list[Task]:
+    async def claim(self, *, queues: Sequence[str], limit: int, lease: float, worker: str) -> builtins.list[Task]:
         """Claim up to ``limit`` ready tasks in one atomic ``UPDATE … RETURNING``."""
         now = time.time()
         marks = ", ".join("?" * len(queues))
@@ -341,7 +363,9 @@ class SQLiteStorage:
         )
         return bool(rows)
 
-    async def settle(self, results: Sequence[TaskResult], *, successors: Mapping[str, Task] = {}) -> list[Task]:
+    async def settle(
+        self, results: Sequence[TaskResult], *, successors: Mapping[str, Task] = {}
+    ) -> builtins.list[Task]:
         """Apply many attempt outcomes with one statement per chunk, fenced on each lease."""
         for result in results:
             check_transition(TaskStatus.RUNNING, result.status)
@@ -352,20 +376,20 @@ class SQLiteStorage:
             await conn.execute("BEGIN IMMEDIATE")
             try:
                 accepted = await self._settle_rows(results, locked=True)
-                following = [_task_row(successors[t.id]) for t in accepted if t.id in successors]
+                following = [successors[t.id] for t in accepted if t.id in successors]
                 if following:
-                    await conn.executemany(_INSERT, following)
+                    await self._run(*_insert_statement(following))
                 await conn.execute("COMMIT")
             except BaseException:
                 await conn.execute("ROLLBACK")
                 raise
         return accepted
 
-    async def _settle_rows(self, results: Sequence[TaskResult], *, locked: bool = False) -> list[Task]:
-        accepted: list[Task] = []
+    async def _settle_rows(self, results: Sequence[TaskResult], *, locked: bool = False) -> builtins.list[Task]:
+        accepted: builtins.list[Task] = []
         for chunk in _chunks(results, _CHUNK_ROWS):
             values = ", ".join("(?, ?, ?, ?, ?, ?, ?)" for _ in chunk)
-            params: list[Any] = [time.time()]
+            params: builtins.list[Any] = [time.time()]
             for r in chunk:
                 error = _error_encoder.encode(r.error).decode() if r.error is not None else None
                 eta = r.eta.timestamp() if r.eta is not None else None
@@ -386,9 +410,9 @@ class SQLiteStorage:
             accepted.extend(_row_task(row) for row in rows)
         return accepted
 
-    async def release(self, *, leases: Mapping[str, str]) -> list[Task]:
+    async def release(self, *, leases: Mapping[str, str]) -> builtins.list[Task]:
         """Hand running tasks back to pending and give back the attempt their claim used."""
-        released: list[Task] = []
+        released: builtins.list[Task] = []
         for chunk in _chunks(list(leases.items()), _CHUNK_ROWS):
             values = ", ".join("(?, ?)" for _ in chunk)
             sql = f"""
@@ -402,7 +426,7 @@ class SQLiteStorage:
             released.extend(_row_task(row) for row in rows)
         return released
 
-    async def expired_leases(self, *, limit: int) -> list[Task]:
+    async def expired_leases(self, *, limit: int) -> builtins.list[Task]:
         """Return running tasks whose lease ran out."""
         rows = await self._fetch(
             f"SELECT {_COLUMNS} FROM tasks WHERE status = 'running' AND lease_until <= ? LIMIT ?",
@@ -431,7 +455,7 @@ class SQLiteStorage:
         )
         return _row_task(rows[0]) if rows else await self.get(task_id)
 
-    async def expire(self) -> list[Task]:
+    async def expire(self) -> builtins.list[Task]:
         """Move pending tasks past ``expires_at`` to expired."""
         rows = await self._fetch(
             f"""UPDATE tasks SET status = 'expired', finished_at = ?1, purge_at = ?1 + result_ttl
@@ -445,11 +469,12 @@ class SQLiteStorage:
         self, *, finished_before: datetime | None = None, statuses: Sequence[TaskStatus] = (), everything: bool = False
     ) -> int:
         """Delete finished tasks past their result TTL (or all tasks), with their events."""
+        params: builtins.list[Any] = []
         if everything:
-            where, params = "", []
+            where = ""
         else:
             where = f"WHERE status IN {_TERMINAL_SQL} AND (purge_at <= ?"
-            params = [time.time()]
+            params.append(time.time())
             if finished_before is not None:
                 picked = [s.value for s in statuses] or ["succeeded", "failed", "cancelled", "expired"]
                 where += f" OR (finished_at < ? AND status IN ({', '.join('?' * len(picked))}))"
@@ -463,7 +488,10 @@ class SQLiteStorage:
                 ids = [row[0] for row in gone]
                 for chunk in _chunks(ids, 900):
                     marks = ", ".join("?" * len(chunk))
-                    await conn.execute(f"DELETE FROM events WHERE task_id IN ({marks})", chunk)
+                    await conn.execute(
+                        f"DELETE FROM events WHERE task_id IN ({marks}) AND seq < (SELECT max(seq) FROM events)",
+                        chunk,
+                    )
                 await conn.execute("COMMIT")
             except BaseException:
                 await conn.execute("ROLLBACK")
@@ -472,7 +500,9 @@ class SQLiteStorage:
                 await conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
         return len(ids)
 
-    async def events(self, *, task_id: str | None = None, since: int = 0, limit: int = 1000) -> list[TaskEvent]:
+    async def events(
+        self, *, task_id: str | None = None, since: int = 0, limit: int = 1000
+    ) -> builtins.list[TaskEvent]:
         """Return events with ``seq > since``, oldest first."""
         if task_id is None:
             sql, params = "SELECT * FROM events WHERE seq > ? ORDER BY seq LIMIT ?", (since, limit)
@@ -481,8 +511,14 @@ class SQLiteStorage:
             params = (task_id, since, limit)  # type: ignore[assignment]
         return [
             TaskEvent(
-                seq=seq, task_id=tid, kind=EventKind(kind), at=_time(at), status=TaskStatus(status),
-                attempt=attempt, progress=progress, message=message,
+                seq=seq,
+                task_id=tid,
+                kind=EventKind(kind),
+                at=_time(at),
+                status=TaskStatus(status),
+                attempt=attempt,
+                progress=progress,
+                message=message,
             )
             for seq, tid, kind, at, status, attempt, progress, message in await self._fetch(sql, params)
         ]
@@ -492,7 +528,7 @@ class SQLiteStorage:
         rows = await self._fetch("SELECT coalesce(max(seq), 0) FROM events")
         return int(rows[0][0])
 
-    async def _run(self, sql: str, params: Sequence[Any]) -> list[Any]:
+    async def _run(self, sql: str, params: Sequence[Any]) -> builtins.list[Any]:
         return list(await self._db.execute_fetchall(sql, params))
 
 
@@ -505,6 +541,7 @@ def sqlite_path(url: str) -> str | None:
 
     Raises:
         StorageError: the URL is malformed; the message shows the accepted forms.
+
     """
     parts = urlsplit(url)
     if parts.scheme != "sqlite" or parts.netloc or parts.query or parts.fragment:
@@ -552,6 +589,19 @@ def _filesystem_type(path: Path) -> str:
     return kind
 
 
+def _insert_statement(tasks: Sequence[Task]) -> tuple[str, list[Any]]:
+    """Return one multi-row INSERT for ``tasks`` (far cheaper than executemany with triggers)."""
+    marks = ", ".join(itertools.repeat(_ROW_MARKS, len(tasks)))
+    params = list(itertools.chain.from_iterable(map(_new_task_row, tasks)))
+    return f"INSERT INTO tasks ({_NEW_COLUMNS}) VALUES {marks}", params
+
+
+def _chunks_of(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    iterator = iter(items)
+    while chunk := list(itertools.islice(iterator, size)):
+        yield chunk
+
+
 def _statements(script: str) -> Iterable[str]:
     return (part.strip() for part in script.split(";") if part.strip())
 
@@ -575,10 +625,6 @@ def _filters(statuses: Sequence[TaskStatus], queue: str | None) -> tuple[str, li
     return ("WHERE " + " AND ".join(clauses) if clauses else ""), params
 
 
-def _stamp(moment: datetime | None) -> float | None:
-    return None if moment is None else moment.timestamp()
-
-
 def _time(stamp: float) -> datetime:
     return datetime.fromtimestamp(stamp, _UTC)
 
@@ -587,18 +633,29 @@ def _maybe_time(stamp: float | None) -> datetime | None:
     return None if stamp is None else datetime.fromtimestamp(stamp, _UTC)
 
 
-def _task_row(task: Task) -> tuple[Any, ...]:
-    schedule = task.schedule
+def _new_task_row(task: Task) -> tuple[Any, ...]:
+    """Return the ``_NEW_COLUMNS`` values of a task about to be inserted (pending, never run)."""
+    schedule, expires = task.schedule, task.expires_at
     return (
-        task.id, task.name, task.queue, task.status.value, task.priority, task.payload, task.attempt,
-        task.retries, "\n".join(task.retry_on) or None, task.timeout, task.eta.timestamp(),
-        task.created_at.timestamp(), _stamp(task.started_at), _stamp(task.finished_at),
-        _stamp(task.expires_at), task.result_ttl,
+        task.id,
+        task.name,
+        task.queue,
+        task.status.value,
+        task.priority,
+        task.payload,
+        task.attempt,
+        task.retries,
+        "\n".join(task.retry_on) or None,
+        task.timeout,
+        task.eta.timestamp(),
+        task.created_at.timestamp(),
+        None if expires is None else expires.timestamp(),
+        task.result_ttl,
         schedule.interval.total_seconds() if schedule and schedule.interval else None,
-        schedule.cron if schedule else None, task.series, int(task.at_most_once), task.kind,
-        task.lease_token, _stamp(task.lease_until), task.worker, task.progress, task.progress_done,
-        task.progress_total, task.progress_message, task.result,
-        _error_encoder.encode(task.error).decode() if task.error is not None else None,
+        schedule.cron if schedule else None,
+        task.series,
+        task.at_most_once,
+        task.kind,
     )
 
 
@@ -608,12 +665,33 @@ def _row_task(row: Sequence[Any]) -> Task:
     if interval is not None or cron is not None:
         schedule = Schedule(interval=timedelta(seconds=interval) if interval is not None else None, cron=cron)
     return Task(
-        id=row[0], name=row[1], queue=row[2], status=TaskStatus(row[3]), priority=row[4], payload=row[5],
-        attempt=row[6], retries=row[7], retry_on=tuple(row[8].split("\n")) if row[8] else (),
-        timeout=row[9], eta=_time(row[10]), created_at=_time(row[11]), started_at=_maybe_time(row[12]),
-        finished_at=_maybe_time(row[13]), expires_at=_maybe_time(row[14]), result_ttl=row[15],
-        schedule=schedule, series=row[18], at_most_once=bool(row[19]), kind=row[20], lease_token=row[21],
-        lease_until=_maybe_time(row[22]), worker=row[23], progress=row[24], progress_done=row[25],
-        progress_total=row[26], progress_message=row[27], result=row[28],
+        id=row[0],
+        name=row[1],
+        queue=row[2],
+        status=TaskStatus(row[3]),
+        priority=row[4],
+        payload=row[5],
+        attempt=row[6],
+        retries=row[7],
+        retry_on=tuple(row[8].split("\n")) if row[8] else (),
+        timeout=row[9],
+        eta=_time(row[10]),
+        created_at=_time(row[11]),
+        started_at=_maybe_time(row[12]),
+        finished_at=_maybe_time(row[13]),
+        expires_at=_maybe_time(row[14]),
+        result_ttl=row[15],
+        schedule=schedule,
+        series=row[18],
+        at_most_once=bool(row[19]),
+        kind=row[20],
+        lease_token=row[21],
+        lease_until=_maybe_time(row[22]),
+        worker=row[23],
+        progress=row[24],
+        progress_done=row[25],
+        progress_total=row[26],
+        progress_message=row[27],
+        result=row[28],
         error=_error_decoder.decode(row[29]) if row[29] is not None else None,
     )

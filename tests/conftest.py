@@ -1,0 +1,75 @@
+"""Shared fixtures: the anyio backend, an isolated environment, and bounded waits.
+
+``wait_until`` and ``wait_until_sync`` are fixtures (not imports) so that no test module
+depends on which ``conftest`` module Python happens to have cached.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import time
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+_POLL = 0.01
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(autouse=True)
+def isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """Clear every OMNIQ_* variable and run in an empty folder, so no omniq.yaml or .omniq/ leaks in or out."""
+    for name in list(os.environ):
+        if name.startswith("OMNIQ_"):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def _wait_until(predicate: Callable[[], Any], timeout: float = 5.0) -> Coroutine[Any, Any, None]:
+    """Poll ``predicate`` (sync or async) until it is truthy; fail the test after ``timeout`` seconds.
+
+    A plain function returning the coroutine, so the deadline is fixed when it is called.
+    """
+    return _poll(predicate, time.monotonic() + timeout, timeout)
+
+
+async def _poll(predicate: Callable[[], Any], deadline: float, timeout: float) -> None:
+    while True:
+        outcome = predicate()
+        if inspect.isawaitable(outcome):
+            outcome = await outcome
+        if outcome:
+            return
+        if time.monotonic() > deadline:
+            pytest.fail(f"condition still false after {timeout} s")
+        await anyio.sleep(_POLL)
+
+
+def _wait_until_sync(predicate: Callable[[], Any], timeout: float = 5.0) -> None:
+    """Blocking twin of ``wait_until`` for sync tests and helper threads."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            pytest.fail(f"condition still false after {timeout} s")
+        time.sleep(_POLL)
+
+
+@pytest.fixture
+def wait_until() -> Callable[..., Any]:
+    """Return the bounded async poll: ``await wait_until(lambda: h.done(), timeout=5)``."""
+    return _wait_until
+
+
+@pytest.fixture
+def wait_until_sync() -> Callable[..., Any]:
+    """Return the bounded blocking poll: ``wait_until_sync(lambda: cond, timeout=5)``."""
+    return _wait_until_sync

@@ -1,0 +1,137 @@
+"""Fixtures of the storage contract suite: every test here runs once per backend.
+
+Test modules name no backend: they get a ``store`` (opened, emptied), a ``make_task``
+factory, a ``twin`` (a second store object on the same URL, for races across
+connections) and ``eventually`` (a bounded poll for lease expiry and etas).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, TypeVar
+
+import anyio
+import pytest
+
+from omniq_nb.core import new_task_id
+from omniq_nb.models import Task
+from omniq_nb.storage import Storage, open_storage
+
+T = TypeVar("T")
+
+BACKENDS = [
+    pytest.param("memory://", id="memory"),
+    pytest.param("sqlite:///{tmp}/omniq.db", id="sqlite"),  # tmp_path is absolute: four slashes
+]
+
+_POLL_SECONDS = 0.02
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(params=BACKENDS)
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The URL of this run's backend (not redacted, so a second store can open it)."""
+    return str(request.param).format(tmp=tmp_path)
+
+
+@pytest.fixture
+async def store(store_url: str) -> AsyncIterator[Storage]:
+    async with open_storage(store_url) as backend:
+        await backend.purge(everything=True)  # each test starts from an empty store
+        yield backend
+
+
+@pytest.fixture
+async def twin(store: Storage, store_url: str, make_task: Callable[..., Task]) -> AsyncIterator[Storage]:
+    """A second, separately connected store object on the same URL as ``store``.
+
+    Skips when two objects on one URL do not share their tasks (an in-process store):
+    there is then nothing to race across connections.
+    """
+    async with open_storage(store_url) as other:
+        probe = make_task()
+        await store.insert([probe])
+        shared = await other.get(probe.id) is not None
+        await store.purge(everything=True)
+        if not shared:
+            pytest.skip(f"two store objects on {store.url} do not share tasks")
+        yield other
+
+
+def _task(**overrides: Any) -> Task:
+    now = datetime.now(timezone.utc)
+    fields: dict[str, Any] = {"id": new_task_id(), "name": "tests.job", "payload": b"x", "eta": now, "created_at": now}
+    fields.update(overrides)
+    return Task(**fields)
+
+
+@pytest.fixture
+def make_task() -> Callable[..., Task]:
+    """Return ``make_task(**overrides)``: a pending task, ready now, on queue ``default``."""
+    return _task
+
+
+async def _eventually(probe: Callable[[], Awaitable[T]], *, what: str, timeout: float = 15.0) -> T:
+    """Await ``probe()`` until it returns something truthy and return that; fail after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        outcome = await probe()
+        if outcome:
+            return outcome
+        if time.monotonic() > deadline:
+            pytest.fail(f"still waiting after {timeout} s for {what}; last probe returned {outcome!r}")
+        await anyio.sleep(_POLL_SECONDS)
+
+
+@pytest.fixture
+def eventually() -> Callable[..., Awaitable[Any]]:
+    """Return the bounded async poll: ``await eventually(probe, what="...")`` returns the probe's value."""
+    return _eventually
+
+
+@pytest.fixture
+def lease_lapsed(store: Storage, eventually: Callable[..., Awaitable[Any]]) -> Callable[[str], Awaitable[Task]]:
+    """Return ``await lease_lapsed(task_id)``: wait until the store lists that task's lease as expired."""
+
+    async def wait(task_id: str) -> Task:
+        async def probe() -> Task | None:
+            return next((t for t in await store.expired_leases(limit=1000) if t.id == task_id), None)
+
+        found: Task = await eventually(probe, what=f"the lease of task {task_id} to run out")
+        return found
+
+    return wait
+
+
+@pytest.fixture
+def clock_passes(store: Storage, eventually: Callable[..., Awaitable[Any]]) -> Callable[[datetime], Awaitable[datetime]]:
+    """Return ``await clock_passes(moment)``: wait until the store's clock is past ``moment``; return its time."""
+
+    async def wait(moment: datetime) -> datetime:
+        async def probe() -> datetime | None:
+            now = await store.now()
+            return now if now > moment else None
+
+        passed: datetime = await eventually(probe, what=f"the store's clock to pass {moment.isoformat()}")
+        return passed
+
+    return wait
+
+
+def later(seconds: float) -> datetime:
+    """Return this process's clock plus ``seconds`` (UTC)."""
+    return datetime.now(timezone.utc) + timedelta(seconds=seconds)
+
+
+@pytest.fixture
+def at() -> Callable[[float], datetime]:
+    """Return ``at(seconds)``: now plus ``seconds`` (negative for the past), UTC."""
+    return later
+

@@ -1,0 +1,259 @@
+from __future__ import annotations
+
+import pickle
+import subprocess
+import sys
+import textwrap
+import threading
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from omniq_nb import BlobSerializer, OmniQ, OmniQError, SerializationError, SignatureError
+
+_HEADER = 5  # b"OQ" + version + format + flag
+_SIGNATURE = 32
+
+
+class Point:
+    def __init__(self, x: int, y: int) -> None:
+        self.x, self.y = x, y
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Point) and (self.x, self.y) == (other.x, other.y)
+
+    def __hash__(self) -> int:
+        return hash((self.x, self.y))
+
+
+class CreatesMarker:
+    """Unpickling this opens (creates) the marker file: proof that the body was unpickled."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (open, (self.path, "w"))
+
+
+PLAIN = [
+    {"a": [1, 2.5, "x", None, True, b"\x00\xff"], "nested": {"k": {"deep": [[], {}]}}},
+    [1, -2, 3.25, "é", False, None],
+    "text",
+    0,
+    -(2**63),
+    2**64 - 1,
+    1.5,
+    float("inf"),
+    True,
+    None,
+    b"bytes\x00",
+]
+
+
+@pytest.mark.parametrize("value", PLAIN, ids=repr)
+def test_plain_data_uses_msgpack_and_round_trips(value: Any) -> None:
+    s = BlobSerializer()
+    blob = s.dumps(value)
+    assert blob[:2] == b"OQ"
+    assert blob[3:4] == b"m"  # the format tag says msgpack
+    back = s.loads(blob)
+    assert back == value
+    assert type(back) is type(value)
+
+
+def test_plain_bool_and_int_keep_their_types_inside_containers() -> None:
+    s = BlobSerializer()
+    back = s.loads(s.dumps({"flag": True, "n": 1, "f": 1.0}))
+    assert [type(v) for v in back.values()] == [bool, int, float]
+
+
+def _identity(x: Any) -> Any:
+    return x
+
+
+RICH = [
+    (1, "two", 3.0),
+    {1, 2, 3},
+    frozenset({"a"}),
+    {1: "int key"},
+    datetime(2024, 5, 17, 12, 30, 15, 123456, tzinfo=timezone.utc),
+    datetime(2024, 5, 17, 12, 30),
+    timedelta(seconds=90),
+    Point(1, 2),
+    [Point(3, 4), (5, 6)],
+    2**70,
+]
+
+
+@pytest.mark.parametrize("value", RICH, ids=repr)
+def test_other_values_use_cloudpickle_and_round_trip_exactly(value: Any) -> None:
+    s = BlobSerializer()
+    blob = s.dumps(value)
+    assert blob[3:4] == b"p"  # the format tag says pickle
+    back = s.loads(blob)
+    assert back == value
+    assert type(back) is type(value)
+
+
+def test_lambda_and_closure_round_trip() -> None:
+    s = BlobSerializer()
+    offset = 10
+    assert s.loads(s.dumps(lambda x: x + offset))(5) == 15
+
+
+def test_call_round_trip() -> None:
+    s = BlobSerializer(secret="k")
+    fn, args, kwargs = s.load_call(s.dump_call(_identity, (Point(1, 2),), {"extra": (1,)}))
+    assert fn(*args) == Point(1, 2)
+    assert kwargs == {"extra": (1,)}
+
+
+@pytest.mark.parametrize("value", [{"a": 1}, Point(1, 2)], ids=["msgpack", "pickle"])
+def test_signed_blobs_verify(value: Any) -> None:
+    s = BlobSerializer(secret="key")
+    blob = s.dumps(value)
+    assert blob[4:5] == b"s"
+    assert s.loads(blob) == value
+    assert BlobSerializer(secret=b"key").loads(blob) == value  # str and bytes keys agree
+
+
+def test_tampered_signed_payload_is_never_unpickled(tmp_path: Path) -> None:
+    marker = tmp_path / "unpickled.marker"
+    signer = BlobSerializer(secret="key")
+    harmless = signer.dumps((1, 2, 3))
+    assert harmless[3:4] == b"p"
+    evil_body = pickle.dumps(CreatesMarker(str(marker)))
+    tampered = harmless[: _HEADER + _SIGNATURE] + evil_body
+    # the attack would work if nothing checked the signature
+    with pytest.raises(SignatureError, match="signature"):
+        signer.loads(tampered)
+    with pytest.raises(SignatureError, match="signature"):
+        signer.load_call(tampered)
+    assert not marker.exists()
+
+
+def test_signature_with_another_secret_is_rejected(tmp_path: Path) -> None:
+    marker = tmp_path / "unpickled.marker"
+    blob = BlobSerializer(secret="attacker").dumps(CreatesMarker(str(marker)))
+    with pytest.raises(SignatureError, match="signature"):
+        BlobSerializer(secret="key").loads(blob)
+    assert not marker.exists()
+
+
+def test_flipping_the_format_tag_breaks_the_signature() -> None:
+    s = BlobSerializer(secret="key")
+    blob = bytearray(s.dumps({"a": 1}))
+    blob[3] = ord("p")
+    with pytest.raises(SignatureError):
+        s.loads(bytes(blob))
+
+
+def test_unsigned_blob_read_with_secret_raises(tmp_path: Path) -> None:
+    marker = tmp_path / "unpickled.marker"
+    unsigned = BlobSerializer().dumps(CreatesMarker(str(marker)))
+    assert not marker.exists()  # dumps does not unpickle
+    with pytest.raises(SignatureError, match="signature"):
+        BlobSerializer(secret="key").loads(unsigned)
+    assert not marker.exists()
+
+
+def test_signed_blob_read_without_secret_raises() -> None:
+    blob = BlobSerializer(secret="key").dumps({"a": 1})
+    with pytest.raises(SignatureError, match="signature"):
+        BlobSerializer().loads(blob)
+
+
+def test_signature_error_is_an_omniq_error() -> None:
+    assert issubclass(SignatureError, OmniQError)
+
+
+@pytest.mark.parametrize("garbage", [b"", b"x", b"hello world", b"OQ", b"OQ\x01z-abc", pickle.dumps({"a": 1})])
+def test_garbage_bytes_raise_serialization_error(garbage: bytes) -> None:
+    with pytest.raises(SerializationError):
+        BlobSerializer().loads(garbage)
+
+
+@pytest.mark.parametrize("value", [{"a": [1, 2, 3]}, Point(1, 2)], ids=["msgpack", "pickle"])
+def test_truncated_blob_raises_serialization_error(value: Any) -> None:
+    s = BlobSerializer()
+    blob = s.dumps(value)
+    with pytest.raises(SerializationError):
+        s.loads(blob[:-3])
+
+
+def test_load_call_of_a_non_call_raises() -> None:
+    s = BlobSerializer()
+    with pytest.raises(SerializationError, match="call"):
+        s.load_call(s.dumps([1, 2]))
+
+
+def _takes(*args: Any, **kwargs: Any) -> None:
+    return None
+
+
+def _generator() -> Any:
+    yield 1
+
+
+def test_dump_call_names_the_unpicklable_positional_argument() -> None:
+    with pytest.raises(SerializationError) as info:
+        BlobSerializer().dump_call(_takes, (1, threading.Lock()), {})
+    message = str(info.value)
+    assert "argument 1" in message
+    assert "lock" in message
+    assert "_takes" in message
+    assert isinstance(info.value, TypeError)
+
+
+def test_dump_call_names_the_unpicklable_keyword_argument() -> None:
+    with pytest.raises(SerializationError) as info:
+        BlobSerializer().dump_call(_takes, (1,), {"items": _generator()})
+    message = str(info.value)
+    assert "keyword argument 'items'" in message
+    assert "generator" in message
+    assert isinstance(info.value, TypeError)
+
+
+def test_dump_call_names_an_unpicklable_callable() -> None:
+    lock = threading.Lock()
+    with pytest.raises(SerializationError, match="callable"):
+        BlobSerializer().dump_call(lock.acquire, (), {})
+
+
+def test_dumps_of_unpicklable_value_names_its_type() -> None:
+    with pytest.raises(SerializationError, match="lock"):
+        BlobSerializer().dumps(threading.Lock())
+
+
+def test_main_function_travels_by_value_to_another_process(tmp_path: Path) -> None:
+    db = tmp_path / "shared.db"
+    script = tmp_path / "enqueue_main.py"
+    script.write_text(
+        textwrap.dedent(
+            f"""
+            import omniq_nb
+
+            def double(x):
+                return 2 * x
+
+            with omniq_nb.OmniQ(db_url={f"sqlite:///{db}"!r}) as q:
+                print(q.enqueue(double, 21).id)
+            """
+        )
+    )
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=60, cwd=tmp_path, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    task_id = done.stdout.strip().splitlines()[-1]
+
+    assert not hasattr(sys.modules["__main__"], "double")
+    with OmniQ(db_url=f"sqlite:///{db}") as q:
+        handle = q.get(task_id)
+        assert handle.task.name == "double"
+        fn, args, kwargs = q.core.serializer.load_call(handle.task.payload)
+    assert fn.__module__ == "__main__"
+    assert fn(*args, **kwargs) == 42
