@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import builtins
-import random
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta, timezone
@@ -30,7 +29,7 @@ from omniq_nb.config import Settings, configure_logging
 from omniq_nb.errors import InvalidTransition, TaskFailed, TaskNotFound, failure_class, type_name
 from omniq_nb.events import EventHub, EventListener
 from omniq_nb.handles import GroupHandle, Runner, TaskHandle, return_coroutine
-from omniq_nb.models import Task, TaskError, TaskEvent, TaskStatus, check_transition
+from omniq_nb.models import Task, TaskError, TaskEvent, TaskStatus, check_transition, new_task_id
 from omniq_nb.options import TaskOptions, deadline, make_options
 from omniq_nb.schedule import first_run, next_run, seconds
 from omniq_nb.serialization import BlobSerializer
@@ -113,6 +112,7 @@ class AsyncOmniQ:
         """
         self._loop = asyncio.get_running_loop()
         await self.storage.open()
+        await self._hub.start()
 
     async def close(self) -> None:
         """Stop following events and close the store's connections."""
@@ -451,15 +451,6 @@ def new_task(fn: Callable[..., Any], payload: bytes, options: TaskOptions, setti
         at_most_once=options.at_most_once,
         kind=options.kind,
     )
-
-
-def new_task_id() -> str:
-    """Return a new task id: 32 hex digits, time-ordered to the millisecond, then 80 random bits.
-
-    Ids need to be unique, not secret (lease tokens are the secret part), so the fast
-    non-cryptographic generator serves; it is reseeded in forked children.
-    """
-    return f"{time.time_ns() // 1_000_000:012x}{random.getrandbits(80):020x}"
 
 
 def task_name(fn: Callable[..., Any]) -> str:

@@ -3,8 +3,9 @@
 The store is the source of truth: one background task follows the store's event stream
 (``events(since=cursor)``) and, as a safety net, re-reads the tasks someone waits on. Local
 writers hand the rows they changed to ``deliver()`` and call ``nudge()``, so what happens in
-this process is seen at once; what other processes do is seen at the next poll. The
-follower runs only while something listens, waits or watches.
+this process is seen at once; what other processes do is seen at the next poll. While
+nobody listens or watches, the follower only moves its cursor to the newest event (one
+cheap query per poll), so a listener that subscribes later misses nothing from then on.
 """
 
 from __future__ import annotations
@@ -63,12 +64,17 @@ class EventHub:
         self._listeners: list[EventListener] = []
         self._watched: dict[str, list[weakref.ref[Watched]]] = {}
         self._waiters: dict[str, list[asyncio.Future[Task]]] = {}
-        self._cursor: int | None = None
+        self._cursor = 0
         self._wake: asyncio.Event | None = None
         self._runner: asyncio.Task[None] | None = None
-        self._closed = False
         self._checked_at = 0.0
         self._pending_callbacks: set[asyncio.Future[object]] = set()
+
+    async def start(self) -> None:
+        """Place the cursor at the newest event and start following the store."""
+        self._cursor = await self._storage.last_event_seq()
+        self._wake = asyncio.Event()
+        self._runner = asyncio.get_running_loop().create_task(self._follow(), name="omniq-event-hub")
 
     def subscribe(self, listener: EventListener) -> Callable[[], None]:
         """Call ``listener`` with every event from now on; return a function that unsubscribes.
@@ -79,7 +85,7 @@ class EventHub:
 
         """
         self._listeners.append(listener)
-        self._ensure_running()
+        self.nudge()
 
         def unsubscribe() -> None:
             if listener in self._listeners:
@@ -92,7 +98,6 @@ class EventHub:
         if handle.done():
             return
         self._watched.setdefault(handle.id, []).append(weakref.ref(handle))
-        self._ensure_running()
 
     async def wait(self, task_id: str, timeout: float | None) -> Task | None:
         """Wait until the task is finished and return it (``None`` if it does not exist).
@@ -107,7 +112,8 @@ class EventHub:
         """
         future: asyncio.Future[Task] = asyncio.get_running_loop().create_future()
         self._waiters.setdefault(task_id, []).append(future)
-        self._ensure_running()
+        if self._wake is not None:
+            self._wake.set()  # poll fast from now on
         try:
             task = await self._storage.get(task_id)
             if task is None or task.status.is_terminal:
@@ -123,29 +129,19 @@ class EventHub:
 
     def nudge(self) -> None:
         """Ask the follower to read new events now, if a listener wants them (after a local write)."""
-        if self._wake is not None and self._listeners:
+        if self._wake is not None and (self._listeners or self._waiters):
             self._wake.set()
 
     async def close(self) -> None:
         """Stop following; pending waits raise ``asyncio.CancelledError``."""
-        self._closed = True
         runner, self._runner = self._runner, None
         if runner is not None:
             runner.cancel()
             await asyncio.gather(runner, return_exceptions=True)
 
-    def _busy(self) -> bool:
-        return bool(self._listeners or self._waiters or self._watched)
-
-    def _ensure_running(self) -> None:
-        if self._closed or (self._runner is not None and not self._runner.done()):
-            return
-        self._wake = asyncio.Event()
-        self._runner = asyncio.get_running_loop().create_task(self._follow(), name="omniq-event-hub")
-
     async def _follow(self) -> None:
         assert self._wake is not None
-        while self._busy():
+        while True:
             try:
                 await self._poll()
             except asyncio.CancelledError:
@@ -169,7 +165,7 @@ class EventHub:
             self.deliver(await self._storage.get_many(list(self._watched)))
 
     async def _read_events(self) -> None:
-        if self._cursor is None:
+        if not (self._listeners or self._watched or self._waiters):
             self._cursor = await self._storage.last_event_seq()
             return
         while True:

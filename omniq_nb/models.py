@@ -8,6 +8,8 @@ The allowed status changes live here, in ``TRANSITIONS``, and nowhere else.
 from __future__ import annotations
 
 import enum
+import random
+import time
 from datetime import datetime, timedelta
 
 import msgspec
@@ -79,6 +81,15 @@ def check_transition(current: TaskStatus, target: TaskStatus) -> None:
             f"a task cannot go from {current.value!r} to {target.value!r}; "
             f"from {current.value!r} it may go to: {allowed}"
         )
+
+
+def new_task_id() -> str:
+    """Return a new task id: 32 hex digits, time-ordered to the millisecond, then 80 random bits.
+
+    Ids need to be unique, not secret (lease tokens are the secret part), so the fast
+    non-cryptographic generator serves; it is reseeded in forked children.
+    """
+    return f"{time.time_ns() // 1_000_000:012x}{random.getrandbits(80):020x}"
 
 
 class EventKind(str, enum.Enum):

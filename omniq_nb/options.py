@@ -5,7 +5,6 @@ Bad options fail here, at enqueue, with a message naming the option and its valu
 
 from __future__ import annotations
 
-import builtins
 import math
 from collections.abc import Iterable
 from datetime import datetime, timedelta
@@ -14,6 +13,7 @@ from typing import Any
 import msgspec
 
 from omniq_nb.config import WORKER_KINDS
+from omniq_nb.errors import type_name
 from omniq_nb.models import Schedule
 from omniq_nb.schedule import as_utc, make_schedule, seconds
 
@@ -127,7 +127,10 @@ def merge_options(base: TaskOptions, **overrides: Any) -> TaskOptions:
 
 
 def exception_names(value: Any) -> tuple[str, ...]:
-    """Normalize ``retry_on`` (exception classes or names) to qualified names.
+    """Normalize ``retry_on`` (exception classes or names) to stored error type names.
+
+    Builtins keep their bare name (``ValueError``), others are qualified (``pkg.mod.Error``),
+    as in ``TaskError.type``.
 
     Args:
         value: ``None``, one exception class or name, or an iterable of them.
@@ -138,14 +141,18 @@ def exception_names(value: Any) -> tuple[str, ...]:
     """
     if value is None:
         return ()
-    items: Iterable[Any] = (value,) if isinstance(value, (str, type)) else value
+    if isinstance(value, (str, type)):
+        value = (value,)
+    if not isinstance(value, Iterable):
+        raise TypeError(
+            f"retry_on={value!r}: expected exception classes or their names, such as (ValueError, 'KeyError')"
+        )
     names = []
-    for item in items:
+    for item in value:
         if isinstance(item, type) and issubclass(item, BaseException):
-            names.append(f"{item.__module__}.{item.__qualname__}")
+            names.append(type_name(item))
         elif isinstance(item, str) and item.strip():
-            name = item.strip()
-            names.append(name if "." in name or not hasattr(builtins, name) else f"builtins.{name}")
+            names.append(item.strip().removeprefix("builtins."))
         else:
             raise TypeError(f"retry_on={value!r}: expected exception classes or their names, got {item!r}")
     return tuple(names)

@@ -102,7 +102,10 @@ class BlobSerializer:
 
         """
         fmt, body = self._open(blob)
-        return _msgpack_decoder.decode(body) if fmt == _MSGPACK else cloudpickle.loads(body)
+        try:
+            return _msgpack_decoder.decode(body) if fmt == _MSGPACK else cloudpickle.loads(body)
+        except (msgspec.DecodeError, pickle.UnpicklingError, EOFError) as exc:
+            raise SerializationError(f"corrupt omniq_nb blob: {type(exc).__name__}: {exc}") from exc
 
     def dump_call(self, fn: Callable[..., Any], args: Sequence[Any], kwargs: Mapping[str, Any]) -> bytes:
         """Serialize a call ``fn(*args, **kwargs)`` as one pickled blob.

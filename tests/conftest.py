@@ -42,7 +42,7 @@ def _wait_until(predicate: Callable[[], Any], timeout: float = 5.0) -> Coroutine
     return _poll(predicate, time.monotonic() + timeout, timeout)
 
 
-async def _poll(predicate: Callable[[], Any], deadline: float, timeout: float) -> None:
+async def _poll(predicate: Callable[[], Any], deadline: float, limit: float) -> None:
     while True:
         outcome = predicate()
         if inspect.isawaitable(outcome):
@@ -50,7 +50,7 @@ async def _poll(predicate: Callable[[], Any], deadline: float, timeout: float) -
         if outcome:
             return
         if time.monotonic() > deadline:
-            pytest.fail(f"condition still false after {timeout} s")
+            pytest.fail(f"condition still false after {limit} s")
         await anyio.sleep(_POLL)
 
 

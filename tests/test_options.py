@@ -35,7 +35,7 @@ def test_all_options_are_validated_and_converted() -> None:
         name="job",
     )
     assert options.retries == 3
-    assert options.retry_on == ("builtins.ValueError",)
+    assert options.retry_on == ("ValueError",)
     assert options.timeout == 60.0
     assert options.eta == datetime(2030, 1, 1, 9, 0, tzinfo=UTC)
     assert options.schedule == Schedule(interval=timedelta(seconds=30))
@@ -129,7 +129,7 @@ def test_merge_options_replaces_interval_with_cron_and_back() -> None:
 def test_merge_options_keeps_the_rest_and_validates() -> None:
     base = make_options(retries=1, retry_on=KeyError, priority=4, at_most_once=True)
     merged = merge_options(base, retries=5)
-    assert merged == TaskOptions(retries=5, retry_on=("builtins.KeyError",), priority=4, at_most_once=True)
+    assert merged == TaskOptions(retries=5, retry_on=("KeyError",), priority=4, at_most_once=True)
     with pytest.raises(TypeError, match="priority"):
         merge_options(base, priority="4")
     with pytest.raises(TypeError, match="nope"):
@@ -138,14 +138,14 @@ def test_merge_options_keeps_the_rest_and_validates() -> None:
 
 def test_retry_on_accepts_classes_and_names() -> None:
     assert exception_names(None) == ()
-    assert exception_names(ValueError) == exception_names("ValueError") == ("builtins.ValueError",)
+    assert exception_names(ValueError) == exception_names("ValueError") == ("ValueError",)
     assert exception_names([AppError, "KeyError", "pkg.mod.Error"]) == (
         f"{__name__}.AppError",
-        "builtins.KeyError",
+        "KeyError",
         "pkg.mod.Error",
     )
     assert exception_names(AppError) == exception_names(f"{__name__}.AppError")
-    assert make_options(retry_on=(TimeoutError, "OSError")).retry_on == ("builtins.TimeoutError", "builtins.OSError")
+    assert make_options(retry_on=(TimeoutError, "OSError")).retry_on == ("TimeoutError", "OSError")
 
 
 @pytest.mark.parametrize("bad", [int, 3, "", [ValueError, None]])

@@ -152,6 +152,24 @@ def test_omniq_works_inside_a_running_event_loop(sqlite_url: str) -> None:
     assert asyncio.run(main()) == (15, 15, "succeeded")
 
 
+def test_on_event_listener_runs_for_the_sync_twin(wait_until_sync: Wait) -> None:
+    seen: list[tuple[str, str]] = []
+    threads: set[str] = set()
+
+    def listener(event: Any) -> None:
+        threads.add(threading.current_thread().name)
+        seen.append((event.task_id, str(event.kind)))
+
+    with OmniQ(db_url="memory://") as q:
+        unsubscribe = q.on_event(listener)
+        h = q.enqueue(triple, 1)
+        q.cancel(h.id)
+        wait_until_sync(lambda: (h.id, "cancelled") in seen, timeout=5)
+        unsubscribe()
+    assert [kind for task_id, kind in seen if task_id == h.id] == ["enqueued", "cancelled"]
+    assert threading.current_thread().name not in threads  # it ran on the twin's loop thread
+
+
 def _public_methods(cls: type) -> dict[str, Any]:
     found = {}
     for name, member in inspect.getmembers(cls):

@@ -8,7 +8,7 @@ write lock when it starts, so ``busy_timeout`` applies); multi-statement writes 
 Claims take many ready tasks in one ``UPDATE … RETURNING``; outcomes of many attempts are
 written by one ``UPDATE … FROM (VALUES …)``. Events are written by temporary triggers in
 the same statement as the change they record. Event ``seq`` is a plain rowid (AUTOINCREMENT
-would double the cost of a one-task commit); purge always keeps the newest event row, so a
+would double the cost of a one-task commit); after a purge a marker row keeps the newest seq, so a
 ``seq`` is never handed out twice and cursors stay valid. Network filesystems are refused: WAL needs
 shared memory that they do not provide.
 """
@@ -61,6 +61,12 @@ _NEW_COLUMNS = (
 _ROW_MARKS = "(" + ", ".join("?" * (_NEW_COLUMNS.count(",") + 1)) + ")"
 _INSERT_ROWS = 500  # rows per INSERT: 500 x 19 values stays under SQLite's 32,766 limit
 _NOW_SQL = "((julianday('now') - 2440587.5) * 86400.0)"
+# After a purge, put back a marker row (empty task id, never returned) holding the newest
+# seq, so SQLite's max(rowid) + 1 never hands out a seq a cursor has already passed.
+_KEEP_NEWEST_SEQ = """
+    INSERT INTO events (seq, task_id, kind, at, status, attempt)
+    SELECT ?1, '', 'enqueued', 0, 'pending', 0
+    WHERE ?1 IS NOT NULL AND NOT EXISTS (SELECT 1 FROM events WHERE seq >= ?1)"""
 
 _MIGRATIONS: dict[int, str] = {
     1: """
@@ -484,14 +490,14 @@ class SQLiteStorage:
             conn = self._db
             await conn.execute("BEGIN IMMEDIATE")
             try:
-                gone = await conn.execute_fetchall(f"DELETE FROM tasks {where} RETURNING id", params)
+                newest = await self._run("SELECT max(seq) FROM events", ())
+                gone = await self._run(f"DELETE FROM tasks {where} RETURNING id", params)
                 ids = [row[0] for row in gone]
                 for chunk in _chunks(ids, 900):
                     marks = ", ".join("?" * len(chunk))
-                    await conn.execute(
-                        f"DELETE FROM events WHERE task_id IN ({marks}) AND seq < (SELECT max(seq) FROM events)",
-                        chunk,
-                    )
+                    await self._run(f"DELETE FROM events WHERE task_id IN ({marks})", chunk)
+                await self._run("DELETE FROM events WHERE task_id = '' AND seq < ?", (newest[0][0],))
+                await self._run(_KEEP_NEWEST_SEQ, (newest[0][0],))
                 await conn.execute("COMMIT")
             except BaseException:
                 await conn.execute("ROLLBACK")

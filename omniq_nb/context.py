@@ -1,0 +1,135 @@
+"""What code running inside a task can ask: ``progress()``, ``track()``, ``current()``.
+
+The running task is held in a ``contextvars.ContextVar``, set by the executor in whichever
+thread or process runs the task. Reporting only records the latest value (thread-safe, no
+I/O); the worker pool writes it to the store at a bounded rate, so a loop that reports a
+million times costs no more store writes than one that reports ten.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import math
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from typing import TypeVar
+
+import msgspec
+
+T = TypeVar("T")
+
+
+class Progress(msgspec.Struct, frozen=True):
+    """One progress report: ``done`` of ``total`` (``None`` when unknown), with a message."""
+
+    done: float
+    total: float | None = None
+    message: str | None = None
+
+
+class TaskContext:
+    """The running task, as seen from inside it (returned by ``current()``).
+
+    Args:
+        task_id: the task's id (stable across retries: use it as an idempotency key).
+        attempt: this attempt's number, from 1.
+        queue: the task's queue.
+        on_progress: called with each report (must be cheap and thread-safe).
+    """
+
+    __slots__ = ("_cancelled", "_on_progress", "attempt", "queue", "task_id")
+
+    def __init__(
+        self, task_id: str, attempt: int, queue: str, on_progress: Callable[[Progress], None] | None = None
+    ) -> None:
+        self.task_id, self.attempt, self.queue = task_id, attempt, queue
+        self._on_progress = on_progress
+        self._cancelled = threading.Event()
+
+    @property
+    def id(self) -> str:
+        """Return the task's id."""
+        return self.task_id
+
+    @property
+    def cancelled(self) -> bool:
+        """Return True once the task was cancelled or timed out (thread tasks should then stop)."""
+        return self._cancelled.is_set()
+
+    def cancel(self) -> None:
+        """Flag the task as cancelled; code running in a thread can check ``cancelled``."""
+        self._cancelled.set()
+
+    def report(self, progress: Progress) -> None:
+        """Hand a progress report to the pool."""
+        if self._on_progress is not None:
+            self._on_progress(progress)
+
+    def __repr__(self) -> str:
+        """Return ``TaskContext(task_id=..., attempt=..., queue=...)``."""
+        return f"TaskContext(task_id={self.task_id!r}, attempt={self.attempt}, queue={self.queue!r})"
+
+
+_current: contextvars.ContextVar[TaskContext | None] = contextvars.ContextVar("omniq_task", default=None)
+
+
+def current() -> TaskContext | None:
+    """Return the running task's id, attempt and queue, or ``None`` outside a task.
+
+    Example:
+        >>> current() is None
+        True
+    """
+    return _current.get()
+
+
+def enter(context: TaskContext) -> contextvars.Token[TaskContext | None]:
+    """Make ``context`` the running task of this thread or coroutine (executors call this)."""
+    return _current.set(context)
+
+
+def leave(token: contextvars.Token[TaskContext | None]) -> None:
+    """Undo ``enter``."""
+    _current.reset(token)
+
+
+def progress(done: float, total: float | None = None, message: str | None = None) -> None:
+    """Report the running task's progress: ``done`` of ``total`` units, with an optional message.
+
+    Outside a task this does nothing, so a function can report progress whether it runs as
+    a task or inline.
+
+    Args:
+        done: units done so far (>= 0).
+        total: units in all, or ``None`` when unknown.
+        message: a short note shown beside the progress.
+
+    Raises:
+        ValueError: ``done`` or ``total`` is negative or not finite.
+    """
+    if not math.isfinite(done) or done < 0:
+        raise ValueError(f"progress done={done!r} must be a finite number >= 0")
+    if total is not None and (not math.isfinite(total) or total < 0):
+        raise ValueError(f"progress total={total!r} must be a finite number >= 0, or None")
+    context = _current.get()
+    if context is not None:
+        context.report(Progress(float(done), None if total is None else float(total), message))
+
+
+def track(iterable: Iterable[T], total: int | None = None) -> Iterator[T]:
+    """Yield from ``iterable`` and report progress after each item (like tqdm).
+
+    Args:
+        iterable: the items.
+        total: how many there are; taken from ``len(iterable)`` when it has one.
+
+    Example:
+        >>> list(track(range(3)))
+        [0, 1, 2]
+    """
+    if total is None and hasattr(iterable, "__len__"):
+        total = len(iterable)  # type: ignore[arg-type]
+    progress(0, total)
+    for count, item in enumerate(iterable, start=1):
+        yield item
+        progress(count, total)

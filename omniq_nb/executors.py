@@ -1,0 +1,317 @@
+"""Where one attempt's code runs: on the loop (async), on a thread, or in a child process.
+
+Every executor turns one claimed task into an ``Attempt`` (the serialized result, or the
+error) and enforces the task's timeout its own way: async code is cancelled, a child
+process is terminated, a thread cannot be killed, so it is flagged (``current().cancelled``)
+and left to finish while its task is failed. Child processes are started with "spawn", get
+the payload as bytes through the importable trampoline ``_child_main``, ignore SIGINT (a
+kernel interrupt reaches the whole process group) and exit when the parent process dies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import multiprocessing
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from multiprocessing.connection import Connection
+from typing import Any
+
+import msgspec
+
+from omniq_nb.context import Progress, TaskContext, enter, leave
+from omniq_nb.errors import SignatureError, TaskTimeout, WorkerLost, type_name
+from omniq_nb.models import TaskError
+from omniq_nb.policy import describe_exception
+from omniq_nb.serialization import BlobSerializer
+
+_CHILD_PROGRESS_INTERVAL = 0.05  # seconds between progress messages from a child
+_PARENT_CHECK_INTERVAL = 0.5  # seconds between a child's checks that its parent lives
+_TERMINATE_GRACE = 1.0  # seconds a terminated child gets before SIGKILL
+_PR_SET_PDEATHSIG = 1
+
+
+class Attempt(msgspec.Struct, frozen=True, kw_only=True):
+    """How one attempt ended: a serialized result, or an error (retryable or not)."""
+
+    result: bytes | None = None
+    error: TaskError | None = None
+    raised: tuple[str, ...] = ()
+    retryable: bool = True
+
+
+class Call(msgspec.Struct, frozen=True, kw_only=True):
+    """One attempt to run: the task's identity, its payload and its time limit."""
+
+    task_id: str
+    attempt: int
+    queue: str
+    payload: bytes
+    timeout: float | None
+
+
+def timed_out(call: Call) -> Attempt:
+    """Return the attempt of a task stopped for running longer than its timeout."""
+    error = TaskError(
+        type=type_name(TaskTimeout),
+        message=f"the task timed out after {call.timeout:g} s",
+        attempt=call.attempt,
+    )
+    return Attempt(error=error, raised=(type_name(TaskTimeout),))
+
+
+def failed(exc: BaseException, attempt: int) -> Attempt:
+    """Return the attempt of a task that raised ``exc`` (a bad signature is not retried)."""
+    error, raised = describe_exception(exc, attempt)
+    return Attempt(error=error, raised=raised, retryable=not isinstance(exc, SignatureError))
+
+
+class LocalExecutor:
+    """Run tasks in this process: coroutine functions on the loop, others on threads or inline.
+
+    Args:
+        serializer: verifies and loads payloads, serializes results.
+        threads: the thread pool for sync functions, or ``None`` to call them on the loop
+            (``kind="async"``: only for quick functions, since they block the loop).
+    """
+
+    def __init__(self, serializer: BlobSerializer, threads: ThreadPoolExecutor | None) -> None:
+        self._serializer = serializer
+        self._threads = threads
+
+    async def run(self, call: Call, context: TaskContext) -> tuple[Attempt, asyncio.Future[Any] | None]:
+        """Run one attempt; return how it ended, and a thread's future if one still runs.
+
+        A thread that outlives its timeout keeps running: the returned future lets the pool
+        hold the thread's slot until it really ends.
+        """
+        try:
+            fn, args, kwargs = self._serializer.load_call(call.payload)
+        except Exception as exc:
+            return failed(exc, call.attempt), None
+        if inspect.iscoroutinefunction(fn) or self._threads is None:
+            return await self._on_loop(fn, args, kwargs, call, context), None
+        return await self._on_thread(fn, args, kwargs, call, context)
+
+    async def _on_loop(
+        self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], call: Call, context: TaskContext
+    ) -> Attempt:
+        token = enter(context)
+        try:
+            value = fn(*args, **kwargs)
+            if inspect.isawaitable(value):
+                value = await asyncio.wait_for(value, call.timeout)
+            return Attempt(result=self._serializer.dumps(value))
+        except TimeoutError:
+            context.cancel()
+            return timed_out(call)
+        except Exception as exc:
+            return failed(exc, call.attempt)
+        finally:
+            leave(token)
+
+    async def _on_thread(
+        self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], call: Call, context: TaskContext
+    ) -> tuple[Attempt, asyncio.Future[Any] | None]:
+        def work() -> bytes:
+            token = enter(context)
+            try:
+                return self._serializer.dumps(fn(*args, **kwargs))
+            finally:
+                leave(token)
+
+        future = asyncio.get_running_loop().run_in_executor(self._threads, work)
+        try:
+            return Attempt(result=await asyncio.wait_for(asyncio.shield(future), call.timeout)), None
+        except TimeoutError:
+            context.cancel()
+            return timed_out(call), future
+        except asyncio.CancelledError:
+            context.cancel()
+            raise
+        except Exception as exc:
+            return failed(exc, call.attempt), None
+
+
+class ChildProcess:
+    """One long-lived child process that runs attempts sent to it, one at a time.
+
+    Args:
+        secret: ``OMNIQ_SECRET``, so the child verifies payloads and signs results itself.
+    """
+
+    def __init__(self, secret: str | None) -> None:
+        context = multiprocessing.get_context("spawn")
+        self._conn, child_end = context.Pipe()
+        self._process = context.Process(
+            target=_child_main, args=(child_end, secret, os.getpid()), daemon=True, name="omniq-child"
+        )
+        self._process.start()
+        child_end.close()
+        self._messages: asyncio.Queue[tuple[Any, ...]] = asyncio.Queue()
+        self._loop = asyncio.get_running_loop()
+        self._loop.add_reader(self._conn.fileno(), self._readable)
+
+    @property
+    def alive(self) -> bool:
+        """Return True while the child runs."""
+        return self._process.is_alive()
+
+    @property
+    def pid(self) -> int | None:
+        """Return the child's process id."""
+        return self._process.pid
+
+    async def run(self, call: Call, context: TaskContext) -> Attempt:
+        """Send one attempt to the child and wait for its outcome (progress goes to ``context``).
+
+        Raises:
+            asyncio.CancelledError: the caller was cancelled; the child is then terminated.
+        """
+        self._conn.send(("run", call.task_id, call.attempt, call.queue, call.payload))
+        deadline = None if call.timeout is None else time.monotonic() + call.timeout
+        while True:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            try:
+                message = await asyncio.wait_for(self._messages.get(), left)
+            except TimeoutError:
+                context.cancel()
+                self.terminate()
+                return timed_out(call)
+            except asyncio.CancelledError:
+                self.terminate()
+                raise
+            kind = message[0]
+            if kind == "progress":
+                context.report(Progress(*message[1:]))
+            elif kind == "ok":
+                return Attempt(result=message[1])
+            elif kind == "error":
+                return Attempt(error=message[1], raised=message[2], retryable=message[3])
+            else:  # "eof": the child died
+                return self._died(call)
+
+    def _died(self, call: Call) -> Attempt:
+        self._process.join(_TERMINATE_GRACE)
+        code = self._process.exitcode
+        error = TaskError(
+            type=type_name(WorkerLost),
+            message=f"worker lost: the child process running the task exited with code {code}",
+            attempt=call.attempt,
+        )
+        self._stop_reading()
+        return Attempt(error=error, raised=(type_name(WorkerLost),))
+
+    def _readable(self) -> None:
+        try:
+            message = self._conn.recv()
+        except (EOFError, OSError):
+            self._stop_reading()
+            message = ("eof",)
+        self._messages.put_nowait(message)
+
+    def _stop_reading(self) -> None:
+        with contextlib.suppress(ValueError, OSError):
+            self._loop.remove_reader(self._conn.fileno())
+
+    def terminate(self) -> None:
+        """Stop the child at once (SIGTERM, then SIGKILL after a grace period)."""
+        self._stop_reading()
+        if self._process.is_alive():
+            self._process.terminate()
+            self._process.join(_TERMINATE_GRACE)
+            if self._process.is_alive():
+                self._process.kill()
+                self._process.join(_TERMINATE_GRACE)
+        self._conn.close()
+
+    def close(self) -> None:
+        """Ask an idle child to exit, and make sure it does."""
+        with contextlib.suppress(OSError, ValueError):
+            self._conn.send(("stop",))
+        self._process.join(_TERMINATE_GRACE)
+        self.terminate()
+
+
+def _child_main(conn: Connection, secret: str | None, parent_pid: int) -> None:
+    """Run attempts sent by the parent until told to stop or the parent dies (the trampoline)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _die_with_parent(parent_pid)
+    serializer = BlobSerializer(secret)
+    send_lock = threading.Lock()
+
+    def send(message: tuple[Any, ...]) -> None:
+        with send_lock:
+            conn.send(message)
+
+    while True:
+        try:
+            message = conn.recv()
+        except EOFError:
+            return
+        if message[0] == "stop":
+            return
+        _, task_id, attempt, queue, payload = message
+        send(_run_in_child(serializer, send, task_id, attempt, queue, payload))
+
+
+def _run_in_child(
+    serializer: BlobSerializer,
+    send: Callable[[tuple[Any, ...]], None],
+    task_id: str,
+    attempt: int,
+    queue: str,
+    payload: bytes,
+) -> tuple[Any, ...]:
+    sent_at = 0.0
+
+    def on_progress(report: Progress) -> None:
+        nonlocal sent_at
+        now = time.monotonic()
+        if now - sent_at >= _CHILD_PROGRESS_INTERVAL:
+            sent_at = now
+            send(("progress", report.done, report.total, report.message))
+
+    token = enter(TaskContext(task_id, attempt, queue, on_progress))
+    try:
+        fn, args, kwargs = serializer.load_call(payload)
+        value = fn(*args, **kwargs)
+        if inspect.isawaitable(value):
+            value = asyncio.run(_awaited(value))
+        return ("ok", serializer.dumps(value))
+    except BaseException as exc:
+        outcome = failed(exc, attempt)
+        return ("error", outcome.error, outcome.raised, outcome.retryable)
+    finally:
+        leave(token)
+
+
+async def _awaited(value: Any) -> Any:
+    return await value
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """Exit when the parent dies: a kernel death signal where Linux offers one, and a watchdog."""
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+    def watch() -> None:
+        while True:
+            time.sleep(_PARENT_CHECK_INTERVAL)
+            try:
+                os.kill(parent_pid, 0)
+            except ProcessLookupError:
+                os._exit(1)
+            except PermissionError:
+                continue
+
+    threading.Thread(target=watch, name="omniq-parent-watch", daemon=True).start()
