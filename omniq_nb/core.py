@@ -80,7 +80,7 @@ class AsyncOmniQ:
             self.storage, poll_interval=self.settings.poll_interval, events_recorded=self.settings.events
         )
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._local_writes: builtins.list[Callable[[], None]] = []
+        self._local_writes: builtins.list[Callable[[Sequence[Task]], None]] = []
 
     @classmethod
     def from_env(cls, **overrides: Any) -> AsyncOmniQ:
@@ -131,11 +131,12 @@ class AsyncOmniQ:
         """Return how this queue's handles run coroutines (returned, or blocked on)."""
         return self._runner
 
-    def on_local_write(self, callback: Callable[[], None]) -> Callable[[], None]:
+    def on_local_write(self, callback: Callable[[Sequence[Task]], None]) -> Callable[[], None]:
         """Call ``callback`` after each write published here (pools use it to wake at once).
 
         Args:
-            callback: a cheap, non-blocking callable.
+            callback: a cheap, non-blocking callable given the rows the write returned
+                (empty when it returned none).
 
         Returns:
             A function that removes the callback.
@@ -144,7 +145,7 @@ class AsyncOmniQ:
         self._local_writes.append(callback)
         return partial(self._local_writes.remove, callback)
 
-    def publish(self, tasks: Iterable[Task] = ()) -> None:
+    def publish(self, tasks: Sequence[Task] = ()) -> None:
         """Tell this process that the store changed: ``tasks`` are rows a local write returned.
 
         Handles and result waiters get the new snapshots at once, event listeners are woken,
@@ -152,8 +153,8 @@ class AsyncOmniQ:
         """
         self._hub.deliver(tasks)
         self._hub.nudge()
-        for callback in list(self._local_writes):
-            callback()
+        for callback in builtins.list(self._local_writes):
+            callback(tasks)
 
     async def enqueue(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> TaskHandle:
         """Queue ``fn(*args, **kwargs)`` with default options and return its handle at once.

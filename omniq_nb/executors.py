@@ -3,8 +3,8 @@
 Every executor turns one claimed task into an ``Attempt`` (the serialized result, or the
 error) and enforces the task's timeout its own way: async code is cancelled, a child
 process is terminated, a thread cannot be killed, so it is flagged (``current().cancelled``)
-and left to finish while its task is failed. Child processes are started with "spawn", get
-the payload as bytes through the importable trampoline ``_child_main``, ignore SIGINT (a
+and left to finish while its task is failed. Child processes are fresh interpreters that get
+each payload as bytes through the importable trampoline ``child_main``, ignore SIGINT (a
 kernel interrupt reaches the whole process group) and exit when the parent process dies.
 """
 
@@ -13,9 +13,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
-import multiprocessing
 import os
 import signal
+import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -35,6 +37,7 @@ _CHILD_PROGRESS_INTERVAL = 0.05  # seconds between progress messages from a chil
 _PARENT_CHECK_INTERVAL = 0.5  # seconds between a child's checks that its parent lives
 _TERMINATE_GRACE = 1.0  # seconds a terminated child gets before SIGKILL
 _PR_SET_PDEATHSIG = 1
+_CHILD_ENTRY = "import sys; from omniq_nb.executors import child_main; child_main(int(sys.argv[1]), int(sys.argv[2]))"
 
 
 class Attempt(msgspec.Struct, frozen=True, kw_only=True):
@@ -85,19 +88,32 @@ class LocalExecutor:
         self._serializer = serializer
         self._threads = threads
 
-    async def run(self, call: Call, context: TaskContext) -> tuple[Attempt, asyncio.Future[Any] | None]:
-        """Run one attempt; return how it ended, and a thread's future if one still runs.
+    def runs_on_loop(self, payload: bytes) -> bool:
+        """Return True when the payload's callable is a coroutine function (it runs on the loop).
 
-        A thread that outlives its timeout keeps running: the returned future lets the pool
-        hold the thread's slot until it really ends.
+        Raises:
+            SignatureError: the payload's signature does not verify.
+        """
+        fn, _, _ = self._serializer.load_call(payload)
+        return inspect.iscoroutinefunction(fn)
+
+    async def run(self, call: Call, context: TaskContext, on_thread: Callable[[asyncio.Future[Any]], None]) -> Attempt:
+        """Run one attempt and return how it ended.
+
+        Args:
+            call: the attempt.
+            context: the task as seen from inside it.
+            on_thread: given the thread's future when the attempt runs on a thread; a thread
+                that outlives its timeout or a cancel keeps running, so the pool holds its
+                slot until that future is done.
         """
         try:
             fn, args, kwargs = self._serializer.load_call(call.payload)
         except Exception as exc:
-            return failed(exc, call.attempt), None
+            return failed(exc, call.attempt)
         if inspect.iscoroutinefunction(fn) or self._threads is None:
-            return await self._on_loop(fn, args, kwargs, call, context), None
-        return await self._on_thread(fn, args, kwargs, call, context)
+            return await self._on_loop(fn, args, kwargs, call, context)
+        return await self._on_thread(fn, args, kwargs, call, context, on_thread)
 
     async def _on_loop(
         self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], call: Call, context: TaskContext
@@ -117,8 +133,14 @@ class LocalExecutor:
             leave(token)
 
     async def _on_thread(
-        self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], call: Call, context: TaskContext
-    ) -> tuple[Attempt, asyncio.Future[Any] | None]:
+        self,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        call: Call,
+        context: TaskContext,
+        on_thread: Callable[[asyncio.Future[Any]], None],
+    ) -> Attempt:
         def work() -> bytes:
             token = enter(context)
             try:
@@ -127,33 +149,40 @@ class LocalExecutor:
                 leave(token)
 
         future = asyncio.get_running_loop().run_in_executor(self._threads, work)
+        on_thread(future)
         try:
-            return Attempt(result=await asyncio.wait_for(asyncio.shield(future), call.timeout)), None
+            return Attempt(result=await asyncio.wait_for(asyncio.shield(future), call.timeout))
         except TimeoutError:
             context.cancel()
-            return timed_out(call), future
+            return timed_out(call)
         except asyncio.CancelledError:
             context.cancel()
             raise
         except Exception as exc:
-            return failed(exc, call.attempt), None
+            return failed(exc, call.attempt)
 
 
 class ChildProcess:
     """One long-lived child process that runs attempts sent to it, one at a time.
+
+    The child is a fresh interpreter (``python -c`` running ``child_main``), not a
+    multiprocessing child: it never re-imports the parent's ``__main__`` (a script without a
+    ``__name__`` guard, or a notebook kernel), and gets the parent's ``sys.path``.
 
     Args:
         secret: ``OMNIQ_SECRET``, so the child verifies payloads and signs results itself.
     """
 
     def __init__(self, secret: str | None) -> None:
-        context = multiprocessing.get_context("spawn")
-        self._conn, child_end = context.Pipe()
-        self._process = context.Process(
-            target=_child_main, args=(child_end, secret, os.getpid()), daemon=True, name="omniq-child"
-        )
-        self._process.start()
-        child_end.close()
+        parent_end, child_end = socket.socketpair()
+        with parent_end, child_end:
+            self._process = subprocess.Popen(
+                [sys.executable, "-c", _CHILD_ENTRY, str(child_end.fileno()), str(os.getpid())],
+                pass_fds=(child_end.fileno(),),
+                stdin=subprocess.DEVNULL,
+            )
+            self._conn = Connection(os.dup(parent_end.fileno()))
+        self._conn.send((list(sys.path), secret))
         self._messages: asyncio.Queue[tuple[Any, ...]] = asyncio.Queue()
         self._loop = asyncio.get_running_loop()
         self._loop.add_reader(self._conn.fileno(), self._readable)
@@ -161,7 +190,7 @@ class ChildProcess:
     @property
     def alive(self) -> bool:
         """Return True while the child runs."""
-        return self._process.is_alive()
+        return self._process.poll() is None
 
     @property
     def pid(self) -> int | None:
@@ -198,8 +227,7 @@ class ChildProcess:
                 return self._died(call)
 
     def _died(self, call: Call) -> Attempt:
-        self._process.join(_TERMINATE_GRACE)
-        code = self._process.exitcode
+        code = _wait(self._process)
         error = TaskError(
             type=type_name(WorkerLost),
             message=f"worker lost: the child process running the task exited with code {code}",
@@ -223,26 +251,40 @@ class ChildProcess:
     def terminate(self) -> None:
         """Stop the child at once (SIGTERM, then SIGKILL after a grace period)."""
         self._stop_reading()
-        if self._process.is_alive():
+        if self._process.poll() is None:
             self._process.terminate()
-            self._process.join(_TERMINATE_GRACE)
-            if self._process.is_alive():
+            if _wait(self._process) is None:
                 self._process.kill()
-                self._process.join(_TERMINATE_GRACE)
+                _wait(self._process)
         self._conn.close()
 
     def close(self) -> None:
         """Ask an idle child to exit, and make sure it does."""
         with contextlib.suppress(OSError, ValueError):
             self._conn.send(("stop",))
-        self._process.join(_TERMINATE_GRACE)
+        _wait(self._process)
         self.terminate()
 
 
-def _child_main(conn: Connection, secret: str | None, parent_pid: int) -> None:
-    """Run attempts sent by the parent until told to stop or the parent dies (the trampoline)."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+def _wait(process: subprocess.Popen[bytes]) -> int | None:
+    try:
+        return process.wait(_TERMINATE_GRACE)
+    except subprocess.TimeoutExpired:
+        return None
+
+
+def child_main(fd: int, parent_pid: int) -> None:
+    """Run attempts sent by the parent until told to stop or the parent dies (the trampoline).
+
+    Args:
+        fd: this end of the socket pair shared with the parent.
+        parent_pid: the parent's process id, watched so the child never outlives it.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a kernel interrupt reaches the whole group
     _die_with_parent(parent_pid)
+    conn = Connection(fd)
+    path, secret = conn.recv()
+    sys.path[:] = path
     serializer = BlobSerializer(secret)
     send_lock = threading.Lock()
 

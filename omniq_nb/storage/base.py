@@ -50,6 +50,10 @@ class Storage(Protocol):
         """Close the store."""
         ...
 
+    def clone(self) -> Storage:
+        """Return a new, unopened store on the same data, for use on another thread's loop."""
+        ...
+
     async def now(self) -> datetime:
         """Return the store's clock (lease times are measured on it)."""
         ...

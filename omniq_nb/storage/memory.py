@@ -65,6 +65,10 @@ class MemoryStorage:
     async def close(self) -> None:
         """Nothing to release; the data stays until the object is dropped."""
 
+    def clone(self) -> MemoryStorage:
+        """Return this same store: its data lives in this object, and every method is thread-safe."""
+        return self
+
     async def now(self) -> datetime:
         """Return this process's clock."""
         return datetime.now(_UTC)

@@ -169,6 +169,7 @@ class SQLiteStorage:
     def __init__(self, url: str, *, events: bool = True, synchronous: str = "NORMAL") -> None:
         self.url = redact_url(url)
         self.path = sqlite_path(url)
+        self._url = url
         self._events = events
         self._synchronous = synchronous
         self._conn: aiosqlite.Connection | None = None
@@ -202,6 +203,10 @@ class SQLiteStorage:
         except sqlite3.Error as exc:
             await self.close()
             raise StorageError(f"cannot open the SQLite store at {self.path or ':memory:'}: {exc}") from exc
+
+    def clone(self) -> SQLiteStorage:
+        """Return a new, unopened store on the same file (its own connection)."""
+        return SQLiteStorage(self._url, events=self._events, synchronous=self._synchronous)
 
     async def close(self) -> None:
         """Close the connection (its thread ends with it)."""

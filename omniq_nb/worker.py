@@ -1,0 +1,554 @@
+"""Worker pools: claim ready tasks, run them, store outcomes; ``AsyncWorkerPool`` and ``WorkerPool``.
+
+The async pool runs as tasks on the loop where ``start()`` is awaited: a claim loop (never
+more than ``concurrency`` attempts at once, and as many as are ready), a flusher that writes
+the outcomes of many attempts with one statement, a progress writer (at most a few writes a
+second per task, however often the task reports), and upkeep (rescue of tasks whose lease
+ran out, TTL expiry, result purge). Leases are renewed by a thread of its own with its own
+store connection, so a task or cell that blocks the loop cannot let them lapse. Delivery is
+at-least-once: a task may run again after its worker died, unless ``at_most_once``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
+from types import TracebackType
+from typing import Any
+
+import msgspec
+
+from omniq_nb._portal import Portal
+from omniq_nb.config import WORKER_KINDS
+from omniq_nb.context import Progress, TaskContext
+from omniq_nb.core import AsyncOmniQ, OmniQ
+from omniq_nb.executors import Attempt, Call, ChildProcess, LocalExecutor
+from omniq_nb.models import Task, TaskResult, TaskStatus
+from omniq_nb.policy import after_failure, after_lost_lease, succeeded, successor
+from omniq_nb.storage import Storage
+
+logger = logging.getLogger(__name__)
+
+_UTC = timezone.utc
+_PROGRESS_INTERVAL = 0.2  # seconds between progress writes of one task
+_UPKEEP_INTERVAL = 1.0  # seconds between rescues of lost leases and TTL expiry
+_PURGE_INTERVAL = 60.0  # seconds between purges of results past their result_ttl
+_RESCUE_BATCH = 100
+_STOP_TIMEOUT = 10.0
+_MAX_RENEW_INTERVAL = 2.0  # renew at least this often, so a cancel from elsewhere is seen soon
+
+
+class AsyncWorkerPool:
+    """Run the tasks of a queue: async functions on this loop, sync ones on threads or processes.
+
+    Args:
+        queue: the queue whose store to serve.
+        concurrency: attempts run at once (default ``MAX_WORKERS``).
+        kind: where sync functions run: ``"thread"`` (default ``DEFAULT_WORKER``), ``"process"``
+            (child processes, for CPU-bound work) or ``"async"`` (on the loop itself: quick
+            functions only). Coroutine functions always run on the loop.
+        queues: the queues to serve (default ``[DEFAULT_QUEUE]``).
+        lease: seconds a claim holds a task between renewals (default ``LEASE_SECONDS``).
+        name: the worker's name, stored on the tasks it claims.
+
+    Raises:
+        ValueError: a bad ``kind``, ``concurrency`` or ``lease``.
+
+    Example:
+        >>> async def main():                                          # doctest: +SKIP
+        ...     async with AsyncOmniQ.from_env() as q, AsyncWorkerPool(q, concurrency=4) as pool:
+        ...         h = await q.enqueue(sum, [1, 2])
+        ...         assert await h == 3
+    """
+
+    def __init__(
+        self,
+        queue: AsyncOmniQ,
+        *,
+        concurrency: int | None = None,
+        kind: str | None = None,
+        queues: Sequence[str] | None = None,
+        lease: float | None = None,
+        name: str | None = None,
+    ) -> None:
+        settings = queue.settings
+        self.queue = queue
+        self.concurrency = _positive_int(settings.max_workers if concurrency is None else concurrency, "concurrency")
+        self.kind = kind or settings.default_worker
+        if self.kind not in WORKER_KINDS:
+            raise ValueError(f"kind={self.kind!r} must be one of {', '.join(WORKER_KINDS)}")
+        self.queues = [settings.default_queue] if queues is None else _queue_names(queues)
+        self.lease = float(settings.lease_seconds if lease is None else lease)
+        if not self.lease > 0:
+            raise ValueError(f"lease={lease!r} must be seconds > 0")
+        self.name = name or f"{socket.gethostname()}:{os.getpid()}:{id(self) & 0xFFFF:04x}"
+        self._running: dict[str, _Running] = {}
+        self._busy = 0
+        self._outcomes: list[tuple[TaskResult, Task | None, float]] = []
+        self._progress: dict[str, Progress] = {}
+        self._children: list[ChildProcess] = []
+        self._threads: ThreadPoolExecutor | None = None
+        self._executor: LocalExecutor | None = None
+        self._keeper: _LeaseKeeper | None = None
+        self._loops: list[asyncio.Task[None]] = []
+        self._wake = asyncio.Event()
+        self._flush = asyncio.Event()
+        self._slot_free = asyncio.Event()
+        self._stopping = False
+        self._unsubscribe: Any = None
+
+    @property
+    def running(self) -> bool:
+        """Return True between ``start()`` and ``stop()``."""
+        return bool(self._loops) and not self._stopping
+
+    @property
+    def busy(self) -> int:
+        """Return how many attempts occupy a slot now (a timed-out thread holds its slot until it ends)."""
+        return self._busy
+
+    async def __aenter__(self) -> AsyncWorkerPool:
+        """Start the pool."""
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        """Stop the pool gracefully."""
+        await self.stop()
+
+    async def start(self) -> None:
+        """Start serving; returns at once (the pool runs as tasks on the current loop).
+
+        Raises:
+            RuntimeError: the pool was already started.
+        """
+        if self._loops:
+            raise RuntimeError(f"worker pool {self.name} is already started")
+        loop = asyncio.get_running_loop()
+        if self.kind == "thread":
+            self._threads = ThreadPoolExecutor(self.concurrency, thread_name_prefix="omniq-task")
+        self._executor = LocalExecutor(self.queue.serializer, self._threads)
+        renew_every = min(self.lease / 3, _MAX_RENEW_INTERVAL)
+        self._keeper = _LeaseKeeper(self.queue.storage.clone(), self.lease, renew_every, loop, self._leases_lost)
+        self._keeper.start()
+        self._unsubscribe = self.queue.on_local_write(self._on_local_write)
+        for body, label in (
+            (self._claim_loop, "claim"),
+            (self._flush_loop, "flush"),
+            (self._progress_loop, "progress"),
+            (self._upkeep_loop, "upkeep"),
+        ):
+            self._loops.append(loop.create_task(body(), name=f"omniq-pool-{label}"))
+        logger.info("worker %s started: %d %s slots on queues %s", self.name, self.concurrency, self.kind, self.queues)
+
+    async def stop(self, timeout: float = _STOP_TIMEOUT) -> None:
+        """Stop gracefully, handing interrupted work back to the queue without using an attempt.
+
+        Nothing more is claimed; running attempts get up to ``timeout`` seconds to finish; the
+        rest are interrupted (a thread only flagged) and released.
+
+        Args:
+            timeout: seconds to wait for running attempts.
+        """
+        if not self._loops or self._stopping:
+            return
+        self._stopping = True
+        claim_loop = self._loops[0]
+        claim_loop.cancel()
+        await asyncio.gather(claim_loop, return_exceptions=True)
+        running = [r.job for r in self._running.values()]
+        if running:
+            await asyncio.wait(running, timeout=timeout)
+        interrupted = {task_id: r.token for task_id, r in self._running.items()}
+        for record in list(self._running.values()):
+            record.context.cancel()
+            record.job.cancel()
+        await asyncio.gather(*(r.job for r in list(self._running.values())), return_exceptions=True)
+        await self._write_outcomes()
+        if interrupted:
+            released = await self.queue.storage.release(leases=interrupted)
+            logger.info("worker %s handed %d running task(s) back", self.name, len(released))
+            self.queue.publish(released)
+        await self._shutdown()
+
+    async def run(self) -> None:
+        """Start the pool and serve until cancelled (then stop gracefully)."""
+        await self.start()
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await asyncio.shield(self.stop())
+
+    async def _shutdown(self) -> None:
+        for job in self._loops[1:]:
+            job.cancel()
+        await asyncio.gather(*self._loops[1:], return_exceptions=True)
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+        if self._keeper is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self._keeper.stop)
+        for child in self._children:
+            child.close()
+        self._children.clear()
+        if self._threads is not None:
+            self._threads.shutdown(wait=False, cancel_futures=True)
+        logger.info("worker %s stopped", self.name)
+
+    def _on_local_write(self, tasks: Sequence[Task]) -> None:
+        self._wake.set()
+        for task in tasks:
+            if task.status is TaskStatus.CANCELLED and task.id in self._running:
+                self._abandon(task.id, "cancelled")
+
+    def _leases_lost(self, task_ids: set[str]) -> None:
+        for task_id in task_ids:
+            if task_id in self._running:
+                logger.warning("task %s: lease lost (cancelled or rescued elsewhere); stopping it", task_id)
+                self._abandon(task_id, "lease lost")
+
+    def _abandon(self, task_id: str, why: str) -> None:
+        record = self._running.pop(task_id, None)
+        if record is not None:
+            logger.info("task %s attempt %d: %s", task_id, record.attempt, why)
+            record.context.cancel()
+            record.job.cancel()
+
+    async def _claim_loop(self) -> None:
+        storage = self.queue.storage
+        while True:
+            free = self.concurrency - self._busy
+            if free <= 0:
+                self._slot_free.clear()
+                await self._slot_free.wait()
+                continue
+            self._wake.clear()
+            try:
+                tasks = await storage.claim(queues=self.queues, limit=free, lease=self.lease, worker=self.name)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("worker %s: claiming failed; retrying", self.name)
+                tasks = []
+            for task in tasks:
+                self._launch(task)
+            if tasks:
+                self.queue.publish(tasks)
+                continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.queue.settings.poll_interval)
+
+    def _launch(self, task: Task) -> None:
+        self._busy += 1
+        context = TaskContext(task.id, task.attempt, task.queue, self._progress_reporter(task.id))
+        assert self._keeper is not None
+        self._keeper.hold(task.id, task.lease_token or "")
+        job = asyncio.get_running_loop().create_task(self._execute(task, context), name=f"omniq-task-{task.id}")
+        self._running[task.id] = _Running(job, context, task.lease_token or "", task.attempt)
+        logger.info("task %s %s started (attempt %d of %d)", task.id, task.name, task.attempt, task.max_attempts)
+
+    def _progress_reporter(self, task_id: str) -> Any:
+        progress = self._progress
+
+        def report(update: Progress) -> None:  # from any thread: one dict assignment
+            progress[task_id] = update
+
+        return report
+
+    async def _execute(self, task: Task, context: TaskContext) -> None:
+        started = time.monotonic()
+        call = Call(task_id=task.id, attempt=task.attempt, queue=task.queue, payload=task.payload, timeout=task.timeout)
+        threads: list[asyncio.Future[Any]] = []
+        try:
+            attempt = await self._attempt(call, context, threads.append)
+            self._record(task, attempt, time.monotonic() - started)
+        finally:
+            record = self._running.get(task.id)
+            if record is not None and record.context is context:
+                del self._running[task.id]
+            assert self._keeper is not None
+            self._keeper.release(task.id)
+            if threads and not threads[0].done():  # the thread runs on: its slot stays taken
+                threads[0].add_done_callback(lambda _: self._free_slot())
+            else:
+                self._free_slot()
+
+    async def _attempt(self, call: Call, context: TaskContext, on_thread: Any) -> Attempt:
+        assert self._executor is not None
+        if self.kind != "process" or self._runs_on_loop(call):
+            return await self._executor.run(call, context, on_thread)
+        child = self._children.pop() if self._children else ChildProcess(self.queue.settings.secret)
+        try:
+            attempt = await child.run(call, context)
+        except BaseException:
+            child.terminate()
+            raise
+        if child.alive:
+            self._children.append(child)
+        return attempt
+
+    def _runs_on_loop(self, call: Call) -> bool:
+        assert self._executor is not None
+        try:
+            return self._executor.runs_on_loop(call.payload)
+        except Exception:
+            return True  # the local executor reports the failure without running anything
+
+    def _record(self, task: Task, attempt: Attempt, seconds: float) -> None:
+        now = datetime.now(_UTC)
+        if attempt.error is None:
+            outcome = succeeded(task, attempt.result or b"")
+        else:
+            outcome = after_failure(
+                task,
+                attempt.error,
+                attempt.raised,
+                now=now,
+                backoff_base=self.queue.settings.retry_backoff,
+                retryable=attempt.retryable,
+            )
+        final = outcome.status is not TaskStatus.PENDING
+        self._outcomes.append((outcome, successor(task, now=now) if final else None, seconds))
+        self._flush.set()
+
+    def _free_slot(self) -> None:
+        self._busy -= 1
+        self._slot_free.set()
+
+    async def _flush_loop(self) -> None:
+        while True:
+            await self._flush.wait()
+            self._flush.clear()
+            try:
+                await self._write_outcomes()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("worker %s: storing outcomes failed; retrying", self.name)
+                await asyncio.sleep(self.queue.settings.poll_interval)
+                self._flush.set()
+
+    async def _write_outcomes(self) -> None:
+        batch, self._outcomes = self._outcomes, []
+        if not batch:
+            return
+        try:
+            successors = {r.task_id: s for r, s, _ in batch if s is not None}
+            accepted = await self.queue.storage.settle([r for r, _, _ in batch], successors=successors)
+        except BaseException:
+            self._outcomes[:0] = batch  # keep them for the next try: nothing is lost
+            raise
+        kept = {t.id for t in accepted}
+        for outcome, _, seconds in batch:
+            if outcome.task_id in kept:
+                logger.info("task %s %s in %.3f s", outcome.task_id, outcome.status.value, seconds)
+            else:
+                logger.warning("task %s: outcome %s discarded, the lease was lost", outcome.task_id, outcome.status)
+        self.queue.publish(accepted)
+
+    async def _progress_loop(self) -> None:
+        while True:
+            await asyncio.sleep(_PROGRESS_INTERVAL)
+            if not self._progress:
+                continue
+            updates, self._progress = self._progress, {}
+            for task_id, update in updates.items():
+                record = self._running.get(task_id)
+                if record is None:
+                    continue
+                with contextlib.suppress(Exception):
+                    await self.queue.storage.progress(
+                        task_id=task_id,
+                        lease_token=record.token,
+                        done=update.done,
+                        total=update.total,
+                        message=update.message,
+                    )
+            self.queue.publish()
+
+    async def _upkeep_loop(self) -> None:
+        purged_at = time.monotonic()
+        while True:
+            try:
+                await self._rescue()
+                expired = await self.queue.storage.expire()
+                if expired:
+                    logger.info("%d pending task(s) expired", len(expired))
+                    self.queue.publish(expired)
+                if time.monotonic() - purged_at >= _PURGE_INTERVAL:
+                    purged_at = time.monotonic()
+                    await self.queue.storage.purge()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("worker %s: upkeep failed; retrying", self.name)
+            await asyncio.sleep(min(_UPKEEP_INTERVAL, self.lease / 2))
+
+    async def _rescue(self) -> None:
+        storage = self.queue.storage
+        lost = await storage.expired_leases(limit=_RESCUE_BATCH)
+        if not lost:
+            return
+        now = await storage.now()
+        backoff_base = self.queue.settings.retry_backoff
+        outcomes = [after_lost_lease(task, now=now, backoff_base=backoff_base) for task in lost]
+        following = {
+            o.task_id: s
+            for o, t in zip(outcomes, lost, strict=True)
+            if o.status is not TaskStatus.PENDING and (s := successor(t, now=now)) is not None
+        }
+        rescued = await storage.settle(outcomes, successors=following)
+        for task in rescued:
+            logger.warning(
+                "task %s attempt %d: its worker's lease ran out; now %s", task.id, task.attempt, task.status.value
+            )
+        self.queue.publish(rescued)
+
+
+class _Running(msgspec.Struct):
+    job: asyncio.Task[None]
+    context: TaskContext
+    token: str
+    attempt: int
+
+
+class _LeaseKeeper:
+    """Renew the pool's leases from a thread with its own loop and store connection."""
+
+    def __init__(
+        self,
+        storage: Storage,
+        lease: float,
+        interval: float,
+        loop: asyncio.AbstractEventLoop,
+        on_lost: Any,
+    ) -> None:
+        self._storage, self._lease, self._interval = storage, lease, interval
+        self._loop, self._on_lost = loop, on_lost
+        self._leases: dict[str, str] = {}
+        self._lock = threading.Lock()
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._main, name="omniq-lease-keeper", daemon=True)
+
+    def start(self) -> None:
+        """Start the renewal thread."""
+        self._thread.start()
+
+    def hold(self, task_id: str, token: str) -> None:
+        """Renew this lease until ``release``."""
+        with self._lock:
+            self._leases[task_id] = token
+
+    def release(self, task_id: str) -> None:
+        """Stop renewing this lease."""
+        with self._lock:
+            self._leases.pop(task_id, None)
+
+    def stop(self) -> None:
+        """Stop renewing and wait for the thread to close its connection."""
+        self._stopped.set()
+        self._thread.join()
+
+    def _main(self) -> None:
+        asyncio.run(self._renew_until_stopped())
+
+    async def _renew_until_stopped(self) -> None:
+        async with self._storage:
+            while not self._stopped.wait(self._interval):
+                with self._lock:
+                    leases = dict(self._leases)
+                if not leases:
+                    continue
+                try:
+                    held = await self._storage.renew(leases=leases, lease=self._lease)
+                except Exception:
+                    logger.exception("renewing %d lease(s) failed; retrying", len(leases))
+                    continue
+                with self._lock:
+                    lost = {i for i in leases if i not in held and self._leases.get(i) == leases[i]}
+                if lost:
+                    with contextlib.suppress(RuntimeError):  # the pool's loop has closed
+                        self._loop.call_soon_threadsafe(self._on_lost, lost)
+
+
+class WorkerPool:
+    """Blocking twin of ``AsyncWorkerPool``: the pool runs on a private loop thread.
+
+    Args:
+        queue: an ``OmniQ`` (its queue's loop hosts the pool).
+        **options: as for ``AsyncWorkerPool``.
+
+    Example:
+        >>> with OmniQ(db_url="memory://") as q, WorkerPool(q, concurrency=2):   # doctest: +SKIP
+        ...     assert q.enqueue(sum, [1, 2]).result(timeout=10) == 3
+    """
+
+    def __init__(self, queue: OmniQ, **options: Any) -> None:
+        self._portal: Portal = queue._portal  # the pool lives on the queue's loop
+        self._pool = self._portal.call(_create_pool, queue.core, options)
+
+    def __enter__(self) -> WorkerPool:
+        """Start the pool."""
+        self.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        """Stop the pool gracefully."""
+        self.stop()
+
+    @property
+    def running(self) -> bool:
+        """Return True between ``start()`` and ``stop()``."""
+        return self._pool.running
+
+    def start(self) -> None:
+        """Blocking version of ``AsyncWorkerPool.start``: returns once the pool runs."""
+        self._portal.call(self._pool.start)
+
+    def stop(self, timeout: float = _STOP_TIMEOUT) -> None:
+        """Blocking version of ``AsyncWorkerPool.stop``."""
+        self._portal.call(self._pool.stop, timeout)
+
+    def run(self) -> None:
+        """Start and block until SIGINT or SIGTERM (or KeyboardInterrupt), then stop gracefully."""
+        import signal
+
+        stop = threading.Event()
+        previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            self.start()
+            stop.wait()
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            self.stop()
+
+
+async def _create_pool(queue: AsyncOmniQ, options: dict[str, Any]) -> AsyncWorkerPool:
+    return AsyncWorkerPool(queue, **options)
+
+
+def _positive_int(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name}={value!r} must be a whole number >= 1")
+    return value
+
+
+def _queue_names(queues: Sequence[str]) -> list[str]:
+    if isinstance(queues, str):
+        queues = [queues]
+    names = [q for q in queues if isinstance(q, str) and q.strip()]
+    if not names or len(names) != len(queues):
+        raise ValueError(f"queues={queues!r} must be one or more non-empty queue names")
+    return names
