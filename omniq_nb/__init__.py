@@ -5,6 +5,7 @@ imports neither ipywidgets nor any database driver.
 """
 
 from omniq_nb.config import Settings
+from omniq_nb.context import TaskContext, current, progress, track
 from omniq_nb.core import AsyncOmniQ, OmniQ
 from omniq_nb.errors import (
     ConfigError,
@@ -26,11 +27,13 @@ from omniq_nb.handles import GroupHandle, TaskHandle
 from omniq_nb.models import EventKind, Schedule, Task, TaskError, TaskEvent, TaskResult, TaskStatus
 from omniq_nb.serialization import BlobSerializer, Serializer
 from omniq_nb.storage import Storage, open_storage
+from omniq_nb.worker import AsyncWorkerPool, WorkerPool
 
 __version__ = "0.1.0"
 
 __all__ = [
     "AsyncOmniQ",
+    "AsyncWorkerPool",
     "BlobSerializer",
     "ConfigError",
     "EventKind",
@@ -49,6 +52,7 @@ __all__ = [
     "StorageError",
     "Task",
     "TaskCancelled",
+    "TaskContext",
     "TaskError",
     "TaskEvent",
     "TaskExpired",
@@ -59,6 +63,10 @@ __all__ = [
     "TaskStatus",
     "TaskTimeout",
     "WorkerLost",
+    "WorkerPool",
     "__version__",
+    "current",
     "open_storage",
+    "progress",
+    "track",
 ]

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextvars
 import math
-import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import TypeVar
 
@@ -44,7 +43,7 @@ class TaskContext:
     ) -> None:
         self.task_id, self.attempt, self.queue = task_id, attempt, queue
         self._on_progress = on_progress
-        self._cancelled = threading.Event()
+        self._cancelled = False
 
     @property
     def id(self) -> str:
@@ -54,11 +53,11 @@ class TaskContext:
     @property
     def cancelled(self) -> bool:
         """Return True once the task was cancelled or timed out (thread tasks should then stop)."""
-        return self._cancelled.is_set()
+        return self._cancelled
 
     def cancel(self) -> None:
         """Flag the task as cancelled; code running in a thread can check ``cancelled``."""
-        self._cancelled.set()
+        self._cancelled = True
 
     def report(self, progress: Progress) -> None:
         """Hand a progress report to the pool."""

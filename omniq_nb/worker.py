@@ -44,6 +44,8 @@ _PURGE_INTERVAL = 60.0  # seconds between purges of results past their result_tt
 _RESCUE_BATCH = 100
 _STOP_TIMEOUT = 10.0
 _MAX_RENEW_INTERVAL = 2.0  # renew at least this often, so a cancel from elsewhere is seen soon
+_CLAIM_GATHER = 0.001  # seconds a busy pool waits for more free slots before claiming
+_FLUSH_GATHER = 0.001  # seconds a busy pool waits for more outcomes before writing
 
 
 class AsyncWorkerPool:
@@ -231,6 +233,11 @@ class AsyncWorkerPool:
                 self._slot_free.clear()
                 await self._slot_free.wait()
                 continue
+            if free < self.concurrency // 2:  # let a few more slots free up: fewer, larger claims
+                self._slot_free.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._slot_free.wait(), _CLAIM_GATHER)
+                free = self.concurrency - self._busy
             self._wake.clear()
             try:
                 tasks = await storage.claim(queues=self.queues, limit=free, lease=self.lease, worker=self.name)
@@ -244,8 +251,19 @@ class AsyncWorkerPool:
             if tasks:
                 self.queue.publish(tasks)
                 continue
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.queue.settings.poll_interval)
+            await self._idle()
+
+    async def _idle(self) -> None:
+        """Wait for a local enqueue, another process's hint, or the poll interval."""
+        interval = self.queue.settings.poll_interval
+        waits: list[asyncio.Future[Any]] = [asyncio.ensure_future(self._wake.wait())]
+        if self.queue.storage.supports_notify:
+            waits.append(asyncio.ensure_future(self.queue.storage.wait_for_tasks(interval)))
+        try:
+            await asyncio.wait(waits, timeout=interval, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiting in waits:
+                waiting.cancel()
 
     def _launch(self, task: Task) -> None:
         self._busy += 1
@@ -327,6 +345,8 @@ class AsyncWorkerPool:
     async def _flush_loop(self) -> None:
         while True:
             await self._flush.wait()
+            if len(self._outcomes) < len(self._running):  # more will finish soon: write them together
+                await asyncio.sleep(_FLUSH_GATHER)
             self._flush.clear()
             try:
                 await self._write_outcomes()

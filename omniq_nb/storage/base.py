@@ -161,6 +161,13 @@ class Storage(Protocol):
         """Return the ``seq`` of the newest recorded event (0 when there is none)."""
         ...
 
+    async def wait_for_tasks(self, timeout: float) -> None:
+        """Return when another process hints that it added ready tasks, or after ``timeout``.
+
+        A hint only wakes a worker early; without ``supports_notify`` this just sleeps.
+        """
+        ...
+
 
 def redact_url(url: str) -> str:
     """Return ``url`` with any password replaced by ``***``, safe for messages and logs.

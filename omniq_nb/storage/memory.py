@@ -6,6 +6,7 @@ makes it safe when a sync wrapper's loop and a pool's loop share one store.
 
 from __future__ import annotations
 
+import asyncio
 import builtins
 import secrets
 import threading
@@ -86,31 +87,37 @@ class MemoryStorage:
 
     async def get(self, task_id: str) -> Task | None:
         """Return a copy of the task, or ``None``."""
-        task = self._tasks.get(task_id)
-        return None if task is None else msgspec.structs.replace(task)
+        with self._lock:
+            task = self._tasks.get(task_id)
+            return None if task is None else msgspec.structs.replace(task)
 
     async def get_many(self, task_ids: Sequence[str]) -> builtins.list[Task]:
         """Return copies of the tasks that exist."""
-        return [msgspec.structs.replace(self._tasks[i]) for i in task_ids if i in self._tasks]
+        with self._lock:
+            return [msgspec.structs.replace(self._tasks[i]) for i in task_ids if i in self._tasks]
 
     async def list(
         self, *, statuses: Sequence[TaskStatus] = (), queue: str | None = None, limit: int = 100
     ) -> builtins.list[Task]:
         """Return up to ``limit`` tasks, newest first."""
         wanted = {TaskStatus(s) for s in statuses}
-        found = [
-            t
-            for t in reversed(self._tasks.values())
-            if (not wanted or t.status in wanted) and (queue is None or t.queue == queue)
-        ]
-        return [msgspec.structs.replace(t) for t in found[:limit]]
+        with self._lock:
+            found = [
+                t
+                for t in reversed(self._tasks.values())
+                if (not wanted or t.status in wanted) and (queue is None or t.queue == queue)
+            ]
+            return [msgspec.structs.replace(t) for t in found[:limit]]
 
     async def count(self, *, task_ids: Sequence[str] | None = None) -> dict[TaskStatus, int]:
         """Return the number of tasks per status."""
         counts = dict.fromkeys(TaskStatus, 0)
-        tasks = self._tasks.values() if task_ids is None else (self._tasks[i] for i in task_ids if i in self._tasks)
-        for task in tasks:
-            counts[task.status] += 1
+        with self._lock:
+            ids = self._tasks.keys() if task_ids is None else task_ids
+            for task_id in ids:
+                task = self._tasks.get(task_id)
+                if task is not None:
+                    counts[task.status] += 1
         return counts
 
     async def claim(self, *, queues: Sequence[str], limit: int, lease: float, worker: str) -> builtins.list[Task]:
@@ -209,11 +216,12 @@ class MemoryStorage:
     async def expired_leases(self, *, limit: int) -> builtins.list[Task]:
         """Return running tasks whose lease ran out."""
         now = datetime.now(_UTC)
-        return [
-            msgspec.structs.replace(t)
-            for t in self._tasks.values()
-            if t.status is TaskStatus.RUNNING and t.lease_until is not None and t.lease_until <= now
-        ][:limit]
+        with self._lock:
+            return [
+                msgspec.structs.replace(t)
+                for t in self._tasks.values()
+                if t.status is TaskStatus.RUNNING and t.lease_until is not None and t.lease_until <= now
+            ][:limit]
 
     async def cancel(self, task_id: str) -> Task | None:
         """Cancel a pending or running task."""
@@ -275,12 +283,17 @@ class MemoryStorage:
         self, *, task_id: str | None = None, since: int = 0, limit: int = 1000
     ) -> builtins.list[TaskEvent]:
         """Return events with ``seq > since``, oldest first."""
-        found = [e for e in self._events if e.seq > since and (task_id is None or e.task_id == task_id)]
+        with self._lock:
+            found = [e for e in self._events if e.seq > since and (task_id is None or e.task_id == task_id)]
         return found[:limit]
 
     async def last_event_seq(self) -> int:
         """Return the newest event's ``seq`` (0 when there is none)."""
         return self._seq
+
+    async def wait_for_tasks(self, timeout: float) -> None:
+        """Sleep ``timeout`` seconds: in one process, the queue's own wake-ups serve instead."""
+        await asyncio.sleep(timeout)
 
     def _held(self, task_id: str, token: str) -> Task | None:
         task = self._tasks.get(task_id)

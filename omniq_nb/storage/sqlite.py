@@ -35,6 +35,7 @@ import msgspec
 from omniq_nb.errors import StorageError
 from omniq_nb.models import EventKind, Schedule, Task, TaskError, TaskEvent, TaskResult, TaskStatus, check_transition
 from omniq_nb.storage.base import redact_url
+from omniq_nb.storage.wakeup import WakeChannel
 
 logger = logging.getLogger(__name__)
 
@@ -163,13 +164,14 @@ class SQLiteStorage:
 
     """
 
-    supports_notify = False
     multi_host = False
 
     def __init__(self, url: str, *, events: bool = True, synchronous: str = "NORMAL") -> None:
         self.url = redact_url(url)
         self.path = sqlite_path(url)
         self._url = url
+        self._wakeups = WakeChannel(self.path) if self.path is not None else None
+        self.supports_notify = self._wakeups is not None
         self._events = events
         self._synchronous = synchronous
         self._conn: aiosqlite.Connection | None = None
@@ -208,8 +210,21 @@ class SQLiteStorage:
         """Return a new, unopened store on the same file (its own connection)."""
         return SQLiteStorage(self._url, events=self._events, synchronous=self._synchronous)
 
+    async def wait_for_tasks(self, timeout: float) -> None:
+        """Return when another process hints that it added ready tasks, or after ``timeout``."""
+        if self._wakeups is None:
+            await asyncio.sleep(timeout)
+        else:
+            await self._wakeups.wait(timeout)
+
+    def _notify(self) -> None:
+        if self._wakeups is not None:
+            self._wakeups.notify()
+
     async def close(self) -> None:
         """Close the connection (its thread ends with it)."""
+        if self._wakeups is not None:
+            self._wakeups.close()
         conn, self._conn = self._conn, None
         if conn is not None:
             await conn.close()
@@ -274,6 +289,7 @@ class SQLiteStorage:
         second = next(chunks, None)
         if second is None:
             await self._fetch(*_insert_statement(first))
+            self._notify()
             return
         async with self._transaction:
             await self._run("BEGIN IMMEDIATE", ())
@@ -289,6 +305,7 @@ class SQLiteStorage:
                 await asyncio.gather(writing, return_exceptions=True)
                 await self._run("ROLLBACK", ())
                 raise
+        self._notify()
 
     async def get(self, task_id: str) -> Task | None:
         """Return the task with this id, or ``None``."""
@@ -435,6 +452,8 @@ class SQLiteStorage:
                 RETURNING {_prefixed("tasks")}"""
             rows = await self._fetch(sql, list(itertools.chain.from_iterable(chunk)))
             released.extend(_row_task(row) for row in rows)
+        if released:
+            self._notify()
         return released
 
     async def expired_leases(self, *, limit: int) -> builtins.list[Task]:
@@ -464,7 +483,10 @@ class SQLiteStorage:
             WHERE id = ?2 AND status IN ('failed', 'cancelled', 'expired') RETURNING {_COLUMNS}""",
             (time.time(), task_id),
         )
-        return _row_task(rows[0]) if rows else await self.get(task_id)
+        if not rows:
+            return await self.get(task_id)
+        self._notify()
+        return _row_task(rows[0])
 
     async def expire(self) -> builtins.list[Task]:
         """Move pending tasks past ``expires_at`` to expired."""

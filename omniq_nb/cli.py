@@ -1,0 +1,170 @@
+"""The ``omniq-nb`` command: ``worker``, ``list``, ``show``, ``purge`` (also ``python -m omniq_nb``).
+
+Settings come from ``OMNIQ_*`` and YAML as everywhere; flags override them. This module
+installs the only log handler of the package (stderr).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from datetime import datetime
+
+from omniq_nb.config import WORKER_KINDS, Settings
+from omniq_nb.core import AsyncOmniQ
+from omniq_nb.errors import OmniQError
+from omniq_nb.models import Task, TaskStatus
+from omniq_nb.worker import AsyncWorkerPool
+
+logger = logging.getLogger(__name__)
+
+_LIST_COLUMNS = "{id:32}  {status:9}  {attempt:>7}  {queue:12}  {created:19}  {name}"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit status.
+
+    Args:
+        argv: the arguments (default ``sys.argv[1:]``).
+    """
+    args = _parser().parse_args(argv)
+    overrides = {"db_url": args.db_url, "log_level": getattr(args, "log_level", None)}
+    try:
+        settings = Settings.from_env(**overrides)
+        _install_log_handler(settings)
+        status: int = asyncio.run(args.run(settings, args))
+        return status
+    except OmniQError as exc:
+        print(f"omniq-nb: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="omniq-nb", description="Run and inspect omniq_nb task queues.")
+    parser.add_argument("--db-url", help="store URL (default OMNIQ_DB_URL or sqlite:///.omniq/omniq.db)")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    worker = commands.add_parser("worker", help="run a worker until SIGINT or SIGTERM")
+    worker.add_argument("--db-url", default=argparse.SUPPRESS, help="store URL")
+    worker.add_argument("--concurrency", "-c", type=int, help="tasks run at once (default OMNIQ_MAX_WORKERS)")
+    worker.add_argument("--kind", choices=WORKER_KINDS, help="where sync tasks run (default OMNIQ_DEFAULT_WORKER)")
+    worker.add_argument("--queue", "-q", action="append", dest="queues", help="a queue to serve (repeatable)")
+    worker.add_argument("--lease", type=float, help="lease seconds (default OMNIQ_LEASE_SECONDS)")
+    worker.add_argument("--name", help="worker name stored on claimed tasks")
+    worker.add_argument("--log-level", default="INFO", help="log level (default INFO)")
+    worker.set_defaults(run=_worker)
+
+    listing = commands.add_parser("list", help="list recent tasks, newest first")
+    listing.add_argument("--db-url", default=argparse.SUPPRESS, help="store URL")
+    listing.add_argument("--status", action="append", choices=[s.value for s in TaskStatus])
+    listing.add_argument("--queue")
+    listing.add_argument("--limit", type=int, default=50)
+    listing.set_defaults(run=_list)
+
+    show = commands.add_parser("show", help="show one task")
+    show.add_argument("--db-url", default=argparse.SUPPRESS, help="store URL")
+    show.add_argument("task_id")
+    show.set_defaults(run=_show)
+
+    purge = commands.add_parser("purge", help="delete finished tasks")
+    purge.add_argument("--db-url", default=argparse.SUPPRESS, help="store URL")
+    purge.add_argument("--older-than", type=float, metavar="SECONDS", help="finished longer ago than this")
+    purge.add_argument("--status", action="append", choices=[s.value for s in TaskStatus if s.is_terminal])
+    purge.add_argument("--all", action="store_true", help="delete every task, running ones too")
+    purge.set_defaults(run=_purge)
+    return parser
+
+
+async def _worker(settings: Settings, args: argparse.Namespace) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with AsyncOmniQ(settings=settings) as queue:
+        pool = AsyncWorkerPool(
+            queue, concurrency=args.concurrency, kind=args.kind, queues=args.queues, lease=args.lease, name=args.name
+        )
+        await pool.start()
+        try:
+            await stop.wait()
+            logger.info("stopping worker %s", pool.name)
+        finally:
+            await pool.stop()
+    return 0
+
+
+async def _list(settings: Settings, args: argparse.Namespace) -> int:
+    async with AsyncOmniQ(settings=settings) as queue:
+        tasks = await queue.list(status=args.status, queue=args.queue, limit=args.limit)
+    print(
+        _LIST_COLUMNS.format(id="ID", status="STATUS", attempt="ATTEMPT", queue="QUEUE", created="CREATED", name="NAME")
+    )
+    for task in tasks:
+        print(_row(task))
+    return 0
+
+
+async def _show(settings: Settings, args: argparse.Namespace) -> int:
+    async with AsyncOmniQ(settings=settings) as queue:
+        task = (await queue.get(args.task_id)).task
+        value = None
+        if task.status is TaskStatus.SUCCEEDED and task.result is not None:
+            value = queue.serializer.loads(task.result)
+    fields = {
+        "id": task.id,
+        "name": task.name,
+        "status": task.status.value,
+        "queue": task.queue,
+        "attempt": f"{task.attempt} of {task.max_attempts}",
+        "priority": task.priority,
+        "created": _when(task.created_at),
+        "started": _when(task.started_at),
+        "finished": _when(task.finished_at),
+        "worker": task.worker or "",
+        "progress": f"{task.progress:.0%}" + (f" {task.progress_message}" if task.progress_message else ""),
+    }
+    for key, text in fields.items():
+        print(f"{key:9} {text}")
+    if task.status is TaskStatus.SUCCEEDED:
+        print(f"{'result':9} {value!r}")
+    if task.error is not None:
+        print(f"{'error':9} {task.error.type}: {task.error.message}")
+        if task.error.traceback:
+            print(task.error.traceback.rstrip())
+    return 0
+
+
+async def _purge(settings: Settings, args: argparse.Namespace) -> int:
+    async with AsyncOmniQ(settings=settings) as queue:
+        count = await queue.purge(older_than=args.older_than, status=args.status, everything=args.all)
+    print(f"purged {count} task(s)")
+    return 0
+
+
+def _row(task: Task) -> str:
+    return _LIST_COLUMNS.format(
+        id=task.id,
+        status=task.status.value,
+        attempt=f"{task.attempt}/{task.max_attempts}",
+        queue=task.queue,
+        created=_when(task.created_at),
+        name=task.name,
+    )
+
+
+def _when(moment: datetime | None) -> str:
+    return "" if moment is None else moment.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _install_log_handler(settings: Settings) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger("omniq_nb")
+    root.addHandler(handler)
+    root.setLevel(settings.log_level)
