@@ -27,6 +27,7 @@ from omniq_nb.handles import GroupHandle, TaskHandle
 from omniq_nb.models import EventKind, Schedule, Task, TaskError, TaskEvent, TaskResult, TaskStatus
 from omniq_nb.serialization import BlobSerializer, Serializer
 from omniq_nb.storage import Storage, open_storage
+from omniq_nb.task import TaskFunction, get, task
 from omniq_nb.worker import AsyncWorkerPool, WorkerPool
 
 __version__ = "0.1.0"
@@ -57,6 +58,7 @@ __all__ = [
     "TaskEvent",
     "TaskExpired",
     "TaskFailed",
+    "TaskFunction",
     "TaskHandle",
     "TaskNotFound",
     "TaskResult",
@@ -66,7 +68,9 @@ __all__ = [
     "WorkerPool",
     "__version__",
     "current",
+    "get",
     "open_storage",
     "progress",
+    "task",
     "track",
 ]
