@@ -70,6 +70,7 @@ class TaskContext:
 
 
 _current: contextvars.ContextVar[TaskContext | None] = contextvars.ContextVar("omniq_task", default=None)
+_origin: contextvars.ContextVar[str | None] = contextvars.ContextVar("omniq_origin", default=None)
 
 
 def current() -> TaskContext | None:
@@ -90,6 +91,16 @@ def enter(context: TaskContext) -> contextvars.Token[TaskContext | None]:
 def leave(token: contextvars.Token[TaskContext | None]) -> None:
     """Undo ``enter``."""
     _current.reset(token)
+
+
+def origin() -> str | None:
+    """Return where tasks enqueued now are launched from (set by the notebook layer), or ``None``."""
+    return _origin.get()
+
+
+def set_origin(value: str | None) -> contextvars.Token[str | None]:
+    """Record where tasks enqueued in this context are launched from (e.g. a notebook cell)."""
+    return _origin.set(value)
 
 
 def progress(done: float, total: float | None = None, message: str | None = None) -> None:

@@ -26,6 +26,7 @@ import msgspec
 
 from omniq_nb._portal import Portal
 from omniq_nb.config import Settings, configure_logging
+from omniq_nb.context import origin
 from omniq_nb.errors import InvalidTransition, TaskFailed, TaskNotFound, failure_class, type_name
 from omniq_nb.events import EventHub, EventListener
 from omniq_nb.handles import GroupHandle, Runner, TaskHandle, return_coroutine
@@ -451,6 +452,7 @@ def new_task(fn: Callable[..., Any], payload: bytes, options: TaskOptions, setti
         series=task_id if options.schedule is not None else None,
         at_most_once=options.at_most_once,
         kind=options.kind,
+        origin=origin(),
     )
 
 

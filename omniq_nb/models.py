@@ -130,7 +130,8 @@ class Task(msgspec.Struct, kw_only=True):
     """A snapshot of one task as stored.
 
     ``payload`` and ``result`` are serialized blobs (see ``omniq_nb.serialization``);
-    a store never looks inside them.
+    a store never looks inside them. ``origin`` says where the task was launched from (in a
+    notebook, the kernel session and cell message), so its output can be routed back there.
     """
 
     id: str
@@ -162,6 +163,7 @@ class Task(msgspec.Struct, kw_only=True):
     progress_message: str | None = None
     result: bytes | None = None
     error: TaskError | None = None
+    origin: str | None = None
 
     @property
     def max_attempts(self) -> int:

@@ -52,15 +52,16 @@ _TERMINAL_SQL = "('succeeded', 'failed', 'cancelled', 'expired')"
 _COLUMNS = (
     "id, name, queue, status, priority, payload, attempt, retries, retry_on, timeout, eta, created_at, "
     "started_at, finished_at, expires_at, result_ttl, interval, cron, series, at_most_once, kind, "
-    "lease_token, lease_until, worker, progress, progress_done, progress_total, progress_message, result, error"
+    "lease_token, lease_until, worker, progress, progress_done, progress_total, progress_message, result, error, "
+    "origin"
 )
 # A new task has never run: only these columns can differ from the defaults.
 _NEW_COLUMNS = (
     "id, name, queue, status, priority, payload, attempt, retries, retry_on, timeout, eta, created_at, "
-    "expires_at, result_ttl, interval, cron, series, at_most_once, kind"
+    "expires_at, result_ttl, interval, cron, series, at_most_once, kind, origin"
 )
 _ROW_MARKS = "(" + ", ".join("?" * (_NEW_COLUMNS.count(",") + 1)) + ")"
-_INSERT_ROWS = 500  # rows per INSERT: 500 x 19 values stays under SQLite's 32,766 limit
+_INSERT_ROWS = 500  # rows per INSERT: 500 x 20 values stays under SQLite's 32,766 limit
 _NOW_SQL = "((julianday('now') - 2440587.5) * 86400.0)"
 # After a purge, put back a marker row (empty task id, never returned) holding the newest
 # seq, so SQLite's max(rowid) + 1 never hands out a seq a cursor has already passed.
@@ -103,7 +104,8 @@ _MIGRATIONS: dict[int, str] = {
         progress_total REAL,
         progress_message TEXT,
         result BLOB,
-        error TEXT
+        error TEXT,
+        origin TEXT
     );
     CREATE INDEX tasks_claim ON tasks (queue, priority DESC, eta, seq) WHERE status = 'pending';
     CREATE INDEX tasks_lease ON tasks (lease_until) WHERE status = 'running';
@@ -205,6 +207,9 @@ class SQLiteStorage:
         except sqlite3.Error as exc:
             await self.close()
             raise StorageError(f"cannot open the SQLite store at {self.path or ':memory:'}: {exc}") from exc
+        except BaseException:
+            await self.close()
+            raise
 
     def clone(self) -> SQLiteStorage:
         """Return a new, unopened store on the same file (its own connection)."""
@@ -538,7 +543,8 @@ class SQLiteStorage:
     ) -> builtins.list[TaskEvent]:
         """Return events with ``seq > since``, oldest first."""
         if task_id is None:
-            sql, params = "SELECT * FROM events WHERE seq > ? ORDER BY seq LIMIT ?", (since, limit)
+            sql = "SELECT * FROM events WHERE seq > ? AND task_id != '' ORDER BY seq LIMIT ?"
+            params = (since, limit)
         else:
             sql = "SELECT * FROM events WHERE task_id = ? AND seq > ? ORDER BY seq LIMIT ?"
             params = (task_id, since, limit)  # type: ignore[assignment]
@@ -689,6 +695,7 @@ def _new_task_row(task: Task) -> tuple[Any, ...]:
         task.series,
         task.at_most_once,
         task.kind,
+        task.origin,
     )
 
 
@@ -727,4 +734,5 @@ def _row_task(row: Sequence[Any]) -> Task:
         progress_message=row[27],
         result=row[28],
         error=_error_decoder.decode(row[29]) if row[29] is not None else None,
+        origin=row[30],
     )
