@@ -32,6 +32,21 @@ from omniq_nb.worker import AsyncWorkerPool, WorkerPool
 
 __version__ = "0.1.0"
 
+
+def load_ipython_extension(ipython: object) -> None:
+    """Load the notebook extension (``%load_ext omniq_nb``); see ``omniq_nb.notebook``."""
+    from omniq_nb.notebook import load_ipython_extension as load
+
+    load(ipython)
+
+
+def unload_ipython_extension(ipython: object) -> None:
+    """Unload the notebook extension (``%unload_ext omniq_nb``)."""
+    from omniq_nb.notebook import unload_ipython_extension as unload
+
+    unload(ipython)
+
+
 __all__ = [
     "AsyncOmniQ",
     "AsyncWorkerPool",
@@ -69,8 +84,10 @@ __all__ = [
     "__version__",
     "current",
     "get",
+    "load_ipython_extension",
     "open_storage",
     "progress",
     "task",
     "track",
+    "unload_ipython_extension",
 ]

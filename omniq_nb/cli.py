@@ -13,6 +13,7 @@ import signal
 import sys
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
 from omniq_nb.config import WORKER_KINDS, Settings
 from omniq_nb.core import AsyncOmniQ
@@ -102,20 +103,55 @@ async def _worker(settings: Settings, args: argparse.Namespace) -> int:
 async def _list(settings: Settings, args: argparse.Namespace) -> int:
     async with AsyncOmniQ(settings=settings) as queue:
         tasks = await queue.list(status=args.status, queue=args.queue, limit=args.limit)
-    print(
-        _LIST_COLUMNS.format(id="ID", status="STATUS", attempt="ATTEMPT", queue="QUEUE", created="CREATED", name="NAME")
-    )
-    for task in tasks:
-        print(_row(task))
+    print(format_tasks(tasks))
     return 0
 
 
 async def _show(settings: Settings, args: argparse.Namespace) -> int:
     async with AsyncOmniQ(settings=settings) as queue:
         task = (await queue.get(args.task_id)).task
-        value = None
-        if task.status is TaskStatus.SUCCEEDED and task.result is not None:
-            value = queue.serializer.loads(task.result)
+        value = queue.serializer.loads(task.result) if task.result is not None else None
+    print(format_task(task, value))
+    return 0
+
+
+async def _purge(settings: Settings, args: argparse.Namespace) -> int:
+    async with AsyncOmniQ(settings=settings) as queue:
+        count = await queue.purge(older_than=args.older_than, status=args.status, everything=args.all)
+    print(f"purged {count} task(s)")
+    return 0
+
+
+def format_tasks(tasks: Sequence[Task]) -> str:
+    """Return tasks as a text table: id, status, attempts, queue, created, name.
+
+    Args:
+        tasks: the snapshots to show.
+    """
+    lines = [
+        _LIST_COLUMNS.format(id="ID", status="STATUS", attempt="ATTEMPT", queue="QUEUE", created="CREATED", name="NAME")
+    ]
+    for task in tasks:
+        lines.append(
+            _LIST_COLUMNS.format(
+                id=task.id,
+                status=task.status.value,
+                attempt=f"{task.attempt}/{task.max_attempts}",
+                queue=task.queue,
+                created=_when(task.created_at),
+                name=task.name,
+            )
+        )
+    return "\n".join(lines)
+
+
+def format_task(task: Task, value: Any = None) -> str:
+    """Return one task as text: its fields, its result (``value``) or its error and traceback.
+
+    Args:
+        task: the snapshot.
+        value: the task's decoded result, when it succeeded.
+    """
     fields = {
         "id": task.id,
         "name": task.name,
@@ -129,33 +165,14 @@ async def _show(settings: Settings, args: argparse.Namespace) -> int:
         "worker": task.worker or "",
         "progress": f"{task.progress:.0%}" + (f" {task.progress_message}" if task.progress_message else ""),
     }
-    for key, text in fields.items():
-        print(f"{key:9} {text}")
+    lines = [f"{key:9} {text}" for key, text in fields.items()]
     if task.status is TaskStatus.SUCCEEDED:
-        print(f"{'result':9} {value!r}")
+        lines.append(f"{'result':9} {value!r}")
     if task.error is not None:
-        print(f"{'error':9} {task.error.type}: {task.error.message}")
+        lines.append(f"{'error':9} {task.error.type}: {task.error.message}")
         if task.error.traceback:
-            print(task.error.traceback.rstrip())
-    return 0
-
-
-async def _purge(settings: Settings, args: argparse.Namespace) -> int:
-    async with AsyncOmniQ(settings=settings) as queue:
-        count = await queue.purge(older_than=args.older_than, status=args.status, everything=args.all)
-    print(f"purged {count} task(s)")
-    return 0
-
-
-def _row(task: Task) -> str:
-    return _LIST_COLUMNS.format(
-        id=task.id,
-        status=task.status.value,
-        attempt=f"{task.attempt}/{task.max_attempts}",
-        queue=task.queue,
-        created=_when(task.created_at),
-        name=task.name,
-    )
+            lines.append(task.error.traceback.rstrip())
+    return "\n".join(lines)
 
 
 def _when(moment: datetime | None) -> str:

@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import contextvars
 import math
+import sys
 from collections.abc import Callable, Iterable, Iterator
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import msgspec
 
 T = TypeVar("T")
+
+OutputSink = Callable[[str, Any], None]
+"""Where a task's output goes: called with ``(kind, payload)``, from any thread."""
 
 
 class Progress(msgspec.Struct, frozen=True):
@@ -36,13 +40,19 @@ class TaskContext:
         on_progress: called with each report (must be cheap and thread-safe).
     """
 
-    __slots__ = ("_cancelled", "_on_progress", "attempt", "queue", "task_id")
+    __slots__ = ("_cancelled", "_on_output", "_on_progress", "attempt", "queue", "task_id")
 
     def __init__(
-        self, task_id: str, attempt: int, queue: str, on_progress: Callable[[Progress], None] | None = None
+        self,
+        task_id: str,
+        attempt: int,
+        queue: str,
+        on_progress: Callable[[Progress], None] | None = None,
+        on_output: OutputSink | None = None,
     ) -> None:
         self.task_id, self.attempt, self.queue = task_id, attempt, queue
         self._on_progress = on_progress
+        self._on_output = on_output
         self._cancelled = False
 
     @property
@@ -63,6 +73,22 @@ class TaskContext:
         """Hand a progress report to the pool."""
         if self._on_progress is not None:
             self._on_progress(progress)
+
+    @property
+    def captures_output(self) -> bool:
+        """Return True when this task's output is routed somewhere (e.g. its notebook cell)."""
+        return self._on_output is not None
+
+    def output(self, kind: str, payload: Any) -> None:
+        """Route what the task wrote: ``("stdout" | "stderr", text)`` or ``("display", (data, metadata))``.
+
+        Without a sink, text goes to this process's own stdout or stderr.
+        """
+        if self._on_output is not None:
+            self._on_output(kind, payload)
+        elif kind in ("stdout", "stderr"):
+            stream = sys.stdout if kind == "stdout" else sys.stderr
+            stream.write(payload)
 
     def __repr__(self) -> str:
         """Return ``TaskContext(task_id=..., attempt=..., queue=...)``."""

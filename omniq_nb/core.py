@@ -16,11 +16,11 @@ from __future__ import annotations
 import asyncio
 import builtins
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta, timezone
 from functools import partial
 from types import TracebackType
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import msgspec
 
@@ -37,6 +37,7 @@ from omniq_nb.serialization import BlobSerializer
 from omniq_nb.storage import Storage, open_storage
 
 _UTC = timezone.utc
+T = TypeVar("T")
 _LIST_LIMIT = 100
 
 
@@ -503,6 +504,18 @@ def _statuses(value: str | TaskStatus | Iterable[str | TaskStatus] | None) -> bu
         raise ValueError(f"status={value!r} is not a task status; expected one of {known}") from None
 
 
+class Caller(Protocol):
+    """Runs coroutines of an ``AsyncOmniQ`` on its loop and waits for them (a portal, or a kernel)."""
+
+    def call(self, fn: Callable[..., Awaitable[T]], /, *args: Any, **kwargs: Any) -> T:
+        """Run ``fn(*args, **kwargs)`` to completion on the queue's loop and return its result."""
+        ...
+
+    def close(self) -> None:
+        """Close the queue and release the loop."""
+        ...
+
+
 class OmniQ:
     """Blocking twin of ``AsyncOmniQ``: each method is one call through a private loop thread.
 
@@ -521,13 +534,30 @@ class OmniQ:
     """
 
     def __init__(self, **options: Any) -> None:
-        self._portal = Portal(name="omniq-sync", owner="OmniQ", alternative="AsyncOmniQ")
+        portal = Portal(name="omniq-sync", owner="OmniQ", alternative="AsyncOmniQ")
         try:
-            core = self._portal.call(_create, runner=self._portal.call, **options)
-            self._core: AsyncOmniQ = self._portal.enter(core)
+            core = portal.call(_create, runner=portal.call, **options)
+            portal.enter(core)
         except BaseException:
-            self._portal.close()
+            portal.close()
             raise
+        self._portal: Caller = portal
+        self._core: AsyncOmniQ = core
+
+    @classmethod
+    def attached(cls, core: AsyncOmniQ, caller: Caller) -> OmniQ:
+        """Wrap an open ``AsyncOmniQ`` whose loop ``caller`` runs coroutines on.
+
+        The notebook layer uses this so that the kernel's queue, on the kernel's own loop, has
+        the same blocking methods as any ``OmniQ``; ``close()`` then calls ``caller.close()``.
+
+        Args:
+            core: the open async queue.
+            caller: runs ``core``'s coroutines to completion and blocks (``call``), and closes.
+        """
+        queue = cls.__new__(cls)
+        queue._portal, queue._core = caller, core
+        return queue
 
     @classmethod
     def from_env(cls, **overrides: Any) -> OmniQ:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import io
 import os
 import signal
 import socket
@@ -219,6 +220,8 @@ class ChildProcess:
             kind = message[0]
             if kind == "progress":
                 context.report(Progress(*message[1:]))
+            elif kind == "output":
+                context.output(message[1], message[2])
             elif kind == "ok":
                 return Attempt(result=message[1])
             elif kind == "error":
@@ -321,6 +324,8 @@ def _run_in_child(
             send(("progress", report.done, report.total, report.message))
 
     token = enter(TaskContext(task_id, attempt, queue, on_progress))
+    streams = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = _ToParent("stdout", send), _ToParent("stderr", send)
     try:
         fn, args, kwargs = serializer.load_call(payload)
         value = fn(*args, **kwargs)
@@ -331,7 +336,23 @@ def _run_in_child(
         outcome = failed(exc, attempt)
         return ("error", outcome.error, outcome.raised, outcome.retryable)
     finally:
+        sys.stdout, sys.stderr = streams
         leave(token)
+
+
+class _ToParent(io.TextIOBase):
+    """A child's stdout or stderr during a task: each write goes to the parent, which routes it."""
+
+    def __init__(self, name: str, send: Callable[[tuple[Any, ...]], None]) -> None:
+        self._name, self._send = name, send
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        if text:
+            self._send(("output", self._name, text))
+        return len(text)
 
 
 async def _awaited(value: Any) -> Any:

@@ -18,7 +18,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from types import TracebackType
@@ -26,10 +26,9 @@ from typing import Any
 
 import msgspec
 
-from omniq_nb._portal import Portal
 from omniq_nb.config import WORKER_KINDS
-from omniq_nb.context import Progress, TaskContext
-from omniq_nb.core import AsyncOmniQ, OmniQ
+from omniq_nb.context import OutputSink, Progress, TaskContext
+from omniq_nb.core import AsyncOmniQ, Caller, OmniQ
 from omniq_nb.executors import Attempt, Call, ChildProcess, LocalExecutor
 from omniq_nb.models import Task, TaskResult, TaskStatus
 from omniq_nb.policy import after_failure, after_lost_lease, succeeded, successor
@@ -60,6 +59,9 @@ class AsyncWorkerPool:
         queues: the queues to serve (default ``[DEFAULT_QUEUE]``).
         lease: seconds a claim holds a task between renewals (default ``LEASE_SECONDS``).
         name: the worker's name, stored on the tasks it claims.
+        output: given each claimed task, returns where its output (prints, displays) goes, or
+            ``None`` to leave it on this process's streams (the notebook routes it to the cell
+            that launched the task).
 
     Raises:
         ValueError: a bad ``kind``, ``concurrency`` or ``lease``.
@@ -80,6 +82,7 @@ class AsyncWorkerPool:
         queues: Sequence[str] | None = None,
         lease: float | None = None,
         name: str | None = None,
+        output: Callable[[Task], OutputSink | None] | None = None,
     ) -> None:
         settings = queue.settings
         self.queue = queue
@@ -106,6 +109,7 @@ class AsyncWorkerPool:
         self._slot_free = asyncio.Event()
         self._stopping = False
         self._unsubscribe: Any = None
+        self._output = output
 
     @property
     def running(self) -> bool:
@@ -267,7 +271,8 @@ class AsyncWorkerPool:
 
     def _launch(self, task: Task) -> None:
         self._busy += 1
-        context = TaskContext(task.id, task.attempt, task.queue, self._progress_reporter(task.id))
+        sink = self._output(task) if self._output is not None else None
+        context = TaskContext(task.id, task.attempt, task.queue, self._progress_reporter(task.id), sink)
         assert self._keeper is not None
         self._keeper.hold(task.id, task.lease_token or "")
         job = asyncio.get_running_loop().create_task(self._execute(task, context), name=f"omniq-task-{task.id}")
@@ -513,7 +518,7 @@ class WorkerPool:
     """
 
     def __init__(self, queue: OmniQ, **options: Any) -> None:
-        self._portal: Portal = queue._portal  # the pool lives on the queue's loop
+        self._portal: Caller = queue._portal  # the pool lives on the queue's loop
         self._pool = self._portal.call(_create_pool, queue.core, options)
 
     def __enter__(self) -> WorkerPool:

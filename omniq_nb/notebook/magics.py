@@ -1,0 +1,224 @@
+"""``%%omniq enqueue`` and the ``%omniq`` line magics: parse, then call the queue; no queue logic.
+
+Usage::
+
+    %%omniq enqueue [--as NAME] [--retries N] [--timeout S] [--queue Q] [--priority P]
+                    [--kind thread|process|async] [--delay S] [--ttl S] [--result-ttl S]
+                    [--interval S] [--cron EXPR] [--at-most-once] [--name TEXT]
+    <cell code: names it reads are captured now; its last expression is the task's result>
+
+    %omniq workers start [-n N] [--kind thread|process|async]   (replaces a running pool)
+    %omniq workers stop | status
+    %omniq list [--status S] [--queue Q] [--limit N]
+    %omniq show ID
+    %omniq cancel ID
+    %omniq retry ID
+    %omniq purge [--older-than AGE]      (AGE: seconds, or 30s, 15m, 2h, 1d)
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shlex
+from typing import Any, NoReturn
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, line_cell_magic, magics_class
+
+from omniq_nb.cli import format_task, format_tasks
+from omniq_nb.config import WORKER_KINDS
+from omniq_nb.errors import OmniQError, SerializationError
+from omniq_nb.handles import TaskHandle
+from omniq_nb.models import TaskStatus
+from omniq_nb.notebook.cells import capture, run_cell
+from omniq_nb.notebook.runner import KernelRunner
+
+_AGE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
+_AGE_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argparse parser whose errors are one-line usage errors; it never exits."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{self.prog}: {message}")
+
+    def exit(self, status: int = 0, message: str | None = None) -> NoReturn:
+        raise UsageError(message or self.format_usage())
+
+
+@magics_class
+class OmniQMagics(Magics):
+    """The ``%omniq`` / ``%%omniq`` magics of omniq_nb."""
+
+    def __init__(self, shell: Any, runner: KernelRunner) -> None:
+        super().__init__(shell)
+        self.runner = runner
+        self._user: Any = shell
+
+    @line_cell_magic
+    def omniq(self, line: str, cell: str | None = None) -> Any:
+        """Run notebook code as background tasks and manage them.
+
+        ::
+
+            %%omniq enqueue [--as NAME] [--retries N] [--timeout S] [--queue Q] [--priority P]
+                            [--kind thread|process|async] [--delay S] [--ttl S] [--result-ttl S]
+                            [--interval S] [--cron EXPR] [--at-most-once] [--name TEXT]
+            <cell code>          names it reads are captured now; its last expression is the result
+
+            %omniq workers start [-n N] [--kind thread|process|async]   replaces a running pool
+            %omniq workers stop | status
+            %omniq list [--status S] [--queue Q] [--limit N]
+            %omniq show ID
+            %omniq cancel ID
+            %omniq retry ID
+            %omniq purge [--older-than AGE]      AGE: seconds, or 30s, 15m, 2h, 1d
+        """
+        try:
+            words = shlex.split(line)
+        except ValueError as exc:
+            raise UsageError(f"%omniq: {exc}") from None
+        if not words:
+            raise UsageError("%omniq: say what to do: enqueue (as %%omniq), workers, list, show, cancel, retry, purge")
+        command, rest = words[0], words[1:]
+        if command == "enqueue":
+            if cell is None:
+                raise UsageError("enqueue is a cell magic: put %%omniq enqueue on the first line of the cell")
+            return self._enqueue(rest, cell)
+        handler = getattr(self, f"_{command}", None)
+        if handler is None or command == "enqueue":
+            raise UsageError(f"%omniq: unknown command {command!r}; use workers, list, show, cancel, retry or purge")
+        try:
+            return handler(rest)
+        except OmniQError as exc:
+            raise UsageError(str(exc).splitlines()[0]) from None
+
+    def _enqueue(self, words: list[str], cell: str) -> TaskHandle:
+        args = _enqueue_parser().parse_args(words)
+        options = {
+            "retries": args.retries,
+            "timeout": args.timeout,
+            "queue": args.queue,
+            "priority": args.priority,
+            "kind": args.kind,
+            "delay": args.delay,
+            "ttl": args.ttl,
+            "result_ttl": args.result_ttl,
+            "interval": args.interval,
+            "cron": args.cron,
+            "at_most_once": args.at_most_once,
+            "name": args.name or (f"cell {args.bind}" if args.bind else "notebook cell"),
+        }
+        options = {key: value for key, value in options.items() if value is not None}
+        filename = f"<omniq cell {self._user.execution_count}>"
+        try:
+            namespace = capture(cell, self._user.user_ns)
+        except SyntaxError as exc:
+            raise UsageError(f"the cell does not parse: {exc}") from None
+        try:
+            handle = self.runner.queue.enqueue_call(run_cell, args=(cell, filename, namespace), **options)
+        except SerializationError as exc:
+            raise UsageError(str(exc).replace("keyword argument", "variable")) from None
+        except (TypeError, ValueError) as exc:
+            raise UsageError(f"%%omniq enqueue: {exc}") from None
+        if args.bind:
+            self._user.user_ns[args.bind] = handle
+        return handle
+
+    def _workers(self, words: list[str]) -> None:
+        args = _workers_parser().parse_args(words)
+        if args.action == "start":
+            try:
+                started = self.runner.start_pool(concurrency=args.n, kind=args.kind)
+            except ValueError as exc:
+                raise UsageError(f"%omniq workers start: {exc}") from None
+            print(f"started {started.concurrency} {started.kind} workers ({started.name})")
+        elif args.action == "stop":
+            self.runner.stop_pool()
+            print("workers stopped")
+        else:
+            pool = self.runner.pool
+            if pool is None:
+                print("no workers running in this kernel (start them with %omniq workers start)")
+            else:
+                print(f"{pool.concurrency} {pool.kind} workers, {pool.busy} busy, queues {', '.join(pool.queues)}")
+
+    def _list(self, words: list[str]) -> None:
+        args = _list_parser().parse_args(words)
+        print(format_tasks(self.runner.queue.list(status=args.status, queue=args.queue, limit=args.limit)))
+
+    def _show(self, words: list[str]) -> None:
+        task_id = _one_id("show", words)
+        handle = self.runner.queue.get(task_id)
+        value = self.runner.core.serializer.loads(handle.task.result) if handle.task.result else None
+        print(format_task(handle.task, value))
+
+    def _cancel(self, words: list[str]) -> None:
+        task_id = _one_id("cancel", words)
+        if self.runner.queue.cancel(task_id):
+            print(f"cancelled {task_id}")
+        else:
+            print(f"{task_id} had already finished ({self.runner.queue.get(task_id).status})")
+
+    def _retry(self, words: list[str]) -> TaskHandle:
+        return self.runner.queue.retry(_one_id("retry", words))
+
+    def _purge(self, words: list[str]) -> None:
+        args = _purge_parser().parse_args(words)
+        count = self.runner.queue.purge(older_than=args.older_than)
+        print(f"purged {count} finished task(s)")
+
+
+def _enqueue_parser() -> _Parser:
+    parser = _Parser(prog="%%omniq enqueue", add_help=False)
+    parser.add_argument("--as", dest="bind", metavar="NAME", help="bind the task's handle to NAME")
+    parser.add_argument("--retries", type=int)
+    parser.add_argument("--timeout", type=float)
+    parser.add_argument("--queue")
+    parser.add_argument("--priority", type=int)
+    parser.add_argument("--kind", choices=WORKER_KINDS)
+    parser.add_argument("--delay", type=float)
+    parser.add_argument("--ttl", type=float)
+    parser.add_argument("--result-ttl", type=float)
+    parser.add_argument("--interval", type=float)
+    parser.add_argument("--cron")
+    parser.add_argument("--at-most-once", action="store_true", default=None)
+    parser.add_argument("--name")
+    return parser
+
+
+def _workers_parser() -> _Parser:
+    parser = _Parser(prog="%omniq workers", add_help=False)
+    parser.add_argument("action", choices=("start", "stop", "status"), nargs="?", default="status")
+    parser.add_argument("-n", type=int, help="how many tasks run at once")
+    parser.add_argument("--kind", choices=WORKER_KINDS)
+    return parser
+
+
+def _list_parser() -> _Parser:
+    parser = _Parser(prog="%omniq list", add_help=False)
+    parser.add_argument("--status", action="append", choices=[s.value for s in TaskStatus])
+    parser.add_argument("--queue")
+    parser.add_argument("--limit", type=int, default=50)
+    return parser
+
+
+def _purge_parser() -> _Parser:
+    parser = _Parser(prog="%omniq purge", add_help=False)
+    parser.add_argument("--older-than", type=_age, metavar="AGE")
+    return parser
+
+
+def _age(text: str) -> float:
+    match = _AGE.match(text)
+    if match is None:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an age; use seconds or 30s, 15m, 2h, 1d")
+    return float(match.group(1)) * _AGE_UNITS[match.group(2)]
+
+
+def _one_id(command: str, words: list[str]) -> str:
+    if len(words) != 1:
+        raise UsageError(f"%omniq {command} takes one task id, e.g. %omniq {command} 01a2f3...")
+    return words[0]

@@ -1,0 +1,172 @@
+"""The kernel's own queue and worker pool, and blocking waits that keep the kernel responsive.
+
+The queue and pool live on the kernel's running event loop. A cell that blocks on a
+result (``h.result()``) cannot simply wait: the pool needs the same loop to make progress.
+The wait therefore re-enters the loop with ``nest-asyncio2`` (the maintained fork that
+ipykernel 7 itself depends on, applied only when such a wait first happens), so the pool,
+widgets and comm messages keep being served while the cell waits. An interrupt stops the
+wait, not the task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+from collections.abc import Awaitable, Callable
+from functools import partial
+from typing import Any, TypeVar
+
+from omniq_nb.config import Settings
+from omniq_nb.context import set_origin
+from omniq_nb.core import AsyncOmniQ, OmniQ
+from omniq_nb.models import Task
+from omniq_nb.notebook.output import CellOutputs, install_routing, remove_routing
+from omniq_nb.task import use_queue
+from omniq_nb.worker import AsyncWorkerPool
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+_SHUTDOWN_TIMEOUT = 10.0  # seconds the kernel's shutdown waits for the pool to hand work back
+
+
+class KernelRunner:
+    """Owns the kernel's queue (and pool); everything a notebook does goes through it.
+
+    Args:
+        shell: the IPython shell of the kernel.
+        settings: settings (from env and YAML by default).
+    """
+
+    current: KernelRunner | None = None
+    """The runner of this kernel, once the extension is loaded."""
+
+    def __init__(self, shell: Any, settings: Settings | None = None) -> None:
+        self.shell = shell
+        self.loop = asyncio.get_running_loop()
+        self._thread = threading.get_ident()
+        self._nested = False
+        self.outputs = CellOutputs(shell)
+        self.core = AsyncOmniQ(settings=settings or Settings.from_env(), runner=self.block)
+        self.block(self.core.open)
+        self.queue = OmniQ.attached(self.core, _KernelCaller(self))
+        self.pool: AsyncWorkerPool | None = None
+        use_queue(self.queue)
+        install_routing(shell)
+        shell.events.register("pre_run_cell", self._before_cell)
+        self._unpatch_shutdown = _on_kernel_shutdown(shell, self.shutdown_from_control)
+        KernelRunner.current = self
+
+    def block(self, fn: Callable[..., Awaitable[T]], /, *args: Any) -> T:
+        """Run ``fn(*args)`` on the kernel's loop and wait for it, from a cell or any thread.
+
+        Raises:
+            KeyboardInterrupt: the kernel was interrupted; the wait stops (the work it waited
+                for, such as a task, goes on).
+        """
+        if threading.get_ident() != self._thread:
+            return asyncio.run_coroutine_threadsafe(_as_coroutine(fn, *args), self.loop).result()
+        if not self.loop.is_running():
+            return self.loop.run_until_complete(_as_coroutine(fn, *args))
+        if not self._nested:
+            import nest_asyncio2
+
+            nest_asyncio2.apply(self.loop)
+            self._nested = True
+        waiting = self.loop.create_task(_as_coroutine(fn, *args))
+        try:
+            return self.loop.run_until_complete(waiting)
+        except BaseException:
+            waiting.cancel()
+            raise
+
+    def start_pool(self, *, concurrency: int | None = None, kind: str | None = None) -> AsyncWorkerPool:
+        """Start the kernel's pool, replacing a running one (it stops gracefully first).
+
+        Raises:
+            ValueError: a bad ``concurrency`` or ``kind``.
+        """
+        pool = AsyncWorkerPool(self.core, concurrency=concurrency, kind=kind, output=self._output_for)
+        self.stop_pool()
+        self.block(pool.start)
+        self.pool = pool
+        return pool
+
+    def stop_pool(self) -> None:
+        """Stop the kernel's pool gracefully (running work goes back to the queue)."""
+        pool, self.pool = self.pool, None
+        if pool is not None:
+            self.block(pool.stop)
+
+    async def aclose(self) -> None:
+        """Stop the pool and close the queue's connections (on the kernel's loop)."""
+        pool, self.pool = self.pool, None
+        if pool is not None:
+            await pool.stop(timeout=_SHUTDOWN_TIMEOUT / 2)
+        await self.core.close()
+
+    def close(self) -> None:
+        """Stop the pool, close the queue, and undo what loading the extension did."""
+        with contextlib.suppress(ValueError):
+            self.shell.events.unregister("pre_run_cell", self._before_cell)
+        self._unpatch_shutdown()
+        remove_routing(self.shell)
+        self.block(self.aclose)
+        use_queue(None)
+        if KernelRunner.current is self:
+            KernelRunner.current = None
+
+    def shutdown_from_control(self) -> None:
+        """Close while the kernel shuts down (its control thread handles that request)."""
+        if threading.get_ident() == self._thread:
+            self.block(self.aclose)
+            return
+        try:
+            asyncio.run_coroutine_threadsafe(self.aclose(), self.loop).result(_SHUTDOWN_TIMEOUT)
+        except Exception:
+            logger.exception("the kernel's worker pool did not stop cleanly")
+
+    def _before_cell(self, *_: Any) -> None:
+        set_origin(self.outputs.remember_current_cell())
+
+    def _output_for(self, task: Task) -> Any:
+        return self.outputs.sink_for(task.origin)
+
+
+class _KernelCaller:
+    """Runs ``OmniQ``'s calls on the kernel's loop (what a portal does for a plain ``OmniQ``)."""
+
+    def __init__(self, runner: KernelRunner) -> None:
+        self._runner = runner
+
+    def call(self, fn: Callable[..., Awaitable[T]], /, *args: Any, **kwargs: Any) -> T:
+        return self._runner.block(partial(fn, *args, **kwargs))
+
+    def close(self) -> None:
+        self._runner.close()
+
+
+async def _as_coroutine(fn: Callable[..., Awaitable[T]], /, *args: Any) -> T:
+    return await fn(*args)
+
+
+def _on_kernel_shutdown(shell: Any, callback: Callable[[], None]) -> Callable[[], None]:
+    """Call ``callback`` when the kernel is asked to shut down; return the undo."""
+    kernel = getattr(shell, "kernel", None)
+    if kernel is None:
+        return lambda: None
+    original = kernel.do_shutdown
+
+    def do_shutdown(restart: bool) -> Any:
+        callback()
+        return original(restart)  # a coroutine in ipykernel 7, a dict in 6
+
+    kernel.do_shutdown = do_shutdown
+
+    def undo() -> None:
+        kernel.do_shutdown = original
+
+    return undo
