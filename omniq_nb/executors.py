@@ -314,16 +314,8 @@ def _run_in_child(
     queue: str,
     payload: bytes,
 ) -> tuple[Any, ...]:
-    sent_at = 0.0
-
-    def on_progress(report: Progress) -> None:
-        nonlocal sent_at
-        now = time.monotonic()
-        if now - sent_at >= _CHILD_PROGRESS_INTERVAL:
-            sent_at = now
-            send(("progress", report.done, report.total, report.message))
-
-    token = enter(TaskContext(task_id, attempt, queue, on_progress))
+    reports = _ProgressRelay(send)
+    token = enter(TaskContext(task_id, attempt, queue, reports.report))
     streams = sys.stdout, sys.stderr
     sys.stdout, sys.stderr = _ToParent("stdout", send), _ToParent("stderr", send)
     try:
@@ -337,7 +329,42 @@ def _run_in_child(
         return ("error", outcome.error, outcome.raised, outcome.retryable)
     finally:
         sys.stdout, sys.stderr = streams
+        reports.close()  # the last report goes out before the outcome
         leave(token)
+
+
+class _ProgressRelay:
+    """Send a child's progress to the parent at most every ``_CHILD_PROGRESS_INTERVAL``.
+
+    The latest report is never dropped, only delayed: a timer thread sends it.
+    """
+
+    def __init__(self, send: Callable[[tuple[Any, ...]], None]) -> None:
+        self._send = send
+        self._latest: Progress | None = None
+        self._lock = threading.Lock()
+        self._done = threading.Event()
+        self._timer = threading.Thread(target=self._every_interval, name="omniq-progress", daemon=True)
+        self._timer.start()
+
+    def report(self, progress: Progress) -> None:
+        with self._lock:
+            self._latest = progress
+
+    def close(self) -> None:
+        self._done.set()
+        self._timer.join()
+        self._flush()
+
+    def _every_interval(self) -> None:
+        while not self._done.wait(_CHILD_PROGRESS_INTERVAL):
+            self._flush()
+
+    def _flush(self) -> None:
+        with self._lock:
+            latest, self._latest = self._latest, None
+        if latest is not None:
+            self._send(("progress", latest.done, latest.total, latest.message))
 
 
 class _ToParent(io.TextIOBase):

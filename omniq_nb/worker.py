@@ -45,6 +45,7 @@ _STOP_TIMEOUT = 10.0
 _MAX_RENEW_INTERVAL = 2.0  # renew at least this often, so a cancel from elsewhere is seen soon
 _CLAIM_GATHER = 0.001  # seconds a busy pool waits for more free slots before claiming
 _FLUSH_GATHER = 0.001  # seconds a busy pool waits for more outcomes before writing
+_STOP_WRITE_TRIES = 3  # attempts a stopping pool makes to store the last outcomes
 
 
 class AsyncWorkerPool:
@@ -53,9 +54,10 @@ class AsyncWorkerPool:
     Args:
         queue: the queue whose store to serve.
         concurrency: attempts run at once (default ``MAX_WORKERS``).
-        kind: where sync functions run: ``"thread"`` (default ``DEFAULT_WORKER``), ``"process"``
-            (child processes, for CPU-bound work) or ``"async"`` (on the loop itself: quick
-            functions only). Coroutine functions always run on the loop.
+        kind: where sync functions run unless a task names its own ``kind``: ``"thread"``
+            (default ``DEFAULT_WORKER``), ``"process"`` (child processes, for CPU-bound work) or
+            ``"async"`` (on the loop itself: quick functions only). Coroutine functions always
+            run on the loop. Every kind shares the ``concurrency`` slots.
         queues: the queues to serve (default ``[DEFAULT_QUEUE]``).
         lease: seconds a claim holds a task between renewals (default ``LEASE_SECONDS``).
         name: the worker's name, stored on the tasks it claims.
@@ -101,7 +103,7 @@ class AsyncWorkerPool:
         self._progress: dict[str, Progress] = {}
         self._children: list[ChildProcess] = []
         self._threads: ThreadPoolExecutor | None = None
-        self._executor: LocalExecutor | None = None
+        self._on_loop = LocalExecutor(queue.serializer, None)
         self._keeper: _LeaseKeeper | None = None
         self._loops: list[asyncio.Task[None]] = []
         self._wake = asyncio.Event()
@@ -141,9 +143,6 @@ class AsyncWorkerPool:
         if self._loops:
             raise RuntimeError(f"worker pool {self.name} is already started")
         loop = asyncio.get_running_loop()
-        if self.kind == "thread":
-            self._threads = ThreadPoolExecutor(self.concurrency, thread_name_prefix="omniq-task")
-        self._executor = LocalExecutor(self.queue.serializer, self._threads)
         renew_every = min(self.lease / 3, _MAX_RENEW_INTERVAL)
         self._keeper = _LeaseKeeper(self.queue.storage.clone(), self.lease, renew_every, loop, self._leases_lost)
         self._keeper.start()
@@ -180,7 +179,8 @@ class AsyncWorkerPool:
             record.context.cancel()
             record.job.cancel()
         await asyncio.gather(*(r.job for r in list(self._running.values())), return_exceptions=True)
-        await self._write_outcomes()
+        self._flush.set()  # the flush loop writes what is recorded (and what it is writing), then ends
+        await asyncio.gather(self._loops[1], return_exceptions=True)
         if interrupted:
             released = await self.queue.storage.release(leases=interrupted)
             logger.info("worker %s handed %d running task(s) back", self.name, len(released))
@@ -196,9 +196,9 @@ class AsyncWorkerPool:
             await asyncio.shield(self.stop())
 
     async def _shutdown(self) -> None:
-        for job in self._loops[1:]:
+        for job in self._loops[2:]:
             job.cancel()
-        await asyncio.gather(*self._loops[1:], return_exceptions=True)
+        await asyncio.gather(*self._loops[2:], return_exceptions=True)
         if self._unsubscribe is not None:
             self._unsubscribe()
         if self._keeper is not None:
@@ -292,7 +292,7 @@ class AsyncWorkerPool:
         call = Call(task_id=task.id, attempt=task.attempt, queue=task.queue, payload=task.payload, timeout=task.timeout)
         threads: list[asyncio.Future[Any]] = []
         try:
-            attempt = await self._attempt(call, context, threads.append)
+            attempt = await self._attempt(call, task.kind or self.kind, context, threads.append)
             self._record(task, attempt, time.monotonic() - started)
         finally:
             record = self._running.get(task.id)
@@ -305,10 +305,9 @@ class AsyncWorkerPool:
             else:
                 self._free_slot()
 
-    async def _attempt(self, call: Call, context: TaskContext, on_thread: Any) -> Attempt:
-        assert self._executor is not None
-        if self.kind != "process" or self._runs_on_loop(call):
-            return await self._executor.run(call, context, on_thread)
+    async def _attempt(self, call: Call, kind: str, context: TaskContext, on_thread: Any) -> Attempt:
+        if kind != "process" or self._runs_on_loop(call):
+            return await self._local(kind).run(call, context, on_thread)
         child = self._children.pop() if self._children else ChildProcess(self.queue.settings.secret)
         try:
             attempt = await child.run(call, context)
@@ -319,10 +318,17 @@ class AsyncWorkerPool:
             self._children.append(child)
         return attempt
 
+    def _local(self, kind: str) -> LocalExecutor:
+        """Return the executor for attempts run in this process: on threads, or on the loop."""
+        if kind != "thread":
+            return self._on_loop
+        if self._threads is None:
+            self._threads = ThreadPoolExecutor(self.concurrency, thread_name_prefix="omniq-task")
+        return LocalExecutor(self.queue.serializer, self._threads)
+
     def _runs_on_loop(self, call: Call) -> bool:
-        assert self._executor is not None
         try:
-            return self._executor.runs_on_loop(call.payload)
+            return self._on_loop.runs_on_loop(call.payload)
         except Exception:
             return True  # the local executor reports the failure without running anything
 
@@ -348,19 +354,26 @@ class AsyncWorkerPool:
         self._slot_free.set()
 
     async def _flush_loop(self) -> None:
+        failures = 0
         while True:
             await self._flush.wait()
-            if len(self._outcomes) < len(self._running):  # more will finish soon: write them together
-                await asyncio.sleep(_FLUSH_GATHER)
+            if not self._stopping and len(self._outcomes) < len(self._running):
+                await asyncio.sleep(_FLUSH_GATHER)  # more will finish soon: write them together
             self._flush.clear()
             try:
                 await self._write_outcomes()
+                failures = 0
             except asyncio.CancelledError:
                 raise
             except Exception:
-                logger.exception("worker %s: storing outcomes failed; retrying", self.name)
+                failures += 1
+                logger.exception("worker %s: storing outcomes failed (try %d); retrying", self.name, failures)
+                if self._stopping and failures >= _STOP_WRITE_TRIES:
+                    return  # their leases run out and other workers run them again: nothing is lost
                 await asyncio.sleep(self.queue.settings.poll_interval)
                 self._flush.set()
+            if self._stopping and not self._outcomes:
+                return
 
     async def _write_outcomes(self) -> None:
         batch, self._outcomes = self._outcomes, []

@@ -57,11 +57,7 @@ def sqlite_url(tmp_path: Path) -> str:
 
 def announce(q: AsyncOmniQ, tasks: list[Task]) -> None:
     """Tell the queue what the emulated worker wrote, as a pool in this process would."""
-    publish = getattr(q, "publish", None)  # the hook was renamed from notify_local_write()
-    if publish is not None:
-        publish(tasks)
-    else:
-        q.notify_local_write()
+    q.publish(tasks)
 
 
 async def claim(q: AsyncOmniQ, queue: str = "default", limit: int = 1) -> list[Task]:
@@ -597,7 +593,7 @@ async def test_result_written_by_another_store_object_is_seen(sqlite_url: str) -
                     )
                 ]
             )
-            assert len(accepted) == 1  # no notify_local_write: only polling can see it
+            assert len(accepted) == 1  # not published: only polling can see it
         assert values == [[1, 2]]
 
 

@@ -26,7 +26,6 @@ NOT_MIRRORED = {
     "runner",  # property: how handles run coroutines
     "on_local_write",  # in-process hook for pools on the core's own loop (not thread-safe)
     "publish",  # idem: called by writers on the core's loop
-    "notify_local_write",  # the former name of publish()
 }
 
 
@@ -194,9 +193,9 @@ def test_signature_parity_with_async_omniq() -> None:
         assert actual == expected, name
         assert inspect.iscoroutinefunction(async_methods[name]) or name in ("from_env", "on_event")
         assert not inspect.iscoroutinefunction(sync_methods[name]), name
-    # nothing extra on the twin but its own plumbing
-    assert set(sync_methods) - set(async_methods) == set()
-    assert {n for n in dir(OmniQ) if not n.startswith("_")} - set(async_methods) == {"core", "settings"}
+    # nothing extra on the twin but its own plumbing: core, and attached (wraps a core on a loop it does not own)
+    assert set(sync_methods) - set(async_methods) == {"attached"}
+    assert {n for n in dir(OmniQ) if not n.startswith("_")} - set(async_methods) == {"attached", "core", "settings"}
 
 
 def test_handle_methods_block_from_omniq(sqlite_url: str) -> None:

@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import contextlib
 import itertools
 import logging
 import os
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from types import TracebackType
@@ -246,25 +247,35 @@ class SQLiteStorage:
             await conn.executescript(_EVENT_TRIGGERS)
 
     async def _migrate(self) -> None:
-        conn = self._db
+        async with self._immediate():
+            await self._run("CREATE TABLE IF NOT EXISTS omniq_schema (version INTEGER NOT NULL)", ())
+            rows = await self._run("SELECT max(version) FROM omniq_schema", ())
+            current = rows[0][0] or 0
+            if current > _SCHEMA_VERSION:
+                raise StorageError(
+                    f"{self.path} has schema version {current}, newer than this omniq_nb "
+                    f"understands ({_SCHEMA_VERSION}); upgrade omniq_nb"
+                )
+            for version in range(current + 1, _SCHEMA_VERSION + 1):
+                for statement in _statements(_MIGRATIONS[version]):
+                    await self._run(statement, ())
+                await self._run("INSERT INTO omniq_schema (version) VALUES (?)", (version,))
+
+    @contextlib.asynccontextmanager
+    async def _immediate(self) -> AsyncIterator[None]:
+        """Hold this store's lock and one ``BEGIN IMMEDIATE`` transaction; commit, or roll back.
+
+        BEGIN is inside the ``try``: a cancel that lands while it runs still rolls back, so
+        the connection is never left inside a transaction.
+        """
         async with self._transaction:
-            await conn.execute("BEGIN IMMEDIATE")
             try:
-                await conn.execute("CREATE TABLE IF NOT EXISTS omniq_schema (version INTEGER NOT NULL)")
-                rows = list(await conn.execute_fetchall("SELECT max(version) FROM omniq_schema"))
-                current = rows[0][0] or 0
-                if current > _SCHEMA_VERSION:
-                    raise StorageError(
-                        f"{self.path} has schema version {current}, newer than this omniq_nb "
-                        f"understands ({_SCHEMA_VERSION}); upgrade omniq_nb"
-                    )
-                for version in range(current + 1, _SCHEMA_VERSION + 1):
-                    for statement in _statements(_MIGRATIONS[version]):
-                        await conn.execute(statement)
-                    await conn.execute("INSERT INTO omniq_schema (version) VALUES (?)", (version,))
-                await conn.execute("COMMIT")
+                await self._run("BEGIN IMMEDIATE", ())
+                yield
+                await self._run("COMMIT", ())
             except BaseException:
-                await conn.execute("ROLLBACK")
+                with contextlib.suppress(sqlite3.Error):
+                    await asyncio.shield(self._run("ROLLBACK", ()))
                 raise
 
     @property
@@ -296,20 +307,16 @@ class SQLiteStorage:
             await self._fetch(*_insert_statement(first))
             self._notify()
             return
-        async with self._transaction:
-            await self._run("BEGIN IMMEDIATE", ())
+        async with self._immediate():
+            writing = asyncio.ensure_future(self._run(*_insert_statement(first)))
             try:
-                writing = asyncio.ensure_future(self._run(*_insert_statement(first)))
                 for chunk in itertools.chain((second,), chunks):
                     statement = _insert_statement(chunk)
                     await writing
                     writing = asyncio.ensure_future(self._run(*statement))
-                await writing
-                await self._run("COMMIT", ())
-            except BaseException:
-                await asyncio.gather(writing, return_exceptions=True)
-                await self._run("ROLLBACK", ())
-                raise
+            finally:
+                await asyncio.gather(writing, return_exceptions=True)  # never roll back under a write
+            await writing
         self._notify()
 
     async def get(self, task_id: str) -> Task | None:
@@ -404,18 +411,11 @@ class SQLiteStorage:
             check_transition(TaskStatus.RUNNING, result.status)
         if not successors:
             return await self._settle_rows(results)
-        async with self._transaction:
-            conn = self._db
-            await conn.execute("BEGIN IMMEDIATE")
-            try:
-                accepted = await self._settle_rows(results, locked=True)
-                following = [successors[t.id] for t in accepted if t.id in successors]
-                if following:
-                    await self._run(*_insert_statement(following))
-                await conn.execute("COMMIT")
-            except BaseException:
-                await conn.execute("ROLLBACK")
-                raise
+        async with self._immediate():
+            accepted = await self._settle_rows(results, locked=True)
+            following = [successors[t.id] for t in accepted if t.id in successors]
+            if following:
+                await self._run(*_insert_statement(following))
         return accepted
 
     async def _settle_rows(self, results: Sequence[TaskResult], *, locked: bool = False) -> builtins.list[Task]:
@@ -518,24 +518,17 @@ class SQLiteStorage:
                 where += f" OR (finished_at < ? AND status IN ({', '.join('?' * len(picked))}))"
                 params += [finished_before.timestamp(), *picked]
             where += ")"
-        async with self._transaction:
-            conn = self._db
-            await conn.execute("BEGIN IMMEDIATE")
-            try:
-                newest = await self._run("SELECT max(seq) FROM events", ())
-                gone = await self._run(f"DELETE FROM tasks {where} RETURNING id", params)
-                ids = [row[0] for row in gone]
-                for chunk in _chunks(ids, 900):
-                    marks = ", ".join("?" * len(chunk))
-                    await self._run(f"DELETE FROM events WHERE task_id IN ({marks})", chunk)
-                await self._run("DELETE FROM events WHERE task_id = '' AND seq < ?", (newest[0][0],))
-                await self._run(_KEEP_NEWEST_SEQ, (newest[0][0],))
-                await conn.execute("COMMIT")
-            except BaseException:
-                await conn.execute("ROLLBACK")
-                raise
-            if self.path is not None:
-                await conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        async with self._immediate():
+            newest = await self._run("SELECT max(seq) FROM events", ())
+            gone = await self._run(f"DELETE FROM tasks {where} RETURNING id", params)
+            ids = [row[0] for row in gone]
+            for chunk in _chunks(ids, 900):
+                marks = ", ".join("?" * len(chunk))
+                await self._run(f"DELETE FROM events WHERE task_id IN ({marks})", chunk)
+            await self._run("DELETE FROM events WHERE task_id = '' AND seq < ?", (newest[0][0],))
+            await self._run(_KEEP_NEWEST_SEQ, (newest[0][0],))
+        if self.path is not None:
+            await self._fetch("PRAGMA wal_checkpoint(PASSIVE)")
         return len(ids)
 
     async def events(

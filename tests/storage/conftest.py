@@ -78,15 +78,15 @@ def make_task() -> Callable[..., Task]:
     return _task
 
 
-async def _eventually(probe: Callable[[], Awaitable[T]], *, what: str, timeout: float = 15.0) -> T:
-    """Await ``probe()`` until it returns something truthy and return that; fail after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
+async def _eventually(probe: Callable[[], Awaitable[T]], *, what: str, within: float = 15.0) -> T:
+    """Await ``probe()`` until it returns something truthy and return that; fail after ``within`` s."""
+    deadline = time.monotonic() + within
     while True:
         outcome = await probe()
         if outcome:
             return outcome
         if time.monotonic() > deadline:
-            pytest.fail(f"still waiting after {timeout} s for {what}; last probe returned {outcome!r}")
+            pytest.fail(f"still waiting after {within} s for {what}; last probe returned {outcome!r}")
         await anyio.sleep(_POLL_SECONDS)
 
 
@@ -111,7 +111,9 @@ def lease_lapsed(store: Storage, eventually: Callable[..., Awaitable[Any]]) -> C
 
 
 @pytest.fixture
-def clock_passes(store: Storage, eventually: Callable[..., Awaitable[Any]]) -> Callable[[datetime], Awaitable[datetime]]:
+def clock_passes(
+    store: Storage, eventually: Callable[..., Awaitable[Any]]
+) -> Callable[[datetime], Awaitable[datetime]]:
     """Return ``await clock_passes(moment)``: wait until the store's clock is past ``moment``; return its time."""
 
     async def wait(moment: datetime) -> datetime:
@@ -134,4 +136,3 @@ def later(seconds: float) -> datetime:
 def at() -> Callable[[float], datetime]:
     """Return ``at(seconds)``: now plus ``seconds`` (negative for the past), UTC."""
     return later
-

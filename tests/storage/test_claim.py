@@ -150,9 +150,7 @@ async def test_concurrent_claims_never_return_a_task_twice(store: Storage, make_
     assert all(t.attempt == 1 for batch in batches for t in batch)
 
 
-async def test_two_store_objects_racing_never_share_a_task(
-    store: Storage, twin: Storage, make_task: MakeTask
-) -> None:
+async def test_two_store_objects_racing_never_share_a_task(store: Storage, twin: Storage, make_task: MakeTask) -> None:
     tasks = [make_task() for _ in range(300)]
     await store.insert(tasks)
 

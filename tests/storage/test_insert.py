@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 
 import pytest
@@ -126,17 +126,47 @@ async def test_insert_nothing_is_harmless(store: Storage) -> None:
     assert await store.list() == []
 
 
-async def test_insert_with_a_duplicate_id_inserts_none_of_the_batch(store: Storage, make_task: MakeTask) -> None:
+@pytest.mark.parametrize("size", [2, 1200])
+async def test_insert_with_a_duplicate_id_inserts_none_of_the_batch(
+    store: Storage, make_task: MakeTask, size: int
+) -> None:
     existing = make_task()
     await store.insert([existing])
-    fresh, clash = make_task(), make_task(id=existing.id, name="other")
+    fresh = [make_task() for _ in range(size - 1)]
+    clash = make_task(id=existing.id, name="other")
     try:
-        await store.insert([fresh, clash])
+        await store.insert([*fresh, clash])
     except Exception:
         pass
     else:
         pytest.fail("inserting a task whose id already exists was accepted")
-    assert await store.get(fresh.id) is None
+    assert await store.get_many([t.id for t in fresh]) == []
+    assert [t.id for t in await store.list(limit=5000)] == [existing.id]
     stored = await store.get(existing.id)
     assert stored is not None
     assert stored.name == existing.name
+    assert [e.task_id for e in await store.events(limit=5000)] == [existing.id]
+
+
+async def test_insert_takes_a_lazy_iterable(store: Storage, make_task: MakeTask) -> None:
+    names = [f"lazy{n}" for n in range(1100)]
+    await store.insert(make_task(name=name) for name in names)
+    assert sorted(t.name for t in await store.list(limit=5000)) == sorted(names)
+
+
+@pytest.mark.parametrize("fail_at", [3, 1100])
+async def test_a_lazy_iterable_that_raises_inserts_nothing(store: Storage, make_task: MakeTask, fail_at: int) -> None:
+    class Broken(Exception):
+        pass
+
+    def tasks() -> Iterator[Task]:
+        for n in range(1200):
+            if n == fail_at:
+                raise Broken(f"cannot build task {n}")
+            yield make_task(name=f"lazy{n}")
+
+    with pytest.raises(Broken):
+        await store.insert(tasks())
+    assert await store.list() == []
+    assert await store.events() == []
+    assert await store.count() == dict.fromkeys(TaskStatus, 0)

@@ -81,9 +81,7 @@ async def test_expired_leases_lists_running_tasks_whose_lease_ran_out(
     assert long.id not in {t.id for t in listed}
 
 
-async def test_expired_leases_honours_its_limit(
-    store: Storage, make_task: MakeTask, lease_lapsed: LeaseLapsed
-) -> None:
+async def test_expired_leases_honours_its_limit(store: Storage, make_task: MakeTask, lease_lapsed: LeaseLapsed) -> None:
     await store.insert([make_task() for _ in range(4)])
     claimed = await claim(store, 4, lease=SHORT_LEASE)
     for task in claimed:

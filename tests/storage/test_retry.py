@@ -117,7 +117,10 @@ async def test_requeue_allows_one_more_attempt(store: Storage, make_task: MakeTa
     again = await store.requeue(task.id)
     assert again is not None
     assert (again.status, again.attempt, again.finished_at, again.lease_token) == (
-        TaskStatus.PENDING, attempts, None, None
+        TaskStatus.PENDING,
+        attempts,
+        None,
+        None,
     )
     assert again.max_attempts > again.attempt
     assert await store.get(task.id) == again
@@ -143,9 +146,7 @@ async def test_requeue_of_an_expired_task_makes_it_claimable(store: Storage, mak
 
 
 @pytest.mark.parametrize("status", [TaskStatus.PENDING, TaskStatus.RUNNING, TaskStatus.SUCCEEDED])
-async def test_requeue_leaves_other_statuses_unchanged(
-    store: Storage, make_task: MakeTask, status: TaskStatus
-) -> None:
+async def test_requeue_leaves_other_statuses_unchanged(store: Storage, make_task: MakeTask, status: TaskStatus) -> None:
     await store.insert([make_task()])
     if status is not TaskStatus.PENDING:
         [running] = await claim(store)

@@ -30,7 +30,9 @@ def token(task: Task) -> str:
 
 def error_for(task: Task) -> TaskError:
     return TaskError(
-        type="builtins.ZeroDivisionError", message=f"division by zero in {task.id}", traceback="Traceback: ...",
+        type="builtins.ZeroDivisionError",
+        message=f"division by zero in {task.id}",
+        traceback="Traceback: ...",
         attempt=task.attempt,
     )
 
@@ -42,9 +44,7 @@ async def test_settle_many_outcomes_at_once(store: Storage, make_task: MakeTask)
     results = [
         TaskResult(task_id=t.id, lease_token=token(t), status=TaskStatus.SUCCEEDED, result=t.id.encode())
         for t in winners
-    ] + [
-        TaskResult(task_id=t.id, lease_token=token(t), status=TaskStatus.FAILED, error=error_for(t)) for t in losers
-    ]
+    ] + [TaskResult(task_id=t.id, lease_token=token(t), status=TaskStatus.FAILED, error=error_for(t)) for t in losers]
     before = await store.now()
     accepted = await store.settle(results)
     after = await store.now()
@@ -55,7 +55,10 @@ async def test_settle_many_outcomes_at_once(store: Storage, make_task: MakeTask)
     for task in winners:
         done = stored[task.id]
         assert (done.status, done.result, done.progress, done.error) == (
-            TaskStatus.SUCCEEDED, task.id.encode(), 1.0, None
+            TaskStatus.SUCCEEDED,
+            task.id.encode(),
+            1.0,
+            None,
         )
         assert done.finished_at is not None
         assert before <= done.finished_at <= after

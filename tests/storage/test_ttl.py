@@ -96,9 +96,7 @@ async def test_purge_removes_expired_tasks_past_their_result_ttl(store: Storage,
     assert await store.get(task.id) is None
 
 
-async def test_purge_finished_before_a_moment(
-    store: Storage, make_task: MakeTask, clock_passes: ClockPasses
-) -> None:
+async def test_purge_finished_before_a_moment(store: Storage, make_task: MakeTask, clock_passes: ClockPasses) -> None:
     early_ok = await run_to(store, make_task(), TaskStatus.SUCCEEDED)
     early_failed = await run_to(store, make_task(), TaskStatus.FAILED)
     early_cancelled = make_task()
@@ -142,8 +140,8 @@ async def test_purge_everything_empties_the_store(store: Storage, make_task: Mak
 
 
 async def test_purge_deletes_the_tasks_events(store: Storage, make_task: MakeTask) -> None:
-    gone = await run_to(store, make_task(result_ttl=0.0), TaskStatus.SUCCEEDED)
     kept = await run_to(store, make_task(), TaskStatus.SUCCEEDED)
+    gone = await run_to(store, make_task(result_ttl=0.0), TaskStatus.SUCCEEDED)
     assert await store.events(task_id=gone.id)
     kept_events = await store.events(task_id=kept.id)
     assert kept_events

@@ -1,0 +1,42 @@
+"""A worker process for test_multiprocess_claim: claims and settles until nothing is left.
+
+It lives in its own module (not a test module) so that a "spawn" child can import it by
+name; the test puts this folder on ``sys.path``, which spawned children inherit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import traceback
+from pathlib import Path
+from typing import Any
+
+from omniq_nb.models import TaskResult, TaskStatus
+from omniq_nb.storage import open_storage
+
+
+async def _drain(url: str, worker: str, limit: int) -> list[str]:
+    claimed_ids: list[str] = []
+    async with open_storage(url) as store:
+        while claimed := await store.claim(queues=["default"], limit=limit, lease=120, worker=worker):
+            claimed_ids.extend(task.id for task in claimed)
+            results = [
+                TaskResult(task_id=t.id, lease_token=t.lease_token or "", status=TaskStatus.SUCCEEDED, result=b"ok")
+                for t in claimed
+            ]
+            accepted = await store.settle(results)
+            if len(accepted) != len(results):
+                raise AssertionError(f"{worker}: only {len(accepted)} of {len(results)} outcomes were accepted")
+    return claimed_ids
+
+
+def claim_until_empty(url: str, worker: str, limit: int, start: Any, out: str) -> None:
+    """Wait for every sibling at ``start`` (a barrier), then claim; write the claimed ids to ``out`` as JSON."""
+    try:
+        start.wait(timeout=120)
+        ids = asyncio.run(_drain(url, worker, limit))
+        Path(out).write_text(json.dumps({"ids": ids}))
+    except BaseException:
+        Path(out).write_text(json.dumps({"error": traceback.format_exc()}))
+        raise

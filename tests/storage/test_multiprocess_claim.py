@@ -1,0 +1,84 @@
+from __future__ import annotations
+
+import importlib
+import json
+import multiprocessing
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+import anyio.to_thread
+import pytest
+
+from omniq_nb.models import Task, TaskStatus
+from omniq_nb.storage import open_storage
+
+pytestmark = pytest.mark.anyio
+
+MakeTask = Callable[..., Task]
+
+TASKS = 5000
+PROCESSES = 4
+JOIN_SECONDS = 120
+
+
+def run_processes(url: str, tmp_path: Path) -> list[list[str]]:
+    """Start the claiming processes together; return what each one claimed."""
+    worker = importlib.import_module("claim_worker")
+    context = multiprocessing.get_context("spawn")
+    start = context.Barrier(PROCESSES)
+    outs = [tmp_path / f"claimed-{n}.json" for n in range(PROCESSES)]
+    processes = [
+        context.Process(
+            target=worker.claim_until_empty,
+            args=(url, f"proc{n}", 10 + 7 * n, start, str(outs[n])),
+            name=f"omniq-claim-{n}",
+        )
+        for n in range(PROCESSES)
+    ]
+    for process in processes:
+        process.start()
+    try:
+        for process in processes:
+            process.join(JOIN_SECONDS)
+    finally:
+        for process in processes:
+            if process.is_alive():
+                process.kill()
+                process.join()
+    claimed: list[list[str]] = []
+    for process, out in zip(processes, outs, strict=True):
+        report = json.loads(out.read_text()) if out.exists() else {"error": "no report written"}
+        assert process.exitcode == 0 and "ids" in report, (
+            f"{process.name} ended with exit code {process.exitcode}: {report.get('error')}"
+        )
+        claimed.append(report["ids"])
+    return claimed
+
+
+async def test_four_processes_claim_every_task_exactly_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, make_task: MakeTask
+) -> None:
+    monkeypatch.syspath_prepend(str(Path(__file__).parent))  # spawned children inherit sys.path
+    url = f"sqlite:///{tmp_path / 'shared' / 'omniq.db'}"
+    tasks = [make_task(name=f"job{n}") for n in range(TASKS)]
+    async with open_storage(url) as store:
+        await store.insert(tasks)
+
+    claimed = await anyio.to_thread.run_sync(run_processes, url, tmp_path)
+
+    every_claim = Counter(task_id for ids in claimed for task_id in ids)
+    twice = [task_id for task_id, n in every_claim.items() if n > 1]
+    assert not twice, f"{len(twice)} tasks were claimed more than once, e.g. {twice[:3]}"
+    missing = {t.id for t in tasks} - set(every_claim)
+    assert not missing, f"{len(missing)} tasks were never claimed"
+    assert sum(len(ids) for ids in claimed) == TASKS
+    assert all(ids for ids in claimed), f"a process claimed nothing: {[len(ids) for ids in claimed]}"
+
+    async with open_storage(url) as store:
+        final = await store.get_many([t.id for t in tasks])
+        counts = await store.count()
+    assert len(final) == TASKS
+    assert Counter((t.status, t.attempt) for t in final) == {(TaskStatus.SUCCEEDED, 1): TASKS}
+    assert counts[TaskStatus.SUCCEEDED] == TASKS
+    assert {t.result for t in final} == {b"ok"}

@@ -1,0 +1,160 @@
+"""The ``omniq-nb`` command line (``list``, ``show``, ``purge``, errors, ``python -m omniq_nb``).
+
+Tasks are made by a real pool in this process on a SQLite file; each command runs as a real
+subprocess on that file.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import worker_tasks as wt
+
+from omniq_nb import OmniQ, TaskFailed, WorkerPool
+
+TESTS = Path(__file__).resolve().parent
+OMNIQ_NB = str(Path(sys.executable).parent / "omniq-nb")
+RUN_WAIT = 60.0
+
+
+class Made:
+    """The tasks made for the CLI to look at."""
+
+    def __init__(self, url: str, succeeded: str, failed: str, pending: str) -> None:
+        self.url, self.succeeded, self.failed, self.pending = url, succeeded, failed, pending
+
+
+def run(*args: str, env: dict[str, str] | None = None, module: bool = False) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "omniq_nb"] if module else [OMNIQ_NB]
+    full_env = dict(os.environ)
+    full_env["PYTHONPATH"] = os.pathsep.join(p for p in (str(TESTS), full_env.get("PYTHONPATH", "")) if p)
+    full_env.update(env or {})
+    return subprocess.run(
+        [*command, *args], capture_output=True, text=True, timeout=RUN_WAIT, env=full_env, stdin=subprocess.DEVNULL
+    )
+
+
+@pytest.fixture
+def made(tmp_path: Path) -> Iterator[Made]:
+    url = f"sqlite:///{tmp_path / 'cli.db'}"
+    with OmniQ(db_url=url, poll_interval=0.05) as q:
+        with WorkerPool(q, concurrency=2, kind="thread", lease=5):
+            ok = q.enqueue(wt.add, 2, 3)
+            bad = q.enqueue(wt.raise_value_error, "boom from the task")
+            assert ok.result(timeout=RUN_WAIT) == 5
+            with pytest.raises(TaskFailed):
+                bad.result(timeout=RUN_WAIT)
+        waiting = q.enqueue_call(wt.add, args=(1, 1), queue="nobody")
+        yield Made(url, ok.id, bad.id, waiting.id)
+
+
+def line_of(output: str, task_id: str) -> str:
+    [line] = [line for line in output.splitlines() if line.startswith(task_id)]
+    return line
+
+
+def test_list_shows_every_task_with_its_status(made: Made) -> None:
+    done = run("list", "--db-url", made.url)
+    assert done.returncode == 0, done.stderr
+    header, *rows = done.stdout.splitlines()
+    assert header.split()[:3] == ["ID", "STATUS", "ATTEMPT"]
+    assert len(rows) == 3
+    assert line_of(done.stdout, made.succeeded).split()[1:3] == ["succeeded", "1/1"]
+    assert line_of(done.stdout, made.failed).split()[1:3] == ["failed", "1/1"]
+    assert line_of(done.stdout, made.pending).split()[1:4] == ["pending", "0/1", "nobody"]
+    assert rows[0].startswith(made.pending), "newest first"
+    assert "worker_tasks.add" in line_of(done.stdout, made.succeeded)
+
+
+def test_list_filters_by_status_and_queue(made: Made) -> None:
+    failed = run("list", "--db-url", made.url, "--status", "failed")
+    assert failed.returncode == 0, failed.stderr
+    assert [line.split()[0] for line in failed.stdout.splitlines()[1:]] == [made.failed]
+    queue = run("list", "--db-url", made.url, "--queue", "nobody")
+    assert [line.split()[0] for line in queue.stdout.splitlines()[1:]] == [made.pending]
+
+
+def test_db_url_from_the_environment_or_before_the_command(made: Made) -> None:
+    from_env = run("list", env={"OMNIQ_DB_URL": made.url})
+    assert from_env.returncode == 0, from_env.stderr
+    assert made.succeeded in from_env.stdout
+    first = run("--db-url", made.url, "list")
+    assert first.returncode == 0, first.stderr
+    assert made.succeeded in first.stdout
+
+
+def test_show_prints_a_result(made: Made) -> None:
+    done = run("show", "--db-url", made.url, made.succeeded)
+    assert done.returncode == 0, done.stderr
+    fields = dict(line.split(None, 1) for line in done.stdout.splitlines() if " " in line.strip())
+    assert fields["id"] == made.succeeded
+    assert fields["status"] == "succeeded"
+    assert fields["attempt"] == "1 of 1"
+    assert fields["result"] == "5"
+    assert fields["name"] == "worker_tasks.add"
+
+
+def test_show_prints_the_error_and_remote_traceback(made: Made) -> None:
+    done = run("show", "--db-url", made.url, made.failed)
+    assert done.returncode == 0, done.stderr
+    assert "status    failed" in done.stdout
+    assert "error     ValueError: boom from the task" in done.stdout
+    assert "Traceback (most recent call last)" in done.stdout
+    assert "raise_value_error" in done.stdout
+    assert not any(line.startswith("result") for line in done.stdout.splitlines())
+
+
+def test_purge_older_than_zero_removes_finished_tasks_only(made: Made) -> None:
+    done = run("purge", "--db-url", made.url, "--older-than", "0")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "purged 2 task(s)"
+    listed = run("list", "--db-url", made.url)
+    assert [line.split()[0] for line in listed.stdout.splitlines()[1:]] == [made.pending]
+    again = run("purge", "--db-url", made.url, "--older-than", "0")
+    assert again.stdout.strip() == "purged 0 task(s)"
+
+
+def test_show_of_an_unknown_id_is_a_one_line_error(made: Made) -> None:
+    done = run("show", "--db-url", made.url, "no-such-task")
+    assert done.returncode != 0
+    assert done.stdout == ""
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert "no-such-task" in lines[0]
+    assert "Traceback" not in done.stderr
+
+
+def test_a_bad_store_url_is_a_one_line_error(tmp_path: Path) -> None:
+    done = run("list", "--db-url", "nosuchscheme://x")
+    assert done.returncode != 0
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert "Traceback" not in done.stderr
+    (tmp_path / "a-file").write_text("not a folder")
+    missing = run("list", "--db-url", f"sqlite:///{tmp_path / 'a-file' / 'x.db'}")
+    assert missing.returncode != 0
+    assert len(missing.stderr.strip().splitlines()) == 1, missing.stderr
+    assert "Traceback" not in missing.stderr
+
+
+def test_python_m_omniq_nb_help() -> None:
+    done = run("--help", module=True)
+    assert done.returncode == 0, done.stderr
+    for command in ("worker", "list", "show", "purge"):
+        assert command in done.stdout
+    worker = run("worker", "--help", module=True)
+    assert worker.returncode == 0, worker.stderr
+    for flag in ("--db-url", "--concurrency", "--kind", "--queue", "--lease", "--log-level"):
+        assert flag in worker.stdout
+
+
+def test_a_missing_command_is_a_usage_error() -> None:
+    done = run()
+    assert done.returncode == 2
+    assert "usage:" in done.stderr
+    assert "Traceback" not in done.stderr
