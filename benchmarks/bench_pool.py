@@ -148,14 +148,14 @@ async def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp)
         async_rate = await throughput(f"sqlite:///{base}/async.db", "async", args.tasks, 100)
-        thread_rate = await throughput(f"sqlite:///{base}/thread.db", "thread", args.tasks, 8)
+        thread_rate = await throughput(f"sqlite:///{base}/thread.db", "thread", args.tasks, 32)
         local = await latency_in_process(f"sqlite:///{base}/local.db", args.samples)
         remote, remote_cpu = await standalone_worker(f"sqlite:///{base}/remote.db", args.samples, args.idle)
         huey_rate, huey_latency, huey_cpu = await asyncio.to_thread(
             huey_run, base / "huey.db", args.tasks, args.samples, args.idle
         )
     print(f"throughput async  (100 slots)        : {async_rate:8,.0f} tasks/s  ({async_rate / huey_rate:.1f}x huey)")
-    print(f"throughput thread (8 threads)        : {thread_rate:8,.0f} tasks/s")
+    print(f"throughput thread (32 threads)       : {thread_rate:8,.0f} tasks/s")
     print(f"throughput huey   (4 threads, 10 ms) : {huey_rate:8,.0f} tasks/s")
     print(f"latency in-process idle pool         : {percentiles(local)}")
     print(f"latency standalone worker process    : {percentiles(remote)}  idle CPU {remote_cpu:.2%} of a core")

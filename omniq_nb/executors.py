@@ -11,6 +11,7 @@ kernel interrupt reaches the whole process group) and exit when the parent proce
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import inspect
 import io
@@ -98,7 +99,9 @@ class LocalExecutor:
         fn, _, _ = self._serializer.load_call(payload)
         return inspect.iscoroutinefunction(fn)
 
-    async def run(self, call: Call, context: TaskContext, on_thread: Callable[[asyncio.Future[Any]], None]) -> Attempt:
+    async def run(
+        self, call: Call, context: TaskContext, on_thread: Callable[[concurrent.futures.Future[Any]], None]
+    ) -> Attempt:
         """Run one attempt and return how it ended.
 
         Args:
@@ -106,7 +109,7 @@ class LocalExecutor:
             context: the task as seen from inside it.
             on_thread: given the thread's future when the attempt runs on a thread; a thread
                 that outlives its timeout or a cancel keeps running, so the pool holds its
-                slot until that future is done.
+                slot until that future is done (it completes on the thread).
         """
         try:
             fn, args, kwargs = self._serializer.load_call(call.payload)
@@ -140,7 +143,7 @@ class LocalExecutor:
         kwargs: dict[str, Any],
         call: Call,
         context: TaskContext,
-        on_thread: Callable[[asyncio.Future[Any]], None],
+        on_thread: Callable[[concurrent.futures.Future[Any]], None],
     ) -> Attempt:
         def work() -> bytes:
             token = enter(context)
@@ -149,10 +152,13 @@ class LocalExecutor:
             finally:
                 leave(token)
 
-        future = asyncio.get_running_loop().run_in_executor(self._threads, work)
-        on_thread(future)
+        assert self._threads is not None
+        running = self._threads.submit(work)
+        on_thread(running)
+        future = asyncio.wrap_future(running)
         try:
-            return Attempt(result=await asyncio.wait_for(asyncio.shield(future), call.timeout))
+            result = await (future if call.timeout is None else asyncio.wait_for(future, call.timeout))
+            return Attempt(result=result)
         except TimeoutError:
             context.cancel()
             return timed_out(call)

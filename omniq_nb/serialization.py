@@ -236,9 +236,15 @@ def _is_simple(value: Any, depth: int) -> bool:
     if depth >= _MAX_PLAIN_DEPTH:
         return False
     if kind is tuple or kind is list:
-        return all(type(item) in _PLAIN_SCALARS or _is_simple(item, depth + 1) for item in value)
+        for item in value:  # a plain loop: this runs once per task of a batch
+            if type(item) not in _PLAIN_SCALARS and not _is_simple(item, depth + 1):
+                return False
+        return True
     if kind is dict:
-        return all(_is_simple(k, depth + 1) and _is_simple(v, depth + 1) for k, v in value.items())
+        for key, item in value.items():
+            if not (_is_simple(key, depth + 1) and _is_simple(item, depth + 1)):
+                return False
+        return True
     return False
 
 

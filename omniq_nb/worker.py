@@ -12,6 +12,7 @@ at-least-once: a task may run again after its worker died, unless ``at_most_once
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
 import os
@@ -237,11 +238,8 @@ class AsyncWorkerPool:
                 self._slot_free.clear()
                 await self._slot_free.wait()
                 continue
-            if free < self.concurrency // 2:  # let a few more slots free up: fewer, larger claims
-                self._slot_free.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._slot_free.wait(), _CLAIM_GATHER)
-                free = self.concurrency - self._busy
+            if free < self.concurrency // 2:
+                free = await self._more_free_slots()
             self._wake.clear()
             try:
                 tasks = await storage.claim(queues=self.queues, limit=free, lease=self.lease, worker=self.name)
@@ -256,6 +254,16 @@ class AsyncWorkerPool:
                 self.queue.publish(tasks)
                 continue
             await self._idle()
+
+    async def _more_free_slots(self) -> int:
+        """Wait up to ``_CLAIM_GATHER`` for half the slots to be free: fewer, larger claims."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + _CLAIM_GATHER
+        while self.concurrency - self._busy < self.concurrency // 2 and (left := deadline - loop.time()) > 0:
+            self._slot_free.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._slot_free.wait(), left)
+        return self.concurrency - self._busy
 
     async def _idle(self) -> None:
         """Wait for a local enqueue, another process's hint, or the poll interval."""
@@ -290,7 +298,7 @@ class AsyncWorkerPool:
     async def _execute(self, task: Task, context: TaskContext) -> None:
         started = time.monotonic()
         call = Call(task_id=task.id, attempt=task.attempt, queue=task.queue, payload=task.payload, timeout=task.timeout)
-        threads: list[asyncio.Future[Any]] = []
+        threads: list[concurrent.futures.Future[Any]] = []
         try:
             attempt = await self._attempt(call, task.kind or self.kind, context, threads.append)
             self._record(task, attempt, time.monotonic() - started)
@@ -301,7 +309,8 @@ class AsyncWorkerPool:
             assert self._keeper is not None
             self._keeper.release(task.id)
             if threads and not threads[0].done():  # the thread runs on: its slot stays taken
-                threads[0].add_done_callback(lambda _: self._free_slot())
+                loop = asyncio.get_running_loop()
+                threads[0].add_done_callback(lambda _: loop.call_soon_threadsafe(self._free_slot))
             else:
                 self._free_slot()
 

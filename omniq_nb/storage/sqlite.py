@@ -48,6 +48,8 @@ _NETWORK_FILESYSTEMS = frozenset(
     {"nfs", "nfs4", "cifs", "smb3", "smbfs", "fuse.sshfs", "sshfs", "ceph", "glusterfs", "lustre", "afs", "gpfs"}
 )
 _UTC = timezone.utc
+_STATUSES = {status.value: status for status in TaskStatus}
+_from_stamp = datetime.fromtimestamp
 _TERMINAL_SQL = "('succeeded', 'failed', 'cancelled', 'expired')"
 
 _COLUMNS = (
@@ -307,16 +309,18 @@ class SQLiteStorage:
             await self._fetch(*_insert_statement(first))
             self._notify()
             return
+        rest = itertools.chain((second,), chunks)
         async with self._immediate():
-            writing = asyncio.ensure_future(self._run(*_insert_statement(first)))
-            try:
-                for chunk in itertools.chain((second,), chunks):
-                    statement = _insert_statement(chunk)
-                    await writing
-                    writing = asyncio.ensure_future(self._run(*statement))
-            finally:
-                await asyncio.gather(writing, return_exceptions=True)  # never roll back under a write
-            await writing
+            statement: tuple[str, builtins.list[Any]] | None = _insert_statement(first)
+            while statement is not None:
+                writing = asyncio.ensure_future(self._run(*statement))
+                await asyncio.sleep(0)  # let the write reach the connection's thread, then build the next
+                try:
+                    chunk = next(rest, None)
+                    statement = None if chunk is None else _insert_statement(chunk)
+                finally:
+                    await asyncio.gather(writing, return_exceptions=True)  # never roll back under a write
+                writing.result()
         self._notify()
 
     async def get(self, task_id: str) -> Task | None:
@@ -661,10 +665,6 @@ def _time(stamp: float) -> datetime:
     return datetime.fromtimestamp(stamp, _UTC)
 
 
-def _maybe_time(stamp: float | None) -> datetime | None:
-    return None if stamp is None else datetime.fromtimestamp(stamp, _UTC)
-
-
 def _new_task_row(task: Task) -> tuple[Any, ...]:
     """Return the ``_NEW_COLUMNS`` values of a task about to be inserted (pending, never run)."""
     schedule, expires = task.schedule, task.expires_at
@@ -693,33 +693,35 @@ def _new_task_row(task: Task) -> tuple[Any, ...]:
 
 
 def _row_task(row: Sequence[Any]) -> Task:
+    """Build a ``Task`` from a row of ``_COLUMNS`` (on every claim and settle: kept lean)."""
     interval, cron = row[16], row[17]
     schedule = None
     if interval is not None or cron is not None:
         schedule = Schedule(interval=timedelta(seconds=interval) if interval is not None else None, cron=cron)
+    started, finished, expires, lease_until = row[12], row[13], row[14], row[22]
     return Task(
         id=row[0],
         name=row[1],
         queue=row[2],
-        status=TaskStatus(row[3]),
+        status=_STATUSES[row[3]],
         priority=row[4],
         payload=row[5],
         attempt=row[6],
         retries=row[7],
         retry_on=tuple(row[8].split("\n")) if row[8] else (),
         timeout=row[9],
-        eta=_time(row[10]),
-        created_at=_time(row[11]),
-        started_at=_maybe_time(row[12]),
-        finished_at=_maybe_time(row[13]),
-        expires_at=_maybe_time(row[14]),
+        eta=_from_stamp(row[10], _UTC),
+        created_at=_from_stamp(row[11], _UTC),
+        started_at=None if started is None else _from_stamp(started, _UTC),
+        finished_at=None if finished is None else _from_stamp(finished, _UTC),
+        expires_at=None if expires is None else _from_stamp(expires, _UTC),
         result_ttl=row[15],
         schedule=schedule,
         series=row[18],
         at_most_once=bool(row[19]),
         kind=row[20],
         lease_token=row[21],
-        lease_until=_maybe_time(row[22]),
+        lease_until=None if lease_until is None else _from_stamp(lease_until, _UTC),
         worker=row[23],
         progress=row[24],
         progress_done=row[25],
