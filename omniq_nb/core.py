@@ -30,7 +30,7 @@ from omniq_nb.context import origin
 from omniq_nb.errors import InvalidTransition, TaskFailed, TaskNotFound, failure_class, type_name
 from omniq_nb.events import EventHub, EventListener
 from omniq_nb.handles import GroupHandle, Runner, TaskHandle, return_coroutine
-from omniq_nb.models import Task, TaskError, TaskEvent, TaskStatus, check_transition, new_task_id
+from omniq_nb.models import Task, TaskError, TaskEvent, TaskStatus, check_transition, new_task_id, new_task_ids
 from omniq_nb.options import TaskOptions, deadline, make_options
 from omniq_nb.schedule import first_run, next_run, seconds
 from omniq_nb.serialization import BlobSerializer
@@ -199,7 +199,13 @@ class AsyncOmniQ:
 
         """
         template = await self._template(fn, make_options(**options))
-        [task] = self._tasks_like(template, fn, [(args, kwargs or {})])
+        task_id = new_task_id()
+        task = msgspec.structs.replace(
+            template,
+            id=task_id,
+            payload=self.serializer.dump_call(fn, args, kwargs or {}),
+            series=task_id if template.series is not None else None,
+        )
         await self.storage.insert([task])
         self.publish()
         return self._handle(task)
@@ -222,18 +228,17 @@ class AsyncOmniQ:
             SerializationError: ``fn`` or an argument cannot be serialized.
 
         """
-        opts = make_options(**options)
-        template = await self._template(fn, opts)
-        tasks: builtins.list[Task] = []
-
-        def build() -> Iterator[Task]:  # lazy: SQLite writes one chunk while the next is built
-            for task in self._tasks_like(template, fn, _checked_calls(calls)):
-                tasks.append(task)
-                yield task
-
-        await self.storage.insert(build())
-        if tasks:
+        template = await self._template(fn, make_options(**options))
+        payloads = builtins.list(self.serializer.dump_calls(fn, _checked_calls(calls)))  # all fail before any insert
+        ids = new_task_ids(len(payloads))
+        if ids:
+            await self.storage.insert_many(template, zip(ids, payloads, strict=True))
             self.publish()
+        periodic = template.series is not None
+        tasks = [
+            msgspec.structs.replace(template, id=task_id, payload=payload, series=task_id if periodic else None)
+            for task_id, payload in zip(ids, payloads, strict=True)
+        ]
         return GroupHandle(self, [self._handle(task) for task in tasks])
 
     async def get(self, task_id: str, /) -> TaskHandle:
@@ -411,14 +416,6 @@ class AsyncOmniQ:
         if not callable(fn):
             raise TypeError(f"expected a callable to run as a task, got {fn!r}")
         return new_task(fn, b"", options, self.settings, await self.storage.now())
-
-    def _tasks_like(
-        self, template: Task, fn: Callable[..., Any], calls: Iterable[tuple[Sequence[Any], Mapping[str, Any]]]
-    ) -> Iterator[Task]:
-        for payload in self.serializer.dump_calls(fn, calls):
-            task_id = new_task_id()
-            series = task_id if template.series is not None else None
-            yield msgspec.structs.replace(template, id=task_id, payload=payload, series=series)
 
 
 def new_task(fn: Callable[..., Any], payload: bytes, options: TaskOptions, settings: Settings, now: datetime) -> Task:

@@ -92,6 +92,13 @@ def new_task_id() -> str:
     return f"{time.time_ns() // 1_000_000:012x}{random.getrandbits(80):020x}"
 
 
+def new_task_ids(count: int) -> list[str]:
+    """Return ``count`` new task ids made at once (one clock read for the batch)."""
+    prefix = f"{time.time_ns() // 1_000_000:012x}"
+    bits = random.getrandbits
+    return [f"{prefix}{bits(80):020x}" for _ in range(count)]
+
+
 class EventKind(str, enum.Enum):
     """What happened to a task; one ``TaskEvent`` is recorded per transition."""
 

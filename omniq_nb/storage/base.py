@@ -65,6 +65,14 @@ class Storage(Protocol):
         """
         ...
 
+    async def insert_many(self, template: Task, entries: Iterable[tuple[str, bytes]]) -> None:
+        """Add tasks equal to ``template`` but for ``(id, payload)``, all in one transaction.
+
+        ``series`` is each task's own id when ``template.series`` is set. Each task gets an
+        ``enqueued`` event.
+        """
+        ...
+
     async def get(self, task_id: str) -> Task | None:
         """Return the task with this id, or ``None``."""
         ...

@@ -80,10 +80,18 @@ class MemoryStorage:
         with self._lock:
             for task in tasks:
                 if task.id in self._tasks:
-                    raise ValueError(f"a task with id {task.id!r} already exists")
+                    raise ValueError(f"a task with id {task.id!r} already exists; nothing was inserted")
             for task in tasks:
                 self._tasks[task.id] = msgspec.structs.replace(task)
                 self._record(task, EventKind.ENQUEUED, at=task.created_at)
+
+    async def insert_many(self, template: Task, entries: Iterable[tuple[str, bytes]]) -> None:
+        """Add tasks equal to ``template`` but for id and payload, all or none."""
+        periodic = template.series is not None
+        await self.insert(
+            msgspec.structs.replace(template, id=task_id, payload=payload, series=task_id if periodic else None)
+            for task_id, payload in entries
+        )
 
     async def get(self, task_id: str) -> Task | None:
         """Return a copy of the task, or ``None``."""

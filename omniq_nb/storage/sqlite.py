@@ -65,6 +65,9 @@ _NEW_COLUMNS = (
 )
 _ROW_MARKS = "(" + ", ".join("?" * (_NEW_COLUMNS.count(",") + 1)) + ")"
 _INSERT_ROWS = 500  # rows per INSERT: 500 x 20 values stays under SQLite's 32,766 limit
+_BATCH_ROWS = 5000  # rows per INSERT of insert_many: two values each
+_NEW_NAMES = [name.strip() for name in _NEW_COLUMNS.split(",")]
+_PAYLOAD_AT, _SERIES_AT = _NEW_NAMES.index("payload"), _NEW_NAMES.index("series")
 _NOW_SQL = "((julianday('now') - 2440587.5) * 86400.0)"
 # After a purge, put back a marker row (empty task id, never returned) holding the newest
 # seq, so SQLite's max(rowid) + 1 never hands out a seq a cursor has already passed.
@@ -295,32 +298,32 @@ class SQLiteStorage:
         return datetime.now(_UTC)
 
     async def insert(self, tasks: Iterable[Task]) -> None:
-        """Add new tasks in one transaction, with multi-row statements.
-
-        ``tasks`` may be a lazy iterable: the next chunk is built while SQLite writes the
-        previous one on the connection's thread.
-        """
-        chunks = _chunks_of(tasks, _INSERT_ROWS)
-        first = next(chunks, None)
-        if first is None:
-            return
-        second = next(chunks, None)
-        if second is None:
-            await self._fetch(*_insert_statement(first))
+        """Add new tasks in one transaction (one statement for a single task)."""
+        chunks = [batch for batch in _chunks(builtins.list(tasks), _INSERT_ROWS) if batch]
+        with _duplicate_ids_refused():
+            if len(chunks) == 1:
+                await self._fetch(*_insert_statement(chunks[0]))
+            elif chunks:
+                async with self._immediate():
+                    for batch in chunks:
+                        await self._run(*_insert_statement(batch))
+        if chunks:
             self._notify()
+
+    async def insert_many(self, template: Task, entries: Iterable[tuple[str, bytes]]) -> None:
+        """Add tasks that differ from ``template`` only by id and payload, in one transaction.
+
+        The shared values are bound once per statement and only ``(id, payload)`` per row,
+        which is what makes ``enqueue_many`` fast.
+        """
+        shared = _new_task_row(template)
+        statements = [_batch_statement(shared, batch) for batch in _chunks(builtins.list(entries), _BATCH_ROWS)]
+        if not statements:
             return
-        rest = itertools.chain((second,), chunks)
-        async with self._immediate():
-            statement: tuple[str, builtins.list[Any]] | None = _insert_statement(first)
-            while statement is not None:
-                writing = asyncio.ensure_future(self._run(*statement))
-                await asyncio.sleep(0)  # let the write reach the connection's thread, then build the next
-                try:
-                    chunk = next(rest, None)
-                    statement = None if chunk is None else _insert_statement(chunk)
-                finally:
-                    await asyncio.gather(writing, return_exceptions=True)  # never roll back under a write
-                writing.result()
+        with _duplicate_ids_refused():
+            async with self._immediate():
+                for statement in statements:
+                    await self._run(*statement)
         self._notify()
 
     async def get(self, task_id: str) -> Task | None:
@@ -568,6 +571,14 @@ class SQLiteStorage:
         return list(await self._db.execute_fetchall(sql, params))
 
 
+@contextlib.contextmanager
+def _duplicate_ids_refused() -> Iterator[None]:
+    try:
+        yield
+    except sqlite3.IntegrityError as exc:
+        raise ValueError(f"a task with one of these ids already exists; nothing was inserted ({exc})") from exc
+
+
 def sqlite_path(url: str) -> str | None:
     """Return the file path of a ``sqlite:`` URL, or ``None`` for an in-memory database.
 
@@ -632,10 +643,20 @@ def _insert_statement(tasks: Sequence[Task]) -> tuple[str, list[Any]]:
     return f"INSERT INTO tasks ({_NEW_COLUMNS}) VALUES {marks}", params
 
 
-def _chunks_of(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
-    iterator = iter(items)
-    while chunk := list(itertools.islice(iterator, size)):
-        yield chunk
+def _batch_statement(shared: tuple[Any, ...], entries: Sequence[tuple[str, bytes]]) -> tuple[str, list[Any]]:
+    """Return one INSERT of ``entries`` (id, payload) that share every other value of ``shared``."""
+    periodic = shared[_SERIES_AT] is not None
+    values = ", ".join(itertools.repeat("(?, ?)", len(entries)))
+    columns = [
+        "v.id" if at == 0 else "v.payload" if at == _PAYLOAD_AT else "v.id" if at == _SERIES_AT and periodic else "?"
+        for at in range(len(shared))
+    ]
+    constants = [value for at, value in enumerate(shared) if columns[at] == "?"]
+    sql = (
+        f"WITH v(id, payload) AS (VALUES {values}) "
+        f"INSERT INTO tasks ({_NEW_COLUMNS}) SELECT {', '.join(columns)} FROM v"
+    )
+    return sql, [*itertools.chain.from_iterable(entries), *constants]
 
 
 def _statements(script: str) -> Iterable[str]:

@@ -1,0 +1,56 @@
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import timedelta
+
+import pytest
+
+from omniq_nb.models import EventKind, Schedule, Task, TaskStatus, new_task_ids
+from omniq_nb.storage import Storage
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_insert_many_copies_the_template_but_for_id_and_payload(
+    store: Storage, make_task: Callable[..., Task]
+) -> None:
+    template = make_task(priority=7, queue="batch", retries=2, timeout=30.0)
+    ids = new_task_ids(1200)  # more than one statement's worth on some backends
+    await store.insert_many(template, [(task_id, f"p{n}".encode()) for n, task_id in enumerate(ids)])
+    stored = {task.id: task for task in await store.get_many(ids)}
+    assert len(stored) == 1200
+    for n, task_id in enumerate(ids):
+        task = stored[task_id]
+        assert task.payload == f"p{n}".encode()
+        assert (task.priority, task.queue, task.retries, task.timeout) == (7, "batch", 2, 30.0)
+        assert task.status is TaskStatus.PENDING and task.series is None
+    events = await store.events(limit=5000)
+    assert sum(1 for e in events if e.kind is EventKind.ENQUEUED and e.task_id in stored) == 1200
+
+
+async def test_insert_many_keeps_input_order_for_claims(store: Storage, make_task: Callable[..., Task]) -> None:
+    ids = new_task_ids(50)
+    await store.insert_many(make_task(), [(task_id, b"x") for task_id in ids])
+    claimed = await store.claim(queues=["default"], limit=50, lease=30, worker="w")
+    assert [task.id for task in claimed] == ids
+
+
+async def test_periodic_tasks_start_their_own_series(store: Storage, make_task: Callable[..., Task]) -> None:
+    template = make_task(schedule=Schedule(interval=timedelta(seconds=60)), series="template")
+    ids = new_task_ids(3)
+    await store.insert_many(template, [(task_id, b"x") for task_id in ids])
+    assert {task.id: task.series for task in await store.get_many(ids)} == {task_id: task_id for task_id in ids}
+
+
+async def test_insert_many_is_all_or_nothing(store: Storage, make_task: Callable[..., Task]) -> None:
+    existing = make_task()
+    await store.insert([existing])
+    fresh = new_task_ids(10)
+    with pytest.raises(ValueError, match="already exists"):
+        await store.insert_many(make_task(), [*((task_id, b"x") for task_id in fresh), (existing.id, b"dup")])
+    assert await store.get_many(fresh) == []
+
+
+async def test_insert_many_of_nothing_does_nothing(store: Storage, make_task: Callable[..., Task]) -> None:
+    await store.insert_many(make_task(), [])
+    assert await store.list() == []
