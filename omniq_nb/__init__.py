@@ -40,6 +40,13 @@ def load_ipython_extension(ipython: object) -> None:
     load(ipython)
 
 
+def dashboard() -> object:
+    """Return a live dashboard of the notebook's queue (``%omniq dashboard`` does the same)."""
+    from omniq_nb.notebook import dashboard as make
+
+    return make()
+
+
 def unload_ipython_extension(ipython: object) -> None:
     """Unload the notebook extension (``%unload_ext omniq_nb``)."""
     from omniq_nb.notebook import unload_ipython_extension as unload
@@ -83,6 +90,7 @@ __all__ = [
     "WorkerPool",
     "__version__",
     "current",
+    "dashboard",
     "get",
     "load_ipython_extension",
     "open_storage",

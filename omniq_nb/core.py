@@ -341,6 +341,10 @@ class AsyncOmniQ:
         """
         return await self.storage.events(task_id=task_id, since=since, limit=limit)
 
+    def follow_closely(self, handle: TaskHandle) -> None:
+        """Keep ``handle`` current promptly, progress included (live views call this)."""
+        self._hub.watch_closely(handle)
+
     def on_event(self, listener: EventListener) -> Callable[[], None]:
         """Call ``listener(event)`` for every event recorded in the store from now on.
 

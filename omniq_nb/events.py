@@ -25,6 +25,7 @@ from omniq_nb.storage.base import Storage
 logger = logging.getLogger(__name__)
 
 _FAST_POLL = 0.02  # seconds between polls while a result is awaited
+_CLOSE_POLL = 0.1  # seconds between polls while a live view observes a task
 _RECHECK_EVERY = 1.0  # seconds between direct re-reads of awaited tasks
 _EVENT_BATCH = 1000
 
@@ -69,6 +70,7 @@ class EventHub:
         self._runner: asyncio.Task[None] | None = None
         self._checked_at = 0.0
         self._pending_callbacks: set[asyncio.Future[object]] = set()
+        self._close: dict[str, weakref.ref[Watched]] = {}
 
     async def start(self) -> None:
         """Place the cursor at the newest event and start following the store."""
@@ -98,6 +100,13 @@ class EventHub:
         if handle.done():
             return
         self._watched.setdefault(handle.id, []).append(weakref.ref(handle))
+
+    def watch_closely(self, handle: Watched) -> None:
+        """Keep ``handle`` current promptly: local writes wake the follower, which polls often."""
+        self.watch(handle)
+        if not handle.done():
+            self._close[handle.id] = weakref.ref(handle)
+            self.nudge()
 
     async def wait(self, task_id: str, timeout: float | None) -> Task | None:
         """Wait until the task is finished and return it (``None`` if it does not exist).
@@ -129,7 +138,7 @@ class EventHub:
 
     def nudge(self) -> None:
         """Ask the follower to read new events now, if a listener wants them (after a local write)."""
-        if self._wake is not None and (self._listeners or self._waiters):
+        if self._wake is not None and (self._listeners or self._waiters or self._close):
             self._wake.set()
 
     async def close(self) -> None:
@@ -149,7 +158,7 @@ class EventHub:
             except Exception:
                 logger.exception("polling the store for events failed; retrying")
             self._wake.clear()
-            interval = _FAST_POLL if self._waiters else self._poll_interval
+            interval = _FAST_POLL if self._waiters else _CLOSE_POLL if self._close else self._poll_interval
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), interval)
 
@@ -161,6 +170,7 @@ class EventHub:
             self._checked_at = now
             self.deliver(await self._storage.get_many(list(self._waiters)))
         self._watched = {i: refs for i, refs in self._watched.items() if any(ref() is not None for ref in refs)}
+        self._close = {i: ref for i, ref in self._close.items() if (h := ref()) is not None and not h.done()}
         if not self._events_recorded and self._watched:
             self.deliver(await self._storage.get_many(list(self._watched)))
 
@@ -175,9 +185,9 @@ class EventHub:
             self._cursor = events[-1].seq
             finished: set[str] = set()
             for event in events:
-                self._tell_listeners(event)
                 for handle in self._handles(event.task_id):
                     handle._apply_event(event)
+                self._tell_listeners(event)
                 if event.status.is_terminal and (event.task_id in self._waiters or event.task_id in self._watched):
                     finished.add(event.task_id)
             if finished:

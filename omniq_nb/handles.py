@@ -9,16 +9,33 @@ go through the queue's *runner*: from ``AsyncOmniQ`` they return coroutines to a
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable, Generator, Iterator, Sequence
 from functools import partial
 from typing import Any, Protocol, overload
 
 import msgspec
 
-from omniq_nb.models import Task, TaskError, TaskEvent, TaskStatus
+from omniq_nb.models import EventKind, Task, TaskError, TaskEvent, TaskStatus
+
+logger = logging.getLogger(__name__)
 
 Runner = Callable[..., Any]
 """How a handle runs a queue coroutine: ``runner(async_fn, *args)`` (returns it, or blocks on it)."""
+
+
+display_hook: Callable[[TaskHandle | GroupHandle], Any] | None = None
+"""Set by the notebook layer: returns a live view for a handle (anything with ``_repr_mimebundle_``)."""
+
+
+def _mimebundle(handle: TaskHandle | GroupHandle, text: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+    if display_hook is not None:
+        try:
+            bundle: dict[str, Any] = display_hook(handle)._repr_mimebundle_(**kwargs)
+            return bundle
+        except Exception:  # a view must never break showing the handle: fall back to text
+            logger.exception("could not build a live view for %s", text)
+    return {"text/plain": text}
 
 
 def return_coroutine(fn: Callable[..., Awaitable[Any]], /, *args: Any) -> Any:
@@ -57,6 +74,10 @@ class QueueCalls(Protocol):
         """Retry a finished task."""
         ...
 
+    def follow_closely(self, handle: TaskHandle) -> None:
+        """Poll promptly for this handle's changes (someone observes it)."""
+        ...
+
 
 class TaskHandle:
     """A live handle on one task.
@@ -71,11 +92,12 @@ class TaskHandle:
 
     """
 
-    __slots__ = ("__weakref__", "_queue", "_task", "id")
+    __slots__ = ("__weakref__", "_observers", "_queue", "_task", "id")
 
     def __init__(self, queue: QueueCalls, task: Task) -> None:
         self._queue = queue
         self._task = task
+        self._observers: list[Callable[[TaskHandle], None]] = []
         self.id: str = task.id
 
     @property
@@ -137,18 +159,45 @@ class TaskHandle:
         """Return ``<TaskHandle id name status>``."""
         return f"<TaskHandle {self.id} {self._task.name} {self._task.status.value}>"
 
+    def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
+        """Show a live view in a notebook with the extension loaded, else the text repr."""
+        return _mimebundle(self, repr(self), kwargs)
+
+    def observe(self, callback: Callable[[TaskHandle], None]) -> Callable[[], None]:
+        """Call ``callback(handle)`` on the queue's loop each time the snapshot changes.
+
+        Observed handles are followed closely (progress included); live views use this.
+
+        Returns:
+            A function that stops the calls.
+        """
+        self._observers.append(callback)
+        self._queue.follow_closely(self)
+        return partial(self._forget, callback)
+
+    def _forget(self, callback: Callable[[TaskHandle], None]) -> None:
+        if callback in self._observers:
+            self._observers.remove(callback)
+
     def _apply_event(self, event: TaskEvent) -> None:
-        if event.task_id == self.id:
+        if event.task_id == self.id and not self._task.status.is_terminal:
             self._task = msgspec.structs.replace(
                 self._task,
                 status=event.status,
                 attempt=event.attempt,
                 progress=self._task.progress if event.progress is None else event.progress,
+                progress_message=event.message if event.kind is EventKind.PROGRESS else self._task.progress_message,
             )
+            self._changed()
 
     def _apply_task(self, task: Task) -> None:
         if task.id == self.id:
             self._task = task
+            self._changed()
+
+    def _changed(self) -> None:
+        for callback in list(self._observers):
+            callback(self)
 
 
 class GroupHandle(Sequence[TaskHandle]):
@@ -227,6 +276,10 @@ class GroupHandle(Sequence[TaskHandle]):
         """Return a one-line summary with counts per status."""
         shown = ", ".join(f"{s.value}={n}" for s, n in self.counts.items() if n)
         return f"<GroupHandle {len(self.handles)} tasks: {shown}>"
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
+        """Show a live aggregate view in a notebook with the extension loaded, else the text repr."""
+        return _mimebundle(self, repr(self), kwargs)
 
 
 async def _on_queue_loop(queue: QueueCalls, coroutine: Awaitable[Any]) -> Any:

@@ -26,6 +26,7 @@ NOT_MIRRORED = {
     "runner",  # property: how handles run coroutines
     "on_local_write",  # in-process hook for pools on the core's own loop (not thread-safe)
     "publish",  # idem: called by writers on the core's loop
+    "follow_closely",  # idem: handles call it when a live view observes them
 }
 
 

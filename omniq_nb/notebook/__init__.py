@@ -40,3 +40,17 @@ def unload_ipython_extension(ipython: Any) -> None:
     runner = KernelRunner.current
     if runner is not None:
         runner.close()
+
+
+def dashboard() -> Any:
+    """Return a live dashboard of the kernel's queue (display it, or leave it as a cell's last value).
+
+    Raises:
+        RuntimeError: the extension is not loaded in this kernel.
+    """
+    from omniq_nb.notebook.runner import KernelRunner
+
+    runner = KernelRunner.current
+    if runner is None:
+        raise RuntimeError("the omniq_nb extension is not loaded here: run %load_ext omniq_nb first")
+    return runner.dashboard()

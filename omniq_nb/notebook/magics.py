@@ -14,6 +14,7 @@ Usage::
     %omniq cancel ID
     %omniq retry ID
     %omniq purge [--older-than AGE]      (AGE: seconds, or 30s, 15m, 2h, 1d)
+    %omniq dashboard                     (a live table of recent tasks, with actions)
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from omniq_nb.handles import TaskHandle
 from omniq_nb.models import TaskStatus
 from omniq_nb.notebook.cells import capture, run_cell
 from omniq_nb.notebook.runner import KernelRunner
+from omniq_nb.notebook.widgets import Dashboard
 
 _AGE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
 _AGE_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -75,13 +77,16 @@ class OmniQMagics(Magics):
             %omniq cancel ID
             %omniq retry ID
             %omniq purge [--older-than AGE]      AGE: seconds, or 30s, 15m, 2h, 1d
+            %omniq dashboard                     a live table of recent tasks, with actions
         """
         try:
             words = shlex.split(line)
         except ValueError as exc:
             raise UsageError(f"%omniq: {exc}") from None
         if not words:
-            raise UsageError("%omniq: say what to do: enqueue (as %%omniq), workers, list, show, cancel, retry, purge")
+            raise UsageError(
+                "%omniq: say what to do: enqueue (as %%omniq), workers, list, show, cancel, retry, purge, dashboard"
+            )
         command, rest = words[0], words[1:]
         if command == "enqueue":
             if cell is None:
@@ -89,7 +94,9 @@ class OmniQMagics(Magics):
             return self._enqueue(rest, cell)
         handler = getattr(self, f"_{command}", None)
         if handler is None or command == "enqueue":
-            raise UsageError(f"%omniq: unknown command {command!r}; use workers, list, show, cancel, retry or purge")
+            raise UsageError(
+                f"%omniq: unknown command {command!r}; use workers, list, show, cancel, retry, purge or dashboard"
+            )
         try:
             return handler(rest)
         except OmniQError as exc:
@@ -161,6 +168,11 @@ class OmniQMagics(Magics):
             print(f"cancelled {task_id}")
         else:
             print(f"{task_id} had already finished ({self.runner.queue.get(task_id).status})")
+
+    def _dashboard(self, words: list[str]) -> Dashboard:
+        if words:
+            raise UsageError("%omniq dashboard takes no arguments")
+        return self.runner.dashboard()
 
     def _retry(self, words: list[str]) -> TaskHandle:
         return self.runner.queue.retry(_one_id("retry", words))

@@ -18,11 +18,14 @@ from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any, TypeVar
 
+from omniq_nb import handles
 from omniq_nb.config import Settings
-from omniq_nb.context import set_origin
+from omniq_nb.context import OutputSink, set_origin
 from omniq_nb.core import AsyncOmniQ, OmniQ
+from omniq_nb.handles import GroupHandle, TaskHandle
 from omniq_nb.models import Task
 from omniq_nb.notebook.output import CellOutputs, install_routing, remove_routing
+from omniq_nb.notebook.widgets import Dashboard, GroupView, TaskView
 from omniq_nb.task import use_queue
 from omniq_nb.worker import AsyncWorkerPool
 
@@ -50,12 +53,14 @@ class KernelRunner:
         self._thread = threading.get_ident()
         self._nested = False
         self.outputs = CellOutputs(shell)
+        self.views: dict[str, TaskView] = {}
         self.core = AsyncOmniQ(settings=settings or Settings.from_env(), runner=self.block)
         self.block(self.core.open)
         self.queue = OmniQ.attached(self.core, _KernelCaller(self))
         self.pool: AsyncWorkerPool | None = None
         use_queue(self.queue)
         install_routing(shell)
+        handles.display_hook = self.view
         shell.events.register("pre_run_cell", self._before_cell)
         self._unpatch_shutdown = _on_kernel_shutdown(shell, self.shutdown_from_control)
         KernelRunner.current = self
@@ -114,6 +119,7 @@ class KernelRunner:
             self.shell.events.unregister("pre_run_cell", self._before_cell)
         self._unpatch_shutdown()
         remove_routing(self.shell)
+        handles.display_hook = None
         self.block(self.aclose)
         use_queue(None)
         if KernelRunner.current is self:
@@ -132,8 +138,40 @@ class KernelRunner:
     def _before_cell(self, *_: Any) -> None:
         set_origin(self.outputs.remember_current_cell())
 
+    def view(self, handle: TaskHandle | GroupHandle) -> TaskView | GroupView:
+        """Return the live view of a handle (one per task, reused when shown again)."""
+        if isinstance(handle, GroupHandle):
+            return GroupView(handle)
+        view = self.views.get(handle.id)
+        if view is None:
+            view = self.views[handle.id] = TaskView(handle, self.core)
+        return view
+
+    def dashboard(self) -> Dashboard:
+        """Return a live dashboard of the queue's recent tasks."""
+        return Dashboard(self.core)
+
     def _output_for(self, task: Task) -> Any:
-        return self.outputs.sink_for(task.origin)
+        cell = self.outputs.sink_for(task.origin)
+        if cell is None and task.id not in self.views:
+            return None
+        return _ViewOrCell(self, task.id, cell)
+
+
+class _ViewOrCell:
+    """A task's output sink: its live view when it has one, else the cell that launched it."""
+
+    def __init__(self, runner: KernelRunner, task_id: str, cell: OutputSink | None) -> None:
+        self._runner, self._task_id, self._cell = runner, task_id, cell
+
+    def __call__(self, kind: str, payload: Any) -> None:
+        view = self._runner.views.get(self._task_id)
+        if view is not None and kind == "display":
+            self._runner.loop.call_soon_threadsafe(view.display, *payload)
+        elif view is not None:
+            self._runner.loop.call_soon_threadsafe(view.write, kind, payload)
+        elif self._cell is not None:
+            self._cell(kind, payload)
 
 
 class _KernelCaller:
