@@ -275,6 +275,9 @@ class AsyncOmniQ:
     async def cancel(self, task_id: str, /) -> bool:
         """Cancel a pending or running task; return True if it is now cancelled.
 
+        For an interval or cron task, the unfinished runs of its series are cancelled too:
+        cancelling any run (even a finished first one) stops the schedule.
+
         A running task is marked cancelled at once; its worker stops it when it learns of it
         (async tasks are cancelled, process tasks terminated, thread tasks only abandoned:
         a thread cannot be killed). A finished task is left as it is (returns False).

@@ -132,7 +132,9 @@ class Storage(Protocol):
     async def cancel(self, task_id: str) -> Task | None:
         """Cancel a pending or running task; return its new state, or ``None`` if it is unknown.
 
-        A task already finished is returned unchanged.
+        The pending and running runs of its periodic series are cancelled too, so cancelling
+        any run of an interval or cron task stops the schedule. A task already finished is
+        returned unchanged.
         """
         ...
 

@@ -232,14 +232,16 @@ class MemoryStorage:
             ][:limit]
 
     async def cancel(self, task_id: str) -> Task | None:
-        """Cancel a pending or running task."""
+        """Cancel a pending or running task, and the unfinished runs of its periodic series."""
         with self._lock:
             task = self._tasks.get(task_id)
             if task is None:
                 return None
-            if task.status in (TaskStatus.PENDING, TaskStatus.RUNNING):
-                task.status, task.finished_at, task.lease_until = TaskStatus.CANCELLED, datetime.now(_UTC), None
-                self._record(task, EventKind.CANCELLED)
+            for other in list(self._tasks.values()):
+                same = other is task or (task.series is not None and other.series == task.series)
+                if same and other.status in (TaskStatus.PENDING, TaskStatus.RUNNING):
+                    other.status, other.finished_at, other.lease_until = TaskStatus.CANCELLED, datetime.now(_UTC), None
+                    self._record(other, EventKind.CANCELLED)
             return msgspec.structs.replace(task)
 
     async def requeue(self, task_id: str) -> Task | None:

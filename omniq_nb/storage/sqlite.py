@@ -477,14 +477,17 @@ class SQLiteStorage:
         return [_row_task(row) for row in rows]
 
     async def cancel(self, task_id: str) -> Task | None:
-        """Cancel a pending or running task; a finished one is returned unchanged."""
+        """Cancel a pending or running task, and the unfinished runs of its periodic series."""
         rows = await self._fetch(
             f"""UPDATE tasks SET status = 'cancelled', finished_at = ?1, purge_at = ?1 + result_ttl,
                 lease_until = NULL
-            WHERE id = ?2 AND status IN ('pending', 'running') RETURNING {_COLUMNS}""",
+            WHERE status IN ('pending', 'running')
+                AND (id = ?2 OR series = (SELECT series FROM tasks WHERE id = ?2))
+            RETURNING {_COLUMNS}""",
             (time.time(), task_id),
         )
-        return _row_task(rows[0]) if rows else await self.get(task_id)
+        named = [row for row in rows if row[0] == task_id]
+        return _row_task(named[0]) if named else await self.get(task_id)
 
     async def requeue(self, task_id: str) -> Task | None:
         """Put a failed, cancelled or expired task back to pending, allowing one more attempt."""
