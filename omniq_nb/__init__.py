@@ -27,7 +27,7 @@ from omniq_nb.handles import GroupHandle, TaskHandle
 from omniq_nb.models import EventKind, Schedule, Task, TaskError, TaskEvent, TaskResult, TaskStatus
 from omniq_nb.serialization import BlobSerializer, Serializer
 from omniq_nb.storage import Storage, open_storage
-from omniq_nb.task import TaskFunction, get, task
+from omniq_nb.task import TaskFunction, default_queue, get, task
 from omniq_nb.worker import AsyncWorkerPool, WorkerPool
 
 __version__ = "0.1.0"
@@ -91,6 +91,7 @@ __all__ = [
     "__version__",
     "current",
     "dashboard",
+    "default_queue",
     "get",
     "load_ipython_extension",
     "open_storage",
