@@ -169,9 +169,9 @@ class AsyncWorkerPool:
         if not self._loops or self._stopping:
             return
         self._stopping = True
-        claim_loop = self._loops[0]
-        claim_loop.cancel()
-        await asyncio.gather(claim_loop, return_exceptions=True)
+        self._wake.set()  # the claim loop ends at its next check; a claim in flight is handed back
+        self._slot_free.set()
+        await asyncio.gather(self._loops[0], return_exceptions=True)
         running = [r.job for r in self._running.values()]
         if running:
             await asyncio.wait(running, timeout=timeout)
@@ -232,7 +232,7 @@ class AsyncWorkerPool:
 
     async def _claim_loop(self) -> None:
         storage = self.queue.storage
-        while True:
+        while not self._stopping:
             free = self.concurrency - self._busy
             if free <= 0:
                 self._slot_free.clear()
@@ -248,6 +248,10 @@ class AsyncWorkerPool:
             except Exception:
                 logger.exception("worker %s: claiming failed; retrying", self.name)
                 tasks = []
+            if not self.running:  # stop() began during this claim: hand its tasks straight back
+                if tasks:
+                    self.queue.publish(await storage.release(leases={t.id: t.lease_token or "" for t in tasks}))
+                return
             for task in tasks:
                 self._launch(task)
             if tasks:

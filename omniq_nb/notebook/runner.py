@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
 import threading
 from collections.abc import Awaitable, Callable
 from functools import partial
@@ -82,11 +83,26 @@ class KernelRunner:
             nest_asyncio2.apply(self.loop)
             self._nested = True
         waiting = self.loop.create_task(_as_coroutine(fn, *args))
+        interrupted = False
+
+        def on_interrupt(signum: int, frame: Any) -> None:
+            # The default handler would raise KeyboardInterrupt inside whichever pool task runs
+            # at that instant and kill it; stop only the wait instead.
+            nonlocal interrupted
+            interrupted = True
+            waiting.cancel()
+
+        previous = _swap_sigint(on_interrupt)
         try:
             return self.loop.run_until_complete(waiting)
-        except BaseException:
-            waiting.cancel()
+        except asyncio.CancelledError:
+            if interrupted:
+                raise KeyboardInterrupt from None
             raise
+        finally:
+            _swap_sigint(previous)
+            if not waiting.done():
+                waiting.cancel()
 
     def start_pool(self, *, concurrency: int | None = None, kind: str | None = None) -> AsyncWorkerPool:
         """Start the kernel's pool, replacing a running one (it stops gracefully first).
@@ -185,6 +201,13 @@ class _KernelCaller:
 
     def close(self) -> None:
         self._runner.close()
+
+
+def _swap_sigint(handler: Any) -> Any:
+    """Install ``handler`` for SIGINT (main thread only) and return the previous one."""
+    if handler is None or threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGINT, handler)
 
 
 async def _as_coroutine(fn: Callable[..., Awaitable[T]], /, *args: Any) -> T:
