@@ -87,10 +87,13 @@ def idle_cpu_share(pid: int, seconds: float) -> float:
     return (cpu_seconds(pid) - before) / (time.monotonic() - start)
 
 
+def start_worker(url: str) -> subprocess.Popen[bytes]:
+    command = [sys.executable, "-m", "omniq_nb", "worker", "--db-url", url, "--concurrency", "4"]
+    return subprocess.Popen([*command, "--log-level", "WARNING"])
+
+
 async def standalone_worker(url: str, samples: int, idle: float) -> tuple[list[float], float]:
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "omniq_nb", "worker", "--db-url", url, "--concurrency", "4", "--log-level", "WARNING"]
-    )
+    worker = start_worker(url)
     try:
         async with omniq.AsyncOmniQ(db_url=url) as q:
             await one_latency(q)  # the worker is up and idle

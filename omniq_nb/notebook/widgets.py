@@ -148,7 +148,7 @@ class TaskView:
     def __str__(self) -> str:
         """Return a one-line summary: name, id, status, attempt, progress."""
         task = self.handle.task
-        return f"{task.name} [{task.id[:8]}] {_status_text(task)} {task.progress:.0%}"
+        return f"{task.name} [{task.id}] {_status_text(task)} {task.progress:.0%}"
 
     def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
         bundle = self.widget._repr_mimebundle_(**kwargs) or {}
@@ -203,7 +203,7 @@ class TaskView:
             details.append(html.escape(task.progress_message))
         return (
             f'<div style="font-family:var(--jp-ui-font-family,sans-serif)"><b>{html.escape(task.name)}</b> '
-            f"<code>{task.id[:8]}</code> {_badge(task)}"
+            f"<code>{task.id}</code> {_badge(task)}"
             f'<div style="background:#e9ecef;height:8px;border-radius:4px;margin:4px 0">'
             f'<div style="width:{percent:.1f}%;background:{_COLORS[task.status]};height:8px;border-radius:4px">'
             f"</div></div><small>{' · '.join(details)}</small></div>"
@@ -408,7 +408,7 @@ def _task_table(tasks: Sequence[Task], total: int) -> str:
         elapsed = _elapsed(task)
         started = task.started_at.astimezone().strftime("%H:%M:%S") if task.started_at else ""
         cells = (
-            f"<code>{task.id[:8]}</code>",
+            f"<code>{task.id}</code>",
             html.escape(task.name),
             _badge(task),
             f"{task.progress:.0%}",

@@ -1,0 +1,51 @@
+"""Fixtures for the widget tests: real ipykernel 7 kernels whose iopub traffic is recorded.
+
+See ``widget_kernels`` for how a kernel is driven and how widget state is rebuilt from
+the comm messages, as a frontend would.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from jupyter_client.kernelspec import KernelSpecManager
+from widget_kernels import Kernel, start_kernel, write_kernel_spec
+
+
+@pytest.fixture(scope="session")
+def widget_kernel_specs(tmp_path_factory: pytest.TempPathFactory) -> KernelSpecManager:
+    """A kernelspec folder whose one spec runs this Python's ipykernel."""
+    return write_kernel_spec(tmp_path_factory.mktemp("widget-kernels"))
+
+
+@pytest.fixture
+def start_widget_kernel(widget_kernel_specs: KernelSpecManager, tmp_path: Path) -> Iterator[Callable[..., Kernel]]:
+    """Start kernels in ``tmp_path`` (extra env as keywords); all are shut down after the test."""
+    started: list[Kernel] = []
+
+    def start(**env: str) -> Kernel:
+        kernel = start_kernel(widget_kernel_specs, tmp_path, **env)
+        started.append(kernel)
+        return kernel
+
+    try:
+        yield start
+    finally:
+        errors = []
+        for kernel in reversed(started):
+            try:
+                kernel.close()
+            except Exception as exc:  # shut every kernel down, then report
+                errors.append(exc)
+        if errors:
+            raise errors[0]
+
+
+@pytest.fixture
+def widget_kernel(start_widget_kernel: Callable[..., Kernel]) -> Kernel:
+    """A kernel with ``%load_ext omniq_nb`` done and ``omniq_nb`` imported as ``omniq``."""
+    kernel = start_widget_kernel()
+    kernel.execute("%load_ext omniq_nb\nimport asyncio, time\nimport omniq_nb as omniq")
+    return kernel
