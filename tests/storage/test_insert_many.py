@@ -54,3 +54,9 @@ async def test_insert_many_is_all_or_nothing(store: Storage, make_task: Callable
 async def test_insert_many_of_nothing_does_nothing(store: Storage, make_task: Callable[..., Task]) -> None:
     await store.insert_many(make_task(), [])
     assert await store.list() == []
+
+
+def test_batch_ids_are_unique_and_increasing() -> None:
+    ids = new_task_ids(5000)
+    assert ids == sorted(ids) and len(set(ids)) == 5000
+    assert all(len(task_id) == 32 and int(task_id, 16) >= 0 for task_id in ids)
