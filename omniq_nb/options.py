@@ -98,22 +98,7 @@ def merge_options(base: TaskOptions, **overrides: Any) -> TaskOptions:
         **overrides: options to replace.
 
     """
-    current: dict[str, Any] = {
-        "retries": base.retries,
-        "retry_on": base.retry_on or None,
-        "timeout": base.timeout,
-        "delay": base.delay,
-        "eta": base.eta,
-        "interval": base.schedule.interval if base.schedule else None,
-        "cron": base.schedule.cron if base.schedule else None,
-        "priority": base.priority,
-        "queue": base.queue,
-        "ttl": base.ttl,
-        "result_ttl": base.result_ttl,
-        "at_most_once": base.at_most_once,
-        "kind": base.kind,
-        "name": base.name,
-    }
+    current = as_keywords(base)
     if "eta" in overrides:
         current["delay"] = None
     if "delay" in overrides:
@@ -124,6 +109,31 @@ def merge_options(base: TaskOptions, **overrides: Any) -> TaskOptions:
         current["interval"] = None
     current.update(overrides)
     return make_options(**current)
+
+
+def as_keywords(options: TaskOptions) -> dict[str, Any]:
+    """Return validated options as the keyword arguments that would make them again.
+
+    Args:
+        options: validated options.
+    """
+    schedule = options.schedule
+    return {
+        "retries": options.retries,
+        "retry_on": options.retry_on or None,
+        "timeout": options.timeout,
+        "delay": options.delay,
+        "eta": options.eta,
+        "interval": schedule.interval if schedule else None,
+        "cron": schedule.cron if schedule else None,
+        "priority": options.priority,
+        "queue": options.queue,
+        "ttl": options.ttl,
+        "result_ttl": options.result_ttl,
+        "at_most_once": options.at_most_once,
+        "kind": options.kind,
+        "name": options.name,
+    }
 
 
 def exception_names(value: Any) -> tuple[str, ...]:

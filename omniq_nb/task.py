@@ -20,7 +20,7 @@ from typing import Any, Generic, ParamSpec, TypeVar, overload
 
 from omniq_nb.core import OmniQ, task_name
 from omniq_nb.handles import GroupHandle, TaskHandle
-from omniq_nb.options import TaskOptions, make_options, merge_options
+from omniq_nb.options import TaskOptions, as_keywords, make_options, merge_options
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -77,24 +77,7 @@ class TaskFunction(Generic[P, R]):
         return default_queue().enqueue_many(self.fn, [(item,) for item in items], **self._option_values())
 
     def _option_values(self) -> dict[str, Any]:
-        opts = self.task_options
-        values: dict[str, Any] = {
-            "retries": opts.retries,
-            "retry_on": opts.retry_on or None,
-            "timeout": opts.timeout,
-            "delay": opts.delay,
-            "eta": opts.eta,
-            "priority": opts.priority,
-            "queue": opts.queue,
-            "ttl": opts.ttl,
-            "result_ttl": opts.result_ttl,
-            "at_most_once": opts.at_most_once,
-            "kind": opts.kind,
-            "name": self.name,
-        }
-        if opts.schedule is not None:
-            values["interval"], values["cron"] = opts.schedule.interval, opts.schedule.cron
-        return values
+        return {**as_keywords(self.task_options), "name": self.name}
 
     def __repr__(self) -> str:
         """Return ``<omniq task name>``."""
