@@ -3,9 +3,11 @@
 The queue and pool live on the kernel's running event loop. A cell that blocks on a
 result (``h.result()``) cannot simply wait: the pool needs the same loop to make progress.
 The wait therefore re-enters the loop with ``nest-asyncio2`` (the maintained fork that
-ipykernel 7 itself depends on, applied only when such a wait first happens), so the pool,
-widgets and comm messages keep being served while the cell waits. An interrupt stops the
-wait, not the task.
+ipykernel 7 itself depends on, applied only when such a wait first happens), so the pool
+and the views it updates keep running while the cell waits. Shell messages (including
+widget comm messages) that arrive meanwhile are applied when the wait ends, none lost: the
+kernel dispatches them from a task that the nested loop does not resume. An interrupt stops
+the wait, not the task.
 """
 
 from __future__ import annotations
