@@ -4,10 +4,9 @@ The queue and pool live on the kernel's running event loop. A cell that blocks o
 result (``h.result()``) cannot simply wait: the pool needs the same loop to make progress.
 The wait therefore re-enters the loop with ``nest-asyncio2`` (the maintained fork that
 ipykernel 7 itself depends on, applied only when such a wait first happens), so the pool
-and the views it updates keep running while the cell waits. Shell messages (including
-widget comm messages) that arrive meanwhile are applied when the wait ends, none lost: the
-kernel dispatches them from a task that the nested loop does not resume. An interrupt stops
-the wait, not the task.
+and the views it updates keep running while the cell waits, and widget (comm) messages from
+the browser are handled as they arrive (see ``_comms_served``); other requests, such as the
+next cell, run after it. An interrupt stops the wait, not the task.
 """
 
 from __future__ import annotations
@@ -17,7 +16,7 @@ import contextlib
 import logging
 import signal
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from functools import partial
 from typing import Any, TypeVar
 
@@ -36,6 +35,7 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+_COMM_MESSAGES = frozenset({"comm_open", "comm_msg", "comm_close"})
 _SHUTDOWN_TIMEOUT = 10.0  # seconds the kernel's shutdown waits for the pool to hand work back
 
 
@@ -96,7 +96,8 @@ class KernelRunner:
 
         previous = _swap_sigint(on_interrupt)
         try:
-            return self.loop.run_until_complete(waiting)
+            with _comms_served(self.shell):
+                return self.loop.run_until_complete(waiting)
         except asyncio.CancelledError:
             if interrupted:
                 raise KeyboardInterrupt from None
@@ -203,6 +204,53 @@ class _KernelCaller:
 
     def close(self) -> None:
         self._runner.close()
+
+
+@contextlib.contextmanager
+def _comms_served(shell: Any) -> Iterator[None]:
+    """Let comm messages (widgets) through while a cell blocks in a nested wait.
+
+    ipykernel dispatches shell messages one after another: in 7 each from a task bound to
+    one persistent context that the blocked cell is itself running in (so the nested loop
+    cannot step it), in 6 from a queue that waits for the running cell. While the wait
+    lasts, comm messages are taken off that path and handled at once (7: by the kernel's
+    own concurrent comm dispatch, in a task of their own context; 6: by the kernel's comm
+    handler). Other messages keep their usual path and run after the cell.
+    """
+    kernel: Any = getattr(shell, "kernel", None)
+    manager = getattr(getattr(kernel, "shell_channel_thread", None), "manager", None)
+    forwarded: Any = getattr(getattr(manager, "_shell_channel_to_main", None), "to_stream", None)
+    stream: Any = forwarded if forwarded is not None else getattr(kernel, "shell_stream", None)
+    original = getattr(stream, "_recv_callback", None)
+    if original is None:
+        yield
+        return
+
+    def receive(message: Any) -> Any:
+        parsed = _comm_message(kernel, message)
+        if parsed is None:
+            return original(message)
+        if forwarded is not None:
+            return kernel.shell_main(None, message)
+        idents, frames = parsed
+        content = kernel.session.deserialize(frames, content=True, copy=False)
+        return kernel.shell_handlers[content["header"]["msg_type"]](stream, idents, content)
+
+    stream._recv_callback = receive
+    try:
+        yield
+    finally:
+        stream._recv_callback = original
+
+
+def _comm_message(kernel: Any, message: Any) -> tuple[Any, Any] | None:
+    """Return ``(idents, frames)`` when ``message`` is a comm message, else ``None``."""
+    try:
+        idents, frames = kernel.session.feed_identities(message, copy=False)
+        header = kernel.session.deserialize(frames, content=False, copy=False)["header"]
+    except Exception:
+        return None
+    return (idents, frames) if header.get("msg_type") in _COMM_MESSAGES else None
 
 
 def _swap_sigint(handler: Any) -> Any:
