@@ -57,7 +57,7 @@ EXPECTED = {
         "'succeeded on attempt 3'",
         "timed out",
         "CANCELLED",
-        "['pending', 'succeeded']",
+        "runs so far:",
         "expired",
     ],
     "04-cpu-bound-and-fan-out.ipynb": ["True", "332833500"],
