@@ -198,6 +198,10 @@ class AsyncOmniQ:
             SerializationError: ``fn`` or an argument cannot be serialized.
 
         """
+        if not isinstance(args, (tuple, list)):
+            raise TypeError(f"args={args!r} must be a tuple or list of positional arguments")
+        if kwargs is not None and not isinstance(kwargs, Mapping):
+            raise TypeError(f"kwargs={kwargs!r} must be a mapping of keyword arguments")
         template = await self._template(fn, make_options(**options))
         task_id = new_task_id()
         task = msgspec.structs.replace(
@@ -342,6 +346,9 @@ class AsyncOmniQ:
             limit: at most this many.
 
         """
+        for name, value in (("since", since), ("limit", limit)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name}={value!r} must be a whole number >= 0")
         return await self.storage.events(task_id=task_id, since=since, limit=limit)
 
     def follow_closely(self, handle: TaskHandle) -> None:
@@ -395,6 +402,8 @@ class AsyncOmniQ:
             TimeoutError: not all finished in time.
 
         """
+        if isinstance(task_ids, (str, bytes)):
+            raise TypeError(f"task_ids={task_ids!r} must be a sequence of task ids, not one id")
         limit = seconds(timeout, name="timeout")
         end = None if limit is None else time.monotonic() + limit
         values: builtins.list[Any] = []
@@ -491,6 +500,8 @@ def failure(task: Task) -> TaskFailed:
 
 
 def _checked_calls(calls: Iterable[Sequence[Any]]) -> Iterator[tuple[Sequence[Any], Mapping[str, Any]]]:
+    if not isinstance(calls, Iterable) or isinstance(calls, (str, bytes)):
+        raise TypeError(f"calls={calls!r} must be an iterable of argument tuples such as [(1,), (2,)]")
     for index, args in enumerate(calls):
         if not isinstance(args, (tuple, list)):
             raise TypeError(f"calls[{index}]={args!r} must be a tuple of positional arguments such as (x,)")
@@ -500,6 +511,8 @@ def _checked_calls(calls: Iterable[Sequence[Any]]) -> Iterator[tuple[Sequence[An
 def _statuses(value: str | TaskStatus | Iterable[str | TaskStatus] | None) -> builtins.list[TaskStatus]:
     if value is None:
         return []
+    if not isinstance(value, (str, Iterable)):
+        raise TypeError(f"status={value!r} must be a status name or several, such as 'failed'")
     items = [value] if isinstance(value, str) else list(value)
     try:
         return [TaskStatus(item) for item in items]

@@ -11,7 +11,6 @@ cheap query per poll), so a listener that subscribes later misses nothing from t
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import inspect
 import logging
 import time
@@ -71,6 +70,7 @@ class EventHub:
         self._checked_at = 0.0
         self._pending_callbacks: set[asyncio.Future[object]] = set()
         self._close: dict[str, weakref.ref[Watched]] = {}
+        self._closing = False
 
     async def start(self) -> None:
         """Place the cursor at the newest event and start following the store."""
@@ -143,14 +143,17 @@ class EventHub:
 
     async def close(self) -> None:
         """Stop following; pending waits raise ``asyncio.CancelledError``."""
+        self._closing = True  # ends the loop even if the cancel below is swallowed (wait_for, 3.11)
         runner, self._runner = self._runner, None
         if runner is not None:
+            if self._wake is not None:
+                self._wake.set()
             runner.cancel()
             await asyncio.gather(runner, return_exceptions=True)
 
     async def _follow(self) -> None:
         assert self._wake is not None
-        while True:
+        while not self._closing:
             try:
                 await self._poll()
             except asyncio.CancelledError:
@@ -159,8 +162,11 @@ class EventHub:
                 logger.exception("polling the store for events failed; retrying")
             self._wake.clear()
             interval = _FAST_POLL if self._waiters else _CLOSE_POLL if self._close else self._poll_interval
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), interval)
+            woken = asyncio.ensure_future(self._wake.wait())
+            try:
+                await asyncio.wait({woken}, timeout=interval)
+            finally:
+                woken.cancel()
 
     async def _poll(self) -> None:
         if self._events_recorded:

@@ -126,11 +126,12 @@ class LocalExecutor:
         try:
             value = fn(*args, **kwargs)
             if inspect.isawaitable(value):
-                value = await asyncio.wait_for(value, call.timeout)
+                running = asyncio.ensure_future(value)
+                if not await _finished_in_time(running, call.timeout):
+                    context.cancel()
+                    return timed_out(call)
+                value = running.result()  # the task's own exceptions, TimeoutError included
             return Attempt(result=self._serializer.dumps(value))
-        except TimeoutError:
-            context.cancel()
-            return timed_out(call)
         except Exception as exc:
             return failed(exc, call.attempt)
         finally:
@@ -157,16 +158,31 @@ class LocalExecutor:
         on_thread(running)
         future = asyncio.wrap_future(running)
         try:
-            result = await (future if call.timeout is None else asyncio.wait_for(future, call.timeout))
-            return Attempt(result=result)
-        except TimeoutError:
-            context.cancel()
-            return timed_out(call)
+            if not await _finished_in_time(future, call.timeout):
+                context.cancel()
+                return timed_out(call)
+            return Attempt(result=future.result())  # the task's own exceptions, TimeoutError included
         except asyncio.CancelledError:
             context.cancel()
             raise
         except Exception as exc:
             return failed(exc, call.attempt)
+
+
+async def _finished_in_time(future: asyncio.Future[Any], timeout: float | None) -> bool:
+    """Wait for ``future`` up to ``timeout``; on time-out cancel it and return False.
+
+    Unlike ``wait_for``, this never mistakes a ``TimeoutError`` raised by the task for its own.
+    """
+    try:
+        done, _ = await asyncio.wait({future}, timeout=timeout)
+    except asyncio.CancelledError:
+        future.cancel()  # the attempt was abandoned: stop the task too (a thread only loses its waiter)
+        raise
+    if done:
+        return True
+    future.cancel()
+    return False
 
 
 class ChildProcess:

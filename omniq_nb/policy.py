@@ -94,6 +94,20 @@ def after_lost_lease(task: Task, *, now: datetime, backoff_base: float) -> TaskR
     )
 
 
+def after_interrupt(task: Task, *, now: datetime) -> TaskResult:
+    """Return the outcome of an ``at_most_once`` attempt that a graceful stop interrupted: failed.
+
+    Other tasks are handed back instead; these must never run a second time.
+    """
+    error = TaskError(
+        type=type_name(WorkerLost),
+        message=f"worker lost: {task.worker or 'its worker'} stopped during attempt {task.attempt}; "
+        "an at_most_once task is not run again",
+        attempt=task.attempt,
+    )
+    return TaskResult(task_id=task.id, lease_token=task.lease_token or "", status=TaskStatus.FAILED, error=error)
+
+
 def successor(task: Task, *, now: datetime) -> Task | None:
     """Return the next run of a periodic task after this one finished, or ``None`` if not periodic.
 

@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
+from functools import partial
 from types import TracebackType
 from typing import Any
 
@@ -32,7 +33,7 @@ from omniq_nb.context import OutputSink, Progress, TaskContext
 from omniq_nb.core import AsyncOmniQ, Caller, OmniQ
 from omniq_nb.executors import Attempt, Call, ChildProcess, LocalExecutor
 from omniq_nb.models import Task, TaskResult, TaskStatus
-from omniq_nb.policy import after_failure, after_lost_lease, succeeded, successor
+from omniq_nb.policy import after_failure, after_interrupt, after_lost_lease, succeeded, successor
 from omniq_nb.storage import Storage
 
 logger = logging.getLogger(__name__)
@@ -111,6 +112,7 @@ class AsyncWorkerPool:
         self._flush = asyncio.Event()
         self._slot_free = asyncio.Event()
         self._stopping = False
+        self._draining = False  # set once every attempt has ended: the flush loop may then finish
         self._unsubscribe: Any = None
         self._output = output
 
@@ -175,13 +177,19 @@ class AsyncWorkerPool:
         running = [r.job for r in self._running.values()]
         if running:
             await asyncio.wait(running, timeout=timeout)
-        interrupted = {task_id: r.token for task_id, r in self._running.items()}
+        interrupted = {task_id: r.token for task_id, r in self._running.items() if not r.task.at_most_once}
+        never_again = [r.task for r in self._running.values() if r.task.at_most_once]
         for record in list(self._running.values()):
             record.context.cancel()
             record.job.cancel()
         await asyncio.gather(*(r.job for r in list(self._running.values())), return_exceptions=True)
+        self._draining = True
         self._flush.set()  # the flush loop writes what is recorded (and what it is writing), then ends
         await asyncio.gather(self._loops[1], return_exceptions=True)
+        if never_again:  # at_most_once: an interrupted attempt is failed, never handed back to run again
+            now = await self.queue.storage.now()
+            outcomes = [after_interrupt(task, now=now) for task in never_again]
+            self.queue.publish(await self.queue.storage.settle(outcomes))
         if interrupted:
             released = await self.queue.storage.release(leases=interrupted)
             logger.info("worker %s handed %d running task(s) back", self.name, len(released))
@@ -226,7 +234,7 @@ class AsyncWorkerPool:
     def _abandon(self, task_id: str, why: str) -> None:
         record = self._running.pop(task_id, None)
         if record is not None:
-            logger.info("task %s attempt %d: %s", task_id, record.attempt, why)
+            logger.info("task %s attempt %d: %s", task_id, record.task.attempt, why)
             record.context.cancel()
             record.job.cancel()
 
@@ -288,7 +296,7 @@ class AsyncWorkerPool:
         assert self._keeper is not None
         self._keeper.hold(task.id, task.lease_token or "")
         job = asyncio.get_running_loop().create_task(self._execute(task, context), name=f"omniq-task-{task.id}")
-        self._running[task.id] = _Running(job, context, task.lease_token or "", task.attempt)
+        self._running[task.id] = _Running(job, context, task.lease_token or "", task)
         logger.info("task %s %s started (attempt %d of %d)", task.id, task.name, task.attempt, task.max_attempts)
 
     def _progress_reporter(self, task_id: str) -> Any:
@@ -313,8 +321,7 @@ class AsyncWorkerPool:
             assert self._keeper is not None
             self._keeper.release(task.id)
             if threads and not threads[0].done():  # the thread runs on: its slot stays taken
-                loop = asyncio.get_running_loop()
-                threads[0].add_done_callback(lambda _: loop.call_soon_threadsafe(self._free_slot))
+                threads[0].add_done_callback(partial(_call_on, asyncio.get_running_loop(), self._free_slot))
             else:
                 self._free_slot()
 
@@ -370,7 +377,7 @@ class AsyncWorkerPool:
         failures = 0
         while True:
             await self._flush.wait()
-            if not self._stopping and len(self._outcomes) < len(self._running):
+            if not self._draining and len(self._outcomes) < len(self._running):
                 await asyncio.sleep(_FLUSH_GATHER)  # more will finish soon: write them together
             self._flush.clear()
             try:
@@ -381,11 +388,11 @@ class AsyncWorkerPool:
             except Exception:
                 failures += 1
                 logger.exception("worker %s: storing outcomes failed (try %d); retrying", self.name, failures)
-                if self._stopping and failures >= _STOP_WRITE_TRIES:
+                if self._draining and failures >= _STOP_WRITE_TRIES:
                     return  # their leases run out and other workers run them again: nothing is lost
                 await asyncio.sleep(self.queue.settings.poll_interval)
                 self._flush.set()
-            if self._stopping and not self._outcomes:
+            if self._draining and not self._outcomes:
                 return
 
     async def _write_outcomes(self) -> None:
@@ -434,7 +441,11 @@ class AsyncWorkerPool:
                 expired = await self.queue.storage.expire()
                 if expired:
                     logger.info("%d pending task(s) expired", len(expired))
-                    self.queue.publish(expired)
+                    now = await self.queue.storage.now()  # an expired run keeps its schedule going
+                    following = [s for task in expired if (s := successor(task, now=now)) is not None]
+                    if following:
+                        await self.queue.storage.insert(following)
+                    self.queue.publish([*expired, *following])
                 if time.monotonic() - purged_at >= _PURGE_INTERVAL:
                     purged_at = time.monotonic()
                     await self.queue.storage.purge()
@@ -469,7 +480,7 @@ class _Running(msgspec.Struct):
     job: asyncio.Task[None]
     context: TaskContext
     token: str
-    attempt: int
+    task: Task
 
 
 class _LeaseKeeper:
@@ -584,6 +595,12 @@ class WorkerPool:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
             self.stop()
+
+
+def _call_on(loop: asyncio.AbstractEventLoop, callback: Callable[[], None], _: object) -> None:
+    """Run ``callback`` on ``loop`` from another thread; nothing to do once the loop is closed."""
+    with contextlib.suppress(RuntimeError):
+        loop.call_soon_threadsafe(callback)
 
 
 async def _create_pool(queue: AsyncOmniQ, options: dict[str, Any]) -> AsyncWorkerPool:

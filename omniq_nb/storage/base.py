@@ -117,7 +117,8 @@ class Storage(Protocol):
 
         An outcome is accepted only while its lease token still holds a running task (and,
         with ``rescue=True``, that lease has run out). ``successors`` maps a task id to the
-        next run of its periodic series, inserted only when that task's outcome is accepted.
+        next run of its periodic series, inserted only when that task's outcome is accepted
+        and the series has no other unfinished run.
         """
         ...
 

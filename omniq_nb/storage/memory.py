@@ -202,7 +202,7 @@ class MemoryStorage:
                 self._record(task, kind, message=r.error.message if r.error else None)
                 accepted.append(msgspec.structs.replace(task))
                 following = successors.get(task.id)
-                if following is not None:
+                if following is not None and not self._series_busy(following.series):
                     self._tasks[following.id] = msgspec.structs.replace(following)
                     self._record(following, EventKind.ENQUEUED, at=following.created_at)
             return accepted
@@ -304,6 +304,12 @@ class MemoryStorage:
     async def wait_for_tasks(self, timeout: float) -> None:
         """Sleep ``timeout`` seconds: in one process, the queue's own wake-ups serve instead."""
         await asyncio.sleep(timeout)
+
+    def _series_busy(self, series: str | None) -> bool:
+        """Return True when the series already has an unfinished run (it must not fork)."""
+        return any(
+            t.series == series and t.status in (TaskStatus.PENDING, TaskStatus.RUNNING) for t in self._tasks.values()
+        )
 
     def _held(self, task_id: str, token: str) -> Task | None:
         task = self._tasks.get(task_id)

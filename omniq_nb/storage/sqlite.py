@@ -421,6 +421,14 @@ class SQLiteStorage:
         async with self._immediate():
             accepted = await self._settle_rows(results, locked=True)
             following = [successors[t.id] for t in accepted if t.id in successors]
+            if following:  # one unfinished run per series: a retried old run must not fork it
+                marks = ", ".join("?" * len(following))
+                busy = await self._run(
+                    f"SELECT DISTINCT series FROM tasks WHERE series IN ({marks}) AND status IN ('pending', 'running')",
+                    [task.series for task in following],
+                )
+                taken = {row[0] for row in busy}
+                following = [task for task in following if task.series not in taken]
             if following:
                 await self._run(*_insert_statement(following))
         return accepted

@@ -1,0 +1,132 @@
+"""Regressions found in review: graceful stop, at_most_once, a task's own TimeoutError, periodic series."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+import omniq_nb as omniq
+from omniq_nb.models import TaskStatus
+
+pytestmark = pytest.mark.anyio
+
+
+def nap(seconds: float) -> float:
+    time.sleep(seconds)
+    return seconds
+
+
+def own_timeout() -> None:
+    raise TimeoutError("upstream API timed out")
+
+
+async def own_timeout_async() -> None:
+    raise TimeoutError("socket read timed out")
+
+
+def blocked_until(flag: str) -> str:
+    while not Path(flag).exists():
+        time.sleep(0.01)
+    return "done"
+
+
+def tick() -> int:
+    return 1
+
+
+async def wait_for_status(q: omniq.AsyncOmniQ, task_id: str, status: str, within: float = 15.0) -> None:
+    deadline = time.monotonic() + within
+    while (await q.get(task_id)).status != status:
+        assert time.monotonic() < deadline, f"task {task_id} never reached {status}"
+        await asyncio.sleep(0.02)
+
+
+async def test_stop_stores_every_outcome_that_finishes_during_it(tmp_path: Path) -> None:
+    async with omniq.AsyncOmniQ(db_url=f"sqlite:///{tmp_path / 'q.db'}", poll_interval=0.05) as q:
+        pool = omniq.AsyncWorkerPool(q, concurrency=2)
+        await pool.start()
+        handles = [await q.enqueue(nap, 0.2), await q.enqueue(nap, 0.6)]
+        for handle in handles:
+            await wait_for_status(q, handle.id, "running")
+        await pool.stop(timeout=10)  # both finish well inside the timeout
+        for handle in handles:
+            task = (await q.get(handle.id)).task
+            assert (task.status, task.attempt, task.lease_token) == (TaskStatus.SUCCEEDED, 1, None)
+
+
+async def test_stop_fails_an_interrupted_at_most_once_task_instead_of_running_it_again(tmp_path: Path) -> None:
+    flag = tmp_path / "release"
+    async with omniq.AsyncOmniQ(db_url=f"sqlite:///{tmp_path / 'q.db'}", poll_interval=0.05) as q:
+        pool = omniq.AsyncWorkerPool(q, concurrency=1)
+        await pool.start()
+        handle = await q.enqueue_call(blocked_until, args=(str(flag),), at_most_once=True)
+        try:
+            await wait_for_status(q, handle.id, "running")
+            await pool.stop(timeout=0.1)
+            task = (await q.get(handle.id)).task
+        finally:
+            flag.touch()  # let the abandoned thread end, whatever happened
+        assert task.status is TaskStatus.FAILED and task.attempt == 1, task
+        assert task.error is not None and "at_most_once" in task.error.message
+        with pytest.raises(omniq.WorkerLost, match="lost"):
+            await handle.result(timeout=5)
+
+
+@pytest.mark.parametrize("timeout", [None, 60.0])
+@pytest.mark.parametrize("fn", [own_timeout, own_timeout_async], ids=["thread", "async"])
+async def test_a_task_raising_timeout_error_keeps_its_own_error(fn: object, timeout: float | None) -> None:
+    async with omniq.AsyncOmniQ(db_url="memory://") as q, omniq.AsyncWorkerPool(q, concurrency=1):
+        handle = await q.enqueue_call(fn, timeout=timeout)  # type: ignore[arg-type]
+        with pytest.raises(omniq.TaskFailed) as caught:
+            await handle.result(timeout=10)
+        assert not isinstance(caught.value, omniq.TaskTimeout)
+        assert caught.value.error.type == "TimeoutError"
+        assert "timed out" in caught.value.error.message and caught.value.error.traceback
+
+
+async def test_retrying_a_finished_periodic_run_does_not_fork_its_series() -> None:
+    async with omniq.AsyncOmniQ(db_url="memory://", retry_backoff=0.01) as q:
+        async with omniq.AsyncWorkerPool(q, concurrency=1):
+            handle = await q.enqueue_call(own_timeout, interval=timedelta(seconds=30), delay=0)
+            await asyncio.wait_for(asyncio.shield(_settled(q, handle.id)), 15)
+            again = await q.retry(handle.id)
+            await asyncio.wait_for(asyncio.shield(_settled(q, again.id)), 15)
+        series = [t for t in await q.list(limit=20) if t.series == handle.id]
+        assert sum(t.status is TaskStatus.PENDING for t in series) == 1
+
+
+async def _settled(q: omniq.AsyncOmniQ, task_id: str) -> None:
+    with pytest.raises(omniq.TaskFailed):
+        await q.result(task_id)
+
+
+async def test_an_expired_periodic_run_keeps_the_schedule_going() -> None:
+    async with omniq.AsyncOmniQ(db_url="memory://", poll_interval=0.05) as q:
+        handle = await q.enqueue_call(tick, interval=timedelta(seconds=0.5), ttl=0.2)
+        # a pool on another queue runs nothing here, but its upkeep expires the overdue run
+        async with omniq.AsyncWorkerPool(q, concurrency=1, queues=["nobody-serves-this"]):
+            await wait_for_status(q, handle.id, "expired")
+            deadline = time.monotonic() + 15
+            while not any(t.series == handle.id and t.status is TaskStatus.PENDING for t in await q.list(limit=20)):
+                assert time.monotonic() < deadline, "the series got no next run after an expired one"
+                await asyncio.sleep(0.02)
+
+
+async def test_bad_arguments_are_clear_errors() -> None:
+    async with omniq.AsyncOmniQ(db_url="memory://") as q:
+        with pytest.raises(TypeError, match="args=5 must be a tuple"):
+            await q.enqueue_call(tick, args=5)  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match=r"kwargs=.* must be a mapping"):
+            await q.enqueue_call(tick, kwargs=[1, 2])  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match="calls=5 must be an iterable"):
+            await q.enqueue_many(tick, 5)  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match="status=5"):
+            await q.list(status=5)  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match="not one id"):
+            await q.results("abc")
+        with pytest.raises(ValueError, match="since='x'"):
+            await q.events(since="x")  # type: ignore[arg-type]
