@@ -125,7 +125,9 @@ class LocalExecutor:
         token = enter(context)
         try:
             value = fn(*args, **kwargs)
-            if inspect.isawaitable(value):
+            if inspect.isawaitable(value) and call.timeout is None:
+                value = await value
+            elif inspect.isawaitable(value):
                 running = asyncio.ensure_future(value)
                 if not await _finished_in_time(running, call.timeout):
                     context.cancel()
@@ -158,6 +160,8 @@ class LocalExecutor:
         on_thread(running)
         future = asyncio.wrap_future(running)
         try:
+            if call.timeout is None:
+                return Attempt(result=await future)
             if not await _finished_in_time(future, call.timeout):
                 context.cancel()
                 return timed_out(call)
