@@ -30,11 +30,6 @@ BACKENDS = [
 _POLL_SECONDS = 0.02
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 @pytest.fixture(params=BACKENDS)
 def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """The URL of this run's backend (not redacted, so a second store can open it)."""
