@@ -11,7 +11,6 @@ kernel interrupt reaches the whole process group) and exit when the parent proce
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import inspect
 import io
@@ -23,7 +22,6 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -34,6 +32,7 @@ from omniq_nb.errors import SignatureError, TaskTimeout, WorkerLost, type_name
 from omniq_nb.models import TaskError
 from omniq_nb.policy import describe_exception
 from omniq_nb.serialization import BlobSerializer
+from omniq_nb.threads import TaskThreads
 
 _CHILD_PROGRESS_INTERVAL = 0.05  # seconds between progress messages from a child
 _PARENT_CHECK_INTERVAL = 0.5  # seconds between a child's checks that its parent lives
@@ -86,7 +85,7 @@ class LocalExecutor:
             (``kind="async"``: only for quick functions, since they block the loop).
     """
 
-    def __init__(self, serializer: BlobSerializer, threads: ThreadPoolExecutor | None) -> None:
+    def __init__(self, serializer: BlobSerializer, threads: TaskThreads[Attempt] | None) -> None:
         self._serializer = serializer
         self._threads = threads
 
@@ -99,17 +98,15 @@ class LocalExecutor:
         fn, _, _ = self._serializer.load_call(payload)
         return inspect.iscoroutinefunction(fn)
 
-    async def run(
-        self, call: Call, context: TaskContext, on_thread: Callable[[concurrent.futures.Future[Any]], None]
-    ) -> Attempt:
+    async def run(self, call: Call, context: TaskContext, keep_slot: Callable[[], Callable[[], None]]) -> Attempt:
         """Run one attempt and return how it ended.
 
         Args:
             call: the attempt.
             context: the task as seen from inside it.
-            on_thread: given the thread's future when the attempt runs on a thread; a thread
-                that outlives its timeout or a cancel keeps running, so the pool holds its
-                slot until that future is done (it completes on the thread).
+            keep_slot: called when the attempt starts a thread, which cannot be stopped and may
+                outlive the attempt (a time-out, a cancel): the pool keeps the attempt's slot
+                taken until the function it returns is called, when the thread is done.
         """
         try:
             fn, args, kwargs = self._serializer.load_call(call.payload)
@@ -117,7 +114,7 @@ class LocalExecutor:
             return failed(exc, call.attempt)
         if inspect.iscoroutinefunction(fn) or self._threads is None:
             return await self._on_loop(fn, args, kwargs, call, context)
-        return await self._on_thread(fn, args, kwargs, call, context, on_thread)
+        return await self._on_thread(fn, args, kwargs, call, context, keep_slot)
 
     async def _on_loop(
         self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], call: Call, context: TaskContext
@@ -146,31 +143,29 @@ class LocalExecutor:
         kwargs: dict[str, Any],
         call: Call,
         context: TaskContext,
-        on_thread: Callable[[concurrent.futures.Future[Any]], None],
+        keep_slot: Callable[[], Callable[[], None]],
     ) -> Attempt:
-        def work() -> bytes:
+        def work() -> Attempt:
             token = enter(context)
             try:
-                return self._serializer.dumps(fn(*args, **kwargs))
+                return Attempt(result=self._serializer.dumps(fn(*args, **kwargs)))
+            except BaseException as exc:  # SystemExit too: a thread has no process to end
+                return failed(exc, call.attempt)
             finally:
                 leave(token)
 
         assert self._threads is not None
-        running = self._threads.submit(work)
-        on_thread(running)
-        future = asyncio.wrap_future(running)
+        running = self._threads.submit(work, keep_slot())
         try:
             if call.timeout is None:
-                return Attempt(result=await future)
-            if not await _finished_in_time(future, call.timeout):
+                return await running
+            if not await _finished_in_time(running, call.timeout):
                 context.cancel()
                 return timed_out(call)
-            return Attempt(result=future.result())  # the task's own exceptions, TimeoutError included
+            return running.result()
         except asyncio.CancelledError:
             context.cancel()
             raise
-        except Exception as exc:
-            return failed(exc, call.attempt)
 
 
 async def _finished_in_time(future: asyncio.Future[Any], timeout: float | None) -> bool:

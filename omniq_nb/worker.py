@@ -12,7 +12,6 @@ at-least-once: a task may run again after its worker died, unless ``at_most_once
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import logging
 import os
@@ -20,9 +19,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
-from functools import partial
 from types import TracebackType
 from typing import Any
 
@@ -35,6 +32,7 @@ from omniq_nb.executors import Attempt, Call, ChildProcess, LocalExecutor
 from omniq_nb.models import Task, TaskResult, TaskStatus
 from omniq_nb.policy import after_failure, after_interrupt, after_lost_lease, succeeded, successor
 from omniq_nb.storage import Storage
+from omniq_nb.threads import TaskThreads
 
 logger = logging.getLogger(__name__)
 
@@ -104,7 +102,8 @@ class AsyncWorkerPool:
         self._outcomes: list[tuple[TaskResult, Task | None, float]] = []
         self._progress: dict[str, Progress] = {}
         self._children: list[ChildProcess] = []
-        self._threads: ThreadPoolExecutor | None = None
+        self._on_threads: LocalExecutor | None = None
+        self._threads: TaskThreads[Attempt] | None = None
         self._on_loop = LocalExecutor(queue.serializer, None)
         self._keeper: _LeaseKeeper | None = None
         self._loops: list[asyncio.Task[None]] = []
@@ -216,7 +215,7 @@ class AsyncWorkerPool:
             child.close()
         self._children.clear()
         if self._threads is not None:
-            self._threads.shutdown(wait=False, cancel_futures=True)
+            self._threads.shutdown()
         logger.info("worker %s stopped", self.name)
 
     def _on_local_write(self, tasks: Sequence[Task]) -> None:
@@ -310,9 +309,9 @@ class AsyncWorkerPool:
     async def _execute(self, task: Task, context: TaskContext) -> None:
         started = time.monotonic()
         call = Call(task_id=task.id, attempt=task.attempt, queue=task.queue, payload=task.payload, timeout=task.timeout)
-        threads: list[concurrent.futures.Future[Any]] = []
+        slot = _Slot(self._free_slot)
         try:
-            attempt = await self._attempt(call, task.kind or self.kind, context, threads.append)
+            attempt = await self._attempt(call, task.kind or self.kind, context, slot.keep)
             self._record(task, attempt, time.monotonic() - started)
         finally:
             record = self._running.get(task.id)
@@ -320,14 +319,13 @@ class AsyncWorkerPool:
                 del self._running[task.id]
             assert self._keeper is not None
             self._keeper.release(task.id)
-            if threads and not threads[0].done():  # the thread runs on: its slot stays taken
-                threads[0].add_done_callback(partial(_call_on, asyncio.get_running_loop(), self._free_slot))
-            else:
-                self._free_slot()
+            slot.release()
 
-    async def _attempt(self, call: Call, kind: str, context: TaskContext, on_thread: Any) -> Attempt:
+    async def _attempt(
+        self, call: Call, kind: str, context: TaskContext, keep_slot: Callable[[], Callable[[], None]]
+    ) -> Attempt:
         if kind != "process" or self._runs_on_loop(call):
-            return await self._local(kind).run(call, context, on_thread)
+            return await self._local(kind).run(call, context, keep_slot)
         child = self._children.pop() if self._children else ChildProcess(self.queue.settings.secret)
         try:
             attempt = await child.run(call, context)
@@ -342,9 +340,10 @@ class AsyncWorkerPool:
         """Return the executor for attempts run in this process: on threads, or on the loop."""
         if kind != "thread":
             return self._on_loop
-        if self._threads is None:
-            self._threads = ThreadPoolExecutor(self.concurrency, thread_name_prefix="omniq-task")
-        return LocalExecutor(self.queue.serializer, self._threads)
+        if self._on_threads is None:
+            self._threads = TaskThreads(self.concurrency, asyncio.get_running_loop())
+            self._on_threads = LocalExecutor(self.queue.serializer, self._threads)
+        return self._on_threads
 
     def _runs_on_loop(self, call: Call) -> bool:
         try:
@@ -483,6 +482,26 @@ class _Running(msgspec.Struct):
     task: Task
 
 
+class _Slot:
+    """One attempt's concurrency slot: free once the attempt and any thread it started have ended."""
+
+    __slots__ = ("_free", "_holders")
+
+    def __init__(self, free: Callable[[], None]) -> None:
+        self._free, self._holders = free, 1
+
+    def keep(self) -> Callable[[], None]:
+        """Keep the slot taken after the attempt ends, until the returned function is called."""
+        self._holders += 1
+        return self.release
+
+    def release(self) -> None:
+        """Let go of the slot; the last holder frees it."""
+        self._holders -= 1
+        if not self._holders:
+            self._free()
+
+
 class _LeaseKeeper:
     """Renew the pool's leases from a thread with its own loop and store connection."""
 
@@ -595,12 +614,6 @@ class WorkerPool:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
             self.stop()
-
-
-def _call_on(loop: asyncio.AbstractEventLoop, callback: Callable[[], None], _: object) -> None:
-    """Run ``callback`` on ``loop`` from another thread; nothing to do once the loop is closed."""
-    with contextlib.suppress(RuntimeError):
-        loop.call_soon_threadsafe(callback)
 
 
 async def _create_pool(queue: AsyncOmniQ, options: dict[str, Any]) -> AsyncWorkerPool:

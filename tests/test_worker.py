@@ -247,6 +247,23 @@ async def test_timeout_fails_a_thread_task_and_flags_it(q: AsyncOmniQ, tmp_path:
     assert task.error is not None and task.error.type.endswith("TaskTimeout")
 
 
+async def test_a_timed_out_thread_keeps_its_slot_until_it_returns(q: AsyncOmniQ, tmp_path: Path) -> None:
+    gate = tmp_path / "gate"
+    async with AsyncWorkerPool(q, concurrency=1, kind="thread", lease=5) as pool:
+        slow = await q.enqueue_call(wt.wait_for_gate_only, args=(str(gate),), timeout=0.3)
+        with pytest.raises(TaskTimeout):
+            await slow.result(timeout=RESULT_WAIT)
+        following = await q.enqueue(wt.add, 1, 1)
+        # An observation window (not synchronisation): the thread still runs, so its slot is
+        # still taken and the next task must not start.
+        await anyio.sleep(0.3)
+        assert pool.busy == 1
+        assert (await stored(q, following.id)).status is TaskStatus.PENDING
+        gate.touch()
+        assert await following.result(timeout=RESULT_WAIT) == 2
+    assert pool.busy == 0
+
+
 async def test_timeout_terminates_a_process_task(q: AsyncOmniQ, tmp_path: Path, wait_until: Wait) -> None:
     marker = tmp_path / "slow"
     async with AsyncWorkerPool(q, concurrency=1, kind="process", lease=5):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -35,8 +36,11 @@ def _cancelled() -> bool:
 
 
 def _touch(path: Path, text: str = "") -> None:
+    """Write ``path`` whole at once (rename): a test that sees the file also sees its text."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
+    partial = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.partial")
+    partial.write_text(text)
+    os.replace(partial, path)
 
 
 def add(a: int, b: int) -> int:
@@ -78,7 +82,7 @@ def gated(folder: str, name: str, gate: str) -> str:
     out = Path(folder)
     _touch(out / f"{name}.start", repr(time.monotonic()))
     opened = _wait_for(lambda: Path(gate).exists() or _cancelled())
-    (out / f"{name}.end").write_text(repr(time.monotonic()))
+    _touch(out / f"{name}.end", repr(time.monotonic()))
     if not opened:
         raise TimeoutError(f"gate {gate} never opened")
     return name
@@ -128,8 +132,15 @@ def wait_until_cancelled(marker: str, gate: str | None = None) -> str:
     """Write ``marker`` with the pid, then wait until the task is flagged (or ``gate`` appears)."""
     _touch(Path(marker), str(os.getpid()))
     _wait_for(lambda: _cancelled() or (gate is not None and Path(gate).exists()))
-    Path(marker + ".flagged").write_text("cancelled" if _cancelled() else "gate")
+    _touch(Path(marker + ".flagged"), "cancelled" if _cancelled() else "gate")
     return "ended"
+
+
+def wait_for_gate_only(gate: str) -> str:
+    """Wait for ``gate`` to exist and ignore the task's cancel flag, as code that never checks it."""
+    if not _wait_for(lambda: Path(gate).exists()):
+        raise TimeoutError(f"gate {gate} never opened")
+    return "gate"
 
 
 async def async_wait_forever(marker: str) -> str:
@@ -147,7 +158,7 @@ def sleep_in_process(marker: str, seconds: float = LIMIT) -> str:
     """Write ``marker`` with the pid, then sleep (in a child process this gets terminated)."""
     _touch(Path(marker), str(os.getpid()))
     time.sleep(seconds)
-    Path(marker + ".finished").write_text("yes")
+    _touch(Path(marker + ".finished"), "yes")
     return "slept"
 
 
