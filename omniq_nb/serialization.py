@@ -5,10 +5,16 @@ byte says how the body was written: msgpack (msgspec) for plain data, cloudpickl
 everything else (functions defined in ``__main__`` or a notebook travel by value). With a
 secret, every blob is signed when written and its signature is checked *before* the body is
 decoded, so a tampered or unsigned payload is never unpickled.
+
+The callable of a call is pickled apart from its arguments, so a worker unpickles each
+callable once and reuses it for every task that calls it (as dask's workers do): a function
+sent by value then keeps its module-level state between tasks in one worker, as an imported
+function always does.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import pickle
@@ -32,6 +38,8 @@ _MAX_PLAIN_DEPTH = 64
 _PLAIN_SCALARS = (type(None), bool, int, float, str, bytes)
 _MAX_MSGPACK_INT = 2**64
 _PICKLE_PROTOCOL = 5
+_CACHED_CALLABLES = 128  # unpickled callables kept for reuse
+_MAX_CACHED_CALLABLE = 64 * 1024  # bytes: a callable pickled larger (a big closure) is not kept
 
 _msgpack_encoder = msgspec.msgpack.Encoder()
 _msgpack_decoder = msgspec.msgpack.Decoder()
@@ -174,7 +182,8 @@ class BlobSerializer:
         call = self.loads(blob)
         if not (isinstance(call, tuple) and len(call) == 3 and isinstance(call[0], bytes)):
             raise SerializationError("the payload does not hold a call (fn, args, kwargs)")
-        fn = cloudpickle.loads(call[0])
+        fn_body = call[0]
+        fn = _load_callable(fn_body) if len(fn_body) <= _MAX_CACHED_CALLABLE else cloudpickle.loads(fn_body)
         if not callable(fn):
             raise SerializationError(f"the payload's callable is not callable: {_describe(fn)}")
         return fn, call[1], call[2]
@@ -267,3 +276,9 @@ def _blame(fn: Callable[..., Any], args: Sequence[Any], kwargs: Mapping[str, Any
         except Exception as inner:
             return f"cannot serialize {label}: {_describe(suspect)}: {type(inner).__name__}: {inner}"
     return f"cannot serialize the call to {name}(): {type(exc).__name__}: {exc}"
+
+
+@functools.lru_cache(maxsize=_CACHED_CALLABLES)
+def _load_callable(body: bytes) -> Any:
+    """Unpickle a call's callable once for all the tasks that share it (bodies are verified first)."""
+    return cloudpickle.loads(body)

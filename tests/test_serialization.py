@@ -111,6 +111,34 @@ def test_call_round_trip() -> None:
     assert kwargs == {"extra": (1,)}
 
 
+def test_a_callable_is_unpickled_once_for_all_its_calls() -> None:
+    s = BlobSerializer()
+    offset = 10
+
+    def add_offset(x: int) -> int:  # a closure: it travels by value
+        return x + offset
+
+    first, second = s.dump_calls(add_offset, [((1,), {}), ((2,), {})])
+    fn1, args1, _ = s.load_call(first)
+    fn2, args2, _ = s.load_call(second)
+    assert fn1 is fn2
+    assert (fn1(*args1), fn2(*args2)) == (11, 12)
+
+
+def test_a_callable_with_a_large_closure_is_not_kept() -> None:
+    s = BlobSerializer()
+    big = b"x" * 100_000
+
+    def size() -> int:
+        return len(big)
+
+    blob = s.dump_call(size, (), {})
+    fn1, _, _ = s.load_call(blob)
+    fn2, _, _ = s.load_call(blob)
+    assert fn1 is not fn2
+    assert fn1() == fn2() == 100_000
+
+
 @pytest.mark.parametrize("value", [{"a": 1}, Point(1, 2)], ids=["msgpack", "pickle"])
 def test_signed_blobs_verify(value: Any) -> None:
     s = BlobSerializer(secret="key")
