@@ -63,6 +63,7 @@ _NEW_COLUMNS = (
     "id, name, queue, status, priority, payload, attempt, retries, retry_on, timeout, eta, created_at, "
     "expires_at, result_ttl, interval, cron, series, at_most_once, kind, origin"
 )
+_TASKS_COLUMNS = ", ".join(f"tasks.{name.strip()}" for name in _COLUMNS.split(","))  # in a join with tasks
 _ROW_MARKS = "(" + ", ".join("?" * (_NEW_COLUMNS.count(",") + 1)) + ")"
 _INSERT_ROWS = 500  # rows per INSERT: 500 x 20 values stays under SQLite's 32,766 limit
 _BATCH_ROWS = 5000  # rows per INSERT of insert_many: two values each
@@ -453,7 +454,7 @@ class SQLiteStorage:
                 FROM v, clock
                 WHERE tasks.id = v.id AND tasks.lease_token = v.token AND tasks.status = 'running'
                     AND (v.rescue = 0 OR tasks.lease_until <= clock.now)
-                RETURNING {_prefixed("tasks")}"""
+                RETURNING {_TASKS_COLUMNS}"""
             rows = await (self._run(sql, params) if locked else self._fetch(sql, params))
             accepted.extend(_row_task(row) for row in rows)
         return accepted
@@ -469,7 +470,7 @@ class SQLiteStorage:
                     lease_until = NULL, worker = NULL
                 FROM v
                 WHERE tasks.id = v.id AND tasks.lease_token = v.token AND tasks.status = 'running'
-                RETURNING {_prefixed("tasks")}"""
+                RETURNING {_TASKS_COLUMNS}"""
             rows = await self._fetch(sql, list(itertools.chain.from_iterable(chunk)))
             released.extend(_row_task(row) for row in rows)
         if released:
@@ -676,10 +677,6 @@ def _statements(script: str) -> Iterable[str]:
 
 def _chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
     return (items[i : i + size] for i in range(0, len(items), size))
-
-
-def _prefixed(table: str) -> str:
-    return ", ".join(f"{table}.{name.strip()}" for name in _COLUMNS.split(","))
 
 
 def _filters(statuses: Sequence[TaskStatus], queue: str | None) -> tuple[str, list[Any]]:
