@@ -131,7 +131,7 @@ class LocalExecutor:
                     return timed_out(call)
                 value = running.result()  # the task's own exceptions, TimeoutError included
             return Attempt(result=self._serializer.dumps(value))
-        except Exception as exc:
+        except (Exception, SystemExit) as exc:  # sys.exit() in a task must not end the loop
             return failed(exc, call.attempt)
         finally:
             leave(token)

@@ -247,6 +247,18 @@ async def test_timeout_fails_a_thread_task_and_flags_it(q: AsyncOmniQ, tmp_path:
     assert task.error is not None and task.error.type.endswith("TaskTimeout")
 
 
+@pytest.mark.parametrize("kind", KINDS)
+async def test_sys_exit_in_a_task_fails_only_that_task(q: AsyncOmniQ, kind: str) -> None:
+    async with AsyncWorkerPool(q, concurrency=1, kind=kind, lease=5):
+        h = await q.enqueue(wt.exit_softly, 3)
+        with pytest.raises(TaskFailed, match="SystemExit"):
+            await h.result(timeout=RESULT_WAIT)
+        assert await (await q.enqueue(wt.add, 1, 1)).result(timeout=RESULT_WAIT) == 2
+    task = await stored(q, h.id)
+    assert task.status is TaskStatus.FAILED
+    assert task.error is not None and task.error.type.endswith("SystemExit")
+
+
 async def test_a_timed_out_thread_keeps_its_slot_until_it_returns(q: AsyncOmniQ, tmp_path: Path) -> None:
     gate = tmp_path / "gate"
     async with AsyncWorkerPool(q, concurrency=1, kind="thread", lease=5) as pool:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 import threading
 import time
 from pathlib import Path
@@ -126,6 +127,11 @@ def flaky(counter: str, failures: int, error: str = "ValueError") -> int:
 
 def raise_value_error(message: str) -> None:
     raise ValueError(message)
+
+
+def exit_softly(code: int) -> None:
+    """Call ``sys.exit`` (SystemExit), as a script turned into a task might."""
+    sys.exit(code)
 
 
 def wait_until_cancelled(marker: str, gate: str | None = None) -> str:
