@@ -137,16 +137,21 @@ class TaskError(msgspec.Struct, frozen=True, kw_only=True):
     attempt: int = 0
 
 
-class Task(msgspec.Struct, kw_only=True):
+class Task(msgspec.Struct):
     """A snapshot of one task as stored.
 
     ``payload`` and ``result`` are serialized blobs (see ``omniq_nb.serialization``);
     a store never looks inside them. ``origin`` says where the task was launched from (in a
     notebook, the kernel session and cell message), so its output can be routed back there.
+
+    Build one with keyword arguments: the positional order serves the stores, which build a
+    task per row claimed or settled (positional is several times faster), and may change.
     """
 
     id: str
     name: str
+    eta: datetime
+    created_at: datetime
     queue: str = "default"
     status: TaskStatus = TaskStatus.PENDING
     priority: int = 0
@@ -155,8 +160,6 @@ class Task(msgspec.Struct, kw_only=True):
     retries: int = 0
     retry_on: tuple[str, ...] = ()
     timeout: float | None = None
-    eta: datetime
-    created_at: datetime
     started_at: datetime | None = None
     finished_at: datetime | None = None
     expires_at: datetime | None = None

@@ -728,35 +728,35 @@ def _row_task(row: Sequence[Any]) -> Task:
     if interval is not None or cron is not None:
         schedule = Schedule(interval=timedelta(seconds=interval) if interval is not None else None, cron=cron)
     started, finished, expires, lease_until = row[12], row[13], row[14], row[22]
-    return Task(
-        id=row[0],
-        name=row[1],
-        queue=row[2],
-        status=_STATUSES[row[3]],
-        priority=row[4],
-        payload=row[5],
-        attempt=row[6],
-        retries=row[7],
-        retry_on=tuple(row[8].split("\n")) if row[8] else (),
-        timeout=row[9],
-        eta=_from_stamp(row[10], _UTC),
-        created_at=_from_stamp(row[11], _UTC),
-        started_at=None if started is None else _from_stamp(started, _UTC),
-        finished_at=None if finished is None else _from_stamp(finished, _UTC),
-        expires_at=None if expires is None else _from_stamp(expires, _UTC),
-        result_ttl=row[15],
-        schedule=schedule,
-        series=row[18],
-        at_most_once=bool(row[19]),
-        kind=row[20],
-        lease_token=row[21],
-        lease_until=None if lease_until is None else _from_stamp(lease_until, _UTC),
-        worker=row[23],
-        progress=row[24],
-        progress_done=row[25],
-        progress_total=row[26],
-        progress_message=row[27],
-        result=row[28],
-        error=_error_decoder.decode(row[29]) if row[29] is not None else None,
-        origin=row[30],
+    return Task(  # positional, in Task's field order
+        row[0],  # id
+        row[1],  # name
+        _from_stamp(row[10], _UTC),  # eta
+        _from_stamp(row[11], _UTC),  # created_at
+        row[2],  # queue
+        _STATUSES[row[3]],
+        row[4],  # priority
+        row[5],  # payload
+        row[6],  # attempt
+        row[7],  # retries
+        tuple(row[8].split("\n")) if row[8] else (),  # retry_on
+        row[9],  # timeout
+        None if started is None else _from_stamp(started, _UTC),
+        None if finished is None else _from_stamp(finished, _UTC),
+        None if expires is None else _from_stamp(expires, _UTC),
+        row[15],  # result_ttl
+        schedule,
+        row[18],  # series
+        bool(row[19]),  # at_most_once
+        row[20],  # kind
+        row[21],  # lease_token
+        None if lease_until is None else _from_stamp(lease_until, _UTC),
+        row[23],  # worker
+        row[24],  # progress
+        row[25],  # progress_done
+        row[26],  # progress_total
+        row[27],  # progress_message
+        row[28],  # result
+        _error_decoder.decode(row[29]) if row[29] is not None else None,
+        row[30],  # origin
     )

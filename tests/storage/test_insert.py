@@ -29,6 +29,7 @@ async def test_insert_then_get_returns_every_field(store: Storage, make_task: Ma
         schedule=Schedule(interval=timedelta(minutes=5)),
         at_most_once=True,
         kind="process",
+        origin="kernel-1/cell-2",
     )
     task.series = task.id
     await store.insert([task])

@@ -169,3 +169,51 @@ async def test_an_invalid_target_status_raises_and_changes_nothing(
     assert await store.get(b.id) == b
     assert await store.get(following.id) is None
     assert await store.events(since=cursor) == []
+
+
+async def test_a_claimed_reported_and_retried_task_reads_back_field_by_field(
+    store: Storage, make_task: MakeTask, at: At
+) -> None:
+    task = make_task(
+        name="pkg.job",
+        queue="q",
+        priority=3,
+        payload=b"\x01payload",
+        retries=2,
+        retry_on=("ValueError",),
+        timeout=5.0,
+        expires_at=at(3600),
+        result_ttl=60.0,
+        kind="thread",
+        origin="kernel-1/cell-7",
+    )
+    await store.insert([task])
+    [claimed] = await store.claim(queues=["q"], limit=1, lease=30, worker="w1")
+    assert (claimed.status, claimed.attempt, claimed.worker) == (TaskStatus.RUNNING, 1, "w1")
+    assert claimed.lease_until is not None and claimed.started_at is not None
+    assert claimed.lease_until > claimed.started_at
+    assert await store.progress(task_id=task.id, lease_token=token(claimed), done=2, total=4, message="half")
+    error = error_for(claimed)
+    [settled] = await store.settle(
+        [TaskResult(task_id=task.id, lease_token=token(claimed), status=TaskStatus.PENDING, error=error, eta=at(30))]
+    )
+    stored = await store.get(task.id)
+    assert stored == settled
+    kept = ("id", "name", "queue", "priority", "payload", "retries", "retry_on", "timeout", "created_at")
+    assert [getattr(stored, f) for f in kept] == [getattr(task, f) for f in kept]
+    assert (stored.expires_at, stored.result_ttl, stored.kind, stored.origin) == (
+        task.expires_at,
+        60.0,
+        "thread",
+        "kernel-1/cell-7",
+    )
+    assert (stored.status, stored.attempt, stored.error, stored.worker) == (TaskStatus.PENDING, 1, error, "w1")
+    assert stored.eta is not None and abs((stored.eta - at(30)).total_seconds()) < 1
+    assert stored.started_at == claimed.started_at is not None
+    assert (stored.progress, stored.progress_done, stored.progress_total, stored.progress_message) == (
+        0.5,
+        2,
+        4,
+        "half",
+    )
+    assert (stored.lease_token, stored.lease_until, stored.finished_at, stored.result) == (None, None, None, None)
