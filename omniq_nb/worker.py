@@ -20,6 +20,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
+from functools import partial
 from types import TracebackType
 from typing import Any
 
@@ -100,7 +101,7 @@ class AsyncWorkerPool:
         self._running: dict[str, _Running] = {}
         self._busy = 0
         self._outcomes: list[tuple[TaskResult, Task | None, float]] = []
-        self._progress: dict[str, Progress] = {}
+        self._progress: dict[str, Progress] = {}  # the latest unwritten report of each task
         self._children: list[ChildProcess] = []
         self._on_threads: LocalExecutor | None = None
         self._threads: TaskThreads[Attempt] | None = None
@@ -291,20 +292,13 @@ class AsyncWorkerPool:
     def _launch(self, task: Task) -> None:
         self._busy += 1
         sink = self._output(task) if self._output is not None else None
-        context = TaskContext(task.id, task.attempt, task.queue, self._progress_reporter(task.id), sink)
+        report = partial(self._progress.__setitem__, task.id)  # from any thread: one dict assignment
+        context = TaskContext(task.id, task.attempt, task.queue, report, sink)
         assert self._keeper is not None
         self._keeper.hold(task.id, task.lease_token or "")
         job = asyncio.get_running_loop().create_task(self._execute(task, context), name=f"omniq-task-{task.id}")
         self._running[task.id] = _Running(job, context, task.lease_token or "", task)
         logger.info("task %s %s started (attempt %d of %d)", task.id, task.name, task.attempt, task.max_attempts)
-
-    def _progress_reporter(self, task_id: str) -> Any:
-        progress = self._progress
-
-        def report(update: Progress) -> None:  # from any thread: one dict assignment
-            progress[task_id] = update
-
-        return report
 
     async def _execute(self, task: Task, context: TaskContext) -> None:
         started = time.monotonic()
@@ -417,7 +411,9 @@ class AsyncWorkerPool:
             await asyncio.sleep(_PROGRESS_INTERVAL)
             if not self._progress:
                 continue
-            updates, self._progress = self._progress, {}
+            # Tasks keep writing into the same dict: take each latest report out one by one (a
+            # report arriving meanwhile stays for the next round; swapping the dict would lose it).
+            updates = {task_id: self._progress.pop(task_id) for task_id in list(self._progress)}
             for task_id, update in updates.items():
                 record = self._running.get(task_id)
                 if record is None:

@@ -467,6 +467,23 @@ async def test_progress_reaches_the_store_and_events(
     assert progress[-1].progress == pytest.approx(1.0)
 
 
+@pytest.mark.parametrize("kind", ["thread", "process"])
+async def test_every_progress_report_of_a_long_task_reaches_the_store(
+    q: AsyncOmniQ, tmp_path: Path, kind: str, wait_until: Wait
+) -> None:
+    async with AsyncWorkerPool(q, concurrency=1, kind=kind, lease=5):
+        h = await q.enqueue(wt.progress_in_steps, str(tmp_path), 4)
+        for n in range(1, 5):  # each step is reported long after the pool's previous write
+            await wait_until(lambda n=n: has_progress(q, h.id, n), timeout=RESULT_WAIT)
+            (tmp_path / f"go{n}").touch()
+        assert await h.result(timeout=RESULT_WAIT) == 4
+
+
+async def has_progress(q: AsyncOmniQ, task_id: str, done: int) -> bool:
+    task = await stored(q, task_id)
+    return task.progress_done == done and task.progress_message == f"step {done}"
+
+
 # --- lost child processes -------------------------------------------------------------------------
 
 

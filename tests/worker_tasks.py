@@ -191,6 +191,15 @@ def progress_then_wait(gate: str, steps: int = 4) -> str:
     return "reported"
 
 
+def progress_in_steps(folder: str, steps: int) -> int:
+    """Report step ``n`` of ``steps``, then wait for the file ``go<n>`` before the next step."""
+    for n in range(1, steps + 1):
+        omniq.progress(n, steps, f"step {n}")
+        if not _wait_for(lambda n=n: (Path(folder) / f"go{n}").exists() or _cancelled()):
+            raise TimeoutError(f"go{n} never appeared")
+    return steps
+
+
 async def async_progress_then_wait(gate: str, steps: int = 4) -> str:
     for _ in omniq.track(range(steps)):
         await asyncio.sleep(0)
