@@ -6,18 +6,20 @@ everything else (functions defined in ``__main__`` or a notebook travel by value
 secret, every blob is signed when written and its signature is checked *before* the body is
 decoded, so a tampered or unsigned payload is never unpickled.
 
-The callable of a call is pickled apart from its arguments, so a worker unpickles each
-callable once and reuses it for every task that calls it (as dask's workers do): a function
+The callable of a call is pickled apart from its arguments, so a worker unpickles each plain
+function once and reuses it for every task that calls it (as dask's workers do): a function
 sent by value then keeps its module-level state between tasks in one worker, as an imported
-function always does.
+function always does. Callables that carry state of their own (closures, bound methods,
+``functools.partial``, callable objects) are unpickled afresh for every task.
 """
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import hmac
 import pickle
+import threading
+import types
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
@@ -183,7 +185,7 @@ class BlobSerializer:
         if not (isinstance(call, tuple) and len(call) == 3 and isinstance(call[0], bytes)):
             raise SerializationError("the payload does not hold a call (fn, args, kwargs)")
         fn_body = call[0]
-        fn = _load_callable(fn_body) if len(fn_body) <= _MAX_CACHED_CALLABLE else cloudpickle.loads(fn_body)
+        fn = _load_callable(fn_body)
         if not callable(fn):
             raise SerializationError(f"the payload's callable is not callable: {_describe(fn)}")
         return fn, call[1], call[2]
@@ -278,7 +280,27 @@ def _blame(fn: Callable[..., Any], args: Sequence[Any], kwargs: Mapping[str, Any
     return f"cannot serialize the call to {name}(): {type(exc).__name__}: {exc}"
 
 
-@functools.lru_cache(maxsize=_CACHED_CALLABLES)
+_callables: dict[bytes, Any] = {}  # pickled body -> function, oldest first
+_callables_lock = threading.Lock()
+
+
 def _load_callable(body: bytes) -> Any:
-    """Unpickle a call's callable once for all the tasks that share it (bodies are verified first)."""
-    return cloudpickle.loads(body)
+    """Unpickle a call's callable, reusing a plain function already unpickled from the same bytes.
+
+    Only stateless callables are shared (functions without closure cells, and builtins), so
+    no task sees state that an earlier task bound into its callable. Bodies are verified first.
+    """
+    with _callables_lock:
+        fn = _callables.get(body)
+    if fn is not None:
+        return fn
+    fn = cloudpickle.loads(body)
+    shareable = isinstance(fn, types.BuiltinFunctionType) or (
+        isinstance(fn, types.FunctionType) and fn.__closure__ is None
+    )
+    if shareable and len(body) <= _MAX_CACHED_CALLABLE:
+        with _callables_lock:
+            if len(_callables) >= _CACHED_CALLABLES:
+                del _callables[next(iter(_callables))]
+            _callables[body] = fn
+    return fn

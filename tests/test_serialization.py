@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import functools
 import pickle
 import subprocess
 import sys
@@ -26,6 +27,9 @@ class Point:
 
     def __hash__(self) -> int:
         return hash((self.x, self.y))
+
+    def as_tuple(self) -> tuple[int, int]:
+        return (self.x, self.y)
 
 
 class CreatesMarker:
@@ -111,27 +115,42 @@ def test_call_round_trip() -> None:
     assert kwargs == {"extra": (1,)}
 
 
-def test_a_callable_is_unpickled_once_for_all_its_calls() -> None:
+def by_value(source: str, name: str) -> Any:
+    """Define a function in a module nobody can import, so cloudpickle sends it by value."""
+    namespace: dict[str, Any] = {"__name__": "omniq_unimportable_cell"}
+    exec(source, namespace)
+    return namespace[name]
+
+
+def test_a_plain_function_is_unpickled_once_for_all_its_calls() -> None:
     s = BlobSerializer()
-    offset = 10
-
-    def add_offset(x: int) -> int:  # a closure: it travels by value
-        return x + offset
-
-    first, second = s.dump_calls(add_offset, [((1,), {}), ((2,), {})])
+    scale = by_value("def scale(x):\n    return x * 10\n", "scale")
+    first, second = s.dump_calls(scale, [((1,), {}), ((2,), {})])
     fn1, args1, _ = s.load_call(first)
     fn2, args2, _ = s.load_call(second)
     assert fn1 is fn2
-    assert (fn1(*args1), fn2(*args2)) == (11, 12)
+    assert (fn1(*args1), fn2(*args2)) == (10, 20)
 
 
-def test_a_callable_with_a_large_closure_is_not_kept() -> None:
+def test_callables_with_state_of_their_own_are_unpickled_for_every_task() -> None:
     s = BlobSerializer()
-    big = b"x" * 100_000
+    seen: list[int] = []
 
-    def size() -> int:
-        return len(big)
+    def remember(x: int) -> list[int]:  # a closure over a list
+        seen.append(x)
+        return seen
 
+    for fn in (remember, functools.partial(_identity, 1), Point(1, 2).as_tuple):
+        blob = s.dump_call(fn, (), {})
+        assert s.load_call(blob)[0] is not s.load_call(blob)[0]
+    first, second = s.dump_calls(remember, [((1,), {}), ((2,), {})])
+    assert s.load_call(first)[0](1) == [1]
+    assert s.load_call(second)[0](2) == [2]  # not [1, 2]: no state from the first task
+
+
+def test_a_function_pickled_larger_than_the_cache_limit_is_not_kept() -> None:
+    s = BlobSerializer()
+    size = by_value("def size(data=b'x' * 100_000):\n    return len(data)\n", "size")
     blob = s.dump_call(size, (), {})
     fn1, _, _ = s.load_call(blob)
     fn2, _, _ = s.load_call(blob)
