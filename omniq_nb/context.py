@@ -70,8 +70,8 @@ class TaskContext:
         self._cancelled = True
 
     def report(self, progress: Progress) -> None:
-        """Hand a progress report to the pool."""
-        if self._on_progress is not None:
+        """Hand a progress report to the pool (dropped once cancelled: a later attempt may be running)."""
+        if self._on_progress is not None and not self._cancelled:
             self._on_progress(progress)
 
     @property

@@ -113,11 +113,17 @@ class LocalExecutor:
         except Exception as exc:
             return failed(exc, call.attempt)
         if inspect.iscoroutinefunction(fn) or self._threads is None:
-            return await self._on_loop(fn, args, kwargs, call, context)
+            return await self._on_loop(fn, args, kwargs, call, context, keep_slot)
         return await self._on_thread(fn, args, kwargs, call, context, keep_slot)
 
     async def _on_loop(
-        self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], call: Call, context: TaskContext
+        self,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        call: Call,
+        context: TaskContext,
+        keep_slot: Callable[[], Callable[[], None]],
     ) -> Attempt:
         token = enter(context)
         try:
@@ -128,10 +134,16 @@ class LocalExecutor:
                 running = asyncio.ensure_future(value)
                 if not await _finished_in_time(running, call.timeout):
                     context.cancel()
+                    release = keep_slot()  # its cancelled code may still be cleaning up: keep the slot
+                    running.add_done_callback(lambda _: release())
                     return timed_out(call)
                 value = running.result()  # the task's own exceptions, TimeoutError included
             return Attempt(result=self._serializer.dumps(value))
-        except (Exception, SystemExit) as exc:  # sys.exit() in a task must not end the loop
+        except asyncio.CancelledError as exc:
+            if _being_cancelled():
+                raise
+            return failed(exc, call.attempt)  # the task's own: it awaited something that was cancelled
+        except BaseException as exc:  # sys.exit() or an interrupt in a task fails it; the loop goes on
             return failed(exc, call.attempt)
         finally:
             leave(token)
@@ -166,6 +178,12 @@ class LocalExecutor:
         except asyncio.CancelledError:
             context.cancel()
             raise
+
+
+def _being_cancelled() -> bool:
+    """Return True when the running asyncio task itself was asked to stop."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 async def _finished_in_time(future: asyncio.Future[Any], timeout: float | None) -> bool:
@@ -225,7 +243,10 @@ class ChildProcess:
         Raises:
             asyncio.CancelledError: the caller was cancelled; the child is then terminated.
         """
-        self._conn.send(("run", call.task_id, call.attempt, call.queue, call.payload))
+        try:
+            self._conn.send(("run", call.task_id, call.attempt, call.queue, call.payload))
+        except OSError:  # the child died after it was handed out
+            return self._died(call)
         deadline = None if call.timeout is None else time.monotonic() + call.timeout
         while True:
             left = None if deadline is None else max(0.0, deadline - time.monotonic())

@@ -182,7 +182,11 @@ class AsyncWorkerPool:
         for record in list(self._running.values()):
             record.context.cancel()
             record.job.cancel()
-        await asyncio.gather(*(r.job for r in list(self._running.values())), return_exceptions=True)
+        stubborn = [r.job for r in self._running.values()]
+        if stubborn:  # bounded: an async task may swallow its cancel and run on
+            _, left = await asyncio.wait(stubborn, timeout=timeout)
+            if left:
+                logger.warning("worker %s: %d task(s) ignored their cancel; handing them back", self.name, len(left))
         self._draining = True
         self._flush.set()  # the flush loop writes what is recorded (and what it is writing), then ends
         await asyncio.gather(self._loops[1], return_exceptions=True)
@@ -225,9 +229,10 @@ class AsyncWorkerPool:
             if task.status is TaskStatus.CANCELLED and task.id in self._running:
                 self._abandon(task.id, "cancelled")
 
-    def _leases_lost(self, task_ids: set[str]) -> None:
-        for task_id in task_ids:
-            if task_id in self._running:
+    def _leases_lost(self, leases: dict[str, str]) -> None:
+        for task_id, token in leases.items():
+            record = self._running.get(task_id)
+            if record is not None and record.token == token:  # not a later attempt of the same task
                 logger.warning("task %s: lease lost (cancelled or rescued elsewhere); stopping it", task_id)
                 self._abandon(task_id, "lease lost")
 
@@ -294,33 +299,37 @@ class AsyncWorkerPool:
         sink = self._output(task) if self._output is not None else None
         report = partial(self._progress.__setitem__, task.id)  # from any thread: one dict assignment
         context = TaskContext(task.id, task.attempt, task.queue, report, sink)
+        token = task.lease_token or ""
         assert self._keeper is not None
-        self._keeper.hold(task.id, task.lease_token or "")
-        job = asyncio.get_running_loop().create_task(self._execute(task, context), name=f"omniq-task-{task.id}")
-        self._running[task.id] = _Running(job, context, task.lease_token or "", task)
+        self._keeper.hold(task.id, token)
+        slot = _Slot(self._free_slot)
+        job = asyncio.get_running_loop().create_task(self._execute(task, context, slot), name=f"omniq-task-{task.id}")
+        # Cleanup is a done-callback, not a ``finally``: a job cancelled before its first step
+        # (a cancel or a lost lease right after the claim) never runs its body.
+        job.add_done_callback(partial(self._attempt_ended, task.id, token, context, slot))
+        self._running[task.id] = _Running(job, context, token, task)
         logger.info("task %s %s started (attempt %d of %d)", task.id, task.name, task.attempt, task.max_attempts)
 
-    async def _execute(self, task: Task, context: TaskContext) -> None:
+    async def _execute(self, task: Task, context: TaskContext, slot: _Slot) -> None:
         started = time.monotonic()
         call = Call(task_id=task.id, attempt=task.attempt, queue=task.queue, payload=task.payload, timeout=task.timeout)
-        slot = _Slot(self._free_slot)
-        try:
-            attempt = await self._attempt(call, task.kind or self.kind, context, slot.keep)
-            self._record(task, attempt, time.monotonic() - started)
-        finally:
-            record = self._running.get(task.id)
-            if record is not None and record.context is context:
-                del self._running[task.id]
-            assert self._keeper is not None
-            self._keeper.release(task.id)
-            slot.release()
+        attempt = await self._attempt(call, task.kind or self.kind, context, slot.keep)
+        self._record(task, attempt, time.monotonic() - started)
+
+    def _attempt_ended(self, task_id: str, token: str, context: TaskContext, slot: _Slot, _: object) -> None:
+        record = self._running.get(task_id)
+        if record is not None and record.context is context:
+            del self._running[task_id]
+        assert self._keeper is not None
+        self._keeper.release(task_id, token)  # only this attempt's lease: a newer one stays renewed
+        slot.release()
 
     async def _attempt(
         self, call: Call, kind: str, context: TaskContext, keep_slot: Callable[[], Callable[[], None]]
     ) -> Attempt:
         if kind != "process" or self._runs_on_loop(call):
             return await self._local(kind).run(call, context, keep_slot)
-        child = self._children.pop() if self._children else ChildProcess(self.queue.settings.secret)
+        child = self._idle_child()
         try:
             attempt = await child.run(call, context)
         except BaseException:
@@ -329,6 +338,15 @@ class AsyncWorkerPool:
         if child.alive:
             self._children.append(child)
         return attempt
+
+    def _idle_child(self) -> ChildProcess:
+        """Return a live idle child process, starting one if none is left (dead ones are reaped)."""
+        while self._children:
+            child = self._children.pop()
+            if child.alive:
+                return child
+            child.terminate()
+        return ChildProcess(self.queue.settings.secret)
 
     def _local(self, kind: str) -> LocalExecutor:
         """Return the executor for attempts run in this process: on threads, or on the loop."""
@@ -525,10 +543,11 @@ class _LeaseKeeper:
         with self._lock:
             self._leases[task_id] = token
 
-    def release(self, task_id: str) -> None:
-        """Stop renewing this lease."""
+    def release(self, task_id: str, token: str) -> None:
+        """Stop renewing this lease (a newer lease of the same task, from a later claim, stays)."""
         with self._lock:
-            self._leases.pop(task_id, None)
+            if self._leases.get(task_id) == token:
+                del self._leases[task_id]
 
     def stop(self) -> None:
         """Stop renewing and wait for the thread to close its connection."""
@@ -551,7 +570,7 @@ class _LeaseKeeper:
                     logger.exception("renewing %d lease(s) failed; retrying", len(leases))
                     continue
                 with self._lock:
-                    lost = {i for i in leases if i not in held and self._leases.get(i) == leases[i]}
+                    lost = {i: t for i, t in leases.items() if i not in held and self._leases.get(i) == t}
                 if lost:
                     with contextlib.suppress(RuntimeError):  # the pool's loop has closed
                         self._loop.call_soon_threadsafe(self._on_lost, lost)

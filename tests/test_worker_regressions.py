@@ -1,16 +1,22 @@
-"""Regressions found in review: graceful stop, at_most_once, a task's own TimeoutError, periodic series."""
+"""Regressions found in review: graceful stop, at_most_once, own TimeoutError, periodic series, slots, leases."""
 
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import time
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
 import omniq_nb as omniq
-from omniq_nb.models import TaskStatus
+from omniq_nb.context import Progress, TaskContext
+from omniq_nb.errors import TaskFailed, TaskTimeout
+from omniq_nb.models import Task, TaskStatus
+from omniq_nb.worker import _LeaseKeeper
 
 pytestmark = pytest.mark.anyio
 
@@ -36,6 +42,37 @@ def blocked_until(flag: str) -> str:
 
 def tick() -> int:
     return 1
+
+
+def pid() -> int:
+    return os.getpid()
+
+
+class Abort(BaseException):
+    """Not an Exception: raised by task code that means to stop hard."""
+
+
+async def abort() -> None:
+    raise Abort("stop everything")
+
+
+async def await_a_cancelled_future() -> None:
+    future = asyncio.get_running_loop().create_future()
+    future.cancel()
+    await future  # raises CancelledError, though nobody cancelled the task itself
+
+
+async def slow_to_clean_up(marker: str) -> None:
+    try:
+        await asyncio.sleep(60)
+    except asyncio.CancelledError:
+        await asyncio.sleep(0.5)  # cleanup that takes a while after the cancel
+        await asyncio.to_thread(Path(marker).write_text, "cleaned up")
+        raise
+
+
+def exists(path: str) -> bool:
+    return Path(path).exists()
 
 
 async def wait_for_status(q: omniq.AsyncOmniQ, task_id: str, status: str, within: float = 15.0) -> None:
@@ -130,3 +167,94 @@ async def test_bad_arguments_are_clear_errors() -> None:
             await q.results("abc")
         with pytest.raises(ValueError, match="since='x'"):
             await q.events(since="x")  # type: ignore[arg-type]
+
+
+async def test_an_attempt_abandoned_before_its_first_step_frees_its_slot_and_lease(tmp_path: Path) -> None:
+    async with (
+        omniq.AsyncOmniQ(db_url=f"sqlite:///{tmp_path / 'q.db'}", poll_interval=0.05) as q,
+        omniq.AsyncWorkerPool(q, concurrency=1, kind="thread", lease=5) as pool,
+    ):
+        first = await q.enqueue(nap, 0.0)
+        abandoned: list[str] = []
+
+        def abandon_at_once(tasks: Sequence[Task]) -> None:  # on the claim's publish: before the job starts
+            for task in tasks:
+                if task.id == first.id and task.status is TaskStatus.RUNNING and not abandoned:
+                    abandoned.append(task.id)
+                    pool._abandon(task.id, "abandoned by the test")
+
+        q.on_local_write(abandon_at_once)
+        await wait_for(lambda: bool(abandoned))
+        await wait_for(lambda: pool.busy == 0)
+        assert pool._keeper is not None and not pool._keeper._leases
+        assert await (await q.enqueue(tick)).result(timeout=15) == 1  # the slot is usable again
+
+
+async def test_a_dead_idle_child_process_is_replaced(tmp_path: Path) -> None:
+    async with (
+        omniq.AsyncOmniQ(db_url=f"sqlite:///{tmp_path / 'q.db'}", poll_interval=0.05) as q,
+        omniq.AsyncWorkerPool(q, concurrency=1, kind="process", lease=5) as pool,
+    ):
+        child = await (await q.enqueue(pid)).result(timeout=30)
+        os.kill(child, signal.SIGKILL)  # dies while idle, between tasks
+        await wait_for(lambda: not any(c.alive for c in pool._children))  # fully gone, not just dying
+        fresh = await (await q.enqueue(pid)).result(timeout=30)
+        assert fresh != child
+
+
+async def test_an_async_task_that_timed_out_keeps_its_slot_while_it_cleans_up(tmp_path: Path) -> None:
+    marker = tmp_path / "cleaned"
+    async with (
+        omniq.AsyncOmniQ(db_url=f"sqlite:///{tmp_path / 'q.db'}", poll_interval=0.05) as q,
+        omniq.AsyncWorkerPool(q, concurrency=1, kind="async", lease=5),
+    ):
+        slow = await q.enqueue_call(slow_to_clean_up, args=(str(marker),), timeout=0.2)
+        following = await q.enqueue(exists, str(marker))
+        with pytest.raises(TaskTimeout):
+            await slow.result(timeout=15)
+        assert await following.result(timeout=15) is True  # it started only once the cleanup had ended
+
+
+@pytest.mark.parametrize(
+    ("fn", "raised"),
+    [(abort, "Abort"), (await_a_cancelled_future, "CancelledError")],
+    ids=["BaseException", "own cancel"],
+)
+async def test_an_async_task_raising_a_base_exception_fails_and_the_pool_goes_on(
+    tmp_path: Path, fn: Callable[[], Awaitable[None]], raised: str
+) -> None:
+    async with omniq.AsyncOmniQ(db_url=f"sqlite:///{tmp_path / 'q.db'}", poll_interval=0.05) as q:
+        async with omniq.AsyncWorkerPool(q, concurrency=1, kind="async", lease=5):
+            h = await q.enqueue(fn)
+            with pytest.raises(TaskFailed):
+                await h.result(timeout=15)
+            assert await (await q.enqueue(tick)).result(timeout=15) == 1
+        task = (await q.get(h.id)).task
+        assert (task.status, task.attempt) == (TaskStatus.FAILED, 1)
+        assert task.error is not None and task.error.type.endswith(raised)  # its own error, not a lost lease
+
+
+async def test_releasing_an_old_lease_keeps_the_newer_lease_of_the_same_task() -> None:
+    keeper = _LeaseKeeper(omniq.AsyncOmniQ(db_url="memory://").storage, 5, 1, asyncio.get_running_loop(), print)
+    keeper.hold("t", "attempt-1")
+    keeper.hold("t", "attempt-2")  # the task was re-claimed while attempt 1 was still ending
+    keeper.release("t", "attempt-1")
+    assert keeper._leases == {"t": "attempt-2"}
+    keeper.release("t", "attempt-2")
+    assert keeper._leases == {}
+
+
+def test_a_cancelled_task_reports_no_more_progress() -> None:
+    reports: list[Progress] = []
+    context = TaskContext("t", 1, "default", reports.append)
+    context.report(Progress(1, 2))
+    context.cancel()
+    context.report(Progress(2, 2))  # a timed-out thread still running: a newer attempt may own the task
+    assert reports == [Progress(1, 2)]
+
+
+async def wait_for(predicate: Callable[[], bool], within: float = 15.0) -> None:
+    deadline = time.monotonic() + within
+    while not predicate():
+        assert time.monotonic() < deadline, "condition still false"
+        await asyncio.sleep(0.01)
