@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import venv
@@ -14,6 +15,7 @@ import pytest
 from jupyter_client.kernelspec import KernelSpecManager
 from jupyter_client.manager import KernelManager
 from nbclient import NotebookClient
+from packaging.specifiers import SpecifierSet
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
@@ -75,6 +77,14 @@ def test_notebook_runs_and_shows_its_key_outputs(path: Path, tmp_path: Path) -> 
 
 def test_every_notebook_has_expectations() -> None:
     assert {p.name for p in NOTEBOOKS} == set(EXPECTED)
+
+
+def test_binder_python_satisfies_requires_python() -> None:
+    runtime = (ROOT / "binder" / "runtime.txt").read_text().strip()
+    required = re.search(r'^requires-python = "(.+)"$', (ROOT / "pyproject.toml").read_text(), re.M)
+    assert required is not None
+    assert runtime.startswith("python-")
+    assert SpecifierSet(required[1]).contains(runtime.removeprefix("python-") + ".0"), (runtime, required[1])
 
 
 def test_binder_environment_runs_the_quickstart(tmp_path: Path) -> None:
