@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta, timezone
@@ -36,6 +37,7 @@ from omniq_nb.schedule import first_run, next_run, seconds
 from omniq_nb.serialization import BlobSerializer
 from omniq_nb.storage import Storage, open_storage
 
+logger = logging.getLogger(__name__)
 _UTC = timezone.utc
 T = TypeVar("T")
 _LIST_LIMIT = 100
@@ -156,7 +158,10 @@ class AsyncOmniQ:
         self._hub.deliver(tasks)
         self._hub.nudge()
         for callback in builtins.list(self._local_writes):
-            callback(tasks)
+            try:
+                callback(tasks)
+            except Exception:  # a failing callback must not stop the pool loop that wrote
+                logger.exception("on_local_write callback %r failed", callback)
 
     async def enqueue(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> TaskHandle:
         """Queue ``fn(*args, **kwargs)`` with default options and return its handle at once.

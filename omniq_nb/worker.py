@@ -296,7 +296,7 @@ class AsyncWorkerPool:
 
     def _launch(self, task: Task) -> None:
         self._busy += 1
-        sink = self._output(task) if self._output is not None else None
+        sink = self._task_output(task)
         report = partial(self._progress.__setitem__, task.id)  # from any thread: one dict assignment
         context = TaskContext(task.id, task.attempt, task.queue, report, sink)
         token = task.lease_token or ""
@@ -309,6 +309,16 @@ class AsyncWorkerPool:
         job.add_done_callback(partial(self._attempt_ended, task.id, token, context, slot))
         self._running[task.id] = _Running(job, context, token, task)
         logger.info("task %s %s started (attempt %d of %d)", task.id, task.name, task.attempt, task.max_attempts)
+
+    def _task_output(self, task: Task) -> OutputSink | None:
+        """Return where the task's output goes (this process's streams if the router fails)."""
+        if self._output is None:
+            return None
+        try:
+            return self._output(task)
+        except Exception:
+            logger.exception("task %s: routing its output failed; it goes to this process's streams", task.id)
+            return None
 
     async def _execute(self, task: Task, context: TaskContext, slot: _Slot) -> None:
         started = time.monotonic()

@@ -258,3 +258,17 @@ async def wait_for(predicate: Callable[[], bool], within: float = 15.0) -> None:
     while not predicate():
         assert time.monotonic() < deadline, "condition still false"
         await asyncio.sleep(0.01)
+
+
+async def test_a_failing_output_router_or_write_callback_does_not_stop_the_pool(tmp_path: Path) -> None:
+    def broken_router(task: Task) -> None:
+        raise RuntimeError("the notebook cell is gone")
+
+    def broken_callback(tasks: Sequence[Task]) -> None:
+        raise RuntimeError("listener bug")
+
+    async with omniq.AsyncOmniQ(db_url=f"sqlite:///{tmp_path / 'q.db'}", poll_interval=0.05) as q:
+        q.on_local_write(broken_callback)
+        async with omniq.AsyncWorkerPool(q, concurrency=2, kind="thread", lease=5, output=broken_router):
+            handles = [await q.enqueue(tick) for _ in range(5)]
+            assert await q.results([h.id for h in handles], timeout=15) == [1] * 5
