@@ -139,11 +139,9 @@ class LocalExecutor:
                     return timed_out(call)
                 value = running.result()  # the task's own exceptions, TimeoutError included
             return Attempt(result=self._serializer.dumps(value))
-        except asyncio.CancelledError as exc:
-            if _being_cancelled():
-                raise
-            return failed(exc, call.attempt)  # the task's own: it awaited something that was cancelled
-        except BaseException as exc:  # sys.exit() or an interrupt in a task fails it; the loop goes on
+        except BaseException as exc:  # sys.exit(), an interrupt, a cancel the task met on its own: it fails
+            if isinstance(exc, asyncio.CancelledError) and _being_cancelled():
+                raise  # the attempt itself is being stopped
             return failed(exc, call.attempt)
         finally:
             leave(token)

@@ -41,7 +41,7 @@ _PLAIN_SCALARS = (type(None), bool, int, float, str, bytes)
 _MAX_MSGPACK_INT = 2**64
 _PICKLE_PROTOCOL = 5
 _CACHED_CALLABLES = 128  # unpickled callables kept for reuse
-_MAX_CACHED_CALLABLE = 64 * 1024  # bytes: a callable pickled larger (a big closure) is not kept
+_MAX_CACHED_CALLABLE = 64 * 1024  # bytes: a function pickled larger (big defaults or globals) is not kept
 
 _msgpack_encoder = msgspec.msgpack.Encoder()
 _msgpack_decoder = msgspec.msgpack.Decoder()
@@ -184,8 +184,7 @@ class BlobSerializer:
         call = self.loads(blob)
         if not (isinstance(call, tuple) and len(call) == 3 and isinstance(call[0], bytes)):
             raise SerializationError("the payload does not hold a call (fn, args, kwargs)")
-        fn_body = call[0]
-        fn = _load_callable(fn_body)
+        fn = _load_callable(call[0])
         if not callable(fn):
             raise SerializationError(f"the payload's callable is not callable: {_describe(fn)}")
         return fn, call[1], call[2]

@@ -182,9 +182,9 @@ class AsyncWorkerPool:
         for record in list(self._running.values()):
             record.context.cancel()
             record.job.cancel()
-        stubborn = [r.job for r in self._running.values()]
-        if stubborn:  # bounded: an async task may swallow its cancel and run on
-            _, left = await asyncio.wait(stubborn, timeout=timeout)
+        cancelled = [r.job for r in self._running.values()]
+        if cancelled:  # bounded: an async task may swallow its cancel and run on
+            _, left = await asyncio.wait(cancelled, timeout=timeout)
             if left:
                 logger.warning("worker %s: %d task(s) ignored their cancel; handing them back", self.name, len(left))
         self._draining = True
