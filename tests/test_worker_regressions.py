@@ -11,6 +11,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+import worker_tasks as wt
 
 import omniq_nb as omniq
 from omniq_nb.context import Progress, TaskContext
@@ -42,10 +43,6 @@ def blocked_until(flag: str) -> str:
 
 def tick() -> int:
     return 1
-
-
-def pid() -> int:
-    return os.getpid()
 
 
 class Abort(BaseException):
@@ -169,7 +166,9 @@ async def test_bad_arguments_are_clear_errors() -> None:
             await q.events(since="x")  # type: ignore[arg-type]
 
 
-async def test_an_attempt_abandoned_before_its_first_step_frees_its_slot_and_lease(tmp_path: Path) -> None:
+async def test_an_attempt_abandoned_before_its_first_step_frees_its_slot_and_lease(
+    tmp_path: Path, wait_until: Callable[..., Awaitable[None]]
+) -> None:
     async with (
         omniq.AsyncOmniQ(db_url=f"sqlite:///{tmp_path / 'q.db'}", poll_interval=0.05) as q,
         omniq.AsyncWorkerPool(q, concurrency=1, kind="thread", lease=5) as pool,
@@ -184,21 +183,23 @@ async def test_an_attempt_abandoned_before_its_first_step_frees_its_slot_and_lea
                     pool._abandon(task.id, "abandoned by the test")
 
         q.on_local_write(abandon_at_once)
-        await wait_for(lambda: bool(abandoned))
-        await wait_for(lambda: pool.busy == 0)
+        await wait_until(lambda: bool(abandoned), timeout=15)
+        await wait_until(lambda: pool.busy == 0, timeout=15)
         assert pool._keeper is not None and not pool._keeper._leases
         assert await (await q.enqueue(tick)).result(timeout=15) == 1  # the slot is usable again
 
 
-async def test_a_dead_idle_child_process_is_replaced(tmp_path: Path) -> None:
+async def test_a_dead_idle_child_process_is_replaced(
+    tmp_path: Path, wait_until: Callable[..., Awaitable[None]]
+) -> None:
     async with (
         omniq.AsyncOmniQ(db_url=f"sqlite:///{tmp_path / 'q.db'}", poll_interval=0.05) as q,
         omniq.AsyncWorkerPool(q, concurrency=1, kind="process", lease=5) as pool,
     ):
-        child = await (await q.enqueue(pid)).result(timeout=30)
+        child = await (await q.enqueue(wt.pid)).result(timeout=30)
         os.kill(child, signal.SIGKILL)  # dies while idle, between tasks
-        await wait_for(lambda: not any(c.alive for c in pool._children))  # fully gone, not just dying
-        fresh = await (await q.enqueue(pid)).result(timeout=30)
+        await wait_until(lambda: not any(c.alive for c in pool._children), timeout=15)  # gone, not dying
+        fresh = await (await q.enqueue(wt.pid)).result(timeout=30)
         assert fresh != child
 
 
@@ -251,13 +252,6 @@ def test_a_cancelled_task_reports_no_more_progress() -> None:
     context.cancel()
     context.report(Progress(2, 2))  # a timed-out thread still running: a newer attempt may own the task
     assert reports == [Progress(1, 2)]
-
-
-async def wait_for(predicate: Callable[[], bool], within: float = 15.0) -> None:
-    deadline = time.monotonic() + within
-    while not predicate():
-        assert time.monotonic() < deadline, "condition still false"
-        await asyncio.sleep(0.01)
 
 
 async def test_a_failing_output_router_or_write_callback_does_not_stop_the_pool(tmp_path: Path) -> None:
