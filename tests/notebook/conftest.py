@@ -17,6 +17,7 @@ import pytest
 from jupyter_client.blocking.client import BlockingKernelClient
 from jupyter_client.kernelspec import KernelSpecManager
 from jupyter_client.manager import KernelManager
+from kernel_shutdown import close_all
 from notebook_kernels import IPYKERNEL6_VARIABLE, KERNEL_ENV, STARTUP_TIMEOUT, Kernel, KernelFactory
 
 # read at import: the autouse ``isolated_env`` fixture clears every OMNIQ_* variable before tests run
@@ -89,18 +90,10 @@ def start_kernel(
     try:
         yield start
     finally:
-        errors = []
-        for kernel in reversed(started):
-            try:
-                kernel.close()
-            except Exception as exc:  # shut every kernel down, then report
-                errors.append(exc)
-        if errors:
-            raise errors[0]
+        close_all(started)
 
 
 @pytest.fixture
 def kernel(start_kernel: KernelFactory) -> Kernel:
     """One kernel (ipykernel 7 and 6), cwd a fresh ``tmp_path``, nothing loaded yet."""
     return start_kernel()
-

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from jupyter_client.kernelspec import KernelSpecManager
+from kernel_shutdown import close_all
 from widget_kernels import Kernel, start_kernel, write_kernel_spec
 
 
@@ -33,14 +34,7 @@ def start_widget_kernel(widget_kernel_specs: KernelSpecManager, tmp_path: Path) 
     try:
         yield start
     finally:
-        errors = []
-        for kernel in reversed(started):
-            try:
-                kernel.close()
-            except Exception as exc:  # shut every kernel down, then report
-                errors.append(exc)
-        if errors:
-            raise errors[0]
+        close_all(started)
 
 
 @pytest.fixture
