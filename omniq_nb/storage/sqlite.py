@@ -22,13 +22,14 @@ import itertools
 import logging
 import os
 import sqlite3
+import tempfile
 import time
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from types import TracebackType
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 import aiosqlite
 import msgspec
@@ -615,11 +616,19 @@ def sqlite_path(url: str) -> str | None:
 
 
 def _prepare_file(path: str) -> None:
-    """Create the folder and an owner-only file, or say clearly why that is impossible."""
+    """Create the folder and an owner-only file, or say clearly why that is impossible.
+
+    The database file itself is never opened here: on POSIX, closing any descriptor of a
+    file drops every fcntl lock this process holds on it, SQLite's included, and another
+    process would then believe it is alone and delete the live WAL. A new store is made as
+    an owner-only temporary file beside it and hard-linked into place (which never
+    replaces an existing file); writability is checked by SQLite's own ``BEGIN IMMEDIATE``.
+    """
     target = Path(path)
     try:
         target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        os.close(os.open(target, os.O_RDWR | os.O_CREAT, 0o600))
+        if not target.exists():
+            _create_owner_only(target)
     except OSError as exc:
         raise StorageError(f"cannot create or write the SQLite store at {target.resolve()}: {exc.strerror}") from exc
     filesystem = _filesystem_type(target.resolve())
@@ -629,6 +638,24 @@ def _prepare_file(path: str) -> None:
             "work there and could corrupt the store. Put the file on a local disk, or use a "
             "PostgreSQL or Redis store to share tasks between machines."
         )
+
+
+def _create_owner_only(target: Path) -> None:
+    """Create an empty owner-only file at ``target`` unless one exists, without opening ``target``.
+
+    Where the filesystem has no hard links, SQLite creates the file and its mode is set by path.
+    """
+    handle, scratch = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+    os.close(handle)  # the scratch file's descriptor, never the store's
+    try:
+        os.link(scratch, target)
+    except FileExistsError:
+        pass  # another process or store object created it first
+    except OSError:  # no hard links here: let SQLite create it, then restrict it by path
+        sqlite3.connect(f"file:{quote(str(target))}?mode=rwc", uri=True).close()
+        os.chmod(target, 0o600)
+    finally:
+        os.unlink(scratch)
 
 
 def _filesystem_type(path: Path) -> str:
