@@ -34,23 +34,26 @@ class TaskContext:
     """The running task, as seen from inside it (returned by ``current()``).
 
     Args:
-        task_id: the task's id (stable across retries: use it as an idempotency key).
-        attempt: this attempt's number, from 1.
+        task_id: the task's id (stable across retries and runs).
+        attempt: this attempt's number, from 1. A graceful handback (a worker stopping) gives
+            the attempt back, so a re-run after it sees the same number again.
         queue: the task's queue.
+        run_id: unique per claim, so two runs of a task never share it: the idempotency key.
         on_progress: called with each report (must be cheap and thread-safe).
     """
 
-    __slots__ = ("_cancelled", "_on_output", "_on_progress", "attempt", "queue", "task_id")
+    __slots__ = ("_cancelled", "_on_output", "_on_progress", "attempt", "queue", "run_id", "task_id")
 
     def __init__(
         self,
         task_id: str,
         attempt: int,
         queue: str,
+        run_id: str,
         on_progress: Callable[[Progress], None] | None = None,
         on_output: OutputSink | None = None,
     ) -> None:
-        self.task_id, self.attempt, self.queue = task_id, attempt, queue
+        self.task_id, self.attempt, self.queue, self.run_id = task_id, attempt, queue, run_id
         self._on_progress = on_progress
         self._on_output = on_output
         self._cancelled = False
@@ -91,8 +94,11 @@ class TaskContext:
             stream.write(payload)
 
     def __repr__(self) -> str:
-        """Return ``TaskContext(task_id=..., attempt=..., queue=...)``."""
-        return f"TaskContext(task_id={self.task_id!r}, attempt={self.attempt}, queue={self.queue!r})"
+        """Return ``TaskContext(task_id=..., attempt=..., queue=..., run_id=...)``."""
+        return (
+            f"TaskContext(task_id={self.task_id!r}, attempt={self.attempt}, queue={self.queue!r}, "
+            f"run_id={self.run_id!r})"
+        )
 
 
 _current: contextvars.ContextVar[TaskContext | None] = contextvars.ContextVar("omniq_task", default=None)
@@ -100,7 +106,10 @@ _origin: contextvars.ContextVar[str | None] = contextvars.ContextVar("omniq_orig
 
 
 def current() -> TaskContext | None:
-    """Return the running task's id, attempt and queue, or ``None`` outside a task.
+    """Return the running task's id, attempt, queue and ``run_id``, or ``None`` outside a task.
+
+    Use ``run_id`` as the idempotency key of a task's side effects: it is unique per claim,
+    while ``attempt`` repeats after a graceful handback.
 
     Example:
         >>> current() is None

@@ -56,6 +56,7 @@ class Call(msgspec.Struct, frozen=True, kw_only=True):
     task_id: str
     attempt: int
     queue: str
+    run_id: str
     payload: bytes
     timeout: float | None
 
@@ -242,7 +243,7 @@ class ChildProcess:
             asyncio.CancelledError: the caller was cancelled; the child is then terminated.
         """
         try:
-            self._conn.send(("run", call.task_id, call.attempt, call.queue, call.payload))
+            self._conn.send(("run", call.task_id, call.attempt, call.queue, call.run_id, call.payload))
         except OSError:  # the child died after it was handed out
             return self._died(call)
         deadline = None if call.timeout is None else time.monotonic() + call.timeout
@@ -342,8 +343,8 @@ def child_main(fd: int, parent_pid: int) -> None:
             return
         if message[0] == "stop":
             return
-        _, task_id, attempt, queue, payload = message
-        send(_run_in_child(serializer, send, task_id, attempt, queue, payload))
+        _, task_id, attempt, queue, run_id, payload = message
+        send(_run_in_child(serializer, send, task_id, attempt, queue, run_id, payload))
 
 
 def _run_in_child(
@@ -352,10 +353,11 @@ def _run_in_child(
     task_id: str,
     attempt: int,
     queue: str,
+    run_id: str,
     payload: bytes,
 ) -> tuple[Any, ...]:
     reports = _ProgressRelay(send)
-    token = enter(TaskContext(task_id, attempt, queue, reports.report))
+    token = enter(TaskContext(task_id, attempt, queue, run_id, reports.report))
     streams = sys.stdout, sys.stderr
     sys.stdout, sys.stderr = _ToParent("stdout", send), _ToParent("stderr", send)
     try:

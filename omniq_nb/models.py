@@ -143,6 +143,7 @@ class Task(msgspec.Struct):
     ``payload`` and ``result`` are serialized blobs (see ``omniq_nb.serialization``);
     a store never looks inside them. ``origin`` says where the task was launched from (in a
     notebook, the kernel session and cell message), so its output can be routed back there.
+    ``run_id`` names the latest claim: unique per claim, kept after the run ends.
 
     Build one with keyword arguments: the positional order serves the stores, which build a
     task per row claimed or settled (positional is several times faster), and may change.
@@ -178,6 +179,7 @@ class Task(msgspec.Struct):
     result: bytes | None = None
     error: TaskError | None = None
     origin: str | None = None
+    run_id: str | None = None
 
     @property
     def max_attempts(self) -> int:
@@ -202,7 +204,10 @@ class TaskResult(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class TaskEvent(msgspec.Struct, frozen=True, kw_only=True):
-    """One recorded transition of a task; ``seq`` orders events within a store."""
+    """One recorded transition of a task; ``seq`` orders events within a store.
+
+    ``run_id`` names the claim the event belongs to (``None`` before the first claim).
+    """
 
     seq: int
     task_id: str
@@ -212,3 +217,4 @@ class TaskEvent(msgspec.Struct, frozen=True, kw_only=True):
     attempt: int = 0
     progress: float | None = None
     message: str | None = None
+    run_id: str | None = None

@@ -298,7 +298,7 @@ class AsyncWorkerPool:
         self._busy += 1
         sink = self._task_output(task)
         report = partial(self._progress.__setitem__, task.id)  # from any thread: one dict assignment
-        context = TaskContext(task.id, task.attempt, task.queue, report, sink)
+        context = TaskContext(task.id, task.attempt, task.queue, task.run_id or "", report, sink)
         token = task.lease_token or ""
         assert self._keeper is not None
         self._keeper.hold(task.id, token)
@@ -322,7 +322,14 @@ class AsyncWorkerPool:
 
     async def _execute(self, task: Task, context: TaskContext, slot: _Slot) -> None:
         started = time.monotonic()
-        call = Call(task_id=task.id, attempt=task.attempt, queue=task.queue, payload=task.payload, timeout=task.timeout)
+        call = Call(
+            task_id=task.id,
+            attempt=task.attempt,
+            queue=task.queue,
+            run_id=context.run_id,
+            payload=task.payload,
+            timeout=task.timeout,
+        )
         attempt = await self._attempt(call, task.kind or self.kind, context, slot.keep)
         self._record(task, attempt, time.monotonic() - started)
 

@@ -246,3 +246,28 @@ def test_sigint_lets_a_running_task_finish_before_exit(
     task = q.get(h.id).task
     assert task.attempt == 1
     assert f"task {h.id} succeeded in" in worker.text()
+
+
+def test_a_handed_back_task_keeps_its_attempt_but_runs_under_a_new_run_id(
+    q: OmniQ, spawn: Callable[..., Worker], tmp_path: Path, wait_until_sync: WaitSync
+) -> None:
+    """Promise: SIGTERM hands a started task back without using an attempt; ``run_id`` tells the runs apart."""
+    log, gate = tmp_path / "runs.log", tmp_path / "gate"
+    first = spawn(lease=5)
+    h = q.enqueue(wt.log_run_then_wait, str(log), str(gate))
+    wait_until_sync(lambda: len(read(log).splitlines()) == 1, timeout=RESULT_WAIT)
+
+    first.process.send_signal(signal.SIGTERM)
+    assert first.process.wait(30) == 0
+    handed_back = q.get(h.id).task
+    assert (handed_back.status, handed_back.attempt) == ("pending", 0)
+
+    spawn(lease=5)
+    wait_until_sync(lambda: len(read(log).splitlines()) == 2, timeout=RESULT_WAIT)
+    gate.touch()
+    second_run = h.result(timeout=RESULT_WAIT)
+    (attempt_1, run_1), (attempt_2, run_2) = (line.split() for line in read(log).splitlines())
+    assert attempt_1 == attempt_2 == "1"
+    assert run_1 != run_2 == second_run == q.get(h.id).task.run_id
+    started = [e.run_id for e in q.events(task_id=h.id) if e.kind == "started"]
+    assert started == [run_1, run_2]

@@ -247,7 +247,7 @@ async def test_releasing_an_old_lease_keeps_the_newer_lease_of_the_same_task() -
 
 def test_a_cancelled_task_reports_no_more_progress() -> None:
     reports: list[Progress] = []
-    context = TaskContext("t", 1, "default", reports.append)
+    context = TaskContext("t", 1, "default", "r1", reports.append)
     context.report(Progress(1, 2))
     context.cancel()
     context.report(Progress(2, 2))  # a timed-out thread still running: a newer attempt may own the task

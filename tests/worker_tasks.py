@@ -67,6 +67,7 @@ def where(marker: str | None = None) -> dict[str, Any]:
             "task_id": context.task_id,
             "attempt": context.attempt,
             "queue": context.queue,
+            "run_id": context.run_id,
         }
     if marker is not None:
         _touch(Path(marker), str(os.getpid()))
@@ -87,6 +88,20 @@ def gated(folder: str, name: str, gate: str) -> str:
     if not opened:
         raise TimeoutError(f"gate {gate} never opened")
     return name
+
+
+def log_run_then_wait(log: str, gate: str) -> str:
+    """Append ``attempt run_id`` of this run to ``log``, wait for ``gate``, return the run id."""
+    context = omniq.current()
+    assert context is not None
+    append = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        os.write(append, f"{context.attempt} {context.run_id}\n".encode())
+    finally:
+        os.close(append)
+    if not _wait_for(lambda: Path(gate).exists() or _cancelled()):
+        raise TimeoutError(f"gate {gate} never opened")
+    return context.run_id
 
 
 async def _async_wait_for(path: str, limit: float = LIMIT) -> bool:

@@ -148,6 +148,7 @@ class MemoryStorage:
             for task in ready:
                 task.status, task.attempt = TaskStatus.RUNNING, task.attempt + 1
                 task.lease_token, task.lease_until = secrets.token_hex(16), now + timedelta(seconds=lease)
+                task.run_id = secrets.token_hex(8)
                 task.started_at, task.worker = now, worker
                 task.progress, task.progress_done, task.progress_total, task.progress_message = 0.0, 0.0, None, None
                 self._record(task, EventKind.STARTED)
@@ -331,6 +332,7 @@ class MemoryStorage:
                 attempt=task.attempt,
                 progress=task.progress,
                 message=message,
+                run_id=task.run_id,
             )
         )
 

@@ -41,7 +41,7 @@ from omniq_nb.storage.wakeup import WakeChannel
 
 logger = logging.getLogger(__name__)
 
-_SCHEMA_VERSION = 1
+_SCHEMA_VERSION = 2
 _BUSY_TIMEOUT_MS = 15_000
 _JOURNAL_SIZE_LIMIT = 64 * 1024 * 1024
 _CHUNK_ROWS = 400  # rows per multi-row statement: 400 x 12 values stays under SQLite's 32,766
@@ -57,13 +57,14 @@ _COLUMNS = (
     "id, name, queue, status, priority, payload, attempt, retries, retry_on, timeout, eta, created_at, "
     "started_at, finished_at, expires_at, result_ttl, interval, cron, series, at_most_once, kind, "
     "lease_token, lease_until, worker, progress, progress_done, progress_total, progress_message, result, error, "
-    "origin"
+    "origin, run_id"
 )
 # A new task has never run: only these columns can differ from the defaults.
 _NEW_COLUMNS = (
     "id, name, queue, status, priority, payload, attempt, retries, retry_on, timeout, eta, created_at, "
     "expires_at, result_ttl, interval, cron, series, at_most_once, kind, origin"
 )
+_EVENT_COLUMNS = "seq, task_id, kind, at, status, attempt, progress, message, run_id"
 _TASKS_COLUMNS = ", ".join(f"tasks.{name.strip()}" for name in _COLUMNS.split(","))  # in a join with tasks
 _ROW_MARKS = "(" + ", ".join("?" * (_NEW_COLUMNS.count(",") + 1)) + ")"
 _INSERT_ROWS = 500  # rows per INSERT: 500 x 20 values stays under SQLite's 32,766 limit
@@ -133,6 +134,10 @@ _MIGRATIONS: dict[int, str] = {
     );
     CREATE INDEX events_task ON events (task_id, seq);
     """,
+    2: """
+    ALTER TABLE tasks ADD COLUMN run_id TEXT;
+    ALTER TABLE events ADD COLUMN run_id TEXT;
+    """,
 }
 
 # Temporary triggers belong to this connection only, so OMNIQ_EVENTS=0 in one process
@@ -144,18 +149,18 @@ CREATE TEMP TRIGGER IF NOT EXISTS omniq_event_insert AFTER INSERT ON main.tasks 
 END;
 CREATE TEMP TRIGGER IF NOT EXISTS omniq_event_status AFTER UPDATE OF status ON main.tasks
 WHEN old.status IS NOT new.status BEGIN
-    INSERT INTO events (task_id, kind, at, status, attempt, progress, message)
+    INSERT INTO events (task_id, kind, at, status, attempt, progress, message, run_id)
     VALUES (new.id,
         CASE new.status
             WHEN 'running' THEN 'started'
             WHEN 'pending' THEN CASE WHEN new.attempt < old.attempt THEN 'released' ELSE 'retried' END
             ELSE new.status END,
-        {_NOW_SQL}, new.status, new.attempt, new.progress, json_extract(new.error, '$.message'));
+        {_NOW_SQL}, new.status, new.attempt, new.progress, json_extract(new.error, '$.message'), new.run_id);
 END;
 CREATE TEMP TRIGGER IF NOT EXISTS omniq_event_progress AFTER UPDATE OF progress_done ON main.tasks
 WHEN old.status = 'running' AND new.status = 'running' BEGIN
-    INSERT INTO events (task_id, kind, at, status, attempt, progress, message)
-    VALUES (new.id, 'progress', {_NOW_SQL}, new.status, new.attempt, new.progress, new.progress_message);
+    INSERT INTO events (task_id, kind, at, status, attempt, progress, message, run_id)
+    VALUES (new.id, 'progress', {_NOW_SQL}, new.status, new.attempt, new.progress, new.progress_message, new.run_id);
 END;
 """
 
@@ -373,7 +378,8 @@ class SQLiteStorage:
         marks = ", ".join("?" * len(queues))
         sql = f"""
             UPDATE tasks SET status = 'running', attempt = attempt + 1,
-                lease_token = lower(hex(randomblob(16))), lease_until = ?, started_at = ?, worker = ?,
+                lease_token = lower(hex(randomblob(16))), run_id = lower(hex(randomblob(8))),
+                lease_until = ?, started_at = ?, worker = ?,
                 progress = 0, progress_done = 0, progress_total = NULL, progress_message = NULL
             WHERE seq IN (
                 SELECT seq FROM tasks
@@ -556,10 +562,10 @@ class SQLiteStorage:
     ) -> builtins.list[TaskEvent]:
         """Return events with ``seq > since``, oldest first."""
         if task_id is None:
-            sql = "SELECT * FROM events WHERE seq > ? AND task_id != '' ORDER BY seq LIMIT ?"
+            sql = f"SELECT {_EVENT_COLUMNS} FROM events WHERE seq > ? AND task_id != '' ORDER BY seq LIMIT ?"
             params = (since, limit)
         else:
-            sql = "SELECT * FROM events WHERE task_id = ? AND seq > ? ORDER BY seq LIMIT ?"
+            sql = f"SELECT {_EVENT_COLUMNS} FROM events WHERE task_id = ? AND seq > ? ORDER BY seq LIMIT ?"
             params = (task_id, since, limit)  # type: ignore[assignment]
         return [
             TaskEvent(
@@ -571,8 +577,9 @@ class SQLiteStorage:
                 attempt=attempt,
                 progress=progress,
                 message=message,
+                run_id=run_id,
             )
-            for seq, tid, kind, at, status, attempt, progress, message in await self._fetch(sql, params)
+            for seq, tid, kind, at, status, attempt, progress, message, run_id in await self._fetch(sql, params)
         ]
 
     async def last_event_seq(self) -> int:
@@ -786,4 +793,5 @@ def _row_task(row: Sequence[Any]) -> Task:
         row[28],  # result
         _error_decoder.decode(row[29]) if row[29] is not None else None,
         row[30],  # origin
+        row[31],  # run_id
     )

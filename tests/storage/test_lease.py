@@ -195,3 +195,23 @@ async def test_a_lapsed_lease_not_yet_rescued_may_still_complete(
     [done] = await store.settle([succeeded(slow)])
     assert done.status is TaskStatus.SUCCEEDED
     assert await store.settle([rescued(slow)]) == []
+
+
+async def test_each_claim_has_its_own_run_id_even_when_a_handback_gives_the_attempt_back(
+    store: Storage, make_task: MakeTask
+) -> None:
+    task = make_task()
+    await store.insert([task])
+    [first] = await store.claim(queues=["default"], limit=1, lease=30, worker="w")
+    [released] = await store.release(leases={first.id: token(first)})
+    assert released.run_id == first.run_id  # the snapshot names the run that was handed back
+    [second] = await store.claim(queues=["default"], limit=1, lease=30, worker="w")
+    assert (first.attempt, second.attempt) == (1, 1)
+    assert first.run_id and second.run_id and first.run_id != second.run_id
+    kinds = [(e.kind.value, e.run_id) for e in await store.events(task_id=task.id)]
+    assert kinds == [
+        ("enqueued", None),
+        ("started", first.run_id),
+        ("released", first.run_id),
+        ("started", second.run_id),
+    ]

@@ -53,11 +53,29 @@ async def test_the_file_and_its_missing_folders_are_created_owner_only(tmp_path:
     assert stat.S_IMODE(path.parent.stat().st_mode) & 0o077 == 0
 
 
-async def test_the_schema_version_table_holds_one(tmp_path: Path) -> None:
+async def test_the_schema_version_table_holds_every_applied_version(tmp_path: Path) -> None:
     path = tmp_path / "omniq.db"
     async with SQLiteStorage(url_of(path)):
         pass
-    assert query(path, "SELECT version FROM omniq_schema") == [(1,)]
+    assert query(path, "SELECT version FROM omniq_schema") == [(1,), (2,)]
+
+
+async def test_a_version_1_store_is_migrated_and_keeps_its_tasks(tmp_path: Path, make_task: MakeTask) -> None:
+    path = tmp_path / "omniq.db"
+    old = make_task()
+    async with SQLiteStorage(url_of(path)) as store:
+        await store.insert([old])
+    with sqlite3.connect(path) as conn:  # turn it back into a version-1 store, as 0.1 wrote it
+        conn.execute("ALTER TABLE tasks DROP COLUMN run_id")
+        conn.execute("ALTER TABLE events DROP COLUMN run_id")
+        conn.execute("DELETE FROM omniq_schema WHERE version = 2")
+    async with SQLiteStorage(url_of(path)) as store:
+        assert (await store.get(old.id)) is not None
+        [claimed] = await store.claim(queues=["default"], limit=1, lease=30, worker="w")
+        assert claimed.id == old.id and claimed.run_id
+        [started] = [e for e in await store.events(task_id=old.id) if e.kind == "started"]
+        assert started.run_id == claimed.run_id
+    assert query(path, "SELECT version FROM omniq_schema") == [(1,), (2,)]
 
 
 async def test_opening_twice_keeps_the_schema_and_the_tasks(tmp_path: Path, make_task: MakeTask) -> None:
@@ -68,7 +86,7 @@ async def test_opening_twice_keeps_the_schema_and_the_tasks(tmp_path: Path, make
     async with SQLiteStorage(url_of(path)) as second, SQLiteStorage(url_of(path)) as third:
         assert await second.get(task.id) == task
         assert await third.get(task.id) == task
-    assert query(path, "SELECT version FROM omniq_schema") == [(1,)]
+    assert query(path, "SELECT version FROM omniq_schema") == [(1,), (2,)]
 
 
 async def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
