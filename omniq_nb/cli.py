@@ -93,9 +93,15 @@ async def _worker(settings: Settings, args: argparse.Namespace) -> int:
         )
         await pool.start()
         try:
-            await stop.wait()
+            signalled = asyncio.ensure_future(stop.wait())
+            ended = asyncio.ensure_future(pool.wait())  # raises StoreLost when the pool stopped on its own
+            done, _ = await asyncio.wait([signalled, ended], return_when=asyncio.FIRST_COMPLETED)
+            if ended in done:
+                ended.result()
             logger.info("stopping worker %s", pool.name)
         finally:
+            signalled.cancel()
+            ended.cancel()
             await pool.stop()
     return 0
 

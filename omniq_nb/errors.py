@@ -9,7 +9,8 @@ Hierarchy::
     ├── TaskNotFound           no task has that id (also a KeyError)
     ├── InvalidTransition      a status change the lifecycle forbids
     ├── StorageError           the store failed or cannot be opened
-    │   └── NotSupported       the backend lacks a capability
+    │   ├── NotSupported       the backend lacks a capability
+    │   └── StoreLost          the store went away under an open connection (file deleted or moved)
     └── TaskFailed             result() of a task that did not succeed
         ├── TaskCancelled      the task was cancelled
         ├── TaskTimeout        the task ran longer than its timeout
@@ -62,6 +63,13 @@ class StorageError(OmniQError):
 
 class NotSupported(StorageError):
     """The backend does not offer the requested capability."""
+
+
+class StoreLost(StorageError):
+    """The store went away while open (its file deleted or moved): nothing written now would last.
+
+    A worker pool that meets it stops serving; reopen the queue to use the store's new file.
+    """
 
 
 class TaskFailed(OmniQError):

@@ -18,6 +18,7 @@ import weakref
 from collections.abc import Callable, Iterable
 from typing import Protocol
 
+from omniq_nb.errors import StorageError
 from omniq_nb.models import Task, TaskEvent
 from omniq_nb.storage.base import Storage
 
@@ -158,6 +159,8 @@ class EventHub:
                 await self._poll()
             except asyncio.CancelledError:
                 raise
+            except StorageError as exc:  # the store's own one-line message says what is wrong
+                logger.error("polling the store for events failed; retrying: %s", exc)
             except Exception:
                 logger.exception("polling the store for events failed; retrying")
             self._wake.clear()

@@ -29,6 +29,7 @@ import msgspec
 from omniq_nb.config import WORKER_KINDS
 from omniq_nb.context import OutputSink, Progress, TaskContext
 from omniq_nb.core import AsyncOmniQ, Caller, OmniQ
+from omniq_nb.errors import StorageError, StoreLost
 from omniq_nb.executors import Attempt, Call, ChildProcess, LocalExecutor
 from omniq_nb.models import Task, TaskResult, TaskStatus
 from omniq_nb.policy import after_failure, after_interrupt, after_lost_lease, succeeded, successor
@@ -113,6 +114,10 @@ class AsyncWorkerPool:
         self._slot_free = asyncio.Event()
         self._stopping = False
         self._draining = False  # set once every attempt has ended: the flush loop may then finish
+        self._ended = asyncio.Event()
+        self._stopper: asyncio.Task[None] | None = None
+        self.failure: StoreLost | None = None
+        """Why the pool stopped on its own (its store went away), or ``None``."""
         self._unsubscribe: Any = None
         self._output = output
 
@@ -190,6 +195,13 @@ class AsyncWorkerPool:
         self._draining = True
         self._flush.set()  # the flush loop writes what is recorded (and what it is writing), then ends
         await asyncio.gather(self._loops[1], return_exceptions=True)
+        try:
+            await self._hand_back(interrupted, never_again)
+        except StorageError as exc:  # their leases run out and they are rescued: nothing is lost
+            logger.error("worker %s could not hand its running tasks back: %s", self.name, exc)
+        await self._shutdown()
+
+    async def _hand_back(self, interrupted: dict[str, str], never_again: list[Task]) -> None:
         if never_again:  # at_most_once: an interrupted attempt is failed, never handed back to run again
             now = await self.queue.storage.now()
             outcomes = [after_interrupt(task, now=now) for task in never_again]
@@ -198,15 +210,28 @@ class AsyncWorkerPool:
             released = await self.queue.storage.release(leases=interrupted)
             logger.info("worker %s handed %d running task(s) back", self.name, len(released))
             self.queue.publish(released)
-        await self._shutdown()
 
     async def run(self) -> None:
-        """Start the pool and serve until cancelled (then stop gracefully)."""
+        """Start the pool and serve until cancelled, then stop gracefully.
+
+        Raises:
+            StoreLost: the pool stopped on its own because its store went away.
+        """
         await self.start()
         try:
-            await asyncio.Event().wait()
+            await self.wait()
         finally:
             await asyncio.shield(self.stop())
+
+    async def wait(self) -> None:
+        """Return once the pool has stopped, by ``stop()`` or on its own.
+
+        Raises:
+            StoreLost: it stopped on its own because its store went away (see ``failure``).
+        """
+        await self._ended.wait()
+        if self.failure is not None:
+            raise self.failure
 
     async def _shutdown(self) -> None:
         for job in self._loops[2:]:
@@ -222,6 +247,7 @@ class AsyncWorkerPool:
         if self._threads is not None:
             self._threads.shutdown()
         logger.info("worker %s stopped", self.name)
+        self._ended.set()
 
     def _on_local_write(self, tasks: Sequence[Task]) -> None:
         self._wake.set()
@@ -254,13 +280,9 @@ class AsyncWorkerPool:
             if free < self.concurrency // 2:
                 free = await self._more_free_slots()
             self._wake.clear()
-            try:
-                tasks = await storage.claim(queues=self.queues, limit=free, lease=self.lease, worker=self.name)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                logger.exception("worker %s: claiming failed; retrying", self.name)
-                tasks = []
+            tasks = await self._claim(free)
+            if tasks is None:
+                return
             if not self.running:  # stop() began during this claim: hand its tasks straight back
                 if tasks:
                     self.queue.publish(await storage.release(leases={t.id: t.lease_token or "" for t in tasks}))
@@ -271,6 +293,23 @@ class AsyncWorkerPool:
                 self.queue.publish(tasks)
                 continue
             await self._idle()
+
+    async def _claim(self, limit: int) -> list[Task] | None:
+        """Claim up to ``limit`` tasks (none after a failure, which is logged); ``None`` once the store is lost."""
+        try:
+            return await self.queue.storage.claim(queues=self.queues, limit=limit, lease=self.lease, worker=self.name)
+        except StoreLost as exc:
+            self._store_lost(exc)
+            return None
+        except Exception:
+            logger.exception("worker %s: claiming failed; retrying", self.name)
+            return []
+
+    def _store_lost(self, exc: StoreLost) -> None:
+        """Stop serving a store that went away: every later write would be lost with it."""
+        logger.error("worker %s stops: %s", self.name, exc)
+        self.failure = exc
+        self._stopper = asyncio.get_running_loop().create_task(self.stop(), name="omniq-pool-stop")
 
     async def _more_free_slots(self) -> int:
         """Wait up to ``_CLAIM_GATHER`` for half the slots to be free: fewer, larger claims."""

@@ -34,7 +34,7 @@ from urllib.parse import quote, unquote, urlsplit
 import aiosqlite
 import msgspec
 
-from omniq_nb.errors import StorageError
+from omniq_nb.errors import StorageError, StoreLost
 from omniq_nb.models import EventKind, Schedule, Task, TaskError, TaskEvent, TaskResult, TaskStatus, check_transition
 from omniq_nb.storage.base import redact_url
 from omniq_nb.storage.wakeup import WakeChannel
@@ -184,6 +184,8 @@ class SQLiteStorage:
     def __init__(self, url: str, *, events: bool = True, synchronous: str = "NORMAL") -> None:
         self.url = redact_url(url)
         self.path = sqlite_path(url)
+        self._file = os.path.abspath(self.path) if self.path is not None else None  # immune to a later chdir
+        self._identity: tuple[int, int] | None = None  # (device, inode) of the file this store opened
         self._url = url
         self._wakeups = WakeChannel(self.path) if self.path is not None else None
         self.supports_notify = self._wakeups is not None
@@ -212,21 +214,25 @@ class SQLiteStorage:
         """
         if self._conn is not None:
             return
-        if self.path is not None:
-            _prepare_file(self.path)
+        if self._file is not None:
+            _prepare_file(self._file)
         try:
-            self._conn = await aiosqlite.connect(self.path or ":memory:", isolation_level=None)
+            self._conn = await aiosqlite.connect(self._file or ":memory:", isolation_level=None)
+            if self._file is not None:
+                opened = os.stat(self._file)
+                self._identity = (opened.st_dev, opened.st_ino)
             await self._configure()
         except sqlite3.Error as exc:
             await self.close()
-            raise StorageError(f"cannot open the SQLite store at {self.path or ':memory:'}: {exc}") from exc
+            raise StorageError(f"cannot open the SQLite store at {self._file or ':memory:'}: {exc}") from exc
         except BaseException:
             await self.close()
             raise
 
     def clone(self) -> SQLiteStorage:
-        """Return a new, unopened store on the same file (its own connection)."""
-        return SQLiteStorage(self._url, events=self._events, synchronous=self._synchronous)
+        """Return a new, unopened store on the same file (its own connection), whatever the cwd is now."""
+        url = f"sqlite:///{quote(self._file)}" if self._file is not None else self._url
+        return SQLiteStorage(url, events=self._events, synchronous=self._synchronous)
 
     async def wait_for_tasks(self, timeout: float) -> None:
         """Return when another process hints that it added ready tasks, or after ``timeout``."""
@@ -281,12 +287,13 @@ class SQLiteStorage:
         the connection is never left inside a transaction.
         """
         async with self._transaction:
+            self._check_file()
             try:
                 await self._run("BEGIN IMMEDIATE", ())
                 yield
                 await self._run("COMMIT", ())
             except BaseException:
-                with contextlib.suppress(sqlite3.Error):
+                with contextlib.suppress(StorageError):
                     await asyncio.shield(self._run("ROLLBACK", ()))
                 raise
 
@@ -298,7 +305,27 @@ class SQLiteStorage:
 
     async def _fetch(self, sql: str, params: Sequence[Any] = ()) -> builtins.list[Any]:
         async with self._transaction:
+            self._check_file()
             return await self._run(sql, params)
+
+    def _check_file(self) -> None:
+        """Refuse to go on when the file this store opened is no longer at its path.
+
+        A deleted or moved file stays writable through the open connection, so without this
+        check every later write would go to an orphaned inode that no other process sees.
+        A ``stat`` is safe (it opens no descriptor) and costs about a microsecond.
+        """
+        if self._identity is None or self._file is None:
+            return
+        try:
+            now = os.stat(self._file)
+        except OSError:
+            now = None
+        if now is None or (now.st_dev, now.st_ino) != self._identity:
+            raise StoreLost(
+                f"the SQLite store {self._file} was deleted or moved while in use; nothing more is "
+                "written to it. Reopen the queue to start a new store at that path."
+            )
 
     async def now(self) -> datetime:
         """Return the store's clock: this machine's, as every process on the file shares it."""
@@ -588,7 +615,20 @@ class SQLiteStorage:
         return int(rows[0][0])
 
     async def _run(self, sql: str, params: Sequence[Any]) -> builtins.list[Any]:
-        return list(await self._db.execute_fetchall(sql, params))
+        try:
+            return list(await self._db.execute_fetchall(sql, params))
+        except sqlite3.IntegrityError:
+            raise  # a duplicate id: the caller says which
+        except sqlite3.Error as exc:
+            raise storage_error(self._file, exc) from exc
+
+
+def storage_error(path: str | None, exc: sqlite3.Error) -> StorageError:
+    """Return a one-line ``StorageError`` for a SQLite error, naming the store's file."""
+    where = path if path is not None else ":memory:"
+    if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
+        return StorageError(f"the disk holding the SQLite store {where} is full ({exc}); free space and try again")
+    return StorageError(f"the SQLite store {where} failed: {exc}")
 
 
 @contextlib.contextmanager
