@@ -239,7 +239,7 @@ class StoreHealth(msgspec.Struct, frozen=True, kw_only=True):
     wal_bytes: int | None
     """Size of the SQLite write-ahead log file (``None`` where there is none)."""
     counts: dict[TaskStatus, int]
-    """How many tasks are in each status."""
+    """How many tasks are in each status (empty when the tasks could not be read)."""
     expired_leases: int
     """Running tasks whose lease has run out, however recently."""
     stale_leases: int

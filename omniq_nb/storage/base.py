@@ -201,7 +201,7 @@ class Storage(Protocol):
 def health_report(
     url: str,
     *,
-    counts: Mapping[TaskStatus, int],
+    counts: Mapping[TaskStatus, int] | None,
     expired_leases: int,
     stale_ids: Sequence[str],
     stale_after: float,
@@ -215,7 +215,7 @@ def health_report(
 
     Args:
         url: the store's redacted URL.
-        counts: tasks per status (missing statuses count 0).
+        counts: tasks per status (missing statuses count 0), or ``None`` when they could not be read.
         expired_leases: running tasks whose lease has run out.
         stale_ids: ids of running tasks whose lease ran out more than ``stale_after`` seconds
             ago, longest expired first (all of them, or at least the first ``STALE_IDS_SHOWN``).
@@ -243,7 +243,7 @@ def health_report(
         integrity=integrity,
         schema_version=schema_version,
         wal_bytes=wal_bytes,
-        counts={status: counts.get(status, 0) for status in TaskStatus},
+        counts={} if counts is None else {status: counts.get(status, 0) for status in TaskStatus},
         expired_leases=expired_leases,
         stale_leases=stale,
         stale_ids=tuple(stale_ids[:STALE_IDS_SHOWN]),

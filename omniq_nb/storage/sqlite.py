@@ -623,10 +623,7 @@ class SQLiteStorage:
         self, run: Callable[[str, Sequence[Any]], Awaitable[Iterable[Any]]], stale_after: float
     ) -> StoreHealth:
         """Measure the store with ``run`` (runs one statement on some connection, returns its rows)."""
-        try:
-            integrity = "\n".join(str(row[0]) for row in await run(f"PRAGMA integrity_check({_INTEGRITY_LINES})", ()))
-        except sqlite3.DatabaseError as exc:  # not a database at all, or its header is damaged
-            integrity = str(exc)
+        integrity = await _integrity(run)
         wal = None
         if self.path is not None:
             try:
@@ -634,7 +631,8 @@ class SQLiteStorage:
             except FileNotFoundError:
                 wal = 0
         now = time.time()
-        version, counts, expired, stale, ids, problems = None, {}, 0, 0, [], []
+        version, expired, stale, ids, problems = None, 0, 0, [], []
+        counts: dict[TaskStatus, int] | None = None
         try:
             [(version,)] = await run("SELECT max(version) FROM omniq_schema", ())
             if version is not None and version > _SCHEMA_VERSION:
@@ -655,7 +653,8 @@ class SQLiteStorage:
                     (now - stale_after, STALE_IDS_SHOWN),
                 )
                 ids = [row[0] for row in rows]
-        except sqlite3.DatabaseError as exc:
+        except (sqlite3.DatabaseError, ValueError) as exc:  # ValueError: a damaged index gave an unknown status
+            counts, expired, stale, ids = None, 0, 0, []
             problems.append(f"cannot read the store's tables: {exc}")
         return health_report(
             self.url,
@@ -890,3 +889,19 @@ def _existing_store(path: str) -> Path:
     if not where.exists():
         raise StorageError(f"no store at {where}: the file does not exist (check creates nothing)")
     return where
+
+
+async def _integrity(run: Callable[[str, Sequence[Any]], Awaitable[Iterable[Any]]]) -> str:
+    """Return ``"ok"`` or the first lines of SQLite's report on the damage, or its error.
+
+    ``integrity_check`` gives up with an error at a page too damaged to search;
+    ``quick_check`` skips that search and then says which page it is.
+    """
+    try:
+        rows = await run(f"PRAGMA integrity_check({_INTEGRITY_LINES})", ())
+    except sqlite3.DatabaseError as exc:  # also: not a database at all
+        try:
+            rows = await run(f"PRAGMA quick_check({_INTEGRITY_LINES})", ())
+        except sqlite3.DatabaseError:
+            return str(exc)
+    return "\n".join(str(row[0]) for row in rows)
