@@ -199,7 +199,7 @@ def format_health(health: StoreHealth) -> str:
         "integrity": "ok" if health.integrity == "ok" else "FAILED",
         "schema": "none" if health.schema_version is None else f"version {health.schema_version}",
         "wal": "none" if health.wal_bytes is None else f"{health.wal_bytes} bytes",
-        "tasks": ", ".join(f"{status.value} {n}" for status, n in health.counts.items()),
+        "tasks": ", ".join(f"{status.value} {n}" for status, n in health.counts.items()) or "unknown",
         "leases": f"{health.expired_leases} expired, {health.stale_leases} of them over {health.stale_after:g} s ago",
     }
     problems = _aligned(("problem", problem) for problem in health.problems)
