@@ -186,7 +186,8 @@ class Storage(Protocol):
         """Report the store's health (see ``StoreHealth`` for what counts as a problem).
 
         Works on an open store and on one never opened: the store is then inspected as it
-        is, through a connection of its own, and nothing is created, migrated or changed.
+        is (through a connection of its own, where it has connections), and nothing is
+        created or migrated.
 
         Args:
             stale_after: seconds after which a running task's lapsed lease is a problem.
