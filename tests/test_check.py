@@ -217,3 +217,46 @@ def test_a_worker_killed_mid_task_is_a_problem_until_a_pool_rescues_it(
     healthy = run("check", "--db-url", url, "--json")
     assert healthy.returncode == 0, healthy.stdout + healthy.stderr
     assert json.loads(healthy.stdout)["counts"]["failed"] == 1
+
+
+_HOLDER = """
+import asyncio, sys
+import omniq_nb as omniq
+
+q = omniq.OmniQ(db_url=sys.argv[1])
+print(q.enqueue(print, 1).id, flush=True)
+health = asyncio.run(omniq.AsyncOmniQ(db_url=sys.argv[1]).check())  # unopened: a connection of its own
+print(health.ok, flush=True)
+sys.stdin.readline()
+print(q.enqueue(print, 2).id, flush=True)
+sys.stdin.readline()
+"""
+
+
+def test_an_in_process_check_keeps_the_process_locks_and_the_live_wal(db: Path, url: str) -> None:
+    db.parent.mkdir()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLDER, url], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    assert holder.stdin is not None and holder.stdout is not None
+    try:
+        first = holder.stdout.readline().strip()
+        assert holder.stdout.readline().strip() == "True"
+        outside = run("check", "--db-url", url, "--json")  # closes the last connection but the holder's
+        assert outside.returncode == 0, outside.stdout + outside.stderr
+        assert json.loads(outside.stdout)["counts"]["pending"] == 1
+        assert Path(f"{db}-wal").exists(), "the live WAL was deleted: the holder's locks were dropped"
+        holder.stdin.write("\n")
+        holder.stdin.flush()
+        second = holder.stdout.readline().strip()
+        assert second, f"the holder ended early (exit {holder.wait(30)})"
+        os.kill(holder.pid, signal.SIGKILL)
+        holder.wait(30)
+    finally:
+        holder.kill()
+        holder.wait(30)
+    reader = sqlite3.connect(db)
+    try:
+        assert {row[0] for row in reader.execute("SELECT id FROM tasks")} == {first, second}
+    finally:
+        reader.close()
