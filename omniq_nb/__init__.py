@@ -24,7 +24,7 @@ from omniq_nb.errors import (
     WorkerLost,
 )
 from omniq_nb.handles import GroupHandle, TaskHandle
-from omniq_nb.models import EventKind, Schedule, Task, TaskError, TaskEvent, TaskResult, TaskStatus
+from omniq_nb.models import EventKind, Schedule, StoreHealth, Task, TaskError, TaskEvent, TaskResult, TaskStatus
 from omniq_nb.serialization import BlobSerializer, Serializer
 from omniq_nb.storage import Storage, open_storage
 from omniq_nb.task import TaskFunction, default_queue, get, task
@@ -73,6 +73,7 @@ __all__ = [
     "SignatureError",
     "Storage",
     "StorageError",
+    "StoreHealth",
     "Task",
     "TaskCancelled",
     "TaskContext",

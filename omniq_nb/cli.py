@@ -1,4 +1,4 @@
-"""The ``omniq-nb`` command: ``worker``, ``list``, ``show``, ``purge`` (also ``python -m omniq_nb``).
+"""The ``omniq-nb`` command: ``worker``, ``list``, ``show``, ``purge``, ``check`` (also ``python -m omniq_nb``).
 
 Settings come from ``OMNIQ_*`` and YAML as everywhere; flags override them. This module
 installs the only log handler of the package (stderr).
@@ -11,14 +11,16 @@ import asyncio
 import logging
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
+
+import msgspec
 
 from omniq_nb.config import WORKER_KINDS, Settings
 from omniq_nb.core import AsyncOmniQ
 from omniq_nb.errors import OmniQError
-from omniq_nb.models import Task, TaskStatus
+from omniq_nb.models import StoreHealth, Task, TaskStatus
 from omniq_nb.worker import AsyncWorkerPool
 
 logger = logging.getLogger(__name__)
@@ -79,6 +81,11 @@ def _parser() -> argparse.ArgumentParser:
     purge.add_argument("--status", action="append", choices=[s.value for s in TaskStatus if s.is_terminal])
     purge.add_argument("--all", action="store_true", help="delete every task, running ones too")
     purge.set_defaults(run=_purge)
+
+    check = commands.add_parser("check", help="report the store's health; exit status 1 on a problem")
+    check.add_argument("--db-url", default=argparse.SUPPRESS, help="store URL")
+    check.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    check.set_defaults(run=_check)
     return parser
 
 
@@ -128,6 +135,12 @@ async def _purge(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+async def _check(settings: Settings, args: argparse.Namespace) -> int:
+    health = await AsyncOmniQ(settings=settings).check()  # never opened: creates and migrates nothing
+    print(msgspec.json.encode(health).decode() if args.json else format_health(health))
+    return 0 if health.ok else 1
+
+
 def format_tasks(tasks: Sequence[Task]) -> str:
     """Return tasks as a text table: id, status, attempts, queue, created, name.
 
@@ -171,7 +184,7 @@ def format_task(task: Task, value: Any = None) -> str:
         "worker": task.worker or "",
         "progress": f"{task.progress:.0%}" + (f" {task.progress_message}" if task.progress_message else ""),
     }
-    lines = [f"{key:9} {text}" for key, text in fields.items()]
+    lines = _aligned(fields.items())
     if task.status is TaskStatus.SUCCEEDED:
         lines.append(f"{'result':9} {value!r}")
     if task.error is not None:
@@ -179,6 +192,29 @@ def format_task(task: Task, value: Any = None) -> str:
         if task.error.traceback:
             lines.append(task.error.traceback.rstrip())
     return "\n".join(lines)
+
+
+def format_health(health: StoreHealth) -> str:
+    """Return a store's health report as text: one line per fact, then ``ok`` or one line per problem.
+
+    Args:
+        health: what ``check()`` found.
+    """
+    fields = {
+        "store": health.url,
+        "integrity": "ok" if health.integrity == "ok" else "FAILED",
+        "schema": "none" if health.schema_version is None else f"version {health.schema_version}",
+        "wal": "none" if health.wal_bytes is None else f"{health.wal_bytes} bytes",
+        "tasks": ", ".join(f"{status.value} {n}" for status, n in health.counts.items()) or "unknown",
+        "leases": f"{health.expired_leases} expired, {health.stale_leases} of them over {health.stale_after:g} s ago",
+    }
+    problems = _aligned(("problem", problem) for problem in health.problems)
+    return "\n".join(_aligned(fields.items()) + (problems or ["ok"]))
+
+
+def _aligned(fields: Iterable[tuple[str, Any]]) -> list[str]:
+    """Return ``key value`` lines with the values in one column."""
+    return [f"{key:9} {text}" for key, text in fields]
 
 
 def _when(moment: datetime | None) -> str:

@@ -31,7 +31,16 @@ from omniq_nb.context import origin
 from omniq_nb.errors import InvalidTransition, TaskFailed, TaskNotFound, failure_class, type_name
 from omniq_nb.events import EventHub, EventListener
 from omniq_nb.handles import GroupHandle, Runner, TaskHandle, return_coroutine
-from omniq_nb.models import Task, TaskError, TaskEvent, TaskStatus, check_transition, new_task_id, new_task_ids
+from omniq_nb.models import (
+    StoreHealth,
+    Task,
+    TaskError,
+    TaskEvent,
+    TaskStatus,
+    check_transition,
+    new_task_id,
+    new_task_ids,
+)
 from omniq_nb.options import TaskOptions, deadline, make_options
 from omniq_nb.schedule import first_run, next_run, seconds
 from omniq_nb.serialization import BlobSerializer
@@ -339,6 +348,31 @@ class AsyncOmniQ:
         age = seconds(older_than, name="older_than")
         before = None if age is None else datetime.now(_UTC) - timedelta(seconds=age)
         return await self.storage.purge(finished_before=before, statuses=_statuses(status), everything=everything)
+
+    async def check(self, *, stale_after: float | timedelta | None = None) -> StoreHealth:
+        """Report the store's health: integrity, schema version, WAL size, tasks per status, lapsed leases.
+
+        Works on an open queue and on one never opened (as ``omniq-nb check`` does): the store
+        is then inspected as it is, and nothing is created or migrated. See ``StoreHealth``
+        for what counts as a problem; ``ok`` is False when there is one.
+
+        Args:
+            stale_after: how long a running task's lease may have run out before that is a
+                problem (its worker died and no live pool rescued it); default one lease,
+                ``LEASE_SECONDS``. A live pool rescues a lapsed lease within about a second.
+
+        Raises:
+            StorageError: there is no store at ``db_url`` (none is created), or it cannot be reached.
+            ValueError: a negative ``stale_after``.
+
+        Example:
+            >>> with OmniQ(db_url="memory://") as q:
+            ...     q.check().ok
+            True
+
+        """
+        grace = seconds(stale_after, name="stale_after")
+        return await self.storage.check(stale_after=self.settings.lease_seconds if grace is None else grace)
 
     async def events(
         self, *, task_id: str | None = None, since: int = 0, limit: int = 1000
@@ -661,6 +695,10 @@ class OmniQ:
     ) -> int:
         """Blocking version of ``AsyncOmniQ.purge``."""
         return self._portal.call(self._core.purge, older_than=older_than, status=status, everything=everything)
+
+    def check(self, *, stale_after: float | timedelta | None = None) -> StoreHealth:
+        """Blocking version of ``AsyncOmniQ.check``."""
+        return self._portal.call(self._core.check, stale_after=stale_after)
 
     def events(self, *, task_id: str | None = None, since: int = 0, limit: int = 1000) -> builtins.list[TaskEvent]:
         """Blocking version of ``AsyncOmniQ.events``."""

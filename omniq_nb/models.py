@@ -218,3 +218,39 @@ class TaskEvent(msgspec.Struct, frozen=True, kw_only=True):
     progress: float | None = None
     message: str | None = None
     run_id: str | None = None
+
+
+class StoreHealth(msgspec.Struct, frozen=True, kw_only=True):
+    """What ``check()`` found in a store: a few facts, and the problems among them.
+
+    ``ok`` is False exactly when ``problems`` is not empty. A problem is: the database file is
+    damaged (``integrity`` is not ``"ok"``), its schema is newer than this omniq_nb
+    understands, it cannot be read, or running tasks have had their lease run out for more
+    than ``stale_after`` seconds (their worker died and no live pool has rescued them: a
+    live pool does so about a second after a lease runs out). A lease that ran out more
+    recently is normal while a pool is about to rescue it: it is counted in
+    ``expired_leases`` only.
+    """
+
+    url: str
+    """The store's URL, password redacted."""
+    ok: bool
+    problems: tuple[str, ...]
+    """One sentence per problem found; empty when ``ok``."""
+    integrity: str
+    """``"ok"``, or the first lines of the database's own integrity report ("ok" where the
+    backend has no such check)."""
+    schema_version: int | None
+    """The stored schema version (``None`` for a store without one, such as ``memory://``)."""
+    wal_bytes: int | None
+    """Size of the SQLite write-ahead log file (``None`` where there is none)."""
+    counts: dict[TaskStatus, int]
+    """How many tasks are in each status (empty when the tasks could not be read)."""
+    expired_leases: int
+    """Running tasks whose lease has run out, however recently."""
+    stale_leases: int
+    """Running tasks whose lease ran out more than ``stale_after`` seconds ago."""
+    stale_ids: tuple[str, ...]
+    """The ids of the first stale tasks (at most 10, longest expired first)."""
+    stale_after: float
+    """Seconds after which a lease that ran out counts as a problem."""

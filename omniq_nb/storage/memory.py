@@ -16,8 +16,8 @@ from types import TracebackType
 
 import msgspec
 
-from omniq_nb.models import EventKind, Task, TaskEvent, TaskResult, TaskStatus, check_transition
-from omniq_nb.storage.base import redact_url
+from omniq_nb.models import EventKind, StoreHealth, Task, TaskEvent, TaskResult, TaskStatus, check_transition
+from omniq_nb.storage.base import health_report, redact_url
 
 _UTC = timezone.utc
 _EVENT_KINDS = {
@@ -305,6 +305,21 @@ class MemoryStorage:
     async def wait_for_tasks(self, timeout: float) -> None:
         """Sleep ``timeout`` seconds: in one process, the queue's own wake-ups serve instead."""
         await asyncio.sleep(timeout)
+
+    async def check(self, *, stale_after: float) -> StoreHealth:
+        """Report tasks per status and lapsed leases (nothing else can go wrong in memory)."""
+        counts = await self.count()
+        now = datetime.now(_UTC)
+        with self._lock:
+            lapsed = sorted(
+                (t.lease_until, t.id)
+                for t in self._tasks.values()
+                if t.status is TaskStatus.RUNNING and t.lease_until is not None and t.lease_until <= now
+            )
+        stale = [task_id for until, task_id in lapsed if until <= now - timedelta(seconds=stale_after)]
+        return health_report(
+            self.url, counts=counts, expired_leases=len(lapsed), stale_ids=stale, stale_after=stale_after
+        )
 
     def _series_busy(self, series: str | None) -> bool:
         """Return True when the series already has an unfinished run (it must not fork)."""

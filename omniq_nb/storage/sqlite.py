@@ -24,7 +24,7 @@ import os
 import sqlite3
 import tempfile
 import time
-from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from types import TracebackType
@@ -35,8 +35,18 @@ import aiosqlite
 import msgspec
 
 from omniq_nb.errors import StorageError, StoreLost
-from omniq_nb.models import EventKind, Schedule, Task, TaskError, TaskEvent, TaskResult, TaskStatus, check_transition
-from omniq_nb.storage.base import redact_url
+from omniq_nb.models import (
+    EventKind,
+    Schedule,
+    StoreHealth,
+    Task,
+    TaskError,
+    TaskEvent,
+    TaskResult,
+    TaskStatus,
+    check_transition,
+)
+from omniq_nb.storage.base import STALE_IDS_SHOWN, health_report, redact_url
 from omniq_nb.storage.wakeup import WakeChannel
 
 logger = logging.getLogger(__name__)
@@ -44,6 +54,7 @@ logger = logging.getLogger(__name__)
 _SCHEMA_VERSION = 2
 _BUSY_TIMEOUT_MS = 15_000
 _JOURNAL_SIZE_LIMIT = 64 * 1024 * 1024
+_INTEGRITY_LINES = 10  # PRAGMA integrity_check stops after this many errors
 _CHUNK_ROWS = 400  # rows per multi-row statement: 400 x 12 values stays under SQLite's 32,766
 _NETWORK_FILESYSTEMS = frozenset(
     {"nfs", "nfs4", "cifs", "smb3", "smbfs", "fuse.sshfs", "sshfs", "ceph", "glusterfs", "lustre", "afs", "gpfs"}
@@ -614,6 +625,84 @@ class SQLiteStorage:
         rows = await self._fetch("SELECT coalesce(max(seq), 0) FROM events")
         return int(rows[0][0])
 
+    async def check(self, *, stale_after: float) -> StoreHealth:
+        """Run SQLite's integrity check; read the schema version, WAL size, tasks per status, lapsed leases.
+
+        An open store is checked on its own connection. An unopened one is inspected through
+        a connection that cannot create the file (``mode=rw``), closed at the end; nothing is
+        created or migrated. The integrity check reads the whole file, so it takes a while on
+        a large store, and meanwhile other statements of this store object wait.
+
+        Raises:
+            StorageError: there is no file at the path (none is created), it cannot be opened,
+                or an unopened in-memory store (``sqlite://``) is asked: there is nothing to check.
+
+        """
+        if self._conn is not None:
+            return await self._health(self._fetch, stale_after)
+        if self._file is None:
+            raise StorageError("an in-memory SQLite store (sqlite://) exists only while open: check the open queue")
+        where = _existing_store(self._file)
+        try:
+            conn = await aiosqlite.connect(f"file:{quote(self._file)}?mode=rw", uri=True, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise StorageError(f"cannot open the SQLite store at {where}: {exc}") from exc
+        try:
+            await conn.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
+            return await self._health(conn.execute_fetchall, stale_after)
+        finally:
+            await conn.close()
+
+    async def _health(
+        self, run: Callable[[str, Sequence[Any]], Awaitable[Iterable[Any]]], stale_after: float
+    ) -> StoreHealth:
+        """Measure the store with ``run`` (runs one statement on some connection, returns its rows)."""
+        integrity = await _integrity(run)
+        wal = None
+        if self._file is not None:
+            try:
+                wal = os.stat(f"{self._file}-wal").st_size  # stat only: never a descriptor of the store's files
+            except FileNotFoundError:
+                wal = 0
+        now = time.time()
+        version, expired, stale, ids, problems = None, 0, 0, [], []
+        counts: dict[TaskStatus, int] | None = None
+        try:
+            [(version,)] = await run("SELECT max(version) FROM omniq_schema", ())
+            if version is not None and version > _SCHEMA_VERSION:
+                problems.append(
+                    f"schema version {version} is newer than this omniq_nb understands ({_SCHEMA_VERSION}); "
+                    "upgrade omniq_nb"
+                )
+            else:
+                rows = await run("SELECT status, count(*) FROM tasks GROUP BY status", ())
+                counts = {TaskStatus(status): n for status, n in rows}
+                [(expired, stale)] = await run(
+                    """SELECT count(*), count(CASE WHEN lease_until <= ?2 THEN 1 END) FROM tasks
+                    WHERE status = 'running' AND lease_until <= ?1""",
+                    (now, now - stale_after),
+                )
+                rows = await run(
+                    "SELECT id FROM tasks WHERE status = 'running' AND lease_until <= ? ORDER BY lease_until LIMIT ?",
+                    (now - stale_after, STALE_IDS_SHOWN),
+                )
+                ids = [row[0] for row in rows]
+        except (sqlite3.DatabaseError, StorageError, ValueError) as exc:  # ValueError: a damaged index's status
+            counts, expired, stale, ids = None, 0, 0, []
+            problems.append(f"cannot read the store's tables: {exc}")
+        return health_report(
+            self.url,
+            counts=counts,
+            expired_leases=expired,
+            stale_ids=ids,
+            stale_after=stale_after,
+            stale_leases=stale,
+            integrity=integrity,
+            schema_version=version,
+            wal_bytes=wal,
+            problems=problems,
+        )
+
     async def _run(self, sql: str, params: Sequence[Any]) -> builtins.list[Any]:
         try:
             return list(await self._db.execute_fetchall(sql, params))
@@ -835,3 +924,32 @@ def _row_task(row: Sequence[Any]) -> Task:
         row[30],  # origin
         row[31],  # run_id
     )
+
+
+def _existing_store(path: str) -> Path:
+    """Return the absolute path of the store file at ``path``, or say clearly that there is none.
+
+    Raises:
+        StorageError: no file exists at ``path``.
+
+    """
+    where = Path(path).resolve()
+    if not where.exists():
+        raise StorageError(f"no store at {where}: the file does not exist (check creates nothing)")
+    return where
+
+
+async def _integrity(run: Callable[[str, Sequence[Any]], Awaitable[Iterable[Any]]]) -> str:
+    """Return ``"ok"`` or the first lines of SQLite's report on the damage, or its error.
+
+    ``integrity_check`` gives up with an error at a page too damaged to search;
+    ``quick_check`` skips that search and then says which page it is.
+    """
+    try:
+        rows = await run(f"PRAGMA integrity_check({_INTEGRITY_LINES})", ())
+    except (sqlite3.DatabaseError, StorageError) as exc:  # also: not a database at all
+        try:
+            rows = await run(f"PRAGMA quick_check({_INTEGRITY_LINES})", ())
+        except (sqlite3.DatabaseError, StorageError):
+            return str(exc)
+    return "\n".join(str(row[0]) for row in rows)
