@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import io
 import pickle
 import threading
 import types
+from collections import ChainMap
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 import cloudpickle
 import msgspec
@@ -92,7 +94,7 @@ class BlobSerializer:
         if _is_plain(value, 0):
             return self._seal(_MSGPACK, _msgpack_encoder.encode(value))
         try:
-            body = cloudpickle.dumps(value)
+            body = _pickle(value)
         except Exception as exc:
             raise SerializationError(f"cannot serialize {_describe(value)}: {type(exc).__name__}: {exc}") from exc
         return self._seal(_PICKLE, body)
@@ -155,14 +157,14 @@ class BlobSerializer:
 
         """
         try:
-            fn_body = cloudpickle.dumps(fn)
+            fn_body = _pickle(fn)
         except Exception as exc:
             raise SerializationError(_blame(fn, (), {}, exc)) from exc
         for args, kwargs in calls:
             call = (fn_body, tuple(args), dict(kwargs))
             simple = _is_simple(call[1], 0) and _is_simple(call[2], 0)
             try:
-                body = pickle.dumps(call, _PICKLE_PROTOCOL) if simple else cloudpickle.dumps(call)
+                body = pickle.dumps(call, _PICKLE_PROTOCOL) if simple else _pickle(call)
             except Exception as exc:
                 raise SerializationError(_blame(fn, args, kwargs, exc)) from exc
             yield self._seal(_PICKLE, body)
@@ -273,10 +275,44 @@ def _blame(fn: Callable[..., Any], args: Sequence[Any], kwargs: Mapping[str, Any
     suspects += [(f"keyword argument {key!r} of {name}()", arg) for key, arg in kwargs.items()]
     for label, suspect in suspects:
         try:
-            cloudpickle.dumps(suspect)
+            _pickle(suspect)
         except Exception as inner:
             return f"cannot serialize {label}: {_describe(suspect)}: {type(inner).__name__}: {inner}"
     return f"cannot serialize the call to {name}(): {type(exc).__name__}: {exc}"
+
+
+_CLOUDPICKLE_CODE = cloudpickle.Pickler.dispatch_table[types.CodeType]
+
+
+def _reduce_code(code: types.CodeType) -> tuple[Callable[..., types.CodeType], tuple[Any, ...]]:
+    """Reduce a code object as cloudpickle does, but keep its file name.
+
+    cloudpickle (3.1.3 on) writes every code object's file name as ``<dynamic-code>``, so a
+    traceback through a notebook function showed no file and no source line; the file name
+    lets the traceback find the cell's source (``linecache``) where the notebook runs.
+    """
+    rebuild, args = _CLOUDPICKLE_CODE(code)
+    return _named_code, (rebuild, args, code.co_filename)
+
+
+def _named_code(rebuild: Callable[..., types.CodeType], args: tuple[Any, ...], filename: str) -> types.CodeType:
+    """Rebuild a code object reduced by ``_reduce_code``, with its own file name."""
+    return rebuild(*args).replace(co_filename=filename)
+
+
+class _Pickler(cloudpickle.Pickler):  # type: ignore[misc]
+    """cloudpickle's pickler, keeping each code object's file name (see ``_reduce_code``)."""
+
+    dispatch_table: ClassVar[ChainMap[Any, Any]] = ChainMap(
+        {types.CodeType: _reduce_code}, cloudpickle.Pickler.dispatch_table
+    )
+
+
+def _pickle(value: Any) -> bytes:
+    """Return ``value`` pickled by value where needed, as ``cloudpickle.dumps`` does."""
+    out = io.BytesIO()
+    _Pickler(out, protocol=_PICKLE_PROTOCOL).dump(value)
+    return out.getvalue()
 
 
 _callables: dict[bytes, Any] = {}  # pickled body -> function, oldest first

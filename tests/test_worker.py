@@ -117,12 +117,14 @@ async def test_each_kind_runs_a_task_and_returns_its_value(q: AsyncOmniQ, kind: 
 
 
 @pytest.mark.parametrize("kind", KINDS)
-async def test_current_gives_id_attempt_and_queue_inside_a_task(q: AsyncOmniQ, kind: str) -> None:
+async def test_current_gives_id_attempt_queue_and_run_id_inside_a_task(q: AsyncOmniQ, kind: str) -> None:
     fn = wt.async_where if kind == "async" else wt.where
     async with AsyncWorkerPool(q, concurrency=1, kind=kind, queues=["special"], lease=5):
         h = await q.enqueue_call(fn, queue="special")
         ran = await h.result(timeout=RESULT_WAIT)
-    assert ran["context"] == {"id": h.id, "task_id": h.id, "attempt": 1, "queue": "special"}
+    run_id = (await q.get(h.id)).task.run_id
+    assert run_id
+    assert ran["context"] == {"id": h.id, "task_id": h.id, "attempt": 1, "queue": "special", "run_id": run_id}
     assert wt.where()["context"] is None  # outside a task
 
 

@@ -18,8 +18,6 @@ from pathlib import Path
 
 import pytest
 
-from omniq_nb.cli import main as cli_main
-
 _ENQUEUER = textwrap.dedent(
     """
     import sys
@@ -86,4 +84,3 @@ def test_acknowledged_tasks_survive_a_listing_process_and_kill_9(tmp_path: Path,
             proc.kill()
             proc.wait(timeout=30)
     assert set(acknowledged) <= _task_ids(db)
-    assert cli_main(["--db-url", url, "list"]) == 0
