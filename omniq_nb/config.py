@@ -32,6 +32,7 @@ from collections.abc import Callable, Mapping
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import msgspec
 import yaml
@@ -178,10 +179,15 @@ def _yaml_values(env: Mapping[str, str], config_file: str | Path | None) -> list
 
 
 def _parse(name: str, raw: Any, source: str) -> Any:
+    from omniq_nb.storage.base import redact_url
+
     try:
         return _PARSERS[name](raw)
     except (TypeError, ValueError) as exc:
-        shown = "***" if name == "secret" else repr(raw)
+        if name == "secret":
+            shown = "***"
+        else:
+            shown = repr(redact_url(raw) if name == "db_url" and isinstance(raw, str) else raw)
         raise ConfigError(
             f"{source.rstrip('=')}={shown} is not valid: {exc}. Set {_ENV_PREFIX}{name.upper()} "
             f"or pass {name}= with such a value."
@@ -268,6 +274,8 @@ def _secret(raw: Any) -> str | None:
 
 def _db_url(raw: Any) -> str:
     value = _text(raw)
+    if "\x00" in unquote(value):
+        raise ValueError("a store URL cannot contain a NUL byte (\\x00 or %00)")
     if "://" not in value:
         raise ValueError("expected a URL such as sqlite:///jobs.db, memory://, postgresql://host/db")
     return value

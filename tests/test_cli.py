@@ -16,6 +16,7 @@ import pytest
 import worker_tasks as wt
 
 from omniq_nb import OmniQ, TaskFailed, WorkerPool
+from omniq_nb.cli import main
 
 TESTS = Path(__file__).resolve().parent
 OMNIQ_NB = str(Path(sys.executable).parent / "omniq-nb")
@@ -158,3 +159,10 @@ def test_a_missing_command_is_a_usage_error() -> None:
     assert done.returncode == 2
     assert "usage:" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_nul_byte_in_db_url_is_a_one_line_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--db-url", "sqlite:///a\x00b.db", "list"]) == 2  # argv cannot carry NUL: call main
+    err = capsys.readouterr().err
+    assert err.startswith("omniq-nb: ") and "NUL byte" in err
+    assert len(err.strip().splitlines()) == 1, err

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from omniq_nb import AsyncOmniQ, ConfigError, Settings
+from omniq_nb import AsyncOmniQ, ConfigError, OmniQ, Settings
+from omniq_nb.storage import StorageError, open_storage
 
 pytestmark = pytest.mark.anyio
 
@@ -204,3 +205,28 @@ def test_log_level_sets_package_logger_level(monkeypatch: pytest.MonkeyPatch, re
     AsyncOmniQ(db_url="memory://", log_level="error")
     assert restore_logger.level == logging.ERROR
     assert restore_logger.handlers == []  # the library adds no handler
+
+
+@pytest.mark.parametrize("url", ["sqlite:///a\x00b.db", "sqlite:///a%00b.db", "memory://\x00"])
+def test_a_nul_byte_in_the_store_url_is_a_config_error(url: str) -> None:
+    for make in (lambda: Settings.from_env(db_url=url), lambda: AsyncOmniQ(db_url=url), lambda: OmniQ(db_url=url)):
+        with pytest.raises(ConfigError, match="NUL byte") as info:
+            make()
+        assert "OMNIQ_DB_URL" in str(info.value)
+    with pytest.raises(ConfigError, match=r"OMNIQ_DB_URL=.*NUL byte"):
+        Settings.from_env({"OMNIQ_DB_URL": url})  # os.environ itself cannot hold a NUL byte
+
+
+def test_a_nul_byte_reaching_open_storage_is_a_storage_error() -> None:
+    for url in ("sqlite:///a\x00b.db", "sqlite:///a%00b.db"):
+        with pytest.raises(StorageError, match="NUL byte"):
+            open_storage(url)
+        with pytest.raises(StorageError, match="NUL byte"):
+            AsyncOmniQ(settings=Settings(db_url=url))
+
+
+def test_an_invalid_store_url_message_hides_its_password() -> None:
+    with pytest.raises(ConfigError) as info:
+        Settings.from_env(db_url="postgresql://me:hunter2@db/q\x00")
+    assert "hunter2" not in str(info.value)
+    assert "me:***@db" in str(info.value)
