@@ -24,9 +24,13 @@ def describe_exception(exc: BaseException, attempt: int) -> tuple[TaskError, tup
         exc: the exception the task raised.
         attempt: the attempt it ended.
     """
+    try:
+        message = str(exc)
+    except Exception:  # its args recurse too deeply, or its __str__ is broken: still fail the task
+        message = "<exception str() failed>"  # what the traceback module shows then
     error = TaskError(
         type=type_name(type(exc)),
-        message=str(exc),
+        message=message,
         traceback="".join(traceback.format_exception(type(exc), exc, exc.__traceback__)),
         attempt=attempt,
     )

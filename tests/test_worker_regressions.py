@@ -266,3 +266,32 @@ async def test_a_failing_output_router_or_write_callback_does_not_stop_the_pool(
         async with omniq.AsyncWorkerPool(q, concurrency=2, kind="thread", lease=5, output=broken_router):
             handles = [await q.enqueue(tick) for _ in range(5)]
             assert await q.results([h.id for h in handles], timeout=15) == [1] * 5
+
+
+def too_deep_result() -> list[object]:
+    value: list[object] = []
+    for _ in range(100_000):
+        value = [value]
+    return value
+
+
+def raise_too_deep() -> None:
+    raise ValueError(too_deep_result())  # str() of this error recurses too deeply
+
+
+@pytest.mark.parametrize("kind", ["thread", "process"])
+def test_a_result_or_error_too_deeply_nested_fails_its_task_and_the_pool_goes_on(tmp_path: Path, kind: str) -> None:
+    with (
+        omniq.OmniQ(db_url=f"sqlite:///{tmp_path / 'x.db'}", poll_interval=0.05) as q,
+        omniq.WorkerPool(q, concurrency=1, kind=kind, lease=5),
+    ):
+        deep, broken, after = q.enqueue(too_deep_result), q.enqueue(raise_too_deep), q.enqueue(tick)
+        with pytest.raises(TaskFailed) as result:
+            deep.result(timeout=30)
+        with pytest.raises(TaskFailed) as error:
+            broken.result(timeout=30)
+        assert after.result(timeout=30) == 1
+    assert result.value.error.type == "omniq_nb.errors.SerializationError"
+    assert "the task's result: it is too deeply nested" in result.value.error.message
+    assert error.value.error.type == "ValueError"  # not WorkerLost: the worker stored the failure
+    assert error.value.error.attempt == 1
