@@ -6,15 +6,18 @@ by the rescue of tasks whose worker died.
 
 from __future__ import annotations
 
+import logging
 import traceback
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 import msgspec
 
-from omniq_nb.errors import WorkerLost, type_name
+from omniq_nb.errors import ConfigError, WorkerLost, type_name
 from omniq_nb.models import Task, TaskError, TaskResult, TaskStatus, new_task_id
 from omniq_nb.schedule import backoff, next_run
+
+logger = logging.getLogger(__name__)
 
 
 def describe_exception(exc: BaseException, attempt: int) -> tuple[TaskError, tuple[str, ...]]:
@@ -115,11 +118,17 @@ def after_interrupt(task: Task, *, now: datetime) -> TaskResult:
 def successor(task: Task, *, now: datetime) -> Task | None:
     """Return the next run of a periodic task after this one finished, or ``None`` if not periodic.
 
-    Runs missed while nothing ran collapse into one (see ``schedule.next_run``).
+    Runs missed while nothing ran collapse into one (see ``schedule.next_run``). A cron
+    schedule that matches no later time (a stored ``0 0 31 2 *``, a year gone by) ends its
+    series with a warning rather than stopping the worker that asks.
     """
     if task.schedule is None:
         return None
-    eta = next_run(task.schedule, previous=task.eta, now=now)
+    try:
+        eta = next_run(task.schedule, previous=task.eta, now=now)
+    except ConfigError as exc:  # a stored cron that can no longer match: the series ends here
+        logger.warning("task %s: no next run, its series ends: %s", task.id, exc)
+        return None
     ttl = None if task.expires_at is None else task.expires_at - task.eta
     return msgspec.structs.replace(
         task,
