@@ -26,7 +26,7 @@ from typing import Any
 
 import msgspec
 
-from omniq_nb.config import WORKER_KINDS
+from omniq_nb.config import WORKER_KINDS, parse_setting
 from omniq_nb.context import OutputSink, Progress, TaskContext
 from omniq_nb.core import AsyncOmniQ, Caller, OmniQ
 from omniq_nb.executors import Attempt, Call, ChildProcess, LocalExecutor
@@ -60,14 +60,15 @@ class AsyncWorkerPool:
             ``"async"`` (on the loop itself: quick functions only). Coroutine functions always
             run on the loop. Every kind shares the ``concurrency`` slots.
         queues: the queues to serve (default ``[DEFAULT_QUEUE]``).
-        lease: seconds a claim holds a task between renewals (default ``LEASE_SECONDS``).
+        lease: seconds a claim holds a task between renewals, at least 1 (default ``LEASE_SECONDS``).
         name: the worker's name, stored on the tasks it claims.
         output: given each claimed task, returns where its output (prints, displays) goes, or
             ``None`` to leave it on this process's streams (the notebook routes it to the cell
             that launched the task).
 
     Raises:
-        ValueError: a bad ``kind``, ``concurrency`` or ``lease``.
+        ValueError: a bad ``kind`` or ``concurrency``.
+        ConfigError: a bad ``lease`` (also a ``ValueError``).
 
     Example:
         >>> async def main():                                          # doctest: +SKIP
@@ -94,9 +95,7 @@ class AsyncWorkerPool:
         if self.kind not in WORKER_KINDS:
             raise ValueError(f"kind={self.kind!r} must be one of {', '.join(WORKER_KINDS)}")
         self.queues = [settings.default_queue] if queues is None else _queue_names(queues)
-        self.lease = float(settings.lease_seconds if lease is None else lease)
-        if not self.lease > 0:
-            raise ValueError(f"lease={lease!r} must be seconds > 0")
+        self.lease: float = settings.lease_seconds if lease is None else parse_setting("lease_seconds", lease, "lease=")
         self.name = name or f"{socket.gethostname()}:{os.getpid()}:{id(self) & 0xFFFF:04x}"
         self._running: dict[str, _Running] = {}
         self._busy = 0

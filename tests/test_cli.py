@@ -166,3 +166,10 @@ def test_a_nul_byte_in_db_url_is_a_one_line_error(capsys: pytest.CaptureFixture[
     err = capsys.readouterr().err
     assert err.startswith("omniq-nb: ") and "NUL byte" in err
     assert len(err.strip().splitlines()) == 1, err
+
+
+def test_a_lease_below_the_minimum_is_a_one_line_error(tmp_path: Path) -> None:
+    done = run("worker", "--db-url", f"sqlite:///{tmp_path / 'w.db'}", "--lease", "0.001")
+    assert done.returncode == 2
+    assert done.stderr.startswith("omniq-nb: lease=0.001 is not valid: expected seconds >= 1"), done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr

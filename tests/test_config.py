@@ -122,7 +122,10 @@ def test_invalid_yaml_value_names_the_file_and_key(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("variable", "value", "accepted"),
     [
-        ("OMNIQ_LEASE_SECONDS", "30s", ["seconds > 0", "30"]),
+        ("OMNIQ_LEASE_SECONDS", "30s", ["seconds >= 1", "30"]),
+        ("OMNIQ_LEASE_SECONDS", "0.001", ["seconds >= 1", "runs twice"]),
+        ("OMNIQ_POLL_INTERVAL", "1e-9", ["seconds >= 0.01", "idle worker"]),
+        ("OMNIQ_RETRY_BACKOFF", "0", ["seconds > 0"]),
         ("OMNIQ_DEFAULT_WORKER", "gpu", ["async", "thread", "process"]),
         ("OMNIQ_MAX_WORKERS", "0", [">= 1"]),
         ("OMNIQ_EVENTS", "maybe", ["true", "false"]),
@@ -230,3 +233,37 @@ def test_an_invalid_store_url_message_hides_its_password() -> None:
         Settings.from_env(db_url="postgresql://me:hunter2@db/q\x00")
     assert "hunter2" not in str(info.value)
     assert "me:***@db" in str(info.value)
+
+
+def test_harmful_values_are_refused_from_code_yaml_and_env(tmp_path: Path) -> None:
+    for name, value, minimum in (("lease_seconds", 0.5, ">= 1"), ("poll_interval", 1e-9, ">= 0.01")):
+        with pytest.raises(ConfigError, match=minimum):
+            Settings.from_env(**{name: value})
+        with pytest.raises(ConfigError, match=minimum):
+            Settings().with_overrides(**{name: value})
+        with pytest.raises(ConfigError, match=minimum):
+            AsyncOmniQ(db_url="memory://", **{name: value})
+        config = tmp_path / f"{name}.yaml"
+        config.write_text(f"{name}: {value}\n")
+        with pytest.raises(ConfigError, match=minimum):
+            Settings.from_env({}, config_file=config)
+    lowest = Settings.from_env(lease_seconds=1, poll_interval=0.01)
+    assert (lowest.lease_seconds, lowest.poll_interval) == (1.0, 0.01)
+
+
+def test_an_empty_secret_is_refused_from_code_yaml_and_env(tmp_path: Path) -> None:
+    config = tmp_path / "secret.yaml"
+    config.write_text('secret: ""\n')
+    attempts = (
+        lambda: Settings.from_env({"OMNIQ_SECRET": ""}),
+        lambda: Settings.from_env({"OMNIQ_SECRET": "  "}),
+        lambda: Settings.from_env({}, config_file=config),
+        lambda: Settings.from_env(secret=""),
+        lambda: AsyncOmniQ(db_url="memory://", secret=""),
+    )
+    for attempt in attempts:
+        with pytest.raises(ConfigError, match="empty key turns signing off") as info:
+            attempt()
+        assert "SECRET" in str(info.value).upper()
+    config.write_text("secret:\n")  # null: not set, as if the key were absent
+    assert Settings.from_env({}, config_file=config).secret is None
