@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import random
+import re
 from datetime import datetime, timedelta, timezone
 
 from croniter import CroniterBadDateError, croniter
@@ -18,6 +19,8 @@ from omniq_nb.errors import ConfigError
 from omniq_nb.models import Schedule
 
 _BACKOFF_CAP = 600.0
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
+_DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 def seconds(value: float | timedelta | None, *, name: str, allow_zero: bool = True) -> float | None:
@@ -48,6 +51,31 @@ def seconds(value: float | timedelta | None, *, name: str, allow_zero: bool = Tr
         bound = ">= 0" if allow_zero else "> 0"
         raise ValueError(f"{name}={value!r} must be a finite duration {bound} seconds")
     return result
+
+
+def duration(text: str) -> float:
+    """Parse a duration as written on the command line and in magics: ``90``, ``90s``, ``15m``, ``12h``, ``7d``.
+
+    Args:
+        text: a number of seconds, optionally with a unit ``s``, ``m``, ``h`` or ``d``.
+
+    Returns:
+        The duration in seconds.
+
+    Raises:
+        ConfigError: ``text`` is not such a duration; also a ``ValueError``, so argparse
+            reports it as ``invalid duration value``.
+
+    Example:
+        >>> duration("15m"), duration("90"), duration("1.5h")
+        (900.0, 90.0, 5400.0)
+
+    """
+    match = _DURATION.match(text) if isinstance(text, str) else None
+    value = float(match.group(1)) * _DURATION_UNITS[match.group(2)] if match else math.nan
+    if not math.isfinite(value):
+        raise ConfigError(f"{text!r} is not a duration; use seconds, or 90s, 15m, 12h, 7d")
+    return value
 
 
 def as_utc(moment: datetime, *, name: str = "eta") -> datetime:

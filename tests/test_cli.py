@@ -120,6 +120,16 @@ def test_purge_older_than_zero_removes_finished_tasks_only(made: Made) -> None:
     assert again.stdout.strip() == "purged 0 task(s)"
 
 
+def test_purge_older_than_takes_the_durations_the_magics_take(made: Made) -> None:
+    kept = run("purge", "--db-url", made.url, "--older-than", "1d")
+    assert kept.returncode == 0, kept.stderr
+    assert kept.stdout.strip() == "purged 0 task(s)"  # both finished just now
+    bad = run("purge", "--db-url", made.url, "--older-than", "soon")
+    assert bad.returncode == 2
+    assert "--older-than: invalid duration value: 'soon'" in bad.stderr
+    assert "Traceback" not in bad.stderr
+
+
 def test_show_of_an_unknown_id_is_a_one_line_error(made: Made) -> None:
     done = run("show", "--db-url", made.url, "no-such-task")
     assert done.returncode != 0

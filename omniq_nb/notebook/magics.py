@@ -20,7 +20,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import re
 import shlex
 from typing import Any, NoReturn
 
@@ -35,9 +34,7 @@ from omniq_nb.models import TaskStatus
 from omniq_nb.notebook.cells import capture, run_cell
 from omniq_nb.notebook.runner import KernelRunner
 from omniq_nb.notebook.widgets import Dashboard
-
-_AGE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
-_AGE_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+from omniq_nb.schedule import duration
 
 
 class _Parser(argparse.ArgumentParser):
@@ -219,15 +216,8 @@ def _list_parser() -> _Parser:
 
 def _purge_parser() -> _Parser:
     parser = _Parser(prog="%omniq purge", add_help=False)
-    parser.add_argument("--older-than", type=_age, metavar="AGE")
+    parser.add_argument("--older-than", type=duration, metavar="AGE")
     return parser
-
-
-def _age(text: str) -> float:
-    match = _AGE.match(text)
-    if match is None:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an age; use seconds or 30s, 15m, 2h, 1d")
-    return float(match.group(1)) * _AGE_UNITS[match.group(2)]
 
 
 def _one_id(command: str, words: list[str]) -> str:
