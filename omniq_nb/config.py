@@ -166,8 +166,8 @@ def _yaml_values(env: Mapping[str, str], config_file: str | Path | None) -> list
         return []
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"cannot read settings from {path}: {exc}") from exc
+    except (OSError, ValueError, RecursionError, yaml.YAMLError) as exc:  # ValueError: not UTF-8, a bad date
+        raise ConfigError(f"cannot read settings from {path}: {' '.join(str(exc).split())}") from exc
     if data is None:
         return []
     if not isinstance(data, dict):
@@ -234,7 +234,7 @@ def _count(raw: Any) -> int:
         raise ValueError("expected a whole number such as 4")
     try:
         value = int(raw)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: an infinite float
         raise ValueError("expected a whole number such as 4") from None
     if isinstance(raw, float) and raw != value:
         raise ValueError("expected a whole number such as 4")
@@ -262,7 +262,7 @@ def _seconds_at_least(minimum: float, example: str, why: str = "") -> Callable[[
         else:
             try:
                 value = float(raw)
-            except (TypeError, ValueError):
+            except (TypeError, ValueError, OverflowError):  # OverflowError: an int too large for a float
                 raise ValueError(expected) from None
         if not math.isfinite(value) or value <= 0 or value < minimum:
             raise ValueError(expected)

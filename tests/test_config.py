@@ -267,3 +267,12 @@ def test_an_empty_secret_is_refused_from_code_yaml_and_env(tmp_path: Path) -> No
         assert "SECRET" in str(info.value).upper()
     config.write_text("secret:\n")  # null: not set, as if the key were absent
     assert Settings.from_env({}, config_file=config).secret is None
+
+
+@pytest.mark.parametrize("content", [b"\x80", b"max_workers: [1\n", b"[" * 2000, b"0: 0000-00-00"])
+def test_an_unreadable_yaml_file_is_a_one_line_config_error(tmp_path: Path, content: bytes) -> None:
+    config = tmp_path / "omniq.yaml"
+    config.write_bytes(content)
+    with pytest.raises(ConfigError, match="cannot read settings from") as info:
+        Settings.from_env({}, config_file=config)
+    assert len(str(info.value).splitlines()) == 1

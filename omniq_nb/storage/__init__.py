@@ -42,7 +42,10 @@ def open_storage(url: str, *, settings: Settings | None = None) -> Storage:
     settings = settings or Settings()
     if isinstance(url, str) and "\x00" in unquote(url):
         raise StorageError(f"store URL {redact_url(url)!r} contains a NUL byte (\\x00); no store can have that name")
-    scheme = urlsplit(url).scheme.lower() if isinstance(url, str) else ""
+    try:
+        scheme = urlsplit(url).scheme.lower() if isinstance(url, str) else ""
+    except ValueError as exc:  # an unclosed IPv6 bracket, say
+        raise StorageError(f"malformed store URL {redact_url(url)!r}: {exc}") from None
     if scheme == "sqlite":
         from omniq_nb.storage.sqlite import SQLiteStorage
 
