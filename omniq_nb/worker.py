@@ -29,6 +29,7 @@ import msgspec
 from omniq_nb.config import WORKER_KINDS, parse_setting
 from omniq_nb.context import OutputSink, Progress, TaskContext
 from omniq_nb.core import AsyncOmniQ, Caller, OmniQ
+from omniq_nb.errors import ConfigError
 from omniq_nb.executors import Attempt, Call, ChildProcess, LocalExecutor
 from omniq_nb.models import Task, TaskResult, TaskStatus
 from omniq_nb.policy import after_failure, after_interrupt, after_lost_lease, succeeded, successor
@@ -67,8 +68,7 @@ class AsyncWorkerPool:
             that launched the task).
 
     Raises:
-        ValueError: a bad ``kind`` or ``concurrency``.
-        ConfigError: a bad ``lease`` (also a ``ValueError``).
+        ConfigError: a bad ``kind``, ``concurrency``, ``queues`` or ``lease`` (also a ``ValueError``).
 
     Example:
         >>> async def main():                                          # doctest: +SKIP
@@ -93,7 +93,7 @@ class AsyncWorkerPool:
         self.concurrency = _positive_int(settings.max_workers if concurrency is None else concurrency, "concurrency")
         self.kind = kind or settings.default_worker
         if self.kind not in WORKER_KINDS:
-            raise ValueError(f"kind={self.kind!r} must be one of {', '.join(WORKER_KINDS)}")
+            raise ConfigError(f"kind={self.kind!r} must be one of {', '.join(WORKER_KINDS)}")
         self.queues = [settings.default_queue] if queues is None else _queue_names(queues)
         self.lease: float = settings.lease_seconds if lease is None else parse_setting("lease_seconds", lease, "lease=")
         self.name = name or f"{socket.gethostname()}:{os.getpid()}:{id(self) & 0xFFFF:04x}"
@@ -646,7 +646,7 @@ async def _create_pool(queue: AsyncOmniQ, options: dict[str, Any]) -> AsyncWorke
 
 def _positive_int(value: Any, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name}={value!r} must be a whole number >= 1")
+        raise ConfigError(f"{name}={value!r} must be a whole number >= 1")
     return value
 
 
@@ -655,5 +655,5 @@ def _queue_names(queues: Sequence[str]) -> list[str]:
         queues = [queues]
     names = [q for q in queues if isinstance(q, str) and q.strip()]
     if not names or len(names) != len(queues):
-        raise ValueError(f"queues={queues!r} must be one or more non-empty queue names")
+        raise ConfigError(f"queues={queues!r} must be one or more non-empty queue names")
     return names

@@ -178,8 +178,16 @@ def test_a_nul_byte_in_db_url_is_a_one_line_error(capsys: pytest.CaptureFixture[
     assert len(err.strip().splitlines()) == 1, err
 
 
-def test_a_lease_below_the_minimum_is_a_one_line_error(tmp_path: Path) -> None:
-    done = run("worker", "--db-url", f"sqlite:///{tmp_path / 'w.db'}", "--lease", "0.001")
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--lease", "0.001"], "omniq-nb: lease=0.001 is not valid: expected seconds >= 1"),
+        (["--concurrency", "0"], "omniq-nb: concurrency=0 must be a whole number >= 1"),
+        (["--queue", ""], "omniq-nb: queues=[''] must be one or more non-empty queue names"),
+    ],
+)
+def test_a_bad_worker_flag_is_a_one_line_error(tmp_path: Path, flags: list[str], message: str) -> None:
+    done = run("worker", "--db-url", f"sqlite:///{tmp_path / 'w.db'}", *flags)
     assert done.returncode == 2
-    assert done.stderr.startswith("omniq-nb: lease=0.001 is not valid: expected seconds >= 1"), done.stderr
+    assert done.stderr.startswith(message), done.stderr
     assert len(done.stderr.strip().splitlines()) == 1, done.stderr
