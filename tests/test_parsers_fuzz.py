@@ -171,3 +171,10 @@ def test_a_cron_that_never_matches_is_a_usage_error_naming_it(magics: OmniQMagic
     with pytest.raises(UsageError, match=r"cron='0 0 31 2 \*' matches no time"):
         magics.omniq("enqueue --cron '0 0 31 2 *'", "1")
     assert magics.omniq("enqueue --cron '*/5 * * * *'", "1") == "handle"
+
+
+def test_enqueue_durations_take_the_command_line_forms(magics: OmniQMagics) -> None:
+    assert magics.omniq("enqueue --timeout 15m --delay 90s --ttl 12h --result-ttl 7d", "1") == "handle"
+    assert magics.omniq("enqueue --interval 1.5h", "1") == "handle"
+    with pytest.raises(UsageError, match=r"--delay: invalid duration value: 'soon'"):
+        magics.omniq("enqueue --delay soon", "1")

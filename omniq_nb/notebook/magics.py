@@ -2,10 +2,11 @@
 
 Usage::
 
-    %%omniq enqueue [--as NAME] [--retries N] [--timeout S] [--queue Q] [--priority P]
-                    [--kind thread|process|async] [--delay S] [--ttl S] [--result-ttl S]
-                    [--interval S] [--cron EXPR] [--at-most-once] [--name TEXT]
+    %%omniq enqueue [--as NAME] [--retries N] [--timeout D] [--queue Q] [--priority P]
+                    [--kind thread|process|async] [--delay D] [--ttl D] [--result-ttl D]
+                    [--interval D] [--cron EXPR] [--at-most-once] [--name TEXT]
     <cell code: names it reads are captured now; its last expression is the task's result>
+    (D, a duration: seconds, or 90s, 15m, 12h, 7d)
 
     %omniq workers start [-n N] [--kind thread|process|async]   (replaces a running pool)
     %omniq workers stop | status
@@ -13,7 +14,7 @@ Usage::
     %omniq show ID
     %omniq cancel ID
     %omniq retry ID
-    %omniq purge [--older-than AGE]      (AGE: seconds, or 30s, 15m, 2h, 1d)
+    %omniq purge [--older-than AGE]      (AGE: seconds, or 90s, 15m, 12h, 7d)
     %omniq dashboard                     (a live table of recent tasks, with actions)
 """
 
@@ -62,10 +63,11 @@ class OmniQMagics(Magics):
 
         ::
 
-            %%omniq enqueue [--as NAME] [--retries N] [--timeout S] [--queue Q] [--priority P]
-                            [--kind thread|process|async] [--delay S] [--ttl S] [--result-ttl S]
-                            [--interval S] [--cron EXPR] [--at-most-once] [--name TEXT]
+            %%omniq enqueue [--as NAME] [--retries N] [--timeout D] [--queue Q] [--priority P]
+                            [--kind thread|process|async] [--delay D] [--ttl D] [--result-ttl D]
+                            [--interval D] [--cron EXPR] [--at-most-once] [--name TEXT]
             <cell code>          names it reads are captured now; its last expression is the result
+                                 D: seconds, or 90s, 15m, 12h, 7d
 
             %omniq workers start [-n N] [--kind thread|process|async]   replaces a running pool
             %omniq workers stop | status
@@ -73,7 +75,7 @@ class OmniQMagics(Magics):
             %omniq show ID
             %omniq cancel ID
             %omniq retry ID
-            %omniq purge [--older-than AGE]      AGE: seconds, or 30s, 15m, 2h, 1d
+            %omniq purge [--older-than AGE]      AGE: seconds, or 90s, 15m, 12h, 7d
             %omniq dashboard                     a live table of recent tasks, with actions
         """
         try:
@@ -184,14 +186,14 @@ def _enqueue_parser() -> _Parser:
     parser = _Parser(prog="%%omniq enqueue", add_help=False)
     parser.add_argument("--as", dest="bind", metavar="NAME", help="bind the task's handle to NAME")
     parser.add_argument("--retries", type=int)
-    parser.add_argument("--timeout", type=float)
+    parser.add_argument("--timeout", type=duration)
     parser.add_argument("--queue")
     parser.add_argument("--priority", type=int)
     parser.add_argument("--kind", choices=WORKER_KINDS)
-    parser.add_argument("--delay", type=float)
-    parser.add_argument("--ttl", type=float)
-    parser.add_argument("--result-ttl", type=float)
-    parser.add_argument("--interval", type=float)
+    parser.add_argument("--delay", type=duration)
+    parser.add_argument("--ttl", type=duration)
+    parser.add_argument("--result-ttl", type=duration)
+    parser.add_argument("--interval", type=duration)
     parser.add_argument("--cron")
     parser.add_argument("--at-most-once", action="store_true", default=None)
     parser.add_argument("--name")
