@@ -1,7 +1,7 @@
 """What happens after an attempt: succeed, retry with backoff, fail, reschedule a periodic task.
 
-Pure decisions over ``models`` (no I/O, ``now`` passed in), shared by every worker pool and
-by the rescue of tasks whose worker died.
+Pure decisions over ``models`` (no store access, ``now`` passed in; only a series that cannot
+go on is logged), shared by every worker pool and by the rescue of tasks whose worker died.
 """
 
 from __future__ import annotations
