@@ -21,6 +21,7 @@ from omniq_nb.config import WORKER_KINDS, Settings
 from omniq_nb.core import AsyncOmniQ
 from omniq_nb.errors import OmniQError
 from omniq_nb.models import StoreHealth, Task, TaskStatus
+from omniq_nb.schedule import duration
 from omniq_nb.worker import AsyncWorkerPool
 
 logger = logging.getLogger(__name__)
@@ -77,7 +78,7 @@ def _parser() -> argparse.ArgumentParser:
 
     purge = commands.add_parser("purge", help="delete finished tasks")
     purge.add_argument("--db-url", default=argparse.SUPPRESS, help="store URL")
-    purge.add_argument("--older-than", type=float, metavar="SECONDS", help="finished longer ago than this")
+    purge.add_argument("--older-than", type=duration, metavar="AGE", help="finished over AGE ago: 90, 15m, 12h, 7d")
     purge.add_argument("--status", action="append", choices=[s.value for s in TaskStatus if s.is_terminal])
     purge.add_argument("--all", action="store_true", help="delete every task, running ones too")
     purge.set_defaults(run=_purge)

@@ -14,9 +14,9 @@ arguments given in code. This is the only module that reads ``OMNIQ_*`` or YAML.
 | ``RESULT_TTL`` | none | seconds a finished task is kept before purge |
 | ``DEFAULT_RETRIES`` | ``0`` | retries after a failed first attempt |
 | ``RETRY_BACKOFF`` | ``1`` | seconds before the first retry; doubles per attempt, capped, jittered |
-| ``LEASE_SECONDS`` | ``30`` | how long a claim holds a task between renewals |
-| ``POLL_INTERVAL`` | ``0.5`` | seconds between store polls of an idle worker |
-| ``SECRET`` | none | HMAC key: sign payloads at enqueue, verify before unpickling |
+| ``LEASE_SECONDS`` | ``30`` | how long a claim holds a task between renewals; at least 1 |
+| ``POLL_INTERVAL`` | ``0.5`` | seconds between store polls of an idle worker; at least 0.01 |
+| ``SECRET`` | none | HMAC key (not empty): sign payloads at enqueue, verify before unpickling |
 | ``AUTOSTART`` | ``true`` | start a worker pool when the notebook extension loads |
 | ``EVENTS`` | ``true`` | record a ``TaskEvent`` per transition |
 | ``LOG_LEVEL`` | ``WARNING`` | level of the ``omniq_nb`` logger |
@@ -32,6 +32,7 @@ from collections.abc import Callable, Mapping
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import msgspec
 import yaml
@@ -43,6 +44,10 @@ _CONFIG_ENV = "OMNIQ_CONFIG"
 _DEFAULT_CONFIG_FILE = "omniq.yaml"
 WORKER_KINDS = ("async", "thread", "process")
 """The executor kinds a worker pool offers."""
+MIN_LEASE_SECONDS = 1.0
+"""The shortest lease a pool may take: renewals run every third of it, and a store write can take longer."""
+MIN_POLL_INTERVAL = 0.01
+"""The shortest poll interval: below it an idle worker spends its time asking the store."""
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _SYNCHRONOUS = ("NORMAL", "FULL")
 _TRUE = ("1", "true", "yes", "on")
@@ -107,16 +112,16 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         env = os.environ if env is None else env
         values: dict[str, Any] = {}
         for source, name, raw in _yaml_values(env, config_file):
-            values[name] = _parse(name, raw, source)
+            values[name] = parse_setting(name, raw, source)
         for name in cls.__struct_fields__:
             key = _ENV_PREFIX + name.upper()
             if key in env:
-                values[name] = _parse(name, env[key], key)
+                values[name] = parse_setting(name, env[key], key)
         for name, raw in overrides.items():
             if name not in cls.__struct_fields__:
                 raise TypeError(f"unknown setting {name!r}; known settings: {', '.join(cls.__struct_fields__)}")
             if raw is not None:
-                values[name] = _parse(name, raw, f"{name}=")
+                values[name] = parse_setting(name, raw, f"{name}=")
         return cls(**values)
 
     def with_overrides(self, **overrides: Any) -> Settings:
@@ -138,7 +143,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             if name not in self.__struct_fields__:
                 raise TypeError(f"unknown setting {name!r}; known settings: {', '.join(self.__struct_fields__)}")
             if raw is not None:
-                changes[name] = _parse(name, raw, f"{name}=")
+                changes[name] = parse_setting(name, raw, f"{name}=")
         return msgspec.structs.replace(self, **changes)
 
 
@@ -161,8 +166,8 @@ def _yaml_values(env: Mapping[str, str], config_file: str | Path | None) -> list
         return []
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"cannot read settings from {path}: {exc}") from exc
+    except (OSError, ValueError, RecursionError, yaml.YAMLError) as exc:  # ValueError: not UTF-8, a bad date
+        raise ConfigError(f"cannot read settings from {path}: {' '.join(str(exc).split())}") from exc
     if data is None:
         return []
     if not isinstance(data, dict):
@@ -177,11 +182,30 @@ def _yaml_values(env: Mapping[str, str], config_file: str | Path | None) -> list
     return found
 
 
-def _parse(name: str, raw: Any, source: str) -> Any:
+def parse_setting(name: str, raw: Any, source: str) -> Any:
+    """Validate one setting's value as ``Settings.from_env`` does (pools use it for ``lease=``).
+
+    Args:
+        name: the setting's lower-case name, such as ``"lease_seconds"``.
+        raw: the value given (a string from env or YAML, or any value from code).
+        source: where it came from, for the message (``"OMNIQ_LEASE_SECONDS"``, ``"lease="``).
+
+    Returns:
+        The parsed value.
+
+    Raises:
+        ConfigError: the value is invalid; the message names ``source`` and the accepted values.
+
+    """
+    from omniq_nb.storage.base import redact_url
+
     try:
         return _PARSERS[name](raw)
     except (TypeError, ValueError) as exc:
-        shown = "***" if name == "secret" else repr(raw)
+        if name == "secret":
+            shown = "***"
+        else:
+            shown = repr(redact_url(raw) if name == "db_url" and isinstance(raw, str) else raw)
         raise ConfigError(
             f"{source.rstrip('=')}={shown} is not valid: {exc}. Set {_ENV_PREFIX}{name.upper()} "
             f"or pass {name}= with such a value."
@@ -210,7 +234,7 @@ def _count(raw: Any) -> int:
         raise ValueError("expected a whole number such as 4")
     try:
         value = int(raw)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: an infinite float
         raise ValueError("expected a whole number such as 4") from None
     if isinstance(raw, float) and raw != value:
         raise ValueError("expected a whole number such as 4")
@@ -226,19 +250,28 @@ def _positive_count(raw: Any) -> int:
     return value
 
 
-def _seconds(raw: Any) -> float:
-    if isinstance(raw, timedelta):
-        value = raw.total_seconds()
-    elif isinstance(raw, bool):
-        raise ValueError("expected seconds > 0 such as 30")
-    else:
-        try:
-            value = float(raw)
-        except (TypeError, ValueError):
-            raise ValueError("expected seconds > 0 such as 30") from None
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError("expected seconds > 0 such as 30")
-    return value
+def _seconds_at_least(minimum: float, example: str, why: str = "") -> Callable[[Any], float]:
+    """Return a parser of seconds (a number or ``timedelta``) > 0 and >= ``minimum``."""
+    expected = f"expected seconds {f'>= {minimum:g}' if minimum else '> 0'} such as {example}{why}"
+
+    def parse(raw: Any) -> float:
+        if isinstance(raw, timedelta):
+            value = raw.total_seconds()
+        elif isinstance(raw, bool):
+            raise ValueError(expected)
+        else:
+            try:
+                value = float(raw)
+            except (TypeError, ValueError, OverflowError):  # OverflowError: an int too large for a float
+                raise ValueError(expected) from None
+        if not math.isfinite(value) or value <= 0 or value < minimum:
+            raise ValueError(expected)
+        return value
+
+    return parse
+
+
+_seconds = _seconds_at_least(0, "30")
 
 
 def _optional_seconds(raw: Any) -> float | None:
@@ -259,15 +292,19 @@ def _flag(raw: Any) -> bool:
 
 
 def _secret(raw: Any) -> str | None:
-    if raw is None or raw == "":
+    if raw is None:
         return None
     if not isinstance(raw, str):
         raise ValueError("expected a string")
+    if not raw.strip():
+        raise ValueError("an empty key turns signing off; give a non-empty key, or unset it to run unsigned")
     return raw
 
 
 def _db_url(raw: Any) -> str:
     value = _text(raw)
+    if "\x00" in unquote(value):
+        raise ValueError("a store URL cannot contain a NUL byte (\\x00 or %00)")
     if "://" not in value:
         raise ValueError("expected a URL such as sqlite:///jobs.db, memory://, postgresql://host/db")
     return value
@@ -282,8 +319,12 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "result_ttl": _optional_seconds,
     "default_retries": _count,
     "retry_backoff": _seconds,
-    "lease_seconds": _seconds,
-    "poll_interval": _seconds,
+    "lease_seconds": _seconds_at_least(
+        MIN_LEASE_SECONDS, "30", " (a shorter lease can run out between renewals, and the task then runs twice)"
+    ),
+    "poll_interval": _seconds_at_least(
+        MIN_POLL_INTERVAL, "0.5", " (polling more often keeps an idle worker busy for nothing)"
+    ),
     "secret": _secret,
     "autostart": _flag,
     "events": _flag,

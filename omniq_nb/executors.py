@@ -38,6 +38,7 @@ _CHILD_PROGRESS_INTERVAL = 0.05  # seconds between progress messages from a chil
 _PARENT_CHECK_INTERVAL = 0.5  # seconds between a child's checks that its parent lives
 _TERMINATE_GRACE = 1.0  # seconds a terminated child gets before SIGKILL
 _PR_SET_PDEATHSIG = 1
+_RESULT = "the task's result"  # names the value in a serialization error
 _CHILD_ENTRY = "import sys; from omniq_nb.executors import child_main; child_main(int(sys.argv[1]), int(sys.argv[2]))"
 
 
@@ -139,7 +140,7 @@ class LocalExecutor:
                     running.add_done_callback(lambda _: release())
                     return timed_out(call)
                 value = running.result()  # the task's own exceptions, TimeoutError included
-            return Attempt(result=self._serializer.dumps(value))
+            return Attempt(result=self._serializer.dumps(value, label=_RESULT))
         except BaseException as exc:  # sys.exit(), an interrupt, a cancel the task met on its own: it fails
             if isinstance(exc, asyncio.CancelledError) and _being_cancelled():
                 raise  # the attempt itself is being stopped
@@ -159,7 +160,7 @@ class LocalExecutor:
         def work() -> Attempt:
             token = enter(context)
             try:
-                return Attempt(result=self._serializer.dumps(fn(*args, **kwargs)))
+                return Attempt(result=self._serializer.dumps(fn(*args, **kwargs), label=_RESULT))
             except BaseException as exc:  # SystemExit too: a thread has no process to end
                 return failed(exc, call.attempt)
             finally:
@@ -365,7 +366,7 @@ def _run_in_child(
         value = fn(*args, **kwargs)
         if inspect.isawaitable(value):
             value = asyncio.run(_awaited(value))
-        return ("ok", serializer.dumps(value))
+        return ("ok", serializer.dumps(value, label=_RESULT))
     except BaseException as exc:
         outcome = failed(exc, attempt)
         return ("error", outcome.error, outcome.raised, outcome.retryable)

@@ -1,20 +1,23 @@
 """What happens after an attempt: succeed, retry with backoff, fail, reschedule a periodic task.
 
-Pure decisions over ``models`` (no I/O, ``now`` passed in), shared by every worker pool and
-by the rescue of tasks whose worker died.
+Pure decisions over ``models`` (no store access, ``now`` passed in; only a series that cannot
+go on is logged), shared by every worker pool and by the rescue of tasks whose worker died.
 """
 
 from __future__ import annotations
 
+import logging
 import traceback
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 import msgspec
 
-from omniq_nb.errors import WorkerLost, type_name
+from omniq_nb.errors import ConfigError, WorkerLost, type_name
 from omniq_nb.models import Task, TaskError, TaskResult, TaskStatus, new_task_id
 from omniq_nb.schedule import backoff, next_run
+
+logger = logging.getLogger(__name__)
 
 
 def describe_exception(exc: BaseException, attempt: int) -> tuple[TaskError, tuple[str, ...]]:
@@ -24,9 +27,13 @@ def describe_exception(exc: BaseException, attempt: int) -> tuple[TaskError, tup
         exc: the exception the task raised.
         attempt: the attempt it ended.
     """
+    try:
+        message = str(exc)
+    except Exception:  # its args recurse too deeply, or its __str__ is broken: still fail the task
+        message = "<exception str() failed>"  # what the traceback module shows then
     error = TaskError(
         type=type_name(type(exc)),
-        message=str(exc),
+        message=message,
         traceback="".join(traceback.format_exception(type(exc), exc, exc.__traceback__)),
         attempt=attempt,
     )
@@ -111,11 +118,17 @@ def after_interrupt(task: Task, *, now: datetime) -> TaskResult:
 def successor(task: Task, *, now: datetime) -> Task | None:
     """Return the next run of a periodic task after this one finished, or ``None`` if not periodic.
 
-    Runs missed while nothing ran collapse into one (see ``schedule.next_run``).
+    Runs missed while nothing ran collapse into one (see ``schedule.next_run``). A cron
+    schedule that matches no later time (a stored ``0 0 31 2 *``, a year gone by) ends its
+    series with a warning rather than stopping the worker that asks.
     """
     if task.schedule is None:
         return None
-    eta = next_run(task.schedule, previous=task.eta, now=now)
+    try:
+        eta = next_run(task.schedule, previous=task.eta, now=now)
+    except ConfigError as exc:  # a stored cron that can no longer match: the series ends here
+        logger.warning("task %s: no next run, its series ends: %s", task.id, exc)
+        return None
     ttl = None if task.expires_at is None else task.expires_at - task.eta
     return msgspec.structs.replace(
         task,

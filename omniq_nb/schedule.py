@@ -1,21 +1,26 @@
 """Pure schedule maths: when a task first runs, when a periodic task runs next, retry backoff.
 
 Every function takes ``now`` (or an explicit time) and reads no clock, so each is tested
-without a store. Durations are accepted as ``float`` seconds or ``timedelta`` and converted
-here, once.
+without a store; the one exception is ``make_schedule``, which checks that a cron expression
+still matches a time from now on. Durations are accepted as ``float`` seconds or ``timedelta``
+and converted here, once.
 """
 
 from __future__ import annotations
 
 import math
 import random
+import re
 from datetime import datetime, timedelta, timezone
 
-from croniter import croniter
+from croniter import CroniterBadDateError, croniter
 
+from omniq_nb.errors import ConfigError
 from omniq_nb.models import Schedule
 
 _BACKOFF_CAP = 600.0
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
+_DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 def seconds(value: float | timedelta | None, *, name: str, allow_zero: bool = True) -> float | None:
@@ -46,6 +51,31 @@ def seconds(value: float | timedelta | None, *, name: str, allow_zero: bool = Tr
         bound = ">= 0" if allow_zero else "> 0"
         raise ValueError(f"{name}={value!r} must be a finite duration {bound} seconds")
     return result
+
+
+def duration(text: str) -> float:
+    """Parse a duration as written on the command line and in magics: ``90``, ``90s``, ``15m``, ``12h``, ``7d``.
+
+    Args:
+        text: a number of seconds, optionally with a unit ``s``, ``m``, ``h`` or ``d``.
+
+    Returns:
+        The duration in seconds.
+
+    Raises:
+        ConfigError: ``text`` is not such a duration; also a ``ValueError``, so argparse
+            reports it as ``invalid duration value``.
+
+    Example:
+        >>> duration("15m"), duration("90"), duration("1.5h")
+        (900.0, 90.0, 5400.0)
+
+    """
+    match = _DURATION.match(text) if isinstance(text, str) else None
+    value = float(match.group(1)) * _DURATION_UNITS[match.group(2)] if match else math.nan
+    if not math.isfinite(value):
+        raise ConfigError(f"{text!r} is not a duration; use seconds, or 90s, 15m, 12h, 7d")
+    return value
 
 
 def as_utc(moment: datetime, *, name: str = "eta") -> datetime:
@@ -93,17 +123,20 @@ def make_schedule(*, interval: float | timedelta | None = None, cron: str | None
         cron: a cron expression such as ``"*/5 * * * *"``.
 
     Raises:
-        ValueError: both are given, the interval is not positive, or the cron expression is invalid.
+        ConfigError: both are given, or the cron expression is invalid or matches no time from
+            now on (``0 0 31 2 *``); also a ``ValueError``.
+        ValueError: the interval is not positive.
         TypeError: a value has the wrong type.
 
     """
     if interval is not None and cron is not None:
-        raise ValueError("give either interval= or cron=, not both")
+        raise ConfigError("give either interval= or cron=, not both")
     if cron is not None:
         if not isinstance(cron, str) or not croniter.is_valid(cron):
-            raise ValueError(
+            raise ConfigError(
                 f"cron={cron!r} is not a valid cron expression; expected five fields such as '*/5 * * * *'"
             )
+        _cron_after(cron, datetime.now(timezone.utc))
         return Schedule(cron=cron)
     every = seconds(interval, name="interval", allow_zero=False)
     return None if every is None else Schedule(interval=timedelta(seconds=every))
@@ -120,15 +153,29 @@ def next_run(schedule: Schedule, *, previous: datetime, now: datetime) -> dateti
         previous: when the run that just finished was due.
         now: the current time.
 
+    Raises:
+        ConfigError: the cron expression matches no time after ``now``.
+
     """
     if schedule.cron is not None:
-        following: datetime = croniter(schedule.cron, max(previous, now)).get_next(datetime)
-        return following.astimezone(timezone.utc)
+        return _cron_after(schedule.cron, max(previous, now))
     assert schedule.interval is not None
     step = schedule.interval.total_seconds()
     behind = (now - previous).total_seconds()
     periods = max(1, math.floor(behind / step) + 1)
     return previous + timedelta(seconds=periods * step)
+
+
+def _cron_after(cron: str, moment: datetime) -> datetime:
+    """Return the first time after ``moment`` that ``cron`` matches, in UTC."""
+    try:
+        following: datetime = croniter(cron, moment).get_next(datetime)
+    except CroniterBadDateError:
+        raise ConfigError(
+            f"cron={cron!r} matches no time after {moment:%Y-%m-%d} (a date that does not exist, such as "
+            "February 31st, or a year gone by); expected an expression such as '*/5 * * * *'"
+        ) from None
+    return following.astimezone(timezone.utc)
 
 
 def backoff(attempt: int, *, base: float, cap: float = _BACKOFF_CAP, rng: random.Random | None = None) -> float:

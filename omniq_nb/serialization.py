@@ -19,6 +19,7 @@ import hashlib
 import hmac
 import io
 import pickle
+import sys
 import threading
 import types
 from collections import ChainMap
@@ -78,17 +79,19 @@ class BlobSerializer:
     def __init__(self, secret: str | bytes | None = None) -> None:
         self._key = secret.encode() if isinstance(secret, str) else secret
 
-    def dumps(self, value: Any) -> bytes:
+    def dumps(self, value: Any, *, label: str = "the value") -> bytes:
         """Serialize ``value``: msgpack when it is plain data that round-trips exactly, else cloudpickle.
 
         Args:
             value: any value cloudpickle can handle.
+            label: what the value is, for the error message (``"the task's result"``).
 
         Returns:
             A self-describing (and, with a secret, signed) blob.
 
         Raises:
-            SerializationError: the value cannot be pickled; the message names its type.
+            SerializationError: the value cannot be pickled, or is nested too deeply; the
+                message names ``label`` and the value's type.
 
         """
         if _is_plain(value, 0):
@@ -96,7 +99,7 @@ class BlobSerializer:
         try:
             body = _pickle(value)
         except Exception as exc:
-            raise SerializationError(f"cannot serialize {_describe(value)}: {type(exc).__name__}: {exc}") from exc
+            raise SerializationError(_cannot(label, value, exc)) from exc
         return self._seal(_PICKLE, body)
 
     def loads(self, blob: bytes) -> Any:
@@ -261,10 +264,26 @@ def _is_simple(value: Any, depth: int) -> bool:
 
 
 def _describe(value: Any) -> str:
-    text = repr(value)
+    try:
+        text = repr(value)
+    except Exception:  # a repr that fails (or recurses too deeply) must not hide the real error
+        text = "<unrepresentable>"
     if len(text) > 80:
         text = text[:77] + "..."
     return f"{text} (a {type(value).__module__}.{type(value).__qualname__})"
+
+
+def _cannot(label: str, value: Any, exc: BaseException) -> str:
+    """Return the one-line message for ``value`` (``label``) that pickling failed with ``exc``."""
+    cause: BaseException | None = exc
+    while cause is not None and not isinstance(cause, RecursionError):
+        cause = cause.__cause__ or cause.__context__
+    if cause is not None:
+        return (
+            f"cannot serialize {label}: it is too deeply nested to pickle (more levels than Python's "
+            f"recursion limit of {sys.getrecursionlimit()} allows); pass a flatter structure"
+        )
+    return f"cannot serialize {label}: {_describe(value)}: {type(exc).__name__}: {exc}"
 
 
 def _blame(fn: Callable[..., Any], args: Sequence[Any], kwargs: Mapping[str, Any], exc: Exception) -> str:
@@ -277,8 +296,8 @@ def _blame(fn: Callable[..., Any], args: Sequence[Any], kwargs: Mapping[str, Any
         try:
             _pickle(suspect)
         except Exception as inner:
-            return f"cannot serialize {label}: {_describe(suspect)}: {type(inner).__name__}: {inner}"
-    return f"cannot serialize the call to {name}(): {type(exc).__name__}: {exc}"
+            return _cannot(label, suspect, inner)
+    return _cannot(f"the call to {name}()", (tuple(args), dict(kwargs)), exc)
 
 
 _CLOUDPICKLE_CODE = cloudpickle.Pickler.dispatch_table[types.CodeType]

@@ -26,10 +26,10 @@ from typing import Any
 
 import msgspec
 
-from omniq_nb.config import WORKER_KINDS
+from omniq_nb.config import WORKER_KINDS, parse_setting
 from omniq_nb.context import OutputSink, Progress, TaskContext
 from omniq_nb.core import AsyncOmniQ, Caller, OmniQ
-from omniq_nb.errors import StorageError, StoreLost
+from omniq_nb.errors import ConfigError, StorageError, StoreLost
 from omniq_nb.executors import Attempt, Call, ChildProcess, LocalExecutor
 from omniq_nb.models import Task, TaskResult, TaskStatus
 from omniq_nb.policy import after_failure, after_interrupt, after_lost_lease, succeeded, successor
@@ -61,14 +61,14 @@ class AsyncWorkerPool:
             ``"async"`` (on the loop itself: quick functions only). Coroutine functions always
             run on the loop. Every kind shares the ``concurrency`` slots.
         queues: the queues to serve (default ``[DEFAULT_QUEUE]``).
-        lease: seconds a claim holds a task between renewals (default ``LEASE_SECONDS``).
+        lease: seconds a claim holds a task between renewals, at least 1 (default ``LEASE_SECONDS``).
         name: the worker's name, stored on the tasks it claims.
         output: given each claimed task, returns where its output (prints, displays) goes, or
             ``None`` to leave it on this process's streams (the notebook routes it to the cell
             that launched the task).
 
     Raises:
-        ValueError: a bad ``kind``, ``concurrency`` or ``lease``.
+        ConfigError: a bad ``kind``, ``concurrency``, ``queues`` or ``lease`` (also a ``ValueError``).
 
     Example:
         >>> async def main():                                          # doctest: +SKIP
@@ -93,11 +93,9 @@ class AsyncWorkerPool:
         self.concurrency = _positive_int(settings.max_workers if concurrency is None else concurrency, "concurrency")
         self.kind = kind or settings.default_worker
         if self.kind not in WORKER_KINDS:
-            raise ValueError(f"kind={self.kind!r} must be one of {', '.join(WORKER_KINDS)}")
+            raise ConfigError(f"kind={self.kind!r} must be one of {', '.join(WORKER_KINDS)}")
         self.queues = [settings.default_queue] if queues is None else _queue_names(queues)
-        self.lease = float(settings.lease_seconds if lease is None else lease)
-        if not self.lease > 0:
-            raise ValueError(f"lease={lease!r} must be seconds > 0")
+        self.lease: float = settings.lease_seconds if lease is None else parse_setting("lease_seconds", lease, "lease=")
         self.name = name or f"{socket.gethostname()}:{os.getpid()}:{id(self) & 0xFFFF:04x}"
         self._running: dict[str, _Running] = {}
         self._busy = 0
@@ -693,7 +691,7 @@ async def _create_pool(queue: AsyncOmniQ, options: dict[str, Any]) -> AsyncWorke
 
 def _positive_int(value: Any, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name}={value!r} must be a whole number >= 1")
+        raise ConfigError(f"{name}={value!r} must be a whole number >= 1")
     return value
 
 
@@ -702,5 +700,5 @@ def _queue_names(queues: Sequence[str]) -> list[str]:
         queues = [queues]
     names = [q for q in queues if isinstance(q, str) and q.strip()]
     if not names or len(names) != len(queues):
-        raise ValueError(f"queues={queues!r} must be one or more non-empty queue names")
+        raise ConfigError(f"queues={queues!r} must be one or more non-empty queue names")
     return names

@@ -16,6 +16,7 @@ import pytest
 import worker_tasks as wt
 
 from omniq_nb import OmniQ, TaskFailed, WorkerPool
+from omniq_nb.cli import main
 
 TESTS = Path(__file__).resolve().parent
 OMNIQ_NB = str(Path(sys.executable).parent / "omniq-nb")
@@ -119,6 +120,16 @@ def test_purge_older_than_zero_removes_finished_tasks_only(made: Made) -> None:
     assert again.stdout.strip() == "purged 0 task(s)"
 
 
+def test_purge_older_than_takes_the_durations_the_magics_take(made: Made) -> None:
+    kept = run("purge", "--db-url", made.url, "--older-than", "1d")
+    assert kept.returncode == 0, kept.stderr
+    assert kept.stdout.strip() == "purged 0 task(s)"  # both finished just now
+    bad = run("purge", "--db-url", made.url, "--older-than", "soon")
+    assert bad.returncode == 2
+    assert "--older-than: invalid duration value: 'soon'" in bad.stderr
+    assert "Traceback" not in bad.stderr
+
+
 def test_show_of_an_unknown_id_is_a_one_line_error(made: Made) -> None:
     done = run("show", "--db-url", made.url, "no-such-task")
     assert done.returncode != 0
@@ -158,3 +169,25 @@ def test_a_missing_command_is_a_usage_error() -> None:
     assert done.returncode == 2
     assert "usage:" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_nul_byte_in_db_url_is_a_one_line_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--db-url", "sqlite:///a\x00b.db", "list"]) == 2  # argv cannot carry NUL: call main
+    err = capsys.readouterr().err
+    assert err.startswith("omniq-nb: ") and "NUL byte" in err
+    assert len(err.strip().splitlines()) == 1, err
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--lease", "0.001"], "omniq-nb: lease=0.001 is not valid: expected seconds >= 1"),
+        (["--concurrency", "0"], "omniq-nb: concurrency=0 must be a whole number >= 1"),
+        (["--queue", ""], "omniq-nb: queues=[''] must be one or more non-empty queue names"),
+    ],
+)
+def test_a_bad_worker_flag_is_a_one_line_error(tmp_path: Path, flags: list[str], message: str) -> None:
+    done = run("worker", "--db-url", f"sqlite:///{tmp_path / 'w.db'}", *flags)
+    assert done.returncode == 2
+    assert done.stderr.startswith(message), done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from omniq_nb import AsyncOmniQ, ConfigError, Settings
+from omniq_nb import AsyncOmniQ, ConfigError, OmniQ, Settings
+from omniq_nb.storage import StorageError, open_storage
 
 pytestmark = pytest.mark.anyio
 
@@ -121,7 +122,10 @@ def test_invalid_yaml_value_names_the_file_and_key(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("variable", "value", "accepted"),
     [
-        ("OMNIQ_LEASE_SECONDS", "30s", ["seconds > 0", "30"]),
+        ("OMNIQ_LEASE_SECONDS", "30s", ["seconds >= 1", "30"]),
+        ("OMNIQ_LEASE_SECONDS", "0.001", ["seconds >= 1", "runs twice"]),
+        ("OMNIQ_POLL_INTERVAL", "1e-9", ["seconds >= 0.01", "idle worker"]),
+        ("OMNIQ_RETRY_BACKOFF", "0", ["seconds > 0"]),
         ("OMNIQ_DEFAULT_WORKER", "gpu", ["async", "thread", "process"]),
         ("OMNIQ_MAX_WORKERS", "0", [">= 1"]),
         ("OMNIQ_EVENTS", "maybe", ["true", "false"]),
@@ -204,3 +208,71 @@ def test_log_level_sets_package_logger_level(monkeypatch: pytest.MonkeyPatch, re
     AsyncOmniQ(db_url="memory://", log_level="error")
     assert restore_logger.level == logging.ERROR
     assert restore_logger.handlers == []  # the library adds no handler
+
+
+@pytest.mark.parametrize("url", ["sqlite:///a\x00b.db", "sqlite:///a%00b.db", "memory://\x00"])
+def test_a_nul_byte_in_the_store_url_is_a_config_error(url: str) -> None:
+    for make in (lambda: Settings.from_env(db_url=url), lambda: AsyncOmniQ(db_url=url), lambda: OmniQ(db_url=url)):
+        with pytest.raises(ConfigError, match="NUL byte") as info:
+            make()
+        assert "OMNIQ_DB_URL" in str(info.value)
+    with pytest.raises(ConfigError, match=r"OMNIQ_DB_URL=.*NUL byte"):
+        Settings.from_env({"OMNIQ_DB_URL": url})  # os.environ itself cannot hold a NUL byte
+
+
+def test_a_nul_byte_reaching_open_storage_is_a_storage_error() -> None:
+    for url in ("sqlite:///a\x00b.db", "sqlite:///a%00b.db"):
+        with pytest.raises(StorageError, match="NUL byte"):
+            open_storage(url)
+        with pytest.raises(StorageError, match="NUL byte"):
+            AsyncOmniQ(settings=Settings(db_url=url))
+
+
+def test_an_invalid_store_url_message_hides_its_password() -> None:
+    with pytest.raises(ConfigError) as info:
+        Settings.from_env(db_url="postgresql://me:hunter2@db/q\x00")
+    assert "hunter2" not in str(info.value)
+    assert "me:***@db" in str(info.value)
+
+
+def test_harmful_values_are_refused_from_code_yaml_and_env(tmp_path: Path) -> None:
+    for name, value, minimum in (("lease_seconds", 0.5, ">= 1"), ("poll_interval", 1e-9, ">= 0.01")):
+        with pytest.raises(ConfigError, match=minimum):
+            Settings.from_env(**{name: value})
+        with pytest.raises(ConfigError, match=minimum):
+            Settings().with_overrides(**{name: value})
+        with pytest.raises(ConfigError, match=minimum):
+            AsyncOmniQ(db_url="memory://", **{name: value})
+        config = tmp_path / f"{name}.yaml"
+        config.write_text(f"{name}: {value}\n")
+        with pytest.raises(ConfigError, match=minimum):
+            Settings.from_env({}, config_file=config)
+    lowest = Settings.from_env(lease_seconds=1, poll_interval=0.01)
+    assert (lowest.lease_seconds, lowest.poll_interval) == (1.0, 0.01)
+
+
+def test_an_empty_secret_is_refused_from_code_yaml_and_env(tmp_path: Path) -> None:
+    config = tmp_path / "secret.yaml"
+    config.write_text('secret: ""\n')
+    attempts = (
+        lambda: Settings.from_env({"OMNIQ_SECRET": ""}),
+        lambda: Settings.from_env({"OMNIQ_SECRET": "  "}),
+        lambda: Settings.from_env({}, config_file=config),
+        lambda: Settings.from_env(secret=""),
+        lambda: AsyncOmniQ(db_url="memory://", secret=""),
+    )
+    for attempt in attempts:
+        with pytest.raises(ConfigError, match="empty key turns signing off") as info:
+            attempt()
+        assert "SECRET" in str(info.value).upper()
+    config.write_text("secret:\n")  # null: not set, as if the key were absent
+    assert Settings.from_env({}, config_file=config).secret is None
+
+
+@pytest.mark.parametrize("content", [b"\x80", b"max_workers: [1\n", b"[" * 2000, b"0: 0000-00-00"])
+def test_an_unreadable_yaml_file_is_a_one_line_config_error(tmp_path: Path, content: bytes) -> None:
+    config = tmp_path / "omniq.yaml"
+    config.write_bytes(content)
+    with pytest.raises(ConfigError, match="cannot read settings from") as info:
+        Settings.from_env({}, config_file=config)
+    assert len(str(info.value).splitlines()) == 1

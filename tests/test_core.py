@@ -13,6 +13,7 @@ import pytest
 
 from omniq_nb import (
     AsyncOmniQ,
+    ConfigError,
     EventKind,
     GroupHandle,
     InvalidTransition,
@@ -192,6 +193,8 @@ async def test_bad_options_fail_at_enqueue(q: AsyncOmniQ) -> None:
         await q.enqueue_call(add, eta=datetime.now(UTC), delay=1)
     with pytest.raises(TypeError, match="callable"):
         await q.enqueue(42)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match=r"cron='0 0 31 2 \*' matches no time"):
+        await q.enqueue_call(add, cron="0 0 31 2 *")
     assert await q.list() == []
 
 

@@ -7,8 +7,9 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
+from omniq_nb.errors import ConfigError
 from omniq_nb.models import Schedule
-from omniq_nb.schedule import as_utc, backoff, first_run, make_schedule, next_run, seconds
+from omniq_nb.schedule import as_utc, backoff, duration, first_run, make_schedule, next_run, seconds
 
 UTC = timezone.utc
 NOW = datetime(2024, 5, 17, 12, 0, 0, tzinfo=UTC)
@@ -89,6 +90,34 @@ def test_bad_cron_raises_clear_value_error(cron: str) -> None:
     message = str(info.value)
     assert repr(cron) in message
     assert "*/5 * * * *" in message  # shows an example of a valid one
+
+
+@pytest.mark.parametrize("cron", ["0 0 31 2 *", "0 0 30 2 *", "0 0 31 4,6,9,11 *", "0 0 1 1 * 0 2020"])
+def test_a_cron_that_never_matches_is_a_config_error_naming_it(cron: str) -> None:
+    with pytest.raises(ConfigError, match="cron") as info:
+        make_schedule(cron=cron)
+    assert repr(cron) in str(info.value)
+    assert "matches no time" in str(info.value)
+    assert len(str(info.value).splitlines()) == 1
+
+
+def test_next_run_of_a_stored_cron_that_never_matches_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match=r"cron='0 0 31 2 \*' matches no time"):
+        next_run(Schedule(cron="0 0 31 2 *"), previous=NOW, now=NOW)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("90", 90.0), ("90s", 90.0), ("15m", 900.0), ("12h", 43200.0), ("7d", 604800.0), (" 1.5 h ", 5400.0), ("0", 0.0)],
+)
+def test_duration_parses_the_command_line_forms(text: str, expected: float) -> None:
+    assert duration(text) == expected
+
+
+@pytest.mark.parametrize("text", ["soon", "", "-5", "1w", "1e3", "nan", "inf", "9" * 400, "15 m s"])
+def test_a_bad_duration_is_a_config_error_showing_the_forms(text: str) -> None:
+    with pytest.raises(ConfigError, match="is not a duration; use seconds, or 90s, 15m, 12h, 7d"):
+        duration(text)
 
 
 def test_make_schedule() -> None:

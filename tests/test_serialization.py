@@ -275,6 +275,51 @@ def test_dumps_of_unpicklable_value_names_its_type() -> None:
         BlobSerializer().dumps(threading.Lock())
 
 
+def nested(depth: int) -> list[Any]:
+    value: list[Any] = []
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+class Chain:
+    """Nested objects whose repr recurses as deeply as they are nested."""
+
+    def __init__(self, inner: Chain | None) -> None:
+        self.inner = inner
+
+    def __repr__(self) -> str:
+        return f"Chain({self.inner!r})"
+
+
+def chain(depth: int) -> Chain | None:
+    value = None
+    for _ in range(depth):
+        value = Chain(value)
+    return value
+
+
+@pytest.mark.parametrize("deep", [nested(100_000), chain(100_000)], ids=["list", "object"])
+def test_an_argument_too_deeply_nested_is_named_and_called_too_deep(deep: Any) -> None:
+    with OmniQ(db_url="memory://") as q:
+        with pytest.raises(SerializationError) as positional:
+            q.enqueue(_takes, 1, deep)
+        with pytest.raises(SerializationError) as keyword:
+            q.enqueue(_takes, 1, tree=deep)
+        with pytest.raises(SerializationError, match=r"argument 0 .*too deeply nested"):
+            q.enqueue_many(_takes, [(deep,)])
+    assert "argument 1 of _takes()" in str(positional.value)
+    assert "keyword argument 'tree' of _takes()" in str(keyword.value)
+    for info in (positional, keyword):
+        assert "too deeply nested" in str(info.value)
+        assert len(str(info.value).splitlines()) == 1
+
+
+def test_dumps_of_a_value_too_deeply_nested_names_its_label() -> None:
+    with pytest.raises(SerializationError, match="the task's result: it is too deeply nested"):
+        BlobSerializer().dumps(nested(100_000), label="the task's result")
+
+
 def test_main_function_travels_by_value_to_another_process(tmp_path: Path) -> None:
     db = tmp_path / "shared.db"
     script = tmp_path / "enqueue_main.py"

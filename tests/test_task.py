@@ -54,6 +54,8 @@ def test_bad_options_fail_at_decoration() -> None:
         omniq.task(tries=3)
     with pytest.raises(ValueError, match="cron"):
         omniq.task(cron="every minute")
+    with pytest.raises(omniq.ConfigError, match=r"cron='0 0 31 2 \*' matches no time"):
+        omniq.task(cron="0 0 31 2 *")  # valid syntax, but no February 31st ever comes
     with pytest.raises(TypeError, match="needs a function"):
         omniq.task()(42)  # type: ignore[arg-type]
 

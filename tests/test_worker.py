@@ -20,6 +20,7 @@ import worker_tasks as wt
 from omniq_nb import (
     AsyncOmniQ,
     AsyncWorkerPool,
+    ConfigError,
     EventKind,
     OmniQ,
     SignatureError,
@@ -658,3 +659,17 @@ async def test_the_kind_task_option_chooses_where_a_sync_task_runs(
     in_child = ran["pid"] != os.getpid()
     assert in_child is (task_kind == "process"), f"a kind={task_kind!r} task ran in a {pool_kind} slot as such"
     assert ran["context"]["attempt"] == 1
+
+
+@pytest.mark.parametrize("lease", [0.001, 0.5, 0, -1, float("nan"), "soon"])
+async def test_a_lease_shorter_than_a_second_is_refused(q: AsyncOmniQ, lease: Any) -> None:
+    with pytest.raises(ConfigError, match=r"lease=.*seconds >= 1") as info:
+        AsyncWorkerPool(q, lease=lease)
+    assert len(str(info.value).splitlines()) == 1
+    assert AsyncWorkerPool(q, lease=1).lease == 1.0
+    assert AsyncWorkerPool(q, lease=timedelta(minutes=1)).lease == 60.0
+
+
+def test_the_blocking_pool_refuses_a_short_lease_too(db_url: str) -> None:
+    with OmniQ(db_url=db_url) as q, pytest.raises(ConfigError, match=r"lease=0\.001 .*seconds >= 1"):
+        WorkerPool(q, lease=0.001)

@@ -10,13 +10,14 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
 from pathlib import Path
 
+import msgspec
 import pytest
 import worker_tasks as wt
 
 import omniq_nb as omniq
 from omniq_nb.context import Progress, TaskContext
 from omniq_nb.errors import TaskFailed, TaskTimeout
-from omniq_nb.models import Task, TaskStatus
+from omniq_nb.models import Task, TaskStatus, new_task_id
 from omniq_nb.worker import _LeaseKeeper
 
 pytestmark = pytest.mark.anyio
@@ -266,3 +267,49 @@ async def test_a_failing_output_router_or_write_callback_does_not_stop_the_pool(
         async with omniq.AsyncWorkerPool(q, concurrency=2, kind="thread", lease=5, output=broken_router):
             handles = [await q.enqueue(tick) for _ in range(5)]
             assert await q.results([h.id for h in handles], timeout=15) == [1] * 5
+
+
+def too_deep_result() -> list[object]:
+    value: list[object] = []
+    for _ in range(100_000):
+        value = [value]
+    return value
+
+
+def raise_too_deep() -> None:
+    raise ValueError(too_deep_result())  # str() of this error recurses too deeply
+
+
+@pytest.mark.parametrize("kind", ["thread", "process"])
+def test_a_result_or_error_too_deeply_nested_fails_its_task_and_the_pool_goes_on(tmp_path: Path, kind: str) -> None:
+    with (
+        omniq.OmniQ(db_url=f"sqlite:///{tmp_path / 'x.db'}", poll_interval=0.05) as q,
+        omniq.WorkerPool(q, concurrency=1, kind=kind, lease=5),
+    ):
+        deep, broken, after = q.enqueue(too_deep_result), q.enqueue(raise_too_deep), q.enqueue(tick)
+        with pytest.raises(TaskFailed) as result:
+            deep.result(timeout=30)
+        with pytest.raises(TaskFailed) as error:
+            broken.result(timeout=30)
+        assert after.result(timeout=30) == 1
+    assert result.value.error.type == "omniq_nb.errors.SerializationError"
+    assert "the task's result: it is too deeply nested" in result.value.error.message
+    assert error.value.error.type == "ValueError"  # not WorkerLost: the worker stored the failure
+    assert error.value.error.attempt == 1
+
+
+async def test_a_stored_cron_that_never_matches_ends_its_series_and_the_worker_goes_on(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with omniq.AsyncOmniQ(db_url=f"sqlite:///{tmp_path / 'q.db'}", poll_interval=0.05) as q:
+        parked = await q.enqueue_call(tick, cron="* * * * *", delay=0, queue="parked")
+        task_id = new_task_id()  # as an older version, or a year-bounded cron run out, left it:
+        stored = msgspec.structs.replace(
+            parked.task, id=task_id, series=task_id, queue="default", schedule=omniq.Schedule(cron="0 0 31 2 *")
+        )
+        await q.storage.insert([stored])
+        async with omniq.AsyncWorkerPool(q, concurrency=1, kind="thread", lease=5):
+            assert await (await q.get(task_id)).result(timeout=30) == 1
+            assert await (await q.enqueue(tick)).result(timeout=30) == 1
+        assert [t.id for t in await q.list(queue="default") if t.series == task_id] == [task_id]  # no next run
+    assert "'0 0 31 2 *' matches no time" in caplog.text

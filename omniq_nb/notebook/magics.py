@@ -2,10 +2,11 @@
 
 Usage::
 
-    %%omniq enqueue [--as NAME] [--retries N] [--timeout S] [--queue Q] [--priority P]
-                    [--kind thread|process|async] [--delay S] [--ttl S] [--result-ttl S]
-                    [--interval S] [--cron EXPR] [--at-most-once] [--name TEXT]
+    %%omniq enqueue [--as NAME] [--retries N] [--timeout D] [--queue Q] [--priority P]
+                    [--kind thread|process|async] [--delay D] [--ttl D] [--result-ttl D]
+                    [--interval D] [--cron EXPR] [--at-most-once] [--name TEXT]
     <cell code: names it reads are captured now; its last expression is the task's result>
+    (D, a duration: seconds, or 90s, 15m, 12h, 7d)
 
     %omniq workers start [-n N] [--kind thread|process|async]   (replaces a running pool)
     %omniq workers stop | status
@@ -13,14 +14,13 @@ Usage::
     %omniq show ID
     %omniq cancel ID
     %omniq retry ID
-    %omniq purge [--older-than AGE]      (AGE: seconds, or 30s, 15m, 2h, 1d)
+    %omniq purge [--older-than AGE]      (AGE: seconds, or 90s, 15m, 12h, 7d)
     %omniq dashboard                     (a live table of recent tasks, with actions)
 """
 
 from __future__ import annotations
 
 import argparse
-import re
 import shlex
 from typing import Any, NoReturn
 
@@ -35,9 +35,7 @@ from omniq_nb.models import TaskStatus
 from omniq_nb.notebook.cells import capture, run_cell
 from omniq_nb.notebook.runner import KernelRunner
 from omniq_nb.notebook.widgets import Dashboard
-
-_AGE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
-_AGE_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+from omniq_nb.schedule import duration
 
 
 class _Parser(argparse.ArgumentParser):
@@ -65,10 +63,11 @@ class OmniQMagics(Magics):
 
         ::
 
-            %%omniq enqueue [--as NAME] [--retries N] [--timeout S] [--queue Q] [--priority P]
-                            [--kind thread|process|async] [--delay S] [--ttl S] [--result-ttl S]
-                            [--interval S] [--cron EXPR] [--at-most-once] [--name TEXT]
+            %%omniq enqueue [--as NAME] [--retries N] [--timeout D] [--queue Q] [--priority P]
+                            [--kind thread|process|async] [--delay D] [--ttl D] [--result-ttl D]
+                            [--interval D] [--cron EXPR] [--at-most-once] [--name TEXT]
             <cell code>          names it reads are captured now; its last expression is the result
+                                 D: seconds, or 90s, 15m, 12h, 7d
 
             %omniq workers start [-n N] [--kind thread|process|async]   replaces a running pool
             %omniq workers stop | status
@@ -76,7 +75,7 @@ class OmniQMagics(Magics):
             %omniq show ID
             %omniq cancel ID
             %omniq retry ID
-            %omniq purge [--older-than AGE]      AGE: seconds, or 30s, 15m, 2h, 1d
+            %omniq purge [--older-than AGE]      AGE: seconds, or 90s, 15m, 12h, 7d
             %omniq dashboard                     a live table of recent tasks, with actions
         """
         try:
@@ -187,14 +186,14 @@ def _enqueue_parser() -> _Parser:
     parser = _Parser(prog="%%omniq enqueue", add_help=False)
     parser.add_argument("--as", dest="bind", metavar="NAME", help="bind the task's handle to NAME")
     parser.add_argument("--retries", type=int)
-    parser.add_argument("--timeout", type=float)
+    parser.add_argument("--timeout", type=duration)
     parser.add_argument("--queue")
     parser.add_argument("--priority", type=int)
     parser.add_argument("--kind", choices=WORKER_KINDS)
-    parser.add_argument("--delay", type=float)
-    parser.add_argument("--ttl", type=float)
-    parser.add_argument("--result-ttl", type=float)
-    parser.add_argument("--interval", type=float)
+    parser.add_argument("--delay", type=duration)
+    parser.add_argument("--ttl", type=duration)
+    parser.add_argument("--result-ttl", type=duration)
+    parser.add_argument("--interval", type=duration)
     parser.add_argument("--cron")
     parser.add_argument("--at-most-once", action="store_true", default=None)
     parser.add_argument("--name")
@@ -219,15 +218,8 @@ def _list_parser() -> _Parser:
 
 def _purge_parser() -> _Parser:
     parser = _Parser(prog="%omniq purge", add_help=False)
-    parser.add_argument("--older-than", type=_age, metavar="AGE")
+    parser.add_argument("--older-than", type=duration, metavar="AGE")
     return parser
-
-
-def _age(text: str) -> float:
-    match = _AGE.match(text)
-    if match is None:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an age; use seconds or 30s, 15m, 2h, 1d")
-    return float(match.group(1)) * _AGE_UNITS[match.group(2)]
 
 
 def _one_id(command: str, words: list[str]) -> str:

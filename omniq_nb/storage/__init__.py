@@ -6,7 +6,7 @@ matters only to the users of that backend.
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from omniq_nb.config import Settings
 from omniq_nb.storage.base import NotSupported, Storage, StorageError, redact_url
@@ -27,7 +27,7 @@ def open_storage(url: str, *, settings: Settings | None = None) -> Storage:
         A store that keeps the ``Storage`` protocol.
 
     Raises:
-        StorageError: the URL is malformed or names an unknown scheme.
+        StorageError: the URL is malformed (a NUL byte, say) or names an unknown scheme.
         NotSupported: the scheme's backend is not available in this version.
 
     Example:
@@ -40,7 +40,12 @@ def open_storage(url: str, *, settings: Settings | None = None) -> Storage:
 
     """
     settings = settings or Settings()
-    scheme = urlsplit(url).scheme.lower() if isinstance(url, str) else ""
+    if isinstance(url, str) and "\x00" in unquote(url):
+        raise StorageError(f"store URL {redact_url(url)!r} contains a NUL byte (\\x00); no store can have that name")
+    try:
+        scheme = urlsplit(url).scheme.lower() if isinstance(url, str) else ""
+    except ValueError as exc:  # an unclosed IPv6 bracket, say
+        raise StorageError(f"malformed store URL {redact_url(url)!r}: {exc}") from None
     if scheme == "sqlite":
         from omniq_nb.storage.sqlite import SQLiteStorage
 

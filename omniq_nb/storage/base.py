@@ -269,8 +269,5 @@ def redact_url(url: str) -> str:
         return "<unparsable url>"
     if parts.password is None:
         return url
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+    host = parts.netloc.rpartition("@")[2]  # as written: an IPv6 host keeps its brackets, a bad port shows
+    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
