@@ -513,6 +513,7 @@ class AsyncWorkerPool:
                     if following:
                         await self.queue.storage.insert(following)
                     self.queue.publish([*expired, *following])
+                await self.queue.storage.checkpoint()
                 if time.monotonic() - purged_at >= _PURGE_INTERVAL:
                     purged_at = time.monotonic()
                     await self.queue.storage.purge()

@@ -175,6 +175,13 @@ class Storage(Protocol):
         """Return the ``seq`` of the newest recorded event (0 when there is none)."""
         ...
 
+    async def checkpoint(self) -> None:
+        """Keep the store's log bounded (SQLite: reset a write-ahead log that readers kept growing).
+
+        Worker pools call it about once a second; it must be cheap when there is nothing to do.
+        """
+        ...
+
     async def wait_for_tasks(self, timeout: float) -> None:
         """Return when another process hints that it added ready tasks, or after ``timeout``.
 

@@ -298,6 +298,9 @@ class MemoryStorage:
             found = [e for e in self._events if e.seq > since and (task_id is None or e.task_id == task_id)]
         return found[:limit]
 
+    async def checkpoint(self) -> None:
+        """Nothing to do: a memory store has no log."""
+
     async def last_event_seq(self) -> int:
         """Return the newest event's ``seq`` (0 when there is none)."""
         return self._seq

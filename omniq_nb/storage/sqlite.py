@@ -54,6 +54,7 @@ logger = logging.getLogger(__name__)
 _SCHEMA_VERSION = 2
 _BUSY_TIMEOUT_MS = 15_000
 _JOURNAL_SIZE_LIMIT = 64 * 1024 * 1024
+_WAL_RESET_BYTES = 16 * 1024 * 1024  # 4x what automatic checkpoints keep it at when no reader starves them
 _INTEGRITY_LINES = 10  # PRAGMA integrity_check stops after this many errors
 _CHUNK_ROWS = 400  # rows per multi-row statement: 400 x 12 values stays under SQLite's 32,766
 _NETWORK_FILESYSTEMS = frozenset(
@@ -619,6 +620,25 @@ class SQLiteStorage:
             )
             for seq, tid, kind, at, status, attempt, progress, message, run_id in await self._fetch(sql, params)
         ]
+
+    async def checkpoint(self) -> None:
+        """Truncate a write-ahead log that overlapping readers kept from ever being reset.
+
+        SQLite's automatic checkpoints are PASSIVE: while some reader is always open (a poller,
+        ``omniq-nb list`` in a loop, other pools) the log is copied back but never restarted,
+        so it grows without end. Past ``_WAL_RESET_BYTES`` this waits (``busy_timeout``) for
+        the readers of the moment to finish, then truncates the log to zero. A ``stat`` when
+        there is nothing to do.
+        """
+        if self._file is None:
+            return
+        try:
+            size = os.stat(f"{self._file}-wal").st_size  # stat only: never a descriptor of the store's files
+        except FileNotFoundError:
+            return
+        if size > _WAL_RESET_BYTES:
+            busy, _, _ = (await self._fetch("PRAGMA wal_checkpoint(TRUNCATE)"))[0]
+            logger.info("checkpoint of %s: the %d-byte log was %s", self._file, size, "kept" if busy else "truncated")
 
     async def last_event_seq(self) -> int:
         """Return the newest event's ``seq`` (0 when there is none)."""
