@@ -41,7 +41,7 @@ from omniq_nb.models import (
     new_task_id,
     new_task_ids,
 )
-from omniq_nb.options import TaskOptions, deadline, make_options
+from omniq_nb.options import DEFAULT, TaskOptions, deadline, make_options
 from omniq_nb.schedule import first_run, next_run, seconds
 from omniq_nb.serialization import BlobSerializer
 from omniq_nb.storage import Storage, open_storage
@@ -204,7 +204,10 @@ class AsyncOmniQ:
             kwargs: keyword arguments.
             **options: ``retries``, ``retry_on``, ``timeout``, ``delay``, ``eta``, ``interval``,
                 ``cron``, ``priority``, ``queue``, ``ttl``, ``result_ttl``, ``at_most_once``,
-                ``kind``, ``name``.
+                ``kind``, ``name``. Left out, ``ttl`` and ``result_ttl`` take their settings
+                (``TASK_TTL``, ``RESULT_TTL``); ``ttl=None`` never expires and
+                ``result_ttl=None`` keeps the finished task until it is purged by age, whatever
+                the settings say (``omniq_nb.DEFAULT`` asks for the setting explicitly).
 
         Raises:
             TypeError: an unknown option, or a value of the wrong type.
@@ -499,8 +502,8 @@ def new_task(fn: Callable[..., Any], payload: bytes, options: TaskOptions, setti
         timeout=options.timeout,
         eta=eta,
         created_at=now,
-        expires_at=deadline(eta, options.ttl if options.ttl is not None else settings.task_ttl),
-        result_ttl=options.result_ttl if options.result_ttl is not None else settings.result_ttl,
+        expires_at=deadline(eta, settings.task_ttl if options.ttl is DEFAULT else options.ttl),
+        result_ttl=settings.result_ttl if options.result_ttl is DEFAULT else options.result_ttl,
         schedule=options.schedule,
         series=task_id if options.schedule is not None else None,
         at_most_once=options.at_most_once,

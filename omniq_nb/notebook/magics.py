@@ -3,10 +3,11 @@
 Usage::
 
     %%omniq enqueue [--as NAME] [--retries N] [--timeout D] [--queue Q] [--priority P]
-                    [--kind thread|process|async] [--delay D] [--ttl D] [--result-ttl D]
+                    [--kind thread|process|async] [--delay D] [--ttl D|none] [--result-ttl D|none]
                     [--interval D] [--cron EXPR] [--at-most-once] [--name TEXT]
     <cell code: names it reads are captured now; its last expression is the task's result>
-    (D, a duration: seconds, or 90s, 15m, 12h, 7d)
+    (D, a duration: seconds, or 90s, 15m, 12h, 7d; a flag left out takes its setting, and
+    --ttl none / --result-ttl none mean no limit, whatever TASK_TTL / RESULT_TTL say)
 
     %omniq workers start [-n N] [--kind thread|process|async]   (replaces a running pool)
     %omniq workers stop | status
@@ -35,6 +36,7 @@ from omniq_nb.models import TaskStatus
 from omniq_nb.notebook.cells import capture, run_cell
 from omniq_nb.notebook.runner import KernelRunner
 from omniq_nb.notebook.widgets import Dashboard
+from omniq_nb.options import OPTION_NAMES
 from omniq_nb.schedule import duration
 
 
@@ -64,10 +66,12 @@ class OmniQMagics(Magics):
         ::
 
             %%omniq enqueue [--as NAME] [--retries N] [--timeout D] [--queue Q] [--priority P]
-                            [--kind thread|process|async] [--delay D] [--ttl D] [--result-ttl D]
-                            [--interval D] [--cron EXPR] [--at-most-once] [--name TEXT]
+                            [--kind thread|process|async] [--delay D] [--ttl D|none]
+                            [--result-ttl D|none] [--interval D] [--cron EXPR] [--at-most-once]
+                            [--name TEXT]
             <cell code>          names it reads are captured now; its last expression is the result
-                                 D: seconds, or 90s, 15m, 12h, 7d
+                                 D: seconds, or 90s, 15m, 12h, 7d; a flag left out takes its
+                                 setting; --ttl none / --result-ttl none: no limit
 
             %omniq workers start [-n N] [--kind thread|process|async]   replaces a running pool
             %omniq workers stop | status
@@ -103,21 +107,8 @@ class OmniQMagics(Magics):
 
     def _enqueue(self, words: list[str], cell: str) -> TaskHandle:
         args = _enqueue_parser().parse_args(words)
-        options = {
-            "retries": args.retries,
-            "timeout": args.timeout,
-            "queue": args.queue,
-            "priority": args.priority,
-            "kind": args.kind,
-            "delay": args.delay,
-            "ttl": args.ttl,
-            "result_ttl": args.result_ttl,
-            "interval": args.interval,
-            "cron": args.cron,
-            "at_most_once": args.at_most_once,
-            "name": args.name or (f"cell {args.bind}" if args.bind else "notebook cell"),
-        }
-        options = {key: value for key, value in options.items() if value is not None}
+        options = {key: value for key, value in vars(args).items() if key in OPTION_NAMES}
+        options["name"] = args.name or (f"cell {args.bind}" if args.bind else "notebook cell")
         filename = f"<omniq cell {self._user.execution_count}>"
         try:
             namespace = capture(cell, self._user.user_ns)
@@ -183,21 +174,32 @@ class OmniQMagics(Magics):
 
 
 def _enqueue_parser() -> _Parser:
-    parser = _Parser(prog="%%omniq enqueue", add_help=False)
-    parser.add_argument("--as", dest="bind", metavar="NAME", help="bind the task's handle to NAME")
+    # flags left out stay out of the options, so the task takes its settings for them
+    parser = _Parser(prog="%%omniq enqueue", add_help=False, argument_default=argparse.SUPPRESS)
+    parser.add_argument("--as", dest="bind", metavar="NAME", default=None, help="bind the task's handle to NAME")
     parser.add_argument("--retries", type=int)
     parser.add_argument("--timeout", type=duration)
     parser.add_argument("--queue")
     parser.add_argument("--priority", type=int)
     parser.add_argument("--kind", choices=WORKER_KINDS)
     parser.add_argument("--delay", type=duration)
-    parser.add_argument("--ttl", type=duration)
-    parser.add_argument("--result-ttl", type=duration)
+    parser.add_argument("--ttl", type=_limit)
+    parser.add_argument("--result-ttl", type=_limit)
     parser.add_argument("--interval", type=duration)
     parser.add_argument("--cron")
-    parser.add_argument("--at-most-once", action="store_true", default=None)
-    parser.add_argument("--name")
+    parser.add_argument("--at-most-once", action="store_true")
+    parser.add_argument("--name", default=None)
     return parser
+
+
+def _limit(text: str) -> float | None:
+    """Parse ``--ttl`` / ``--result-ttl``: a duration, or ``none`` for no limit."""
+    if text.strip().lower() == "none":
+        return None
+    try:
+        return duration(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid duration value: {text!r} (90, 90s, 15m, 12h, 7d or none)") from None
 
 
 def _workers_parser() -> _Parser:
