@@ -405,7 +405,7 @@ async def test_purge(q: AsyncOmniQ) -> None:
     pending = await q.enqueue(add, 2)
     [task] = await claim(q)
     await succeed(q, task, 1)
-    assert await q.purge() == 0  # no result_ttl: kept
+    assert await q.purge() == 0  # finished just now: within RESULT_TTL (7 days)
     assert await q.purge(older_than=3600) == 0  # too recent
     assert await q.purge(older_than=0, status="failed") == 0  # other status
     assert await q.purge(older_than=0) == 1

@@ -15,7 +15,9 @@ Usage::
     %omniq show ID
     %omniq cancel ID
     %omniq retry ID
-    %omniq purge [--older-than AGE]      (AGE: seconds, or 90s, 15m, 12h, 7d)
+    %omniq purge [--older-than AGE] [--status S] [--all]
+                                         (no flags: finished tasks past their result_ttl,
+                                         RESULT_TTL default 7d; AGE: seconds, or 90s, 15m, 12h, 7d)
     %omniq dashboard                     (a live table of recent tasks, with actions)
 """
 
@@ -28,7 +30,7 @@ from typing import Any, NoReturn
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 
-from omniq_nb.cli import format_task, format_tasks
+from omniq_nb.cli import add_purge_arguments, format_task, format_tasks
 from omniq_nb.config import WORKER_KINDS
 from omniq_nb.errors import OmniQError, SerializationError
 from omniq_nb.handles import TaskHandle
@@ -79,7 +81,11 @@ class OmniQMagics(Magics):
             %omniq show ID
             %omniq cancel ID
             %omniq retry ID
-            %omniq purge [--older-than AGE]      AGE: seconds, or 90s, 15m, 12h, 7d
+            %omniq purge [--older-than AGE] [--status S] [--all]
+                                 no flags: finished tasks past their result_ttl (RESULT_TTL, 7d
+                                 unless set); --older-than AGE: also those finished over AGE ago
+                                 (AGE: seconds, or 90s, 15m, 12h, 7d; 0: all finished, --status
+                                 narrows); --all: every task, running ones too
             %omniq dashboard                     a live table of recent tasks, with actions
         """
         try:
@@ -169,8 +175,11 @@ class OmniQMagics(Magics):
 
     def _purge(self, words: list[str]) -> None:
         args = _purge_parser().parse_args(words)
-        count = self.runner.queue.purge(older_than=args.older_than)
-        print(f"purged {count} finished task(s)")
+        print(
+            self.runner.queue.purge_report(
+                older_than=args.older_than, status=args.status, everything=args.all, command="%omniq purge"
+            )
+        )
 
 
 def _enqueue_parser() -> _Parser:
@@ -220,7 +229,7 @@ def _list_parser() -> _Parser:
 
 def _purge_parser() -> _Parser:
     parser = _Parser(prog="%omniq purge", add_help=False)
-    parser.add_argument("--older-than", type=duration, metavar="AGE")
+    add_purge_arguments(parser)
     return parser
 
 
