@@ -25,6 +25,7 @@ from omniq_nb.errors import (
 )
 from omniq_nb.handles import GroupHandle, TaskHandle
 from omniq_nb.models import EventKind, Schedule, StoreHealth, Task, TaskError, TaskEvent, TaskResult, TaskStatus
+from omniq_nb.options import DEFAULT
 from omniq_nb.serialization import BlobSerializer, Serializer
 from omniq_nb.storage import Storage, open_storage
 from omniq_nb.task import TaskFunction, default_queue, get, task
@@ -59,6 +60,7 @@ __all__ = [
     "AsyncWorkerPool",
     "BlobSerializer",
     "ConfigError",
+    "DEFAULT",
     "EventKind",
     "GroupHandle",
     "InvalidTransition",

@@ -76,11 +76,11 @@ def _parser() -> argparse.ArgumentParser:
     show.add_argument("task_id")
     show.set_defaults(run=_show)
 
-    purge = commands.add_parser("purge", help="delete finished tasks")
+    purge = commands.add_parser(
+        "purge", help="delete finished tasks past their result_ttl (RESULT_TTL, default 7d), or by age"
+    )
     purge.add_argument("--db-url", default=argparse.SUPPRESS, help="store URL")
-    purge.add_argument("--older-than", type=duration, metavar="AGE", help="finished over AGE ago: 90, 15m, 12h, 7d")
-    purge.add_argument("--status", action="append", choices=[s.value for s in TaskStatus if s.is_terminal])
-    purge.add_argument("--all", action="store_true", help="delete every task, running ones too")
+    add_purge_arguments(purge)
     purge.set_defaults(run=_purge)
 
     check = commands.add_parser("check", help="report the store's health; exit status 1 on a problem")
@@ -88,6 +88,19 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--json", action="store_true", help="print the report as one JSON object")
     check.set_defaults(run=_check)
     return parser
+
+
+def add_purge_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the flags of ``purge`` (``--older-than``, ``--status``, ``--all``); ``%omniq purge`` takes the same.
+
+    Args:
+        parser: the ``purge`` command's parser.
+    """
+    parser.add_argument("--older-than", type=duration, metavar="AGE", help="finished over AGE ago: 90, 15m, 12h, 7d")
+    parser.add_argument(
+        "--status", action="append", choices=[s.value for s in TaskStatus if s.is_terminal], help="with --older-than"
+    )
+    parser.add_argument("--all", action="store_true", help="delete every task, running ones too")
 
 
 async def _worker(settings: Settings, args: argparse.Namespace) -> int:
@@ -131,8 +144,10 @@ async def _show(settings: Settings, args: argparse.Namespace) -> int:
 
 async def _purge(settings: Settings, args: argparse.Namespace) -> int:
     async with AsyncOmniQ(settings=settings) as queue:
-        count = await queue.purge(older_than=args.older_than, status=args.status, everything=args.all)
-    print(f"purged {count} task(s)")
+        report = await queue.purge_report(
+            older_than=args.older_than, status=args.status, everything=args.all, command="omniq-nb purge"
+        )
+    print(report)
     return 0
 
 

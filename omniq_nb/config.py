@@ -11,7 +11,7 @@ arguments given in code. This is the only module that reads ``OMNIQ_*`` or YAML.
 | ``DEFAULT_WORKER`` | ``thread`` | executor kind for sync task functions: async, thread, process |
 | ``MAX_WORKERS`` | ``4`` | tasks one pool runs at once |
 | ``TASK_TTL`` | none | seconds a pending task may wait before it expires |
-| ``RESULT_TTL`` | none | seconds a finished task is kept before purge |
+| ``RESULT_TTL`` | ``604800`` (7d) | seconds a finished task is kept before a pool or ``purge`` deletes it |
 | ``DEFAULT_RETRIES`` | ``0`` | retries after a failed first attempt |
 | ``RETRY_BACKOFF`` | ``1`` | seconds before the first retry; doubles per attempt, capped, jittered |
 | ``LEASE_SECONDS`` | ``30`` | how long a claim holds a task between renewals; at least 1 |
@@ -68,7 +68,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     default_worker: str = "thread"
     max_workers: int = 4
     task_ttl: float | None = None
-    result_ttl: float | None = None
+    result_ttl: float | None = 7 * 86400.0
     default_retries: int = 0
     retry_backoff: float = 1.0
     lease_seconds: float = 30.0

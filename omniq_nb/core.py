@@ -41,8 +41,8 @@ from omniq_nb.models import (
     new_task_id,
     new_task_ids,
 )
-from omniq_nb.options import TaskOptions, deadline, make_options
-from omniq_nb.schedule import first_run, next_run, seconds
+from omniq_nb.options import DEFAULT, TaskOptions, deadline, make_options
+from omniq_nb.schedule import duration_text, first_run, next_run, seconds
 from omniq_nb.serialization import BlobSerializer
 from omniq_nb.storage import Storage, open_storage
 
@@ -204,7 +204,10 @@ class AsyncOmniQ:
             kwargs: keyword arguments.
             **options: ``retries``, ``retry_on``, ``timeout``, ``delay``, ``eta``, ``interval``,
                 ``cron``, ``priority``, ``queue``, ``ttl``, ``result_ttl``, ``at_most_once``,
-                ``kind``, ``name``.
+                ``kind``, ``name``. Left out, ``ttl`` and ``result_ttl`` take their settings
+                (``TASK_TTL``, ``RESULT_TTL``); ``ttl=None`` never expires and
+                ``result_ttl=None`` keeps the finished task until it is purged by age, whatever
+                the settings say (``omniq_nb.DEFAULT`` asks for the setting explicitly).
 
         Raises:
             TypeError: an unknown option, or a value of the wrong type.
@@ -337,9 +340,13 @@ class AsyncOmniQ:
     ) -> int:
         """Delete finished tasks and their events; return how many tasks were deleted.
 
-        Tasks past their own ``result_ttl`` always go. With ``older_than``, finished tasks that
-        finished longer ago go too (only those in ``status`` when given). ``everything=True``
-        deletes every task, running ones included.
+        With no arguments, finished tasks past their own ``result_ttl`` go: those enqueued
+        without one took ``RESULT_TTL`` (7 days unless set), and ``result_ttl=None`` keeps a
+        task until it is purged by age. Live pools do the same every minute. With
+        ``older_than``, finished tasks that finished longer ago go too (only those in
+        ``status`` when given; ``older_than=0``: every finished task). ``everything=True``
+        deletes every task, running ones included. ``purge_report`` does the same and says
+        why nothing went.
 
         Raises:
             ValueError: a negative ``older_than`` or an unknown status.
@@ -348,6 +355,57 @@ class AsyncOmniQ:
         age = seconds(older_than, name="older_than")
         before = None if age is None else datetime.now(_UTC) - timedelta(seconds=age)
         return await self.storage.purge(finished_before=before, statuses=_statuses(status), everything=everything)
+
+    async def purge_report(
+        self,
+        *,
+        older_than: float | timedelta | None = None,
+        status: str | TaskStatus | Iterable[str | TaskStatus] | None = None,
+        everything: bool = False,
+        command: str = "purge",
+    ) -> str:
+        """Purge as ``purge`` does and return one line for people saying what went.
+
+        ``omniq-nb purge``, ``%omniq purge`` and the dashboard's "Purge finished" button print
+        it. When nothing went, it says why, and what to pass instead (``--older-than``, ``--all``).
+
+        Args:
+            older_than: as for ``purge``.
+            status: as for ``purge``.
+            everything: as for ``purge``.
+            command: how the reader purges, for the suggestions (``omniq-nb purge``, ``%omniq purge``).
+
+        Raises:
+            ValueError: a negative ``older_than`` or an unknown status.
+
+        Example:
+            >>> with OmniQ(db_url="memory://") as q:
+            ...     q.purge_report()
+            'purged 0 finished tasks: no task has finished yet (pending and running ones go only with purge --all)'
+
+        """
+        count = await self.purge(older_than=older_than, status=status, everything=everything)
+        if everything:
+            return f"purged {_tasks(count)}"
+        if count:
+            return f"purged {_tasks(count, 'finished')}"
+        picked = set(_statuses(status)) or {s for s in TaskStatus if s.is_terminal}
+        counts = await self.storage.count()
+        finished = sum(n for s, n in counts.items() if s in picked)
+        if not finished:
+            none = "no task has finished yet"
+            return f"purged 0 finished tasks: {none} (pending and running ones go only with {command} --all)"
+        default = self.settings.result_ttl
+        setting = "RESULT_TTL is none" if default is None else f"RESULT_TTL: {duration_text(default)}"
+        why = f"none past its result_ttl ({setting}; a task without one stays until purged by age)"
+        age = seconds(older_than, name="older_than")
+        if age is None:
+            instead = f"{command} --older-than 7d deletes those finished over 7 days ago (0: every finished task)"
+        else:
+            why += f" or finished over {duration_text(age)} ago"
+            instead = f"a shorter --older-than deletes more ({command} --older-than 0: every finished task)"
+        kept = f"{_tasks(finished, 'finished')} kept, {why}"
+        return f"purged 0 finished tasks: {kept}. {instead}; {command} --all deletes every task, running ones too"
 
     async def check(self, *, stale_after: float | timedelta | None = None) -> StoreHealth:
         """Report the store's health: integrity, schema version, WAL size, tasks per status, lapsed leases.
@@ -499,8 +557,8 @@ def new_task(fn: Callable[..., Any], payload: bytes, options: TaskOptions, setti
         timeout=options.timeout,
         eta=eta,
         created_at=now,
-        expires_at=deadline(eta, options.ttl if options.ttl is not None else settings.task_ttl),
-        result_ttl=options.result_ttl if options.result_ttl is not None else settings.result_ttl,
+        expires_at=deadline(eta, settings.task_ttl if options.ttl is DEFAULT else options.ttl),
+        result_ttl=settings.result_ttl if options.result_ttl is DEFAULT else options.result_ttl,
         schedule=options.schedule,
         series=task_id if options.schedule is not None else None,
         at_most_once=options.at_most_once,
@@ -545,6 +603,11 @@ def _checked_calls(calls: Iterable[Sequence[Any]]) -> Iterator[tuple[Sequence[An
         if not isinstance(args, (tuple, list)):
             raise TypeError(f"calls[{index}]={args!r} must be a tuple of positional arguments such as (x,)")
         yield args, {}
+
+
+def _tasks(count: int, kind: str = "") -> str:
+    """Return ``"1 task"`` or ``"3 finished tasks"``."""
+    return f"{count} {kind + ' ' if kind else ''}task{'' if count == 1 else 's'}"
 
 
 def _statuses(value: str | TaskStatus | Iterable[str | TaskStatus] | None) -> builtins.list[TaskStatus]:
@@ -695,6 +758,19 @@ class OmniQ:
     ) -> int:
         """Blocking version of ``AsyncOmniQ.purge``."""
         return self._portal.call(self._core.purge, older_than=older_than, status=status, everything=everything)
+
+    def purge_report(
+        self,
+        *,
+        older_than: float | timedelta | None = None,
+        status: str | TaskStatus | Iterable[str | TaskStatus] | None = None,
+        everything: bool = False,
+        command: str = "purge",
+    ) -> str:
+        """Blocking version of ``AsyncOmniQ.purge_report``."""
+        return self._portal.call(
+            self._core.purge_report, older_than=older_than, status=status, everything=everything, command=command
+        )
 
     def check(self, *, stale_after: float | timedelta | None = None) -> StoreHealth:
         """Blocking version of ``AsyncOmniQ.check``."""

@@ -5,10 +5,11 @@ Bad options fail here, at enqueue, with a message naming the option and its valu
 
 from __future__ import annotations
 
+import enum
 import math
 from collections.abc import Iterable
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Final
 
 import msgspec
 
@@ -36,8 +37,32 @@ OPTION_NAMES = (
 """Every task option, by name."""
 
 
+class Default(enum.Enum):
+    """The type of ``DEFAULT``, the value of a task option left to its setting."""
+
+    DEFAULT = "DEFAULT"
+
+    def __repr__(self) -> str:
+        """Return ``DEFAULT``."""
+        return "DEFAULT"
+
+
+DEFAULT: Final = Default.DEFAULT
+"""Leave ``ttl`` or ``result_ttl`` to its setting (``TASK_TTL``, ``RESULT_TTL``).
+
+It is what leaving the option out means, so it is rarely written: ``ttl=None`` means
+"never expires" and ``result_ttl=None`` "kept until purged by age", whatever the settings
+say; ``f.options(ttl=DEFAULT)`` takes a task back to the setting.
+"""
+
+
 class TaskOptions(msgspec.Struct, frozen=True, kw_only=True):
-    """Validated task options; ``None`` means "take it from Settings" (or "none")."""
+    """Validated task options.
+
+    ``ttl`` and ``result_ttl`` are ``DEFAULT`` when left to their settings and ``None`` for
+    "no limit"; for ``retries``, ``queue`` and ``kind`` ``None`` means "take it from
+    Settings"; for ``timeout``, ``delay``, ``eta`` and ``schedule`` it means "none".
+    """
 
     retries: int | None = None
     retry_on: tuple[str, ...] = ()
@@ -47,8 +72,8 @@ class TaskOptions(msgspec.Struct, frozen=True, kw_only=True):
     schedule: Schedule | None = None
     priority: int = 0
     queue: str | None = None
-    ttl: float | None = None
-    result_ttl: float | None = None
+    ttl: float | Default | None = DEFAULT
+    result_ttl: float | Default | None = DEFAULT
     at_most_once: bool = False
     kind: str | None = None
     name: str | None = None
@@ -82,8 +107,8 @@ def make_options(**options: Any) -> TaskOptions:
         schedule=make_schedule(interval=options.get("interval"), cron=options.get("cron")),
         priority=_priority(options.get("priority", 0)),
         queue=_optional_name(options.get("queue"), "queue"),
-        ttl=seconds(options.get("ttl"), name="ttl", allow_zero=False),
-        result_ttl=seconds(options.get("result_ttl"), name="result_ttl"),
+        ttl=_limit(options.get("ttl", DEFAULT), "ttl", allow_zero=False),
+        result_ttl=_limit(options.get("result_ttl", DEFAULT), "result_ttl", allow_zero=True),
         at_most_once=_flag(options.get("at_most_once", False), "at_most_once"),
         kind=_kind(options.get("kind")),
         name=_optional_name(options.get("name"), "name"),
@@ -176,6 +201,15 @@ def _optional_count(value: Any, name: str) -> int | None:
     if value < 0:
         raise ValueError(f"{name}={value!r} must be >= 0")
     return value
+
+
+def _limit(value: Any, name: str, *, allow_zero: bool) -> float | Default | None:
+    """Validate ``ttl`` or ``result_ttl``: ``DEFAULT`` (the setting), ``None`` (no limit) or seconds."""
+    if value is DEFAULT:
+        return Default.DEFAULT
+    if value is not None and not allow_zero and seconds(value, name=name) == 0:
+        raise ValueError(f"{name}={value!r} must be > 0 seconds; {name}=None means no limit")
+    return seconds(value, name=name)
 
 
 def _priority(value: Any) -> int:

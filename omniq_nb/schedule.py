@@ -78,6 +78,21 @@ def duration(text: str) -> float:
     return value
 
 
+def duration_text(value: float) -> str:
+    """Write seconds the way ``duration`` reads them, in the largest whole unit.
+
+    Example:
+        >>> duration_text(604800), duration_text(5400), duration_text(90), duration_text(0.5)
+        ('7d', '90m', '90s', '0.5s')
+
+    """
+    for unit in ("d", "h", "m"):
+        size = _DURATION_UNITS[unit]
+        if value >= size and value % size == 0:
+            return f"{value // size:g}{unit}"
+    return f"{value:g}s"
+
+
 def as_utc(moment: datetime, *, name: str = "eta") -> datetime:
     """Return ``moment`` as an aware UTC datetime; a naive one is taken as local time.
 

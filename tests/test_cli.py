@@ -6,7 +6,9 @@ subprocess on that file.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -113,17 +115,17 @@ def test_show_prints_the_error_and_remote_traceback(made: Made) -> None:
 def test_purge_older_than_zero_removes_finished_tasks_only(made: Made) -> None:
     done = run("purge", "--db-url", made.url, "--older-than", "0")
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "purged 2 task(s)"
+    assert done.stdout.strip() == "purged 2 finished tasks"
     listed = run("list", "--db-url", made.url)
     assert [line.split()[0] for line in listed.stdout.splitlines()[1:]] == [made.pending]
     again = run("purge", "--db-url", made.url, "--older-than", "0")
-    assert again.stdout.strip() == "purged 0 task(s)"
+    assert again.stdout.strip().startswith("purged 0 finished tasks: no task has finished yet")
 
 
 def test_purge_older_than_takes_the_durations_the_magics_take(made: Made) -> None:
     kept = run("purge", "--db-url", made.url, "--older-than", "1d")
     assert kept.returncode == 0, kept.stderr
-    assert kept.stdout.strip() == "purged 0 task(s)"  # both finished just now
+    assert kept.stdout.strip().startswith("purged 0 finished tasks: 2 finished tasks kept")  # both just finished
     bad = run("purge", "--db-url", made.url, "--older-than", "soon")
     assert bad.returncode == 2
     assert "--older-than: invalid duration value: 'soon'" in bad.stderr
@@ -191,3 +193,47 @@ def test_a_bad_worker_flag_is_a_one_line_error(tmp_path: Path, flags: list[str],
     assert done.returncode == 2
     assert done.stderr.startswith(message), done.stderr
     assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+
+
+AGE_BY_8_DAYS = """UPDATE tasks SET finished_at = finished_at - 8 * 86400, purge_at = purge_at - 8 * 86400
+WHERE finished_at IS NOT NULL"""
+
+
+def age_finished_tasks(path: Path) -> None:
+    """Make every finished task of the SQLite file at ``path`` look finished 8 days ago."""
+    with contextlib.closing(sqlite3.connect(path)) as db, db:
+        db.execute(AGE_BY_8_DAYS)
+
+
+def test_purge_with_no_arguments_removes_finished_tasks_past_the_default_result_ttl(tmp_path: Path) -> None:
+    """Issue 13: ``omniq-nb purge`` removed nothing (``purged 0``) however old the finished tasks."""
+    path = tmp_path / "old.db"
+    url = f"sqlite:///{path}"
+    with OmniQ(db_url=url, poll_interval=0.05) as q:
+        with WorkerPool(q, concurrency=4, kind="thread"):
+            assert q.enqueue_many(wt.add, [(i, 1) for i in range(40)]).result(timeout=RUN_WAIT) == list(range(1, 41))
+            kept = q.enqueue_call(wt.add, args=(1, 1), result_ttl=None)  # opted out of RESULT_TTL
+            assert kept.result(timeout=RUN_WAIT) == 2
+        waiting = q.enqueue_call(wt.add, args=(1, 1), queue="nobody")
+    age_finished_tasks(path)
+
+    done = run("purge", "--db-url", url)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "purged 40 finished tasks"
+
+    nothing = run("purge", "--db-url", url)
+    assert nothing.returncode == 0, nothing.stderr
+    said = nothing.stdout.strip()
+    assert said.startswith("purged 0 finished tasks: 1 finished task kept, none past its result_ttl (RESULT_TTL: 7d")
+    assert "omniq-nb purge --older-than 7d" in said
+    assert "omniq-nb purge --all" in said
+
+    aged = run("purge", "--db-url", url, "--older-than", "7d")
+    assert aged.stdout.strip() == "purged 1 finished task"
+    left = run("list", "--db-url", url)
+    assert [line.split()[0] for line in left.stdout.splitlines()[1:]] == [waiting.id]
+    empty = run("purge", "--db-url", url)
+    assert empty.stdout.strip().startswith("purged 0 finished tasks: no task has finished yet")
+    assert "--all" in empty.stdout
+    everything = run("purge", "--db-url", url, "--all")
+    assert everything.stdout.strip() == "purged 1 task"

@@ -29,7 +29,7 @@ def test_defaults() -> None:
     assert settings.default_worker == "thread"
     assert settings.max_workers == 4
     assert settings.task_ttl is None
-    assert settings.result_ttl is None
+    assert settings.result_ttl == 7 * 86400.0
     assert settings.default_retries == 0
     assert settings.lease_seconds == 30.0
     assert settings.secret is None

@@ -11,6 +11,7 @@ import anyio
 import anyio.lowlevel
 import pytest
 
+import omniq_nb
 from omniq_nb import (
     AsyncOmniQ,
     ConfigError,
@@ -169,6 +170,26 @@ async def test_settings_give_defaults(tmp_path: Path) -> None:
         task = (await q.get((await q.enqueue(add, 1)).id)).task
     assert (task.queue, task.retries, task.result_ttl) == ("batch", 2, 5.0)
     assert task.expires_at is not None
+
+
+async def test_explicit_none_opts_out_of_the_ttl_settings_and_leaving_them_out_takes_them() -> None:
+    """Issue 13: with TASK_TTL / RESULT_TTL set, ``ttl=None`` / ``result_ttl=None`` mean no limit."""
+    async with AsyncOmniQ(db_url="memory://", task_ttl=30, result_ttl=5) as q:
+        defaulted = (await q.get((await q.enqueue(add, 1)).id)).task
+        unlimited = (await q.get((await q.enqueue_call(add, args=(1,), ttl=None, result_ttl=None)).id)).task
+        asked = (await q.get((await q.enqueue_call(add, args=(1,), ttl=omniq_nb.DEFAULT)).id)).task
+        group = await q.enqueue_many(add, [(1,), (2,)], ttl=None, result_ttl=None)
+        mapped = [(await q.get(task_id)).task for task_id in group.ids]
+    assert defaulted.expires_at == defaulted.created_at + timedelta(seconds=30)
+    assert defaulted.result_ttl == 5.0
+    assert (unlimited.expires_at, unlimited.result_ttl) == (None, None)
+    assert asked.expires_at == asked.created_at + timedelta(seconds=30)
+    assert [(t.expires_at, t.result_ttl) for t in mapped] == [(None, None), (None, None)]
+
+
+async def test_ttl_zero_says_that_none_means_no_expiry(q: AsyncOmniQ) -> None:
+    with pytest.raises(ValueError, match="ttl=None means no limit"):
+        await q.enqueue_call(add, args=(1,), ttl=0)
 
 
 @pytest.mark.parametrize(
@@ -384,7 +405,7 @@ async def test_purge(q: AsyncOmniQ) -> None:
     pending = await q.enqueue(add, 2)
     [task] = await claim(q)
     await succeed(q, task, 1)
-    assert await q.purge() == 0  # no result_ttl: kept
+    assert await q.purge() == 0  # finished just now: within RESULT_TTL (7 days)
     assert await q.purge(older_than=3600) == 0  # too recent
     assert await q.purge(older_than=0, status="failed") == 0  # other status
     assert await q.purge(older_than=0) == 1

@@ -5,7 +5,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from omniq_nb.models import Schedule
-from omniq_nb.options import OPTION_NAMES, TaskOptions, exception_names, make_options, merge_options
+from omniq_nb.options import DEFAULT, OPTION_NAMES, TaskOptions, exception_names, make_options, merge_options
 
 UTC = timezone.utc
 
@@ -16,6 +16,18 @@ class AppError(Exception):
 
 def test_defaults() -> None:
     assert make_options() == TaskOptions()
+    assert (TaskOptions().ttl, TaskOptions().result_ttl) == (DEFAULT, DEFAULT)
+
+
+def test_none_means_no_limit_and_default_means_the_setting_through_every_path() -> None:
+    unlimited = make_options(ttl=None, result_ttl=None)
+    assert (unlimited.ttl, unlimited.result_ttl) == (None, None)
+    assert make_options(ttl=DEFAULT, result_ttl=DEFAULT) == TaskOptions()
+    merged = merge_options(make_options(ttl=60, result_ttl=60), ttl=None)
+    assert (merged.ttl, merged.result_ttl) == (None, 60.0)
+    assert merge_options(unlimited, ttl=DEFAULT).ttl is DEFAULT
+    assert merge_options(unlimited, retries=2).ttl is None  # other overrides keep the opt-out
+    assert repr(DEFAULT) == "DEFAULT"
 
 
 def test_all_options_are_validated_and_converted() -> None:

@@ -142,9 +142,9 @@ class _FakeQueue:
         make_options(**options)
         return "handle"
 
-    def purge(self, *, older_than: float | None = None) -> int:
+    def purge_report(self, *, older_than: float | None = None, command: str = "purge", **_: Any) -> str:
         seconds(older_than, name="older_than")
-        return 0
+        return "purged 0 finished tasks"
 
     def list(self, **_: Any) -> list[Any]:
         return []

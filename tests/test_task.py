@@ -28,6 +28,22 @@ def queue(tmp_path: Path) -> Iterator[omniq.OmniQ]:
         q.close()
 
 
+def test_a_task_can_opt_out_of_the_ttl_settings(tmp_path: Path) -> None:
+    """Issue 13: ``@omniq.task(ttl=None)`` never expires even with TASK_TTL set."""
+    q = omniq.OmniQ(db_url=f"sqlite:///{tmp_path / 'tasks.db'}", task_ttl=30, result_ttl=60)
+    use_queue(q)
+    try:
+        forever = omniq.task(ttl=None, result_ttl=None)(triple)
+        kept, mapped = forever.submit(1), forever.map([1, 2])
+        defaulted = forever.options(ttl=omniq.DEFAULT).submit(1)
+        assert [(h.task.expires_at, h.task.result_ttl) for h in (kept, *mapped.handles)] == [(None, None)] * 3
+        assert defaulted.task.expires_at is not None and defaulted.task.result_ttl is None
+        assert omniq.task(triple).submit(1).task.result_ttl == 60.0
+    finally:
+        use_queue(None)
+        q.close()
+
+
 def test_works_with_and_without_parentheses() -> None:
     bare = omniq.task(triple)
     configured = omniq.task(retries=3, timeout=60, priority=2)(triple)

@@ -3,10 +3,11 @@
 Usage::
 
     %%omniq enqueue [--as NAME] [--retries N] [--timeout D] [--queue Q] [--priority P]
-                    [--kind thread|process|async] [--delay D] [--ttl D] [--result-ttl D]
+                    [--kind thread|process|async] [--delay D] [--ttl D|none] [--result-ttl D|none]
                     [--interval D] [--cron EXPR] [--at-most-once] [--name TEXT]
     <cell code: names it reads are captured now; its last expression is the task's result>
-    (D, a duration: seconds, or 90s, 15m, 12h, 7d)
+    (D, a duration: seconds, or 90s, 15m, 12h, 7d; a flag left out takes its setting, and
+    --ttl none / --result-ttl none mean no limit, whatever TASK_TTL / RESULT_TTL say)
 
     %omniq workers start [-n N] [--kind thread|process|async]   (replaces a running pool)
     %omniq workers stop | status
@@ -14,7 +15,9 @@ Usage::
     %omniq show ID
     %omniq cancel ID
     %omniq retry ID
-    %omniq purge [--older-than AGE]      (AGE: seconds, or 90s, 15m, 12h, 7d)
+    %omniq purge [--older-than AGE] [--status S] [--all]
+                                         (no flags: finished tasks past their result_ttl,
+                                         RESULT_TTL default 7d; AGE: seconds, or 90s, 15m, 12h, 7d)
     %omniq dashboard                     (a live table of recent tasks, with actions)
 """
 
@@ -27,7 +30,7 @@ from typing import Any, NoReturn
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 
-from omniq_nb.cli import format_task, format_tasks
+from omniq_nb.cli import add_purge_arguments, format_task, format_tasks
 from omniq_nb.config import WORKER_KINDS
 from omniq_nb.errors import OmniQError, SerializationError
 from omniq_nb.handles import TaskHandle
@@ -35,6 +38,7 @@ from omniq_nb.models import TaskStatus
 from omniq_nb.notebook.cells import capture, run_cell
 from omniq_nb.notebook.runner import KernelRunner
 from omniq_nb.notebook.widgets import Dashboard
+from omniq_nb.options import OPTION_NAMES
 from omniq_nb.schedule import duration
 
 
@@ -64,10 +68,12 @@ class OmniQMagics(Magics):
         ::
 
             %%omniq enqueue [--as NAME] [--retries N] [--timeout D] [--queue Q] [--priority P]
-                            [--kind thread|process|async] [--delay D] [--ttl D] [--result-ttl D]
-                            [--interval D] [--cron EXPR] [--at-most-once] [--name TEXT]
+                            [--kind thread|process|async] [--delay D] [--ttl D|none]
+                            [--result-ttl D|none] [--interval D] [--cron EXPR] [--at-most-once]
+                            [--name TEXT]
             <cell code>          names it reads are captured now; its last expression is the result
-                                 D: seconds, or 90s, 15m, 12h, 7d
+                                 D: seconds, or 90s, 15m, 12h, 7d; a flag left out takes its
+                                 setting; --ttl none / --result-ttl none: no limit
 
             %omniq workers start [-n N] [--kind thread|process|async]   replaces a running pool
             %omniq workers stop | status
@@ -75,7 +81,11 @@ class OmniQMagics(Magics):
             %omniq show ID
             %omniq cancel ID
             %omniq retry ID
-            %omniq purge [--older-than AGE]      AGE: seconds, or 90s, 15m, 12h, 7d
+            %omniq purge [--older-than AGE] [--status S] [--all]
+                                 no flags: finished tasks past their result_ttl (RESULT_TTL, 7d
+                                 unless set); --older-than AGE: also those finished over AGE ago
+                                 (AGE: seconds, or 90s, 15m, 12h, 7d; 0: all finished, --status
+                                 narrows); --all: every task, running ones too
             %omniq dashboard                     a live table of recent tasks, with actions
         """
         try:
@@ -103,21 +113,8 @@ class OmniQMagics(Magics):
 
     def _enqueue(self, words: list[str], cell: str) -> TaskHandle:
         args = _enqueue_parser().parse_args(words)
-        options = {
-            "retries": args.retries,
-            "timeout": args.timeout,
-            "queue": args.queue,
-            "priority": args.priority,
-            "kind": args.kind,
-            "delay": args.delay,
-            "ttl": args.ttl,
-            "result_ttl": args.result_ttl,
-            "interval": args.interval,
-            "cron": args.cron,
-            "at_most_once": args.at_most_once,
-            "name": args.name or (f"cell {args.bind}" if args.bind else "notebook cell"),
-        }
-        options = {key: value for key, value in options.items() if value is not None}
+        options = {key: value for key, value in vars(args).items() if key in OPTION_NAMES}
+        options["name"] = args.name or (f"cell {args.bind}" if args.bind else "notebook cell")
         filename = f"<omniq cell {self._user.execution_count}>"
         try:
             namespace = capture(cell, self._user.user_ns)
@@ -178,26 +175,40 @@ class OmniQMagics(Magics):
 
     def _purge(self, words: list[str]) -> None:
         args = _purge_parser().parse_args(words)
-        count = self.runner.queue.purge(older_than=args.older_than)
-        print(f"purged {count} finished task(s)")
+        print(
+            self.runner.queue.purge_report(
+                older_than=args.older_than, status=args.status, everything=args.all, command="%omniq purge"
+            )
+        )
 
 
 def _enqueue_parser() -> _Parser:
-    parser = _Parser(prog="%%omniq enqueue", add_help=False)
-    parser.add_argument("--as", dest="bind", metavar="NAME", help="bind the task's handle to NAME")
+    # flags left out stay out of the options, so the task takes its settings for them
+    parser = _Parser(prog="%%omniq enqueue", add_help=False, argument_default=argparse.SUPPRESS)
+    parser.add_argument("--as", dest="bind", metavar="NAME", default=None, help="bind the task's handle to NAME")
     parser.add_argument("--retries", type=int)
     parser.add_argument("--timeout", type=duration)
     parser.add_argument("--queue")
     parser.add_argument("--priority", type=int)
     parser.add_argument("--kind", choices=WORKER_KINDS)
     parser.add_argument("--delay", type=duration)
-    parser.add_argument("--ttl", type=duration)
-    parser.add_argument("--result-ttl", type=duration)
+    parser.add_argument("--ttl", type=_limit)
+    parser.add_argument("--result-ttl", type=_limit)
     parser.add_argument("--interval", type=duration)
     parser.add_argument("--cron")
-    parser.add_argument("--at-most-once", action="store_true", default=None)
-    parser.add_argument("--name")
+    parser.add_argument("--at-most-once", action="store_true")
+    parser.add_argument("--name", default=None)
     return parser
+
+
+def _limit(text: str) -> float | None:
+    """Parse ``--ttl`` / ``--result-ttl``: a duration, or ``none`` for no limit."""
+    if text.strip().lower() == "none":
+        return None
+    try:
+        return duration(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid duration value: {text!r} (90, 90s, 15m, 12h, 7d or none)") from None
 
 
 def _workers_parser() -> _Parser:
@@ -218,7 +229,7 @@ def _list_parser() -> _Parser:
 
 def _purge_parser() -> _Parser:
     parser = _Parser(prog="%omniq purge", add_help=False)
-    parser.add_argument("--older-than", type=duration, metavar="AGE")
+    add_purge_arguments(parser)
     return parser
 
 

@@ -52,8 +52,8 @@ class Actions(Protocol):
         """Retry a finished task."""
         ...
 
-    async def purge(self, *, older_than: Any = None, status: Any = None, everything: bool = False) -> int:
-        """Purge finished tasks."""
+    async def purge_report(self, *, command: str = "purge") -> str:
+        """Purge finished tasks past their result_ttl; say what went, or why nothing did."""
         ...
 
     async def list(self, *, status: Any = None, queue: str | None = None, limit: int = 100) -> list[Task]:
@@ -316,7 +316,7 @@ class Dashboard:
         purge = widgets.Button(description="Purge finished", layout=widgets.Layout(width="auto"))
         cancel.on_click(lambda _: self._start(self._act("cancel", actions.cancel(self._task_id.value))))
         retry.on_click(lambda _: self._start(self._act("retry", actions.retry(self._task_id.value))))
-        purge.on_click(lambda _: self._start(self._act("purge", actions.purge())))
+        purge.on_click(lambda _: self._start(self._act("purge", actions.purge_report(command="%omniq purge"))))
         self._filter.observe(lambda _: self._start(self.update()), names="value")
         controls = widgets.HBox([self._filter, self._task_id, cancel, retry, purge])
         self.widget = widgets.VBox([controls, self._message, self._table])

@@ -95,7 +95,7 @@ def test_line_magics(kernel: Kernel) -> None:
     assert kernel.value(f"[again.id == {bad_id!r}, omniq.get({bad_id!r}).status.value]") == [True, "succeeded"]
 
     # ok, bad (now succeeded) and later (cancelled) have finished
-    assert kernel.run("%omniq purge --older-than 0s").stdout == "purged 3 finished task(s)\n"
+    assert kernel.run("%omniq purge --older-than 0s").stdout == "purged 3 finished tasks\n"
     assert kernel.run("%omniq list").stdout.strip().splitlines()[1:] == []
 
     for line in BAD_LINES:
