@@ -126,12 +126,18 @@ class TaskView:
         self._tick: asyncio.TimerHandle | None = None
         self._jobs: set[asyncio.Future[None]] = set()
         self._render()
-        self._unobserve = handle.observe(lambda _: self.refresh())
+        self._unobserve = handle.observe(self._changed)
 
     def refresh(self) -> None:
         """Redraw soon (throttled); the frame after the task finishes is sent at once."""
         if not self._finished:
             self._throttle.request(final=self.handle.done())
+
+    def _changed(self, _: TaskHandle) -> None:
+        # a finished task still changes: its stored row (result, times) follows the event that
+        # finished it when another process ran it
+        self._finished = False
+        self.refresh()
 
     def write(self, name: str, text: str) -> None:
         """Add what the task wrote to its output area (from the loop; batched per frame)."""

