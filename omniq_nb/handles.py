@@ -195,8 +195,12 @@ class TaskHandle:
             self._changed()
 
     def _apply_task(self, task: Task) -> None:
+        """Take the task's stored row; a finished task may come back (retried) and is then followed again."""
         if task.id == self.id:
+            revived = self._task.status.is_terminal and not task.status.is_terminal
             self._task = task
+            if revived and self._observers:
+                self._queue.follow_closely(self)
             self._changed()
 
     def _changed(self) -> None:

@@ -126,7 +126,7 @@ class TaskView:
         self._tick: asyncio.TimerHandle | None = None
         self._jobs: set[asyncio.Future[None]] = set()
         self._render()
-        self._unobserve = handle.observe(self._changed)
+        handle.observe(self._changed)
 
     def refresh(self) -> None:
         """Redraw soon (throttled); the frame after the task finishes is sent at once."""
@@ -135,7 +135,7 @@ class TaskView:
 
     def _changed(self, _: TaskHandle) -> None:
         # a finished task still changes: its stored row (result, times) follows the event that
-        # finished it when another process ran it
+        # finished it when another process ran it, and a retry brings it back
         self._finished = False
         self.refresh()
 
@@ -169,8 +169,7 @@ class TaskView:
             self._flush_text()
             self._cancel.disabled = task.status.is_terminal
             self._retry.disabled = task.status not in (TaskStatus.FAILED, TaskStatus.CANCELLED, TaskStatus.EXPIRED)
-            if task.status.is_terminal:
-                self._outcome.value = self._outcome_html(task)
+            self._outcome.value = self._outcome_html(task) if task.status.is_terminal else ""
         self._schedule_tick(task)
         self._finished = task.status.is_terminal and not self._pending_text
 
@@ -222,7 +221,7 @@ class TaskView:
             except Exception as exc:  # the view must never raise into a cell
                 return f"<pre>result unavailable: {html.escape(str(exc))}</pre>"
             return f"<b>result</b><pre>{html.escape(_preview(value))}</pre>"
-        if task.error is not None:
+        if task.status is TaskStatus.FAILED and task.error is not None:  # else it is an earlier attempt's
             error = task.error
             text = f"{error.type}: {error.message}\n\n{error.traceback}".rstrip()
             return f"<b>error</b><pre style='color:#dc3545'>{html.escape(text)}</pre>"
@@ -236,17 +235,9 @@ class TaskView:
 
     async def _acted(self, action: Callable[[str], Awaitable[Any]]) -> None:
         try:
-            outcome = await action(self.handle.id)
+            await action(self.handle.id)  # the queue hands the changed task to this view's handle
         except Exception as exc:  # a button must never raise into the frontend's handler
             self._outcome.value = f"<pre style='color:#dc3545'>{html.escape(str(exc))}</pre>"
-            return
-        if isinstance(outcome, TaskHandle):  # retried: follow the new attempts
-            self._unobserve()
-            self.handle = outcome
-            self._unobserve = outcome.observe(lambda _: self.refresh())
-            self._outcome.value = ""
-        self._finished = False
-        self.refresh()
 
 
 class GroupView:

@@ -28,6 +28,19 @@ def multiply(a, b):
     return a * b
 """
 
+FLAKY = """
+@omniq.task
+def flaky():
+    context = omniq.current()
+    if context.attempt == 1:
+        raise ValueError("the first attempt fails")
+    if context.attempt == 2:
+        deadline = time.monotonic() + 30
+        while not context.cancelled and time.monotonic() < deadline:
+            time.sleep(0.02)
+    return f"attempt {context.attempt} done"
+"""
+
 
 @pytest.fixture
 def cli_worker(tmp_path: Path) -> Iterator[Callable[[], subprocess.Popen[bytes]]]:
@@ -74,3 +87,28 @@ def test_view_shows_result_and_duration_of_a_task_another_process_ran(
     assert kernel.value("h.task.worker") is not None
     assert kernel.value("h.result()") == 42
     assert worker.poll() is None, (tmp_path / "worker.log").read_text()
+
+
+def test_retry_and_cancel_update_handles_and_views(widget_kernel: Kernel) -> None:
+    kernel = widget_kernel
+    kernel.execute(FLAKY)
+    view = show_task(kernel, "h = flaky.submit()\nh")
+    kernel.wait_for(lambda: "ValueError" in view.outcome_html(), 60, "the first attempt's error")
+
+    kernel.execute("%omniq retry {h.id}")
+    kernel.wait_for(lambda: ">running" in view.status_html(), 60, "the view to show the second attempt running")
+    assert kernel.value("h.status.value") == "running", "the handle should follow the retried task"
+    kernel.wait_for(lambda: "ValueError" not in view.outcome_html(), 10, "the old error to go from the view")
+    assert view.state(view.cancel)["disabled"] is False
+
+    kernel.execute("%omniq cancel {h.id}")
+    kernel.wait_for(lambda: ">cancelled</span>" in view.status_html(), 30, "the view to show cancelled")
+    assert kernel.value("h.status.value") == "cancelled"
+    kernel.wait_for(lambda: "cancelled" in view.outcome_html(), 10, "the outcome to say cancelled")
+    assert "ValueError" not in view.outcome_html(), "a cancelled task's view shows an earlier attempt's error"
+
+    kernel.execute("%omniq retry {h.id}")
+    kernel.wait_for(lambda: ">succeeded</span>" in view.status_html(), 60, "the view to show the third attempt")
+    kernel.wait_for(lambda: "attempt 3 done" in view.outcome_html(), 10, "the third attempt's result")
+    assert kernel.value("(h.status.value, omniq.get(h.id).status.value)") == ("succeeded", "succeeded")
+    assert kernel.value("h.result()") == "attempt 3 done"
