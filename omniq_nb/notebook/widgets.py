@@ -250,7 +250,6 @@ class GroupView:
 
     def __init__(self, group: GroupHandle, *, min_interval: float = _MIN_INTERVAL) -> None:
         self.group = group
-        self._started = time.monotonic()
         self._summary = widgets.HTML()
         self._rows = widgets.HTML()
         self._throttle = Throttle(self._render, min_interval)
@@ -281,7 +280,7 @@ class GroupView:
         counts = self.group.counts
         total = max(1, len(self.group))
         finished = sum(n for s, n in counts.items() if s.is_terminal)
-        elapsed = time.monotonic() - self._started
+        elapsed = _group_elapsed([h.task for h in self.group.handles])
         rate = finished / elapsed if elapsed > 0 else 0.0
         eta = f"ETA {(total - finished) / rate:.1f} s · " if rate > 0 and finished < total else ""
         parts = " ".join(f'<span style="color:{_COLORS[s]}">{n} {s.value}</span>' for s, n in counts.items() if n)
@@ -388,6 +387,15 @@ def _elapsed(task: Task) -> float | None:
         return None
     end = task.finished_at or datetime.now(_UTC)
     return max(0.0, (end - task.started_at).total_seconds())
+
+
+def _group_elapsed(tasks: Sequence[Task]) -> float:
+    """Return seconds from the first task's enqueue to the last one's finish (or to now, while one runs)."""
+    if not tasks:
+        return 0.0
+    ends = [task.finished_at for task in tasks if task.finished_at is not None]
+    end = max(ends) if len(ends) == len(tasks) else datetime.now(_UTC)
+    return max(0.0, (end - min(task.created_at for task in tasks)).total_seconds())
 
 
 def _preview(value: Any) -> str:

@@ -20,6 +20,7 @@ from test_views_kernel import show_task
 from widget_kernels import Kernel
 
 _DURATION = re.compile(r"<small>[^<]*\b\d+\.\d s")
+_ELAPSED = re.compile(r"· (\d+\.\d) s</small>")
 
 MULTIPLY = """
 @omniq.task
@@ -112,3 +113,36 @@ def test_retry_and_cancel_update_handles_and_views(widget_kernel: Kernel) -> Non
     kernel.wait_for(lambda: "attempt 3 done" in view.outcome_html(), 10, "the third attempt's result")
     assert kernel.value("(h.status.value, omniq.get(h.id).status.value)") == ("succeeded", "succeeded")
     assert kernel.value("h.result()") == "attempt 3 done"
+
+
+def test_group_clock_stops_when_its_last_task_finishes(widget_kernel: Kernel) -> None:
+    kernel = widget_kernel
+    kernel.execute(MULTIPLY + "\n@omniq.task\ndef double(x):\n    return multiply.fn(x, 2)")
+    roots = kernel.execute("g = double.map(range(3))\ng").widget_roots()
+    assert len(roots) == 1
+    summary, toggle, rows = kernel.children(roots[0])
+
+    def summary_html() -> str:
+        return str(kernel.widget_states()[summary]["value"])
+
+    kernel.wait_for(lambda: "3/3 done" in summary_html(), 60, "the group to finish")
+    finished = summary_html()
+    elapsed = float(_ELAPSED.findall(finished)[0])
+    task_span = kernel.value(
+        "(max(t.finished_at for t in (h.task for h in g)) - min(t.created_at for t in (h.task for h in g)))"
+        ".total_seconds()"
+    )
+    assert abs(elapsed - task_span) < 0.2, f"the group's clock says {elapsed} s, its tasks took {task_span} s"
+
+    kernel.execute("await asyncio.sleep(1.2)")  # time passes in the kernel; the group stays finished
+    layout = kernel.widget_states()[rows]["layout"].removeprefix("IPY_MODEL_")
+    for shown in (True, False, True):
+        kernel.send_comm_msg(toggle, {"method": "update", "state": {"value": shown}, "buffer_paths": []})
+        display = None if shown else "none"
+        kernel.wait_for(
+            lambda display=display: kernel.widget_states()[layout].get("display") == display,
+            10,
+            f"the task list to be {'shown' if shown else 'hidden'}",
+        )
+        assert summary_html() == finished, "a finished group's elapsed time or rate changed"
+    assert "double" in str(kernel.widget_states()[rows]["value"])
