@@ -30,6 +30,7 @@ _PREVIEW_CHARS = 500
 _GROUP_ROWS = 50  # rows shown in a group's task table
 _DASHBOARD_ROWS = 50
 _DASHBOARD_REFRESH = 1.0
+_ALL = "all"  # the dashboard's filter value that shows every status
 _COLORS = {
     TaskStatus.PENDING: "#6c757d",
     TaskStatus.RUNNING: "#0d6efd",
@@ -295,6 +296,9 @@ class GroupView:
 class Dashboard:
     """A live table of the queue's recent tasks (any process), with status filter and actions.
 
+    It reads the store every ``refresh`` seconds until ``close()``, which closing its view in
+    the frontend also calls.
+
     Args:
         actions: the queue to show and act on.
         refresh: seconds between refreshes while open.
@@ -302,8 +306,8 @@ class Dashboard:
 
     def __init__(self, actions: Actions, *, refresh: float = _DASHBOARD_REFRESH) -> None:
         self._actions = actions
-        options = [("all", None)] + [(s.value, s.value) for s in TaskStatus]
-        self._filter = widgets.Dropdown(options=options, value=None, description="status")
+        options = [_ALL, *(s.value for s in TaskStatus)]
+        self._filter = widgets.Dropdown(options=options, value=_ALL, description="status")
         self._task_id = widgets.Text(placeholder="task id", layout=widgets.Layout(width="22em"))
         self._message = widgets.HTML()
         self._table = widgets.HTML()
@@ -321,11 +325,14 @@ class Dashboard:
         self._jobs: set[asyncio.Future[None]] = set()
         self._closed = False
         self._start(self._keep_updating())
+        if self.widget.comm is not None:
+            self.widget.comm.on_close(lambda _: self.close())
 
     async def update(self) -> None:
         """Reload the table now; a message is sent only when it changed."""
+        status = None if self._filter.value == _ALL else self._filter.value
         try:
-            rows = await self._actions.list(status=self._filter.value, limit=_DASHBOARD_ROWS + 1)
+            rows = await self._actions.list(status=status, limit=_DASHBOARD_ROWS + 1)
             table = _task_table(rows[:_DASHBOARD_ROWS], len(rows))
         except Exception as exc:  # keep the dashboard alive: show the problem instead
             table = f"<pre style='color:#dc3545'>{html.escape(str(exc))}</pre>"
@@ -333,9 +340,9 @@ class Dashboard:
             self._table.value = self._shown = table
 
     def close(self) -> None:
-        """Stop refreshing and close the widgets."""
+        """Stop refreshing and close the widgets (again: nothing)."""
         self._closed = True
-        for job in self._jobs:
+        for job in list(self._jobs):
             job.cancel()
         self.widget.close()
 

@@ -42,6 +42,10 @@ def flaky():
     return f"attempt {context.attempt} done"
 """
 
+_DASHBOARD_POLLERS = (
+    "sum(1 for t in asyncio.all_tasks() if getattr(t.get_coro(), '__qualname__', '') == 'Dashboard._keep_updating')"
+)
+
 
 @pytest.fixture
 def cli_worker(tmp_path: Path) -> Iterator[Callable[[], subprocess.Popen[bytes]]]:
@@ -146,3 +150,34 @@ def test_group_clock_stops_when_its_last_task_finishes(widget_kernel: Kernel) ->
         )
         assert summary_html() == finished, "a finished group's elapsed time or rate changed"
     assert "double" in str(kernel.widget_states()[rows]["value"])
+
+
+def test_dashboard_pollers_stop_with_their_view(widget_kernel: Kernel) -> None:
+    kernel = widget_kernel
+    kernel.execute("d = omniq.dashboard()\nd")
+    second = kernel.execute("%omniq dashboard").widget_roots()[0]
+    kernel.execute("%omniq dashboard")
+    kernel.wait_for(lambda: kernel.value(_DASHBOARD_POLLERS) == 3, 10, "three dashboards polling")
+
+    kernel.execute("d.close()")
+    kernel.wait_for(lambda: kernel.value(_DASHBOARD_POLLERS) == 2, 10, "close() to stop its poller")
+
+    kernel.kc.shell_channel.send(kernel.kc.session.msg("comm_close", {"comm_id": second, "data": {}}))
+    kernel.wait_for(lambda: kernel.value(_DASHBOARD_POLLERS) == 1, 10, "closing the comm to stop its poller")
+
+    kernel.execute("%unload_ext omniq_nb")  # what the kernel's shutdown does too
+    kernel.wait_for(lambda: kernel.value(_DASHBOARD_POLLERS) == 0, 10, "closing the queue to stop the last poller")
+
+
+def test_dashboard_filter_starts_on_all(widget_kernel: Kernel) -> None:
+    kernel = widget_kernel
+    root = kernel.execute("%omniq dashboard").widget_roots()[0]
+    states = kernel.widget_states()
+    dropdown = next(m for m in kernel.tree(root, states) if states[m]["_model_name"] == "DropdownModel")
+    assert states[dropdown]["index"] == 0, "the status filter should start on 'all', not blank"
+    assert states[dropdown]["_options_labels"][0] == "all"
+    kernel.execute("from omniq_nb.notebook.runner import KernelRunner\nq = KernelRunner.current.queue")
+    kernel.execute("h = q.enqueue(sum, [20, 22])\nh.result(timeout=60)")
+    kernel.wait_for(
+        lambda: kernel.value("h.id") in "".join(kernel.html_of(root)), 10, "the dashboard to list the task under 'all'"
+    )
