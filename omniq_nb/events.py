@@ -6,6 +6,9 @@ writers hand the rows they changed to ``deliver()`` and call ``nudge()``, so wha
 this process is seen at once; what other processes do is seen at the next poll. While
 nobody listens or watches, the follower only moves its cursor to the newest event (one
 cheap query per poll), so a listener that subscribes later misses nothing from then on.
+
+Handles of finished tasks are remembered too (weakly): a finished task can come back
+(retried, here or by another process), and its handles then follow it again.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from collections.abc import Callable, Iterable
 from typing import Protocol
 
 from omniq_nb.errors import StorageError
-from omniq_nb.models import Task, TaskEvent
+from omniq_nb.models import EventKind, Task, TaskEvent
 from omniq_nb.storage.base import Storage
 
 logger = logging.getLogger(__name__)
@@ -28,6 +31,7 @@ _FAST_POLL = 0.02  # seconds between polls while a result is awaited
 _CLOSE_POLL = 0.1  # seconds between polls while a live view observes a task
 _RECHECK_EVERY = 1.0  # seconds between direct re-reads of awaited tasks
 _EVENT_BATCH = 1000
+_SWEEP_EVERY = 30.0  # seconds between sweeps of the handles of finished tasks that were dropped
 
 EventListener = Callable[[TaskEvent], object]
 """A callable given each event; it may be a coroutine function."""
@@ -64,6 +68,8 @@ class EventHub:
         self._events_recorded = events_recorded
         self._listeners: list[EventListener] = []
         self._watched: dict[str, list[weakref.ref[Watched]]] = {}
+        self._finished: dict[str, list[weakref.ref[Watched]]] = {}
+        self._swept_at = time.monotonic()
         self._waiters: dict[str, list[asyncio.Future[Task]]] = {}
         self._cursor = 0
         self._wake: asyncio.Event | None = None
@@ -97,10 +103,10 @@ class EventHub:
         return unsubscribe
 
     def watch(self, handle: Watched) -> None:
-        """Keep ``handle``'s snapshot current while it lives and its task is unfinished."""
-        if handle.done():
-            return
-        self._watched.setdefault(handle.id, []).append(weakref.ref(handle))
+        """Keep ``handle``'s snapshot current while it lives (a finished task's only if it is retried)."""
+        followed = (self._finished if handle.done() else self._watched).setdefault(handle.id, [])
+        if not any(ref() is handle for ref in followed):
+            followed.append(weakref.ref(handle))
 
     def watch_closely(self, handle: Watched) -> None:
         """Keep ``handle`` current promptly: local writes wake the follower, which polls often."""
@@ -178,13 +184,16 @@ class EventHub:
         if self._waiters and (not self._events_recorded or now - self._checked_at >= _RECHECK_EVERY):
             self._checked_at = now
             self.deliver(await self._storage.get_many(list(self._waiters)))
-        self._watched = {i: refs for i, refs in self._watched.items() if any(ref() is not None for ref in refs)}
+        self._watched = _alive(self._watched)
         self._close = {i: ref for i, ref in self._close.items() if (h := ref()) is not None and not h.done()}
+        if now - self._swept_at >= _SWEEP_EVERY:
+            self._swept_at = now
+            self._finished = _alive(self._finished)
         if not self._events_recorded and self._watched:
             self.deliver(await self._storage.get_many(list(self._watched)))
 
     async def _read_events(self) -> None:
-        if not (self._listeners or self._watched or self._waiters):
+        if not (self._listeners or self._watched or self._waiters or self._finished):
             self._cursor = await self._storage.last_event_seq()
             return
         while True:
@@ -192,25 +201,37 @@ class EventHub:
             if not events:
                 return
             self._cursor = events[-1].seq
-            finished: set[str] = set()
+            reread: set[str] = set()  # tasks whose row handles need: finished ones, and finished ones retried
             for event in events:
                 for handle in self._handles(event.task_id):
                     handle._apply_event(event)
                 self._tell_listeners(event)
-                if event.status.is_terminal and (event.task_id in self._waiters or event.task_id in self._watched):
-                    finished.add(event.task_id)
-            if finished:
-                self.deliver(await self._storage.get_many(list(finished)))
+                awaited = event.task_id in self._waiters or event.task_id in self._watched
+                if (event.status.is_terminal and awaited) or (
+                    event.kind is EventKind.RETRIED and event.task_id in self._finished
+                ):
+                    reread.add(event.task_id)
+            if reread:
+                self.deliver(await self._storage.get_many(list(reread)))
             if len(events) < _EVENT_BATCH:
                 return
 
     def deliver(self, tasks: Iterable[Task]) -> None:
-        """Update handles and wake waiters with fresh snapshots (from a local write or a poll)."""
+        """Update handles and wake waiters with fresh snapshots (from a local write or a poll).
+
+        Handles of a finished task get it too: a retried task's handles follow it again.
+        """
         for task in tasks:
-            for handle in self._handles(task.id):
+            handles: list[Watched] = []
+            for ref in self._watched.pop(task.id, []) + self._finished.pop(task.id, []):
+                if (handle := ref()) is not None and all(handle is not seen for seen in handles):
+                    handles.append(handle)
+            if handles:
+                followed = self._finished if task.status.is_terminal else self._watched
+                followed[task.id] = [weakref.ref(handle) for handle in handles]
+            for handle in handles:
                 handle._apply_task(task)
             if task.status.is_terminal:
-                self._watched.pop(task.id, None)
                 for future in self._waiters.get(task.id, []):
                     if not future.done():
                         future.set_result(task)
@@ -230,3 +251,8 @@ class EventHub:
                 logger.exception(
                     "on_event listener %r failed on event %s of task %s", listener, event.kind, event.task_id
                 )
+
+
+def _alive(followed: dict[str, list[weakref.ref[Watched]]]) -> dict[str, list[weakref.ref[Watched]]]:
+    """Return ``followed`` without the tasks all of whose handles are gone."""
+    return {i: refs for i, refs in followed.items() if any(ref() is not None for ref in refs)}

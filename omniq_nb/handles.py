@@ -180,19 +180,27 @@ class TaskHandle:
             self._observers.remove(callback)
 
     def _apply_event(self, event: TaskEvent) -> None:
+        """Fold an event into the snapshot until the hub brings the task's row (result, error)."""
         if event.task_id == self.id and not self._task.status.is_terminal:
+            task = self._task
             self._task = msgspec.structs.replace(
-                self._task,
+                task,
                 status=event.status,
                 attempt=event.attempt,
-                progress=self._task.progress if event.progress is None else event.progress,
-                progress_message=event.message if event.kind is EventKind.PROGRESS else self._task.progress_message,
+                progress=task.progress if event.progress is None else event.progress,
+                progress_message=event.message if event.kind is EventKind.PROGRESS else task.progress_message,
+                started_at=event.at if event.kind is EventKind.STARTED else task.started_at,
+                finished_at=event.at if event.status.is_terminal else None,
             )
             self._changed()
 
     def _apply_task(self, task: Task) -> None:
+        """Take the task's stored row; a finished task may come back (retried) and is then followed again."""
         if task.id == self.id:
+            revived = self._task.status.is_terminal and not task.status.is_terminal
             self._task = task
+            if revived and self._observers:
+                self._queue.follow_closely(self)
             self._changed()
 
     def _changed(self) -> None:

@@ -16,6 +16,7 @@ import contextlib
 import logging
 import signal
 import threading
+import weakref
 from collections.abc import Awaitable, Callable, Iterator
 from functools import partial
 from typing import Any, TypeVar
@@ -57,6 +58,7 @@ class KernelRunner:
         self._nested = False
         self.outputs = CellOutputs(shell)
         self.views: dict[str, TaskView] = {}
+        self._dashboards: weakref.WeakSet[Dashboard] = weakref.WeakSet()
         self.core = AsyncOmniQ(settings=settings or Settings.from_env(), runner=self.block)
         self.block(self.core.open)
         self.queue = OmniQ.attached(self.core, _KernelCaller(self))
@@ -126,7 +128,9 @@ class KernelRunner:
             self.block(pool.stop)
 
     async def aclose(self) -> None:
-        """Stop the pool and close the queue's connections (on the kernel's loop)."""
+        """Close the dashboards, stop the pool and close the queue's connections (on the kernel's loop)."""
+        for dashboard in list(self._dashboards):
+            dashboard.close()
         pool, self.pool = self.pool, None
         if pool is not None:
             await pool.stop(timeout=_SHUTDOWN_TIMEOUT / 2)
@@ -167,8 +171,10 @@ class KernelRunner:
         return view
 
     def dashboard(self) -> Dashboard:
-        """Return a live dashboard of the queue's recent tasks."""
-        return Dashboard(self.core)
+        """Return a live dashboard of the queue's recent tasks (closed with the queue, at the latest)."""
+        dashboard = Dashboard(self.core)
+        self._dashboards.add(dashboard)
+        return dashboard
 
     def _output_for(self, task: Task) -> Any:
         cell = self.outputs.sink_for(task.origin)

@@ -30,6 +30,7 @@ _PREVIEW_CHARS = 500
 _GROUP_ROWS = 50  # rows shown in a group's task table
 _DASHBOARD_ROWS = 50
 _DASHBOARD_REFRESH = 1.0
+_ALL = "all"  # the dashboard's filter value that shows every status
 _COLORS = {
     TaskStatus.PENDING: "#6c757d",
     TaskStatus.RUNNING: "#0d6efd",
@@ -126,12 +127,18 @@ class TaskView:
         self._tick: asyncio.TimerHandle | None = None
         self._jobs: set[asyncio.Future[None]] = set()
         self._render()
-        self._unobserve = handle.observe(lambda _: self.refresh())
+        handle.observe(self._changed)
 
     def refresh(self) -> None:
         """Redraw soon (throttled); the frame after the task finishes is sent at once."""
         if not self._finished:
             self._throttle.request(final=self.handle.done())
+
+    def _changed(self, _: TaskHandle) -> None:
+        # a finished task still changes: its stored row (result, times) follows the event that
+        # finished it when another process ran it, and a retry brings it back
+        self._finished = False
+        self.refresh()
 
     def write(self, name: str, text: str) -> None:
         """Add what the task wrote to its output area (from the loop; batched per frame)."""
@@ -163,8 +170,7 @@ class TaskView:
             self._flush_text()
             self._cancel.disabled = task.status.is_terminal
             self._retry.disabled = task.status not in (TaskStatus.FAILED, TaskStatus.CANCELLED, TaskStatus.EXPIRED)
-            if task.status.is_terminal:
-                self._outcome.value = self._outcome_html(task)
+            self._outcome.value = self._outcome_html(task) if task.status.is_terminal else ""
         self._schedule_tick(task)
         self._finished = task.status.is_terminal and not self._pending_text
 
@@ -216,7 +222,7 @@ class TaskView:
             except Exception as exc:  # the view must never raise into a cell
                 return f"<pre>result unavailable: {html.escape(str(exc))}</pre>"
             return f"<b>result</b><pre>{html.escape(_preview(value))}</pre>"
-        if task.error is not None:
+        if task.status is TaskStatus.FAILED and task.error is not None:  # else it is an earlier attempt's
             error = task.error
             text = f"{error.type}: {error.message}\n\n{error.traceback}".rstrip()
             return f"<b>error</b><pre style='color:#dc3545'>{html.escape(text)}</pre>"
@@ -230,17 +236,9 @@ class TaskView:
 
     async def _acted(self, action: Callable[[str], Awaitable[Any]]) -> None:
         try:
-            outcome = await action(self.handle.id)
+            await action(self.handle.id)  # the queue hands the changed task to this view's handle
         except Exception as exc:  # a button must never raise into the frontend's handler
             self._outcome.value = f"<pre style='color:#dc3545'>{html.escape(str(exc))}</pre>"
-            return
-        if isinstance(outcome, TaskHandle):  # retried: follow the new attempts
-            self._unobserve()
-            self.handle = outcome
-            self._unobserve = outcome.observe(lambda _: self.refresh())
-            self._outcome.value = ""
-        self._finished = False
-        self.refresh()
 
 
 class GroupView:
@@ -253,7 +251,6 @@ class GroupView:
 
     def __init__(self, group: GroupHandle, *, min_interval: float = _MIN_INTERVAL) -> None:
         self.group = group
-        self._started = time.monotonic()
         self._summary = widgets.HTML()
         self._rows = widgets.HTML()
         self._throttle = Throttle(self._render, min_interval)
@@ -284,7 +281,7 @@ class GroupView:
         counts = self.group.counts
         total = max(1, len(self.group))
         finished = sum(n for s, n in counts.items() if s.is_terminal)
-        elapsed = time.monotonic() - self._started
+        elapsed = _group_elapsed([h.task for h in self.group.handles])
         rate = finished / elapsed if elapsed > 0 else 0.0
         eta = f"ETA {(total - finished) / rate:.1f} s · " if rate > 0 and finished < total else ""
         parts = " ".join(f'<span style="color:{_COLORS[s]}">{n} {s.value}</span>' for s, n in counts.items() if n)
@@ -299,6 +296,9 @@ class GroupView:
 class Dashboard:
     """A live table of the queue's recent tasks (any process), with status filter and actions.
 
+    It reads the store every ``refresh`` seconds until ``close()``, which closing its view in
+    the frontend also calls.
+
     Args:
         actions: the queue to show and act on.
         refresh: seconds between refreshes while open.
@@ -306,8 +306,8 @@ class Dashboard:
 
     def __init__(self, actions: Actions, *, refresh: float = _DASHBOARD_REFRESH) -> None:
         self._actions = actions
-        options = [("all", None)] + [(s.value, s.value) for s in TaskStatus]
-        self._filter = widgets.Dropdown(options=options, value=None, description="status")
+        options = [_ALL, *(s.value for s in TaskStatus)]
+        self._filter = widgets.Dropdown(options=options, value=_ALL, description="status")
         self._task_id = widgets.Text(placeholder="task id", layout=widgets.Layout(width="22em"))
         self._message = widgets.HTML()
         self._table = widgets.HTML()
@@ -325,11 +325,14 @@ class Dashboard:
         self._jobs: set[asyncio.Future[None]] = set()
         self._closed = False
         self._start(self._keep_updating())
+        if self.widget.comm is not None:
+            self.widget.comm.on_close(lambda _: self.close())
 
     async def update(self) -> None:
         """Reload the table now; a message is sent only when it changed."""
+        status = None if self._filter.value == _ALL else self._filter.value
         try:
-            rows = await self._actions.list(status=self._filter.value, limit=_DASHBOARD_ROWS + 1)
+            rows = await self._actions.list(status=status, limit=_DASHBOARD_ROWS + 1)
             table = _task_table(rows[:_DASHBOARD_ROWS], len(rows))
         except Exception as exc:  # keep the dashboard alive: show the problem instead
             table = f"<pre style='color:#dc3545'>{html.escape(str(exc))}</pre>"
@@ -337,9 +340,9 @@ class Dashboard:
             self._table.value = self._shown = table
 
     def close(self) -> None:
-        """Stop refreshing and close the widgets."""
+        """Stop refreshing and close the widgets (again: nothing)."""
         self._closed = True
-        for job in self._jobs:
+        for job in list(self._jobs):
             job.cancel()
         self.widget.close()
 
@@ -391,6 +394,15 @@ def _elapsed(task: Task) -> float | None:
         return None
     end = task.finished_at or datetime.now(_UTC)
     return max(0.0, (end - task.started_at).total_seconds())
+
+
+def _group_elapsed(tasks: Sequence[Task]) -> float:
+    """Return seconds from the first task's enqueue to the last one's finish (or to now, while one runs)."""
+    if not tasks:
+        return 0.0
+    ends = [task.finished_at for task in tasks if task.finished_at is not None]
+    end = max(ends) if len(ends) == len(tasks) else datetime.now(_UTC)
+    return max(0.0, (end - min(task.created_at for task in tasks)).total_seconds())
 
 
 def _preview(value: Any) -> str:
