@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-from notebook_kernels import LOAD, Kernel
+from notebook_kernels import LOAD, Kernel, strip_ansi
 
 LIBRARY = re.compile(r"/(omniq_nb|asyncio|concurrent|ipykernel|IPython)/|/(threading|nest_asyncio2)\.py")
 HIDDEN = re.compile(r"^  \[\.\.\. \d+ library frames? hidden \.\.\.\]$", re.MULTILINE)
@@ -63,3 +63,18 @@ def test_an_enqueued_cells_traceback_names_the_cell_by_its_prompt_and_shows_its_
         traceback = kernel.value("failure(bad)")
         assert f'  File "<omniq cell {prompt}>", line 2, in <module>\n' in traceback, traceback
         assert_users_frames_only(traceback, "y = x / 0")
+
+
+def test_the_error_a_cell_shows_for_a_failed_result_is_the_remote_traceback_not_the_waits_frames(
+    kernel: Kernel,
+) -> None:
+    kernel.run(LOAD)
+    kernel.run(TASKS)
+    waited = kernel.execute("h = divide.submit(1, 0)\nh.result(timeout=60)")
+    assert waited.status == "error"
+    shown = strip_ansi("\n".join(line for error in waited.errors for line in error["traceback"]))
+    assert "----> 2 h.result(timeout=60)" in shown
+    assert "Remote traceback:" in shown
+    assert "ratio = a / b  # the line that fails" in shown
+    for waiting in ("nest_asyncio2", "asyncio/", "omniq_nb/core.py"):
+        assert waiting not in shown, shown
