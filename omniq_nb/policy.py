@@ -7,7 +7,6 @@ go on is logged), shared by every worker pool and by the rescue of tasks whose w
 from __future__ import annotations
 
 import logging
-import traceback
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
@@ -16,12 +15,15 @@ import msgspec
 from omniq_nb.errors import ConfigError, WorkerLost, type_name
 from omniq_nb.models import Task, TaskError, TaskResult, TaskStatus, new_task_id
 from omniq_nb.schedule import backoff, next_run
+from omniq_nb.tracebacks import format_task_traceback
 
 logger = logging.getLogger(__name__)
 
 
 def describe_exception(exc: BaseException, attempt: int) -> tuple[TaskError, tuple[str, ...]]:
     """Return the stored error for ``exc`` and the names of its classes (for ``retry_on``).
+
+    The traceback shows the user's frames; library frames are collapsed (``tracebacks``).
 
     Args:
         exc: the exception the task raised.
@@ -34,7 +36,7 @@ def describe_exception(exc: BaseException, attempt: int) -> tuple[TaskError, tup
     error = TaskError(
         type=type_name(type(exc)),
         message=message,
-        traceback="".join(traceback.format_exception(type(exc), exc, exc.__traceback__)),
+        traceback=format_task_traceback(exc),
         attempt=attempt,
     )
     return error, tuple(type_name(kind) for kind in type(exc).__mro__)

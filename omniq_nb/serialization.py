@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import io
+import linecache
 import pickle
 import sys
 import threading
@@ -45,6 +46,7 @@ _MAX_MSGPACK_INT = 2**64
 _PICKLE_PROTOCOL = 5
 _CACHED_CALLABLES = 128  # unpickled callables kept for reuse
 _MAX_CACHED_CALLABLE = 64 * 1024  # bytes: a function pickled larger (big defaults or globals) is not kept
+_MAX_SHIPPED_SOURCE = 32 * 1024  # characters: a notebook cell's source longer than this stays behind
 
 _msgpack_encoder = msgspec.msgpack.Encoder()
 _msgpack_decoder = msgspec.msgpack.Decoder()
@@ -304,18 +306,31 @@ _CLOUDPICKLE_CODE = cloudpickle.Pickler.dispatch_table[types.CodeType]
 
 
 def _reduce_code(code: types.CodeType) -> tuple[Callable[..., types.CodeType], tuple[Any, ...]]:
-    """Reduce a code object as cloudpickle does, but keep its file name.
+    """Reduce a code object as cloudpickle does, but keep its file name and a cell's source.
 
     cloudpickle (3.1.3 on) writes every code object's file name as ``<dynamic-code>``, so a
     traceback through a notebook function showed no file and no source line; the file name
-    lets the traceback find the cell's source (``linecache``) where the notebook runs.
+    lets the traceback find the cell's source (``linecache``) where the notebook runs. Code
+    whose "file" lives only in ``linecache`` (a notebook cell: no modification time) takes
+    those lines along, up to ``_MAX_SHIPPED_SOURCE`` characters, so a child process or another
+    machine shows them too; pickle writes one cell's lines once, however many functions use it.
     """
     rebuild, args = _CLOUDPICKLE_CODE(code)
-    return _named_code, (rebuild, args, code.co_filename)
+    entry = linecache.cache.get(code.co_filename)
+    if entry is None or len(entry) != 4 or entry[1] is not None or entry[0] > _MAX_SHIPPED_SOURCE:
+        return _named_code, (rebuild, args, code.co_filename)
+    return _named_code, (rebuild, args, code.co_filename, entry[2])
 
 
-def _named_code(rebuild: Callable[..., types.CodeType], args: tuple[Any, ...], filename: str) -> types.CodeType:
-    """Rebuild a code object reduced by ``_reduce_code``, with its own file name."""
+def _named_code(
+    rebuild: Callable[..., types.CodeType], args: tuple[Any, ...], filename: str, lines: list[str] | None = None
+) -> types.CodeType:
+    """Rebuild a code object reduced by ``_reduce_code``, with its own file name.
+
+    ``lines``, a cell's source, is registered in ``linecache`` unless the file name is known here.
+    """
+    if lines is not None and filename not in linecache.cache:
+        linecache.cache[filename] = (sum(map(len, lines)), None, lines, filename)
     return rebuild(*args).replace(co_filename=filename)
 
 

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import functools
+import linecache
 import pickle
 import subprocess
 import sys
@@ -13,6 +14,7 @@ from typing import Any
 import pytest
 
 from omniq_nb import BlobSerializer, OmniQ, OmniQError, SerializationError, SignatureError
+from omniq_nb.serialization import _MAX_SHIPPED_SOURCE
 
 _HEADER = 5  # b"OQ" + version + format + flag
 _SIGNATURE = 32
@@ -349,3 +351,33 @@ def test_main_function_travels_by_value_to_another_process(tmp_path: Path) -> No
         fn, args, kwargs = q.core.serializer.load_call(handle.task.payload)
     assert fn.__module__ == "__main__"
     assert fn(*args, **kwargs) == 42
+
+
+CELL_SOURCE = "def in_a_cell(x):\n    return 1 / x  # the cell's own line\n"
+
+
+def _cell_function(filename: str, source: str) -> Any:
+    """Define a function as a notebook cell does: its file lives only in ``linecache``."""
+    linecache.cache[filename] = (len(source), None, source.splitlines(keepends=True), filename)
+    namespace: dict[str, Any] = {"__name__": "__not_importable_cell__"}
+    exec(compile(source, filename, "exec"), namespace)
+    return namespace["in_a_cell"]
+
+
+def test_a_cell_functions_source_travels_with_it_to_a_process_that_lacks_it() -> None:
+    filename = "/tmp/ipykernel_0/omniq-test-cell.py"  # no such file: as ipykernel names cells
+    blob = BlobSerializer().dump_call(_cell_function(filename, CELL_SOURCE), (0,), {})
+    del linecache.cache[filename]  # as in a child process or another machine
+    fn, _, _ = BlobSerializer().load_call(blob)
+    assert fn.__code__.co_filename == filename
+    assert linecache.getline(filename, 2) == "    return 1 / x  # the cell's own line\n"
+
+
+def test_only_a_bounded_cell_source_travels_and_a_files_source_never() -> None:
+    filename = "/tmp/ipykernel_0/omniq-test-long-cell.py"
+    long_source = CELL_SOURCE + "#" * (_MAX_SHIPPED_SOURCE + 1) + "\n"
+    long_blob = BlobSerializer().dump_call(_cell_function(filename, long_source), (0,), {})
+    assert b"the cell's own line" not in long_blob
+    linecache.getlines(__file__)  # a real file's lines, cached with its modification time
+    by_value = BlobSerializer().dump_call(lambda x: 2 * x, (1,), {})  # a file's line
+    assert b"a file's line" not in by_value

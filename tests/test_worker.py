@@ -596,6 +596,8 @@ async def test_a_raising_task_stores_the_remote_traceback(q: AsyncOmniQ, kind: s
     assert error.attempt == 1
     assert "raise_value_error" in error.traceback
     assert "ValueError: boom 42" in error.traceback
+    assert "library frame" in error.traceback  # the executor's frames are collapsed
+    assert "omniq_nb" not in error.traceback
     assert "Remote traceback" in str(info.value)
     task = await stored(q, h.id)
     assert task.status is TaskStatus.FAILED

@@ -115,7 +115,8 @@ class OmniQMagics(Magics):
         args = _enqueue_parser().parse_args(words)
         options = {key: value for key, value in vars(args).items() if key in OPTION_NAMES}
         options["name"] = args.name or (f"cell {args.bind}" if args.bind else "notebook cell")
-        filename = f"<omniq cell {self._user.execution_count}>"
+        # the shell counts this cell already; the kernel replies with (and the prompt shows) one less
+        filename = f"<omniq cell {self._user.execution_count - 1}>"
         try:
             namespace = capture(cell, self._user.user_ns)
         except SyntaxError as exc:

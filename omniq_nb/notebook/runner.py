@@ -25,6 +25,7 @@ from omniq_nb import handles
 from omniq_nb.config import Settings
 from omniq_nb.context import OutputSink, set_origin
 from omniq_nb.core import AsyncOmniQ, OmniQ
+from omniq_nb.errors import OmniQError
 from omniq_nb.handles import GroupHandle, TaskHandle
 from omniq_nb.models import Task
 from omniq_nb.notebook.output import CellOutputs, install_routing, remove_routing
@@ -73,6 +74,10 @@ class KernelRunner:
     def block(self, fn: Callable[..., Awaitable[T]], /, *args: Any) -> T:
         """Run ``fn(*args)`` on the kernel's loop and wait for it, from a cell or any thread.
 
+        An ``OmniQError`` or ``TimeoutError`` (a failed task, a wait too long) is raised from
+        here, without the frames of the nested wait (asyncio, nest_asyncio2, the queue) that a
+        notebook would show above the task's own remote traceback.
+
         Raises:
             KeyboardInterrupt: the kernel was interrupted; the wait stops (the work it waited
                 for, such as a task, goes on).
@@ -104,6 +109,8 @@ class KernelRunner:
             if interrupted:
                 raise KeyboardInterrupt from None
             raise
+        except (OmniQError, TimeoutError) as exc:  # a task's outcome: the wait's own frames say nothing
+            raise exc.with_traceback(None) from exc.__cause__
         finally:
             _swap_sigint(previous)
             if not waiting.done():

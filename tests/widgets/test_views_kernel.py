@@ -136,6 +136,8 @@ def test_failed_task_view_shows_the_remote_traceback(widget_kernel: Kernel) -> N
     assert "ZeroDivisionError: division by zero" in outcome
     assert "ratio = a / b  # the line that fails" in outcome
     assert "in divide" in outcome
+    assert "[... 1 library frame hidden ...]" in outcome  # the thread pool's frame
+    assert "omniq_nb" not in outcome
     assert ">failed</span>" in view.status_html()
     assert view.state(view.cancel)["disabled"] is True
     assert view.state(view.retry)["disabled"] is False
