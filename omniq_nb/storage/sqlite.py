@@ -412,13 +412,19 @@ class SQLiteStorage:
         return counts
 
     async def claim(self, *, queues: Sequence[str], limit: int, lease: float, worker: str) -> builtins.list[Task]:
-        """Claim up to ``limit`` ready tasks in one atomic ``UPDATE … RETURNING``."""
+        """Claim up to ``limit`` ready tasks in one atomic ``UPDATE … RETURNING``.
+
+        The lease runs from the clock read inside the statement, after any wait for another
+        process's write lock, so a claim that waited still gets its whole lease. Ready tasks
+        are those due at the call (SQLite's own clock has millisecond steps: a task enqueued
+        this millisecond would wait for the next one).
+        """
         now = time.time()
         marks = ", ".join("?" * len(queues))
         sql = f"""
             UPDATE tasks SET status = 'running', attempt = attempt + 1,
                 lease_token = lower(hex(randomblob(16))), run_id = lower(hex(randomblob(8))),
-                lease_until = ?, started_at = ?, worker = ?,
+                lease_until = {_NOW_SQL} + ?, started_at = ?, worker = ?,
                 progress = 0, progress_done = 0, progress_total = NULL, progress_message = NULL
             WHERE seq IN (
                 SELECT seq FROM tasks
@@ -426,22 +432,21 @@ class SQLiteStorage:
                     AND (expires_at IS NULL OR expires_at > ?)
                 ORDER BY priority DESC, eta, seq LIMIT ?)
             RETURNING {_COLUMNS}, seq"""
-        rows = await self._fetch(sql, (now + lease, now, worker, *queues, now, now, limit))
+        rows = await self._fetch(sql, (lease, now, worker, *queues, now, now, limit))
         rows.sort(key=lambda row: (-row[4], row[10], row[-1]))
         return [_row_task(row) for row in rows]
 
     async def renew(self, *, leases: Mapping[str, str], lease: float) -> set[str]:
-        """Extend the leases still held; return their ids."""
+        """Extend the leases still held (from the clock after any lock wait); return their ids."""
         held: set[str] = set()
-        until = time.time() + lease
         for chunk in _chunks(list(leases.items()), _CHUNK_ROWS):
             values = ", ".join("(?, ?)" for _ in chunk)
             sql = f"""
                 WITH v(id, token) AS (VALUES {values})
-                UPDATE tasks SET lease_until = ? FROM v
+                UPDATE tasks SET lease_until = {_NOW_SQL} + ? FROM v
                 WHERE tasks.id = v.id AND tasks.lease_token = v.token AND tasks.status = 'running'
                 RETURNING tasks.id"""
-            rows = await self._fetch(sql, (*itertools.chain.from_iterable(chunk), until))
+            rows = await self._fetch(sql, (*itertools.chain.from_iterable(chunk), lease))
             held.update(row[0] for row in rows)
         return held
 
