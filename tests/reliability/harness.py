@@ -1,0 +1,382 @@
+"""Shared helpers of the reliability suite: child processes, task functions, reads of the file.
+
+Everything the scenarios share lives here, once:
+
+- ``Processes`` starts real child processes (``python -m omniq_nb worker`` and the scripts of
+  this module's ``main``), logs each to a file, and kills what is left at teardown.
+- Task functions (``run_once``, ``gated``, ``noop``) that worker processes import by name:
+  ``child_env`` puts this folder on ``PYTHONPATH`` (and the worktree first, so children run
+  the code under test). ``run_once`` appends one line ``task_id attempt pid`` per run to a
+  log opened with ``O_APPEND`` (one ``write``: lines of concurrent processes never mix).
+- Reads of the store through a fresh ``sqlite3`` connection per call, closed at once, as
+  another process (``omniq-nb list``) sees the file; ``integrity`` runs ``PRAGMA integrity_check``.
+- ``python -m harness enqueue|produce|notebook ...``: the enqueuing scripts of the scenarios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import random
+import re
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import omniq_nb as omniq
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]  # the worktree: children import the omniq_nb under test
+START_WAIT = 90.0  # seconds for a child to start serving (imports on a loaded 2-core machine)
+DRAIN_WAIT = 180.0  # seconds for the tasks of a scenario to finish
+LIMIT = 120.0  # no task function waits longer than this
+
+
+# --- task functions (imported by name in worker processes) -----------------------------------
+
+
+class Run(NamedTuple):
+    """One line of a run log: a task function started in process ``pid`` for ``attempt``."""
+
+    task_id: str
+    attempt: int
+    pid: int
+
+
+def _append(log: str, text: str) -> None:
+    fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        os.write(fd, text.encode())  # one write with O_APPEND: lines never interleave
+    finally:
+        os.close(fd)
+
+
+def run_once(log: str, seconds: float = 0.0) -> list[int]:
+    """Append ``task_id attempt pid`` to ``log``, sleep ``seconds``; return ``[attempt, pid]``."""
+    context = omniq.current()
+    assert context is not None
+    _append(log, f"{context.task_id} {context.attempt} {os.getpid()}\n")
+    if seconds:
+        time.sleep(seconds)
+    return [context.attempt, os.getpid()]
+
+
+def gated(log: str, gate: str) -> list[int]:
+    """Log the run, wait for the file ``gate`` (ignoring cancel flags), log the end; return ``[attempt, pid]``."""
+    context = omniq.current()
+    assert context is not None
+    _append(log, f"{context.task_id} {context.attempt} {os.getpid()}\n")
+    deadline = time.monotonic() + LIMIT
+    while not os.path.exists(gate) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    _append(log + ".end", f"{context.task_id} {context.attempt} {os.getpid()}\n")
+    return [context.attempt, os.getpid()]
+
+
+def noop() -> None:
+    """Do nothing (scale scenarios measure the queue, not the task)."""
+
+
+def runs(log: Path) -> list[Run]:
+    """Return the lines of a run log."""
+    if not log.exists():
+        return []
+    out = []
+    for line in log.read_text().splitlines():
+        task_id, attempt, pid = line.split()
+        out.append(Run(task_id, int(attempt), int(pid)))
+    return out
+
+
+def runs_by_task(log: Path) -> dict[str, list[Run]]:
+    grouped: dict[str, list[Run]] = defaultdict(list)
+    for run in runs(log):
+        grouped[run.task_id].append(run)
+    return grouped
+
+
+# --- reading the file as another process does ------------------------------------------------
+
+
+def query(db: Path, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+    """Run ``sql`` on a fresh connection (opened and closed here), as ``omniq-nb list`` does."""
+    with contextlib.closing(sqlite3.connect(db, timeout=60)) as conn:
+        return list(conn.execute(sql, params))
+
+
+def statuses(db: Path) -> dict[str, str]:
+    """Return ``{task id: status}`` of every task in the file."""
+    return dict(query(db, "SELECT id, status FROM tasks"))  # type: ignore[arg-type]
+
+
+def counts(db: Path) -> dict[str, int]:
+    """Return the number of tasks per status."""
+    return dict(query(db, "SELECT status, count(*) FROM tasks GROUP BY status"))  # type: ignore[arg-type]
+
+
+def integrity(db: Path) -> str:
+    """Return the result of ``PRAGMA integrity_check`` (``"ok"`` when the file is sound)."""
+    return "\n".join(row[0] for row in query(db, "PRAGMA integrity_check"))
+
+
+def vm_hwm_kib(pid: int) -> int:
+    """Return the peak resident set size (VmHWM) of a live process, in KiB."""
+    match = re.search(r"^VmHWM:\s+(\d+) kB", Path(f"/proc/{pid}/status").read_text(), re.MULTILINE)
+    assert match, f"no VmHWM for {pid}"
+    return int(match.group(1))
+
+
+class Monitor:
+    """A thread that polls the file with a fresh connection per poll and records what it saw.
+
+    ``check(counts)`` is called with each poll's counts per status and returns a problem
+    (a string) or ``None``; problems and errors are kept in ``problems``.
+    """
+
+    def __init__(self, db: Path, check: Callable[[dict[str, int]], str | None]) -> None:
+        self.db, self.check = db, check
+        self.polls = 0
+        self.problems: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._main, name="reliability-monitor", daemon=True)
+
+    def __enter__(self) -> Monitor:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=LIMIT)
+
+    def _main(self) -> None:
+        while not self._stop.wait(0.02):
+            try:
+                seen = counts(self.db)
+            except sqlite3.Error as exc:
+                self.problems.append(f"poll {self.polls}: {exc!r}")
+                continue
+            self.polls += 1
+            problem = self.check(seen)
+            if problem:
+                self.problems.append(f"poll {self.polls}: {problem}")
+
+
+# --- child processes -------------------------------------------------------------------------
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    """Return the environment of a child: this worktree and this folder first on ``PYTHONPATH``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OMNIQ_")}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), str(HERE), env.get("PYTHONPATH", "")) if p)
+    env["PYTHONUNBUFFERED"] = "1"
+    env["OMNIQ_POLL_INTERVAL"] = "0.05"
+    env["OMNIQ_RETRY_BACKOFF"] = "0.05"
+    env.update(extra)
+    return env
+
+
+class Child:
+    """One child process whose stdout and stderr go to a log file."""
+
+    def __init__(self, process: subprocess.Popen[bytes], log: Path) -> None:
+        self.process, self.log = process, log
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def text(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def says(self, pattern: str) -> bool:
+        """Return whether the log matches ``pattern``; fail at once if the child died without it."""
+        if re.search(pattern, self.text(), re.MULTILINE):
+            return True
+        if not self.alive():
+            raise AssertionError(f"child {self.pid} exited with {self.process.returncode}:\n{self.text()[-4000:]}")
+        return False
+
+    def send(self, line: str = "") -> None:
+        """Write a line to the child's stdin (started with ``stdin=True``)."""
+        assert self.process.stdin is not None
+        self.process.stdin.write(line.encode() + b"\n")
+        self.process.stdin.flush()
+
+    def signal(self, sig: int) -> None:
+        os.kill(self.pid, sig)
+
+    def kill9(self) -> None:
+        """``kill -9`` and reap."""
+        self.signal(signal.SIGKILL)
+        self.process.wait(timeout=LIMIT)
+
+    def terminate(self) -> int:
+        """SIGTERM (a graceful stop) and wait for the exit status."""
+        self.signal(signal.SIGTERM)
+        return self.process.wait(timeout=LIMIT)
+
+    def reap(self) -> None:
+        """Make sure the process is gone (resumed first, in case it was stopped)."""
+        if self.alive():
+            for sig in (signal.SIGCONT, signal.SIGKILL):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(self.pid, sig)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(timeout=LIMIT)
+
+
+class Processes:
+    """Start children in ``folder``; ``close()`` kills every one still alive."""
+
+    def __init__(self, folder: Path, wait: Callable[..., Any]) -> None:
+        self.folder, self.wait = folder, wait
+        self.children: list[Child] = []
+
+    def start(self, args: Sequence[str], *, name: str, env: dict[str, str] | None = None, stdin: bool = False) -> Child:
+        log = self.folder / f"{name}-{len(self.children)}.log"
+        with log.open("wb") as out:
+            process = subprocess.Popen(
+                [sys.executable, *args],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+                env=env or child_env(),
+                cwd=self.folder,
+            )
+        child = Child(process, log)
+        self.children.append(child)
+        return child
+
+    def worker(self, url: str, *, concurrency: int = 4, lease: float = 5.0, kind: str = "thread", **env: str) -> Child:
+        """Start ``python -m omniq_nb worker`` and wait until it serves."""
+        args = ["-m", "omniq_nb", "worker", "--db-url", url, "--concurrency", str(concurrency)]
+        args += ["--kind", kind, "--lease", str(lease), "--log-level", "INFO"]
+        child = self.start(args, name="worker", env=child_env(**env))
+        self.wait(lambda: child.says(r"worker \S+ started:"), timeout=START_WAIT)
+        return child
+
+    def script(self, command: str, *args: str, name: str | None = None, stdin: bool = False) -> Child:
+        """Start ``python -m harness COMMAND ARGS`` (see ``main``); ``stdin``: a pipe for ``send``."""
+        return self.start(["-m", "harness", command, *args], name=name or command, stdin=stdin)
+
+    def close(self) -> None:
+        for child in self.children:
+            child.reap()
+
+
+# --- scripts run as children: python -m harness COMMAND ... ---------------------------------
+
+
+def _enqueue(args: argparse.Namespace) -> None:
+    """Open the store, say "ready", wait for a line on stdin when asked, enqueue in batches."""
+    with omniq.OmniQ(db_url=args.url) as q:
+        print("ready", omniq.__file__, flush=True)
+        if args.wait:
+            sys.stdin.readline()
+        print("enqueuing", flush=True)
+        for start in range(0, args.n, args.batch):
+            count = min(args.batch, args.n - start)
+            q.enqueue_many(noop, [() for _ in range(count)])
+        print(f"enqueued {args.n}", flush=True)
+        print(f"VmHWM {vm_hwm_kib(os.getpid())}", flush=True)
+        if args.hold:
+            sys.stdin.readline()
+
+
+def _produce(args: argparse.Namespace) -> None:
+    """Enqueue ``n`` ``run_once`` tasks (singly and in groups), then check all ids are visible.
+
+    Writes its ids to ``OUT/ids-NAME``; once ``OUT/check`` exists, reads every ``ids-*`` file
+    and writes the ids it cannot ``get`` (or sees in no ``list``) to ``OUT/missing-NAME``.
+    """
+    out = Path(args.out)
+    ids: list[str] = []
+    with omniq.OmniQ(db_url=args.url) as q:
+        rng = random.Random(args.name)
+        while len(ids) < args.n:
+            if rng.random() < 0.5:
+                ids.append(q.enqueue(run_once, args.log).id)
+            else:
+                size = min(rng.randint(2, 20), args.n - len(ids))
+                ids += q.enqueue_many(run_once, [(args.log,) for _ in range(size)]).ids
+        partial = out / f".ids-{args.name}"
+        partial.write_text("\n".join(ids))
+        os.replace(partial, out / f"ids-{args.name}")
+        deadline = time.monotonic() + LIMIT
+        while not (out / "check").exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        wanted = {i for f in out.glob("ids-*") for i in f.read_text().split()}
+        missing = [i for i in sorted(wanted) if q.get(i).task.status is not omniq.TaskStatus.SUCCEEDED]
+        partial = out / f".missing-{args.name}"
+        partial.write_text(f"{len(wanted)}\n" + "\n".join(missing))
+        os.replace(partial, out / f"missing-{args.name}")
+
+
+def _notebook(args: argparse.Namespace) -> None:
+    """A notebook-like process: one queue, an in-process pool, tasks enqueued while it runs.
+
+    Enqueues ``n`` ``run_once`` tasks in small groups (a pause between them), prints the ids,
+    waits until all of them succeeded (with results), then stops its pool gracefully.
+    """
+    with omniq.OmniQ(db_url=args.url) as q, omniq.WorkerPool(q, concurrency=2, lease=args.lease):
+        print("serving", flush=True)
+        handles = []
+        for start in range(0, args.n, 5):
+            handles += q.enqueue_many(run_once, [(args.log, 0.01) for _ in range(min(5, args.n - start))]).handles
+            time.sleep(0.05)  # paces the stream of tasks: it is not a wait for a condition
+        print("ids", " ".join(h.id for h in handles), flush=True)
+        for handle in handles:
+            handle.result(timeout=LIMIT)
+        print("all succeeded", flush=True)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="harness")
+    commands = parser.add_subparsers(dest="command", required=True)
+    enqueue = commands.add_parser("enqueue")
+    enqueue.add_argument("url")
+    enqueue.add_argument("n", type=int)
+    enqueue.add_argument("--batch", type=int, default=1000)
+    enqueue.add_argument("--wait", action="store_true", help="wait for a line on stdin before enqueuing")
+    enqueue.add_argument("--hold", action="store_true", help="wait for a line on stdin before exiting")
+    enqueue.set_defaults(run=_enqueue)
+    produce = commands.add_parser("produce")
+    for name in ("url", "log", "out", "name"):
+        produce.add_argument(name)
+    produce.add_argument("n", type=int)
+    produce.set_defaults(run=_produce)
+    notebook = commands.add_parser("notebook")
+    notebook.add_argument("url")
+    notebook.add_argument("log")
+    notebook.add_argument("n", type=int)
+    notebook.add_argument("--lease", type=float, default=5.0)
+    notebook.set_defaults(run=_notebook)
+    args = parser.parse_args(argv)
+    args.run(args)
+
+
+@contextlib.contextmanager
+def processes(folder: Path, wait: Callable[..., Any]) -> Iterator[Processes]:
+    """Yield a ``Processes``; every child still alive at the end is killed."""
+    group = Processes(folder, wait)
+    try:
+        yield group
+    finally:
+        group.close()
+
+
+if __name__ == "__main__":  # run as ``python -m harness``: use the importable module, so tasks pickle by name
+    import harness
+
+    harness.main()

@@ -1,0 +1,76 @@
+"""Promise: ``kill -9`` of a worker at any moment (mid-task, mid-claim, mid-commit) loses no task.
+
+Workers are killed again and again at random moments while tasks flow (some only after they
+rescued their predecessors' attempts), a new one started each time, and a monitor reads the
+file through a fresh connection per poll (as ``omniq-nb list`` does). In the end every task
+succeeded, a task ran more than once only for attempts whose worker was killed, no attempt
+ran twice, and ``PRAGMA integrity_check`` is ok.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from pathlib import Path
+
+import harness
+from harness import DRAIN_WAIT, START_WAIT, Monitor, Processes
+
+from omniq_nb import OmniQ
+
+BATCH = 100  # tasks added before each worker's life, so every life has work
+KILLS = 6
+LEASE = 3.0  # short, so killed attempts are rescued soon; long enough for renewals on a loaded machine
+
+
+def test_kill_9_at_random_moments_loses_no_task_and_reruns_only_killed_attempts(
+    procs: Processes, db: Path, url: str, tmp_path: Path, wait_until_sync
+) -> None:
+    seed = random.randrange(1 << 30)
+    rng = random.Random(seed)
+    log = tmp_path / "runs.log"
+    ids: list[str] = []
+    enqueued = [0]  # acknowledged so far; the monitor never sees fewer tasks than this
+    seen_total = [0]
+
+    def consistent(seen: dict[str, int], acknowledged: int) -> str | None:
+        total = sum(seen.values())
+        if total < max(acknowledged, seen_total[0]) or set(seen) - {"pending", "running", "succeeded"}:
+            return f"the file holds {seen} after {acknowledged} acknowledged, {seen_total[0]} seen"
+        seen_total[0] = total
+        return None
+
+    killed: set[int] = set()
+    with OmniQ(db_url=url) as q, Monitor(db, lambda seen: consistent(seen, enqueued[0])) as monitor:
+        for life in range(KILLS):
+            calls = [(str(log), rng.choice((0.0, 0.01, 0.03))) for _ in range(BATCH)]
+            ids += q.enqueue_many(harness.run_once, calls, retries=KILLS + 1).ids  # a task may meet every kill
+            enqueued[0] = len(ids)
+            worker = procs.worker(url, concurrency=4, lease=LEASE, kind=("thread", "async")[life % 2])
+            if life % 3 == 2:  # this one lives until it rescued its predecessors' attempts (and re-runs them)
+                wait_until_sync(lambda w=worker: w.says("lease ran out"), timeout=START_WAIT)
+            wait_until_sync(lambda w=worker: any(r.pid == w.pid for r in harness.runs(log)), timeout=START_WAIT)
+            time.sleep(rng.uniform(0.0, 0.15))  # picks the kill moment at random: not a wait for a condition
+            worker.kill9()
+            killed.add(worker.pid)
+        survivor = procs.worker(url, concurrency=4, lease=LEASE)
+        wait_until_sync(lambda: harness.counts(db) == {"succeeded": len(ids)}, timeout=DRAIN_WAIT)
+        assert survivor.terminate() == 0
+        results = {task_id: q.get(task_id).result(timeout=10) for task_id in ids}
+    assert not monitor.problems, f"seed {seed}: {monitor.problems[:5]}"
+    assert monitor.polls > 0
+
+    stored = {row[0]: row[1] for row in harness.query(db, "SELECT id, attempt FROM tasks")}
+    assert set(stored) == set(ids)
+    by_task = harness.runs_by_task(log)
+    for task_id in ids:
+        task_runs = by_task[task_id]
+        attempts = [run.attempt for run in task_runs]
+        assert len(attempts) == len(set(attempts)), f"seed {seed}: an attempt of {task_id} ran twice: {task_runs}"
+        final = [run for run in task_runs if run.attempt == stored[task_id]]
+        assert len(final) == 1, f"seed {seed}: the stored attempt of {task_id} never ran: {task_runs}"
+        assert results[task_id] == [final[0].attempt, final[0].pid], f"seed {seed}: {task_id}"
+        earlier = [run for run in task_runs if run.attempt != stored[task_id]]
+        assert all(run.pid in killed for run in earlier), f"seed {seed}: {task_id} re-ran without a kill: {task_runs}"
+    assert max(stored.values()) > 1, f"seed {seed}: no kill interrupted an attempt (the scenario tested nothing)"
+    assert harness.integrity(db) == "ok"
