@@ -85,6 +85,11 @@ def noop() -> None:
     """Do nothing (scale scenarios measure the queue, not the task)."""
 
 
+def echo(item: Any) -> Any:
+    """Return ``item`` (a task for ``.map``)."""
+    return item
+
+
 def runs(log: Path) -> list[Run]:
     """Return the lines of a run log."""
     if not log.exists():
@@ -266,9 +271,9 @@ class Processes:
         self.wait(lambda: child.says(r"worker \S+ started:"), timeout=START_WAIT)
         return child
 
-    def script(self, command: str, *args: str, name: str | None = None, stdin: bool = False) -> Child:
+    def script(self, command: str, *args: str, name: str | None = None, stdin: bool = False, **env: str) -> Child:
         """Start ``python -m harness COMMAND ARGS`` (see ``main``); ``stdin``: a pipe for ``send``."""
-        return self.start(["-m", "harness", command, *args], name=name or command, stdin=stdin)
+        return self.start(["-m", "harness", command, *args], name=name or command, stdin=stdin, env=child_env(**env))
 
     def close(self) -> None:
         for child in self.children:
@@ -281,13 +286,19 @@ class Processes:
 def _enqueue(args: argparse.Namespace) -> None:
     """Open the store, say "ready", wait for a line on stdin when asked, enqueue in batches."""
     with omniq.OmniQ(db_url=args.url) as q:
+        mapped = omniq.task(echo)
+        if args.map:
+            mapped.map([])  # opens the default queue (OMNIQ_DB_URL is the same file) before "ready"
         print("ready", omniq.__file__, flush=True)
         if args.wait:
             sys.stdin.readline()
         print("enqueuing", flush=True)
         for start in range(0, args.n, args.batch):
             count = min(args.batch, args.n - start)
-            q.enqueue_many(noop, [() for _ in range(count)])
+            if args.map:
+                mapped.map(range(count))
+            else:
+                q.enqueue_many(noop, [() for _ in range(count)])
         print(f"enqueued {args.n}", flush=True)
         print(f"VmHWM {vm_hwm_kib(os.getpid())}", flush=True)
         if args.hold:
@@ -350,6 +361,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     enqueue.add_argument("--batch", type=int, default=1000)
     enqueue.add_argument("--wait", action="store_true", help="wait for a line on stdin before enqueuing")
     enqueue.add_argument("--hold", action="store_true", help="wait for a line on stdin before exiting")
+    enqueue.add_argument("--map", action="store_true", help="use @task .map on the default queue (OMNIQ_DB_URL)")
     enqueue.set_defaults(run=_enqueue)
     produce = commands.add_parser("produce")
     for name in ("url", "log", "out", "name"):
