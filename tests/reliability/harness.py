@@ -335,21 +335,26 @@ def _produce(args: argparse.Namespace) -> None:
 
 
 def _notebook(args: argparse.Namespace) -> None:
-    """A notebook-like process: one queue, an in-process pool, tasks enqueued while it runs.
+    """A notebook-like process: one queue and an in-process pool; tasks enqueued while it runs.
 
-    Enqueues ``n`` ``run_once`` tasks in small groups (a pause between them), prints the ids,
-    waits until all of them succeeded (with results), then stops its pool gracefully.
+    Enqueues groups of 5 ``run_once`` tasks, a pause between them, until ``OUT/stop`` exists;
+    writes the ids to ``OUT/ids``, waits until every one succeeded, then stops its pool
+    gracefully and prints "all succeeded".
     """
+    out = Path(args.out)
     with omniq.OmniQ(db_url=args.url) as q, omniq.WorkerPool(q, concurrency=2, lease=args.lease):
         print("serving", flush=True)
-        handles = []
-        for start in range(0, args.n, 5):
-            handles += q.enqueue_many(run_once, [(args.log, 0.01) for _ in range(min(5, args.n - start))]).handles
+        handles: list[Any] = []
+        deadline = time.monotonic() + LIMIT
+        while not (out / "stop").exists() and time.monotonic() < deadline:
+            handles += q.enqueue_many(run_once, [(args.log, 0.01)] * 5).handles
             time.sleep(0.05)  # paces the stream of tasks: it is not a wait for a condition
-        print("ids", " ".join(h.id for h in handles), flush=True)
+        partial = out / ".ids"
+        partial.write_text("\n".join(h.id for h in handles))
+        os.replace(partial, out / "ids")
         for handle in handles:
             handle.result(timeout=LIMIT)
-        print("all succeeded", flush=True)
+    print("all succeeded", flush=True)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -371,7 +376,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     notebook = commands.add_parser("notebook")
     notebook.add_argument("url")
     notebook.add_argument("log")
-    notebook.add_argument("n", type=int)
+    notebook.add_argument("out")
     notebook.add_argument("--lease", type=float, default=5.0)
     notebook.set_defaults(run=_notebook)
     args = parser.parse_args(argv)
