@@ -27,6 +27,7 @@ _FAST_POLL = 0.02  # seconds between polls while a result is awaited
 _CLOSE_POLL = 0.1  # seconds between polls while a live view observes a task
 _RECHECK_EVERY = 1.0  # seconds between direct re-reads of awaited tasks
 _EVENT_BATCH = 1000
+_PRUNE_AT_LEAST = 1000  # watched ids before ``watch`` drops those whose handles are gone
 
 EventListener = Callable[[TaskEvent], object]
 """A callable given each event; it may be a coroutine function."""
@@ -71,6 +72,7 @@ class EventHub:
         self._pending_callbacks: set[asyncio.Future[object]] = set()
         self._close: dict[str, weakref.ref[Watched]] = {}
         self._closing = False
+        self._prune_at = _PRUNE_AT_LEAST
 
     async def start(self) -> None:
         """Place the cursor at the newest event and start following the store."""
@@ -100,6 +102,8 @@ class EventHub:
         if handle.done():
             return
         self._watched.setdefault(handle.id, []).append(weakref.ref(handle))
+        if len(self._watched) > self._prune_at:  # amortized: a stream of enqueues outpaces the follower
+            self._prune_watched()
 
     def watch_closely(self, handle: Watched) -> None:
         """Keep ``handle`` current promptly: local writes wake the follower, which polls often."""
@@ -175,7 +179,7 @@ class EventHub:
         if self._waiters and (not self._events_recorded or now - self._checked_at >= _RECHECK_EVERY):
             self._checked_at = now
             self.deliver(await self._storage.get_many(list(self._waiters)))
-        self._watched = {i: refs for i, refs in self._watched.items() if any(ref() is not None for ref in refs)}
+        self._prune_watched()
         self._close = {i: ref for i, ref in self._close.items() if (h := ref()) is not None and not h.done()}
         if not self._events_recorded and self._watched:
             self.deliver(await self._storage.get_many(list(self._watched)))
@@ -200,6 +204,16 @@ class EventHub:
                 self.deliver(await self._storage.get_many(list(finished)))
             if len(events) < _EVENT_BATCH:
                 return
+
+    def _prune_watched(self) -> None:
+        """Forget ids none of whose handles are alive.
+
+        Called by every poll and by ``watch`` once the dict doubled since the last prune: a
+        process that keeps enqueuing adds events faster than one poll reads them, so the
+        poll alone would never get here and one entry per task ever enqueued would stay.
+        """
+        self._watched = {i: refs for i, refs in self._watched.items() if any(ref() is not None for ref in refs)}
+        self._prune_at = max(_PRUNE_AT_LEAST, 2 * len(self._watched))
 
     def deliver(self, tasks: Iterable[Task]) -> None:
         """Update handles and wake waiters with fresh snapshots (from a local write or a poll)."""
