@@ -44,11 +44,20 @@ LIMIT = 120.0  # no task function waits longer than this
 
 
 class Run(NamedTuple):
-    """One line of a run log: a task function started in process ``pid`` for ``attempt``."""
+    """One line of a run log: a task function started in process ``pid`` (parent ``ppid``) for ``attempt``."""
 
     task_id: str
     attempt: int
     pid: int
+    ppid: int
+
+    def ran_in(self, pids: set[int]) -> bool:
+        """Return whether the run was in one of ``pids`` or in a child process of one (``--kind process``)."""
+        return self.pid in pids or self.ppid in pids
+
+
+def _line(context: Any) -> str:
+    return f"{context.task_id} {context.attempt} {os.getpid()} {os.getppid()}\n"
 
 
 def _append(log: str, text: str) -> None:
@@ -60,10 +69,10 @@ def _append(log: str, text: str) -> None:
 
 
 def run_once(log: str, seconds: float = 0.0) -> list[int]:
-    """Append ``task_id attempt pid`` to ``log``, sleep ``seconds``; return ``[attempt, pid]``."""
+    """Append ``task_id attempt pid ppid`` to ``log``, sleep ``seconds``; return ``[attempt, pid]``."""
     context = omniq.current()
     assert context is not None
-    _append(log, f"{context.task_id} {context.attempt} {os.getpid()}\n")
+    _append(log, _line(context))
     if seconds:
         time.sleep(seconds)
     return [context.attempt, os.getpid()]
@@ -73,11 +82,11 @@ def gated(log: str, gate: str) -> list[int]:
     """Log the run, wait for the file ``gate`` (ignoring cancel flags), log the end; return ``[attempt, pid]``."""
     context = omniq.current()
     assert context is not None
-    _append(log, f"{context.task_id} {context.attempt} {os.getpid()}\n")
+    _append(log, _line(context))
     deadline = time.monotonic() + LIMIT
     while not os.path.exists(gate) and time.monotonic() < deadline:
         time.sleep(0.01)
-    _append(log + ".end", f"{context.task_id} {context.attempt} {os.getpid()}\n")
+    _append(log + ".end", _line(context))
     return [context.attempt, os.getpid()]
 
 
@@ -96,8 +105,8 @@ def runs(log: Path) -> list[Run]:
         return []
     out = []
     for line in log.read_text().splitlines():
-        task_id, attempt, pid = line.split()
-        out.append(Run(task_id, int(attempt), int(pid)))
+        task_id, attempt, pid, ppid = line.split()
+        out.append(Run(task_id, int(attempt), int(pid), int(ppid)))
     return out
 
 
@@ -130,6 +139,25 @@ def counts(db: Path) -> dict[str, int]:
 def integrity(db: Path) -> str:
     """Return the result of ``PRAGMA integrity_check`` (``"ok"`` when the file is sound)."""
     return "\n".join(row[0] for row in query(db, "PRAGMA integrity_check"))
+
+
+def children_of(pid: int) -> list[int]:
+    """Return the ids of the live child processes of ``pid`` (from ``/proc``)."""
+    kids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[1]) == pid and fields[0] != "Z":
+                kids.append(int(stat.parent.name))
+    return kids
+
+
+def gone(pid: int) -> bool:
+    """Return whether process ``pid`` has ended (no longer exists, or is a zombie)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
 
 
 def vm_hwm_kib(pid: int) -> int:
@@ -172,6 +200,37 @@ class Monitor:
             problem = self.check(seen)
             if problem:
                 self.problems.append(f"poll {self.polls}: {problem}")
+
+
+class Lister:
+    """A thread that runs ``python -m omniq_nb list`` again and again; failures go to ``problems``.
+
+    Each run opens the store through omniq_nb (its own open path, migrations check included)
+    and closes it: the pattern that once made another process delete the live WAL.
+    """
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.runs = 0
+        self.problems: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._main, name="reliability-lister", daemon=True)
+
+    def __enter__(self) -> Lister:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=LIMIT)
+
+    def _main(self) -> None:
+        command = [sys.executable, "-m", "omniq_nb", "--db-url", self.url, "list", "--limit", "3"]
+        while not self._stop.is_set():
+            done = subprocess.run(command, capture_output=True, text=True, timeout=LIMIT, env=child_env())
+            self.runs += 1
+            if done.returncode != 0:
+                self.problems.append(f"list run {self.runs} exited {done.returncode}: {done.stderr[-2000:]}")
 
 
 # --- child processes -------------------------------------------------------------------------

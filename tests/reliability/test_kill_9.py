@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import harness
-from harness import DRAIN_WAIT, START_WAIT, Monitor, Processes
+from harness import DRAIN_WAIT, START_WAIT, Lister, Monitor, Processes
 
 from omniq_nb import OmniQ
 
@@ -41,24 +41,29 @@ def test_kill_9_at_random_moments_loses_no_task_and_reruns_only_killed_attempts(
         return None
 
     killed: set[int] = set()
-    with OmniQ(db_url=url) as q, Monitor(db, lambda seen: consistent(seen, enqueued[0])) as monitor:
+    monitor, lister = Monitor(db, lambda seen: consistent(seen, enqueued[0])), Lister(url)
+    with OmniQ(db_url=url) as q, monitor, lister:
         for life in range(KILLS):
             calls = [(str(log), rng.choice((0.0, 0.01, 0.03))) for _ in range(BATCH)]
             ids += q.enqueue_many(harness.run_once, calls, retries=KILLS + 1).ids  # a task may meet every kill
             enqueued[0] = len(ids)
-            worker = procs.worker(url, concurrency=4, lease=LEASE, kind=("thread", "async")[life % 2])
+            kind = ("thread", "async", "process")[life % 3]
+            worker = procs.worker(url, concurrency=4, lease=LEASE, kind=kind)
             if life % 3 == 2:  # this one lives until it rescued its predecessors' attempts (and re-runs them)
                 wait_until_sync(lambda w=worker: w.says("lease ran out"), timeout=START_WAIT)
-            wait_until_sync(lambda w=worker: any(r.pid == w.pid for r in harness.runs(log)), timeout=START_WAIT)
+            wait_until_sync(lambda w=worker: any(r.ran_in({w.pid}) for r in harness.runs(log)), timeout=START_WAIT)
             time.sleep(rng.uniform(0.0, 0.15))  # picks the kill moment at random: not a wait for a condition
+            children = harness.children_of(worker.pid)
             worker.kill9()
             killed.add(worker.pid)
+            wait_until_sync(lambda c=children: all(map(harness.gone, c)), timeout=60)  # no orphan runs on
         survivor = procs.worker(url, concurrency=4, lease=LEASE)
         wait_until_sync(lambda: harness.counts(db) == {"succeeded": len(ids)}, timeout=DRAIN_WAIT)
         assert survivor.terminate() == 0
         results = {task_id: q.get(task_id).result(timeout=10) for task_id in ids}
     assert not monitor.problems, f"seed {seed}: {monitor.problems[:5]}"
-    assert monitor.polls > 0
+    assert not lister.problems, f"seed {seed}: {lister.problems[:3]}"
+    assert monitor.polls > 0 and lister.runs > 0
 
     stored = {row[0]: row[1] for row in harness.query(db, "SELECT id, attempt FROM tasks")}
     assert set(stored) == set(ids)
@@ -71,6 +76,6 @@ def test_kill_9_at_random_moments_loses_no_task_and_reruns_only_killed_attempts(
         assert len(final) == 1, f"seed {seed}: the stored attempt of {task_id} never ran: {task_runs}"
         assert results[task_id] == [final[0].attempt, final[0].pid], f"seed {seed}: {task_id}"
         earlier = [run for run in task_runs if run.attempt != stored[task_id]]
-        assert all(run.pid in killed for run in earlier), f"seed {seed}: {task_id} re-ran without a kill: {task_runs}"
+        assert all(run.ran_in(killed) for run in earlier), f"seed {seed}: {task_id} re-ran without a kill: {task_runs}"
     assert max(stored.values()) > 1, f"seed {seed}: no kill interrupted an attempt (the scenario tested nothing)"
     assert harness.integrity(db) == "ok"
