@@ -90,6 +90,19 @@ def gated(log: str, gate: str) -> list[int]:
     return [context.attempt, os.getpid()]
 
 
+def until_gate_or_cancel(log: str, gate: str) -> list[int]:
+    """Log the run, wait for the file ``gate`` or a cancel flag (as a well-behaved long task does)."""
+    context = omniq.current()
+    assert context is not None
+    _append(log, _line(context))
+    deadline = time.monotonic() + LIMIT
+    while not (os.path.exists(gate) or context.cancelled) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    if not os.path.exists(gate):
+        raise RuntimeError("interrupted before the gate opened")
+    return [context.attempt, os.getpid()]
+
+
 def noop() -> None:
     """Do nothing (scale scenarios measure the queue, not the task)."""
 

@@ -59,3 +59,24 @@ def test_notebook_pool_and_restarted_cli_worker_run_every_task_once(
     listed = [line.split() for line in listing.stdout.splitlines()[1:]]
     assert {row[0]: row[1] for row in listed} == dict.fromkeys(ids, "succeeded")
     assert harness.integrity(db) == "ok"
+
+
+def test_sigterm_mid_task_hands_it_back_without_using_an_attempt(
+    procs: Processes, db: Path, url: str, tmp_path: Path, wait_until_sync
+) -> None:
+    """Promise: SIGTERM in the middle of a long task hands it back unharmed: it runs again as attempt 1."""
+    log, gate = tmp_path / "runs.log", tmp_path / "gate"
+    first = procs.worker(url, concurrency=2, lease=10)
+    with OmniQ(db_url=url) as q:
+        handle = q.enqueue_call(harness.until_gate_or_cancel, args=(str(log), str(gate)))  # retries=0: one attempt
+        wait_until_sync(lambda: len(harness.runs(log)) == 1, timeout=START_WAIT)
+        assert first.terminate() == 0, first.text()  # waits for the task, then interrupts and hands it back
+        assert "handed 1 running task(s) back" in first.text()
+        assert harness.query(db, "SELECT status, attempt, lease_token FROM tasks") == [("pending", 0, None)]
+        second = procs.worker(url, concurrency=2, lease=10)
+        wait_until_sync(lambda: len(harness.runs(log)) == 2, timeout=START_WAIT)
+        gate.touch()
+        assert handle.result(timeout=60) == [1, second.pid]
+    assert [(r.attempt, r.pid) for r in harness.runs(log)] == [(1, first.pid), (1, second.pid)]
+    assert harness.query(db, "SELECT status, attempt FROM tasks") == [("succeeded", 1)]
+    assert second.terminate() == 0
