@@ -215,6 +215,46 @@ class Monitor:
                 self.problems.append(f"poll {self.polls}: {problem}")
 
 
+class OverlappingReaders:
+    """Two threads whose read transactions (fresh connection, 50 ms each) overlap: one is always open.
+
+    Each alone is a short read, as a slow ``omniq-nb list`` or a notebook's poll; together
+    there is no moment without a reader, which is what keeps a WAL from ever restarting
+    unless the store checkpoints in a mode that waits for the readers of the moment.
+    """
+
+    HOLD = 0.05
+
+    def __init__(self, db: Path) -> None:
+        self.db = db
+        self.reads = 0
+        self._stop = threading.Event()
+        self._threads = [
+            threading.Thread(target=self._main, args=(n * self.HOLD / 2,), name=f"reader-{n}", daemon=True)
+            for n in range(2)
+        ]
+
+    def __enter__(self) -> OverlappingReaders:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=LIMIT)
+
+    def _main(self, offset: float) -> None:
+        self._stop.wait(offset)  # staggers the two readers: not a wait for a condition
+        while not self._stop.is_set():
+            with contextlib.closing(sqlite3.connect(self.db, timeout=60, isolation_level=None)) as conn:
+                conn.execute("BEGIN")
+                conn.execute("SELECT count(*) FROM tasks WHERE status = 'pending'").fetchone()
+                self._stop.wait(self.HOLD)  # holds the read transaction open: not a wait for a condition
+                conn.execute("COMMIT")
+            self.reads += 1
+
+
 class Lister:
     """A thread that runs ``python -m omniq_nb list`` again and again; failures go to ``problems``.
 

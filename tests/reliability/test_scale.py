@@ -11,6 +11,7 @@ stays under the store's ``journal_size_limit`` while the worker drains (checkpoi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
 from pathlib import Path
@@ -18,7 +19,7 @@ from typing import Any, NamedTuple
 
 import harness
 import pytest
-from harness import DRAIN_WAIT, START_WAIT, Processes
+from harness import DRAIN_WAIT, START_WAIT, OverlappingReaders, Processes
 
 from omniq_nb import AsyncOmniQ
 from omniq_nb.storage.sqlite import _JOURNAL_SIZE_LIMIT
@@ -33,7 +34,7 @@ class Footprint(NamedTuple):
     wal_max: int  # bytes
 
 
-def _drain(procs: Processes, folder: Path, n: int, wait_until_sync: Any) -> Footprint:
+def _drain(procs: Processes, folder: Path, n: int, wait_until_sync: Any, *, readers: bool = False) -> Footprint:
     folder.mkdir()
     db = folder / "jobs.db"
     url = f"sqlite:///{db}"
@@ -55,7 +56,8 @@ def _drain(procs: Processes, folder: Path, n: int, wait_until_sync: Any) -> Foot
         return harness.query(db, sql) == [(0,)]
 
     worker = procs.worker(url, concurrency=16, lease=30, kind="async")
-    wait_until_sync(drained, timeout=DRAIN_WAIT)
+    with OverlappingReaders(db) if readers else contextlib.nullcontext():
+        wait_until_sync(drained, timeout=DRAIN_WAIT)
     worker_kib = harness.vm_hwm_kib(worker.pid)
     assert worker.terminate() == 0
     assert harness.counts(db) == {"succeeded": n}
@@ -94,3 +96,18 @@ def test_hundred_thousand_tasks_keep_memory_lookups_and_wal_bounded(
         plan = " / ".join(row[3] for row in harness.query(db, f"EXPLAIN QUERY PLAN {statement}"))
         assert "SCAN" not in plan and "USING" in plan and "INDEX" in plan, f"{statement}: {plan}"
     assert os.path.getsize(db) > 0
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(
+    strict=True,
+    reason="checkpoint starvation: the store only relies on SQLite's automatic PASSIVE checkpoint, which never "
+    "resets the WAL while some reader is always open and the worker keeps writing; no periodic "
+    "wal_checkpoint(RESTART|TRUNCATE) waits for the readers of the moment, so the -wal grew to ~420 MB "
+    "for 60,000 tasks (4 MB without the readers)",
+)
+def test_wal_stays_bounded_while_readers_overlap(procs: Processes, tmp_path: Path, wait_until_sync) -> None:
+    """Promise: the WAL stays under journal_size_limit while a worker drains and short reads overlap."""
+    footprint = _drain(procs, tmp_path / "readers", 60_000, wait_until_sync, readers=True)
+    print(f"footprint with overlapping readers: {footprint}")
+    assert footprint.wal_max <= _JOURNAL_SIZE_LIMIT, footprint
