@@ -103,6 +103,14 @@ def until_gate_or_cancel(log: str, gate: str) -> list[int]:
     return [context.attempt, os.getpid()]
 
 
+def crash(log: str) -> None:
+    """Log the run, then end the whole process at once (as a segfault in a native library would)."""
+    context = omniq.current()
+    assert context is not None
+    _append(log, _line(context))
+    os._exit(1)
+
+
 def noop() -> None:
     """Do nothing (scale scenarios measure the queue, not the task)."""
 

@@ -79,3 +79,47 @@ def test_kill_9_at_random_moments_loses_no_task_and_reruns_only_killed_attempts(
         assert all(run.ran_in(killed) for run in earlier), f"seed {seed}: {task_id} re-ran without a kill: {task_runs}"
     assert max(stored.values()) > 1, f"seed {seed}: no kill interrupted an attempt (the scenario tested nothing)"
     assert harness.integrity(db) == "ok"
+
+
+def test_a_task_that_kills_its_worker_ends_failed_after_its_attempts(
+    procs: Processes, db: Path, url: str, tmp_path: Path, wait_until_sync
+) -> None:
+    """Promise: a crash loop ends: each death uses an attempt, then the task fails with "worker lost"."""
+    log = tmp_path / "runs.log"
+    with OmniQ(db_url=url) as q:
+        handle = q.enqueue_call(harness.crash, args=(str(log),), retries=2)
+        lives = []
+        while not q.get(handle.id).done():
+            assert len(lives) < 4, "the crash loop did not end after 3 attempts"
+            worker = procs.worker(url, concurrency=2, lease=2)
+            lives.append(worker)
+            wait_until_sync(lambda w=worker: not w.alive() or q.get(handle.id).done(), timeout=START_WAIT)
+        task = q.get(handle.id).task
+    assert (task.status, task.attempt) == ("failed", 3)
+    assert task.error is not None and task.error.type.endswith("WorkerLost") and "lost" in task.error.message
+    assert [(r.attempt, r.pid) for r in harness.runs(log)] == [(n, lives[n - 1].pid) for n in (1, 2, 3)]
+    assert [w.alive() for w in lives] == [False, False, False, True]
+    assert lives[-1].terminate() == 0
+    assert harness.integrity(db) == "ok"
+
+
+def test_an_at_most_once_task_whose_worker_is_killed_fails_and_never_runs_again(
+    procs: Processes, db: Path, url: str, tmp_path: Path, wait_until_sync
+) -> None:
+    """Promise: ``at_most_once``: after kill -9 mid-task the task is failed ("worker lost"), never re-run."""
+    log, gate = tmp_path / "runs.log", tmp_path / "gate"
+    first = procs.worker(url, concurrency=2, lease=2)
+    with OmniQ(db_url=url) as q:
+        handle = q.enqueue_call(harness.gated, args=(str(log), str(gate)), at_most_once=True, retries=3)
+        wait_until_sync(lambda: len(harness.runs(log)) == 1, timeout=START_WAIT)
+        first.kill9()
+        rescuer = procs.worker(url, concurrency=2, lease=2)
+        wait_until_sync(lambda: q.get(handle.id).done(), timeout=60)
+        task = q.get(handle.id).task
+        gate.touch()
+        later = q.enqueue_call(harness.run_once, args=(str(log),))  # the rescuer keeps serving
+        assert later.result(timeout=60)[1] == rescuer.pid
+    assert (task.status, task.attempt) == ("failed", 1)
+    assert task.error is not None and "lost" in task.error.message
+    assert [(r.task_id, r.attempt) for r in harness.runs(log)] == [(handle.id, 1), (later.id, 1)]
+    assert rescuer.terminate() == 0
