@@ -428,26 +428,28 @@ def _enqueue(args: argparse.Namespace) -> None:
 def _produce(args: argparse.Namespace) -> None:
     """Enqueue ``n`` ``run_once`` tasks (singly and in groups), then check all ids are visible.
 
-    Writes its ids to ``OUT/ids-NAME``; once ``OUT/check`` exists, reads every ``ids-*`` file
-    and writes the ids it cannot ``get`` (or sees in no ``list``) to ``OUT/missing-NAME``.
+    Waits for the result of each through its own handle (updated from other processes' events)
+    and writes ``id attempt pid`` lines to ``OUT/ids-NAME``; once ``OUT/check`` exists, reads
+    every ``ids-*`` file and writes the ids it does not see succeeded to ``OUT/missing-NAME``.
     """
     out = Path(args.out)
-    ids: list[str] = []
+    handles: list[Any] = []
     with omniq.OmniQ(db_url=args.url) as q:
         rng = random.Random(args.name)
-        while len(ids) < args.n:
+        while len(handles) < args.n:
             if rng.random() < 0.5:
-                ids.append(q.enqueue(run_once, args.log).id)
+                handles.append(q.enqueue(run_once, args.log))
             else:
-                size = min(rng.randint(2, 20), args.n - len(ids))
-                ids += q.enqueue_many(run_once, [(args.log,) for _ in range(size)]).ids
+                size = min(rng.randint(2, 20), args.n - len(handles))
+                handles += q.enqueue_many(run_once, [(args.log,) for _ in range(size)]).handles
+        seen = [(h.id, *h.result(timeout=LIMIT)) for h in handles]
         partial = out / f".ids-{args.name}"
-        partial.write_text("\n".join(ids))
+        partial.write_text("".join(f"{task_id} {attempt} {pid}\n" for task_id, attempt, pid in seen))
         os.replace(partial, out / f"ids-{args.name}")
         deadline = time.monotonic() + LIMIT
         while not (out / "check").exists() and time.monotonic() < deadline:
             time.sleep(0.02)
-        wanted = {i for f in out.glob("ids-*") for i in f.read_text().split()}
+        wanted = {line.split()[0] for f in out.glob("ids-*") for line in f.read_text().splitlines()}
         missing = [i for i in sorted(wanted) if q.get(i).task.status is not omniq.TaskStatus.SUCCEEDED]
         partial = out / f".missing-{args.name}"
         partial.write_text(f"{len(wanted)}\n" + "\n".join(missing))
@@ -457,9 +459,10 @@ def _produce(args: argparse.Namespace) -> None:
 def _notebook(args: argparse.Namespace) -> None:
     """A notebook-like process: one queue and an in-process pool; tasks enqueued while it runs.
 
-    Enqueues groups of 5 ``run_once`` tasks, a pause between them, until ``OUT/stop`` exists;
-    writes the ids to ``OUT/ids``, waits until every one succeeded, then stops its pool
-    gracefully and prints "all succeeded".
+    Enqueues groups of 5 ``run_once`` tasks, a pause between them, until ``OUT/stop`` exists,
+    appending the ids of each group to ``OUT/acked`` once ``enqueue_many`` returned; writes all
+    ids to ``OUT/ids``, waits until every one succeeded, then stops its pool gracefully and
+    prints "all succeeded".
     """
     out = Path(args.out)
     with omniq.OmniQ(db_url=args.url) as q, omniq.WorkerPool(q, concurrency=2, lease=args.lease):
@@ -467,7 +470,9 @@ def _notebook(args: argparse.Namespace) -> None:
         handles: list[Any] = []
         deadline = time.monotonic() + LIMIT
         while not (out / "stop").exists() and time.monotonic() < deadline:
-            handles += q.enqueue_many(run_once, [(args.log, 0.01)] * 5).handles
+            group = q.enqueue_many(run_once, [(args.log, 0.01)] * 5, retries=2)  # a kill -9 uses an attempt
+            _append(str(out / "acked"), "".join(f"{task_id}\n" for task_id in group.ids))
+            handles += group.handles
             time.sleep(0.05)  # paces the stream of tasks: it is not a wait for a condition
         partial = out / ".ids"
         partial.write_text("\n".join(h.id for h in handles))

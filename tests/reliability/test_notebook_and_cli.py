@@ -80,3 +80,25 @@ def test_sigterm_mid_task_hands_it_back_without_using_an_attempt(
     assert [(r.attempt, r.pid) for r in harness.runs(log)] == [(1, first.pid), (1, second.pid)]
     assert harness.query(db, "SELECT status, attempt FROM tasks") == [("succeeded", 1)]
     assert second.terminate() == 0
+
+
+def test_kill_9_of_a_notebook_process_loses_none_of_its_tasks(
+    procs: Processes, db: Path, url: str, tmp_path: Path, wait_until_sync
+) -> None:
+    """Promise: kill -9 of a notebook-style process loses no task it enqueued; a CLI worker finishes them."""
+    log, out = tmp_path / "runs.log", tmp_path / "out"
+    out.mkdir()
+    notebook = procs.script("notebook", url, str(log), str(out), "--lease", "2")
+    wait_until_sync(lambda: notebook.says("^serving"), timeout=START_WAIT)
+    worker = procs.worker(url, concurrency=2, lease=10)
+    wait_until_sync(lambda: sum(r.pid == notebook.pid for r in harness.runs(log)) >= 10, timeout=START_WAIT)
+    notebook.kill9()
+    acked = (out / "acked").read_text().split()
+    assert acked
+    wait_until_sync(lambda: set(harness.statuses(db).values()) == {"succeeded"}, timeout=60)
+    assert set(acked) <= set(harness.statuses(db)), "a task whose enqueue returned was lost"
+    for task_runs in harness.runs_by_task(log).values():
+        assert task_runs[-1].pid == worker.pid or len(task_runs) == 1, task_runs
+        assert all(run.pid == notebook.pid for run in task_runs[:-1]), f"re-ran without a kill: {task_runs}"
+    assert worker.terminate() == 0
+    assert harness.integrity(db) == "ok"
