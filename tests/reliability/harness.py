@@ -162,6 +162,36 @@ def integrity(db: Path) -> str:
     return "\n".join(row[0] for row in query(db, "PRAGMA integrity_check"))
 
 
+_WAL_WRITE_LOCK = 120  # the byte of the -shm file that SQLite's writer locks (unix VFS, WAL mode)
+
+
+def holds_write_lock(pid: int, db: Path) -> bool:
+    """Return whether process ``pid`` holds the store's write lock now (read from ``/proc/locks``).
+
+    In WAL mode SQLite's writer takes an exclusive fcntl lock on byte 120 of ``<db>-shm``: a
+    process holding it is inside a write statement (claim, renew, settle, insert...).
+    """
+    try:
+        shm = os.stat(f"{db}-shm")
+    except FileNotFoundError:
+        return False
+    inode = f"{os.major(shm.st_dev):02x}:{os.minor(shm.st_dev):02x}:{shm.st_ino}"
+    for line in Path("/proc/locks").read_text().splitlines():
+        fields = line.split()
+        if "->" in fields:  # a waiter, not a holder
+            continue
+        kind, mode, owner, where, start, end = fields[1], fields[3], fields[4], fields[5], fields[6], fields[7]
+        last = _WAL_WRITE_LOCK if end == "EOF" else int(end)
+        if (kind, mode, int(owner), where) == ("POSIX", "WRITE", pid, inode) and int(start) <= _WAL_WRITE_LOCK <= last:
+            return True
+    return False
+
+
+def stopped(pid: int) -> bool:
+    """Return whether process ``pid`` is stopped (state ``T`` after SIGSTOP)."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] in ("T", "t")
+
+
 def children_of(pid: int) -> list[int]:
     """Return the ids of the live child processes of ``pid`` (from ``/proc``)."""
     kids = []

@@ -1,7 +1,9 @@
 """Promise: ``kill -9`` of a worker at any moment (mid-task, mid-claim, mid-commit) loses no task.
 
-Workers are killed again and again at random moments while tasks flow (some only after they
-rescued their predecessors' attempts), a new one started each time, and a monitor reads the
+Workers are killed again and again while tasks flow, at random moments or in the middle of a
+write statement (frozen with SIGSTOP while ``/proc/locks`` shows it holding SQLite's write
+lock), some only after they rescued their predecessors' attempts; a new one is started each
+time, and a monitor reads the
 file through a fresh connection per poll (as ``omniq-nb list`` does). In the end every task
 succeeded, a task ran more than once only for attempts whose worker was killed, no attempt
 ran twice, and ``PRAGMA integrity_check`` is ok.
@@ -10,8 +12,10 @@ ran twice, and ``PRAGMA integrity_check`` is ok.
 from __future__ import annotations
 
 import random
+import signal
 import time
 from pathlib import Path
+from typing import Any
 
 import harness
 from harness import DRAIN_WAIT, START_WAIT, Lister, Monitor, Processes
@@ -20,7 +24,45 @@ from omniq_nb import OmniQ
 
 BATCH = 100  # tasks added before each worker's life, so every life has work
 KILLS = 6
+PROBES = 3000  # tries to catch a worker inside a write statement
 LEASE = 3.0  # short, so killed attempts are rescued soon; long enough for renewals on a loaded machine
+
+
+class Killer:
+    """Kill workers with ``kill -9``, at a random moment or inside a write statement; remember whom."""
+
+    def __init__(self, db: Path, rng: random.Random, wait_until_sync: Any) -> None:
+        self.db, self.rng, self.wait = db, rng, wait_until_sync
+        self.killed: set[int] = set()  # workers killed, and their child processes (--kind process)
+        self.mid_write = 0
+
+    def at_random(self, worker: harness.Child) -> None:
+        time.sleep(self.rng.uniform(0.0, 0.15))  # picks the kill moment at random: not a wait for a condition
+        self._freeze(worker)
+        self._kill_frozen(worker)
+
+    def inside_a_write(self, worker: harness.Child) -> None:
+        """Freeze the worker at random moments until it holds the write lock, then kill it there."""
+        for _ in range(PROBES):
+            self._freeze(worker)
+            if harness.holds_write_lock(worker.pid, self.db):
+                self.mid_write += 1
+                break
+            worker.signal(signal.SIGCONT)
+            time.sleep(self.rng.uniform(0.0, 0.005))  # picks the next moment at random: not a wait for a condition
+        else:
+            self._freeze(worker)
+        self._kill_frozen(worker)
+
+    def _freeze(self, worker: harness.Child) -> None:
+        worker.signal(signal.SIGSTOP)  # a stopped worker starts no child: the list taken next is complete
+        self.wait(lambda: harness.stopped(worker.pid), timeout=30)
+
+    def _kill_frozen(self, worker: harness.Child) -> None:
+        children = harness.children_of(worker.pid)
+        worker.kill9()
+        self.killed.update([worker.pid, *children])
+        self.wait(lambda: all(map(harness.gone, children)), timeout=60)  # no orphan runs on
 
 
 def test_kill_9_at_random_moments_loses_no_task_and_reruns_only_killed_attempts(
@@ -30,33 +72,25 @@ def test_kill_9_at_random_moments_loses_no_task_and_reruns_only_killed_attempts(
     rng = random.Random(seed)
     log = tmp_path / "runs.log"
     ids: list[str] = []
-    enqueued = [0]  # acknowledged so far; the monitor never sees fewer tasks than this
     seen_total = [0]
 
-    def consistent(seen: dict[str, int], acknowledged: int) -> str | None:
-        total = sum(seen.values())
+    def consistent(seen: dict[str, int]) -> str | None:
+        acknowledged, total = len(ids), sum(seen.values())  # never fewer tasks than acknowledged or seen
         if total < max(acknowledged, seen_total[0]) or set(seen) - {"pending", "running", "succeeded"}:
             return f"the file holds {seen} after {acknowledged} acknowledged, {seen_total[0]} seen"
         seen_total[0] = total
         return None
 
-    killed: set[int] = set()
-    monitor, lister = Monitor(db, lambda seen: consistent(seen, enqueued[0])), Lister(url)
-    with OmniQ(db_url=url) as q, monitor, lister:
+    killer = Killer(db, rng, wait_until_sync)
+    with OmniQ(db_url=url) as q, Monitor(db, consistent) as monitor, Lister(url) as lister:
         for life in range(KILLS):
             calls = [(str(log), rng.choice((0.0, 0.01, 0.03))) for _ in range(BATCH)]
-            ids += q.enqueue_many(harness.run_once, calls, retries=KILLS + 1).ids  # a task may meet every kill
-            enqueued[0] = len(ids)
-            kind = ("thread", "async", "process")[life % 3]
-            worker = procs.worker(url, concurrency=4, lease=LEASE, kind=kind)
+            ids.extend(q.enqueue_many(harness.run_once, calls, retries=KILLS + 1).ids)  # a task may meet every kill
+            worker = procs.worker(url, concurrency=4, lease=LEASE, kind=("thread", "async", "process")[life % 3])
             if life % 3 == 2:  # this one lives until it rescued its predecessors' attempts (and re-runs them)
                 wait_until_sync(lambda w=worker: w.says("lease ran out"), timeout=START_WAIT)
             wait_until_sync(lambda w=worker: any(r.ran_in({w.pid}) for r in harness.runs(log)), timeout=START_WAIT)
-            time.sleep(rng.uniform(0.0, 0.15))  # picks the kill moment at random: not a wait for a condition
-            children = harness.children_of(worker.pid)
-            worker.kill9()
-            killed.add(worker.pid)
-            wait_until_sync(lambda c=children: all(map(harness.gone, c)), timeout=60)  # no orphan runs on
+            (killer.inside_a_write if life % 2 else killer.at_random)(worker)
         survivor = procs.worker(url, concurrency=4, lease=LEASE)
         wait_until_sync(lambda: harness.counts(db) == {"succeeded": len(ids)}, timeout=DRAIN_WAIT)
         assert survivor.terminate() == 0
@@ -64,11 +98,17 @@ def test_kill_9_at_random_moments_loses_no_task_and_reruns_only_killed_attempts(
     assert not monitor.problems, f"seed {seed}: {monitor.problems[:5]}"
     assert not lister.problems, f"seed {seed}: {lister.problems[:3]}"
     assert monitor.polls > 0 and lister.runs > 0
+    assert killer.mid_write > 0, f"seed {seed}: no worker was caught inside a write statement"
+    _check_runs(db, log, results, killer.killed, seed)
+    assert harness.integrity(db) == "ok"
 
+
+def _check_runs(db: Path, log: Path, results: dict[str, Any], killed: set[int], seed: int) -> None:
+    """Each task: its stored attempt ran once and gave its result; every other run was in a killed worker."""
     stored = {row[0]: row[1] for row in harness.query(db, "SELECT id, attempt FROM tasks")}
-    assert set(stored) == set(ids)
+    assert set(stored) == set(results)
     by_task = harness.runs_by_task(log)
-    for task_id in ids:
+    for task_id in results:
         task_runs = by_task[task_id]
         attempts = [run.attempt for run in task_runs]
         assert len(attempts) == len(set(attempts)), f"seed {seed}: an attempt of {task_id} ran twice: {task_runs}"
@@ -78,7 +118,6 @@ def test_kill_9_at_random_moments_loses_no_task_and_reruns_only_killed_attempts(
         earlier = [run for run in task_runs if run.attempt != stored[task_id]]
         assert all(run.ran_in(killed) for run in earlier), f"seed {seed}: {task_id} re-ran without a kill: {task_runs}"
     assert max(stored.values()) > 1, f"seed {seed}: no kill interrupted an attempt (the scenario tested nothing)"
-    assert harness.integrity(db) == "ok"
 
 
 def test_a_task_that_kills_its_worker_ends_failed_after_its_attempts(
