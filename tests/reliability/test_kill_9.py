@@ -6,7 +6,8 @@ lock), some only after they rescued their predecessors' attempts; a new one is s
 time, and a monitor reads the
 file through a fresh connection per poll (as ``omniq-nb list`` does). In the end every task
 succeeded, a task ran more than once only for attempts whose worker was killed, no attempt
-ran twice, and ``PRAGMA integrity_check`` is ok.
+ran twice, no child process (``--kind process``) started a task after its worker died, and
+``PRAGMA integrity_check`` is ok.
 """
 
 from __future__ import annotations
@@ -33,7 +34,8 @@ class Killer:
 
     def __init__(self, db: Path, rng: random.Random, wait_until_sync: Any) -> None:
         self.db, self.rng, self.wait = db, rng, wait_until_sync
-        self.killed: set[int] = set()  # workers killed, and their child processes (--kind process)
+        self.workers: set[int] = set()  # workers killed
+        self.children: set[int] = set()  # their child processes (--kind process)
         self.mid_write = 0
 
     def at_random(self, worker: harness.Child) -> None:
@@ -61,7 +63,8 @@ class Killer:
     def _kill_frozen(self, worker: harness.Child) -> None:
         children = harness.children_of(worker.pid)
         worker.kill9()
-        self.killed.update([worker.pid, *children])
+        self.workers.add(worker.pid)
+        self.children.update(children)
         self.wait(lambda: all(map(harness.gone, children)), timeout=60)  # no orphan runs on
 
 
@@ -99,15 +102,16 @@ def test_kill_9_at_random_moments_loses_no_task_and_reruns_only_killed_attempts(
     assert not lister.problems, f"seed {seed}: {lister.problems[:3]}"
     assert monitor.polls > 0 and lister.runs > 0
     assert killer.mid_write > 0, f"seed {seed}: no worker was caught inside a write statement"
-    _check_runs(db, log, results, killer.killed, seed)
+    _check_runs(db, log, results, killer, seed)
     assert harness.integrity(db) == "ok"
 
 
-def _check_runs(db: Path, log: Path, results: dict[str, Any], killed: set[int], seed: int) -> None:
+def _check_runs(db: Path, log: Path, results: dict[str, Any], killer: Killer, seed: int) -> None:
     """Each task: its stored attempt ran once and gave its result; every other run was in a killed worker."""
     stored = {row[0]: row[1] for row in harness.query(db, "SELECT id, attempt FROM tasks")}
     assert set(stored) == set(results)
     by_task = harness.runs_by_task(log)
+    killed = killer.workers | killer.children
     for task_id in results:
         task_runs = by_task[task_id]
         attempts = [run.attempt for run in task_runs]
@@ -117,6 +121,8 @@ def _check_runs(db: Path, log: Path, results: dict[str, Any], killed: set[int], 
         assert results[task_id] == [final[0].attempt, final[0].pid], f"seed {seed}: {task_id}"
         earlier = [run for run in task_runs if run.attempt != stored[task_id]]
         assert all(run.ran_in(killed) for run in earlier), f"seed {seed}: {task_id} re-ran without a kill: {task_runs}"
+        orphans = [run for run in task_runs if run.pid in killer.children and run.ppid not in killer.workers]
+        assert not orphans, f"seed {seed}: a child process started {task_id} after its worker was killed: {orphans}"
     assert max(stored.values()) > 1, f"seed {seed}: no kill interrupted an attempt (the scenario tested nothing)"
 
 
@@ -161,4 +167,24 @@ def test_an_at_most_once_task_whose_worker_is_killed_fails_and_never_runs_again(
     assert (task.status, task.attempt) == ("failed", 1)
     assert task.error is not None and "lost" in task.error.message
     assert [(r.task_id, r.attempt) for r in harness.runs(log)] == [(handle.id, 1), (later.id, 1)]
+    assert rescuer.terminate() == 0
+
+
+def test_a_child_process_never_starts_a_task_after_its_worker_died(
+    procs: Processes, db: Path, url: str, tmp_path: Path, wait_until_sync
+) -> None:
+    """Promise: kill -9 of a process worker while its child starts up: the child never runs the task it was sent."""
+    log = tmp_path / "runs.log"
+    worker = procs.worker(url, concurrency=1, lease=2, kind="process")
+    with OmniQ(db_url=url) as q:
+        handle = q.enqueue_call(harness.run_once, args=(str(log),), retries=1)
+        wait_until_sync(lambda: harness.children_of(worker.pid), timeout=START_WAIT)
+        children = harness.children_of(worker.pid)  # one slot: one child
+        worker.kill9()  # the child is still starting its interpreter: its task message is already sent
+        wait_until_sync(lambda: all(map(harness.gone, children)), timeout=60)
+        started_by_orphans = [run for run in harness.runs(log) if run.pid in children]
+        rescuer = procs.worker(url, concurrency=1, lease=2, kind="process")
+        assert handle.result(timeout=60)[0] == 2  # the killed attempt counted; the rescuer ran the next
+    assert not started_by_orphans, f"a child ran its task after its worker was killed: {started_by_orphans}"
+    assert [run.attempt for run in harness.runs(log)] == [2]
     assert rescuer.terminate() == 0
