@@ -3,11 +3,10 @@
 Workers are killed again and again while tasks flow, at random moments or in the middle of a
 write statement (frozen with SIGSTOP while ``/proc/locks`` shows it holding SQLite's write
 lock), some only after they rescued their predecessors' attempts; a new one is started each
-time, and a monitor reads the
-file through a fresh connection per poll (as ``omniq-nb list`` does). In the end every task
-succeeded, a task ran more than once only for attempts whose worker was killed, no attempt
-ran twice, no child process (``--kind process``) started a task after its worker died, and
-``PRAGMA integrity_check`` is ok.
+time. Meanwhile one monitor reads the file through a fresh connection per poll and another
+runs ``omniq-nb list`` again and again. In the end every task succeeded, a task ran more
+than once only for attempts whose worker was killed, no attempt ran twice, no child process
+(``--kind process``) started a task after its worker died, and ``PRAGMA integrity_check`` is ok.
 """
 
 from __future__ import annotations
