@@ -254,11 +254,13 @@ class Monitor:
 
 
 class OverlappingReaders:
-    """Two threads whose read transactions (fresh connection, 50 ms each) overlap: one is always open.
+    """Short read transactions (fresh connection, 50 ms each) that overlap: one is always open.
 
-    Each alone is a short read, as a slow ``omniq-nb list`` or a notebook's poll; together
-    there is no moment without a reader, which is what keeps a WAL from ever restarting
-    unless the store checkpoints in a mode that waits for the readers of the moment.
+    One thread hands over from reader to reader: the next read begins before the previous one
+    ends, so the overlap does not depend on scheduling. Each read alone is short, like a slow
+    ``omniq-nb list`` or a notebook's poll; together there is no moment without a reader, which
+    keeps a WAL from ever restarting unless the store checkpoints in a mode that waits for the
+    readers of the moment.
     """
 
     HOLD = 0.05
@@ -267,30 +269,31 @@ class OverlappingReaders:
         self.db = db
         self.reads = 0
         self._stop = threading.Event()
-        self._threads = [
-            threading.Thread(target=self._main, args=(n * self.HOLD / 2,), name=f"reader-{n}", daemon=True)
-            for n in range(2)
-        ]
+        self._thread = threading.Thread(target=self._main, name="overlapping-readers", daemon=True)
 
     def __enter__(self) -> OverlappingReaders:
-        for thread in self._threads:
-            thread.start()
+        self._thread.start()
         return self
 
     def __exit__(self, *_: object) -> None:
         self._stop.set()
-        for thread in self._threads:
-            thread.join(timeout=LIMIT)
+        self._thread.join(timeout=LIMIT)
 
-    def _main(self, offset: float) -> None:
-        self._stop.wait(offset)  # staggers the two readers: not a wait for a condition
-        while not self._stop.is_set():
-            with contextlib.closing(sqlite3.connect(self.db, timeout=60, isolation_level=None)) as conn:
-                conn.execute("BEGIN")
-                conn.execute("SELECT count(*) FROM tasks WHERE status = 'pending'").fetchone()
-                self._stop.wait(self.HOLD)  # holds the read transaction open: not a wait for a condition
-                conn.execute("COMMIT")
-            self.reads += 1
+    def _begin(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.db, timeout=60, isolation_level=None)
+        conn.execute("BEGIN")
+        conn.execute("SELECT count(*) FROM tasks WHERE status = 'pending'").fetchone()  # the snapshot starts here
+        return conn
+
+    def _main(self) -> None:
+        current = self._begin()
+        while not self._stop.wait(self.HOLD):  # holds the read open: not a wait for a condition
+            following = self._begin()
+            current.execute("COMMIT")
+            current.close()
+            current, self.reads = following, self.reads + 1
+        current.execute("COMMIT")
+        current.close()
 
 
 class Lister:
