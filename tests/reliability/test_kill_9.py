@@ -55,6 +55,11 @@ class Killer:
             self._freeze(worker)
         self._kill_frozen(worker)
 
+    def holding(self) -> list[str]:
+        """Return the ids of running tasks claimed by a killed worker (not rescued yet)."""
+        rows = harness.query(self.db, "SELECT id, worker FROM tasks WHERE status = 'running'")
+        return [task_id for task_id, name in rows if int(name.split(":")[1]) in self.workers]
+
     def _freeze(self, worker: harness.Child) -> None:
         worker.signal(signal.SIGSTOP)  # a stopped worker starts no child: the list taken next is complete
         self.wait(lambda: harness.stopped(worker.pid), timeout=30)
@@ -86,11 +91,11 @@ def test_kill_9_at_random_moments_loses_no_task_and_reruns_only_killed_attempts(
     killer = Killer(db, rng, wait_until_sync)
     with OmniQ(db_url=url) as q, Monitor(db, consistent) as monitor, Lister(url) as lister:
         for life in range(KILLS):
+            worker = procs.worker(url, concurrency=4, lease=LEASE, kind=("thread", "async", "process")[life % 3])
             calls = [(str(log), rng.choice((0.0, 0.01, 0.03))) for _ in range(BATCH)]
             ids.extend(q.enqueue_many(harness.run_once, calls, retries=KILLS + 1).ids)  # a task may meet every kill
-            worker = procs.worker(url, concurrency=4, lease=LEASE, kind=("thread", "async", "process")[life % 3])
-            if life % 3 == 2:  # this one lives until it rescued its predecessors' attempts (and re-runs them)
-                wait_until_sync(lambda w=worker: w.says("lease ran out"), timeout=START_WAIT)
+            if life % 3 == 2:  # this one lives until its predecessors' attempts were rescued (and re-run)
+                wait_until_sync(lambda: not killer.holding(), timeout=START_WAIT)
             wait_until_sync(lambda w=worker: any(r.ran_in({w.pid}) for r in harness.runs(log)), timeout=START_WAIT)
             (killer.inside_a_write if life % 2 else killer.at_random)(worker)
         survivor = procs.worker(url, concurrency=4, lease=LEASE)
