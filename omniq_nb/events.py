@@ -32,6 +32,7 @@ _CLOSE_POLL = 0.1  # seconds between polls while a live view observes a task
 _RECHECK_EVERY = 1.0  # seconds between direct re-reads of awaited tasks
 _EVENT_BATCH = 1000
 _SWEEP_EVERY = 30.0  # seconds between sweeps of the handles of finished tasks that were dropped
+_PRUNE_AT_LEAST = 1000  # followed ids before ``watch`` drops those whose handles are gone
 
 EventListener = Callable[[TaskEvent], object]
 """A callable given each event; it may be a coroutine function."""
@@ -70,6 +71,7 @@ class EventHub:
         self._watched: dict[str, list[weakref.ref[Watched]]] = {}
         self._finished: dict[str, list[weakref.ref[Watched]]] = {}
         self._swept_at = time.monotonic()
+        self._prune_at = _PRUNE_AT_LEAST
         self._waiters: dict[str, list[asyncio.Future[Task]]] = {}
         self._cursor = 0
         self._wake: asyncio.Event | None = None
@@ -107,6 +109,18 @@ class EventHub:
         followed = (self._finished if handle.done() else self._watched).setdefault(handle.id, [])
         if not any(ref() is handle for ref in followed):
             followed.append(weakref.ref(handle))
+        if len(self._watched) + len(self._finished) > self._prune_at:
+            self._prune()  # amortized: a stream of enqueues outpaces the follower, whose poll also prunes
+
+    def _prune(self) -> None:
+        """Forget ids none of whose handles are alive; prune again once twice as many are followed.
+
+        The poll prunes too, but only after reading every new event: a process that keeps
+        enqueuing adds events faster than one poll reads them, so without this one entry per
+        task ever enqueued would stay.
+        """
+        self._watched, self._finished = _alive(self._watched), _alive(self._finished)
+        self._prune_at = max(_PRUNE_AT_LEAST, 2 * (len(self._watched) + len(self._finished)))
 
     def watch_closely(self, handle: Watched) -> None:
         """Keep ``handle`` current promptly: local writes wake the follower, which polls often."""

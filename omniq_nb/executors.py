@@ -436,6 +436,8 @@ def _die_with_parent(parent_pid: int) -> None:
 
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent_pid:  # it died before the death signal was armed: never start its work
+        os._exit(1)
 
     def watch() -> None:
         while True:

@@ -414,7 +414,7 @@ class SQLiteStorage:
     async def claim(self, *, queues: Sequence[str], limit: int, lease: float, worker: str) -> builtins.list[Task]:
         """Claim up to ``limit`` ready tasks in one atomic ``UPDATE … RETURNING``.
 
-        The lease runs from the clock read inside the statement, after any wait for another
+        The lease (and ``started_at``) run from the clock read inside the statement, after any wait for another
         process's write lock, so a claim that waited still gets its whole lease. Ready tasks
         are those due at the call (SQLite's own clock has millisecond steps: a task enqueued
         this millisecond would wait for the next one).
@@ -424,7 +424,7 @@ class SQLiteStorage:
         sql = f"""
             UPDATE tasks SET status = 'running', attempt = attempt + 1,
                 lease_token = lower(hex(randomblob(16))), run_id = lower(hex(randomblob(8))),
-                lease_until = {_NOW_SQL} + ?, started_at = ?, worker = ?,
+                lease_until = {_NOW_SQL} + ?, started_at = {_NOW_SQL}, worker = ?,
                 progress = 0, progress_done = 0, progress_total = NULL, progress_message = NULL
             WHERE seq IN (
                 SELECT seq FROM tasks
@@ -432,7 +432,7 @@ class SQLiteStorage:
                     AND (expires_at IS NULL OR expires_at > ?)
                 ORDER BY priority DESC, eta, seq LIMIT ?)
             RETURNING {_COLUMNS}, seq"""
-        rows = await self._fetch(sql, (lease, now, worker, *queues, now, now, limit))
+        rows = await self._fetch(sql, (lease, worker, *queues, now, now, limit))
         rows.sort(key=lambda row: (-row[4], row[10], row[-1]))
         return [_row_task(row) for row in rows]
 
