@@ -61,7 +61,7 @@ def test_a_healthy_store_exits_0_with_one_line_per_fact(url: str) -> None:
     found = fields(done.stdout)
     assert found["store"] == url
     assert found["integrity"] == "ok"
-    assert found["schema"] == "version 2"
+    assert found["schema"] == "version 3"
     assert found["tasks"] == "pending 2, running 0, succeeded 0, failed 0, cancelled 1, expired 0"
     assert found["leases"] == "0 expired, 0 of them over 30 s ago"
 
