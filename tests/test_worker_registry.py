@@ -140,3 +140,15 @@ async def test_an_only_unowned_pool_leaves_live_kernels_tasks(q: AsyncOmniQ) -> 
     async with AsyncWorkerPool(q, concurrency=1, kind="thread", shared=False, lease=1):
         assert await script.result(timeout=WAIT) == os.getpid()
         assert (await q.get(theirs.id)).status is TaskStatus.PENDING
+
+
+async def test_tasks_belong_to_the_kernel_that_enqueued_them_unless_shared(q: AsyncOmniQ) -> None:
+    try:
+        set_owner("kernel-a")
+        owned, shared = await q.enqueue(wt.pid), await q.enqueue_call(wt.pid, shared=True)
+        many = await q.enqueue_many(wt.add, [(1, 2), (3, 4)])
+    finally:
+        set_owner(None)
+    loose = await q.enqueue(wt.pid)
+    owners = [(await q.get(task_id)).task.owner for task_id in (owned.id, shared.id, *many.ids, loose.id)]
+    assert owners == ["kernel-a", None, "kernel-a", "kernel-a", None]
