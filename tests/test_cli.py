@@ -14,14 +14,15 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import pytest
 import worker_tasks as wt
 
-from omniq_nb import OmniQ, TaskFailed, WorkerPool
-from omniq_nb.cli import main
+from omniq_nb import OmniQ, TaskFailed, WorkerInfo, WorkerPool
+from omniq_nb.cli import format_workers, main
 
 TESTS = Path(__file__).resolve().parent
 OMNIQ_NB = str(Path(sys.executable).parent / "omniq-nb")
@@ -294,3 +295,20 @@ def test_workers_lists_a_worker_process_and_stop_makes_it_exit_0(tmp_path: Path)
         if worker.poll() is None:
             worker.kill()
             worker.communicate()
+
+
+def test_format_workers_marks_this_kernels_pool_and_a_stopping_one() -> None:
+    now = datetime.now(timezone.utc)
+    common: dict[str, Any] = {"host": "h", "kind": "thread", "concurrency": 4, "started_at": now, "heartbeat": now}
+    pools = [
+        WorkerInfo(id="aaaaaaaa", name="a", pid=1, queues=("default",), kernel="0123456789ab", running=2, **common),
+        WorkerInfo(id="bbbbbbbb", name="b", pid=2, queues=("q1", "q2"), kernel="k", notebook="work/b.ipynb", **common),
+        WorkerInfo(id="cccccccc", name="c", pid=3, queues=("default",), stop_requested=True, **common),
+    ]
+    header, mine, notebook, stopping = format_workers(pools, mine="aaaaaaaa").splitlines()
+    assert header.split() == ["ID", "KIND", "BUSY", "QUEUES", "HOST:PID", "STARTED", "SEEN", "SERVES"]
+    assert mine.split()[:5] == ["aaaaaaaa", "thread", "2/4", "default", "h:1"]
+    assert mine.endswith("kernel 01234567 *")
+    assert notebook.split()[3] == "q1,q2" and notebook.endswith("work/b.ipynb")
+    assert stopping.endswith("all tasks (stopping)")
+    assert format_workers([]).startswith("no live worker pools in this store")
