@@ -7,7 +7,11 @@ Prints, each as operations per second:
 - enqueue: ``AsyncOmniQ.enqueue`` awaited one after another (target >= 60 % of the floor);
   the two run in interleaved rounds and each reports its median, so both see the same noise;
 - enqueue_many: ``AsyncOmniQ.enqueue_many`` (target >= 50,000 tasks/s);
-- claim+complete: ``claim(limit=batch)`` then one ``settle`` of the batch (target >= 5,000/s).
+- claim+complete: ``claim(limit=batch)`` then one ``settle`` of the batch (target >= 5,000/s);
+  then the same as an in-kernel pool claims (kernel affinity: ``unowned_only`` with its own
+  ``owner``, three live kernels in the registry) on a copy of the same tasks, and once more
+  with a backlog of ``--backlog`` pending tasks of another live kernel ahead of them (each
+  claim skips them).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import argparse
 import asyncio
 import operator
 import os
+import shutil
 import statistics
 import tempfile
 import time
@@ -24,7 +29,10 @@ from pathlib import Path
 import aiosqlite
 
 import omniq_nb as omniq
-from omniq_nb.models import TaskResult, TaskStatus
+from omniq_nb.context import set_owner
+from omniq_nb.models import TaskResult, TaskStatus, WorkerInfo
+
+KERNELS = ("kernel-me", "kernel-b", "kernel-c")
 
 
 async def one_by_one(base: Path, rows: int, rounds: int) -> tuple[float, float]:
@@ -50,20 +58,37 @@ async def one_by_one(base: Path, rows: int, rounds: int) -> tuple[float, float]:
     return statistics.median(floor_rates), statistics.median(enqueue_rates)
 
 
-async def many_enqueue(url: str, rows: int) -> float:
+async def many_enqueue(url: str, rows: int, *, owner: str | None = None, priority: int = 0) -> float:
+    set_owner(owner)
     async with omniq.AsyncOmniQ(db_url=url) as q:
         calls = [(i, 1) for i in range(rows)]
         start = time.perf_counter()
-        await q.enqueue_many(operator.add, calls)
+        await q.enqueue_many(operator.add, calls, priority=priority)
         return rows / (time.perf_counter() - start)
 
 
-async def claim_complete(url: str, batch: int) -> tuple[float, int]:
+async def claim_complete(url: str, batch: int, *, affinity: bool = False) -> tuple[float, int]:
     async with omniq.AsyncOmniQ(db_url=url) as q:
         store, result = q.storage, q.serializer.dumps(1)
+        if affinity:
+            for kernel in KERNELS:
+                info = WorkerInfo(
+                    id=kernel[-4:],
+                    name=kernel,
+                    host="h",
+                    pid=1,
+                    kind="thread",
+                    concurrency=8,
+                    queues=("default",),
+                    kernel=kernel,
+                    ttl=3600,
+                )
+                await store.heartbeat(info)
         done = 0
         start = time.perf_counter()
-        while claimed := await store.claim(queues=["default"], limit=batch, lease=30, worker="bench"):
+        while claimed := await store.claim(
+            queues=["default"], limit=batch, lease=30, worker="bench", unowned_only=affinity, owner=KERNELS[0]
+        ):
             outcomes = [
                 TaskResult(task_id=t.id, lease_token=t.lease_token or "", status=TaskStatus.SUCCEEDED, result=result)
                 for t in claimed
@@ -78,18 +103,29 @@ async def main() -> None:
     parser.add_argument("--single", type=int, default=3_000, help="tasks for the one-by-one measurements")
     parser.add_argument("--rounds", type=int, default=10, help="interleaved rounds of floor and enqueue")
     parser.add_argument("--batch", type=int, default=100, help="tasks claimed per claim statement")
+    parser.add_argument("--backlog", type=int, default=5_000, help="pending tasks of another live kernel, ahead")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp)
         floor_rate, single_rate = await one_by_one(base, args.single, args.rounds)
-        many_rate = await many_enqueue(f"sqlite:///{base}/many.db", args.tasks)
+        many_rate = await many_enqueue(f"sqlite:///{base}/many.db", args.tasks, owner=KERNELS[0])
+        shutil.copy(base / "many.db", base / "affinity.db")
+        shutil.copy(base / "many.db", base / "backlog.db")
+        await many_enqueue(f"sqlite:///{base}/backlog.db", args.backlog, owner=KERNELS[1], priority=1)
         cycle_rate, cycled = await claim_complete(f"sqlite:///{base}/many.db", args.batch)
+        mine_rate, mine = await claim_complete(f"sqlite:///{base}/affinity.db", args.batch, affinity=True)
+        behind_rate, behind = await claim_complete(f"sqlite:///{base}/backlog.db", args.batch, affinity=True)
     print(f"floor (aiosqlite INSERT + commit) : {floor_rate:10,.0f} rows/s")
     print(
         f"enqueue, one by one               : {single_rate:10,.0f} tasks/s  ({single_rate / floor_rate:.0%} of floor)"
     )
     print(f"enqueue_many                      : {many_rate:10,.0f} tasks/s")
     print(f"claim+complete (batch {args.batch:>4})       : {cycle_rate:10,.0f} tasks/s  ({cycled} tasks)")
+    print(f"  as a kernel pool (affinity)     : {mine_rate:10,.0f} tasks/s  ({mine} tasks)")
+    print(
+        f"  same, {args.backlog} others' ahead    : {behind_rate:10,.0f} tasks/s  ({behind} tasks, "
+        f"{args.backlog} left to their live kernel)"
+    )
 
 
 if __name__ == "__main__":

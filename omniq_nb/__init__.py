@@ -24,7 +24,17 @@ from omniq_nb.errors import (
     WorkerLost,
 )
 from omniq_nb.handles import GroupHandle, TaskHandle
-from omniq_nb.models import EventKind, Schedule, StoreHealth, Task, TaskError, TaskEvent, TaskResult, TaskStatus
+from omniq_nb.models import (
+    EventKind,
+    Schedule,
+    StoreHealth,
+    Task,
+    TaskError,
+    TaskEvent,
+    TaskResult,
+    TaskStatus,
+    WorkerInfo,
+)
 from omniq_nb.options import DEFAULT
 from omniq_nb.serialization import BlobSerializer, Serializer
 from omniq_nb.storage import Storage, open_storage
@@ -89,6 +99,7 @@ __all__ = [
     "TaskResult",
     "TaskStatus",
     "TaskTimeout",
+    "WorkerInfo",
     "WorkerLost",
     "WorkerPool",
     "__version__",

@@ -1,4 +1,6 @@
-"""The ``omniq-nb`` command: ``worker``, ``list``, ``show``, ``purge``, ``check`` (also ``python -m omniq_nb``).
+"""The ``omniq-nb`` command: ``worker``, ``workers``, ``list``, ``show``, ``purge``, ``check``.
+
+Also ``python -m omniq_nb``.
 
 Settings come from ``OMNIQ_*`` and YAML as everywhere; flags override them. This module
 installs the only log handler of the package (stderr).
@@ -12,7 +14,7 @@ import logging
 import signal
 import sys
 from collections.abc import Iterable, Sequence
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any
 
 import msgspec
@@ -20,13 +22,14 @@ import msgspec
 from omniq_nb.config import WORKER_KINDS, Settings
 from omniq_nb.core import AsyncOmniQ
 from omniq_nb.errors import OmniQError
-from omniq_nb.models import StoreHealth, Task, TaskStatus
+from omniq_nb.models import StoreHealth, Task, TaskStatus, WorkerInfo
 from omniq_nb.schedule import duration
 from omniq_nb.worker import AsyncWorkerPool
 
 logger = logging.getLogger(__name__)
 
 _LIST_COLUMNS = "{id:32}  {status:9}  {attempt:>7}  {queue:12}  {created:19}  {name}"
+_WORKER_COLUMNS = "{id:8}  {kind:7}  {busy:>5}  {queues:16}  {where:24}  {started:19}  {seen:>5}  {serves}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -61,8 +64,18 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument("--queue", "-q", action="append", dest="queues", help="a queue to serve (repeatable)")
     worker.add_argument("--lease", type=float, help="lease seconds (default OMNIQ_LEASE_SECONDS)")
     worker.add_argument("--name", help="worker name stored on claimed tasks")
+    worker.add_argument(
+        "--only-unowned",
+        action="store_true",
+        help="leave the tasks of live notebook kernels to their kernel's pool (default: serve every task)",
+    )
     worker.add_argument("--log-level", default="INFO", help="log level (default INFO)")
     worker.set_defaults(run=_worker)
+
+    workers = commands.add_parser("workers", help="list the live worker pools of the store (in kernels and standalone)")
+    workers.add_argument("--db-url", default=argparse.SUPPRESS, help="store URL")
+    workers.add_argument("--json", action="store_true", help="print the pools as a JSON array")
+    workers.set_defaults(run=_workers)
 
     listing = commands.add_parser("list", help="list recent tasks, newest first")
     listing.add_argument("--db-url", default=argparse.SUPPRESS, help="store URL")
@@ -110,7 +123,13 @@ async def _worker(settings: Settings, args: argparse.Namespace) -> int:
         loop.add_signal_handler(sig, stop.set)
     async with AsyncOmniQ(settings=settings) as queue:
         pool = AsyncWorkerPool(
-            queue, concurrency=args.concurrency, kind=args.kind, queues=args.queues, lease=args.lease, name=args.name
+            queue,
+            concurrency=args.concurrency,
+            kind=args.kind,
+            queues=args.queues,
+            lease=args.lease,
+            name=args.name,
+            shared=not args.only_unowned,
         )
         await pool.start()
         try:
@@ -119,11 +138,19 @@ async def _worker(settings: Settings, args: argparse.Namespace) -> int:
             done, _ = await asyncio.wait([signalled, ended], return_when=asyncio.FIRST_COMPLETED)
             if ended in done:
                 ended.result()
-            logger.info("stopping worker %s", pool.name)
+            why = " (asked to through the registry)" if pool.stop_requested else ""
+            logger.info("stopping worker %s%s", pool.name, why)
         finally:
             signalled.cancel()
             ended.cancel()
             await pool.stop()
+    return 0
+
+
+async def _workers(settings: Settings, args: argparse.Namespace) -> int:
+    async with AsyncOmniQ(settings=settings) as queue:
+        pools = await queue.workers()
+    print(msgspec.json.encode(pools).decode() if args.json else format_workers(pools))
     return 0
 
 
@@ -175,6 +202,41 @@ def format_tasks(tasks: Sequence[Task]) -> str:
                 queue=task.queue,
                 created=_when(task.created_at),
                 name=task.name,
+            )
+        )
+    return "\n".join(lines)
+
+
+def format_workers(pools: Sequence[WorkerInfo], *, mine: str | None = None) -> str:
+    """Return worker pools as a text table, or say there is none.
+
+    Columns: id, kind, busy slots, queues, host:pid, start, seconds since the last heartbeat,
+    and what it serves (its kernel's notebook or session, or every task). A pool asked to stop
+    is marked ``stopping``; the pool ``mine`` (an id) is marked ``*``.
+
+    Args:
+        pools: the live pools, as ``workers()`` returns them.
+        mine: the id of the pool to mark as this process's own.
+    """
+    if not pools:
+        return "no live worker pools in this store (start one with omniq-nb worker or %omniq workers start)"
+    now = datetime.now(timezone.utc)
+    header = {"busy": "BUSY", "queues": "QUEUES", "where": "HOST:PID", "started": "STARTED", "seen": "SEEN"}
+    lines = [_WORKER_COLUMNS.format(id="ID", kind="KIND", serves="SERVES", **header)]
+    for pool in pools:
+        seen = "" if pool.heartbeat is None else f"{max(0.0, (now - pool.heartbeat).total_seconds()):.0f}s"
+        kernel = pool.notebook or (f"kernel {pool.kernel[:8]}" if pool.kernel else "all tasks")
+        marks = [" *" if pool.id == mine else "", " (stopping)" if pool.stop_requested else ""]
+        lines.append(
+            _WORKER_COLUMNS.format(
+                id=pool.id,
+                kind=pool.kind,
+                busy=f"{pool.running}/{pool.concurrency}",
+                queues=",".join(pool.queues),
+                where=f"{pool.host}:{pool.pid}",
+                started=_when(pool.started_at),
+                seen=seen,
+                serves=kernel + "".join(marks),
             )
         )
     return "\n".join(lines)

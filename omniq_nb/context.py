@@ -128,6 +128,20 @@ def leave(token: contextvars.Token[TaskContext | None]) -> None:
     _current.reset(token)
 
 
+_kernel: str | None = None  # one kernel per process: not a context variable
+
+
+def owner() -> str | None:
+    """Return the kernel session that tasks enqueued in this process belong to (set by the notebook layer)."""
+    return _kernel
+
+
+def set_owner(kernel: str | None) -> None:
+    """Make tasks enqueued from now on in this process belong to ``kernel`` (``None``: to no kernel)."""
+    global _kernel
+    _kernel = kernel
+
+
 def origin() -> str | None:
     """Return where tasks enqueued now are launched from (set by the notebook layer), or ``None``."""
     return _origin.get()

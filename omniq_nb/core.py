@@ -27,7 +27,7 @@ import msgspec
 
 from omniq_nb._portal import Portal
 from omniq_nb.config import Settings, configure_logging
-from omniq_nb.context import origin
+from omniq_nb.context import origin, owner
 from omniq_nb.errors import InvalidTransition, TaskFailed, TaskNotFound, failure_class, type_name
 from omniq_nb.events import EventHub, EventListener
 from omniq_nb.handles import GroupHandle, Runner, TaskHandle, return_coroutine
@@ -37,6 +37,7 @@ from omniq_nb.models import (
     TaskError,
     TaskEvent,
     TaskStatus,
+    WorkerInfo,
     check_transition,
     new_task_id,
     new_task_ids,
@@ -204,7 +205,8 @@ class AsyncOmniQ:
             kwargs: keyword arguments.
             **options: ``retries``, ``retry_on``, ``timeout``, ``delay``, ``eta``, ``interval``,
                 ``cron``, ``priority``, ``queue``, ``ttl``, ``result_ttl``, ``at_most_once``,
-                ``kind``, ``name``. Left out, ``ttl`` and ``result_ttl`` take their settings
+                ``shared`` (any pool may run it, not only its kernel's), ``kind``, ``name``.
+                Left out, ``ttl`` and ``result_ttl`` take their settings
                 (``TASK_TTL``, ``RESULT_TTL``); ``ttl=None`` never expires and
                 ``result_ttl=None`` keeps the finished task until it is purged by age, whatever
                 the settings say (``omniq_nb.DEFAULT`` asks for the setting explicitly).
@@ -432,6 +434,26 @@ class AsyncOmniQ:
         grace = seconds(stale_after, name="stale_after")
         return await self.storage.check(stale_after=self.settings.lease_seconds if grace is None else grace)
 
+    async def workers(self) -> builtins.list[WorkerInfo]:
+        """Return the live worker pools of the store (in-kernel and standalone), oldest first.
+
+        Every pool records itself when it starts, heartbeats while it runs and removes itself
+        when it stops; a pool that died drops out once its heartbeat is a few leases old.
+        """
+        return await self.storage.workers()
+
+    async def stop_worker(self, worker_id: str, /) -> bool:
+        """Ask a live pool of the store, in any process, to drain and stop; return whether it was found.
+
+        The pool sees the request at its next heartbeat (within ``LEASE_SECONDS / 3``, at most
+        2 s), stops claiming, lets running tasks finish (or hands them back) and leaves the
+        registry; a standalone ``omniq-nb worker`` then exits with status 0.
+
+        Args:
+            worker_id: the pool's id, as ``workers()`` lists it.
+        """
+        return await self.storage.request_stop(worker_id)
+
     async def events(
         self, *, task_id: str | None = None, since: int = 0, limit: int = 1000
     ) -> builtins.list[TaskEvent]:
@@ -564,6 +586,7 @@ def new_task(fn: Callable[..., Any], payload: bytes, options: TaskOptions, setti
         at_most_once=options.at_most_once,
         kind=options.kind,
         origin=origin(),
+        owner=None if options.shared else owner(),
     )
 
 
@@ -775,6 +798,14 @@ class OmniQ:
     def check(self, *, stale_after: float | timedelta | None = None) -> StoreHealth:
         """Blocking version of ``AsyncOmniQ.check``."""
         return self._portal.call(self._core.check, stale_after=stale_after)
+
+    def workers(self) -> builtins.list[WorkerInfo]:
+        """Blocking version of ``AsyncOmniQ.workers``."""
+        return self._portal.call(self._core.workers)
+
+    def stop_worker(self, worker_id: str, /) -> bool:
+        """Blocking version of ``AsyncOmniQ.stop_worker``."""
+        return self._portal.call(self._core.stop_worker, worker_id)
 
     def events(self, *, task_id: str | None = None, since: int = 0, limit: int = 1000) -> builtins.list[TaskEvent]:
         """Blocking version of ``AsyncOmniQ.events``."""

@@ -143,6 +143,8 @@ class Task(msgspec.Struct):
     ``payload`` and ``result`` are serialized blobs (see ``omniq_nb.serialization``);
     a store never looks inside them. ``origin`` says where the task was launched from (in a
     notebook, the kernel session and cell message), so its output can be routed back there.
+    ``owner`` is the kernel session the task belongs to (``None``: no kernel, or ``shared``):
+    in-kernel pools of other kernels leave it alone while that kernel has a live pool.
     ``run_id`` names the latest claim: unique per claim, kept after the run ends.
 
     Build one with keyword arguments: the positional order serves the stores, which build a
@@ -180,6 +182,7 @@ class Task(msgspec.Struct):
     error: TaskError | None = None
     origin: str | None = None
     run_id: str | None = None
+    owner: str | None = None
 
     @property
     def max_attempts(self) -> int:
@@ -218,6 +221,39 @@ class TaskEvent(msgspec.Struct, frozen=True, kw_only=True):
     progress: float | None = None
     message: str | None = None
     run_id: str | None = None
+
+
+class WorkerInfo(msgspec.Struct, frozen=True, kw_only=True):
+    """One live worker pool as recorded in the store's registry (``omniq-nb workers``).
+
+    A pool writes its row when it starts, refreshes ``heartbeat`` (and ``running``) from its
+    lease-keeper thread, and deletes it when it stops gracefully. A row whose heartbeat is
+    older than its ``ttl`` belongs to a pool that died: stores leave it out.
+    """
+
+    id: str
+    """Short printable id (8 hex digits), what ``%omniq workers stop ID`` takes."""
+    name: str
+    """The pool's name, stored on the tasks it claims."""
+    host: str
+    pid: int
+    kind: str
+    """Where its sync tasks run: ``async``, ``thread``, ``process`` or ``gevent``."""
+    concurrency: int
+    queues: tuple[str, ...]
+    kernel: str | None = None
+    """The kernel session it serves (in-kernel pools), the ``owner`` of that kernel's tasks."""
+    notebook: str | None = None
+    """The notebook's path, where Jupyter tells the kernel (``JPY_SESSION_NAME``)."""
+    started_at: datetime | None = None
+    heartbeat: datetime | None = None
+    """When the store last heard from it (the store sets it)."""
+    ttl: float = 90.0
+    """Seconds after ``heartbeat`` at which the row counts as dead."""
+    running: int = 0
+    """Attempts it held leases for at its last heartbeat."""
+    stop_requested: bool = False
+    """Someone asked it to drain and stop; it does so at its next heartbeat."""
 
 
 class StoreHealth(msgspec.Struct, frozen=True, kw_only=True):

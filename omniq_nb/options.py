@@ -31,6 +31,7 @@ OPTION_NAMES = (
     "ttl",
     "result_ttl",
     "at_most_once",
+    "shared",
     "kind",
     "name",
 )
@@ -75,6 +76,7 @@ class TaskOptions(msgspec.Struct, frozen=True, kw_only=True):
     ttl: float | Default | None = DEFAULT
     result_ttl: float | Default | None = DEFAULT
     at_most_once: bool = False
+    shared: bool = False
     kind: str | None = None
     name: str | None = None
 
@@ -110,6 +112,7 @@ def make_options(**options: Any) -> TaskOptions:
         ttl=_limit(options.get("ttl", DEFAULT), "ttl", allow_zero=False),
         result_ttl=_limit(options.get("result_ttl", DEFAULT), "result_ttl", allow_zero=True),
         at_most_once=_flag(options.get("at_most_once", False), "at_most_once"),
+        shared=_flag(options.get("shared", False), "shared"),
         kind=_kind(options.get("kind")),
         name=_optional_name(options.get("name"), "name"),
     )
@@ -156,6 +159,7 @@ def as_keywords(options: TaskOptions) -> dict[str, Any]:
         "ttl": options.ttl,
         "result_ttl": options.result_ttl,
         "at_most_once": options.at_most_once,
+        "shared": options.shared,
         "kind": options.kind,
         "name": options.name,
     }

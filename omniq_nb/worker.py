@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import secrets
 import socket
 import threading
 import time
@@ -31,7 +32,7 @@ from omniq_nb.context import OutputSink, Progress, TaskContext
 from omniq_nb.core import AsyncOmniQ, Caller, OmniQ
 from omniq_nb.errors import ConfigError, StorageError, StoreLost
 from omniq_nb.executors import Attempt, Call, ChildProcess, LocalExecutor
-from omniq_nb.models import Task, TaskResult, TaskStatus
+from omniq_nb.models import Task, TaskResult, TaskStatus, WorkerInfo
 from omniq_nb.policy import after_failure, after_interrupt, after_lost_lease, succeeded, successor
 from omniq_nb.storage import Storage
 from omniq_nb.threads import TaskThreads
@@ -48,6 +49,7 @@ _MAX_RENEW_INTERVAL = 2.0  # renew at least this often, so a cancel from elsewhe
 _CLAIM_GATHER = 0.001  # seconds a busy pool waits for more free slots before claiming
 _FLUSH_GATHER = 0.001  # seconds a busy pool waits for more outcomes before writing
 _STOP_WRITE_TRIES = 3  # attempts a stopping pool makes to store the last outcomes
+_REGISTRY_LEASES = 3  # a pool silent for this many lease periods counts as dead in the registry
 
 
 class AsyncWorkerPool:
@@ -63,6 +65,12 @@ class AsyncWorkerPool:
         queues: the queues to serve (default ``[DEFAULT_QUEUE]``).
         lease: seconds a claim holds a task between renewals, at least 1 (default ``LEASE_SECONDS``).
         name: the worker's name, stored on the tasks it claims.
+        kernel: the kernel session the pool runs in (in a notebook), recorded in the registry:
+            tasks owned by that kernel are left to this pool while it is alive.
+        shared: take every task of its queues. Default: yes for a standalone pool, no for one
+            with a ``kernel``, which then takes its kernel's tasks and those that belong to no
+            live kernel (no owner, or an owner with no live pool in the registry). A standalone
+            pool with ``shared=False`` takes only the latter (``--only-unowned``).
         output: given each claimed task, returns where its output (prints, displays) goes, or
             ``None`` to leave it on this process's streams (the notebook routes it to the cell
             that launched the task).
@@ -86,6 +94,8 @@ class AsyncWorkerPool:
         queues: Sequence[str] | None = None,
         lease: float | None = None,
         name: str | None = None,
+        kernel: str | None = None,
+        shared: bool | None = None,
         output: Callable[[Task], OutputSink | None] | None = None,
     ) -> None:
         settings = queue.settings
@@ -96,7 +106,13 @@ class AsyncWorkerPool:
             raise ConfigError(f"kind={self.kind!r} must be one of {', '.join(WORKER_KINDS)}")
         self.queues = [settings.default_queue] if queues is None else _queue_names(queues)
         self.lease: float = settings.lease_seconds if lease is None else parse_setting("lease_seconds", lease, "lease=")
-        self.name = name or f"{socket.gethostname()}:{os.getpid()}:{id(self) & 0xFFFF:04x}"
+        self.id = secrets.token_hex(4)
+        """The pool's id in the store's registry: 8 hex digits (``%omniq workers stop ID``)."""
+        self.name = name or f"{socket.gethostname()}:{os.getpid()}:{self.id}"
+        self.kernel = kernel
+        self.shared = kernel is None if shared is None else shared
+        self.stop_requested = False
+        """Whether the pool stopped because someone asked it to through the registry."""
         self._running: dict[str, _Running] = {}
         self._busy = 0
         self._outcomes: list[tuple[TaskResult, Task | None, float]] = []
@@ -150,7 +166,11 @@ class AsyncWorkerPool:
             raise RuntimeError(f"worker pool {self.name} is already started")
         loop = asyncio.get_running_loop()
         renew_every = min(self.lease / 3, _MAX_RENEW_INTERVAL)
-        self._keeper = _LeaseKeeper(self.queue.storage.clone(), self.lease, renew_every, loop, self._leases_lost)
+        info = self.info()
+        await self.queue.storage.heartbeat(info)  # listed from the start
+        self._keeper = _LeaseKeeper(
+            self.queue.storage.clone(), self.lease, renew_every, loop, self._leases_lost, info, self._asked_to_stop
+        )
         self._keeper.start()
         self._unsubscribe = self.queue.on_local_write(self._on_local_write)
         for body, label in (
@@ -161,6 +181,22 @@ class AsyncWorkerPool:
         ):
             self._loops.append(loop.create_task(body(), name=f"omniq-pool-{label}"))
         logger.info("worker %s started: %d %s slots on queues %s", self.name, self.concurrency, self.kind, self.queues)
+
+    def info(self) -> WorkerInfo:
+        """Return the pool's registry entry as it heartbeats it (``running``: attempts holding a lease)."""
+        return WorkerInfo(
+            id=self.id,
+            name=self.name,
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            kind=self.kind,
+            concurrency=self.concurrency,
+            queues=tuple(self.queues),
+            kernel=self.kernel,
+            notebook=os.environ.get("JPY_SESSION_NAME") if self.kernel is not None else None,
+            ttl=self.lease * _REGISTRY_LEASES,
+            running=len(self._running),
+        )
 
     async def stop(self, timeout: float = _STOP_TIMEOUT) -> None:
         """Stop gracefully, handing interrupted work back to the queue without using an attempt.
@@ -295,13 +331,28 @@ class AsyncWorkerPool:
     async def _claim(self, limit: int) -> list[Task] | None:
         """Claim up to ``limit`` tasks (none after a failure, which is logged); ``None`` once the store is lost."""
         try:
-            return await self.queue.storage.claim(queues=self.queues, limit=limit, lease=self.lease, worker=self.name)
+            return await self.queue.storage.claim(
+                queues=self.queues,
+                limit=limit,
+                lease=self.lease,
+                worker=self.name,
+                unowned_only=not self.shared,
+                owner=self.kernel,
+            )
         except StoreLost as exc:
             self._store_lost(exc)
             return None
         except Exception:
             logger.exception("worker %s: claiming failed; retrying", self.name)
             return []
+
+    def _asked_to_stop(self) -> None:
+        """Drain and stop: a stop was requested through the store's registry."""
+        if self._stopping:
+            return
+        logger.info("worker %s was asked to stop through the registry; draining", self.name)
+        self.stop_requested = True
+        self._stopper = asyncio.get_running_loop().create_task(self.stop(), name="omniq-pool-stop")
 
     def _store_lost(self, exc: StoreLost) -> None:
         """Stop serving a store that went away: every later write would be lost with it."""
@@ -572,7 +623,11 @@ class _Slot:
 
 
 class _LeaseKeeper:
-    """Renew the pool's leases from a thread with its own loop and store connection."""
+    """Renew the pool's leases and heartbeat its registry row, from a thread with its own loop and connection.
+
+    When the registry says someone asked the pool to stop, ``on_stop`` is called once on the
+    pool's loop. The row is removed when the keeper stops.
+    """
 
     def __init__(
         self,
@@ -581,9 +636,12 @@ class _LeaseKeeper:
         interval: float,
         loop: asyncio.AbstractEventLoop,
         on_lost: Any,
+        info: WorkerInfo,
+        on_stop: Callable[[], None],
     ) -> None:
         self._storage, self._lease, self._interval = storage, lease, interval
         self._loop, self._on_lost = loop, on_lost
+        self._info, self._on_stop, self._stop_asked = info, on_stop, False
         self._leases: dict[str, str] = {}
         self._lock = threading.Lock()
         self._stopped = threading.Event()
@@ -617,6 +675,7 @@ class _LeaseKeeper:
             while not self._stopped.wait(self._interval):
                 with self._lock:
                     leases = dict(self._leases)
+                await self._heartbeat(len(leases))
                 if not leases:
                     continue
                 try:
@@ -627,8 +686,25 @@ class _LeaseKeeper:
                 with self._lock:
                     lost = {i: t for i, t in leases.items() if i not in held and self._leases.get(i) == t}
                 if lost:
-                    with contextlib.suppress(RuntimeError):  # the pool's loop has closed
-                        self._loop.call_soon_threadsafe(self._on_lost, lost)
+                    self._call_pool(self._on_lost, lost)
+            try:
+                await self._storage.unregister(self._info.id)
+            except Exception:  # its heartbeat stops: the row counts as dead after its ttl
+                logger.exception("removing worker %s from the registry failed", self._info.name)
+
+    async def _heartbeat(self, running: int) -> None:
+        try:
+            asked = await self._storage.heartbeat(msgspec.structs.replace(self._info, running=running))
+        except Exception:
+            logger.exception("the heartbeat of worker %s failed; retrying", self._info.name)
+            return
+        if asked and not self._stop_asked:
+            self._stop_asked = True
+            self._call_pool(self._on_stop)
+
+    def _call_pool(self, fn: Callable[..., None], *args: Any) -> None:
+        with contextlib.suppress(RuntimeError):  # the pool's loop has closed
+            self._loop.call_soon_threadsafe(fn, *args)
 
 
 class WorkerPool:

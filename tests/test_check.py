@@ -61,7 +61,7 @@ def test_a_healthy_store_exits_0_with_one_line_per_fact(url: str) -> None:
     found = fields(done.stdout)
     assert found["store"] == url
     assert found["integrity"] == "ok"
-    assert found["schema"] == "version 2"
+    assert found["schema"] == "version 3"
     assert found["tasks"] == "pending 2, running 0, succeeded 0, failed 0, cancelled 1, expired 0"
     assert found["leases"] == "0 expired, 0 of them over 30 s ago"
 
@@ -70,7 +70,7 @@ def test_a_healthy_store_exits_0_with_one_line_per_fact(url: str) -> None:
     report = json.loads(as_json.stdout)
     assert report["ok"] is True
     assert report["problems"] == []
-    assert report["schema_version"] == 2
+    assert report["schema_version"] == 3
     assert report["counts"] == {"pending": 2, "running": 0, "succeeded": 0, "failed": 0, "cancelled": 1, "expired": 0}
     assert isinstance(report["wal_bytes"], int)
 
@@ -164,7 +164,7 @@ def test_a_schema_newer_than_this_version_exits_1(db: Path, url: str) -> None:
     assert report["schema_version"] == 99
     assert report["integrity"] == "ok"
     [problem] = report["problems"]
-    assert "schema version 99 is newer than this omniq_nb understands (2)" in problem
+    assert "schema version 99 is newer than this omniq_nb understands (3)" in problem
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""The ``omniq-nb`` command line (``list``, ``show``, ``purge``, errors, ``python -m omniq_nb``).
+"""The ``omniq-nb`` command line (``list``, ``show``, ``purge``, ``workers``, errors, ``python -m omniq_nb``).
 
 Tasks are made by a real pool in this process on a SQLite file; each command runs as a real
 subprocess on that file.
@@ -7,18 +7,22 @@ subprocess on that file.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import sqlite3
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
+from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import pytest
 import worker_tasks as wt
 
-from omniq_nb import OmniQ, TaskFailed, WorkerPool
-from omniq_nb.cli import main
+from omniq_nb import OmniQ, TaskFailed, WorkerInfo, WorkerPool
+from omniq_nb.cli import format_workers, main
 
 TESTS = Path(__file__).resolve().parent
 OMNIQ_NB = str(Path(sys.executable).parent / "omniq-nb")
@@ -158,11 +162,11 @@ def test_a_bad_store_url_is_a_one_line_error(tmp_path: Path) -> None:
 def test_python_m_omniq_nb_help() -> None:
     done = run("--help", module=True)
     assert done.returncode == 0, done.stderr
-    for command in ("worker", "list", "show", "purge"):
+    for command in ("worker", "workers", "list", "show", "purge"):
         assert command in done.stdout
     worker = run("worker", "--help", module=True)
     assert worker.returncode == 0, worker.stderr
-    for flag in ("--db-url", "--concurrency", "--kind", "--queue", "--lease", "--log-level"):
+    for flag in ("--db-url", "--concurrency", "--kind", "--queue", "--lease", "--log-level", "--only-unowned"):
         assert flag in worker.stdout
 
 
@@ -237,3 +241,74 @@ def test_purge_with_no_arguments_removes_finished_tasks_past_the_default_result_
     assert "--all" in empty.stdout
     everything = run("purge", "--db-url", url, "--all")
     assert everything.stdout.strip() == "purged 1 task"
+
+
+def start_worker(url: str, *flags: str) -> subprocess.Popen[str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(TESTS), env.get("PYTHONPATH", "")) if p)
+    return subprocess.Popen(
+        [OMNIQ_NB, "worker", "--db-url", url, "--lease", "1", *flags],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def listed_workers(url: str) -> list[dict[str, Any]]:
+    done = run("workers", "--db-url", url, "--json")
+    assert done.returncode == 0, done.stderr
+    found: list[dict[str, Any]] = json.loads(done.stdout)
+    return found
+
+
+def test_workers_lists_a_worker_process_and_stop_makes_it_exit_0(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'w.db'}"
+    empty = run("workers", "--db-url", url)
+    assert empty.returncode == 0, empty.stderr
+    assert empty.stdout.startswith("no live worker pools in this store")
+    worker = start_worker(url, "--concurrency", "3", "--queue", "default", "--queue", "io", "--only-unowned")
+    try:
+        deadline = time.monotonic() + RUN_WAIT
+        while not (pools := [p for p in listed_workers(url) if p["pid"] == worker.pid]):
+            assert worker.poll() is None, worker.communicate()
+            assert time.monotonic() < deadline, "the worker never registered"
+        [pool] = pools
+        assert (pool["concurrency"], pool["queues"], pool["kernel"], pool["stop_requested"]) == (
+            3,
+            ["default", "io"],
+            None,
+            False,
+        )
+        table = run("workers", "--db-url", url).stdout.splitlines()
+        assert table[0].split()[:3] == ["ID", "KIND", "BUSY"]
+        [row] = table[1:]
+        assert row.split()[:3] == [pool["id"], pool["kind"], "0/3"] and row.endswith("all tasks")
+        with OmniQ(db_url=url) as q:
+            assert q.stop_worker(pool["id"]) is True
+        _, err = worker.communicate(timeout=RUN_WAIT)
+        assert worker.returncode == 0, err
+        assert "asked to through the registry" in err
+        assert listed_workers(url) == []
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.communicate()
+
+
+def test_format_workers_marks_this_kernels_pool_and_a_stopping_one() -> None:
+    now = datetime.now(timezone.utc)
+    common: dict[str, Any] = {"host": "h", "kind": "thread", "concurrency": 4, "started_at": now, "heartbeat": now}
+    pools = [
+        WorkerInfo(id="aaaaaaaa", name="a", pid=1, queues=("default",), kernel="0123456789ab", running=2, **common),
+        WorkerInfo(id="bbbbbbbb", name="b", pid=2, queues=("q1", "q2"), kernel="k", notebook="work/b.ipynb", **common),
+        WorkerInfo(id="cccccccc", name="c", pid=3, queues=("default",), stop_requested=True, **common),
+    ]
+    header, mine, notebook, stopping = format_workers(pools, mine="aaaaaaaa").splitlines()
+    assert header.split() == ["ID", "KIND", "BUSY", "QUEUES", "HOST:PID", "STARTED", "SEEN", "SERVES"]
+    assert mine.split()[:5] == ["aaaaaaaa", "thread", "2/4", "default", "h:1"]
+    assert mine.endswith("kernel 01234567 *")
+    assert notebook.split()[3] == "q1,q2" and notebook.endswith("work/b.ipynb")
+    assert stopping.endswith("all tasks (stopping)")
+    assert format_workers([]).startswith("no live worker pools in this store")

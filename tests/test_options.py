@@ -76,6 +76,7 @@ def test_unknown_option_raises_type_error_listing_known_ones() -> None:
         ("priority", "high"),
         ("at_most_once", "yes"),
         ("at_most_once", 1),
+        ("shared", "yes"),
         ("timeout", "10"),
         ("queue", 3),
         ("queue", ""),
@@ -164,3 +165,11 @@ def test_retry_on_accepts_classes_and_names() -> None:
 def test_retry_on_rejects_non_exceptions(bad: object) -> None:
     with pytest.raises(TypeError, match="retry_on"):
         exception_names(bad)
+
+
+def test_shared_is_a_flag_that_survives_a_merge() -> None:
+    assert make_options().shared is False
+    shared = make_options(shared=True)
+    assert shared.shared is True
+    assert merge_options(shared, retries=2).shared is True
+    assert merge_options(shared, shared=False).shared is False

@@ -237,7 +237,9 @@ async def test_an_async_task_raising_a_base_exception_fails_and_the_pool_goes_on
 
 
 async def test_releasing_an_old_lease_keeps_the_newer_lease_of_the_same_task() -> None:
-    keeper = _LeaseKeeper(omniq.AsyncOmniQ(db_url="memory://").storage, 5, 1, asyncio.get_running_loop(), print)
+    info = omniq.WorkerInfo(id="k", name="k", host="h", pid=1, kind="thread", concurrency=1, queues=("default",))
+    loop = asyncio.get_running_loop()
+    keeper = _LeaseKeeper(omniq.AsyncOmniQ(db_url="memory://").storage, 5, 1, loop, print, info, print)
     keeper.hold("t", "attempt-1")
     keeper.hold("t", "attempt-2")  # the task was re-claimed while attempt 1 was still ending
     keeper.release("t", "attempt-1")

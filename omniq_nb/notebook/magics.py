@@ -4,13 +4,14 @@ Usage::
 
     %%omniq enqueue [--as NAME] [--retries N] [--timeout D] [--queue Q] [--priority P]
                     [--kind thread|process|async] [--delay D] [--ttl D|none] [--result-ttl D|none]
-                    [--interval D] [--cron EXPR] [--at-most-once] [--name TEXT]
+                    [--interval D] [--cron EXPR] [--at-most-once] [--shared] [--name TEXT]
     <cell code: names it reads are captured now; its last expression is the task's result>
     (D, a duration: seconds, or 90s, 15m, 12h, 7d; a flag left out takes its setting, and
     --ttl none / --result-ttl none mean no limit, whatever TASK_TTL / RESULT_TTL say)
 
-    %omniq workers start [-n N] [--kind thread|process|async]   (replaces a running pool)
-    %omniq workers stop | status
+    %omniq workers start [-n N] [--kind thread|process|async] [--shared]   (replaces a running pool)
+    %omniq workers status                (every live pool of the store, * marks this kernel's)
+    %omniq workers stop [ID]             (this kernel's pool, or asks pool ID to drain and stop)
     %omniq list [--status S] [--queue Q] [--limit N]
     %omniq show ID
     %omniq cancel ID
@@ -30,7 +31,7 @@ from typing import Any, NoReturn
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 
-from omniq_nb.cli import add_purge_arguments, format_task, format_tasks
+from omniq_nb.cli import add_purge_arguments, format_task, format_tasks, format_workers
 from omniq_nb.config import WORKER_KINDS
 from omniq_nb.errors import OmniQError, SerializationError
 from omniq_nb.handles import TaskHandle
@@ -70,13 +71,17 @@ class OmniQMagics(Magics):
             %%omniq enqueue [--as NAME] [--retries N] [--timeout D] [--queue Q] [--priority P]
                             [--kind thread|process|async] [--delay D] [--ttl D|none]
                             [--result-ttl D|none] [--interval D] [--cron EXPR] [--at-most-once]
-                            [--name TEXT]
+                            [--shared] [--name TEXT]
             <cell code>          names it reads are captured now; its last expression is the result
                                  D: seconds, or 90s, 15m, 12h, 7d; a flag left out takes its
                                  setting; --ttl none / --result-ttl none: no limit
 
-            %omniq workers start [-n N] [--kind thread|process|async]   replaces a running pool
-            %omniq workers stop | status
+            %omniq workers start [-n N] [--kind thread|process|async] [--shared]
+                                 replaces a running pool; --shared: also run other kernels' tasks
+            %omniq workers status
+                                 every live pool of the store (* marks this kernel's)
+            %omniq workers stop [ID]
+                                 this kernel's pool, or asks pool ID (any process) to drain and stop
             %omniq list [--status S] [--queue Q] [--limit N]
             %omniq show ID
             %omniq cancel ID
@@ -133,21 +138,28 @@ class OmniQMagics(Magics):
 
     def _workers(self, words: list[str]) -> None:
         args = _workers_parser().parse_args(words)
+        if args.id is not None and args.action != "stop":
+            raise UsageError(f"%omniq workers {args.action} takes no id (only stop does: %omniq workers stop ID)")
+        pool = self.runner.pool
         if args.action == "start":
             try:
-                started = self.runner.start_pool(concurrency=args.n, kind=args.kind)
+                started = self.runner.start_pool(concurrency=args.n, kind=args.kind, shared=args.shared)
             except ValueError as exc:
                 raise UsageError(f"%omniq workers start: {exc}") from None
-            print(f"started {started.concurrency} {started.kind} workers ({started.name})")
-        elif args.action == "stop":
+            print(f"started {started.concurrency} {started.kind} workers ({started.id}, {started.name})")
+        elif args.action == "stop" and (args.id is None or (pool is not None and args.id == pool.id)):
             self.runner.stop_pool()
             print("workers stopped")
+        elif args.action == "stop":
+            if not self.runner.queue.stop_worker(args.id):
+                raise UsageError(f"no live worker pool with id {args.id!r}; %omniq workers status lists them")
+            print(f"asked worker pool {args.id} to drain and stop (it does so within a few seconds)")
         else:
-            pool = self.runner.pool
-            if pool is None:
+            if pool is None or not pool.running:
                 print("no workers running in this kernel (start them with %omniq workers start)")
             else:
                 print(f"{pool.concurrency} {pool.kind} workers, {pool.busy} busy, queues {', '.join(pool.queues)}")
+            print(format_workers(self.runner.queue.workers(), mine=pool.id if pool is not None else None))
 
     def _list(self, words: list[str]) -> None:
         args = _list_parser().parse_args(words)
@@ -198,6 +210,7 @@ def _enqueue_parser() -> _Parser:
     parser.add_argument("--interval", type=duration)
     parser.add_argument("--cron")
     parser.add_argument("--at-most-once", action="store_true")
+    parser.add_argument("--shared", action="store_true")
     parser.add_argument("--name", default=None)
     return parser
 
@@ -215,8 +228,10 @@ def _limit(text: str) -> float | None:
 def _workers_parser() -> _Parser:
     parser = _Parser(prog="%omniq workers", add_help=False)
     parser.add_argument("action", choices=("start", "stop", "status"), nargs="?", default="status")
+    parser.add_argument("id", nargs="?", help="stop: the id of a pool of any process (%%omniq workers status)")
     parser.add_argument("-n", type=int, help="how many tasks run at once")
     parser.add_argument("--kind", choices=WORKER_KINDS)
+    parser.add_argument("--shared", action="store_true", help="also run tasks of other live kernels")
     return parser
 
 

@@ -33,6 +33,8 @@ class CellOutputs:
         self._kernel = getattr(shell, "kernel", None)
         session = getattr(self._kernel, "session", None)
         self._session_id: str = getattr(session, "session", "") or ""
+        self.kernel: str | None = self._session_id or None
+        """The kernel's session id (new at every kernel start), or ``None`` outside a kernel."""
         self._parents: OrderedDict[str, dict[str, Any]] = OrderedDict()
 
     def remember_current_cell(self) -> str | None:

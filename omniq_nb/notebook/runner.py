@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 
 from omniq_nb import handles
 from omniq_nb.config import Settings
-from omniq_nb.context import OutputSink, set_origin
+from omniq_nb.context import OutputSink, set_origin, set_owner
 from omniq_nb.core import AsyncOmniQ, OmniQ
 from omniq_nb.errors import OmniQError
 from omniq_nb.handles import GroupHandle, TaskHandle
@@ -65,6 +65,7 @@ class KernelRunner:
         self.queue = OmniQ.attached(self.core, _KernelCaller(self))
         self.pool: AsyncWorkerPool | None = None
         use_queue(self.queue)
+        set_owner(self.outputs.kernel)  # tasks enqueued here belong to this kernel (kernel affinity)
         install_routing(shell)
         handles.display_hook = self.view
         shell.events.register("pre_run_cell", self._before_cell)
@@ -116,13 +117,25 @@ class KernelRunner:
             if not waiting.done():
                 waiting.cancel()
 
-    def start_pool(self, *, concurrency: int | None = None, kind: str | None = None) -> AsyncWorkerPool:
+    def start_pool(
+        self, *, concurrency: int | None = None, kind: str | None = None, shared: bool = False
+    ) -> AsyncWorkerPool:
         """Start the kernel's pool, replacing a running one (it stops gracefully first).
+
+        The pool runs this kernel's tasks and those of no live kernel; with ``shared``, every
+        task of its queues, other kernels' too.
 
         Raises:
             ValueError: a bad ``concurrency`` or ``kind``.
         """
-        pool = AsyncWorkerPool(self.core, concurrency=concurrency, kind=kind, output=self._output_for)
+        pool = AsyncWorkerPool(
+            self.core,
+            concurrency=concurrency,
+            kind=kind,
+            kernel=self.outputs.kernel,
+            shared=shared,
+            output=self._output_for,
+        )
         self.stop_pool()
         self.block(pool.start)
         self.pool = pool
@@ -152,6 +165,7 @@ class KernelRunner:
         handles.display_hook = None
         self.block(self.aclose)
         use_queue(None)
+        set_owner(None)
         if KernelRunner.current is self:
             KernelRunner.current = None
 

@@ -15,7 +15,7 @@ from typing import Protocol, runtime_checkable
 from urllib.parse import urlsplit, urlunsplit
 
 from omniq_nb.errors import NotSupported, StorageError
-from omniq_nb.models import StoreHealth, Task, TaskEvent, TaskResult, TaskStatus
+from omniq_nb.models import StoreHealth, Task, TaskEvent, TaskResult, TaskStatus, WorkerInfo
 
 __all__ = ["STALE_IDS_SHOWN", "NotSupported", "Storage", "StorageError", "health_report", "redact_url"]
 
@@ -94,13 +94,45 @@ class Storage(Protocol):
         """Return how many tasks (of ``task_ids``, or all) are in each status."""
         ...
 
-    async def claim(self, *, queues: Sequence[str], limit: int, lease: float, worker: str) -> builtins.list[Task]:
+    async def claim(
+        self,
+        *,
+        queues: Sequence[str],
+        limit: int,
+        lease: float,
+        worker: str,
+        unowned_only: bool = False,
+        owner: str | None = None,
+    ) -> builtins.list[Task]:
         """Atomically take up to ``limit`` ready tasks: highest priority, then earliest eta, then oldest.
 
         Each claimed task is ``running`` with ``attempt`` one higher, a new random
         ``lease_token`` and ``lease_until = now + lease`` on the store's clock. No two
         claims ever return the same attempt.
+
+        With ``unowned_only`` (kernel affinity) only tasks without an ``owner``, owned by
+        ``owner``, or whose owner has no live row in the worker registry are taken.
         """
+        ...
+
+    async def heartbeat(self, worker: WorkerInfo) -> bool:
+        """Record a live worker pool (insert or refresh its registry row); return whether it must stop.
+
+        The store sets ``heartbeat`` to its own clock and keeps the row's ``started_at`` and
+        ``stop_requested``. Rows whose heartbeat is older than their ``ttl`` are removed.
+        """
+        ...
+
+    async def workers(self) -> builtins.list[WorkerInfo]:
+        """Return the live worker pools of the registry, oldest first (dead rows are left out)."""
+        ...
+
+    async def request_stop(self, worker_id: str) -> bool:
+        """Ask a live pool to drain and stop (at its next heartbeat); return whether it was found."""
+        ...
+
+    async def unregister(self, worker_id: str) -> None:
+        """Remove a pool's registry row (it stopped gracefully)."""
         ...
 
     async def renew(self, *, leases: Mapping[str, str], lease: float) -> set[str]:

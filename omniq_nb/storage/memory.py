@@ -16,7 +16,16 @@ from types import TracebackType
 
 import msgspec
 
-from omniq_nb.models import EventKind, StoreHealth, Task, TaskEvent, TaskResult, TaskStatus, check_transition
+from omniq_nb.models import (
+    EventKind,
+    StoreHealth,
+    Task,
+    TaskEvent,
+    TaskResult,
+    TaskStatus,
+    WorkerInfo,
+    check_transition,
+)
 from omniq_nb.storage.base import health_report, redact_url
 
 _UTC = timezone.utc
@@ -47,6 +56,7 @@ class MemoryStorage:
         self._tasks: dict[str, Task] = {}
         self._events: builtins.list[TaskEvent] = []
         self._seq = 0
+        self._workers: dict[str, WorkerInfo] = {}
         self._lock = threading.Lock()
 
     async def __aenter__(self) -> MemoryStorage:
@@ -128,11 +138,21 @@ class MemoryStorage:
                     counts[task.status] += 1
         return counts
 
-    async def claim(self, *, queues: Sequence[str], limit: int, lease: float, worker: str) -> builtins.list[Task]:
+    async def claim(
+        self,
+        *,
+        queues: Sequence[str],
+        limit: int,
+        lease: float,
+        worker: str,
+        unowned_only: bool = False,
+        owner: str | None = None,
+    ) -> builtins.list[Task]:
         """Claim up to ``limit`` ready tasks: priority, then eta, then enqueue order."""
         with self._lock:
             now = datetime.now(_UTC)
             order = {task_id: n for n, task_id in enumerate(self._tasks)}
+            live = {w.kernel for w in self._live(now)} if unowned_only else set()
             ready = sorted(
                 (
                     t
@@ -141,6 +161,7 @@ class MemoryStorage:
                     and t.queue in queues
                     and t.eta <= now
                     and (t.expires_at is None or t.expires_at > now)
+                    and (not unowned_only or t.owner is None or t.owner == owner or t.owner not in live)
                 ),
                 key=lambda t: (-t.priority, t.eta, order[t.id]),
             )[:limit]
@@ -154,6 +175,44 @@ class MemoryStorage:
                 self._record(task, EventKind.STARTED)
                 claimed.append(msgspec.structs.replace(task))
             return claimed
+
+    async def heartbeat(self, worker: WorkerInfo) -> bool:
+        """Insert or refresh the pool's registry entry (and drop dead ones); return whether it must stop."""
+        with self._lock:
+            now = datetime.now(_UTC)
+            live = {w.id: w for w in self._live(now)}
+            known = live.get(worker.id)
+            self._workers = live
+            self._workers[worker.id] = msgspec.structs.replace(
+                worker,
+                started_at=known.started_at if known else worker.started_at or now,
+                heartbeat=now,
+                stop_requested=known is not None and known.stop_requested,
+            )
+            return known is not None and known.stop_requested
+
+    async def workers(self) -> builtins.list[WorkerInfo]:
+        """Return the live pools, oldest first."""
+        with self._lock:
+            return sorted(self._live(datetime.now(_UTC)), key=lambda w: (w.started_at or w.heartbeat, w.id))
+
+    async def request_stop(self, worker_id: str) -> bool:
+        """Flag a live pool's entry; the pool drains and stops at its next heartbeat."""
+        with self._lock:
+            known = self._workers.get(worker_id)
+            if known is None or not _alive(known, datetime.now(_UTC)):
+                return False
+            self._workers[worker_id] = msgspec.structs.replace(known, stop_requested=True)
+            return True
+
+    async def unregister(self, worker_id: str) -> None:
+        """Remove the pool's registry entry."""
+        with self._lock:
+            self._workers.pop(worker_id, None)
+
+    def _live(self, now: datetime) -> builtins.list[WorkerInfo]:
+        """Return the registry entries whose heartbeat is younger than their ttl."""
+        return [w for w in self._workers.values() if _alive(w, now)]
 
     async def renew(self, *, leases: Mapping[str, str], lease: float) -> set[str]:
         """Extend the leases still held."""
@@ -353,6 +412,10 @@ class MemoryStorage:
                 run_id=task.run_id,
             )
         )
+
+
+def _alive(worker: WorkerInfo, now: datetime) -> bool:
+    return worker.heartbeat is not None and worker.heartbeat + timedelta(seconds=worker.ttl) > now
 
 
 def _purgeable(task: Task, now: datetime, finished_before: datetime | None, picked: set[TaskStatus]) -> bool:

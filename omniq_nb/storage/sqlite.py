@@ -44,6 +44,7 @@ from omniq_nb.models import (
     TaskEvent,
     TaskResult,
     TaskStatus,
+    WorkerInfo,
     check_transition,
 )
 from omniq_nb.storage.base import STALE_IDS_SHOWN, health_report, redact_url
@@ -51,7 +52,7 @@ from omniq_nb.storage.wakeup import WakeChannel
 
 logger = logging.getLogger(__name__)
 
-_SCHEMA_VERSION = 2
+_SCHEMA_VERSION = 3
 _BUSY_TIMEOUT_MS = 15_000
 _JOURNAL_SIZE_LIMIT = 64 * 1024 * 1024
 _WAL_RESET_BYTES = 16 * 1024 * 1024  # 4x what automatic checkpoints keep it at when no reader starves them
@@ -69,17 +70,17 @@ _COLUMNS = (
     "id, name, queue, status, priority, payload, attempt, retries, retry_on, timeout, eta, created_at, "
     "started_at, finished_at, expires_at, result_ttl, interval, cron, series, at_most_once, kind, "
     "lease_token, lease_until, worker, progress, progress_done, progress_total, progress_message, result, error, "
-    "origin, run_id"
+    "origin, run_id, owner"
 )
 # A new task has never run: only these columns can differ from the defaults.
 _NEW_COLUMNS = (
     "id, name, queue, status, priority, payload, attempt, retries, retry_on, timeout, eta, created_at, "
-    "expires_at, result_ttl, interval, cron, series, at_most_once, kind, origin"
+    "expires_at, result_ttl, interval, cron, series, at_most_once, kind, origin, owner"
 )
 _EVENT_COLUMNS = "seq, task_id, kind, at, status, attempt, progress, message, run_id"
 _TASKS_COLUMNS = ", ".join(f"tasks.{name.strip()}" for name in _COLUMNS.split(","))  # in a join with tasks
 _ROW_MARKS = "(" + ", ".join("?" * (_NEW_COLUMNS.count(",") + 1)) + ")"
-_INSERT_ROWS = 500  # rows per INSERT: 500 x 20 values stays under SQLite's 32,766 limit
+_INSERT_ROWS = 500  # rows per INSERT: 500 x 21 values stays under SQLite's 32,766 limit
 _BATCH_ROWS = 5000  # rows per INSERT of insert_many: two values each
 _NEW_NAMES = [name.strip() for name in _NEW_COLUMNS.split(",")]
 _PAYLOAD_AT, _SERIES_AT = _NEW_NAMES.index("payload"), _NEW_NAMES.index("series")
@@ -150,7 +151,35 @@ _MIGRATIONS: dict[int, str] = {
     ALTER TABLE tasks ADD COLUMN run_id TEXT;
     ALTER TABLE events ADD COLUMN run_id TEXT;
     """,
+    3: """
+    ALTER TABLE tasks ADD COLUMN owner TEXT;
+    CREATE TABLE workers (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        host TEXT NOT NULL,
+        pid INTEGER NOT NULL,
+        kind TEXT NOT NULL,
+        concurrency INTEGER NOT NULL,
+        queues TEXT NOT NULL,
+        kernel TEXT,
+        notebook TEXT,
+        started_at REAL NOT NULL,
+        heartbeat REAL NOT NULL,
+        ttl REAL NOT NULL,
+        running INTEGER NOT NULL DEFAULT 0,
+        stop_requested INTEGER NOT NULL DEFAULT 0
+    );
+    """,
 }
+_WORKER_COLUMNS = (
+    "id, name, host, pid, kind, concurrency, queues, kernel, notebook, started_at, heartbeat, ttl, running, "
+    "stop_requested"
+)
+# Kernel affinity: a task without an owner, of this kernel, or of a kernel with no live pool.
+# The subquery is uncorrelated: SQLite runs it once per claim over the (tiny) workers table.
+_AFFINITY_SQL = """
+    AND (owner IS NULL OR owner = ? OR owner NOT IN (
+        SELECT kernel FROM workers WHERE kernel IS NOT NULL AND heartbeat + ttl > ?))"""
 
 # Temporary triggers belong to this connection only, so OMNIQ_EVENTS=0 in one process
 # does not change what another process records.
@@ -411,16 +440,26 @@ class SQLiteStorage:
                 counts[TaskStatus(status)] += n
         return counts
 
-    async def claim(self, *, queues: Sequence[str], limit: int, lease: float, worker: str) -> builtins.list[Task]:
+    async def claim(
+        self,
+        *,
+        queues: Sequence[str],
+        limit: int,
+        lease: float,
+        worker: str,
+        unowned_only: bool = False,
+        owner: str | None = None,
+    ) -> builtins.list[Task]:
         """Claim up to ``limit`` ready tasks in one atomic ``UPDATE … RETURNING``.
 
-        The lease (and ``started_at``) run from the clock read inside the statement, after any wait for another
-        process's write lock, so a claim that waited still gets its whole lease. Ready tasks
-        are those due at the call (SQLite's own clock has millisecond steps: a task enqueued
-        this millisecond would wait for the next one).
+        The lease (and ``started_at``) run from the clock read inside the statement, after any
+        wait for another process's write lock, so a claim that waited still gets its whole
+        lease. Ready tasks are those due at the call (SQLite's own clock has millisecond steps:
+        a task enqueued this millisecond would wait for the next one).
         """
         now = time.time()
         marks = ", ".join("?" * len(queues))
+        affinity, mine = (_AFFINITY_SQL, (owner, now)) if unowned_only else ("", ())
         sql = f"""
             UPDATE tasks SET status = 'running', attempt = attempt + 1,
                 lease_token = lower(hex(randomblob(16))), run_id = lower(hex(randomblob(8))),
@@ -429,12 +468,60 @@ class SQLiteStorage:
             WHERE seq IN (
                 SELECT seq FROM tasks
                 WHERE status = 'pending' AND queue IN ({marks}) AND eta <= ?
-                    AND (expires_at IS NULL OR expires_at > ?)
+                    AND (expires_at IS NULL OR expires_at > ?){affinity}
                 ORDER BY priority DESC, eta, seq LIMIT ?)
             RETURNING {_COLUMNS}, seq"""
-        rows = await self._fetch(sql, (lease, worker, *queues, now, now, limit))
+        rows = await self._fetch(sql, (lease, worker, *queues, now, now, *mine, limit))
         rows.sort(key=lambda row: (-row[4], row[10], row[-1]))
         return [_row_task(row) for row in rows]
+
+    async def heartbeat(self, worker: WorkerInfo) -> bool:
+        """Insert or refresh the pool's registry row (and drop dead rows); return whether it must stop."""
+        now = time.time()
+        started = worker.started_at.timestamp() if worker.started_at is not None else now
+        async with self._immediate():
+            await self._run("DELETE FROM workers WHERE heartbeat + ttl <= ?", (now,))
+            rows = await self._run(
+                f"""INSERT INTO workers ({_WORKER_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0)
+                ON CONFLICT (id) DO UPDATE SET heartbeat = excluded.heartbeat, ttl = excluded.ttl,
+                    running = excluded.running
+                RETURNING stop_requested""",
+                (
+                    worker.id,
+                    worker.name,
+                    worker.host,
+                    worker.pid,
+                    worker.kind,
+                    worker.concurrency,
+                    "\n".join(worker.queues),
+                    worker.kernel,
+                    worker.notebook,
+                    started,
+                    now,
+                    worker.ttl,
+                    worker.running,
+                ),
+            )
+        return bool(rows[0][0])
+
+    async def workers(self) -> builtins.list[WorkerInfo]:
+        """Return the live pools of the registry, oldest first."""
+        rows = await self._fetch(
+            f"SELECT {_WORKER_COLUMNS} FROM workers WHERE heartbeat + ttl > ? ORDER BY started_at, id", (time.time(),)
+        )
+        return [_row_worker(row) for row in rows]
+
+    async def request_stop(self, worker_id: str) -> bool:
+        """Flag a live pool's row; the pool drains and stops at its next heartbeat."""
+        rows = await self._fetch(
+            "UPDATE workers SET stop_requested = 1 WHERE id = ? AND heartbeat + ttl > ? RETURNING id",
+            (worker_id, time.time()),
+        )
+        return bool(rows)
+
+    async def unregister(self, worker_id: str) -> None:
+        """Remove the pool's registry row."""
+        await self._fetch("DELETE FROM workers WHERE id = ?", (worker_id,))
 
     async def renew(self, *, leases: Mapping[str, str], lease: float) -> set[str]:
         """Extend the leases still held (from the clock after any lock wait); return their ids."""
@@ -906,6 +993,27 @@ def _new_task_row(task: Task) -> tuple[Any, ...]:
         task.at_most_once,
         task.kind,
         task.origin,
+        task.owner,
+    )
+
+
+def _row_worker(row: Sequence[Any]) -> WorkerInfo:
+    """Build a ``WorkerInfo`` from a row of ``_WORKER_COLUMNS``."""
+    return WorkerInfo(
+        id=row[0],
+        name=row[1],
+        host=row[2],
+        pid=row[3],
+        kind=row[4],
+        concurrency=row[5],
+        queues=tuple(row[6].split("\n")),
+        kernel=row[7],
+        notebook=row[8],
+        started_at=_time(row[9]),
+        heartbeat=_time(row[10]),
+        ttl=row[11],
+        running=row[12],
+        stop_requested=bool(row[13]),
     )
 
 
@@ -948,6 +1056,7 @@ def _row_task(row: Sequence[Any]) -> Task:
         _error_decoder.decode(row[29]) if row[29] is not None else None,
         row[30],  # origin
         row[31],  # run_id
+        row[32],  # owner
     )
 
 

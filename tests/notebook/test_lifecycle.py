@@ -118,7 +118,7 @@ def test_shutdown_with_an_idle_pool_is_quick_and_leaves_no_processes(kernel: Ker
     assert child != kernel.pid
     assert pid_alive(child)  # an idle child kept by the pool
     status = kernel.run("%omniq workers status").stdout
-    assert status == "2 process workers, 0 busy, queues default\n"
+    assert status.splitlines()[0] == "2 process workers, 0 busy, queues default"
 
     process = kernel.km.provisioner.process  # type: ignore[attr-defined]
     kernel.kc.stop_channels()

@@ -57,7 +57,7 @@ async def test_the_schema_version_table_holds_every_applied_version(tmp_path: Pa
     path = tmp_path / "omniq.db"
     async with SQLiteStorage(url_of(path)):
         pass
-    assert query(path, "SELECT version FROM omniq_schema") == [(1,), (2,)]
+    assert query(path, "SELECT version FROM omniq_schema") == [(1,), (2,), (3,)]
 
 
 async def test_a_version_1_store_is_migrated_and_keeps_its_tasks(tmp_path: Path, make_task: MakeTask) -> None:
@@ -66,6 +66,9 @@ async def test_a_version_1_store_is_migrated_and_keeps_its_tasks(tmp_path: Path,
     async with SQLiteStorage(url_of(path)) as store:
         await store.insert([old])
     with sqlite3.connect(path) as conn:  # turn it back into a version-1 store, as 0.1 wrote it
+        conn.execute("DROP TABLE workers")
+        conn.execute("ALTER TABLE tasks DROP COLUMN owner")
+        conn.execute("DELETE FROM omniq_schema WHERE version = 3")
         conn.execute("ALTER TABLE tasks DROP COLUMN run_id")
         conn.execute("ALTER TABLE events DROP COLUMN run_id")
         conn.execute("DELETE FROM omniq_schema WHERE version = 2")
@@ -75,7 +78,24 @@ async def test_a_version_1_store_is_migrated_and_keeps_its_tasks(tmp_path: Path,
         assert claimed.id == old.id and claimed.run_id
         [started] = [e for e in await store.events(task_id=old.id) if e.kind == "started"]
         assert started.run_id == claimed.run_id
-    assert query(path, "SELECT version FROM omniq_schema") == [(1,), (2,)]
+    assert query(path, "SELECT version FROM omniq_schema") == [(1,), (2,), (3,)]
+
+
+async def test_a_version_2_store_gains_owners_and_the_worker_registry(tmp_path: Path, make_task: MakeTask) -> None:
+    path = tmp_path / "omniq.db"
+    old = make_task()
+    async with SQLiteStorage(url_of(path)) as store:
+        await store.insert([old])
+    with sqlite3.connect(path) as conn:  # turn it back into a version-2 store
+        conn.execute("DROP TABLE workers")
+        conn.execute("ALTER TABLE tasks DROP COLUMN owner")
+        conn.execute("DELETE FROM omniq_schema WHERE version = 3")
+    async with SQLiteStorage(url_of(path)) as store:
+        assert (await store.get(old.id)) == old
+        [claimed] = await store.claim(queues=["default"], limit=1, lease=30, worker="w", unowned_only=True)
+        assert claimed.id == old.id and claimed.owner is None
+        assert await store.workers() == []
+    assert query(path, "SELECT version FROM omniq_schema") == [(1,), (2,), (3,)]
 
 
 async def test_opening_twice_keeps_the_schema_and_the_tasks(tmp_path: Path, make_task: MakeTask) -> None:
@@ -86,7 +106,7 @@ async def test_opening_twice_keeps_the_schema_and_the_tasks(tmp_path: Path, make
     async with SQLiteStorage(url_of(path)) as second, SQLiteStorage(url_of(path)) as third:
         assert await second.get(task.id) == task
         assert await third.get(task.id) == task
-    assert query(path, "SELECT version FROM omniq_schema") == [(1,), (2,)]
+    assert query(path, "SELECT version FROM omniq_schema") == [(1,), (2,), (3,)]
 
 
 async def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
