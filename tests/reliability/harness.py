@@ -9,7 +9,8 @@ Everything the scenarios share lives here, once:
   the code under test). ``run_once`` appends one line ``task_id attempt pid`` per run to a
   log opened with ``O_APPEND`` (one ``write``: lines of concurrent processes never mix).
 - Reads of the store through a fresh ``sqlite3`` connection per call, closed at once, as
-  another process (``omniq-nb list``) sees the file; ``integrity`` runs ``PRAGMA integrity_check``.
+  another process (``omniq-nb list``) sees the file; ``integrity`` runs ``PRAGMA
+  integrity_check``, and ``healthy`` also ``omniq-nb check``.
 - ``python -m harness enqueue|produce|notebook ...``: the enqueuing scripts of the scenarios.
 """
 
@@ -160,6 +161,25 @@ def counts(db: Path) -> dict[str, int]:
 def integrity(db: Path) -> str:
     """Return the result of ``PRAGMA integrity_check`` (``"ok"`` when the file is sound)."""
     return "\n".join(row[0] for row in query(db, "PRAGMA integrity_check"))
+
+
+def healthy(db: Path) -> str:
+    """Return ``"ok"`` when both SQLite's integrity check and ``omniq-nb check`` say the store is sound.
+
+    Otherwise return what they said: ``omniq-nb check`` runs as a user would run it, in a
+    process of its own, and exits 0 only on a healthy store.
+    """
+    sound = integrity(db)
+    checked = subprocess.run(
+        [sys.executable, "-m", "omniq_nb", "check", "--db-url", f"sqlite:///{db}"],
+        capture_output=True,
+        text=True,
+        timeout=START_WAIT,
+        env=child_env(),
+    )
+    if sound == "ok" and checked.returncode == 0:
+        return "ok"
+    return f"integrity_check: {sound}; omniq-nb check exited {checked.returncode}: {checked.stdout}{checked.stderr}"
 
 
 _WAL_WRITE_LOCK = 120  # the byte of the -shm file that SQLite's writer locks (unix VFS, WAL mode)

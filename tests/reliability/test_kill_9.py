@@ -107,7 +107,7 @@ def test_kill_9_at_random_moments_loses_no_task_and_reruns_only_killed_attempts(
     assert monitor.polls > 0 and lister.runs > 0
     assert killer.mid_write > 0, f"seed {seed}: no worker was caught inside a write statement"
     _check_runs(db, log, results, killer, seed)
-    assert harness.integrity(db) == "ok"
+    assert harness.healthy(db) == "ok"
 
 
 def _check_runs(db: Path, log: Path, results: dict[str, Any], killer: Killer, seed: int) -> None:
@@ -149,7 +149,7 @@ def test_a_task_that_kills_its_worker_ends_failed_after_its_attempts(
     assert [(r.attempt, r.pid) for r in harness.runs(log)] == [(n, lives[n - 1].pid) for n in (1, 2, 3)]
     assert [w.alive() for w in lives] == [False, False, False, True]
     assert lives[-1].terminate() == 0
-    assert harness.integrity(db) == "ok"
+    assert harness.healthy(db) == "ok"
 
 
 def test_an_at_most_once_task_whose_worker_is_killed_fails_and_never_runs_again(

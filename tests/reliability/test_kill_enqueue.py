@@ -72,7 +72,7 @@ def test_kill_9_during_enqueue_many_leaves_all_or_none(
         assert held == N, "tasks whose enqueue returned were lost"
     else:
         assert held in (0, N), f"killed at {point}: a partial batch of {held} tasks survived"
-    assert harness.integrity(db) == "ok"
+    assert harness.healthy(db) == "ok"
     with OmniQ(db_url=url) as q:  # the file still works
         assert q.enqueue_many(harness.noop, [(), ()]).ids
     assert harness.query(db, "SELECT count(*) FROM tasks")[0][0] == held + 2

@@ -48,4 +48,4 @@ def test_eight_producers_and_two_workers_share_one_file(
     assert set(harness.statuses(db)) == set(ids)
     for worker in workers:
         assert worker.terminate() == 0
-    assert harness.integrity(db) == "ok"
+    assert harness.healthy(db) == "ok"

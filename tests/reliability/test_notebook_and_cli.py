@@ -58,7 +58,7 @@ def test_notebook_pool_and_restarted_cli_worker_run_every_task_once(
     assert listing.returncode == 0, listing.stderr
     listed = [line.split() for line in listing.stdout.splitlines()[1:]]
     assert {row[0]: row[1] for row in listed} == dict.fromkeys(ids, "succeeded")
-    assert harness.integrity(db) == "ok"
+    assert harness.healthy(db) == "ok"
 
 
 def test_sigterm_mid_task_hands_it_back_without_using_an_attempt(
@@ -101,4 +101,4 @@ def test_kill_9_of_a_notebook_process_loses_none_of_its_tasks(
         assert task_runs[-1].pid == worker.pid or len(task_runs) == 1, task_runs
         assert all(run.pid == notebook.pid for run in task_runs[:-1]), f"re-ran without a kill: {task_runs}"
     assert worker.terminate() == 0
-    assert harness.integrity(db) == "ok"
+    assert harness.healthy(db) == "ok"

@@ -61,7 +61,7 @@ def _drain(procs: Processes, folder: Path, n: int, wait_until_sync: Any, *, read
     worker_kib = harness.vm_hwm_kib(worker.pid)
     assert worker.terminate() == 0
     assert harness.counts(db) == {"succeeded": n}
-    assert harness.integrity(db) == "ok"
+    assert harness.healthy(db) == "ok"
     return Footprint(enqueuer_kib, worker_kib, wal_max[0])
 
 

@@ -16,6 +16,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import harness
 import pytest
 
 _ENQUEUER = textwrap.dedent(
@@ -84,3 +85,4 @@ def test_acknowledged_tasks_survive_a_listing_process_and_kill_9(tmp_path: Path,
             proc.kill()
             proc.wait(timeout=30)
     assert set(acknowledged) <= _task_ids(db)
+    assert harness.healthy(db) == "ok"

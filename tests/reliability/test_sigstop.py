@@ -60,4 +60,4 @@ def test_late_outcome_of_a_resumed_worker_is_rejected(
         assert (after.status, after.attempt, after.result) == ("succeeded", 2, rescued.result)
         assert q.get(task_id).result(timeout=10) == [2, rescuer.pid]
     assert harness.query(db, "SELECT status, attempt, lease_token FROM tasks") == [("succeeded", 2, None)]
-    assert harness.integrity(db) == "ok"
+    assert harness.healthy(db) == "ok"
