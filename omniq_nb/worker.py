@@ -668,7 +668,10 @@ class _LeaseKeeper:
         self._thread.join()
 
     def _main(self) -> None:
-        asyncio.run(self._renew_until_stopped())
+        try:
+            asyncio.run(self._renew_until_stopped())
+        except StorageError as exc:  # e.g. the store went away before this thread opened it
+            logger.error("the lease keeper of worker %s stopped: %s", self._info.name, exc)
 
     async def _renew_until_stopped(self) -> None:
         async with self._storage:
