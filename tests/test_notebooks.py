@@ -12,13 +12,17 @@ from typing import Any
 
 import nbformat
 import pytest
+import tomllib
 from jupyter_client.kernelspec import KernelSpecManager
 from jupyter_client.manager import KernelManager
 from nbclient import NotebookClient
+from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+QUICKSTART = "01-quickstart.ipynb"  # what the Binder badge opens
+_BINDER_LINK = re.compile(r"https://mybinder\.org/v2/gh/[^\s)\"'<>]+")
 
 
 def execute(path: Path, workdir: Path, **client: Any) -> nbformat.NotebookNode:
@@ -85,6 +89,35 @@ def test_binder_python_satisfies_requires_python() -> None:
     assert required is not None
     assert runtime.startswith("python-")
     assert SpecifierSet(required[1]).contains(runtime.removeprefix("python-") + ".0"), (runtime, required[1])
+
+
+def test_binder_badge_is_built_from_the_repository_url() -> None:
+    """The repository's address is written once, in pyproject.toml; the badge and binder/ follow it."""
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    url = pyproject["project"]["urls"]["Repository"]
+    repository = re.fullmatch(r"https://github\.com/([\w.-]+)/([\w.-]+)", url)
+    assert repository is not None, f"[project.urls] Repository should be a GitHub repository's address, not {url!r}"
+    owner, name = repository.groups()
+    badge = f"https://mybinder.org/v2/gh/{owner}/{name}/HEAD?labpath=notebooks%2F{QUICKSTART}"
+    readme = (ROOT / "README.md").read_text()
+    assert f"[![Binder](https://mybinder.org/badge_logo.svg)]({badge})" in readme
+
+    sources = [ROOT / "README.md", *sorted((ROOT / "binder").iterdir()), *NOTEBOOKS]
+    for source in sources:
+        for link in _BINDER_LINK.findall(source.read_text()):
+            assert link.startswith(f"https://mybinder.org/v2/gh/{owner}/{name}/"), f"{source.name}: {link}"
+            labpath = re.search(r"labpath=([^&]+)", link)
+            if labpath is not None:
+                opened = ROOT / labpath[1].replace("%2F", "/")
+                assert opened.is_file(), f"{source.name}: Binder would open {opened.name}, which is not there"
+    # Binder installs this checkout (not a copy fetched from some address) with every dependency pinned
+    assert "pip install --no-cache-dir .\n" in (ROOT / "binder" / "postBuild").read_text()
+    lines = (ROOT / "binder" / "requirements.txt").read_text().splitlines()
+    pinned = {r.name: r for r in (Requirement(line) for line in lines if line and not line.startswith("#"))}
+    for dependency in map(Requirement, pyproject["project"]["dependencies"]):
+        assert dependency.name in pinned, f"binder/requirements.txt does not pin {dependency.name}"
+        version = str(pinned[dependency.name].specifier).removeprefix("==")
+        assert dependency.specifier.contains(version), f"binder pins {dependency.name}=={version}: not {dependency}"
 
 
 def test_binder_environment_runs_the_quickstart(tmp_path: Path) -> None:
