@@ -224,8 +224,7 @@ def format_workers(pools: Sequence[WorkerInfo], *, mine: str | None = None) -> s
     header = {"busy": "BUSY", "queues": "QUEUES", "where": "HOST:PID", "started": "STARTED", "seen": "SEEN"}
     lines = [_WORKER_COLUMNS.format(id="ID", kind="KIND", serves="SERVES", **header)]
     for pool in pools:
-        seen = "" if pool.heartbeat is None else f"{max(0.0, (now - pool.heartbeat).total_seconds()):.0f}s"
-        kernel = pool.notebook or (f"kernel {pool.kernel[:8]}" if pool.kernel else "all tasks")
+        seen = pool.seen(now)
         marks = [" *" if pool.id == mine else "", " (stopping)" if pool.stop_requested else ""]
         lines.append(
             _WORKER_COLUMNS.format(
@@ -235,8 +234,8 @@ def format_workers(pools: Sequence[WorkerInfo], *, mine: str | None = None) -> s
                 queues=",".join(pool.queues),
                 where=f"{pool.host}:{pool.pid}",
                 started=_when(pool.started_at),
-                seen=seen,
-                serves=kernel + "".join(marks),
+                seen="" if seen is None else f"{seen:.0f}s",
+                serves=pool.serves + "".join(marks),
             )
         )
     return "\n".join(lines)

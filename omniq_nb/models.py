@@ -255,6 +255,17 @@ class WorkerInfo(msgspec.Struct, frozen=True, kw_only=True):
     stop_requested: bool = False
     """Someone asked it to drain and stop; it does so at its next heartbeat."""
 
+    @property
+    def serves(self) -> str:
+        """Return whose tasks it runs: its kernel's notebook (or session), or ``all tasks`` (standalone)."""
+        if self.notebook:
+            return self.notebook
+        return f"kernel {self.kernel[:8]}" if self.kernel else "all tasks"
+
+    def seen(self, now: datetime) -> float | None:
+        """Return the seconds from its last heartbeat to ``now`` (``None`` before the first one)."""
+        return None if self.heartbeat is None else max(0.0, (now - self.heartbeat).total_seconds())
+
 
 class StoreHealth(msgspec.Struct, frozen=True, kw_only=True):
     """What ``check()`` found in a store: a few facts, and the problems among them.

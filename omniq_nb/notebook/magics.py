@@ -19,7 +19,7 @@ Usage::
     %omniq purge [--older-than AGE] [--status S] [--all]
                                          (no flags: finished tasks past their result_ttl,
                                          RESULT_TTL default 7d; AGE: seconds, or 90s, 15m, 12h, 7d)
-    %omniq dashboard                     (a live table of recent tasks, with actions)
+    %omniq dashboard                     (live tables of the workers and recent tasks, with actions)
 """
 
 from __future__ import annotations
@@ -91,7 +91,7 @@ class OmniQMagics(Magics):
                                  unless set); --older-than AGE: also those finished over AGE ago
                                  (AGE: seconds, or 90s, 15m, 12h, 7d; 0: all finished, --status
                                  narrows); --all: every task, running ones too
-            %omniq dashboard                     a live table of recent tasks, with actions
+            %omniq dashboard                     live tables of the workers and recent tasks, with actions
         """
         try:
             words = shlex.split(line)

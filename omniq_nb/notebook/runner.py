@@ -192,8 +192,8 @@ class KernelRunner:
         return view
 
     def dashboard(self) -> Dashboard:
-        """Return a live dashboard of the queue's recent tasks (closed with the queue, at the latest)."""
-        dashboard = Dashboard(self.core)
+        """Return a live dashboard of the store's workers and recent tasks (closed with the queue, at the latest)."""
+        dashboard = Dashboard(self.core, kernel=self.outputs.kernel)
         self._dashboards.add(dashboard)
         return dashboard
 

@@ -11,6 +11,7 @@ frontends without widgets.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import html
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -20,7 +21,7 @@ from typing import Any, Protocol
 import ipywidgets as widgets
 
 from omniq_nb.handles import GroupHandle, TaskHandle
-from omniq_nb.models import Task, TaskStatus
+from omniq_nb.models import Task, TaskStatus, WorkerInfo
 from omniq_nb.serialization import BlobSerializer
 
 _MIN_INTERVAL = 0.2  # seconds between frames of one view
@@ -59,6 +60,10 @@ class Actions(Protocol):
 
     async def list(self, *, status: Any = None, queue: str | None = None, limit: int = 100) -> list[Task]:
         """List recent tasks."""
+        ...
+
+    async def workers(self) -> builtins.list[WorkerInfo]:
+        """List the store's live worker pools."""
         ...
 
     @property
@@ -294,22 +299,25 @@ class GroupView:
 
 
 class Dashboard:
-    """A live table of the queue's recent tasks (any process), with status filter and actions.
+    """Live tables of the store's worker pools and the queue's recent tasks (any process), with actions.
 
     It reads the store every ``refresh`` seconds until ``close()``, which closing its view in
-    the frontend also calls.
+    the frontend also calls; each table is sent only when it changed.
 
     Args:
         actions: the queue to show and act on.
         refresh: seconds between refreshes while open.
+        kernel: this kernel's session (its pool is marked "this kernel").
     """
 
-    def __init__(self, actions: Actions, *, refresh: float = _DASHBOARD_REFRESH) -> None:
+    def __init__(self, actions: Actions, *, refresh: float = _DASHBOARD_REFRESH, kernel: str | None = None) -> None:
         self._actions = actions
+        self._kernel = kernel
         options = [_ALL, *(s.value for s in TaskStatus)]
         self._filter = widgets.Dropdown(options=options, value=_ALL, description="status")
         self._task_id = widgets.Text(placeholder="task id", layout=widgets.Layout(width="22em"))
         self._message = widgets.HTML()
+        self._pools = widgets.HTML()
         self._table = widgets.HTML()
         cancel = widgets.Button(description="Cancel", layout=widgets.Layout(width="auto"))
         retry = widgets.Button(description="Retry", layout=widgets.Layout(width="auto"))
@@ -319,9 +327,10 @@ class Dashboard:
         purge.on_click(lambda _: self._start(self._act("purge", actions.purge_report(command="%omniq purge"))))
         self._filter.observe(lambda _: self._start(self.update()), names="value")
         controls = widgets.HBox([self._filter, self._task_id, cancel, retry, purge])
-        self.widget = widgets.VBox([controls, self._message, self._table])
+        self.widget = widgets.VBox([controls, self._message, self._pools, self._table])
         self._refresh = refresh
         self._shown = ""
+        self._pools_shown = ""
         self._jobs: set[asyncio.Future[None]] = set()
         self._closed = False
         self._start(self._keep_updating())
@@ -329,13 +338,19 @@ class Dashboard:
             self.widget.comm.on_close(lambda _: self.close())
 
     async def update(self) -> None:
-        """Reload the table now; a message is sent only when it changed."""
+        """Reload the tables now; a message is sent only for a table that changed."""
         status = None if self._filter.value == _ALL else self._filter.value
         try:
             rows = await self._actions.list(status=status, limit=_DASHBOARD_ROWS + 1)
             table = _task_table(rows[:_DASHBOARD_ROWS], len(rows))
         except Exception as exc:  # keep the dashboard alive: show the problem instead
-            table = f"<pre style='color:#dc3545'>{html.escape(str(exc))}</pre>"
+            table = _problem(exc)
+        try:
+            pools = _worker_table(await self._actions.workers(), self._kernel)
+        except Exception as exc:
+            pools = _problem(exc)
+        if pools != self._pools_shown:
+            self._pools.value = self._pools_shown = pools
         if table != self._shown:
             self._table.value = self._shown = table
 
@@ -352,7 +367,7 @@ class Dashboard:
 
     def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
         bundle = self.widget._repr_mimebundle_(**kwargs) or {}
-        return {**bundle, "text/plain": str(self), "text/html": self._shown}
+        return {**bundle, "text/plain": str(self), "text/html": self._pools_shown + self._shown}
 
     async def _keep_updating(self) -> None:
         while not self._closed:
@@ -410,12 +425,50 @@ def _preview(value: Any) -> str:
     return text if len(text) <= _PREVIEW_CHARS else text[: _PREVIEW_CHARS - 3] + "..."
 
 
+def _problem(exc: Exception) -> str:
+    return f"<pre style='color:#dc3545'>{html.escape(str(exc))}</pre>"
+
+
+def _table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """Return an HTML table; ``head`` is plain text, the cells are HTML already."""
+    header = "".join(f"<th style='text-align:left;padding:0 8px'>{html.escape(h)}</th>" for h in head)
+    body = "".join("<tr>" + "".join(f"<td style='padding:0 8px'>{c}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table><thead><tr>{header}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _worker_table(pools: Sequence[WorkerInfo], kernel: str | None) -> str:
+    """Return the live pools as a titled table; the pool serving ``kernel`` is marked "this kernel"."""
+    if not pools:
+        return "<b>workers</b> <small>none live: start one with %omniq workers start or omniq-nb worker</small>"
+    now = datetime.now(_UTC)
+    rows = []
+    for pool in pools:
+        seen = pool.seen(now)
+        serves = html.escape(pool.serves)
+        if kernel is not None and pool.kernel == kernel:
+            serves += " <b>(this kernel)</b>"
+        if pool.stop_requested:
+            serves += " <i>(stopping)</i>"
+        rows.append(
+            (
+                f"<code>{pool.id}</code>",
+                html.escape(pool.name),
+                html.escape(pool.kind),
+                f"{pool.running}/{pool.concurrency}",
+                html.escape(",".join(pool.queues)),
+                html.escape(pool.host),
+                str(pool.pid),
+                serves,
+                "" if seen is None else f"{seen:.0f} s ago",
+            )
+        )
+    head = ("id", "name", "kind", "busy", "queues", "host", "pid", "serves", "heartbeat")
+    return f"<b>workers</b> <small>{len(pools)} live</small>{_table(head, rows)}"
+
+
 def _task_table(tasks: Sequence[Task], total: int) -> str:
-    head = "".join(
-        f"<th style='text-align:left;padding:0 8px'>{h}</th>"
-        for h in ("id", "name", "status", "progress", "queue", "attempt", "started", "duration", "worker")
-    )
-    body = []
+    head = ("id", "name", "status", "progress", "queue", "attempt", "started", "duration", "worker")
+    rows = []
     for task in tasks:
         elapsed = _elapsed(task)
         started = task.started_at.astimezone().strftime("%H:%M:%S") if task.started_at else ""
@@ -430,6 +483,6 @@ def _task_table(tasks: Sequence[Task], total: int) -> str:
             "" if elapsed is None else f"{elapsed:.1f} s",
             html.escape(task.worker or ""),
         )
-        body.append("<tr>" + "".join(f"<td style='padding:0 8px'>{c}</td>" for c in cells) + "</tr>")
+        rows.append(cells)
     more = f"<div><small>{total - len(tasks)} more not shown</small></div>" if total > len(tasks) else ""
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>{more}"
+    return f"{_table(head, rows)}{more}"

@@ -8,14 +8,11 @@ polling on a condition.
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
-import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
-import pytest
 from test_views_kernel import show_task
 from widget_kernels import Kernel
 
@@ -47,36 +44,8 @@ _DASHBOARD_POLLERS = (
 )
 
 
-@pytest.fixture
-def cli_worker(tmp_path: Path) -> Iterator[Callable[[], subprocess.Popen[bytes]]]:
-    """Start ``python -m omniq_nb worker`` in ``tmp_path`` on the kernel's default store; stopped at teardown."""
-    started: list[subprocess.Popen[bytes]] = []
-
-    def start() -> subprocess.Popen[bytes]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("OMNIQ_")}
-        env.update(OMNIQ_POLL_INTERVAL="0.05", PYTHONUNBUFFERED="1")
-        command = [sys.executable, "-m", "omniq_nb", "worker", "--db-url", "sqlite:///.omniq/omniq.db"]
-        with (tmp_path / "worker.log").open("wb") as log:
-            process = subprocess.Popen(
-                command, cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
-            )
-        started.append(process)
-        return process
-
-    try:
-        yield start
-    finally:
-        for process in started:
-            process.terminate()
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-
-
 def test_view_shows_result_and_duration_of_a_task_another_process_ran(
-    start_widget_kernel: Callable[..., Kernel], cli_worker: Callable[[], subprocess.Popen[bytes]], tmp_path: Path
+    start_widget_kernel: Callable[..., Kernel], cli_worker: Callable[..., subprocess.Popen[bytes]], tmp_path: Path
 ) -> None:
     kernel = start_widget_kernel(OMNIQ_AUTOSTART="0")
     kernel.execute("%load_ext omniq_nb\nimport time\nimport omniq_nb as omniq\n" + MULTIPLY)
@@ -181,3 +150,32 @@ def test_dashboard_filter_starts_on_all(widget_kernel: Kernel) -> None:
     kernel.wait_for(
         lambda: kernel.value("h.id") in "".join(kernel.html_of(root)), 10, "the dashboard to list the task under 'all'"
     )
+
+
+def test_dashboard_lists_the_kernels_pool_and_a_cli_worker(
+    widget_kernel: Kernel, cli_worker: Callable[..., subprocess.Popen[bytes]], tmp_path: Path
+) -> None:
+    kernel = widget_kernel
+    worker = cli_worker()
+    kernel.execute("from omniq_nb.notebook.runner import KernelRunner\npool = KernelRunner.current.pool")
+    mine = kernel.value("pool.id")
+    root = kernel.execute("%omniq dashboard").widget_roots()[0]
+    pools = kernel.children(root)[2]  # controls, message, workers, tasks
+
+    def pools_html() -> str:
+        return str(kernel.widget_states()[pools]["value"])
+
+    kernel.wait_for(lambda: f"<td style='padding:0 8px'>{worker.pid}</td>" in pools_html(), 60, "the CLI worker listed")
+    assert worker.poll() is None, (tmp_path / "worker.log").read_text()
+    shown = pools_html()
+    assert "2 live" in shown
+    assert f"<code>{mine}</code>" in shown
+    assert "(this kernel)" in shown
+    assert "all tasks" in shown, "the CLI worker serves every task"
+    assert f"0/{kernel.value('pool.concurrency')}" in shown
+    assert re.search(r"\d+ s ago", shown), "the last heartbeat's age"
+
+    worker.terminate()  # graceful: it leaves the registry, and the next refresh drops it
+    worker.wait(30)
+    kernel.wait_for(lambda: "1 live" in pools_html(), 30, "the stopped CLI worker to leave the dashboard")
+    assert f"<code>{mine}</code>" in pools_html()
