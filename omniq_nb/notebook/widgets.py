@@ -16,6 +16,7 @@ import html
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timezone
+from pathlib import PurePath
 from typing import Any, Protocol
 
 import ipywidgets as widgets
@@ -342,7 +343,7 @@ class Dashboard:
         status = None if self._filter.value == _ALL else self._filter.value
         try:
             rows = await self._actions.list(status=status, limit=_DASHBOARD_ROWS + 1)
-            table = _task_table(rows[:_DASHBOARD_ROWS], len(rows))
+            table = "<b>tasks</b>" + _task_table(rows[:_DASHBOARD_ROWS], len(rows))
         except Exception as exc:  # keep the dashboard alive: show the problem instead
             table = _problem(exc)
         try:
@@ -433,7 +434,7 @@ def _table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     """Return an HTML table; ``head`` is plain text, the cells are HTML already."""
     header = "".join(f"<th style='text-align:left;padding:0 8px'>{html.escape(h)}</th>" for h in head)
     body = "".join("<tr>" + "".join(f"<td style='padding:0 8px'>{c}</td>" for c in row) + "</tr>" for row in rows)
-    return f"<table><thead><tr>{header}</tr></thead><tbody>{body}</tbody></table>"
+    return f"<div style='overflow-x:auto'><table><thead><tr>{header}</tr></thead><tbody>{body}</tbody></table></div>"
 
 
 def _worker_table(pools: Sequence[WorkerInfo], kernel: str | None) -> str:
@@ -444,7 +445,9 @@ def _worker_table(pools: Sequence[WorkerInfo], kernel: str | None) -> str:
     rows = []
     for pool in pools:
         seen = pool.seen(now)
-        serves = html.escape(pool.serves)
+        # a notebook by its name (its path on hover), or a kernel's session, or "all tasks"
+        where = PurePath(pool.notebook).name if pool.notebook else pool.serves
+        serves = f"<span title='{html.escape(pool.serves)}'>{html.escape(where)}</span>"
         if kernel is not None and pool.kernel == kernel:
             serves += " <b>(this kernel)</b>"
         if pool.stop_requested:
@@ -456,13 +459,12 @@ def _worker_table(pools: Sequence[WorkerInfo], kernel: str | None) -> str:
                 html.escape(pool.kind),
                 f"{pool.running}/{pool.concurrency}",
                 html.escape(",".join(pool.queues)),
-                html.escape(pool.host),
-                str(pool.pid),
+                html.escape(f"{pool.host}:{pool.pid}"),
                 serves,
                 "" if seen is None else f"{seen:.0f} s ago",
             )
         )
-    head = ("id", "name", "kind", "busy", "queues", "host", "pid", "serves", "heartbeat")
+    head = ("id", "name", "kind", "busy", "queues", "host:pid", "serves", "heartbeat")
     return f"<b>workers</b> <small>{len(pools)} live</small>{_table(head, rows)}"
 
 
