@@ -498,6 +498,7 @@ class AsyncWorkerPool:
             self._flush.clear()
             try:
                 await self._write_outcomes()
+                await self.queue.storage.checkpoint()  # the log grows fastest while outcomes are written
                 failures = 0
             except asyncio.CancelledError:
                 raise

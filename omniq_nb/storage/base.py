@@ -210,7 +210,8 @@ class Storage(Protocol):
     async def checkpoint(self) -> None:
         """Keep the store's log bounded (SQLite: reset a write-ahead log that readers kept growing).
 
-        Worker pools call it about once a second; it must be cheap when there is nothing to do.
+        Worker pools call it after writing outcomes and about once a second; it must be cheap
+        when there is nothing to do.
         """
         ...
 
