@@ -107,8 +107,9 @@ class EventHub:
     def watch(self, handle: Watched) -> None:
         """Keep ``handle``'s snapshot current while it lives (a finished task's only if it is retried)."""
         followed = (self._finished if handle.done() else self._watched).setdefault(handle.id, [])
-        if not any(ref() is handle for ref in followed):
-            followed.append(weakref.ref(handle))
+        if followed and any(ref() is handle for ref in followed):
+            return  # already followed (a new handle, the common case, skips this scan)
+        followed.append(weakref.ref(handle))
         if len(self._watched) + len(self._finished) > self._prune_at:
             self._prune()  # amortized: a stream of enqueues outpaces the follower, whose poll also prunes
 
