@@ -352,12 +352,16 @@ class AsyncWorkerPool:
             return
         logger.info("worker %s was asked to stop through the registry; draining", self.name)
         self.stop_requested = True
-        self._stopper = asyncio.get_running_loop().create_task(self.stop(), name="omniq-pool-stop")
+        self._stop_soon()
 
     def _store_lost(self, exc: StoreLost) -> None:
         """Stop serving a store that went away: every later write would be lost with it."""
         logger.error("worker %s stops: %s", self.name, exc)
         self.failure = exc
+        self._stop_soon()
+
+    def _stop_soon(self) -> None:
+        """Begin ``stop()`` as a task of its own (the caller may be one of the loops it waits for)."""
         self._stopper = asyncio.get_running_loop().create_task(self.stop(), name="omniq-pool-stop")
 
     async def _more_free_slots(self) -> int:
