@@ -722,15 +722,19 @@ class SQLiteStorage:
         the readers of the moment to finish, then truncates the log to zero. A ``stat`` when
         there is nothing to do.
         """
-        if self._file is None:
-            return
-        try:
-            size = os.stat(f"{self._file}-wal").st_size  # stat only: never a descriptor of the store's files
-        except FileNotFoundError:
-            return
-        if size > _WAL_RESET_BYTES:
+        size = self._wal_bytes()
+        if size is not None and size > _WAL_RESET_BYTES:
             busy, _, _ = (await self._fetch("PRAGMA wal_checkpoint(TRUNCATE)"))[0]
             logger.info("checkpoint of %s: the %d-byte log was %s", self._file, size, "kept" if busy else "truncated")
+
+    def _wal_bytes(self) -> int | None:
+        """Return the write-ahead log's size (0 when there is none), or ``None`` for an in-memory store."""
+        if self._file is None:
+            return None
+        try:
+            return os.stat(f"{self._file}-wal").st_size  # stat only: never a descriptor of the store's files
+        except FileNotFoundError:
+            return 0
 
     async def last_event_seq(self) -> int:
         """Return the newest event's ``seq`` (0 when there is none)."""
@@ -770,12 +774,7 @@ class SQLiteStorage:
     ) -> StoreHealth:
         """Measure the store with ``run`` (runs one statement on some connection, returns its rows)."""
         integrity = await _integrity(run)
-        wal = None
-        if self._file is not None:
-            try:
-                wal = os.stat(f"{self._file}-wal").st_size  # stat only: never a descriptor of the store's files
-            except FileNotFoundError:
-                wal = 0
+        wal = self._wal_bytes()
         now = time.time()
         version, expired, stale, ids, problems = None, 0, 0, [], []
         counts: dict[TaskStatus, int] | None = None
