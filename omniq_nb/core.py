@@ -42,6 +42,7 @@ from omniq_nb.models import (
     new_task_id,
     new_task_ids,
 )
+from omniq_nb.opening import OpensAndCloses
 from omniq_nb.options import DEFAULT, TaskOptions, deadline, make_options
 from omniq_nb.schedule import duration_text, first_run, next_run, seconds
 from omniq_nb.serialization import BlobSerializer
@@ -53,7 +54,7 @@ T = TypeVar("T")
 _LIST_LIMIT = 100
 
 
-class AsyncOmniQ:
+class AsyncOmniQ(OpensAndCloses):
     """The task queue, async first: enqueue, inspect, wait for, cancel and retry tasks.
 
     Settings come from defaults < YAML < ``OMNIQ_*`` env < the keyword arguments given here.
@@ -105,17 +106,6 @@ class AsyncOmniQ:
 
         """
         return cls(**overrides)
-
-    async def __aenter__(self) -> AsyncOmniQ:
-        """Open the store."""
-        await self.open()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        """Close the store."""
-        await self.close()
 
     async def open(self) -> None:
         """Open the store (creating the SQLite file and schema if needed).

@@ -12,7 +12,6 @@ import secrets
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta, timezone
-from types import TracebackType
 
 import msgspec
 
@@ -26,6 +25,7 @@ from omniq_nb.models import (
     WorkerInfo,
     check_transition,
 )
+from omniq_nb.opening import OpensAndCloses
 from omniq_nb.storage.base import health_report, redact_url
 
 _UTC = timezone.utc
@@ -38,7 +38,7 @@ _EVENT_KINDS = {
 }
 
 
-class MemoryStorage:
+class MemoryStorage(OpensAndCloses):
     """A store that lives in this process's memory (``memory://``).
 
     Args:
@@ -58,17 +58,6 @@ class MemoryStorage:
         self._seq = 0
         self._workers: dict[str, WorkerInfo] = {}
         self._lock = threading.Lock()
-
-    async def __aenter__(self) -> MemoryStorage:
-        """Open the store."""
-        await self.open()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        """Close the store."""
-        await self.close()
 
     async def open(self) -> None:
         """Nothing to connect to."""

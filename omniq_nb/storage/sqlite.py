@@ -27,7 +27,6 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
@@ -47,6 +46,7 @@ from omniq_nb.models import (
     WorkerInfo,
     check_transition,
 )
+from omniq_nb.opening import OpensAndCloses
 from omniq_nb.storage.base import STALE_IDS_SHOWN, health_report, redact_url
 from omniq_nb.storage.wakeup import WakeChannel
 
@@ -209,7 +209,7 @@ _error_encoder = msgspec.json.Encoder()
 _error_decoder = msgspec.json.Decoder(TaskError)
 
 
-class SQLiteStorage:
+class SQLiteStorage(OpensAndCloses):
     """The default store: a SQLite file shared by the processes of one machine.
 
     Args:
@@ -234,17 +234,6 @@ class SQLiteStorage:
         self._synchronous = synchronous
         self._conn: aiosqlite.Connection | None = None
         self._transaction = asyncio.Lock()
-
-    async def __aenter__(self) -> SQLiteStorage:
-        """Open the store."""
-        await self.open()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        """Close the store."""
-        await self.close()
 
     async def open(self) -> None:
         """Create the file (owner-only) and its folder if needed, connect, migrate the schema.
