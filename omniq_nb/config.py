@@ -38,6 +38,7 @@ import msgspec
 import yaml
 
 from omniq_nb.errors import ConfigError
+from omniq_nb.urls import redact_url
 
 _ENV_PREFIX = "OMNIQ_"
 _CONFIG_ENV = "OMNIQ_CONFIG"
@@ -81,8 +82,6 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
 
     def __repr__(self) -> str:
         """Return a repr that never shows the secret or a URL's password."""
-        from omniq_nb.storage.base import redact_url
-
         shown = {name: getattr(self, name) for name in self.__struct_fields__}
         shown["db_url"] = redact_url(self.db_url)
         if self.secret is not None:
@@ -197,8 +196,6 @@ def parse_setting(name: str, raw: Any, source: str) -> Any:
         ConfigError: the value is invalid; the message names ``source`` and the accepted values.
 
     """
-    from omniq_nb.storage.base import redact_url
-
     try:
         return _PARSERS[name](raw)
     except (TypeError, ValueError) as exc:

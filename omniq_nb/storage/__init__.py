@@ -1,7 +1,10 @@
 """Stores behind one protocol; ``open_storage(url)`` picks the backend by the URL's scheme.
 
 Backends are imported only when their scheme is used, so a driver that is not installed
-matters only to the users of that backend.
+matters only to the users of that backend. A new backend implements every role of
+``storage.base`` on one object, applies ``storage.lifecycle``'s rules, reuses
+``storage.rows`` if it stores rows, and reports through ``storage.health``.
+``redact_url`` (from ``omniq_nb.urls``) is re-exported here: it is public.
 """
 
 from __future__ import annotations
@@ -9,7 +12,8 @@ from __future__ import annotations
 from urllib.parse import unquote, urlsplit
 
 from omniq_nb.config import Settings
-from omniq_nb.storage.base import NotSupported, Storage, StorageError, redact_url
+from omniq_nb.storage.base import NotSupported, Storage, StorageError
+from omniq_nb.urls import redact_url
 
 __all__ = ["NotSupported", "Storage", "StorageError", "open_storage", "redact_url"]
 

@@ -1,8 +1,22 @@
-"""The one storage protocol every backend keeps, and the helpers all of them share.
+"""The storage protocol, split by role, and ``Storage``: the union that one backend implements.
 
 A store keeps ``Task`` rows and their ``TaskEvent``s. It never unpickles a payload or a
 result: those are opaque bytes. Every write made after a claim is fenced on the claim's
 lease token and on ``status='running'``, so a worker that lost its lease changes nothing.
+
+Roles, each named after who calls it:
+
+- ``StoreConnection``: whoever owns the store (the queue, a pool's own loop) opens,
+  closes and clones it and reads its clock; it carries the capability flags.
+- ``QueueStore``: the task transitions (insert, claim, lease upkeep, outcomes, cancel,
+  requeue, expiry) the façade and the worker pool make, and the wake-up wait.
+- ``ResultStore``: reads of tasks and their outcomes (handles, the event hub, listings).
+- ``EventStore``: the event stream the event hub follows.
+- ``WorkerRegistry``: the live worker pools (heartbeats, ``omniq-nb workers``, stop requests).
+- ``Maintenance``: purge, log checkpoints and the health check.
+
+Every backend implements all of them on one object (``Storage``), so the façade and the
+pool never know which backend they talk to.
 """
 
 from __future__ import annotations
@@ -12,26 +26,35 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from types import TracebackType
 from typing import Protocol, runtime_checkable
-from urllib.parse import urlsplit, urlunsplit
 
 from omniq_nb.errors import NotSupported, StorageError
 from omniq_nb.models import StoreHealth, Task, TaskEvent, TaskResult, TaskStatus, WorkerInfo
 
-__all__ = ["STALE_IDS_SHOWN", "NotSupported", "Storage", "StorageError", "health_report", "redact_url"]
+__all__ = [
+    "EventStore",
+    "Maintenance",
+    "NotSupported",
+    "QueueStore",
+    "ResultStore",
+    "Storage",
+    "StorageError",
+    "StoreConnection",
+    "WorkerRegistry",
+]
 
-STALE_IDS_SHOWN = 10
-"""How many ids of tasks with stale leases a health report names."""
 
+class StoreConnection(Protocol):
+    """Open, close and clone a store; read its clock and its capability flags.
 
-@runtime_checkable
-class Storage(Protocol):
-    """What the façade and the worker pool ask of a store; every method is async.
+    Capability flags (class or instance attributes of every backend):
 
-    Capability flags: ``supports_notify`` (the store can wake workers in other processes),
-    ``multi_host`` (workers on other machines may share it).
+    - ``supports_notify``: the store can wake workers in other processes
+      (``wait_for_tasks`` returns early on a hint); without it, that call just sleeps.
+    - ``multi_host``: workers on other machines may share the store (SQLite: no).
     """
 
     url: str
+    """The store's URL with any password redacted."""
     supports_notify: bool
     multi_host: bool
 
@@ -61,6 +84,10 @@ class Storage(Protocol):
         """Return the store's clock (lease times are measured on it)."""
         ...
 
+
+class QueueStore(Protocol):
+    """The task transitions the façade and the worker pool make, each atomic; and the wake-up wait."""
+
     async def insert(self, tasks: Iterable[Task]) -> None:
         """Add new pending tasks, all in one transaction, recording an ``enqueued`` event each.
 
@@ -74,24 +101,6 @@ class Storage(Protocol):
         ``series`` is each task's own id when ``template.series`` is set. Each task gets an
         ``enqueued`` event.
         """
-        ...
-
-    async def get(self, task_id: str) -> Task | None:
-        """Return the task with this id, or ``None``."""
-        ...
-
-    async def get_many(self, task_ids: Sequence[str]) -> builtins.list[Task]:
-        """Return the tasks with these ids that exist, in no particular order."""
-        ...
-
-    async def list(
-        self, *, statuses: Sequence[TaskStatus] = (), queue: str | None = None, limit: int = 100
-    ) -> builtins.list[Task]:
-        """Return up to ``limit`` tasks, newest first, filtered by status and queue."""
-        ...
-
-    async def count(self, *, task_ids: Sequence[str] | None = None) -> dict[TaskStatus, int]:
-        """Return how many tasks (of ``task_ids``, or all) are in each status."""
         ...
 
     async def claim(
@@ -113,26 +122,6 @@ class Storage(Protocol):
         With ``unowned_only`` (kernel affinity) only tasks without an ``owner``, owned by
         ``owner``, or whose owner has no live row in the worker registry are taken.
         """
-        ...
-
-    async def heartbeat(self, worker: WorkerInfo) -> bool:
-        """Record a live worker pool (insert or refresh its registry row); return whether it must stop.
-
-        The store sets ``heartbeat`` to its own clock and keeps the row's ``started_at`` and
-        ``stop_requested``. Rows whose heartbeat is older than their ``ttl`` are removed.
-        """
-        ...
-
-    async def workers(self) -> builtins.list[WorkerInfo]:
-        """Return the live worker pools of the registry, oldest first (dead rows are left out)."""
-        ...
-
-    async def request_stop(self, worker_id: str) -> bool:
-        """Ask a live pool to drain and stop (at its next heartbeat); return whether it was found."""
-        ...
-
-    async def unregister(self, worker_id: str) -> None:
-        """Remove a pool's registry row (it stopped gracefully)."""
         ...
 
     async def renew(self, *, leases: Mapping[str, str], lease: float) -> set[str]:
@@ -186,16 +175,38 @@ class Storage(Protocol):
         """Move pending tasks whose ``expires_at`` has passed to ``expired``; return them."""
         ...
 
-    async def purge(
-        self, *, finished_before: datetime | None = None, statuses: Sequence[TaskStatus] = (), everything: bool = False
-    ) -> int:
-        """Delete tasks and their events; return how many tasks went.
+    async def wait_for_tasks(self, timeout: float) -> None:
+        """Return when another process hints that it added ready tasks, or after ``timeout``.
 
-        With ``everything=True`` the store is emptied. Otherwise only finished tasks go: those
-        past their own ``result_ttl``, plus those that finished before ``finished_before``
-        (optionally only in ``statuses``).
+        A hint only wakes a worker early; without ``supports_notify`` this just sleeps.
         """
         ...
+
+
+class ResultStore(Protocol):
+    """Reads of tasks and their outcomes: handles, the event hub, listings and counts."""
+
+    async def get(self, task_id: str) -> Task | None:
+        """Return the task with this id, or ``None``."""
+        ...
+
+    async def get_many(self, task_ids: Sequence[str]) -> builtins.list[Task]:
+        """Return the tasks with these ids that exist, in no particular order."""
+        ...
+
+    async def list(
+        self, *, statuses: Sequence[TaskStatus] = (), queue: str | None = None, limit: int = 100
+    ) -> builtins.list[Task]:
+        """Return up to ``limit`` tasks, newest first, filtered by status and queue."""
+        ...
+
+    async def count(self, *, task_ids: Sequence[str] | None = None) -> dict[TaskStatus, int]:
+        """Return how many tasks (of ``task_ids``, or all) are in each status."""
+        ...
+
+
+class EventStore(Protocol):
+    """The recorded ``TaskEvent`` stream that the event hub follows by ``seq``."""
 
     async def events(
         self, *, task_id: str | None = None, since: int = 0, limit: int = 1000
@@ -207,18 +218,50 @@ class Storage(Protocol):
         """Return the ``seq`` of the newest recorded event (0 when there is none)."""
         ...
 
+
+class WorkerRegistry(Protocol):
+    """The registry of live worker pools: heartbeats, listing, stop requests."""
+
+    async def heartbeat(self, worker: WorkerInfo) -> bool:
+        """Record a live worker pool (insert or refresh its registry row); return whether it must stop.
+
+        The store sets ``heartbeat`` to its own clock and keeps the row's ``started_at`` and
+        ``stop_requested``. Rows whose heartbeat is older than their ``ttl`` are removed.
+        """
+        ...
+
+    async def workers(self) -> builtins.list[WorkerInfo]:
+        """Return the live worker pools of the registry, oldest first (dead rows are left out)."""
+        ...
+
+    async def request_stop(self, worker_id: str) -> bool:
+        """Ask a live pool to drain and stop (at its next heartbeat); return whether it was found."""
+        ...
+
+    async def unregister(self, worker_id: str) -> None:
+        """Remove a pool's registry row (it stopped gracefully)."""
+        ...
+
+
+class Maintenance(Protocol):
+    """Keeping the store bounded and healthy: purge, log checkpoints, the health check."""
+
+    async def purge(
+        self, *, finished_before: datetime | None = None, statuses: Sequence[TaskStatus] = (), everything: bool = False
+    ) -> int:
+        """Delete tasks and their events; return how many tasks went.
+
+        With ``everything=True`` the store is emptied. Otherwise only finished tasks go: those
+        past their own ``result_ttl``, plus those that finished before ``finished_before``
+        (optionally only in ``statuses``).
+        """
+        ...
+
     async def checkpoint(self) -> None:
         """Keep the store's log bounded (SQLite: reset a write-ahead log that readers kept growing).
 
         Worker pools call it after writing outcomes and about once a second; it must be cheap
         when there is nothing to do.
-        """
-        ...
-
-    async def wait_for_tasks(self, timeout: float) -> None:
-        """Return when another process hints that it added ready tasks, or after ``timeout``.
-
-        A hint only wakes a worker early; without ``supports_notify`` this just sleeps.
         """
         ...
 
@@ -239,75 +282,9 @@ class Storage(Protocol):
         ...
 
 
-def health_report(
-    url: str,
-    *,
-    counts: Mapping[TaskStatus, int] | None,
-    expired_leases: int,
-    stale_ids: Sequence[str],
-    stale_after: float,
-    stale_leases: int | None = None,
-    integrity: str = "ok",
-    schema_version: int | None = None,
-    wal_bytes: int | None = None,
-    problems: Iterable[str] = (),
-) -> StoreHealth:
-    """Return a ``StoreHealth`` from what a backend measured, judging its problems the same way for all.
+@runtime_checkable
+class Storage(StoreConnection, QueueStore, ResultStore, EventStore, WorkerRegistry, Maintenance, Protocol):
+    """Every role together: what the façade and the worker pool ask of a store; every method is async.
 
-    Args:
-        url: the store's redacted URL.
-        counts: tasks per status (missing statuses count 0), or ``None`` when they could not be read.
-        expired_leases: running tasks whose lease has run out.
-        stale_ids: ids of running tasks whose lease ran out more than ``stale_after`` seconds
-            ago, longest expired first (all of them, or at least the first ``STALE_IDS_SHOWN``).
-        stale_after: the grace period used.
-        stale_leases: how many such tasks there are (default: ``len(stale_ids)``).
-        integrity: ``"ok"`` or the store's own integrity report.
-        schema_version: the stored schema version, where the store has one.
-        wal_bytes: the size of the write-ahead log, where there is one.
-        problems: problems only the backend can see (an unreadable table, a newer schema).
-
+    One backend object implements all of them (``SQLiteStorage``, ``MemoryStorage``).
     """
-    stale = len(stale_ids) if stale_leases is None else stale_leases
-    found = [] if integrity == "ok" else [f"integrity check failed: {'; '.join(integrity.splitlines())}"]
-    found += problems
-    if stale:
-        shown = ", ".join(stale_ids[:STALE_IDS_SHOWN]) + (", ..." if stale > STALE_IDS_SHOWN else "")
-        found.append(
-            f"{stale} running task(s) lost their worker: the lease ran out more than {stale_after:g} s ago and "
-            f"no live worker pool has rescued them (a running pool does so within seconds): {shown}"
-        )
-    return StoreHealth(
-        url=url,
-        ok=not found,
-        problems=tuple(found),
-        integrity=integrity,
-        schema_version=schema_version,
-        wal_bytes=wal_bytes,
-        counts={} if counts is None else {status: counts.get(status, 0) for status in TaskStatus},
-        expired_leases=expired_leases,
-        stale_leases=stale,
-        stale_ids=tuple(stale_ids[:STALE_IDS_SHOWN]),
-        stale_after=stale_after,
-    )
-
-
-def redact_url(url: str) -> str:
-    """Return ``url`` with any password replaced by ``***``, safe for messages and logs.
-
-    Args:
-        url: a store URL such as ``postgresql://user:pw@host/db``.
-
-    Example:
-        >>> redact_url("postgresql://me:secret@db:5432/q")
-        'postgresql://me:***@db:5432/q'
-
-    """
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparsable url>"
-    if parts.password is None:
-        return url
-    host = parts.netloc.rpartition("@")[2]  # as written: an IPv6 host keeps its brackets, a bad port shows
-    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))

@@ -1,0 +1,142 @@
+"""The task-lifecycle rules a store computes, written once for every backend.
+
+Backends that keep tasks as Python objects (memory; later the file store) apply these
+functions directly. Backends that decide in SQL build their statements from the same
+status sets (``FINISHED``, ``UNFINISHED``, ``REQUEUEABLE``) and call the same Python
+helpers where they compute in Python (``progress_fraction``, ``check_outcomes``). The
+allowed transitions themselves live in ``omniq_nb.models.TRANSITIONS``.
+
+Example:
+    >>> from datetime import datetime, timezone
+    >>> now = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    >>> progress_fraction(3, 4), progress_fraction(5, None)
+    (0.75, 0.0)
+    >>> worker_alive(WorkerInfo(id="a1", name="w", host="h", pid=1, kind="async", concurrency=1,
+    ...                         queues=("default",), heartbeat=now, ttl=90.0), now)
+    True
+
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from datetime import datetime, timedelta
+
+from omniq_nb.models import EventKind, Task, TaskResult, TaskStatus, WorkerInfo, check_transition, sources
+
+__all__ = [
+    "FINISHED",
+    "REQUEUEABLE",
+    "UNFINISHED",
+    "check_outcomes",
+    "claimable",
+    "due_to_expire",
+    "entered",
+    "holds_lease",
+    "lease_lapsed",
+    "outcome_applies",
+    "progress_fraction",
+    "purgeable",
+    "requeued_expiry",
+    "worker_alive",
+]
+
+FINISHED = frozenset(status for status in TaskStatus if status.is_terminal)
+"""Statuses of a task whose run is over: only these are ever purged."""
+UNFINISHED = frozenset({TaskStatus.PENDING, TaskStatus.RUNNING})
+"""Statuses that ``cancel`` acts on; a periodic series has at most one task in them."""
+REQUEUEABLE = sources(TaskStatus.PENDING) - {TaskStatus.RUNNING}
+"""Statuses ``requeue`` puts back to pending (failed, cancelled, expired)."""
+
+_ENTERED = {
+    TaskStatus.PENDING: EventKind.RETRIED,
+    TaskStatus.RUNNING: EventKind.STARTED,
+    TaskStatus.SUCCEEDED: EventKind.SUCCEEDED,
+    TaskStatus.FAILED: EventKind.FAILED,
+    TaskStatus.CANCELLED: EventKind.CANCELLED,
+    TaskStatus.EXPIRED: EventKind.EXPIRED,
+}
+
+
+def entered(status: TaskStatus) -> EventKind:
+    """Return the event recorded when a task enters ``status`` (pending again: ``retried``).
+
+    A graceful hand-back (``released``) and progress are recorded by their own calls.
+    """
+    return _ENTERED[status]
+
+
+def progress_fraction(done: float, total: float | None) -> float:
+    """Return the progress shown for ``done`` of ``total``: clamped to 0..1, 0 without a total."""
+    return min(1.0, max(0.0, done / total)) if total else 0.0
+
+
+def check_outcomes(results: Sequence[TaskResult]) -> None:
+    """Refuse outcomes whose status cannot follow ``running``, before anything is written.
+
+    Raises:
+        InvalidTransition: one outcome names such a status.
+
+    """
+    for result in results:
+        check_transition(TaskStatus.RUNNING, result.status)
+
+
+def holds_lease(task: Task, token: str) -> bool:
+    """Return whether ``token`` is the lease of ``task`` while it runs (the fence of every later write)."""
+    return task.status is TaskStatus.RUNNING and task.lease_token == token
+
+
+def outcome_applies(task: Task, result: TaskResult, now: datetime) -> bool:
+    """Return whether ``result`` may be written: its lease still holds and, for a rescue, has run out."""
+    if not holds_lease(task, result.lease_token):
+        return False
+    return not (result.rescue and task.lease_until is not None and task.lease_until > now)
+
+
+def lease_lapsed(task: Task, now: datetime) -> bool:
+    """Return whether ``task`` is running on a lease that has run out (its worker may be gone)."""
+    return task.status is TaskStatus.RUNNING and task.lease_until is not None and task.lease_until <= now
+
+
+def claimable(task: Task, queues: Collection[str], now: datetime) -> bool:
+    """Return whether ``task`` is ready for a claim on ``queues``: pending, due, not past its TTL."""
+    return (
+        task.status is TaskStatus.PENDING
+        and task.queue in queues
+        and task.eta <= now
+        and (task.expires_at is None or task.expires_at > now)
+    )
+
+
+def due_to_expire(task: Task, now: datetime) -> bool:
+    """Return whether a pending ``task`` has outlived its TTL (``expires_at``)."""
+    return task.status is TaskStatus.PENDING and task.expires_at is not None and task.expires_at <= now
+
+
+def requeued_expiry(task: Task, now: datetime) -> datetime | None:
+    """Return the ``expires_at`` of ``task`` requeued at ``now``: its TTL counts again from then."""
+    return None if task.expires_at is None else now + (task.expires_at - task.created_at)
+
+
+def worker_alive(worker: WorkerInfo, now: datetime) -> bool:
+    """Return whether a registry entry is live: its heartbeat is younger than its ``ttl``."""
+    return worker.heartbeat is not None and worker.heartbeat + timedelta(seconds=worker.ttl) > now
+
+
+def purgeable(task: Task, now: datetime, *, finished_before: datetime | None, statuses: Collection[TaskStatus]) -> bool:
+    """Return whether a finished ``task`` goes in a purge at ``now``.
+
+    Args:
+        task: the task, in any status (unfinished tasks never go).
+        now: the store's clock.
+        finished_before: also take tasks that finished before this time...
+        statuses: ...and are in one of these statuses (empty: any finished status).
+
+    """
+    finished = task.finished_at
+    if finished is None or not task.status.is_terminal:
+        return False
+    if task.result_ttl is not None and finished + timedelta(seconds=task.result_ttl) <= now:
+        return True
+    return finished_before is not None and finished < finished_before and task.status in (statuses or FINISHED)

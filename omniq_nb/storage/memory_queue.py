@@ -1,0 +1,194 @@
+"""The memory store's ``QueueStore`` role: the task transitions, each under the store's lock."""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import secrets
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime, timedelta, timezone
+
+from omniq_nb.models import EventKind, Task, TaskResult, TaskStatus
+from omniq_nb.storage import lifecycle
+from omniq_nb.storage.memory_base import MemoryResults, copy
+
+__all__ = ["MemoryQueue"]
+
+_UTC = timezone.utc
+
+
+class MemoryQueue(MemoryResults):
+    """``QueueStore``: the transitions, each under the lock."""
+
+    async def insert(self, tasks: Iterable[Task]) -> None:
+        """Add new tasks, all or none."""
+        tasks = builtins.list(tasks)
+        with self._lock:
+            for task in tasks:
+                if task.id in self._tasks:
+                    raise ValueError(f"a task with id {task.id!r} already exists; nothing was inserted")
+            for task in tasks:
+                self._tasks[task.id] = copy(task)
+                self._record(task, EventKind.ENQUEUED, at=task.created_at)
+
+    async def insert_many(self, template: Task, entries: Iterable[tuple[str, bytes]]) -> None:
+        """Add tasks equal to ``template`` but for id and payload, all or none."""
+        periodic = template.series is not None
+        await self.insert(
+            copy(template, id=task_id, payload=payload, series=task_id if periodic else None)
+            for task_id, payload in entries
+        )
+
+    async def claim(
+        self,
+        *,
+        queues: Sequence[str],
+        limit: int,
+        lease: float,
+        worker: str,
+        unowned_only: bool = False,
+        owner: str | None = None,
+    ) -> builtins.list[Task]:
+        """Claim up to ``limit`` ready tasks: priority, then eta, then enqueue order."""
+        with self._lock:
+            now = datetime.now(_UTC)
+            order = {task_id: n for n, task_id in enumerate(self._tasks)}
+            live = {w.kernel for w in self._live(now)} if unowned_only else set()
+            ready = sorted(
+                (
+                    t
+                    for t in self._tasks.values()
+                    if lifecycle.claimable(t, queues, now)
+                    and (not unowned_only or t.owner is None or t.owner == owner or t.owner not in live)
+                ),
+                key=lambda t: (-t.priority, t.eta, order[t.id]),
+            )[:limit]
+            claimed = []
+            for task in ready:
+                task.status, task.attempt = TaskStatus.RUNNING, task.attempt + 1
+                task.lease_token, task.lease_until = secrets.token_hex(16), now + timedelta(seconds=lease)
+                task.run_id = secrets.token_hex(8)
+                task.started_at, task.worker = now, worker
+                task.progress, task.progress_done, task.progress_total, task.progress_message = 0.0, 0.0, None, None
+                self._record(task, EventKind.STARTED)
+                claimed.append(copy(task))
+            return claimed
+
+    async def renew(self, *, leases: Mapping[str, str], lease: float) -> set[str]:
+        """Extend the leases still held."""
+        with self._lock:
+            until = datetime.now(_UTC) + timedelta(seconds=lease)
+            held = set()
+            for task_id, token in leases.items():
+                task = self._held(task_id, token)
+                if task is not None:
+                    task.lease_until = until
+                    held.add(task_id)
+            return held
+
+    async def progress(
+        self, *, task_id: str, lease_token: str, done: float, total: float | None, message: str | None
+    ) -> bool:
+        """Store progress of a running task, fenced on its lease."""
+        with self._lock:
+            task = self._held(task_id, lease_token)
+            if task is None:
+                return False
+            task.progress_done, task.progress_total, task.progress_message = done, total, message
+            task.progress = lifecycle.progress_fraction(done, total)
+            self._record(task, EventKind.PROGRESS, message=message)
+            return True
+
+    async def settle(
+        self, results: Sequence[TaskResult], *, successors: Mapping[str, Task] = {}
+    ) -> builtins.list[Task]:
+        """Apply attempt outcomes, each fenced on its lease; insert accepted successors."""
+        lifecycle.check_outcomes(results)
+        with self._lock:
+            now = datetime.now(_UTC)
+            accepted = []
+            for r in results:
+                task = self._tasks.get(r.task_id)
+                if task is None or not lifecycle.outcome_applies(task, r, now):
+                    continue
+                task.status, task.result, task.error = r.status, r.result, r.error
+                task.eta = r.eta or task.eta
+                task.lease_token = task.lease_until = None
+                task.finished_at = None if r.status is TaskStatus.PENDING else now
+                if r.status is TaskStatus.SUCCEEDED:
+                    task.progress = 1.0
+                self._record(task, lifecycle.entered(r.status), message=r.error.message if r.error else None)
+                accepted.append(copy(task))
+                following = successors.get(task.id)
+                if following is not None and not self._series_busy(following.series):
+                    self._tasks[following.id] = copy(following)
+                    self._record(following, EventKind.ENQUEUED, at=following.created_at)
+            return accepted
+
+    async def release(self, *, leases: Mapping[str, str]) -> builtins.list[Task]:
+        """Hand running tasks back to pending and give back their attempt."""
+        with self._lock:
+            released = []
+            for task_id, token in leases.items():
+                task = self._held(task_id, token)
+                if task is None:
+                    continue
+                task.status, task.attempt = TaskStatus.PENDING, task.attempt - 1
+                task.lease_token = task.lease_until = task.worker = None
+                self._record(task, EventKind.RELEASED)
+                released.append(copy(task))
+            return released
+
+    async def expired_leases(self, *, limit: int) -> builtins.list[Task]:
+        """Return running tasks whose lease ran out."""
+        now = datetime.now(_UTC)
+        with self._lock:
+            return [copy(t) for t in self._tasks.values() if lifecycle.lease_lapsed(t, now)][:limit]
+
+    async def cancel(self, task_id: str) -> Task | None:
+        """Cancel a pending or running task, and the unfinished runs of its periodic series."""
+        with self._lock:
+            task = self._tasks.get(task_id)
+            if task is None:
+                return None
+            for other in builtins.list(self._tasks.values()):
+                same = other is task or (task.series is not None and other.series == task.series)
+                if same and other.status in lifecycle.UNFINISHED:
+                    other.status, other.finished_at, other.lease_until = TaskStatus.CANCELLED, datetime.now(_UTC), None
+                    self._record(other, EventKind.CANCELLED)
+            return copy(task)
+
+    async def requeue(self, task_id: str) -> Task | None:
+        """Put a failed, cancelled or expired task back to pending with one more attempt allowed."""
+        with self._lock:
+            task = self._tasks.get(task_id)
+            if task is None:
+                return None
+            if task.status in lifecycle.REQUEUEABLE:
+                now = datetime.now(_UTC)
+                task.expires_at = lifecycle.requeued_expiry(task, now)
+                task.status, task.eta, task.finished_at = TaskStatus.PENDING, now, None
+                task.retries = max(task.retries, task.attempt)
+                task.lease_token = task.lease_until = None
+                self._record(task, EventKind.RETRIED)
+            return copy(task)
+
+    async def expire(self) -> builtins.list[Task]:
+        """Move pending tasks past ``expires_at`` to expired."""
+        with self._lock:
+            now = datetime.now(_UTC)
+            expired = []
+            for task in self._tasks.values():
+                if lifecycle.due_to_expire(task, now):
+                    task.status, task.finished_at = TaskStatus.EXPIRED, now
+                    self._record(task, EventKind.EXPIRED)
+                    expired.append(copy(task))
+            return expired
+
+    async def wait_for_tasks(self, timeout: float) -> None:
+        """Sleep ``timeout`` seconds: in one process, the queue's own wake-ups serve instead."""
+        await asyncio.sleep(timeout)
+
+    def _series_busy(self, series: str | None) -> bool:
+        """Return True when the series already has an unfinished run (it must not fork)."""
+        return any(t.series == series and t.status in lifecycle.UNFINISHED for t in self._tasks.values())

@@ -1,0 +1,244 @@
+"""The SQLite store's ``QueueStore`` role: every task transition, each one atomic.
+
+Claims take many ready tasks in one ``UPDATE … RETURNING``; outcomes of many attempts are
+written by one ``UPDATE … FROM (VALUES …)``. Every write after a claim is fenced on the
+lease token and ``status = 'running'``. Writers that make tasks ready send a wake-up hint.
+"""
+
+from __future__ import annotations
+
+import builtins
+import itertools
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from omniq_nb.models import Task, TaskResult
+from omniq_nb.storage import lifecycle
+from omniq_nb.storage.rows import COLUMNS, chunks, encode_error, new_task_row, row_task
+from omniq_nb.storage.sqlite_results import SQLiteResults
+from omniq_nb.storage.sqlite_schema import NOW_SQL
+from omniq_nb.storage.sqlite_statements import (
+    AFFINITY_SQL,
+    BATCH_ROWS,
+    CHUNK_ROWS,
+    INSERT_ROWS,
+    REQUEUEABLE_SQL,
+    TASKS_COLUMNS,
+    UNFINISHED_SQL,
+    batch_statement,
+    duplicate_ids_refused,
+    insert_statement,
+)
+
+__all__ = ["SQLiteQueue"]
+
+
+class SQLiteQueue(SQLiteResults):
+    """Insert, claim, renew, progress, settle, release, cancel, requeue, expire (reads come with it)."""
+
+    async def insert(self, tasks: Iterable[Task]) -> None:
+        """Add new tasks in one transaction (one statement for a single task)."""
+        batches = [batch for batch in chunks(builtins.list(tasks), INSERT_ROWS) if batch]
+        with duplicate_ids_refused():
+            if len(batches) == 1:
+                await self._fetch(*insert_statement(batches[0]))
+            elif batches:
+                async with self._immediate():
+                    for batch in batches:
+                        await self._run(*insert_statement(batch))
+        if batches:
+            self._notify()
+
+    async def insert_many(self, template: Task, entries: Iterable[tuple[str, bytes]]) -> None:
+        """Add tasks that differ from ``template`` only by id and payload, in one transaction.
+
+        The shared values are bound once per statement and only ``(id, payload)`` per row,
+        which is what makes ``enqueue_many`` fast.
+        """
+        shared = new_task_row(template)
+        statements = [batch_statement(shared, batch) for batch in chunks(builtins.list(entries), BATCH_ROWS)]
+        if not statements:
+            return
+        with duplicate_ids_refused():
+            async with self._immediate():
+                for statement in statements:
+                    await self._run(*statement)
+        self._notify()
+
+    async def claim(
+        self,
+        *,
+        queues: Sequence[str],
+        limit: int,
+        lease: float,
+        worker: str,
+        unowned_only: bool = False,
+        owner: str | None = None,
+    ) -> builtins.list[Task]:
+        """Claim up to ``limit`` ready tasks in one atomic ``UPDATE … RETURNING``.
+
+        The lease (and ``started_at``) run from the clock read inside the statement, after any
+        wait for another process's write lock, so a claim that waited still gets its whole
+        lease. Ready tasks are those due at the call (SQLite's own clock has millisecond steps:
+        a task enqueued this millisecond would wait for the next one).
+        """
+        now = time.time()
+        marks = ", ".join("?" * len(queues))
+        affinity, mine = (AFFINITY_SQL, (owner, now)) if unowned_only else ("", ())
+        sql = f"""
+            UPDATE tasks SET status = 'running', attempt = attempt + 1,
+                lease_token = lower(hex(randomblob(16))), run_id = lower(hex(randomblob(8))),
+                lease_until = {NOW_SQL} + ?, started_at = {NOW_SQL}, worker = ?,
+                progress = 0, progress_done = 0, progress_total = NULL, progress_message = NULL
+            WHERE seq IN (
+                SELECT seq FROM tasks
+                WHERE status = 'pending' AND queue IN ({marks}) AND eta <= ?
+                    AND (expires_at IS NULL OR expires_at > ?){affinity}
+                ORDER BY priority DESC, eta, seq LIMIT ?)
+            RETURNING {COLUMNS}, seq"""
+        rows = await self._fetch(sql, (lease, worker, *queues, now, now, *mine, limit))
+        rows.sort(key=lambda row: (-row[4], row[10], row[-1]))
+        return [row_task(row) for row in rows]
+
+    async def renew(self, *, leases: Mapping[str, str], lease: float) -> set[str]:
+        """Extend the leases still held (from the clock after any lock wait); return their ids."""
+        held: set[str] = set()
+        for chunk in chunks(builtins.list(leases.items()), CHUNK_ROWS):
+            values = ", ".join("(?, ?)" for _ in chunk)
+            sql = f"""
+                WITH v(id, token) AS (VALUES {values})
+                UPDATE tasks SET lease_until = {NOW_SQL} + ? FROM v
+                WHERE tasks.id = v.id AND tasks.lease_token = v.token AND tasks.status = 'running'
+                RETURNING tasks.id"""
+            rows = await self._fetch(sql, (*itertools.chain.from_iterable(chunk), lease))
+            held.update(row[0] for row in rows)
+        return held
+
+    async def progress(
+        self, *, task_id: str, lease_token: str, done: float, total: float | None, message: str | None
+    ) -> bool:
+        """Store progress of a running task, fenced on its lease."""
+        rows = await self._fetch(
+            """UPDATE tasks SET progress_done = ?, progress_total = ?, progress_message = ?, progress = ?
+            WHERE id = ? AND lease_token = ? AND status = 'running' RETURNING id""",
+            (done, total, message, lifecycle.progress_fraction(done, total), task_id, lease_token),
+        )
+        return bool(rows)
+
+    async def settle(
+        self, results: Sequence[TaskResult], *, successors: Mapping[str, Task] = {}
+    ) -> builtins.list[Task]:
+        """Apply many attempt outcomes with one statement per chunk, fenced on each lease."""
+        lifecycle.check_outcomes(results)
+        if not successors:
+            return await self._settle_rows(results)
+        async with self._immediate():
+            accepted = await self._settle_rows(results, locked=True)
+            following = [successors[t.id] for t in accepted if t.id in successors]
+            if following:  # one unfinished run per series: a retried old run must not fork it
+                marks = ", ".join("?" * len(following))
+                busy = await self._run(
+                    f"SELECT DISTINCT series FROM tasks WHERE series IN ({marks}) AND status IN {UNFINISHED_SQL}",
+                    [task.series for task in following],
+                )
+                taken = {row[0] for row in busy}
+                following = [task for task in following if task.series not in taken]
+            if following:
+                await self._run(*insert_statement(following))
+        return accepted
+
+    async def _settle_rows(self, results: Sequence[TaskResult], *, locked: bool = False) -> builtins.list[Task]:
+        accepted: builtins.list[Task] = []
+        for chunk in chunks(results, CHUNK_ROWS):
+            values = ", ".join("(?, ?, ?, ?, ?, ?, ?)" for _ in chunk)
+            params: builtins.list[Any] = [time.time()]
+            for r in chunk:
+                eta = r.eta.timestamp() if r.eta is not None else None
+                params += (
+                    r.task_id,
+                    r.lease_token,
+                    r.status.value,
+                    r.result,
+                    encode_error(r.error),
+                    eta,
+                    int(r.rescue),
+                )
+            sql = f"""
+                WITH clock(now) AS (VALUES (?)),
+                    v(id, token, status, result, error, eta, rescue) AS (VALUES {values})
+                UPDATE tasks SET status = v.status, result = v.result, error = v.error,
+                    eta = coalesce(v.eta, tasks.eta), lease_token = NULL, lease_until = NULL,
+                    finished_at = CASE WHEN v.status = 'pending' THEN NULL ELSE clock.now END,
+                    purge_at = CASE WHEN v.status != 'pending' THEN clock.now + tasks.result_ttl END,
+                    progress = CASE WHEN v.status = 'succeeded' THEN 1.0 ELSE tasks.progress END
+                FROM v, clock
+                WHERE tasks.id = v.id AND tasks.lease_token = v.token AND tasks.status = 'running'
+                    AND (v.rescue = 0 OR tasks.lease_until <= clock.now)
+                RETURNING {TASKS_COLUMNS}"""
+            rows = await (self._run(sql, params) if locked else self._fetch(sql, params))
+            accepted.extend(row_task(row) for row in rows)
+        return accepted
+
+    async def release(self, *, leases: Mapping[str, str]) -> builtins.list[Task]:
+        """Hand running tasks back to pending and give back the attempt their claim used."""
+        released: builtins.list[Task] = []
+        for chunk in chunks(builtins.list(leases.items()), CHUNK_ROWS):
+            values = ", ".join("(?, ?)" for _ in chunk)
+            sql = f"""
+                WITH v(id, token) AS (VALUES {values})
+                UPDATE tasks SET status = 'pending', attempt = attempt - 1, lease_token = NULL,
+                    lease_until = NULL, worker = NULL
+                FROM v
+                WHERE tasks.id = v.id AND tasks.lease_token = v.token AND tasks.status = 'running'
+                RETURNING {TASKS_COLUMNS}"""
+            rows = await self._fetch(sql, builtins.list(itertools.chain.from_iterable(chunk)))
+            released.extend(row_task(row) for row in rows)
+        if released:
+            self._notify()
+        return released
+
+    async def expired_leases(self, *, limit: int) -> builtins.list[Task]:
+        """Return running tasks whose lease ran out."""
+        rows = await self._fetch(
+            f"SELECT {COLUMNS} FROM tasks WHERE status = 'running' AND lease_until <= ? LIMIT ?",
+            (time.time(), limit),
+        )
+        return [row_task(row) for row in rows]
+
+    async def cancel(self, task_id: str) -> Task | None:
+        """Cancel a pending or running task, and the unfinished runs of its periodic series."""
+        rows = await self._fetch(
+            f"""UPDATE tasks SET status = 'cancelled', finished_at = ?1, purge_at = ?1 + result_ttl,
+                lease_until = NULL
+            WHERE status IN {UNFINISHED_SQL}
+                AND (id = ?2 OR series = (SELECT series FROM tasks WHERE id = ?2))
+            RETURNING {COLUMNS}""",
+            (time.time(), task_id),
+        )
+        named = [row for row in rows if row[0] == task_id]
+        return row_task(named[0]) if named else await self.get(task_id)
+
+    async def requeue(self, task_id: str) -> Task | None:
+        """Put a failed, cancelled or expired task back to pending, allowing one more attempt."""
+        rows = await self._fetch(
+            f"""UPDATE tasks SET status = 'pending', eta = ?1, finished_at = NULL, purge_at = NULL,
+                retries = max(retries, attempt), lease_token = NULL, lease_until = NULL,
+                expires_at = CASE WHEN expires_at IS NULL THEN NULL ELSE ?1 + (expires_at - created_at) END
+            WHERE id = ?2 AND status IN {REQUEUEABLE_SQL} RETURNING {COLUMNS}""",
+            (time.time(), task_id),
+        )
+        if not rows:
+            return await self.get(task_id)
+        self._notify()
+        return row_task(rows[0])
+
+    async def expire(self) -> builtins.list[Task]:
+        """Move pending tasks past ``expires_at`` to expired."""
+        rows = await self._fetch(
+            f"""UPDATE tasks SET status = 'expired', finished_at = ?1, purge_at = ?1 + result_ttl
+            WHERE status = 'pending' AND expires_at IS NOT NULL AND expires_at <= ?1
+            RETURNING {COLUMNS}""",
+            (time.time(),),
+        )
+        return [row_task(row) for row in rows]

@@ -1,0 +1,174 @@
+"""The SQLite store's schema: DDL by version, the migration that brings a file up to date, event triggers.
+
+A file records its schema version in ``omniq_schema``; ``migrate`` applies the missing
+versions in one transaction and refuses a file newer than this code. Events are written
+by temporary triggers (per connection) in the same statement as the change they record.
+
+Example:
+    >>> [part[:12] for part in statements("CREATE TABLE a (x); CREATE TABLE b (y);")]
+    ['CREATE TABLE', 'CREATE TABLE']
+
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import Any
+
+from omniq_nb.errors import StorageError
+
+__all__ = [
+    "BUSY_TIMEOUT_MS",
+    "EVENT_TRIGGERS",
+    "JOURNAL_SIZE_LIMIT",
+    "NOW_SQL",
+    "SCHEMA_VERSION",
+    "migrate",
+    "statements",
+]
+
+SCHEMA_VERSION = 3
+"""The schema version this code writes and understands."""
+BUSY_TIMEOUT_MS = 15_000
+"""How long a statement waits for another connection's write lock."""
+JOURNAL_SIZE_LIMIT = 64 * 1024 * 1024
+"""The size SQLite truncates the write-ahead log back to after a checkpoint."""
+NOW_SQL = "((julianday('now') - 2440587.5) * 86400.0)"
+"""SQLite's clock in seconds since the epoch, read inside a statement (after any lock wait)."""
+
+_MIGRATIONS: dict[int, str] = {
+    1: """
+    CREATE TABLE tasks (
+        seq INTEGER PRIMARY KEY,
+        id TEXT NOT NULL UNIQUE,
+        name TEXT NOT NULL,
+        queue TEXT NOT NULL,
+        status TEXT NOT NULL,
+        priority INTEGER NOT NULL DEFAULT 0,
+        payload BLOB NOT NULL,
+        attempt INTEGER NOT NULL DEFAULT 0,
+        retries INTEGER NOT NULL DEFAULT 0,
+        retry_on TEXT,
+        timeout REAL,
+        eta REAL NOT NULL,
+        created_at REAL NOT NULL,
+        started_at REAL,
+        finished_at REAL,
+        expires_at REAL,
+        result_ttl REAL,
+        purge_at REAL,
+        interval REAL,
+        cron TEXT,
+        series TEXT,
+        at_most_once INTEGER NOT NULL DEFAULT 0,
+        kind TEXT,
+        lease_token TEXT,
+        lease_until REAL,
+        worker TEXT,
+        progress REAL NOT NULL DEFAULT 0,
+        progress_done REAL NOT NULL DEFAULT 0,
+        progress_total REAL,
+        progress_message TEXT,
+        result BLOB,
+        error TEXT,
+        origin TEXT
+    );
+    CREATE INDEX tasks_claim ON tasks (queue, priority DESC, eta, seq) WHERE status = 'pending';
+    CREATE INDEX tasks_lease ON tasks (lease_until) WHERE status = 'running';
+    CREATE INDEX tasks_expiry ON tasks (expires_at) WHERE status = 'pending' AND expires_at IS NOT NULL;
+    CREATE INDEX tasks_purge ON tasks (purge_at) WHERE purge_at IS NOT NULL;
+    CREATE INDEX tasks_status ON tasks (status, seq);
+    CREATE INDEX tasks_series ON tasks (series) WHERE series IS NOT NULL;
+    CREATE TABLE events (
+        seq INTEGER PRIMARY KEY,
+        task_id TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        at REAL NOT NULL,
+        status TEXT NOT NULL,
+        attempt INTEGER NOT NULL,
+        progress REAL,
+        message TEXT
+    );
+    CREATE INDEX events_task ON events (task_id, seq);
+    """,
+    2: """
+    ALTER TABLE tasks ADD COLUMN run_id TEXT;
+    ALTER TABLE events ADD COLUMN run_id TEXT;
+    """,
+    3: """
+    ALTER TABLE tasks ADD COLUMN owner TEXT;
+    CREATE TABLE workers (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        host TEXT NOT NULL,
+        pid INTEGER NOT NULL,
+        kind TEXT NOT NULL,
+        concurrency INTEGER NOT NULL,
+        queues TEXT NOT NULL,
+        kernel TEXT,
+        notebook TEXT,
+        started_at REAL NOT NULL,
+        heartbeat REAL NOT NULL,
+        ttl REAL NOT NULL,
+        running INTEGER NOT NULL DEFAULT 0,
+        stop_requested INTEGER NOT NULL DEFAULT 0
+    );
+    """,
+}
+
+# Temporary triggers belong to this connection only, so OMNIQ_EVENTS=0 in one process
+# does not change what another process records.
+EVENT_TRIGGERS = f"""
+CREATE TEMP TRIGGER IF NOT EXISTS omniq_event_insert AFTER INSERT ON main.tasks BEGIN
+    INSERT INTO events (task_id, kind, at, status, attempt)
+    VALUES (new.id, 'enqueued', new.created_at, new.status, new.attempt);
+END;
+CREATE TEMP TRIGGER IF NOT EXISTS omniq_event_status AFTER UPDATE OF status ON main.tasks
+WHEN old.status IS NOT new.status BEGIN
+    INSERT INTO events (task_id, kind, at, status, attempt, progress, message, run_id)
+    VALUES (new.id,
+        CASE new.status
+            WHEN 'running' THEN 'started'
+            WHEN 'pending' THEN CASE WHEN new.attempt < old.attempt THEN 'released' ELSE 'retried' END
+            ELSE new.status END,
+        {NOW_SQL}, new.status, new.attempt, new.progress, json_extract(new.error, '$.message'), new.run_id);
+END;
+CREATE TEMP TRIGGER IF NOT EXISTS omniq_event_progress AFTER UPDATE OF progress_done ON main.tasks
+WHEN old.status = 'running' AND new.status = 'running' BEGIN
+    INSERT INTO events (task_id, kind, at, status, attempt, progress, message, run_id)
+    VALUES (new.id, 'progress', {NOW_SQL}, new.status, new.attempt, new.progress, new.progress_message, new.run_id);
+END;
+"""
+"""The temporary triggers that record a ``TaskEvent`` per transition on this connection."""
+
+Run = Callable[[str, Sequence[Any]], Awaitable[Sequence[Any]]]
+
+
+async def migrate(run: Run, where: str | None) -> None:
+    """Create or upgrade the schema of the store ``where`` to ``SCHEMA_VERSION``.
+
+    Args:
+        run: runs one statement and returns its rows, inside the caller's write transaction.
+        where: the store's path, named in the error.
+
+    Raises:
+        StorageError: the file's schema is newer than this code understands.
+
+    """
+    await run("CREATE TABLE IF NOT EXISTS omniq_schema (version INTEGER NOT NULL)", ())
+    rows = await run("SELECT max(version) FROM omniq_schema", ())
+    current = rows[0][0] or 0
+    if current > SCHEMA_VERSION:
+        raise StorageError(
+            f"{where} has schema version {current}, newer than this omniq_nb "
+            f"understands ({SCHEMA_VERSION}); upgrade omniq_nb"
+        )
+    for version in range(current + 1, SCHEMA_VERSION + 1):
+        for statement in statements(_MIGRATIONS[version]):
+            await run(statement, ())
+        await run("INSERT INTO omniq_schema (version) VALUES (?)", (version,))
+
+
+def statements(script: str) -> Iterable[str]:
+    """Return the statements of a ``;``-separated script (no ``;`` inside them), stripped."""
+    return (part.strip() for part in script.split(";") if part.strip())

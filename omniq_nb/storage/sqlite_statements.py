@@ -1,0 +1,132 @@
+"""SQL text of the SQLite store that several of its roles share: insert builders, filters, status lists.
+
+Statements use SQLite's ``?`` placeholders and its limit of 32,766 values per statement,
+which sets the chunk sizes. Status lists are built from ``lifecycle``'s sets, so SQL and
+Python stores agree on which statuses each rule covers.
+
+Example:
+    >>> status_list(lifecycle.UNFINISHED)
+    "('pending', 'running')"
+    >>> filters([TaskStatus.FAILED], "mail")
+    ('WHERE status IN (?) AND queue = ?', ['failed', 'mail'])
+
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import sqlite3
+from collections.abc import Collection, Iterator, Sequence
+from typing import Any
+
+from omniq_nb.models import Task, TaskStatus
+from omniq_nb.storage import lifecycle
+from omniq_nb.storage.rows import COLUMNS, NEW_COLUMNS, new_task_row
+
+__all__ = [
+    "AFFINITY_SQL",
+    "BATCH_ROWS",
+    "CHUNK_ROWS",
+    "FINISHED_SQL",
+    "IDS_PER_STATEMENT",
+    "INSERT_ROWS",
+    "KEEP_NEWEST_SEQ",
+    "REQUEUEABLE_SQL",
+    "TASKS_COLUMNS",
+    "UNFINISHED_SQL",
+    "batch_statement",
+    "duplicate_ids_refused",
+    "filters",
+    "insert_statement",
+    "status_list",
+]
+
+CHUNK_ROWS = 400
+"""Rows per multi-row statement of a transition: 400 x 12 values stays under SQLite's 32,766."""
+INSERT_ROWS = 500
+"""Rows per INSERT of new tasks: 500 x 21 values stays under SQLite's 32,766."""
+BATCH_ROWS = 5000
+"""Rows per INSERT of ``insert_many``: two values each."""
+IDS_PER_STATEMENT = 900
+"""Task ids per ``IN (...)`` list."""
+TASKS_COLUMNS = ", ".join(f"tasks.{name.strip()}" for name in COLUMNS.split(","))
+"""``COLUMNS`` qualified by the table, for statements that join ``tasks`` with values."""
+# Kernel affinity: a task without an owner, of this kernel, or of a kernel with no live pool.
+# The subquery is uncorrelated: SQLite runs it once per claim over the (tiny) workers table.
+AFFINITY_SQL = """
+    AND (owner IS NULL OR owner = ? OR owner NOT IN (
+        SELECT kernel FROM workers WHERE kernel IS NOT NULL AND heartbeat + ttl > ?))"""
+"""The claim's kernel-affinity condition; binds the claiming kernel, then the clock."""
+# After a purge, put back a marker row (empty task id, never returned) holding the newest
+# seq, so SQLite's max(rowid) + 1 never hands out a seq a cursor has already passed.
+KEEP_NEWEST_SEQ = """
+    INSERT INTO events (seq, task_id, kind, at, status, attempt)
+    SELECT ?1, '', 'enqueued', 0, 'pending', 0
+    WHERE ?1 IS NOT NULL AND NOT EXISTS (SELECT 1 FROM events WHERE seq >= ?1)"""
+"""Keep the newest event ``seq`` (bound as ``?1``) in a marker row after a purge."""
+
+_ROW_MARKS = "(" + ", ".join("?" * (NEW_COLUMNS.count(",") + 1)) + ")"
+_NEW_NAMES = [name.strip() for name in NEW_COLUMNS.split(",")]
+_PAYLOAD_AT, _SERIES_AT = _NEW_NAMES.index("payload"), _NEW_NAMES.index("series")
+
+
+def status_list(statuses: Collection[TaskStatus]) -> str:
+    """Return ``statuses`` as a SQL list literal, in the lifecycle's order."""
+    return "(" + ", ".join(f"'{status.value}'" for status in TaskStatus if status in statuses) + ")"
+
+
+FINISHED_SQL = status_list(lifecycle.FINISHED)
+"""``lifecycle.FINISHED`` as a SQL list."""
+UNFINISHED_SQL = status_list(lifecycle.UNFINISHED)
+"""``lifecycle.UNFINISHED`` as a SQL list."""
+REQUEUEABLE_SQL = status_list(lifecycle.REQUEUEABLE)
+"""``lifecycle.REQUEUEABLE`` as a SQL list."""
+
+
+def insert_statement(tasks: Sequence[Task]) -> tuple[str, list[Any]]:
+    """Return one multi-row INSERT for ``tasks`` (far cheaper than executemany with triggers)."""
+    marks = ", ".join(itertools.repeat(_ROW_MARKS, len(tasks)))
+    params = list(itertools.chain.from_iterable(map(new_task_row, tasks)))
+    return f"INSERT INTO tasks ({NEW_COLUMNS}) VALUES {marks}", params
+
+
+def batch_statement(shared: tuple[Any, ...], entries: Sequence[tuple[str, bytes]]) -> tuple[str, list[Any]]:
+    """Return one INSERT of ``entries`` (id, payload) that share every other value of ``shared``."""
+    periodic = shared[_SERIES_AT] is not None
+    values = ", ".join(itertools.repeat("(?, ?)", len(entries)))
+    columns = [
+        "v.id" if at == 0 else "v.payload" if at == _PAYLOAD_AT else "v.id" if at == _SERIES_AT and periodic else "?"
+        for at in range(len(shared))
+    ]
+    constants = [value for at, value in enumerate(shared) if columns[at] == "?"]
+    sql = (
+        f"WITH v(id, payload) AS (VALUES {values}) INSERT INTO tasks ({NEW_COLUMNS}) SELECT {', '.join(columns)} FROM v"
+    )
+    return sql, [*itertools.chain.from_iterable(entries), *constants]
+
+
+def filters(statuses: Sequence[TaskStatus], queue: str | None) -> tuple[str, list[Any]]:
+    """Return the ``WHERE`` clause (or '') and its parameters for a listing by status and queue."""
+    clauses, params = [], []
+    if statuses:
+        clauses.append(f"status IN ({', '.join('?' * len(statuses))})")
+        params += [TaskStatus(s).value for s in statuses]
+    if queue is not None:
+        clauses.append("queue = ?")
+        params.append(queue)
+    return ("WHERE " + " AND ".join(clauses) if clauses else ""), params
+
+
+@contextlib.contextmanager
+def duplicate_ids_refused() -> Iterator[None]:
+    """Turn SQLite's unique-constraint error on insert into the ``ValueError`` every store raises.
+
+    Raises:
+        ValueError: a task with one of the ids already exists; nothing was inserted.
+
+    """
+    try:
+        yield
+    except sqlite3.IntegrityError as exc:
+        raise ValueError(f"a task with one of these ids already exists; nothing was inserted ({exc})") from exc
