@@ -37,7 +37,7 @@ _WAL_RESET_BYTES = 8 * 1024 * 1024  # 2x what automatic checkpoints keep it at w
 _INTEGRITY_LINES = 10  # PRAGMA integrity_check stops after this many errors
 _FINISHED = [status.value for status in TaskStatus if status in lifecycle.FINISHED]  # the SQL list's order
 
-Run = Callable[[str, Sequence[Any]], Awaitable[Iterable[Any]]]
+_Run = Callable[[str, Sequence[Any]], Awaitable[Iterable[Any]]]
 
 
 class SQLiteEvents(SQLiteConnection):
@@ -143,7 +143,7 @@ class SQLiteMaintenance(SQLiteConnection):
         finally:
             await conn.close()
 
-    async def _health(self, run: Run, stale_after: float) -> StoreHealth:
+    async def _health(self, run: _Run, stale_after: float) -> StoreHealth:
         """Measure the store with ``run`` (runs one statement on some connection, returns its rows)."""
         integrity = await _integrity(run)
         wal = self._wal_bytes()
@@ -187,7 +187,7 @@ class SQLiteMaintenance(SQLiteConnection):
         )
 
 
-async def _integrity(run: Run) -> str:
+async def _integrity(run: _Run) -> str:
     """Return ``"ok"`` or the first lines of SQLite's report on the damage, or its error.
 
     ``integrity_check`` gives up with an error at a page too damaged to search;

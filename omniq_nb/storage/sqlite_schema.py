@@ -141,10 +141,10 @@ END;
 """
 """The temporary triggers that record a ``TaskEvent`` per transition on this connection."""
 
-Run = Callable[[str, Sequence[Any]], Awaitable[Sequence[Any]]]
+_Run = Callable[[str, Sequence[Any]], Awaitable[Sequence[Any]]]
 
 
-async def migrate(run: Run, where: str | None) -> None:
+async def migrate(run: _Run, where: str | None) -> None:
     """Create or upgrade the schema of the store ``where`` to ``SCHEMA_VERSION``.
 
     Args:
