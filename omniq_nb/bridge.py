@@ -90,8 +90,8 @@ class ThreadBridge:
     def __init__(self, *, name: str, owner: str, alternative: str) -> None:
         self._owner, self._alternative = owner, alternative
         self._stack = ExitStack()
-        self._portal = self._stack.enter_context(start_blocking_portal(name=name))
-        self._thread_id: int | None = self._portal.call(threading.get_ident)
+        self._anyio_portal = self._stack.enter_context(start_blocking_portal(name=name))
+        self._thread_id: int | None = self._anyio_portal.call(threading.get_ident)
 
     def call(self, fn: Callable[..., Awaitable[T]], /, *args: Any, **kwargs: Any) -> T:
         """Run ``fn(*args, **kwargs)`` on the bridge's loop and block until it returns.
@@ -102,11 +102,33 @@ class ThreadBridge:
         """
         if threading.get_ident() == self._thread_id:
             raise RuntimeError(_FROM_ASYNC.format(owner=self._owner, alternative=self._alternative))
-        return self._portal.call(partial(fn, *args, **kwargs))
+        return self._anyio_portal.call(partial(fn, *args, **kwargs))
 
     def enter(self, manager: AbstractAsyncContextManager[T]) -> T:
         """Enter an async context manager on the bridge's loop; it is exited by ``close()``."""
-        return self._stack.enter_context(self._portal.wrap_async_context_manager(manager))
+        return self._stack.enter_context(self._anyio_portal.wrap_async_context_manager(manager))
+
+    def open(self, factory: Callable[..., Awaitable[AbstractAsyncContextManager[T]]], /, **kwargs: Any) -> T:
+        """Build an async context manager on the bridge's loop and enter it there; ``close()`` exits it.
+
+        Built on the bridge's loop, its connections, locks and events belong to that loop.
+
+        Args:
+            factory: an async function that builds the manager from ``kwargs``.
+            **kwargs: passed to ``factory``.
+
+        Returns:
+            What entering the manager returns.
+
+        Raises:
+            BaseException: whatever building or entering raised; the bridge is closed first.
+
+        """
+        try:
+            return self.enter(self.call(factory, **kwargs))
+        except BaseException:
+            self.close()
+            raise
 
     def close(self) -> None:
         """Exit what was entered (on the bridge's loop), then stop the loop and its thread."""

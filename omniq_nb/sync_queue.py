@@ -51,14 +51,8 @@ class OmniQ(BlockingQueueAdmin):
 
     def __init__(self, *, settings: Settings | None = None, storage: Storage | None = None, **overrides: Any) -> None:
         bridge = ThreadBridge(name="omniq-sync", owner="OmniQ", alternative="AsyncOmniQ")
-        try:
-            core = bridge.call(_create, settings=settings, storage=storage, bridge=bridge, **overrides)
-            bridge.enter(core)
-        except BaseException:
-            bridge.close()
-            raise
+        self._core: AsyncOmniQ = bridge.open(_create, settings=settings, storage=storage, bridge=bridge, **overrides)
         self._bridge: BlockingBridge = bridge
-        self._core: AsyncOmniQ = core
 
     @classmethod
     def attached(cls, core: AsyncOmniQ, bridge: BlockingBridge) -> OmniQ:
