@@ -2,17 +2,7 @@
 
 Its roles live in modules of their own: building task rows (``omniq_nb.building``), reading
 results (``omniq_nb.results``) and administration (``omniq_nb.admin``). Import the class
-from ``omniq_nb`` or ``omniq_nb.core``.
-
-Example:
-    >>> import asyncio, operator
-    >>> async def main():
-    ...     async with AsyncOmniQ(db_url="memory://") as q:
-    ...         h = await q.enqueue(operator.add, 1, 2)
-    ...         return h.status
-    >>> asyncio.run(main())
-    <TaskStatus.PENDING: 'pending'>
-
+from ``omniq_nb`` or ``omniq_nb.core`` (the class's docstring has a runnable example).
 """
 
 from __future__ import annotations
@@ -66,10 +56,19 @@ class AsyncOmniQ(QueueAdmin, ResultReading, OpensAndCloses):
         TypeError: an override names no setting.
 
     Example:
-        >>> async def main():                                   # doctest: +SKIP
-        ...     async with AsyncOmniQ(db_url="sqlite:///jobs.db") as q:
-        ...         h = await q.enqueue(print, "hello")
-        ...         await h.result(timeout=10)                  # needs a worker pool
+        >>> import asyncio
+        >>> from omniq_nb import AsyncWorkerPool
+        >>> async def main():
+        ...     async with AsyncOmniQ(db_url="memory://") as q:
+        ...         pool = AsyncWorkerPool(q, concurrency=1)    # a result needs a worker pool
+        ...         await pool.start()
+        ...         try:
+        ...             h = await q.enqueue(sum, [1, 2])
+        ...             return await h.result(timeout=10)
+        ...         finally:
+        ...             await pool.stop()
+        >>> asyncio.run(main())
+        3
 
     """
 
