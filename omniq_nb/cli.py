@@ -13,23 +13,18 @@ import asyncio
 import logging
 import signal
 import sys
-from collections.abc import Iterable, Sequence
-from datetime import datetime, timezone
-from typing import Any
+from collections.abc import Sequence
 
 import msgspec
 
 from omniq_nb.config import WORKER_KINDS, Settings
 from omniq_nb.core import AsyncOmniQ
 from omniq_nb.errors import OmniQError
-from omniq_nb.models import StoreHealth, Task, TaskStatus, WorkerInfo
-from omniq_nb.schedule import duration
+from omniq_nb.models import TaskStatus
+from omniq_nb.terminal import add_purge_arguments, format_health, format_task, format_tasks, format_workers
 from omniq_nb.worker import AsyncWorkerPool
 
 logger = logging.getLogger(__name__)
-
-_LIST_COLUMNS = "{id:32}  {status:9}  {attempt:>7}  {queue:12}  {created:19}  {name}"
-_WORKER_COLUMNS = "{id:8}  {kind:7}  {busy:>5}  {queues:16}  {where:24}  {started:19}  {seen:>5}  {serves}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -103,19 +98,6 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def add_purge_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add the flags of ``purge`` (``--older-than``, ``--status``, ``--all``); ``%omniq purge`` takes the same.
-
-    Args:
-        parser: the ``purge`` command's parser.
-    """
-    parser.add_argument("--older-than", type=duration, metavar="AGE", help="finished over AGE ago: 90, 15m, 12h, 7d")
-    parser.add_argument(
-        "--status", action="append", choices=[s.value for s in TaskStatus if s.is_terminal], help="with --older-than"
-    )
-    parser.add_argument("--all", action="store_true", help="delete every task, running ones too")
-
-
 async def _worker(settings: Settings, args: argparse.Namespace) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -182,120 +164,6 @@ async def _check(settings: Settings, args: argparse.Namespace) -> int:
     health = await AsyncOmniQ(settings=settings).check()  # never opened: creates and migrates nothing
     print(msgspec.json.encode(health).decode() if args.json else format_health(health))
     return 0 if health.ok else 1
-
-
-def format_tasks(tasks: Sequence[Task]) -> str:
-    """Return tasks as a text table: id, status, attempts, queue, created, name.
-
-    Args:
-        tasks: the snapshots to show.
-    """
-    lines = [
-        _LIST_COLUMNS.format(id="ID", status="STATUS", attempt="ATTEMPT", queue="QUEUE", created="CREATED", name="NAME")
-    ]
-    for task in tasks:
-        lines.append(
-            _LIST_COLUMNS.format(
-                id=task.id,
-                status=task.status.value,
-                attempt=f"{task.attempt}/{task.max_attempts}",
-                queue=task.queue,
-                created=_when(task.created_at),
-                name=task.name,
-            )
-        )
-    return "\n".join(lines)
-
-
-def format_workers(pools: Sequence[WorkerInfo], *, mine: str | None = None) -> str:
-    """Return worker pools as a text table, or say there is none.
-
-    Columns: id, kind, busy slots, queues, host:pid, start, seconds since the last heartbeat,
-    and what it serves (its kernel's notebook or session, or every task). A pool asked to stop
-    is marked ``stopping``; the pool ``mine`` (an id) is marked ``*``.
-
-    Args:
-        pools: the live pools, as ``workers()`` returns them.
-        mine: the id of the pool to mark as this process's own.
-    """
-    if not pools:
-        return "no live worker pools in this store (start one with omniq-nb worker or %omniq workers start)"
-    now = datetime.now(timezone.utc)
-    header = {"busy": "BUSY", "queues": "QUEUES", "where": "HOST:PID", "started": "STARTED", "seen": "SEEN"}
-    lines = [_WORKER_COLUMNS.format(id="ID", kind="KIND", serves="SERVES", **header)]
-    for pool in pools:
-        seen = pool.seen(now)
-        marks = [" *" if pool.id == mine else "", " (stopping)" if pool.stop_requested else ""]
-        lines.append(
-            _WORKER_COLUMNS.format(
-                id=pool.id,
-                kind=pool.kind,
-                busy=f"{pool.running}/{pool.concurrency}",
-                queues=",".join(pool.queues),
-                where=f"{pool.host}:{pool.pid}",
-                started=_when(pool.started_at),
-                seen="" if seen is None else f"{seen:.0f}s",
-                serves=pool.serves + "".join(marks),
-            )
-        )
-    return "\n".join(lines)
-
-
-def format_task(task: Task, value: Any = None) -> str:
-    """Return one task as text: its fields, its result (``value``) or its error and traceback.
-
-    Args:
-        task: the snapshot.
-        value: the task's decoded result, when it succeeded.
-    """
-    fields = {
-        "id": task.id,
-        "name": task.name,
-        "status": task.status.value,
-        "queue": task.queue,
-        "attempt": f"{task.attempt} of {task.max_attempts}",
-        "priority": task.priority,
-        "created": _when(task.created_at),
-        "started": _when(task.started_at),
-        "finished": _when(task.finished_at),
-        "worker": task.worker or "",
-        "progress": f"{task.progress:.0%}" + (f" {task.progress_message}" if task.progress_message else ""),
-    }
-    lines = _aligned(fields.items())
-    if task.status is TaskStatus.SUCCEEDED:
-        lines.append(f"{'result':9} {value!r}")
-    if task.error is not None:
-        lines.append(f"{'error':9} {task.error.type}: {task.error.message}")
-        if task.error.traceback:
-            lines.append(task.error.traceback.rstrip())
-    return "\n".join(lines)
-
-
-def format_health(health: StoreHealth) -> str:
-    """Return a store's health report as text: one line per fact, then ``ok`` or one line per problem.
-
-    Args:
-        health: what ``check()`` found.
-    """
-    fields = {
-        "store": health.url,
-        "integrity": "ok" if health.integrity == "ok" else "FAILED",
-        "schema": "none" if health.schema_version is None else f"version {health.schema_version}",
-        "wal": "none" if health.wal_bytes is None else f"{health.wal_bytes} bytes",
-        "tasks": ", ".join(f"{status.value} {n}" for status, n in health.counts.items()) or "unknown",
-        "leases": f"{health.expired_leases} expired, {health.stale_leases} of them over {health.stale_after:g} s ago",
-    }
-    problems = _aligned(("problem", problem) for problem in health.problems)
-    return "\n".join(_aligned(fields.items()) + (problems or ["ok"]))
-
-
-def _aligned(fields: Iterable[tuple[str, Any]]) -> list[str]:
-    """Return ``key value`` lines with the values in one column."""
-    return [f"{key:9} {text}" for key, text in fields]
-
-
-def _when(moment: datetime | None) -> str:
-    return "" if moment is None else moment.astimezone().strftime("%Y-%m-%d %H:%M:%S")
 
 
 def _install_log_handler(settings: Settings) -> None:

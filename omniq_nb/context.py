@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextvars
 import math
 import sys
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sized
 from typing import Any, TypeVar
 
 import msgspec
@@ -186,8 +186,8 @@ def track(iterable: Iterable[T], total: int | None = None) -> Iterator[T]:
         >>> list(track(range(3)))
         [0, 1, 2]
     """
-    if total is None and hasattr(iterable, "__len__"):
-        total = len(iterable)  # type: ignore[arg-type]
+    if total is None and isinstance(iterable, Sized):
+        total = len(iterable)
     progress(0, total)
     for count, item in enumerate(iterable, start=1):
         yield item

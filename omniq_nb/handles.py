@@ -2,27 +2,25 @@
 
 A handle holds the latest snapshot of its task, kept current by the queue's event hub, so
 ``status``, ``progress`` and ``done()`` never block. ``result()``, ``cancel()`` and ``retry()``
-go through the queue's *runner*: from ``AsyncOmniQ`` they return coroutines to await; from
-``OmniQ`` (and in a notebook) they block until done. ``await handle`` works everywhere.
+go through the queue's *bridge* (``omniq_nb.bridge``): from ``AsyncOmniQ`` they return
+coroutines to await; from ``OmniQ`` (and in a notebook) they block until done.
+``await handle`` works everywhere.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Generator, Iterator, Sequence
+from collections.abc import Callable, Coroutine, Generator, Iterator, Sequence
 from functools import partial
 from typing import Any, Protocol, overload
 
 import msgspec
 
+from omniq_nb.bridge import LoopBridge
 from omniq_nb.models import EventKind, Task, TaskError, TaskEvent, TaskStatus
 
 logger = logging.getLogger(__name__)
-
-Runner = Callable[..., Any]
-"""How a handle runs a queue coroutine: ``runner(async_fn, *args)`` (returns it, or blocks on it)."""
-
 
 display_hook: Callable[[TaskHandle | GroupHandle], Any] | None = None
 """Set by the notebook layer: returns a live view for a handle (anything with ``_repr_mimebundle_``)."""
@@ -38,11 +36,6 @@ def _mimebundle(handle: TaskHandle | GroupHandle, text: str, kwargs: dict[str, A
     return {"text/plain": text}
 
 
-def return_coroutine(fn: Callable[..., Awaitable[Any]], /, *args: Any) -> Any:
-    """Runner of async façades: hand the coroutine back to be awaited."""
-    return fn(*args)
-
-
 class QueueCalls(Protocol):
     """What a handle asks of its queue (``AsyncOmniQ`` provides it)."""
 
@@ -52,8 +45,8 @@ class QueueCalls(Protocol):
         ...
 
     @property
-    def runner(self) -> Runner:
-        """Return how handles run queue coroutines."""
+    def bridge(self) -> LoopBridge:
+        """Return how handles run queue coroutines (hands them back, or blocks on them)."""
         ...
 
     async def result(self, task_id: str, /, *, timeout: float | None = None) -> Any:
@@ -141,15 +134,15 @@ class TaskHandle:
             TimeoutError: the task did not finish within ``timeout``.
 
         """
-        return self._queue.runner(partial(self._queue.result, timeout=timeout), self.id)
+        return self._queue.bridge.call(self._queue.result, self.id, timeout=timeout)
 
     def cancel(self) -> Any:
         """Cancel the task; return True if it is now cancelled (a coroutine from ``AsyncOmniQ``)."""
-        return self._queue.runner(self._queue.cancel, self.id)
+        return self._queue.bridge.call(self._queue.cancel, self.id)
 
     def retry(self) -> Any:
         """Run a failed, cancelled or expired task again; return its handle (a coroutine from ``AsyncOmniQ``)."""
-        return self._queue.runner(self._queue.retry, self.id)
+        return self._queue.bridge.call(self._queue.retry, self.id)
 
     def __await__(self) -> Generator[Any, None, Any]:
         """Wait for the result without blocking the event loop."""
@@ -255,8 +248,9 @@ class GroupHandle(Sequence[TaskHandle]):
             TimeoutError: not all finished within ``timeout``.
 
         """
-        call = partial(self._queue.results, timeout=timeout, return_exceptions=return_exceptions)
-        return self._queue.runner(call, self.ids)
+        return self._queue.bridge.call(
+            self._queue.results, self.ids, timeout=timeout, return_exceptions=return_exceptions
+        )
 
     def __await__(self) -> Generator[Any, None, Any]:
         """Wait for every result without blocking the event loop."""
@@ -290,8 +284,8 @@ class GroupHandle(Sequence[TaskHandle]):
         return _mimebundle(self, repr(self), kwargs)
 
 
-async def _on_queue_loop(queue: QueueCalls, coroutine: Awaitable[Any]) -> Any:
+async def _on_queue_loop(queue: QueueCalls, coroutine: Coroutine[Any, Any, Any]) -> Any:
     """Await ``coroutine`` on the queue's loop, from whichever loop awaits the handle."""
     if asyncio.get_running_loop() is queue.loop:
         return await coroutine
-    return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coroutine, queue.loop))  # type: ignore[arg-type]
+    return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coroutine, queue.loop))

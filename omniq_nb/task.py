@@ -6,8 +6,8 @@ Example:
     ...     return 2 * x
     >>> double(21)              # a plain call runs inline
     42
-    >>> double.options(retries=5).name
-    'double'
+    >>> double.options(retries=5).task_options.retries
+    5
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ import threading
 from collections.abc import Callable, Iterable
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
-from omniq_nb.core import OmniQ, task_name
+from omniq_nb.building import task_name
+from omniq_nb.core import OmniQ
 from omniq_nb.handles import GroupHandle, TaskHandle
 from omniq_nb.options import TaskOptions, as_keywords, make_options, merge_options
 

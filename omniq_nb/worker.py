@@ -728,7 +728,7 @@ class WorkerPool:
     """
 
     def __init__(self, queue: OmniQ, **options: Any) -> None:
-        self._portal: Caller = queue._portal  # the pool lives on the queue's loop
+        self._portal: Caller = queue.core.bridge  # the pool lives on the queue's loop
         self._pool = self._portal.call(_create_pool, queue.core, options)
 
     def __enter__(self) -> WorkerPool:

@@ -31,7 +31,6 @@ from typing import Any, NoReturn
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 
-from omniq_nb.cli import add_purge_arguments, format_task, format_tasks, format_workers
 from omniq_nb.config import WORKER_KINDS
 from omniq_nb.errors import OmniQError, SerializationError
 from omniq_nb.handles import TaskHandle
@@ -41,6 +40,7 @@ from omniq_nb.notebook.runner import KernelRunner
 from omniq_nb.notebook.widgets import Dashboard
 from omniq_nb.options import OPTION_NAMES
 from omniq_nb.schedule import duration
+from omniq_nb.terminal import add_purge_arguments, format_task, format_tasks, format_workers
 
 
 class _Parser(argparse.ArgumentParser):

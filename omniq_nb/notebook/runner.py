@@ -1,12 +1,8 @@
-"""The kernel's own queue and worker pool, and blocking waits that keep the kernel responsive.
+"""The kernel's own queue and worker pool, and what a notebook does with them.
 
-The queue and pool live on the kernel's running event loop. A cell that blocks on a
-result (``h.result()``) cannot simply wait: the pool needs the same loop to make progress.
-The wait therefore re-enters the loop with ``nest-asyncio2`` (the maintained fork that
-ipykernel 7 itself depends on, applied only when such a wait first happens), so the pool
-and the views it updates keep running while the cell waits, and widget (comm) messages from
-the browser are handled as they arrive (see ``_comms_served``); other requests, such as the
-next cell, run after it. An interrupt stops the wait, not the task.
+The queue (an ``OmniQ`` over an ``AsyncOmniQ``) and the pool live on the kernel's running
+event loop; blocking calls reach that loop through a ``KernelBridge`` (see
+``omniq_nb.notebook.kernel_bridge``: a cell that waits keeps the kernel responsive).
 """
 
 from __future__ import annotations
@@ -14,20 +10,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import signal
-import threading
 import weakref
-from collections.abc import Awaitable, Callable, Iterator
-from functools import partial
-from typing import Any, TypeVar
+from collections.abc import Callable
+from typing import Any
 
 from omniq_nb import handles
 from omniq_nb.config import Settings
 from omniq_nb.context import OutputSink, set_origin, set_owner
 from omniq_nb.core import AsyncOmniQ, OmniQ
-from omniq_nb.errors import OmniQError
 from omniq_nb.handles import GroupHandle, TaskHandle
 from omniq_nb.models import Task
+from omniq_nb.notebook.kernel_bridge import KernelBridge
 from omniq_nb.notebook.output import CellOutputs, install_routing, remove_routing
 from omniq_nb.notebook.widgets import Dashboard, GroupView, TaskView
 from omniq_nb.task import use_queue
@@ -35,14 +28,18 @@ from omniq_nb.worker import AsyncWorkerPool
 
 logger = logging.getLogger(__name__)
 
-T = TypeVar("T")
-
-_COMM_MESSAGES = frozenset({"comm_open", "comm_msg", "comm_close"})
 _SHUTDOWN_TIMEOUT = 10.0  # seconds the kernel's shutdown waits for the pool to hand work back
 
 
 class KernelRunner:
     """Owns the kernel's queue (and pool); everything a notebook does goes through it.
+
+    Attributes:
+        queue: the kernel's queue object, an ``OmniQ`` (not a queue *name*, as ``Task.queue``
+            and ``pool.queues`` are); ``omniq.get`` and ``.submit`` use it.
+        core: the ``AsyncOmniQ`` behind ``queue``, on the kernel's loop (views and the pool use it).
+        bridge: runs ``core``'s coroutines on the kernel's loop and waits (``queue`` and handles use it).
+        pool: the kernel's worker pool, when one runs.
 
     Args:
         shell: the IPython shell of the kernel.
@@ -54,15 +51,14 @@ class KernelRunner:
 
     def __init__(self, shell: Any, settings: Settings | None = None) -> None:
         self.shell = shell
-        self.loop = asyncio.get_running_loop()
-        self._thread = threading.get_ident()
-        self._nested = False
+        self.bridge = KernelBridge(shell, on_close=self.close)
+        self.loop = self.bridge.loop
         self.outputs = CellOutputs(shell)
         self.views: dict[str, TaskView] = {}
         self._dashboards: weakref.WeakSet[Dashboard] = weakref.WeakSet()
-        self.core = AsyncOmniQ(settings=settings or Settings.from_env(), runner=self.block)
-        self.block(self.core.open)
-        self.queue = OmniQ.attached(self.core, _KernelCaller(self))
+        self.core = AsyncOmniQ(settings=settings or Settings.from_env(), bridge=self.bridge)
+        self.bridge.call(self.core.open)
+        self.queue = OmniQ.attached(self.core, self.bridge)
         self.pool: AsyncWorkerPool | None = None
         use_queue(self.queue)
         set_owner(self.outputs.kernel)  # tasks enqueued here belong to this kernel (kernel affinity)
@@ -71,51 +67,6 @@ class KernelRunner:
         shell.events.register("pre_run_cell", self._before_cell)
         self._unpatch_shutdown = _on_kernel_shutdown(shell, self.shutdown_from_control)
         KernelRunner.current = self
-
-    def block(self, fn: Callable[..., Awaitable[T]], /, *args: Any) -> T:
-        """Run ``fn(*args)`` on the kernel's loop and wait for it, from a cell or any thread.
-
-        An ``OmniQError`` or ``TimeoutError`` (a failed task, a wait too long) is raised from
-        here, without the frames of the nested wait (asyncio, nest_asyncio2, the queue) that a
-        notebook would show above the task's own remote traceback.
-
-        Raises:
-            KeyboardInterrupt: the kernel was interrupted; the wait stops (the work it waited
-                for, such as a task, goes on).
-        """
-        if threading.get_ident() != self._thread:
-            return asyncio.run_coroutine_threadsafe(_as_coroutine(fn, *args), self.loop).result()
-        if not self.loop.is_running():
-            return self.loop.run_until_complete(_as_coroutine(fn, *args))
-        if not self._nested:
-            import nest_asyncio2
-
-            nest_asyncio2.apply(self.loop)
-            self._nested = True
-        waiting = self.loop.create_task(_as_coroutine(fn, *args))
-        interrupted = False
-
-        def on_interrupt(signum: int, frame: Any) -> None:
-            # The default handler would raise KeyboardInterrupt inside whichever pool task runs
-            # at that instant and kill it; stop only the wait instead.
-            nonlocal interrupted
-            interrupted = True
-            waiting.cancel()
-
-        previous = _swap_sigint(on_interrupt)
-        try:
-            with _comms_served(self.shell):
-                return self.loop.run_until_complete(waiting)
-        except asyncio.CancelledError:
-            if interrupted:
-                raise KeyboardInterrupt from None
-            raise
-        except (OmniQError, TimeoutError) as exc:  # a task's outcome: the wait's own frames say nothing
-            raise exc.with_traceback(None) from exc.__cause__
-        finally:
-            _swap_sigint(previous)
-            if not waiting.done():
-                waiting.cancel()
 
     def start_pool(
         self, *, concurrency: int | None = None, kind: str | None = None, shared: bool = False
@@ -137,7 +88,7 @@ class KernelRunner:
             output=self._output_for,
         )
         self.stop_pool()
-        self.block(pool.start)
+        self.bridge.call(pool.start)
         self.pool = pool
         return pool
 
@@ -145,7 +96,7 @@ class KernelRunner:
         """Stop the kernel's pool gracefully (running work goes back to the queue)."""
         pool, self.pool = self.pool, None
         if pool is not None:
-            self.block(pool.stop)
+            self.bridge.call(pool.stop)
 
     async def aclose(self) -> None:
         """Close the dashboards, stop the pool and close the queue's connections (on the kernel's loop)."""
@@ -163,7 +114,7 @@ class KernelRunner:
         self._unpatch_shutdown()
         remove_routing(self.shell)
         handles.display_hook = None
-        self.block(self.aclose)
+        self.bridge.call(self.aclose)
         use_queue(None)
         set_owner(None)
         if KernelRunner.current is self:
@@ -171,8 +122,8 @@ class KernelRunner:
 
     def shutdown_from_control(self) -> None:
         """Close while the kernel shuts down (its control thread handles that request)."""
-        if threading.get_ident() == self._thread:
-            self.block(self.aclose)
+        if self.bridge.on_loop_thread():
+            self.bridge.call(self.aclose)
             return
         try:
             asyncio.run_coroutine_threadsafe(self.aclose(), self.loop).result(_SHUTDOWN_TIMEOUT)
@@ -218,77 +169,6 @@ class _ViewOrCell:
             self._runner.loop.call_soon_threadsafe(view.write, kind, payload)
         elif self._cell is not None:
             self._cell(kind, payload)
-
-
-class _KernelCaller:
-    """Runs ``OmniQ``'s calls on the kernel's loop (what a portal does for a plain ``OmniQ``)."""
-
-    def __init__(self, runner: KernelRunner) -> None:
-        self._runner = runner
-
-    def call(self, fn: Callable[..., Awaitable[T]], /, *args: Any, **kwargs: Any) -> T:
-        return self._runner.block(partial(fn, *args, **kwargs))
-
-    def close(self) -> None:
-        self._runner.close()
-
-
-@contextlib.contextmanager
-def _comms_served(shell: Any) -> Iterator[None]:
-    """Let comm messages (widgets) through while a cell blocks in a nested wait.
-
-    ipykernel dispatches shell messages one after another: in 7 each from a task bound to
-    one persistent context that the blocked cell is itself running in (so the nested loop
-    cannot step it), in 6 from a queue that waits for the running cell. While the wait
-    lasts, comm messages are taken off that path and handled at once (7: by the kernel's
-    own concurrent comm dispatch, in a task of their own context; 6: by the kernel's comm
-    handler). Other messages keep their usual path and run after the cell.
-    """
-    kernel: Any = getattr(shell, "kernel", None)
-    manager = getattr(getattr(kernel, "shell_channel_thread", None), "manager", None)
-    forwarded: Any = getattr(getattr(manager, "_shell_channel_to_main", None), "to_stream", None)
-    stream: Any = forwarded if forwarded is not None else getattr(kernel, "shell_stream", None)
-    original = getattr(stream, "_recv_callback", None)
-    if original is None:
-        yield
-        return
-
-    def receive(message: Any) -> Any:
-        parsed = _comm_message(kernel, message)
-        if parsed is None:
-            return original(message)
-        if forwarded is not None:
-            return kernel.shell_main(None, message)
-        idents, frames = parsed
-        content = kernel.session.deserialize(frames, content=True, copy=False)
-        return kernel.shell_handlers[content["header"]["msg_type"]](stream, idents, content)
-
-    stream._recv_callback = receive
-    try:
-        yield
-    finally:
-        stream._recv_callback = original
-
-
-def _comm_message(kernel: Any, message: Any) -> tuple[Any, Any] | None:
-    """Return ``(idents, frames)`` when ``message`` is a comm message, else ``None``."""
-    try:
-        idents, frames = kernel.session.feed_identities(message, copy=False)
-        header = kernel.session.deserialize(frames, content=False, copy=False)["header"]
-    except Exception:
-        return None
-    return (idents, frames) if header.get("msg_type") in _COMM_MESSAGES else None
-
-
-def _swap_sigint(handler: Any) -> Any:
-    """Install ``handler`` for SIGINT (main thread only) and return the previous one."""
-    if handler is None or threading.current_thread() is not threading.main_thread():
-        return None
-    return signal.signal(signal.SIGINT, handler)
-
-
-async def _as_coroutine(fn: Callable[..., Awaitable[T]], /, *args: Any) -> T:
-    return await fn(*args)
 
 
 def _on_kernel_shutdown(shell: Any, callback: Callable[[], None]) -> Callable[[], None]:
