@@ -12,7 +12,7 @@ from omniq_nb.policy import describe_exception
 
 
 class Call(msgspec.Struct, frozen=True, kw_only=True):
-    """One attempt to run: the task's identity, its payload and its time limit."""
+    """One run of a task to make: the task's identity, its payload and its time limit."""
 
     task_id: str
     attempt: int

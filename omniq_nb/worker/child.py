@@ -1,4 +1,4 @@
-"""Child processes for ``kind="process"``: one attempt at a time, in a fresh interpreter.
+"""Child processes for ``kind="process"``: one call at a time, in a fresh interpreter.
 
 Each child gets its payloads as bytes through the importable trampoline ``child_main``,
 verifies and unpickles them itself (the parent never unpickles a process call), ignores
@@ -40,7 +40,7 @@ _CHILD_ENTRY = (
 
 
 class ChildProcess:
-    """One long-lived child process that runs attempts sent to it, one at a time.
+    """One long-lived child process that runs calls sent to it, one at a time.
 
     The child is a fresh interpreter (``python -c`` running ``child_main``), not a
     multiprocessing child: it never re-imports the parent's ``__main__`` (a script without a
@@ -68,11 +68,6 @@ class ChildProcess:
     def alive(self) -> bool:
         """Return True while the child runs."""
         return self._process.poll() is None
-
-    @property
-    def pid(self) -> int | None:
-        """Return the child's process id."""
-        return self._process.pid
 
     async def run(self, call: Call, context: TaskContext) -> Outcome:
         """Send one call to the child and wait for its outcome (progress goes to ``context``).
@@ -156,7 +151,7 @@ def _wait(process: subprocess.Popen[bytes]) -> int | None:
 
 
 def child_main(fd: int, parent_pid: int) -> None:
-    """Run attempts sent by the parent until told to stop or the parent dies (the trampoline).
+    """Run calls sent by the parent until told to stop or the parent dies (the trampoline).
 
     Args:
         fd: this end of the socket pair shared with the parent.
