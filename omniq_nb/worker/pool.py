@@ -1,11 +1,9 @@
 """``AsyncWorkerPool``: claim ready tasks, run them, store their outcomes.
 
-The pool runs as tasks on the loop where ``start()`` is awaited: a claim loop (never more than
-``concurrency`` runs at once, and as many as are ready), an outcome writer (many outcomes in
-one statement), a progress writer (a few writes a second per task, however often it reports)
-and store maintenance (``Maintenance``). Leases are renewed by a thread of its own
-(``LeaseKeeper``). Delivery is at-least-once: a task may run again after its worker died,
-unless ``at_most_once``.
+It runs as tasks on the loop where ``start()`` is awaited: a claim loop (at most ``concurrency``
+runs at once), the ``OutcomeWriter``'s loops and ``Maintenance``; a ``LeaseKeeper`` thread
+renews leases. Delivery is at-least-once: a task may run again after its worker died, unless
+``at_most_once``.
 """
 
 from __future__ import annotations
