@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import signal
 import sys
 from collections.abc import Sequence
 
@@ -22,7 +21,8 @@ from omniq_nb.core import AsyncOmniQ
 from omniq_nb.errors import OmniQError
 from omniq_nb.models import TaskStatus
 from omniq_nb.terminal import add_purge_arguments, format_health, format_task, format_tasks, format_workers
-from omniq_nb.worker import AsyncWorkerPool
+from omniq_nb.worker import AsyncWorkerPool, serve_until_signal
+from omniq_nb.worker.signals import StopSignals
 
 logger = logging.getLogger(__name__)
 
@@ -99,33 +99,18 @@ def _parser() -> argparse.ArgumentParser:
 
 
 async def _worker(settings: Settings, args: argparse.Namespace) -> int:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    async with AsyncOmniQ(settings=settings) as queue:
-        pool = AsyncWorkerPool(
-            queue,
-            concurrency=args.concurrency,
-            kind=args.kind,
-            queues=args.queues,
-            lease=args.lease,
-            name=args.name,
-            shared=not args.only_unowned,
-        )
-        await pool.start()
-        try:
-            signalled = asyncio.ensure_future(stop.wait())
-            ended = asyncio.ensure_future(pool.wait())  # raises StoreLost when the pool stopped on its own
-            done, _ = await asyncio.wait([signalled, ended], return_when=asyncio.FIRST_COMPLETED)
-            if ended in done:
-                ended.result()
-            why = " (asked to through the registry)" if pool.stop_requested else ""
-            logger.info("stopping worker %s%s", pool.name, why)
-        finally:
-            signalled.cancel()
-            ended.cancel()
-            await pool.stop()
+    with StopSignals() as caught:  # from the start: a signal while the store opens stops the worker at once
+        async with AsyncOmniQ(settings=settings) as queue:
+            pool = AsyncWorkerPool(
+                queue,
+                concurrency=args.concurrency,
+                kind=args.kind,
+                queues=args.queues,
+                lease=args.lease,
+                name=args.name,
+                shared=not args.only_unowned,
+            )
+            await serve_until_signal(pool, signals=caught)
     return 0
 
 

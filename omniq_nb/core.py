@@ -34,13 +34,9 @@ from omniq_nb.models import new_task_id
 from omniq_nb.results import failure
 from omniq_nb.sync_queue import OmniQ
 
-Caller = BlockingBridge
-"""The former name of ``BlockingBridge`` (``omniq_nb.worker`` still imports it under this name)."""
-
 __all__ = [
     "AsyncOmniQ",
     "BlockingBridge",
-    "Caller",
     "LoopBridge",
     "OmniQ",
     "failure",

@@ -2,7 +2,10 @@
 
 A blob is ``b"OQ" + version + format + flag [+ 32-byte HMAC-SHA256] + body``. The format
 byte says how the body was written: msgpack (msgspec) for plain data, cloudpickle for
-everything else (functions defined in ``__main__`` or a notebook travel by value). With a
+everything else (functions defined in ``__main__`` or a notebook travel by value). A call's
+format byte also says whether its callable is a coroutine function (``is_coroutine_call``
+reads it without unpickling anything), so a worker knows where the call runs before it
+loads it; calls written before that byte existed use the plain pickle format. With a
 secret, every blob is signed when written and its signature is checked *before* the body is
 decoded, so a tampered or unsigned payload is never unpickled.
 
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import inspect
 import io
 import linecache
 import pickle
@@ -36,6 +40,9 @@ _MAGIC = b"OQ"
 _VERSION = 1
 _MSGPACK = ord("m")
 _PICKLE = ord("p")
+_CALL = ord("c")  # a pickled call whose callable is not a coroutine function
+_COROUTINE_CALL = ord("a")  # a pickled call whose callable is a coroutine function
+_FORMATS = (_MSGPACK, _PICKLE, _CALL, _COROUTINE_CALL)
 _SIGNED = ord("s")
 _UNSIGNED = ord("-")
 _HEADER_SIZE = 5
@@ -165,6 +172,7 @@ class BlobSerializer:
             fn_body = _pickle(fn)
         except Exception as exc:
             raise SerializationError(_blame(fn, (), {}, exc)) from exc
+        fmt = _COROUTINE_CALL if inspect.iscoroutinefunction(fn) else _CALL
         for args, kwargs in calls:
             call = (fn_body, tuple(args), dict(kwargs))
             simple = _is_simple(call[1], 0) and _is_simple(call[2], 0)
@@ -172,7 +180,7 @@ class BlobSerializer:
                 body = pickle.dumps(call, _PICKLE_PROTOCOL) if simple else _pickle(call)
             except Exception as exc:
                 raise SerializationError(_blame(fn, args, kwargs, exc)) from exc
-            yield self._seal(_PICKLE, body)
+            yield self._seal(fmt, body)
 
     def load_call(self, blob: bytes) -> tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]:
         """Verify and decode a blob made by ``dump_call``.
@@ -207,7 +215,7 @@ class BlobSerializer:
         if len(view) < _HEADER_SIZE or view[:2] != _MAGIC or view[2] != _VERSION:
             raise SerializationError("not an omniq_nb blob (bad header); was it written by another program?")
         fmt, flag = view[3], view[4]
-        if fmt not in (_MSGPACK, _PICKLE):
+        if fmt not in _FORMATS:
             raise SerializationError(f"unknown blob format {fmt!r}")
         if flag == _UNSIGNED:
             if self._key is not None:
@@ -229,6 +237,35 @@ class BlobSerializer:
                 "OMNIQ_SECRET; it was not unpickled"
             )
         return fmt, body
+
+
+def is_coroutine_call(blob: bytes) -> bool | None:
+    """Return whether a call blob's callable is a coroutine function, from its header alone.
+
+    Nothing is unpickled and the signature is not checked: the answer only says where the
+    call should run; whoever loads the call checks its signature first, so a forged header
+    can misroute a call but never gets it unpickled.
+
+    Args:
+        blob: a payload made by ``BlobSerializer.dump_call`` or ``dump_calls``.
+
+    Returns:
+        True or False as recorded at enqueue; ``None`` when the blob does not say (written
+        before the flag existed, or not a call blob): then only loading the call tells.
+
+    Example:
+        >>> async def fetch() -> None: ...
+        >>> s = BlobSerializer()
+        >>> is_coroutine_call(s.dump_call(fetch, (), {})), is_coroutine_call(s.dump_call(len, ([],), {}))
+        (True, False)
+        >>> is_coroutine_call(s.dumps([1])) is None
+        True
+
+    """
+    if len(blob) < _HEADER_SIZE or blob[:2] != _MAGIC or blob[2] != _VERSION:
+        return None
+    fmt = blob[3]
+    return True if fmt == _COROUTINE_CALL else False if fmt == _CALL else None
 
 
 def _is_plain(value: Any, depth: int) -> bool:

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from omniq_nb.threads import TaskThreads
+from omniq_nb.worker.threads import TaskThreads
 
 pytestmark = pytest.mark.anyio
 WAIT = 10.0

@@ -18,7 +18,7 @@ import omniq_nb as omniq
 from omniq_nb.context import Progress, TaskContext
 from omniq_nb.errors import TaskFailed, TaskTimeout
 from omniq_nb.models import Task, TaskStatus, new_task_id
-from omniq_nb.worker import _LeaseKeeper
+from omniq_nb.worker.lease import LeaseKeeper as _LeaseKeeper
 
 pytestmark = pytest.mark.anyio
 

@@ -1,4 +1,4 @@
-"""Long-lived threads for sync attempts, whose outcomes reach the event loop in batches.
+"""Long-lived threads for sync calls, whose outcomes reach the event loop in batches.
 
 ``concurrent.futures`` hands every finished call back to the loop on its own (one wake-up
 of the loop per call, through ``wrap_future``). Here a thread that finishes while an

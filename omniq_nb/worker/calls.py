@@ -1,0 +1,80 @@
+"""What every executor takes and gives back: a ``Call`` in, an ``Outcome`` out, and the ``Slot`` it holds."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import msgspec
+
+from omniq_nb.errors import SignatureError, TaskTimeout, type_name
+from omniq_nb.models import TaskError
+from omniq_nb.policy import describe_exception
+
+
+class Call(msgspec.Struct, frozen=True, kw_only=True):
+    """One run of a task to make: the task's identity, its payload and its time limit."""
+
+    task_id: str
+    attempt: int
+    queue: str
+    run_id: str
+    payload: bytes
+    timeout: float | None
+
+
+class Outcome(msgspec.Struct, frozen=True, kw_only=True):
+    """How one run of a call ended: a serialized result, or an error (retryable or not)."""
+
+    result: bytes | None = None
+    error: TaskError | None = None
+    raised: tuple[str, ...] = ()
+    retryable: bool = True
+
+
+class Slot:
+    """One run's concurrency slot: free once the run and any thread it started have ended.
+
+    Args:
+        free: called once, when the last holder lets go.
+
+    Example:
+        >>> freed = []
+        >>> slot = Slot(lambda: freed.append(True))
+        >>> release = slot.keep()   # a thread that may outlive the run
+        >>> slot.release(); freed
+        []
+        >>> release(); freed
+        [True]
+    """
+
+    __slots__ = ("_free", "_holders")
+
+    def __init__(self, free: Callable[[], None]) -> None:
+        self._free, self._holders = free, 1
+
+    def keep(self) -> Callable[[], None]:
+        """Keep the slot taken after the run ends, until the returned function is called."""
+        self._holders += 1
+        return self.release
+
+    def release(self) -> None:
+        """Let go of the slot; the last holder frees it."""
+        self._holders -= 1
+        if not self._holders:
+            self._free()
+
+
+def timed_out(call: Call) -> Outcome:
+    """Return the outcome of a call stopped for running longer than its timeout."""
+    error = TaskError(
+        type=type_name(TaskTimeout),
+        message=f"the task timed out after {call.timeout:g} s",
+        attempt=call.attempt,
+    )
+    return Outcome(error=error, raised=(type_name(TaskTimeout),))
+
+
+def failed(exc: BaseException, attempt: int) -> Outcome:
+    """Return the outcome of a call that raised ``exc`` (a bad signature is not retried)."""
+    error, raised = describe_exception(exc, attempt)
+    return Outcome(error=error, raised=raised, retryable=not isinstance(exc, SignatureError))

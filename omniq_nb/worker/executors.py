@@ -1,0 +1,251 @@
+"""Where a call runs: on the loop, on a thread, or in a child process; one interface for all three.
+
+Every executor has ``run(call, context, slot) -> Outcome`` and enforces the task's timeout its
+own way: code on the loop is cancelled, a child process is terminated, a thread cannot be
+killed, so it is flagged (``current().cancelled``) and left to finish, holding its slot, while
+its task is failed. ``Executors.choose`` picks one by the task's kind, in one place; coroutine
+functions always run on the loop, and the call's header says which ones are (nothing is
+unpickled in this process for a process call).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from typing import Any, Protocol
+
+from omniq_nb.context import TaskContext, enter, leave
+from omniq_nb.serialization import BlobSerializer, is_coroutine_call
+from omniq_nb.worker.calls import Call, Outcome, Slot, failed, timed_out
+from omniq_nb.worker.child import ChildProcess
+from omniq_nb.worker.threads import TaskThreads
+
+_RESULT = "the task's result"  # names the value in a serialization error
+
+
+class Executor(Protocol):
+    """Runs one call and says how it ended."""
+
+    async def run(self, call: Call, context: TaskContext, slot: Slot) -> Outcome:
+        """Run ``call`` and return its outcome.
+
+        Args:
+            call: what to run.
+            context: the task as seen from inside it (progress, output, cancel flag).
+            slot: the run's concurrency slot: code that may outlive the run (a thread, a
+                cancelled coroutine still cleaning up) keeps it taken with ``slot.keep()``.
+        """
+        ...
+
+
+class LoopExecutor:
+    """Run calls on the running loop: coroutine functions, and sync functions of ``kind="async"``.
+
+    Args:
+        serializer: verifies and loads payloads, serializes results.
+    """
+
+    def __init__(self, serializer: BlobSerializer) -> None:
+        self._serializer = serializer
+
+    async def run(self, call: Call, context: TaskContext, slot: Slot) -> Outcome:
+        """Run ``call`` on this loop (see ``Executor.run``); a sync function blocks the loop while it runs."""
+        try:
+            fn, args, kwargs = self._serializer.load_call(call.payload)
+        except Exception as exc:
+            return failed(exc, call.attempt)
+        token = enter(context)
+        try:
+            value = fn(*args, **kwargs)
+            if inspect.isawaitable(value) and call.timeout is None:
+                value = await value
+            elif inspect.isawaitable(value):
+                running = asyncio.ensure_future(value)
+                if not await _finished_in_time(running, call.timeout):
+                    context.cancel()
+                    release = slot.keep()  # its cancelled code may still be cleaning up: keep the slot
+                    running.add_done_callback(lambda _: release())
+                    return timed_out(call)
+                value = running.result()  # the task's own exceptions, TimeoutError included
+            return Outcome(result=self._serializer.dumps(value, label=_RESULT))
+        except BaseException as exc:  # sys.exit(), an interrupt, a cancel the task met on its own: it fails
+            if isinstance(exc, asyncio.CancelledError) and _being_cancelled():
+                raise  # the run itself is being stopped
+            return failed(exc, call.attempt)
+        finally:
+            leave(token)
+
+
+class ThreadExecutor:
+    """Run sync functions on long-lived threads of this process.
+
+    Args:
+        serializer: verifies and loads payloads, serializes results.
+        threads: the threads to run them on.
+    """
+
+    def __init__(self, serializer: BlobSerializer, threads: TaskThreads[Outcome]) -> None:
+        self._serializer = serializer
+        self._threads = threads
+
+    async def run(self, call: Call, context: TaskContext, slot: Slot) -> Outcome:
+        """Run ``call`` on a thread (see ``Executor.run``); on a time-out the thread runs on, flagged."""
+        try:
+            fn, args, kwargs = self._serializer.load_call(call.payload)
+        except Exception as exc:
+            return failed(exc, call.attempt)
+
+        def work() -> Outcome:
+            token = enter(context)
+            try:
+                return Outcome(result=self._serializer.dumps(fn(*args, **kwargs), label=_RESULT))
+            except BaseException as exc:  # SystemExit too: a thread has no process to end
+                return failed(exc, call.attempt)
+            finally:
+                leave(token)
+
+        running = self._threads.submit(work, slot.keep())
+        try:
+            if call.timeout is None:
+                return await running
+            if not await _finished_in_time(running, call.timeout):
+                context.cancel()
+                return timed_out(call)
+            return running.result()
+        except asyncio.CancelledError:
+            context.cancel()
+            raise
+
+    def close(self) -> None:
+        """Let the threads end once their current calls return (call on the loop)."""
+        self._threads.shutdown()
+
+
+class ProcessExecutor:
+    """Run calls in long-lived child processes, one call per child at a time.
+
+    Args:
+        secret: ``OMNIQ_SECRET``, so children verify payloads and sign results themselves.
+    """
+
+    def __init__(self, secret: str | None) -> None:
+        self._secret = secret
+        self.idle: list[ChildProcess] = []
+        """Children waiting for their next call."""
+
+    async def run(self, call: Call, context: TaskContext, slot: Slot) -> Outcome:
+        """Run ``call`` in an idle child (see ``Executor.run``); a timed-out or cancelled child is terminated."""
+        child = self._idle_child()
+        try:
+            outcome = await child.run(call, context)
+        except BaseException:
+            child.terminate()
+            raise
+        if child.alive:
+            self.idle.append(child)
+        return outcome
+
+    def close(self) -> None:
+        """Stop every idle child."""
+        for child in self.idle:
+            child.close()
+        self.idle.clear()
+
+    def _idle_child(self) -> ChildProcess:
+        """Return a live idle child, starting one if none is left (dead ones are reaped)."""
+        while self.idle:
+            child = self.idle.pop()
+            if child.alive:
+                return child
+            child.terminate()
+        return ChildProcess(self._secret)
+
+
+class Executors:
+    """The executors of one pool, and the one place that picks which runs a call.
+
+    Args:
+        serializer: verifies and loads payloads, serializes results.
+        secret: ``OMNIQ_SECRET``, for child processes.
+        threads: the most threads for sync calls (started as needed).
+
+    Example:
+        >>> from omniq_nb.serialization import BlobSerializer
+        >>> async def fetch() -> None: ...
+        >>> s = BlobSerializer()
+        >>> pick = Executors(s, None, 2).choose
+        >>> [type(pick(kind, s.dump_call(fetch, (), {}))).__name__ for kind in ("thread", "process")]
+        ['LoopExecutor', 'LoopExecutor']
+        >>> type(pick("process", s.dump_call(len, ([],), {}))).__name__
+        'ProcessExecutor'
+    """
+
+    def __init__(self, serializer: BlobSerializer, secret: str | None, threads: int) -> None:
+        self._serializer = serializer
+        self._thread_count = threads
+        self.loop = LoopExecutor(serializer)
+        self.processes = ProcessExecutor(secret)
+        self._threads: ThreadExecutor | None = None
+
+    def choose(self, kind: str, payload: bytes) -> Executor:
+        """Return the executor for a call of a task of ``kind``.
+
+        Coroutine functions run on the loop whatever the kind; sync ones on threads
+        (``"thread"``), in child processes (``"process"``) or on the loop (any other kind).
+        The call's header says whether its callable is a coroutine function; only a call
+        written before the header said so is loaded here to find out.
+
+        Args:
+            kind: the task's kind, or the pool's.
+            payload: the call's blob.
+        """
+        if kind not in ("thread", "process"):
+            return self.loop
+        coroutine = is_coroutine_call(payload)
+        if coroutine is None:
+            coroutine = self._loads_as_coroutine(payload)
+        if coroutine:
+            return self.loop
+        return self.processes if kind == "process" else self._on_threads()
+
+    def close(self) -> None:
+        """Stop idle child processes and let the threads end (call on the loop)."""
+        self.processes.close()
+        if self._threads is not None:
+            self._threads.close()
+
+    def _on_threads(self) -> ThreadExecutor:
+        if self._threads is None:
+            threads: TaskThreads[Outcome] = TaskThreads(self._thread_count, asyncio.get_running_loop())
+            self._threads = ThreadExecutor(self._serializer, threads)
+        return self._threads
+
+    def _loads_as_coroutine(self, payload: bytes) -> bool:
+        """Load an older call (no flag in its header) to see whether it is a coroutine function."""
+        try:
+            fn, _, _ = self._serializer.load_call(payload)
+        except Exception:
+            return True  # the loop executor reports the failure without running anything
+        return inspect.iscoroutinefunction(fn)
+
+
+def _being_cancelled() -> bool:
+    """Return True when the running asyncio task itself was asked to stop."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
+async def _finished_in_time(future: asyncio.Future[Any], timeout: float | None) -> bool:
+    """Wait for ``future`` up to ``timeout``; on time-out cancel it and return False.
+
+    Unlike ``wait_for``, this never mistakes a ``TimeoutError`` raised by the task for its own.
+    """
+    try:
+        done, _ = await asyncio.wait({future}, timeout=timeout)
+    except asyncio.CancelledError:
+        future.cancel()  # the run was abandoned: stop the task too (a thread only loses its waiter)
+        raise
+    if done:
+        return True
+    future.cancel()
+    return False

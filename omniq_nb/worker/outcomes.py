@@ -1,0 +1,134 @@
+"""Batched writes of a pool: the outcomes of many runs in one statement, progress a few times a second."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from datetime import datetime, timezone
+from functools import partial
+
+from omniq_nb.context import Progress
+from omniq_nb.models import Task, TaskResult, TaskStatus
+from omniq_nb.policy import after_failure, succeeded, successor
+from omniq_nb.worker.calls import Outcome
+from omniq_nb.worker.host import PoolHost
+
+logger = logging.getLogger(__name__)
+
+_UTC = timezone.utc
+_PROGRESS_INTERVAL = 0.2  # seconds between progress writes of one task
+_FLUSH_GATHER = 0.001  # seconds a busy pool waits for more outcomes before writing
+_STOP_WRITE_TRIES = 3  # tries a stopping pool makes to store the last outcomes
+
+
+class OutcomeWriter:
+    """Store what runs report: each outcome as a task result (batched), and their latest progress.
+
+    Args:
+        host: the queue whose store is written.
+        name: the pool's name, for log messages.
+        running: returns how many runs are still going (a writer waits a moment for more
+            outcomes while many are), and ``lease_of(task_id)``: the lease token of a running
+            task, or ``None`` once it ended.
+        lease_of: see ``running``.
+    """
+
+    def __init__(
+        self, host: PoolHost, name: str, running: Callable[[], int], lease_of: Callable[[str], str | None]
+    ) -> None:
+        self._host, self._name = host, name
+        self._running, self._lease_of = running, lease_of
+        self._results: list[tuple[TaskResult, Task | None, float]] = []  # result, successor, seconds run
+        self._progress: dict[str, Progress] = {}  # the latest unwritten report of each task
+        self._flush = asyncio.Event()
+        self._draining = False  # set once every run has ended: ``write_loop`` may then finish
+
+    def record(self, task: Task, outcome: Outcome, seconds: float) -> None:
+        """Queue the result of one run of ``task`` for the next write (with its series' next run, if final)."""
+        now = datetime.now(_UTC)
+        if outcome.error is None:
+            result = succeeded(task, outcome.result or b"")
+        else:
+            result = after_failure(
+                task,
+                outcome.error,
+                outcome.raised,
+                now=now,
+                backoff_base=self._host.settings.retry_backoff,
+                retryable=outcome.retryable,
+            )
+        final = result.status is not TaskStatus.PENDING
+        self._results.append((result, successor(task, now=now) if final else None, seconds))
+        self._flush.set()
+
+    def reporter(self, task_id: str) -> Callable[[Progress], None]:
+        """Return the progress callback of one task: callable from any thread (one dict assignment)."""
+        return partial(self._progress.__setitem__, task_id)
+
+    def drain(self) -> None:
+        """Say that no run is left: ``write_loop`` writes what is recorded, then returns."""
+        self._draining = True
+        self._flush.set()
+
+    async def write_loop(self) -> None:
+        """Write recorded results as they come, until drained (a failed write is logged and retried)."""
+        failures = 0
+        while True:
+            await self._flush.wait()
+            if not self._draining and len(self._results) < self._running():
+                await asyncio.sleep(_FLUSH_GATHER)  # more will finish soon: write them together
+            self._flush.clear()
+            try:
+                await self._write()
+                await self._host.storage.checkpoint()  # the log grows fastest while outcomes are written
+                failures = 0
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                failures += 1
+                logger.exception("worker %s: storing outcomes failed (try %d); retrying", self._name, failures)
+                if self._draining and failures >= _STOP_WRITE_TRIES:
+                    return  # their leases run out and other workers run them again: nothing is lost
+                await asyncio.sleep(self._host.settings.poll_interval)
+                self._flush.set()
+            if self._draining and not self._results:
+                return
+
+    async def progress_loop(self) -> None:
+        """Write the latest progress of each running task every ``_PROGRESS_INTERVAL``, until cancelled."""
+        while True:
+            await asyncio.sleep(_PROGRESS_INTERVAL)
+            if not self._progress:
+                continue
+            # Tasks keep writing into the same dict: take each latest report out one by one (a
+            # report arriving meanwhile stays for the next round; swapping the dict would lose it).
+            updates = {task_id: self._progress.pop(task_id) for task_id in list(self._progress)}
+            for task_id, update in updates.items():
+                token = self._lease_of(task_id)
+                if token is None:
+                    continue
+                with contextlib.suppress(Exception):
+                    await self._host.storage.progress(
+                        task_id=task_id, lease_token=token, done=update.done, total=update.total, message=update.message
+                    )
+            self._host.publish()
+
+    async def _write(self) -> None:
+        batch, self._results = self._results, []
+        if not batch:
+            return
+        try:
+            successors = {r.task_id: s for r, s, _ in batch if s is not None}
+            accepted = await self._host.storage.settle([r for r, _, _ in batch], successors=successors)
+        except BaseException:
+            self._results[:0] = batch  # keep them for the next try: nothing is lost
+            raise
+        kept = {t.id for t in accepted}
+        for result, _, seconds in batch:
+            if result.task_id in kept:
+                logger.info("task %s %s in %.3f s", result.task_id, result.status.value, seconds)
+            else:
+                logger.warning("task %s: outcome %s discarded, the lease was lost", result.task_id, result.status)
+        self._host.publish(accepted)

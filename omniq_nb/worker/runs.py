@@ -1,0 +1,177 @@
+"""The runs a pool has going: each claimed task's job, context, lease and concurrency slot."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from functools import partial
+
+import msgspec
+
+from omniq_nb.context import OutputSink, TaskContext
+from omniq_nb.models import Task
+from omniq_nb.worker.calls import Call, Slot
+from omniq_nb.worker.executors import Executors
+from omniq_nb.worker.lease import LeaseKeeper
+from omniq_nb.worker.outcomes import OutcomeWriter
+
+logger = logging.getLogger(__name__)
+
+
+class Run(msgspec.Struct):
+    """One claimed task being run: its job on the loop, its context, its lease token and the task."""
+
+    job: asyncio.Task[None]
+    context: TaskContext
+    token: str
+    task: Task
+
+
+class Runs:
+    """Start runs of claimed tasks, track them until they end, and count the slots they hold.
+
+    Args:
+        concurrency: the most slots held at once.
+        kind: where sync functions run unless a task names its own kind.
+        executors: the executors to run calls on.
+        writer: records outcomes and progress.
+        output: given a claimed task, where its output goes (``None``: this process's streams).
+    """
+
+    def __init__(
+        self,
+        concurrency: int,
+        kind: str,
+        executors: Executors,
+        writer: OutcomeWriter,
+        output: Callable[[Task], OutputSink | None] | None,
+    ) -> None:
+        self._concurrency, self._kind = concurrency, kind
+        self._executors, self._writer, self._output = executors, writer, output
+        self.keeper: LeaseKeeper | None = None
+        """Renews the leases of runs; set before the first ``launch``."""
+        self.by_task: dict[str, Run] = {}
+        """The runs going on, by task id."""
+        self.busy = 0
+        """Slots held now (a timed-out thread holds its slot until it ends)."""
+        self._slot_free = asyncio.Event()
+
+    @property
+    def free(self) -> int:
+        """Return how many slots are free."""
+        return self._concurrency - self.busy
+
+    def lease_of(self, task_id: str) -> str | None:
+        """Return the lease token of the task's run going on, or ``None``."""
+        run = self.by_task.get(task_id)
+        return None if run is None else run.token
+
+    def launch(self, task: Task) -> None:
+        """Start a run of a claimed task as a job on the running loop; it takes a slot until it ends."""
+        self.busy += 1
+        sink = self._task_output(task)
+        context = TaskContext(
+            task.id, task.attempt, task.queue, task.run_id or "", self._writer.reporter(task.id), sink
+        )
+        token = task.lease_token or ""
+        assert self.keeper is not None
+        self.keeper.hold(task.id, token)
+        slot = Slot(self._free_slot)
+        job = asyncio.get_running_loop().create_task(self._execute(task, context, slot), name=f"omniq-task-{task.id}")
+        # Cleanup is a done-callback, not a ``finally``: a job cancelled before its first step
+        # (a cancel or a lost lease right after the claim) never runs its body.
+        job.add_done_callback(partial(self._ended, task.id, token, context, slot))
+        self.by_task[task.id] = Run(job, context, token, task)
+        logger.info("task %s %s started (attempt %d of %d)", task.id, task.name, task.attempt, task.max_attempts)
+
+    def abandon(self, task_id: str, why: str) -> None:
+        """Stop the task's run (cancelled, or its lease lost) without storing an outcome for it."""
+        run = self.by_task.pop(task_id, None)
+        if run is not None:
+            logger.info("task %s attempt %d: %s", task_id, run.task.attempt, why)
+            run.context.cancel()
+            run.job.cancel()
+
+    async def slot_freed(self) -> None:
+        """Wait until a slot is freed (or ``wake_all`` is called)."""
+        self._slot_free.clear()
+        await self._slot_free.wait()
+
+    async def gather_free(self, window: float) -> int:
+        """Wait up to ``window`` seconds for half the slots to be free; return how many are (fewer, larger claims)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + window
+        while self.free < self._concurrency // 2 and (left := deadline - loop.time()) > 0:
+            self._slot_free.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._slot_free.wait(), left)
+        return self.free
+
+    def wake_all(self) -> None:
+        """Wake whoever waits for a free slot (the pool is stopping)."""
+        self._slot_free.set()
+
+    async def interrupt(self, timeout: float, name: str) -> tuple[dict[str, str], list[Task]]:
+        """Wait up to ``timeout`` for runs to end, then cancel the rest (and wait up to ``timeout`` again).
+
+        Args:
+            timeout: seconds to wait each time.
+            name: the pool's name, for the log.
+
+        Returns:
+            The interrupted runs to hand back (``{task_id: lease_token}``), and the tasks of the
+            ``at_most_once`` ones, which must not run again.
+        """
+        jobs = [r.job for r in self.by_task.values()]
+        if jobs:
+            await asyncio.wait(jobs, timeout=timeout)
+        interrupted = {task_id: r.token for task_id, r in self.by_task.items() if not r.task.at_most_once}
+        never_again = [r.task for r in self.by_task.values() if r.task.at_most_once]
+        for run in list(self.by_task.values()):
+            run.context.cancel()
+            run.job.cancel()
+        cancelled = [r.job for r in self.by_task.values()]
+        if cancelled:  # bounded: an async task may swallow its cancel and run on
+            _, left = await asyncio.wait(cancelled, timeout=timeout)
+            if left:
+                logger.warning("worker %s: %d task(s) ignored their cancel; handing them back", name, len(left))
+        return interrupted, never_again
+
+    def _task_output(self, task: Task) -> OutputSink | None:
+        """Return where the task's output goes (this process's streams if the router fails)."""
+        if self._output is None:
+            return None
+        try:
+            return self._output(task)
+        except Exception:
+            logger.exception("task %s: routing its output failed; it goes to this process's streams", task.id)
+            return None
+
+    async def _execute(self, task: Task, context: TaskContext, slot: Slot) -> None:
+        started = time.monotonic()
+        call = Call(
+            task_id=task.id,
+            attempt=task.attempt,
+            queue=task.queue,
+            run_id=context.run_id,
+            payload=task.payload,
+            timeout=task.timeout,
+        )
+        executor = self._executors.choose(task.kind or self._kind, task.payload)
+        outcome = await executor.run(call, context, slot)
+        self._writer.record(task, outcome, time.monotonic() - started)
+
+    def _ended(self, task_id: str, token: str, context: TaskContext, slot: Slot, _: object) -> None:
+        run = self.by_task.get(task_id)
+        if run is not None and run.context is context:
+            del self.by_task[task_id]
+        assert self.keeper is not None
+        self.keeper.release(task_id, token)  # only this run's lease: a newer one stays renewed
+        slot.release()
+
+    def _free_slot(self) -> None:
+        self.busy -= 1
+        self._slot_free.set()
