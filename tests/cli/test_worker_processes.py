@@ -25,7 +25,7 @@ from omniq_nb import EventKind, OmniQ, TaskStatus
 
 pytestmark = pytest.mark.slow
 
-TESTS = Path(__file__).resolve().parent
+TESTS = wt.FOLDER  # worker_tasks' folder: workers import it through PYTHONPATH
 BIN = Path(sys.executable).parent
 WaitSync = Callable[..., Any]
 START_WAIT = 60.0  # seconds for a worker process to start (imports on a loaded machine)
