@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -31,14 +30,6 @@ def read(path: Path | str) -> str:
 
 def exists(path: Path | str) -> bool:
     return Path(path).exists()
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 def blocking_fn(kind: str) -> Callable[..., Any]:

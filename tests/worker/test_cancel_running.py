@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 import worker_tasks as wt
-from pool_helpers import exists, pid_alive, read, stored
+from pool_helpers import exists, read, stored
+from processes import pid_exists
 
 from omniq_nb import AsyncOmniQ, AsyncWorkerPool, TaskCancelled, TaskStatus
 
@@ -60,7 +61,7 @@ async def test_cancel_a_running_process_task(q: AsyncOmniQ, tmp_path: Path, wait
         assert await h.cancel() is True
         with pytest.raises(TaskCancelled):
             await h.result(timeout=RESULT_WAIT)
-        await wait_until(lambda: not pid_alive(child), timeout=RESULT_WAIT)
+        await wait_until(lambda: not pid_exists(child), timeout=RESULT_WAIT)
         assert await (await q.enqueue(wt.add, 2, 2)).result(timeout=RESULT_WAIT) == 4
     assert not exists(f"{marker}.finished")
     assert (await stored(q, h.id)).status is TaskStatus.CANCELLED

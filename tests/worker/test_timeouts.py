@@ -10,7 +10,8 @@ from typing import Any
 import anyio
 import pytest
 import worker_tasks as wt
-from pool_helpers import exists, own_timeout, pid_alive, read, stored
+from pool_helpers import exists, own_timeout, read, stored
+from processes import pid_exists
 
 import omniq_nb as omniq
 from omniq_nb import AsyncOmniQ, AsyncWorkerPool, TaskStatus, TaskTimeout
@@ -90,7 +91,7 @@ async def test_timeout_terminates_a_process_task(q: AsyncOmniQ, tmp_path: Path, 
         with pytest.raises(TaskTimeout, match="timed out"):
             await h.result(timeout=RESULT_WAIT)
         assert marker.read_text() == str(child)
-        await wait_until(lambda: not pid_alive(child), timeout=RESULT_WAIT)
+        await wait_until(lambda: not pid_exists(child), timeout=RESULT_WAIT)
         assert await (await q.enqueue(wt.add, 1, 1)).result(timeout=RESULT_WAIT) == 2
     assert not exists(f"{marker}.finished")
     assert (await stored(q, h.id)).status is TaskStatus.FAILED
