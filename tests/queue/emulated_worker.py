@@ -48,3 +48,7 @@ def boom_error(attempt: int = 1) -> TaskError:
         traceback='Traceback (most recent call last):\n  File "remote.py", line 3, in job\nValueError: bad input 7\n',
         attempt=attempt,
     )
+
+
+def add(a: int, b: int = 0) -> int:
+    return a + b

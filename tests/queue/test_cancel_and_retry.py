@@ -6,7 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from emulated_worker import boom_error, claim, fail, succeed
+from emulated_worker import add, boom_error, claim, fail, succeed
 
 from omniq_nb import (
     AsyncOmniQ,
@@ -20,10 +20,6 @@ pytestmark = pytest.mark.anyio
 
 
 Wait = Callable[..., Any]
-
-
-def add(a: int, b: int = 0) -> int:
-    return a + b
 
 
 async def test_cancel_pending_task_updates_the_handle(q: AsyncOmniQ, wait_until: Wait) -> None:

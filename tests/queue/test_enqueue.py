@@ -26,7 +26,7 @@ pytestmark = pytest.mark.anyio
 UTC = timezone.utc
 
 
-def add(a: int, b: int = 0) -> int:
+def add(a: int, b: int = 0) -> int:  # defined here: a task's name is its function's module.qualname
     return a + b
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import operator
 
 import pytest
-from emulated_worker import boom_error, claim, fail, succeed
+from emulated_worker import add, boom_error, claim, fail, succeed
 
 from omniq_nb import (
     AsyncOmniQ,
@@ -15,10 +15,6 @@ from omniq_nb import (
 )
 
 pytestmark = pytest.mark.anyio
-
-
-def add(a: int, b: int = 0) -> int:
-    return a + b
 
 
 async def test_enqueue_many_returns_a_group_in_input_order(q: AsyncOmniQ) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from emulated_worker import claim
+from emulated_worker import add, claim
 
 from omniq_nb import (
     AsyncOmniQ,
@@ -14,10 +14,6 @@ from omniq_nb import (
 )
 
 pytestmark = pytest.mark.anyio
-
-
-def add(a: int, b: int = 0) -> int:
-    return a + b
 
 
 async def test_get_unknown_id_raises(q: AsyncOmniQ) -> None:

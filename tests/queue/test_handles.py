@@ -8,7 +8,7 @@ from typing import Any
 import anyio
 import anyio.lowlevel
 import pytest
-from emulated_worker import announce, claim, succeed
+from emulated_worker import add, announce, claim, succeed
 
 from omniq_nb import (
     AsyncOmniQ,
@@ -18,10 +18,6 @@ pytestmark = pytest.mark.anyio
 
 
 Wait = Callable[..., Any]
-
-
-def add(a: int, b: int = 0) -> int:
-    return a + b
 
 
 async def test_handle_follows_a_task_through_its_life(q: AsyncOmniQ, wait_until: Wait) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from emulated_worker import claim, succeed
+from emulated_worker import add, claim, succeed
 
 from omniq_nb import (
     AsyncOmniQ,
@@ -11,10 +11,6 @@ from omniq_nb import (
 )
 
 pytestmark = pytest.mark.anyio
-
-
-def add(a: int, b: int = 0) -> int:
-    return a + b
 
 
 async def test_purge(q: AsyncOmniQ) -> None:

@@ -8,7 +8,7 @@ from typing import Any
 import anyio
 import anyio.lowlevel
 import pytest
-from emulated_worker import announce, claim, succeed
+from emulated_worker import add, announce, claim, succeed
 
 from omniq_nb import (
     AsyncOmniQ,
@@ -20,10 +20,6 @@ pytestmark = pytest.mark.anyio
 
 
 Wait = Callable[..., Any]
-
-
-def add(a: int, b: int = 0) -> int:
-    return a + b
 
 
 async def test_events_since_cursor(q: AsyncOmniQ) -> None:

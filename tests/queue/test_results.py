@@ -8,7 +8,7 @@ from typing import Any
 import anyio
 import anyio.lowlevel
 import pytest
-from emulated_worker import boom_error, claim, fail, succeed
+from emulated_worker import add, boom_error, claim, fail, succeed
 
 from omniq_nb import (
     AsyncOmniQ,
@@ -27,10 +27,6 @@ pytestmark = pytest.mark.anyio
 
 
 UTC = timezone.utc
-
-
-def add(a: int, b: int = 0) -> int:
-    return a + b
 
 
 async def test_result_of_succeeded_task(q: AsyncOmniQ) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from emulated_worker import add
 
 from omniq_nb import (
     AsyncOmniQ,
@@ -12,10 +13,6 @@ from omniq_nb import (
 )
 
 pytestmark = pytest.mark.anyio
-
-
-def add(a: int, b: int = 0) -> int:
-    return a + b
 
 
 async def test_malformed_sqlite_url_raises_storage_error() -> None:
