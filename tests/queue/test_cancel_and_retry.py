@@ -18,7 +18,6 @@ from omniq_nb import (
 
 pytestmark = pytest.mark.anyio
 
-
 Wait = Callable[..., Any]
 
 

@@ -22,7 +22,6 @@ from omniq_nb import (
 
 pytestmark = pytest.mark.anyio
 
-
 UTC = timezone.utc
 
 

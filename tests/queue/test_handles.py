@@ -16,7 +16,6 @@ from omniq_nb import (
 
 pytestmark = pytest.mark.anyio
 
-
 Wait = Callable[..., Any]
 
 

@@ -25,7 +25,6 @@ from omniq_nb import (
 
 pytestmark = pytest.mark.anyio
 
-
 UTC = timezone.utc
 
 

@@ -15,10 +15,7 @@ from omniq_nb import AsyncOmniQ, AsyncWorkerPool, TaskCancelled, TaskStatus
 
 pytestmark = pytest.mark.anyio
 
-
 Wait = Callable[..., Any]
-
-
 RESULT_WAIT = 30.0  # seconds a test waits for a result at most (generous: a loaded 2-core machine)
 
 

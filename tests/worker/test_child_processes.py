@@ -16,7 +16,6 @@ from omniq_nb import AsyncOmniQ, AsyncWorkerPool, TaskStatus, WorkerLost
 
 pytestmark = pytest.mark.anyio
 
-
 RESULT_WAIT = 30.0  # seconds a test waits for a result at most (generous: a loaded 2-core machine)
 
 

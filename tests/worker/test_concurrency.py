@@ -14,13 +14,8 @@ from omniq_nb import AsyncOmniQ, AsyncWorkerPool, TaskStatus
 
 pytestmark = pytest.mark.anyio
 
-
 KINDS = ["async", "thread", "process"]
-
-
 Wait = Callable[..., Any]
-
-
 RESULT_WAIT = 30.0  # seconds a test waits for a result at most (generous: a loaded 2-core machine)
 
 

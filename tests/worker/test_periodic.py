@@ -21,13 +21,8 @@ from omniq_nb.models import new_task_id
 
 pytestmark = pytest.mark.anyio
 
-
 UTC = timezone.utc
-
-
 Wait = Callable[..., Any]
-
-
 RESULT_WAIT = 30.0  # seconds a test waits for a result at most (generous: a loaded 2-core machine)
 
 

@@ -13,10 +13,7 @@ from omniq_nb import AsyncOmniQ, AsyncWorkerPool, EventKind, OmniQ, TaskEvent, W
 
 pytestmark = pytest.mark.anyio
 
-
 Wait = Callable[..., Any]
-
-
 RESULT_WAIT = 30.0  # seconds a test waits for a result at most (generous: a loaded 2-core machine)
 
 

@@ -16,13 +16,8 @@ from omniq_nb.context import Progress, TaskContext
 
 pytestmark = pytest.mark.anyio
 
-
 KINDS = ["async", "thread", "process"]
-
-
 Wait = Callable[..., Any]
-
-
 RESULT_WAIT = 30.0  # seconds a test waits for a result at most (generous: a loaded 2-core machine)
 
 

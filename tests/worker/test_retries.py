@@ -12,7 +12,6 @@ from omniq_nb import AsyncOmniQ, AsyncWorkerPool, EventKind, TaskFailed, TaskSta
 
 pytestmark = pytest.mark.anyio
 
-
 RESULT_WAIT = 30.0  # seconds a test waits for a result at most (generous: a loaded 2-core machine)
 
 

@@ -18,16 +18,9 @@ from omniq_nb import AsyncOmniQ, AsyncWorkerPool, EventKind, TaskStatus
 
 pytestmark = pytest.mark.anyio
 
-
 UTC = timezone.utc
-
-
 KINDS = ["async", "thread", "process"]
-
-
 Wait = Callable[..., Any]
-
-
 RESULT_WAIT = 30.0  # seconds a test waits for a result at most (generous: a loaded 2-core machine)
 
 

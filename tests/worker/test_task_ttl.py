@@ -14,10 +14,7 @@ from omniq_nb import AsyncOmniQ, AsyncWorkerPool, EventKind, TaskExpired, TaskSt
 
 pytestmark = pytest.mark.anyio
 
-
 Wait = Callable[..., Any]
-
-
 RESULT_WAIT = 30.0  # seconds a test waits for a result at most (generous: a loaded 2-core machine)
 
 
