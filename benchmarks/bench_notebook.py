@@ -32,25 +32,22 @@ displayed is counted too, and reported apart. Always exits 0.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import queue
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from jupyter_client.blocking.client import BlockingKernelClient
-from jupyter_client.kernelspec import KernelSpecManager
-from jupyter_client.manager import KernelManager
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the kernel driver the tests use
+from kernel_driver import Kernel, Message, start_kernel, write_kernel_spec
 
 TARGET_P95_MS = 50.0
 TARGET_RATE = 50.0
+CELL_TIMEOUT = 120.0
 
 TASK = """
 @omniq.task
@@ -62,45 +59,9 @@ def work(i):
 """
 
 
-class Recorder:
-    """Drains iopub on a thread, keeping (arrival time, msg_type, parent msg_id, comm method or execution state)."""
-
-    def __init__(self, kc: BlockingKernelClient) -> None:
-        self.kc = kc
-        self.records: list[tuple[float, str, str | None, str | None]] = []
-        self.lock = threading.Condition()
-        self.idle: set[str | None] = set()
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._drain, daemon=True)
-        self.thread.start()
-
-    def _drain(self) -> None:
-        while not self.stop.is_set():
-            try:
-                msg = self.kc.get_iopub_msg(timeout=0.05)
-            except queue.Empty:
-                continue
-            kind, content = msg["msg_type"], msg["content"]
-            detail = content.get("data", {}).get("method") if kind == "comm_msg" else content.get("execution_state")
-            parent = msg["parent_header"].get("msg_id")
-            with self.lock:
-                self.records.append((time.monotonic(), kind, parent, detail))
-                if kind == "status" and detail == "idle":
-                    self.idle.add(parent)
-                self.lock.notify_all()
-
-    def wait_idle(self, msg_id: str, timeout: float = 120.0) -> None:
-        deadline = time.monotonic() + timeout
-        with self.lock:
-            while msg_id not in self.idle:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise TimeoutError(f"no idle status for {msg_id} within {timeout} s")
-                self.lock.wait(min(left, 0.1))
-
-    def between(self, start: float, end: float) -> list[tuple[float, str, str | None, str | None]]:
-        with self.lock:
-            return [r for r in self.records if start <= r[0] <= end]
+def detail(message: Message) -> str | None:
+    """Return a comm message's method or a status message's execution state."""
+    return message.comm_method if message.msg_type == "comm_msg" else message.content.get("execution_state")
 
 
 @dataclass
@@ -111,11 +72,19 @@ class Phase:
     start: float = 0.0
     end: float = 0.0
 
-    def report(self, recorder: Recorder, opened_before: float | None = None) -> dict[str, Any]:
+    def probe(self, kernel: Kernel) -> None:
+        """Time one trivial cell's round trip: ``execute_request`` sent -> ``execute_reply`` received."""
+        cell = kernel.send("pass", store_history=False)
+        kernel.wait_for(lambda: cell.replied_at is not None, 60, "a probe's reply")
+        assert cell.replied_at is not None
+        self.round_trips.append(cell.replied_at - cell.sent_at)
+        self.probes.add(cell.msg_id)
+
+    def report(self, kernel: Kernel, opened_before: float | None = None) -> dict[str, Any]:
         seconds = self.end - self.start
-        records = recorder.between(self.start, self.end)
-        ours = [r for r in records if r[2] not in self.probes]
-        steady = [r for r in ours if r[1] != "comm_open" and (opened_before is None or r[0] > opened_before)]
+        records = [m for m in kernel.messages if self.start <= m.at <= self.end]
+        ours = [m for m in records if m.parent_id not in self.probes]
+        steady = [m for m in ours if m.msg_type != "comm_open" and (opened_before is None or m.at > opened_before)]
         trips = sorted(self.round_trips)
         return {
             "phase": self.name,
@@ -127,54 +96,9 @@ class Phase:
             "iopub_total_per_s": len(records) / seconds,
             "iopub_views_tasks_per_s": len(ours) / seconds,
             "iopub_views_tasks_steady_per_s": len(steady) / seconds,
-            "comm_opens": sum(1 for r in ours if r[1] == "comm_open"),
-            "kinds": Counter(r[3] or r[1] for r in ours).most_common(6),
+            "comm_opens": sum(1 for m in ours if m.msg_type == "comm_open"),
+            "kinds": Counter(detail(m) or m.msg_type for m in ours).most_common(6),
         }
-
-
-class Bench:
-    def __init__(self, folder: Path) -> None:
-        spec_dir = folder / "kernels" / "omniq-bench"
-        spec_dir.mkdir(parents=True)
-        argv = [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
-        (spec_dir / "kernel.json").write_text(json.dumps({"argv": argv, "display_name": "bench", "language": "python"}))
-        specs = KernelSpecManager(kernel_dirs=[str(folder / "kernels")], ensure_native_kernel=False)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("OMNIQ_")}
-        env.update(OMNIQ_AUTOSTART="0", PYDEVD_DISABLE_FILE_VALIDATION="1")
-        self.km = KernelManager(kernel_name="omniq-bench", kernel_spec_manager=specs)
-        self.km.start_kernel(cwd=str(folder), env=env)
-        self.kc: BlockingKernelClient = self.km.client()
-        self.kc.start_channels()
-        self.kc.wait_for_ready(timeout=90)
-        self.recorder = Recorder(self.kc)
-
-    def execute(self, code: str, timeout: float = 120.0, **kwargs: Any) -> tuple[str, dict[str, Any]]:
-        msg_id = self.kc.execute(code, **kwargs)
-        reply = self._reply(msg_id, timeout)
-        self.recorder.wait_idle(msg_id, timeout)
-        if reply["status"] != "ok":
-            raise RuntimeError(f"{code[:60]!r} failed: {reply.get('ename')}: {reply.get('evalue')}")
-        return msg_id, reply
-
-    def _reply(self, msg_id: str, timeout: float) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while True:
-            msg = self.kc.get_shell_msg(timeout=max(0.01, deadline - time.monotonic()))
-            if msg["parent_header"].get("msg_id") == msg_id:
-                return dict(msg["content"])
-
-    def probe(self, phase: Phase) -> None:
-        sent = time.monotonic()
-        msg_id = self.kc.execute("pass", store_history=False)
-        self._reply(msg_id, 60)
-        phase.round_trips.append(time.monotonic() - sent)
-        phase.probes.add(msg_id)
-
-    def close(self) -> None:
-        self.recorder.stop.set()
-        self.recorder.thread.join(5)
-        self.kc.stop_channels()
-        self.km.shutdown_kernel(now=False)
 
 
 def submit_code(tasks: int, views: str) -> str:
@@ -190,48 +114,50 @@ def submit_code(tasks: int, views: str) -> str:
 
 def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     with tempfile.TemporaryDirectory(prefix="omniq-bench-nb-") as folder:
-        bench = Bench(Path(folder))
+        specs = write_kernel_spec(Path(folder) / "kernels", "omniq-bench")
+        kernel = start_kernel(specs, "omniq-bench", Path(folder), {"OMNIQ_AUTOSTART": "0"})
         try:
-            bench.execute("%load_ext omniq_nb\nimport time\nimport omniq_nb as omniq")
-            bench.execute("%omniq workers start -n 4 --kind thread")
-            bench.execute(TASK)
+            kernel.run("%load_ext omniq_nb\nimport time\nimport omniq_nb as omniq", CELL_TIMEOUT)
+            kernel.run("%omniq workers start -n 4 --kind thread", CELL_TIMEOUT)
+            kernel.run(TASK, CELL_TIMEOUT)
 
             idle = Phase("idle (no tasks)")
             idle.start = time.monotonic()
             while time.monotonic() - idle.start < args.idle_seconds:
-                bench.probe(idle)
+                idle.probe(kernel)
                 time.sleep(args.probe_interval)  # pacing the probes, not synchronizing
             idle.end = time.monotonic()
 
             loaded = Phase(f"loaded ({args.tasks} tasks, views: {args.views})")
             loaded.start = time.monotonic()
-            submit_id, _ = bench.execute(submit_code(args.tasks, args.views))
+            kernel.run(submit_code(args.tasks, args.views), CELL_TIMEOUT)
             submitted = time.monotonic()  # no probe runs while the submit cell does
-            loaded.probes.discard(submit_id)
             finished = "all(h.done() for h in handles)"
             checks = 0
             while True:
-                bench.probe(loaded)
+                loaded.probe(kernel)
                 checks += 1
                 if checks % 10 == 0:
-                    check_id = bench.kc.execute("", store_history=False, user_expressions={"v": finished})
-                    done = bench._reply(check_id, 60)["user_expressions"]["v"]["data"]["text/plain"] == "True"
-                    loaded.probes.add(check_id)
+                    check = kernel.send("", store_history=False, user_expressions={"v": finished})
+                    kernel.wait_for(lambda check=check: check.reply is not None, 60, "the check's reply")
+                    assert check.reply is not None
+                    done = check.reply["user_expressions"]["v"]["data"]["text/plain"] == "True"
+                    loaded.probes.add(check.msg_id)
                     if done:
                         break
                 time.sleep(args.probe_interval)
             loaded.end = time.monotonic()
             all_done = loaded.end - loaded.start
             return [
-                idle.report(bench.recorder),
+                idle.report(kernel),
                 {
-                    **loaded.report(bench.recorder, opened_before=submitted),
+                    **loaded.report(kernel, opened_before=submitted),
                     "all_done_s": all_done,
                     "submit_s": submitted - loaded.start,
                 },
             ]
         finally:
-            bench.close()
+            kernel.close()
 
 
 def main() -> None:

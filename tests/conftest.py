@@ -14,9 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import polling
 import pytest
-
-_POLL = 0.01
 
 
 @pytest.fixture
@@ -51,16 +50,7 @@ async def _poll(predicate: Callable[[], Any], deadline: float, limit: float) -> 
             return
         if time.monotonic() > deadline:
             pytest.fail(f"condition still false after {limit} s")
-        await anyio.sleep(_POLL)
-
-
-def _wait_until_sync(predicate: Callable[[], Any], timeout: float = 5.0) -> None:
-    """Blocking twin of ``wait_until`` for sync tests and helper threads."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"condition still false after {timeout} s")
-        time.sleep(_POLL)
+        await anyio.sleep(polling.POLL)
 
 
 @pytest.fixture
@@ -71,5 +61,5 @@ def wait_until() -> Callable[..., Any]:
 
 @pytest.fixture
 def wait_until_sync() -> Callable[..., Any]:
-    """Return the bounded blocking poll: ``wait_until_sync(lambda: cond, timeout=5)``."""
-    return _wait_until_sync
+    """Return the bounded blocking poll: ``wait_until_sync(lambda: cond, timeout=5)`` (``polling.wait_until_sync``)."""
+    return polling.wait_until_sync

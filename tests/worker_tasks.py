@@ -17,6 +17,7 @@ from typing import Any
 
 import omniq_nb as omniq
 
+FOLDER = Path(__file__).resolve().parent  # what the tests put on a worker process's PYTHONPATH
 LIMIT = 60.0  # no task here ever waits longer than this
 STEP = 0.01
 

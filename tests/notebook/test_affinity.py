@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from notebook_kernels import LOAD, Kernel, KernelFactory, strip_ansi, wait_until
+from kernel_driver import LOAD, Kernel, KernelFactory, strip_ansi, wait_until
 
 OMNIQ_NB = str(Path(sys.executable).parent / "omniq-nb")
 WAIT = 60.0

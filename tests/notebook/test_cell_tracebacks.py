@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-from notebook_kernels import LOAD, Kernel, strip_ansi
+from kernel_driver import LOAD, Kernel, strip_ansi
 
 LIBRARY = re.compile(r"/(omniq_nb|asyncio|concurrent|ipykernel|IPython)/|/(threading|nest_asyncio2)\.py")
 HIDDEN = re.compile(r"^  \[\.\.\. \d+ library frames? hidden \.\.\.\]$", re.MULTILINE)

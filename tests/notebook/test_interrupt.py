@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import re
 
-from notebook_kernels import LOAD, Kernel, pid_alive
+from kernel_driver import LOAD, Kernel
+from processes import pid_alive
 
 SLOW_VALUE = """\
 @omniq.task
@@ -24,7 +25,7 @@ def test_interrupting_a_blocking_result_stops_the_wait_not_the_task(kernel: Kern
     # a few interrupts: each lands wherever the kernel's loop happens to be during the wait
     for _ in range(3):
         waiting = kernel.send("print('waiting', flush=True)\nh.result(timeout=60)")
-        kernel.pump_until(lambda cell=waiting: "waiting" in cell.stdout, 30, "the cell to start waiting")
+        kernel.wait_for(lambda cell=waiting: "waiting" in cell.stdout, 30, "the cell to start waiting")
         kernel.interrupt()
         waiting.wait()
         assert waiting.status == "error", waiting.describe()
@@ -56,13 +57,13 @@ def test_an_interrupt_leaves_process_workers_and_their_tasks_running(kernel: Ker
     assert kernel.run("%omniq workers start -n 2 --kind process").stdout.startswith("started 2 process workers")
     kernel.run(CHILD_TASK)
     launch = kernel.run("hs = child_task.map(range(2))")
-    kernel.pump_until(lambda: len(re.findall(r"pid \d+", launch.stdout)) == 2, 60, "both tasks to start")
+    kernel.wait_for(lambda: len(re.findall(r"pid \d+", launch.stdout)) == 2, 60, "both tasks to start")
     pids = sorted(int(pid) for pid in re.findall(r"pid (\d+)", launch.stdout))
     assert len(set(pids)) == 2
     assert kernel.pid not in pids
 
     waiting = kernel.send("print('waiting', flush=True)\nhs.result(timeout=60)")
-    kernel.pump_until(lambda: "waiting" in waiting.stdout, 30, "the cell to start waiting")
+    kernel.wait_for(lambda: "waiting" in waiting.stdout, 30, "the cell to start waiting")
     kernel.interrupt()
     waiting.wait()
     assert [error["ename"] for error in waiting.errors] == ["KeyboardInterrupt"], waiting.describe()

@@ -5,7 +5,8 @@ from __future__ import annotations
 import re
 import time
 
-from notebook_kernels import LOAD, Kernel, KernelFactory, pid_alive, wait_until
+from kernel_driver import LOAD, Kernel, KernelFactory, wait_until
+from processes import pid_alive
 
 WAIT_FOR_GO = """\
 import os, time
@@ -55,7 +56,7 @@ def test_tasks_running_when_the_kernel_died_are_rescued_by_the_next_kernel(start
     kernel.run(LOAD)
     kernel.run(LOST_TASKS)
     ids = kernel.value("[a.id, b.id]")
-    kernel.pump_until(
+    kernel.wait_for(
         lambda: kernel.value("[a.status.value, b.status.value]") == ["running", "running"], 30, "both tasks to run"
     )
     kernel.sigkill()
@@ -97,7 +98,7 @@ def test_child_processes_die_with_a_killed_kernel(kernel: Kernel) -> None:
     kernel.run("%omniq workers start -n 2 --kind process")
     kernel.run(CHILD_WAITS)
     launch = kernel.run("hs = child_waits.map(range(2))")
-    kernel.pump_until(lambda: len(re.findall(r"pid \d+", launch.stdout)) == 2, 60, "both tasks to start")
+    kernel.wait_for(lambda: len(re.findall(r"pid \d+", launch.stdout)) == 2, 60, "both tasks to start")
     pids = [int(pid) for pid in re.findall(r"pid (\d+)", launch.stdout)]
     assert [pid_alive(pid) for pid in pids] == [True, True]
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from notebook_kernels import LOAD, Kernel, KernelFactory, strip_ansi
+from kernel_driver import LOAD, Kernel, KernelFactory, strip_ansi
 
 TASKS = """\
 import os

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from notebook_kernels import LOAD, Kernel
+from kernel_driver import LOAD, Kernel
 
 TASKS = """\
 import os, time
@@ -55,12 +55,12 @@ def test_task_output_goes_to_the_launching_cell_not_the_executing_one(kernel: Ke
     )
     assert last.stdout == "['thread', 'process', 'display', 'view']\n"
 
-    kernel.pump_until(lambda: launch_thread.stdout, 30, "the thread task's print")
-    kernel.pump_until(lambda: launch_process.stdout, 30, "the process task's print")
-    kernel.pump_until(lambda: launch_display.displays, 30, "the thread task's display")
+    kernel.wait_for(lambda: launch_thread.stdout, 30, "the thread task's print")
+    kernel.wait_for(lambda: launch_process.stdout, 30, "the process task's print")
+    kernel.wait_for(lambda: launch_display.displays, 30, "the thread task's display")
     view = launch_view.view_model_id
     assert view is not None, launch_view.describe()
-    kernel.pump_until(lambda: kernel.widget_text(view), 30, "the print in the task's view")
+    kernel.wait_for(lambda: kernel.widget_text(view), 30, "the print in the task's view")
     kernel.run("'barrier'")  # anything sent elsewhere would have arrived by now
 
     assert launch_thread.stdout == "printed by the thread task\n"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from notebook_kernels import LOAD, Kernel
+from kernel_driver import LOAD, Kernel
 
 TASKS = """\
 @omniq.task

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from notebook_kernels import LOAD, Kernel
+from kernel_driver import LOAD, Kernel
 
 NAP = """\
 @omniq.task
@@ -18,7 +18,7 @@ def test_a_trivial_cell_completes_while_the_pool_runs_tasks(kernel: Kernel) -> N
     kernel.run("%omniq workers start -n 4 --kind thread")
     kernel.run(NAP)
     kernel.run("hs = nap.map(range(4))")
-    kernel.pump_until(
+    kernel.wait_for(
         lambda: kernel.value("sum(x.status.value == 'running' for x in hs.handles)") == 4,
         30,
         "the 4 tasks to be running",
@@ -60,7 +60,7 @@ def test_a_blocking_result_keeps_serving_comm_messages_and_loses_no_cell(kernel:
     assert comm_id
 
     waiting = kernel.send("print('waiting', flush=True)\nh.result(timeout=60)")
-    kernel.pump_until(lambda: "waiting" in waiting.stdout, 30, "the cell to start waiting")
+    kernel.wait_for(lambda: "waiting" in waiting.stdout, 30, "the cell to start waiting")
     update = {"method": "update", "state": {"value": 42}, "buffer_paths": []}
     kernel.send_shell("comm_msg", {"comm_id": comm_id, "data": update})
     plain = kernel.send("ran_after_wait = h.done()\n'plain'")

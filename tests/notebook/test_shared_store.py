@@ -14,7 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from notebook_kernels import LOAD, Kernel
+from kernel_driver import LOAD, Kernel
 
 OMNIQ_NB = str(Path(sys.executable).parent / "omniq-nb")
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from notebook_kernels import LOAD, KernelFactory, strip_ansi
+from kernel_driver import LOAD, KernelFactory, strip_ansi
 
 ENQUEUE = "%%omniq enqueue --as {name} {flags}\n1 + 1"
 FIELDS = "[{name}.task.expires_at is None, {name}.task.result_ttl]"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from notebook_kernels import LOAD, Kernel, KernelFactory, strip_ansi
+from kernel_driver import LOAD, Kernel, KernelFactory, strip_ansi
 
 SLOW_SQUARE = """\
 @omniq.task(retries=2, timeout=60)
@@ -46,7 +46,7 @@ def test_task_decorator_submit_map_result_await_and_get_from_a_new_kernel(
     assert kernel.value("all(x.done() for x in hs.handles)") is True
 
     # what a task prints goes to the cell that launched it
-    kernel.pump_until(lambda: "working on 4\n" in submitted.stdout, 30, "the submitted task's print")
+    kernel.wait_for(lambda: "working on 4\n" in submitted.stdout, 30, "the submitted task's print")
     assert "working on 4" not in "".join(c.stdout for c in kernel.cells.values() if c is not submitted)
 
     squares = kernel.value("quick_square.map(range(100)).result(timeout=120)")
@@ -88,7 +88,7 @@ def test_cell_magic_captures_at_enqueue_and_prints_into_its_own_cell(kernel: Ker
     # the cell's value is the task's live view: what the task prints goes there, and nowhere else
     view = enqueue.view_model_id
     assert view is not None, enqueue.describe()
-    kernel.pump_until(lambda: "done" in kernel.widget_text(view), 30, "the cell task's print in its cell's view")
+    kernel.wait_for(lambda: "done" in kernel.widget_text(view), 30, "the cell task's print in its cell's view")
     kernel.run("'barrier'")
     assert kernel.widget_text(view) == "done\n"
     assert enqueue.stdout == ""

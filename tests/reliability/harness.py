@@ -3,10 +3,11 @@
 Everything the scenarios share lives here, once:
 
 - ``Processes`` starts real child processes (``python -m omniq_nb worker`` and the scripts of
-  this module's ``main``), logs each to a file, and kills what is left at teardown.
+  this module's ``main``), logs each to a file, and kills what is left at teardown (the
+  ``Child`` / ``Processes`` of ``tests/processes.py``, plus ``script``).
 - Task functions (``run_once``, ``gated``, ``noop``) that worker processes import by name:
-  ``child_env`` puts this folder on ``PYTHONPATH`` (and the worktree first, so children run
-  the code under test). ``run_once`` appends one line ``task_id attempt pid`` per run to a
+  ``child_env`` puts this folder on ``PYTHONPATH`` (and the worktree and ``tests/`` first, so
+  children run the code under test). ``run_once`` appends one line ``task_id attempt pid`` per run to a
   log opened with ``O_APPEND`` (one ``write``: lines of concurrent processes never mix).
 - Reads of the store through a fresh ``sqlite3`` connection per call, closed at once, as
   another process (``omniq-nb list``) sees the file; ``integrity`` runs ``PRAGMA
@@ -21,7 +22,6 @@ import contextlib
 import os
 import random
 import re
-import signal
 import sqlite3
 import subprocess
 import sys
@@ -32,10 +32,12 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import processes as processes_module
+from processes import Child
+
 import omniq_nb as omniq
 
 HERE = Path(__file__).resolve().parent
-ROOT = HERE.parents[1]  # the worktree: children import the omniq_nb under test
 START_WAIT = 90.0  # seconds for a child to start serving (imports on a loaded 2-core machine)
 DRAIN_WAIT = 180.0  # seconds for the tasks of a scenario to finish
 LIMIT = 120.0  # no task function waits longer than this
@@ -225,10 +227,7 @@ def children_of(pid: int) -> list[int]:
 
 def gone(pid: int) -> bool:
     """Return whether process ``pid`` has ended (no longer exists, or is a zombie)."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
-    except OSError:
-        return True
+    return not processes_module.pid_alive(pid)
 
 
 def vm_hwm_kib(pid: int) -> int:
@@ -351,106 +350,23 @@ class Lister:
 
 
 def child_env(**extra: str) -> dict[str, str]:
-    """Return the environment of a child: this worktree and this folder first on ``PYTHONPATH``."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OMNIQ_")}
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), str(HERE), env.get("PYTHONPATH", "")) if p)
-    env["PYTHONUNBUFFERED"] = "1"
-    env["OMNIQ_POLL_INTERVAL"] = "0.05"
-    env["OMNIQ_RETRY_BACKOFF"] = "0.05"
-    env.update(extra)
-    return env
+    """Return the environment of a child: the worktree, ``tests/`` and this folder first on ``PYTHONPATH``."""
+    return processes_module.child_env(HERE, **extra)
 
 
-class Child:
-    """One child process whose stdout and stderr go to a log file."""
-
-    def __init__(self, process: subprocess.Popen[bytes], log: Path) -> None:
-        self.process, self.log = process, log
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    def text(self) -> str:
-        return self.log.read_text(errors="replace") if self.log.exists() else ""
-
-    def alive(self) -> bool:
-        return self.process.poll() is None
-
-    def says(self, pattern: str) -> bool:
-        """Return whether the log matches ``pattern``; fail at once if the child died without it."""
-        if re.search(pattern, self.text(), re.MULTILINE):
-            return True
-        if not self.alive():
-            raise AssertionError(f"child {self.pid} exited with {self.process.returncode}:\n{self.text()[-4000:]}")
-        return False
-
-    def send(self, line: str = "") -> None:
-        """Write a line to the child's stdin (started with ``stdin=True``)."""
-        assert self.process.stdin is not None
-        self.process.stdin.write(line.encode() + b"\n")
-        self.process.stdin.flush()
-
-    def signal(self, sig: int) -> None:
-        os.kill(self.pid, sig)
-
-    def kill9(self) -> None:
-        """``kill -9`` and reap."""
-        self.signal(signal.SIGKILL)
-        self.process.wait(timeout=LIMIT)
-
-    def terminate(self) -> int:
-        """SIGTERM (a graceful stop) and wait for the exit status."""
-        self.signal(signal.SIGTERM)
-        return self.process.wait(timeout=LIMIT)
-
-    def reap(self) -> None:
-        """Make sure the process is gone (resumed first, in case it was stopped)."""
-        if self.alive():
-            for sig in (signal.SIGCONT, signal.SIGKILL):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(self.pid, sig)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.process.wait(timeout=LIMIT)
-
-
-class Processes:
-    """Start children in ``folder``; ``close()`` kills every one still alive."""
+class Processes(processes_module.Processes):
+    """Start children in ``folder`` (this folder on their ``PYTHONPATH``); ``close()`` kills every one still alive."""
 
     def __init__(self, folder: Path, wait: Callable[..., Any]) -> None:
-        self.folder, self.wait = folder, wait
-        self.children: list[Child] = []
-
-    def start(self, args: Sequence[str], *, name: str, env: dict[str, str] | None = None, stdin: bool = False) -> Child:
-        log = self.folder / f"{name}-{len(self.children)}.log"
-        with log.open("wb") as out:
-            process = subprocess.Popen(
-                [sys.executable, *args],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
-                env=env or child_env(),
-                cwd=self.folder,
-            )
-        child = Child(process, log)
-        self.children.append(child)
-        return child
+        super().__init__(folder, wait, paths=[HERE])
 
     def worker(self, url: str, *, concurrency: int = 4, lease: float = 5.0, kind: str = "thread", **env: str) -> Child:
         """Start ``python -m omniq_nb worker`` and wait until it serves."""
-        args = ["-m", "omniq_nb", "worker", "--db-url", url, "--concurrency", str(concurrency)]
-        args += ["--kind", kind, "--lease", str(lease), "--log-level", "INFO"]
-        child = self.start(args, name="worker", env=child_env(**env))
-        self.wait(lambda: child.says(r"worker \S+ started:"), timeout=START_WAIT)
-        return child
+        return super().worker(url, concurrency=concurrency, lease=lease, kind=kind, start_wait=START_WAIT, **env)
 
     def script(self, command: str, *args: str, name: str | None = None, stdin: bool = False, **env: str) -> Child:
         """Start ``python -m harness COMMAND ARGS`` (see ``main``); ``stdin``: a pipe for ``send``."""
         return self.start(["-m", "harness", command, *args], name=name or command, stdin=stdin, env=child_env(**env))
-
-    def close(self) -> None:
-        for child in self.children:
-            child.reap()
 
 
 # --- scripts run as children: python -m harness COMMAND ... ---------------------------------

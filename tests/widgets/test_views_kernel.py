@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from widget_kernels import Kernel
+from kernel_driver import Kernel
 
 from omniq_nb import OmniQ, WorkerPool
 
@@ -88,21 +88,21 @@ class TaskViewParts:
 
 def show_task(kernel: Kernel, code: str) -> TaskViewParts:
     """Run a cell whose value is a task handle; return the view it displayed."""
-    roots = kernel.execute(code).widget_roots()
+    roots = kernel.run(code).widget_roots()
     assert len(roots) == 1, f"expected one live view, got {len(roots)}"
     return TaskViewParts(kernel, roots[0])
 
 
 def test_task_view_is_throttled_and_its_final_frame_is_exact(widget_kernel: Kernel) -> None:
     kernel = widget_kernel
-    kernel.execute(STEPS)
+    kernel.run(STEPS)
     start, began = kernel.mark(), time.monotonic()
     view = show_task(kernel, "h = steps.submit(1000)\nh")
     kernel.wait_for(lambda: "succeeded" in view.status_html(), 90, "the view to show succeeded")
     kernel.wait_for(lambda: "(1000, 499500)" in view.outcome_html(), 10, "the view to show the result")
     end, observed = kernel.mark(), time.monotonic() - began
 
-    task_seconds = kernel.value("(h.task.finished_at - h.task.started_at).total_seconds()")
+    task_seconds = kernel.evaluate("(h.task.finished_at - h.task.started_at).total_seconds()")
     assert task_seconds >= 1.5, "the task should report 1,000 steps over about 2 s"
     sent = kernel.updates(start=start, stop=end)
     assert len(sent) <= UPDATES_PER_SECOND * observed + UPDATES_SLACK, (
@@ -115,20 +115,20 @@ def test_task_view_is_throttled_and_its_final_frame_is_exact(widget_kernel: Kern
     assert "<small>100%" in status
     assert "width:100.0%" in status
     assert ">succeeded</span>" in status
-    kernel.execute("from omniq_nb.notebook.runner import KernelRunner\nview = KernelRunner.current.views[h.id]")
-    summary = kernel.value("str(view)")
+    kernel.run("from omniq_nb.notebook.runner import KernelRunner\nview = KernelRunner.current.views[h.id]")
+    summary = kernel.evaluate("str(view)")
     assert summary.startswith("steps [")
     assert summary.endswith("] succeeded 100%")
     # the frontend's state is the kernel's: the last frame landed
-    assert kernel.value("view.widget.children[0].value") == status
-    assert kernel.value("view.widget.children[3].value") == view.outcome_html()
+    assert kernel.evaluate("view.widget.children[0].value") == status
+    assert kernel.evaluate("view.widget.children[3].value") == view.outcome_html()
     assert view.state(view.cancel)["disabled"] is True
     assert view.state(view.retry)["disabled"] is True
 
 
 def test_failed_task_view_shows_the_remote_traceback(widget_kernel: Kernel) -> None:
     kernel = widget_kernel
-    kernel.execute(FAILING)
+    kernel.run(FAILING)
     view = show_task(kernel, "h = divide.submit(1, 0)\nh")
     kernel.wait_for(lambda: "ZeroDivisionError" in view.outcome_html(), 60, "the view to show the error")
 
@@ -145,9 +145,9 @@ def test_failed_task_view_shows_the_remote_traceback(widget_kernel: Kernel) -> N
 
 def test_map_shows_one_group_view_not_a_widget_per_task(widget_kernel: Kernel) -> None:
     kernel = widget_kernel
-    kernel.execute(STEPS)
+    kernel.run(STEPS)
     start, began = kernel.mark(), time.monotonic()
-    cell = kernel.execute("g = steps.map([5] * 300)\ng")
+    cell = kernel.run("g = steps.map([5] * 300)\ng")
     roots = cell.widget_roots()
     assert len(roots) == 1, f"a map should display one group view, got {len(roots)} views"
     summary = kernel.tree(roots[0])[1]  # the VBox, then its first child: the summary line
@@ -166,15 +166,15 @@ def test_map_shows_one_group_view_not_a_widget_per_task(widget_kernel: Kernel) -
     assert len(sent) <= UPDATES_PER_SECOND * observed + UPDATES_SLACK, (
         f"{len(sent)} widget updates in {observed:.1f} s ({len(sent) / observed:.1f}/s) for a map of 300"
     )
-    assert kernel.value("g.counts[omniq.TaskStatus.SUCCEEDED]") == 300
+    assert kernel.evaluate("g.counts[omniq.TaskStatus.SUCCEEDED]") == 300
 
 
 def test_dashboard_lists_tasks_run_by_another_process(
     start_widget_kernel: Callable[..., Kernel], tmp_path: Path
 ) -> None:
     kernel = start_widget_kernel()
-    kernel.execute("%load_ext omniq_nb\nimport omniq_nb as omniq")
-    dashboards = kernel.execute("omniq.dashboard()").widget_roots() + kernel.execute("%omniq dashboard").widget_roots()
+    kernel.run("%load_ext omniq_nb\nimport omniq_nb as omniq")
+    dashboards = kernel.run("omniq.dashboard()").widget_roots() + kernel.run("%omniq dashboard").widget_roots()
     assert len(dashboards) == 2, "omniq.dashboard() and %omniq dashboard should each display a live dashboard"
     store = tmp_path / ".omniq" / "omniq.db"
     assert store.exists(), "the kernel should have opened its store in its working folder"
@@ -215,16 +215,16 @@ def test_dashboard_lists_tasks_run_by_another_process(
 
 def test_views_of_different_tasks_show_different_ids(widget_kernel: Kernel) -> None:
     kernel = widget_kernel
-    kernel.execute(STEPS)
-    roots = kernel.execute("a, b = steps.submit(1), steps.submit(2)\ndisplay(a, b)").widget_roots()
+    kernel.run(STEPS)
+    roots = kernel.run("a, b = steps.submit(1), steps.submit(2)\ndisplay(a, b)").widget_roots()
     assert len(roots) == 2
     views = [TaskViewParts(kernel, root) for root in roots]
     for view in views:
         kernel.wait_for(lambda view=view: "succeeded" in view.status_html(), 60, "both views to show succeeded")
     shown = [_SHOWN_ID.findall(view.status_html()) for view in views]
-    assert shown[0] != shown[1], f"two tasks' views show the same id {shown[0]}: ids {kernel.value('[a.id, b.id]')}"
-    kernel.execute("from omniq_nb.notebook.runner import KernelRunner\nviews = KernelRunner.current.views")
-    summaries = kernel.value("[str(views[a.id]), str(views[b.id])]")
+    assert shown[0] != shown[1], f"two tasks' views show the same id {shown[0]}: ids {kernel.evaluate('[a.id, b.id]')}"
+    kernel.run("from omniq_nb.notebook.runner import KernelRunner\nviews = KernelRunner.current.views")
+    summaries = kernel.evaluate("[str(views[a.id]), str(views[b.id])]")
     assert summaries[0].split()[1] != summaries[1].split()[1], f"summaries do not tell tasks apart: {summaries}"
 
 
@@ -260,36 +260,36 @@ def test_handles_show_as_text_in_a_kernel_without_the_extension(
 ) -> None:
     kernel = start_widget_kernel()
     start = kernel.mark()
-    kernel.execute("import sys\nimport omniq_nb as omniq\nq = omniq.OmniQ(db_url='memory://')")
-    assert kernel.value("'ipywidgets' in sys.modules") is False, "import omniq_nb must not import ipywidgets"
-    task = kernel.execute("h = q.enqueue(sum, [1, 2])\nh").results()
-    group = kernel.execute("g = q.enqueue_many(sum, [([1],), ([2, 3],)])\ng").results()
+    kernel.run("import sys\nimport omniq_nb as omniq\nq = omniq.OmniQ(db_url='memory://')")
+    assert kernel.evaluate("'ipywidgets' in sys.modules") is False, "import omniq_nb must not import ipywidgets"
+    task = kernel.run("h = q.enqueue(sum, [1, 2])\nh").results()
+    group = kernel.run("g = q.enqueue_many(sum, [([1],), ([2, 3],)])\ng").results()
     assert len(task) == 1 and set(task[0]) == {"text/plain"}
     assert task[0]["text/plain"].startswith("<TaskHandle ")
     assert len(group) == 1 and set(group[0]) == {"text/plain"}
     assert group[0]["text/plain"].startswith("<GroupHandle 2 tasks")
-    assert kernel.value("'ipywidgets' in sys.modules") is False, "showing a handle must not import ipywidgets"
+    assert kernel.evaluate("'ipywidgets' in sys.modules") is False, "showing a handle must not import ipywidgets"
     assert not kernel.opened(start), "no widget may be created without the extension"
-    kernel.execute("q.close()")
+    kernel.run("q.close()")
 
 
 def test_cancel_button_cancels_the_task(widget_kernel: Kernel) -> None:
     kernel = widget_kernel
-    kernel.execute(SLOW)
+    kernel.run(SLOW)
     view = show_task(kernel, "h = slow.submit()\nh")
     kernel.wait_for(lambda: ">running" in view.status_html(), 60, "the view to show the task running")
     assert view.state(view.cancel)["disabled"] is False
 
     kernel.send_comm_msg(view.cancel, {"method": "custom", "content": {"event": "click"}})
     kernel.wait_for(lambda: ">cancelled</span>" in view.status_html(), 30, "the view to show cancelled after a click")
-    assert kernel.value("h.status.value") == "cancelled"
+    assert kernel.evaluate("h.status.value") == "cancelled"
     kernel.wait_for(lambda: view.state(view.cancel)["disabled"] is True, 10, "Cancel to be disabled once cancelled")
     assert view.state(view.retry)["disabled"] is False
 
 
 def test_finished_view_stops_sending(widget_kernel: Kernel) -> None:
     kernel = widget_kernel
-    kernel.execute(STEPS)
+    kernel.run(STEPS)
     view = show_task(kernel, "h = steps.submit(300, say_every=100)\nh")
 
     def final() -> bool:
@@ -302,6 +302,6 @@ def test_finished_view_stops_sending(widget_kernel: Kernel) -> None:
 
     kernel.wait_for(final, 60, "the final frame (status, result, all output)")
     after = kernel.mark()
-    kernel.execute("await asyncio.sleep(1.5)")  # the kernel's loop runs freely meanwhile: timers would fire
+    kernel.run("await asyncio.sleep(1.5)")  # the kernel's loop runs freely meanwhile: timers would fire
     late = kernel.updates(view.all_ids(), start=after)
     assert not late, f"a finished view kept sending: {[m.content['data']['state'] for m in late]}"

@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 import worker_tasks as wt
+from processes import Child, Processes
 from test_cli import TESTS, run
 
 from omniq_nb import AsyncOmniQ, OmniQ, StorageError, WorkerPool
@@ -168,28 +169,24 @@ def test_a_schema_newer_than_this_version_exits_1(db: Path, url: str) -> None:
 
 
 @pytest.fixture
-def worker(tmp_path: Path, url: str) -> Iterator[Callable[[], subprocess.Popen[bytes]]]:
+def worker(tmp_path: Path, url: str, wait_until_sync: WaitSync) -> Iterator[Callable[[], Child]]:
     """Start ``python -m omniq_nb worker`` processes with a 1 s lease; all are killed at teardown."""
-    started: list[subprocess.Popen[bytes]] = []
+    workers = Processes(tmp_path, wait_until_sync)
 
-    def start() -> subprocess.Popen[bytes]:
+    def start() -> Child:
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (str(TESTS), os.environ.get("PYTHONPATH")) if p))
-        command = [sys.executable, "-m", "omniq_nb", "worker", "--db-url", url, "--lease", "1", "--kind", "thread"]
-        with (tmp_path / f"worker-{len(started)}.log").open("wb") as log:
-            started.append(subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=tmp_path))
-        return started[-1]
+        args = ["-m", "omniq_nb", "worker", "--db-url", url, "--lease", "1", "--kind", "thread"]
+        return workers.start(args, name="worker", env=env)
 
     try:
         yield start
     finally:
-        for process in started:
-            process.kill()
-            process.wait(30)
+        workers.close()
 
 
 @pytest.mark.slow
 def test_a_worker_killed_mid_task_is_a_problem_until_a_pool_rescues_it(
-    tmp_path: Path, url: str, worker: Callable[[], subprocess.Popen[bytes]], wait_until_sync: WaitSync
+    tmp_path: Path, url: str, worker: Callable[[], Child], wait_until_sync: WaitSync
 ) -> None:
     marker = tmp_path / "started"
     with OmniQ(db_url=url, lease_seconds=1, poll_interval=0.05) as q:
@@ -198,7 +195,7 @@ def test_a_worker_killed_mid_task_is_a_problem_until_a_pool_rescues_it(
         wait_until_sync(marker.exists, timeout=START_WAIT)
         assert marker.read_text() == str(process.pid)
         os.kill(process.pid, signal.SIGKILL)
-        process.wait(30)
+        process.process.wait(30)
 
         wait_until_sync(lambda: not q.check().ok, timeout=30)  # one lease to run out, one more of grace
 

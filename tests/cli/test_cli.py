@@ -24,7 +24,7 @@ import worker_tasks as wt
 from omniq_nb import OmniQ, TaskFailed, WorkerInfo, WorkerPool
 from omniq_nb.cli import format_workers, main
 
-TESTS = Path(__file__).resolve().parent
+TESTS = wt.FOLDER  # worker_tasks' folder: workers import it through PYTHONPATH
 OMNIQ_NB = str(Path(sys.executable).parent / "omniq-nb")
 RUN_WAIT = 60.0
 

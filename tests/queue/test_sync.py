@@ -239,13 +239,13 @@ def test_calling_omniq_from_its_own_loop_thread_raises() -> None:
     with OmniQ(db_url="memory://") as q:
         outcome: concurrent.futures.Future[Any] = concurrent.futures.Future()
 
-        def on_portal_loop() -> None:
+        def on_bridge_loop() -> None:
             try:
                 outcome.set_result(q.list())
             except BaseException as exc:
                 outcome.set_exception(exc)
 
-        q.core.loop.call_soon_threadsafe(on_portal_loop)
+        q.core.loop.call_soon_threadsafe(on_bridge_loop)
         with pytest.raises(RuntimeError, match="AsyncOmniQ") as info:
             outcome.result(timeout=5)
         assert "await" in str(info.value)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import subprocess
 import sys
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -20,58 +19,16 @@ from typing import Any
 
 import pytest
 import worker_tasks as wt
+from processes import Child, Processes
 
 from omniq_nb import EventKind, OmniQ, TaskStatus
 
 pytestmark = pytest.mark.slow
 
-TESTS = Path(__file__).resolve().parent
 BIN = Path(sys.executable).parent
 WaitSync = Callable[..., Any]
 START_WAIT = 60.0  # seconds for a worker process to start (imports on a loaded machine)
 RESULT_WAIT = 60.0
-
-
-class Worker:
-    """One ``omniq-nb worker`` process and its log file."""
-
-    def __init__(self, process: subprocess.Popen[bytes], log: Path) -> None:
-        self.process, self.log = process, log
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    def text(self) -> str:
-        return self.log.read_text(errors="replace") if self.log.exists() else ""
-
-    def started(self) -> bool:
-        if self.process.poll() is not None:
-            pytest.fail(f"worker {self.pid} exited with {self.process.returncode}:\n{self.text()}")
-        return re.search(r"worker \S+ started:", self.text()) is not None
-
-    def stop(self) -> None:
-        """Make sure the process is gone (resumed first, in case a test paused it)."""
-        if self.process.poll() is None:
-            for sig in (signal.SIGCONT, signal.SIGKILL):
-                try:
-                    os.kill(self.pid, sig)
-                except ProcessLookupError:
-                    break
-        try:
-            self.process.wait(30)
-        except subprocess.TimeoutExpired:  # pragma: no cover - SIGKILL does not fail
-            self.process.kill()
-            self.process.wait()
-
-
-def worker_env() -> dict[str, str]:
-    env = dict(os.environ)  # OMNIQ_* were cleared by the autouse isolated_env fixture
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(TESTS), env.get("PYTHONPATH", "")) if p)
-    env["OMNIQ_POLL_INTERVAL"] = "0.05"
-    env["OMNIQ_RETRY_BACKOFF"] = "0.05"
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
 
 
 @pytest.fixture
@@ -80,29 +37,20 @@ def url(tmp_path: Path) -> str:
 
 
 @pytest.fixture
-def spawn(tmp_path: Path, url: str, wait_until_sync: WaitSync) -> Iterator[Callable[..., Worker]]:
+def spawn(tmp_path: Path, url: str, wait_until_sync: WaitSync) -> Iterator[Callable[..., Child]]:
     """Start worker processes on ``url`` and wait until each serves; all are killed at teardown."""
-    workers: list[Worker] = []
+    workers = Processes(tmp_path, wait_until_sync)
 
-    def start(*, concurrency: int = 1, lease: float = 1.0, kind: str = "thread", module: bool = False) -> Worker:
-        log = tmp_path / f"worker-{len(workers)}.log"
-        command = [sys.executable, "-m", "omniq_nb"] if module else [str(BIN / "omniq-nb")]
-        command += ["worker", "--db-url", url, "--concurrency", str(concurrency), "--kind", kind]
-        command += ["--lease", str(lease), "--log-level", "INFO"]
-        with log.open("wb") as out:
-            process = subprocess.Popen(
-                command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=worker_env(), cwd=tmp_path
-            )
-        worker = Worker(process, log)
-        workers.append(worker)
-        wait_until_sync(worker.started, timeout=START_WAIT)
-        return worker
+    def start(*, concurrency: int = 1, lease: float = 1.0, kind: str = "thread", module: bool = False) -> Child:
+        program = [sys.executable, "-m", "omniq_nb"] if module else [str(BIN / "omniq-nb")]
+        return workers.worker(
+            url, concurrency=concurrency, lease=lease, kind=kind, program=program, start_wait=START_WAIT
+        )
 
     try:
         yield start
     finally:
-        for worker in workers:
-            worker.stop()
+        workers.close()
 
 
 @pytest.fixture
@@ -116,7 +64,7 @@ def read(path: Path) -> str:
 
 
 def test_three_workers_run_ten_thousand_tasks_exactly_once(
-    q: OmniQ, spawn: Callable[..., Worker], tmp_path: Path
+    q: OmniQ, spawn: Callable[..., Child], tmp_path: Path
 ) -> None:
     total, chunk = 10_000, 1_000
     folder = tmp_path / "done"
@@ -141,7 +89,7 @@ def test_three_workers_run_ten_thousand_tasks_exactly_once(
 
 
 def test_sigkill_mid_task_another_worker_finishes_it(
-    q: OmniQ, spawn: Callable[..., Worker], tmp_path: Path, wait_until_sync: WaitSync
+    q: OmniQ, spawn: Callable[..., Child], tmp_path: Path, wait_until_sync: WaitSync
 ) -> None:
     folder = tmp_path / "runs"
     first = spawn(lease=1)
@@ -165,7 +113,7 @@ def test_sigkill_mid_task_another_worker_finishes_it(
 
 
 def test_paused_worker_loses_its_lease_and_its_late_result_is_rejected(
-    q: OmniQ, spawn: Callable[..., Worker], tmp_path: Path, wait_until_sync: WaitSync
+    q: OmniQ, spawn: Callable[..., Child], tmp_path: Path, wait_until_sync: WaitSync
 ) -> None:
     folder = tmp_path / "runs"
     paused = spawn(lease=1)
@@ -195,7 +143,7 @@ def test_paused_worker_loses_its_lease_and_its_late_result_is_rejected(
     assert [e.kind for e in q.events(task_id=h.id)].count(EventKind.SUCCEEDED) == 1
 
 
-def test_a_task_blocking_its_loop_keeps_its_lease(q: OmniQ, spawn: Callable[..., Worker], tmp_path: Path) -> None:
+def test_a_task_blocking_its_loop_keeps_its_lease(q: OmniQ, spawn: Callable[..., Child], tmp_path: Path) -> None:
     folder = tmp_path / "runs"
     workers = [spawn(lease=1), spawn(lease=1)]
     h = q.enqueue(wt.async_block_loop, str(folder), 3.0)
@@ -214,7 +162,7 @@ def test_a_task_blocking_its_loop_keeps_its_lease(q: OmniQ, spawn: Callable[...,
         assert "ran out" not in worker.text(), worker.text()
 
 
-def test_sigterm_stops_the_worker_gracefully_and_it_logged_each_task(q: OmniQ, spawn: Callable[..., Worker]) -> None:
+def test_sigterm_stops_the_worker_gracefully_and_it_logged_each_task(q: OmniQ, spawn: Callable[..., Child]) -> None:
     worker = spawn(concurrency=2, lease=5)
     handles = [q.enqueue(wt.add, n, n) for n in range(3)]
     assert [h.result(timeout=RESULT_WAIT) for h in handles] == [0, 2, 4]
@@ -230,7 +178,7 @@ def test_sigterm_stops_the_worker_gracefully_and_it_logged_each_task(q: OmniQ, s
 
 
 def test_sigint_lets_a_running_task_finish_before_exit(
-    q: OmniQ, spawn: Callable[..., Worker], tmp_path: Path, wait_until_sync: WaitSync
+    q: OmniQ, spawn: Callable[..., Child], tmp_path: Path, wait_until_sync: WaitSync
 ) -> None:
     folder, gate = tmp_path / "runs", tmp_path / "gate"
     worker = spawn(lease=5, module=True)  # python -m omniq_nb worker
@@ -249,7 +197,7 @@ def test_sigint_lets_a_running_task_finish_before_exit(
 
 
 def test_a_handed_back_task_keeps_its_attempt_but_runs_under_a_new_run_id(
-    q: OmniQ, spawn: Callable[..., Worker], tmp_path: Path, wait_until_sync: WaitSync
+    q: OmniQ, spawn: Callable[..., Child], tmp_path: Path, wait_until_sync: WaitSync
 ) -> None:
     """Promise: SIGTERM hands a started task back without using an attempt; ``run_id`` tells the runs apart."""
     log, gate = tmp_path / "runs.log", tmp_path / "gate"

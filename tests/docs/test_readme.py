@@ -20,17 +20,13 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-from jupyter_client.blocking.client import BlockingKernelClient
-from jupyter_client.kernelspec import KernelSpecManager
-from jupyter_client.manager import KernelManager
+from kernel_driver import Kernel, start_kernel, write_kernel_spec
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+README = Path(__file__).resolve().parents[2] / "README.md"
 BIN = Path(sys.executable).parent
 CELL_TIMEOUT = 120.0
-STARTUP_TIMEOUT = 90.0
 _BLOCK = re.compile(r"^```([\w-]*)\n(.*?)^```$", re.MULTILINE | re.DOTALL)
 _NOTEBOOK_SECTION = "## In a notebook\n"
 _LIBRARY_RUNNER = """\
@@ -74,52 +70,15 @@ def runnable_shell(code: str) -> bool:
     return all(c.startswith(("omniq-nb ", "python ")) and not _PLACEHOLDER.search(c) for c in commands)
 
 
-class ReadmeKernel:
-    """A kernel of this Python whose cells must run without an error."""
-
-    def __init__(self, km: KernelManager, kc: BlockingKernelClient) -> None:
-        self.km, self.kc = km, kc
-
-    def run(self, code: str) -> str:
-        """Run one cell; return its stdout; fail with what it showed if it raised."""
-        shown: list[dict[str, Any]] = []
-        reply = self.kc.execute_interactive(
-            code, timeout=CELL_TIMEOUT, allow_stdin=False, output_hook=shown.append, stop_on_error=False
-        )
-        errors = [f"{m['content']['ename']}: {m['content']['evalue']}" for m in shown if m["msg_type"] == "error"]
-        text = "".join(
-            m["content"]["text"] for m in shown if m["msg_type"] == "stream" and m["content"]["name"] == "stdout"
-        )
-        stderr = "".join(
-            m["content"]["text"] for m in shown if m["msg_type"] == "stream" and m["content"]["name"] != "stdout"
-        )
-        assert reply["content"]["status"] == "ok" and not errors, (
-            f"README cell failed:\n{code}\n--- error ---\n{errors or reply['content']}\n--- stderr ---\n{stderr}"
-        )
-        return text
-
-
 @pytest.fixture
-def kernel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ReadmeKernel]:
+def kernel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kernel]:
     """A kernel of this Python in a fresh folder, with no ``OMNIQ_*`` setting."""
-    specs = tmp_path_factory.mktemp("readme-kernel")
-    (specs / "readme").mkdir()
-    spec = {"argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"], "language": "python"}
-    (specs / "readme" / "kernel.json").write_text(json.dumps({**spec, "display_name": "readme"}))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OMNIQ_")}
-    km = KernelManager(
-        kernel_name="readme",
-        kernel_spec_manager=KernelSpecManager(kernel_dirs=[str(specs)], ensure_native_kernel=False),
-    )
-    km.start_kernel(cwd=str(tmp_path_factory.mktemp("readme-cells")), env=env)
-    kc: BlockingKernelClient = km.client()
+    specs = write_kernel_spec(tmp_path_factory.mktemp("readme-kernel"), "readme")
+    kernel = start_kernel(specs, "readme", tmp_path_factory.mktemp("readme-cells"), {})
     try:
-        kc.start_channels()
-        kc.wait_for_ready(timeout=STARTUP_TIMEOUT)
-        yield ReadmeKernel(km, kc)
+        yield kernel
     finally:
-        kc.stop_channels()
-        km.shutdown_kernel(now=False)
+        kernel.close()
 
 
 def test_the_readme_has_the_blocks_this_test_runs() -> None:
@@ -135,13 +94,13 @@ def test_the_readme_has_the_blocks_this_test_runs() -> None:
             assert magics == [], f"IPython passes a comment after a magic on as arguments: {magics}"
 
 
-def test_notebook_blocks_run_in_order_in_a_kernel(kernel: ReadmeKernel) -> None:
+def test_notebook_blocks_run_in_order_in_a_kernel(kernel: Kernel) -> None:
     notebook, _ = notebook_and_library_blocks()
     assert len(notebook) >= 2
     for code in notebook:
-        kernel.run(code)
+        kernel.run(code, CELL_TIMEOUT)  # fails with what the cell showed if it raised
     # the cell task's result is what its last expression says: job.result() == total
-    assert kernel.run("print(job.result(timeout=60) == sum(data))") == "True\n"
+    assert kernel.run("print(job.result(timeout=60) == sum(data))", CELL_TIMEOUT).stdout == "True\n"
 
 
 def test_library_blocks_run_in_order_and_print_what_they_promise(tmp_path: Path) -> None:

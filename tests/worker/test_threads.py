@@ -13,6 +13,7 @@ import pytest
 from omniq_nb.worker.threads import TaskThreads
 
 pytestmark = pytest.mark.anyio
+
 WAIT = 10.0
 
 

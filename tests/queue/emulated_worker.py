@@ -1,0 +1,54 @@
+"""Helpers of the queue tests: a worker emulated by writing claims and outcomes to the store directly."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from omniq_nb import (
+    AsyncOmniQ,
+    Task,
+    TaskError,
+    TaskResult,
+    TaskStatus,
+)
+
+
+def announce(q: AsyncOmniQ, tasks: list[Task]) -> None:
+    """Tell the queue what the emulated worker wrote, as a pool in this process would."""
+    q.publish(tasks)
+
+
+async def claim(q: AsyncOmniQ, queue: str = "default", limit: int = 1) -> list[Task]:
+    return await q.storage.claim(queues=[queue], limit=limit, lease=30, worker="w")
+
+
+async def succeed(q: AsyncOmniQ, task: Task, value: Any) -> None:
+    result = TaskResult(
+        task_id=task.id,
+        lease_token=task.lease_token or "",
+        status=TaskStatus.SUCCEEDED,
+        result=q.serializer.dumps(value),
+    )
+    accepted = await q.storage.settle([result])
+    assert len(accepted) == 1
+    announce(q, accepted)
+
+
+async def fail(q: AsyncOmniQ, task: Task, error: TaskError) -> None:
+    result = TaskResult(task_id=task.id, lease_token=task.lease_token or "", status=TaskStatus.FAILED, error=error)
+    accepted = await q.storage.settle([result])
+    assert len(accepted) == 1
+    announce(q, accepted)
+
+
+def boom_error(attempt: int = 1) -> TaskError:
+    return TaskError(
+        type="ValueError",
+        message="bad input 7",
+        traceback='Traceback (most recent call last):\n  File "remote.py", line 3, in job\nValueError: bad input 7\n',
+        attempt=attempt,
+    )
+
+
+def add(a: int, b: int = 0) -> int:
+    return a + b
