@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import inspect
 import subprocess
 import sys
 import threading
@@ -18,17 +17,6 @@ import omniq_nb
 from omniq_nb import AsyncOmniQ, OmniQ, TaskFailed, TaskHandle, TaskResult, TaskStatus
 
 Wait = Callable[..., Any]
-
-# Public members of AsyncOmniQ that OmniQ does not mirror, and why.
-NOT_MIRRORED = {
-    "open",  # OmniQ opens its store in __init__ (through the portal)
-    "loop",  # property: the loop the async core runs on
-    "runner",  # property: how handles run coroutines
-    "on_local_write",  # in-process hook for pools on the core's own loop (not thread-safe)
-    "publish",  # idem: called by writers on the core's loop
-    "follow_closely",  # idem: handles call it when a live view observes them
-}
-
 
 def triple(x: int) -> int:
     return 3 * x
@@ -168,35 +156,6 @@ def test_on_event_listener_runs_for_the_sync_twin(wait_until_sync: Wait) -> None
         unsubscribe()
     assert [kind for task_id, kind in seen if task_id == h.id] == ["enqueued", "cancelled"]
     assert threading.current_thread().name not in threads  # it ran on the twin's loop thread
-
-
-def _public_methods(cls: type) -> dict[str, Any]:
-    found = {}
-    for name, member in inspect.getmembers(cls):
-        if name.startswith("_") or isinstance(inspect.getattr_static(cls, name), property):
-            continue
-        if callable(member):
-            found[name] = member
-    return found
-
-
-def test_signature_parity_with_async_omniq() -> None:
-    async_methods = _public_methods(AsyncOmniQ)
-    sync_methods = _public_methods(OmniQ)
-    mirrored = set(async_methods) - NOT_MIRRORED
-    assert mirrored <= set(sync_methods), f"OmniQ lacks {sorted(mirrored - set(sync_methods))}"
-    for name in sorted(mirrored):
-        expected = inspect.signature(async_methods[name])
-        actual = inspect.signature(sync_methods[name])
-        if name == "from_env":  # each returns its own class
-            expected = expected.replace(return_annotation=inspect.Signature.empty)
-            actual = actual.replace(return_annotation=inspect.Signature.empty)
-        assert actual == expected, name
-        assert inspect.iscoroutinefunction(async_methods[name]) or name in ("from_env", "on_event")
-        assert not inspect.iscoroutinefunction(sync_methods[name]), name
-    # nothing extra on the twin but its own plumbing: core, and attached (wraps a core on a loop it does not own)
-    assert set(sync_methods) - set(async_methods) == {"attached"}
-    assert {n for n in dir(OmniQ) if not n.startswith("_")} - set(async_methods) == {"attached", "core", "settings"}
 
 
 def test_handle_methods_block_from_omniq(sqlite_url: str) -> None:
