@@ -81,7 +81,8 @@ class SQLiteQueue(SQLiteResults):
         The lease (and ``started_at``) run from the clock read inside the statement, after any
         wait for another process's write lock, so a claim that waited still gets its whole
         lease. Ready tasks are those due at the call (SQLite's own clock has millisecond steps:
-        a task enqueued this millisecond would wait for the next one).
+        a task enqueued this millisecond would wait for the next one), and ``started_at`` is never
+        before the call either, so a task never starts before its eta.
         """
         now = time.time()
         marks = ", ".join("?" * len(queues))
@@ -89,7 +90,7 @@ class SQLiteQueue(SQLiteResults):
         sql = f"""
             UPDATE tasks SET status = 'running', attempt = attempt + 1,
                 lease_token = lower(hex(randomblob(16))), run_id = lower(hex(randomblob(8))),
-                lease_until = {NOW_SQL} + ?, started_at = {NOW_SQL}, worker = ?,
+                lease_until = {NOW_SQL} + ?, started_at = max({NOW_SQL}, ?), worker = ?,
                 progress = 0, progress_done = 0, progress_total = NULL, progress_message = NULL
             WHERE seq IN (
                 SELECT seq FROM tasks
@@ -97,7 +98,7 @@ class SQLiteQueue(SQLiteResults):
                     AND (expires_at IS NULL OR expires_at > ?){affinity}
                 ORDER BY priority DESC, eta, seq LIMIT ?)
             RETURNING {COLUMNS}, seq"""
-        rows = await self._fetch(sql, (lease, worker, *queues, now, now, *mine, limit))
+        rows = await self._fetch(sql, (lease, now, worker, *queues, now, now, *mine, limit))
         rows.sort(key=lambda row: (-row[4], row[10], row[-1]))
         return [row_task(row) for row in rows]
 
