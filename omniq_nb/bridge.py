@@ -108,13 +108,16 @@ class ThreadBridge:
         """Enter an async context manager on the bridge's loop; it is exited by ``close()``."""
         return self._stack.enter_context(self._anyio_portal.wrap_async_context_manager(manager))
 
-    def open(self, factory: Callable[..., Awaitable[AbstractAsyncContextManager[T]]], /, **kwargs: Any) -> T:
+    def open(
+        self, factory: Callable[..., Awaitable[AbstractAsyncContextManager[T]]], /, *args: Any, **kwargs: Any
+    ) -> T:
         """Build an async context manager on the bridge's loop and enter it there; ``close()`` exits it.
 
         Built on the bridge's loop, its connections, locks and events belong to that loop.
 
         Args:
-            factory: an async function that builds the manager from ``kwargs``.
+            factory: an async function that builds the manager from ``args`` and ``kwargs``.
+            *args: passed to ``factory``.
             **kwargs: passed to ``factory``.
 
         Returns:
@@ -125,7 +128,7 @@ class ThreadBridge:
 
         """
         try:
-            return self.enter(self.call(factory, **kwargs))
+            return self.enter(self.call(factory, *args, **kwargs))
         except BaseException:
             self.close()
             raise
@@ -134,3 +137,12 @@ class ThreadBridge:
         """Exit what was entered (on the bridge's loop), then stop the loop and its thread."""
         self._thread_id = None
         self._stack.close()
+
+
+async def on_loop(fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+    """Return ``fn(*args, **kwargs)``, called on the running loop: pass it to a bridge's ``call``.
+
+    The sync twins build their async halves this way, so that their asyncio events and locks
+    belong to the bridge's loop, and subscribe listeners there.
+    """
+    return fn(*args, **kwargs)

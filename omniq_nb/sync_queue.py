@@ -14,7 +14,7 @@ from typing import Any
 
 from omniq_nb.admin import BlockingQueueAdmin, StatusFilter
 from omniq_nb.async_queue import LIST_LIMIT, AsyncOmniQ
-from omniq_nb.bridge import BlockingBridge, ThreadBridge
+from omniq_nb.bridge import BlockingBridge, ThreadBridge, on_loop
 from omniq_nb.config import Settings
 from omniq_nb.events import EventListener
 from omniq_nb.handles import GroupHandle, TaskHandle
@@ -51,7 +51,9 @@ class OmniQ(BlockingQueueAdmin):
 
     def __init__(self, *, settings: Settings | None = None, storage: Storage | None = None, **overrides: Any) -> None:
         bridge = ThreadBridge(name="omniq-sync", owner="OmniQ", alternative="AsyncOmniQ")
-        self._core: AsyncOmniQ = bridge.open(_create, settings=settings, storage=storage, bridge=bridge, **overrides)
+        self._core: AsyncOmniQ = bridge.open(
+            on_loop, AsyncOmniQ, settings=settings, storage=storage, bridge=bridge, **overrides
+        )
         self._bridge: BlockingBridge = bridge
 
     @classmethod
@@ -142,7 +144,8 @@ class OmniQ(BlockingQueueAdmin):
 
     def on_event(self, listener: EventListener) -> Callable[[], None]:
         """Blocking version of ``AsyncOmniQ.on_event`` (the listener runs on the queue's loop)."""
-        return self._bridge.call(_subscribe, self._core, listener)
+        unsubscribe: Callable[[], None] = self._bridge.call(on_loop, self._core.on_event, listener)
+        return unsubscribe
 
     def result(self, task_id: str, /, *, timeout: float | None = None) -> Any:
         """Blocking version of ``AsyncOmniQ.result``."""
@@ -153,11 +156,3 @@ class OmniQ(BlockingQueueAdmin):
     ) -> builtins.list[Any]:
         """Blocking version of ``AsyncOmniQ.results``."""
         return self._bridge.call(self._core.results, task_ids, timeout=timeout, return_exceptions=return_exceptions)
-
-
-async def _create(**options: Any) -> AsyncOmniQ:
-    return AsyncOmniQ(**options)  # built on the bridge's loop, which its locks and connections belong to
-
-
-async def _subscribe(core: AsyncOmniQ, listener: EventListener) -> Callable[[], None]:
-    return core.on_event(listener)

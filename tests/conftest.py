@@ -18,6 +18,11 @@ import polling
 import pytest
 
 
+def pytest_ignore_collect(collection_path: Path) -> bool | None:
+    """Leave conftest files to pytest's plugin loading (``--doctest-modules`` would import them by one name)."""
+    return True if collection_path.name == "conftest.py" else None
+
+
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"

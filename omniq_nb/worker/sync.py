@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from types import TracebackType
 
-from omniq_nb.bridge import BlockingBridge
+from omniq_nb.bridge import BlockingBridge, on_loop
 from omniq_nb.context import OutputSink
-from omniq_nb.core import AsyncOmniQ, OmniQ
+from omniq_nb.core import OmniQ
 from omniq_nb.models import Task, WorkerInfo
 from omniq_nb.worker.pool import STOP_TIMEOUT, AsyncWorkerPool
 from omniq_nb.worker.signals import StopSignals, serve_until_signal
@@ -52,7 +52,8 @@ class WorkerPool:
     ) -> None:
         self._bridge: BlockingBridge = queue.core.bridge  # the pool lives on the queue's loop
         self.pool: AsyncWorkerPool = self._bridge.call(
-            _create_pool,
+            on_loop,
+            AsyncWorkerPool,
             queue.core,
             concurrency=concurrency,
             kind=kind,
@@ -106,29 +107,3 @@ class WorkerPool:
     def wait(self) -> None:
         """Blocking version of ``AsyncWorkerPool.wait``."""
         self._bridge.call(self.pool.wait)
-
-
-async def _create_pool(
-    queue: AsyncOmniQ,
-    *,
-    concurrency: int | None,
-    kind: str | None,
-    queues: Sequence[str] | None,
-    lease: float | None,
-    name: str | None,
-    kernel: str | None,
-    shared: bool | None,
-    output: Callable[[Task], OutputSink | None] | None,
-) -> AsyncWorkerPool:
-    """Build the pool on the queue's loop, so its events belong to that loop."""
-    return AsyncWorkerPool(
-        queue,
-        concurrency=concurrency,
-        kind=kind,
-        queues=queues,
-        lease=lease,
-        name=name,
-        kernel=kernel,
-        shared=shared,
-        output=output,
-    )
