@@ -8,7 +8,7 @@ many fields changed. Every view also has a one-line ``str()`` and a text/HTML re
 frontends without widgets.
 
 The views' HTML comes from ``omniq_nb.notebook.view_text``; the ``Dashboard`` lives in
-``omniq_nb.notebook.dashboard`` and is importable from here too. These two are the only
+``omniq_nb.notebook.dashboard_view`` and is importable from here too. These two are the only
 modules that import ipywidgets.
 """
 
@@ -25,7 +25,7 @@ import ipywidgets as widgets
 
 from omniq_nb.handles import GroupHandle, TaskHandle
 from omniq_nb.models import Task, TaskStatus, WorkerInfo
-from omniq_nb.notebook.dashboard import Dashboard
+from omniq_nb.notebook.dashboard_view import Dashboard
 from omniq_nb.notebook.view_text import COLORS, badge, elapsed, group_elapsed, preview, status_text, task_table
 from omniq_nb.serialization import BlobSerializer
 

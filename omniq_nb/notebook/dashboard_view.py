@@ -1,7 +1,8 @@
 """The dashboard: live tables of the store's worker pools and recent tasks, with actions.
 
-``%omniq dashboard`` shows one (see ``omniq_nb.notebook.runner``); its tables are HTML
-(``omniq_nb.notebook.view_text``), each sent only when it changed.
+``%omniq dashboard`` and ``omniq_nb.dashboard()`` show one (``KernelRunner.dashboard``); its tables are HTML
+(``omniq_nb.notebook.view_text``), each sent only when it changed. (Not ``dashboard.py``:
+importing that submodule would replace the function ``omniq_nb.notebook.dashboard``.)
 """
 
 from __future__ import annotations
