@@ -13,7 +13,8 @@ The callable of a call is pickled apart from its arguments, so a worker unpickle
 function once and reuses it for every task that calls it (as dask's workers do): a function
 sent by value then keeps its module-level state between tasks in one worker, as an imported
 function always does. Callables that carry state of their own (closures, bound methods,
-``functools.partial``, callable objects) are unpickled afresh for every task.
+``functools.partial``, callable objects) are unpickled afresh for every task. How cloudpickle
+is used (code keeps its file name, a cell's source travels, the reuse) is ``omniq_nb.pickling``.
 """
 
 from __future__ import annotations
@@ -21,19 +22,15 @@ from __future__ import annotations
 import hashlib
 import hmac
 import inspect
-import io
-import linecache
 import pickle
 import sys
-import threading
-import types
-from collections import ChainMap
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import Any, ClassVar, Protocol
+from typing import Any, Protocol
 
 import cloudpickle
 import msgspec
 
+from omniq_nb import pickling
 from omniq_nb.errors import SerializationError, SignatureError
 
 _MAGIC = b"OQ"
@@ -50,10 +47,6 @@ _SIGNATURE_SIZE = 32
 _MAX_PLAIN_DEPTH = 64
 _PLAIN_SCALARS = (type(None), bool, int, float, str, bytes)
 _MAX_MSGPACK_INT = 2**64
-_PICKLE_PROTOCOL = 5
-_CACHED_CALLABLES = 128  # unpickled callables kept for reuse
-_MAX_CACHED_CALLABLE = 64 * 1024  # bytes: a function pickled larger (big defaults or globals) is not kept
-_MAX_SHIPPED_SOURCE = 32 * 1024  # characters: a notebook cell's source longer than this stays behind
 
 _msgpack_encoder = msgspec.msgpack.Encoder()
 _msgpack_decoder = msgspec.msgpack.Decoder()
@@ -106,7 +99,7 @@ class BlobSerializer:
         if _is_plain(value, 0):
             return self._seal(_MSGPACK, _msgpack_encoder.encode(value))
         try:
-            body = _pickle(value)
+            body = pickling.dumps(value)
         except Exception as exc:
             raise SerializationError(_cannot(label, value, exc)) from exc
         return self._seal(_PICKLE, body)
@@ -169,7 +162,7 @@ class BlobSerializer:
 
         """
         try:
-            fn_body = _pickle(fn)
+            fn_body = pickling.dumps(fn)
         except Exception as exc:
             raise SerializationError(_blame(fn, (), {}, exc)) from exc
         fmt = _COROUTINE_CALL if inspect.iscoroutinefunction(fn) else _CALL
@@ -177,7 +170,7 @@ class BlobSerializer:
             call = (fn_body, tuple(args), dict(kwargs))
             simple = _is_simple(call[1], 0) and _is_simple(call[2], 0)
             try:
-                body = pickle.dumps(call, _PICKLE_PROTOCOL) if simple else _pickle(call)
+                body = pickle.dumps(call, pickling.PICKLE_PROTOCOL) if simple else pickling.dumps(call)
             except Exception as exc:
                 raise SerializationError(_blame(fn, args, kwargs, exc)) from exc
             yield self._seal(fmt, body)
@@ -199,7 +192,7 @@ class BlobSerializer:
         call = self.loads(blob)
         if not (isinstance(call, tuple) and len(call) == 3 and isinstance(call[0], bytes)):
             raise SerializationError("the payload does not hold a call (fn, args, kwargs)")
-        fn = _load_callable(call[0])
+        fn = pickling.load_callable(call[0])
         if not callable(fn):
             raise SerializationError(f"the payload's callable is not callable: {_describe(fn)}")
         return fn, call[1], call[2]
@@ -333,80 +326,11 @@ def _blame(fn: Callable[..., Any], args: Sequence[Any], kwargs: Mapping[str, Any
     suspects += [(f"keyword argument {key!r} of {name}()", arg) for key, arg in kwargs.items()]
     for label, suspect in suspects:
         try:
-            _pickle(suspect)
+            pickling.dumps(suspect)
         except Exception as inner:
             return _cannot(label, suspect, inner)
     return _cannot(f"the call to {name}()", (tuple(args), dict(kwargs)), exc)
 
 
-_CLOUDPICKLE_CODE = cloudpickle.Pickler.dispatch_table[types.CodeType]
-
-
-def _reduce_code(code: types.CodeType) -> tuple[Callable[..., types.CodeType], tuple[Any, ...]]:
-    """Reduce a code object as cloudpickle does, but keep its file name and a cell's source.
-
-    cloudpickle (3.1.3 on) writes every code object's file name as ``<dynamic-code>``, so a
-    traceback through a notebook function showed no file and no source line; the file name
-    lets the traceback find the cell's source (``linecache``) where the notebook runs. Code
-    whose "file" lives only in ``linecache`` (a notebook cell: no modification time) takes
-    those lines along, up to ``_MAX_SHIPPED_SOURCE`` characters, so a child process or another
-    machine shows them too; pickle writes one cell's lines once, however many functions use it.
-    """
-    rebuild, args = _CLOUDPICKLE_CODE(code)
-    entry = linecache.cache.get(code.co_filename)
-    if entry is None or len(entry) != 4 or entry[1] is not None or entry[0] > _MAX_SHIPPED_SOURCE:
-        return _named_code, (rebuild, args, code.co_filename)
-    return _named_code, (rebuild, args, code.co_filename, entry[2])
-
-
-def _named_code(
-    rebuild: Callable[..., types.CodeType], args: tuple[Any, ...], filename: str, lines: list[str] | None = None
-) -> types.CodeType:
-    """Rebuild a code object reduced by ``_reduce_code``, with its own file name.
-
-    ``lines``, a cell's source, is registered in ``linecache`` unless the file name is known here.
-    """
-    if lines is not None and filename not in linecache.cache:
-        linecache.cache[filename] = (sum(map(len, lines)), None, lines, filename)
-    return rebuild(*args).replace(co_filename=filename)
-
-
-class _Pickler(cloudpickle.Pickler):  # type: ignore[misc]
-    """cloudpickle's pickler, keeping each code object's file name (see ``_reduce_code``)."""
-
-    dispatch_table: ClassVar[ChainMap[Any, Any]] = ChainMap(
-        {types.CodeType: _reduce_code}, cloudpickle.Pickler.dispatch_table
-    )
-
-
-def _pickle(value: Any) -> bytes:
-    """Return ``value`` pickled by value where needed, as ``cloudpickle.dumps`` does."""
-    out = io.BytesIO()
-    _Pickler(out, protocol=_PICKLE_PROTOCOL).dump(value)
-    return out.getvalue()
-
-
-_callables: dict[bytes, Any] = {}  # pickled body -> function, oldest first
-_callables_lock = threading.Lock()
-
-
-def _load_callable(body: bytes) -> Any:
-    """Unpickle a call's callable, reusing a plain function already unpickled from the same bytes.
-
-    Only stateless callables are shared (functions without closure cells, and builtins), so
-    no task sees state that an earlier task bound into its callable. Bodies are verified first.
-    """
-    with _callables_lock:
-        fn = _callables.get(body)
-    if fn is not None:
-        return fn
-    fn = cloudpickle.loads(body)
-    shareable = isinstance(fn, types.BuiltinFunctionType) or (
-        isinstance(fn, types.FunctionType) and fn.__closure__ is None
-    )
-    if shareable and len(body) <= _MAX_CACHED_CALLABLE:
-        with _callables_lock:
-            if len(_callables) >= _CACHED_CALLABLES:
-                del _callables[next(iter(_callables))]
-            _callables[body] = fn
-    return fn
+# pickles written before omniq_nb.pickling existed name the code rebuilder by this path: keep it loadable
+_named_code = pickling.named_code

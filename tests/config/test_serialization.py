@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from omniq_nb import BlobSerializer, OmniQ, OmniQError, SerializationError, SignatureError
-from omniq_nb.serialization import _MAX_SHIPPED_SOURCE
+from omniq_nb.pickling import MAX_SHIPPED_SOURCE
 
 _HEADER = 5  # b"OQ" + version + format + flag
 _SIGNATURE = 32
@@ -375,7 +375,7 @@ def test_a_cell_functions_source_travels_with_it_to_a_process_that_lacks_it() ->
 
 def test_only_a_bounded_cell_source_travels_and_a_files_source_never() -> None:
     filename = "/tmp/ipykernel_0/omniq-test-long-cell.py"
-    long_source = CELL_SOURCE + "#" * (_MAX_SHIPPED_SOURCE + 1) + "\n"
+    long_source = CELL_SOURCE + "#" * (MAX_SHIPPED_SOURCE + 1) + "\n"
     long_blob = BlobSerializer().dump_call(_cell_function(filename, long_source), (0,), {})
     assert b"the cell's own line" not in long_blob
     linecache.getlines(__file__)  # a real file's lines, cached with its modification time
