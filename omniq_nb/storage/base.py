@@ -13,7 +13,7 @@ Roles, each named after who calls it:
 - ``ResultStore``: reads of tasks and their outcomes (handles, the event hub, listings).
 - ``EventStore``: the event stream the event hub follows.
 - ``WorkerRegistry``: the live worker pools (heartbeats, ``omniq-nb workers``, stop requests).
-- ``Maintenance``: purge, log checkpoints and the health check.
+- ``MaintenanceStore``: purge, log checkpoints and the health check.
 
 Every backend implements all of them on one object (``Storage``), so the façade and the
 pool never know which backend they talk to.
@@ -32,7 +32,7 @@ from omniq_nb.models import StoreHealth, Task, TaskEvent, TaskResult, TaskStatus
 
 __all__ = [
     "EventStore",
-    "Maintenance",
+    "MaintenanceStore",
     "NotSupported",
     "QueueStore",
     "ResultStore",
@@ -243,7 +243,7 @@ class WorkerRegistry(Protocol):
         ...
 
 
-class Maintenance(Protocol):
+class MaintenanceStore(Protocol):
     """Keeping the store bounded and healthy: purge, log checkpoints, the health check."""
 
     async def purge(
@@ -283,7 +283,7 @@ class Maintenance(Protocol):
 
 
 @runtime_checkable
-class Storage(StoreConnection, QueueStore, ResultStore, EventStore, WorkerRegistry, Maintenance, Protocol):
+class Storage(StoreConnection, QueueStore, ResultStore, EventStore, WorkerRegistry, MaintenanceStore, Protocol):
     """Every role together: what the façade and the worker pool ask of a store; every method is async.
 
     One backend object implements all of them (``SQLiteStorage``, ``MemoryStorage``).

@@ -62,7 +62,7 @@ class MemoryRegistry(MemoryState):
 
 
 class MemoryMaintenance(MemoryResults):
-    """``EventStore`` and ``Maintenance``: the event list, purge, and the health check."""
+    """``EventStore`` and ``MaintenanceStore``: the event list, purge, and the health check."""
 
     async def events(
         self, *, task_id: str | None = None, since: int = 0, limit: int = 1000

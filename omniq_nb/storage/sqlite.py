@@ -12,7 +12,7 @@ connection, lock and file check, and the store stays one object with plain metho
 - ``sqlite_results.SQLiteResults``: ``ResultStore`` (task reads);
 - ``sqlite_queue.SQLiteQueue``: ``QueueStore`` (the transitions; builds on the reads);
 - ``sqlite_registry.SQLiteRegistry``: ``WorkerRegistry``;
-- ``sqlite_maintenance.SQLiteEvents`` and ``SQLiteMaintenance``: ``EventStore`` and ``Maintenance``.
+- ``sqlite_maintenance.SQLiteEvents`` and ``SQLiteMaintenance``: ``EventStore`` and ``MaintenanceStore``.
 
 The file itself (URL parsing, owner-only creation) is ``sqlite_file``; the schema and its
 migrations ``sqlite_schema``; shared SQL text ``sqlite_statements``; the row codec ``rows``.

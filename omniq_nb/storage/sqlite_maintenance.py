@@ -1,4 +1,4 @@
-"""The SQLite store's ``EventStore`` and ``Maintenance`` roles: events, purge, WAL checkpoints, health.
+"""The SQLite store's ``EventStore`` and ``MaintenanceStore`` roles: events, purge, WAL checkpoints, health.
 
 Event ``seq`` is a plain rowid (AUTOINCREMENT would double the cost of a one-task commit);
 after a purge a marker row keeps the newest seq, so a ``seq`` is never handed out twice and
