@@ -24,11 +24,8 @@ from omniq_nb.storage.sqlite_file import sqlite_path, storage_error
 from omniq_nb.storage.sqlite_maintenance import SQLiteEvents, SQLiteMaintenance
 from omniq_nb.storage.sqlite_queue import SQLiteQueue
 from omniq_nb.storage.sqlite_registry import SQLiteRegistry
-from omniq_nb.storage.sqlite_schema import JOURNAL_SIZE_LIMIT
 
 __all__ = ["SQLiteStorage", "sqlite_path", "storage_error"]
-
-_JOURNAL_SIZE_LIMIT = JOURNAL_SIZE_LIMIT  # tests/reliability/test_scale.py reads it from here
 
 
 class SQLiteStorage(SQLiteQueue, SQLiteRegistry, SQLiteEvents, SQLiteMaintenance):

@@ -76,5 +76,5 @@ def test_the_error_a_cell_shows_for_a_failed_result_is_the_remote_traceback_not_
     assert "----> 2 h.result(timeout=60)" in shown
     assert "Remote traceback:" in shown
     assert "ratio = a / b  # the line that fails" in shown
-    for waiting in ("nest_asyncio2", "asyncio/", "omniq_nb/core.py"):
+    for waiting in ("nest_asyncio2", "asyncio/", "omniq_nb/results.py", "omniq_nb/events.py"):
         assert waiting not in shown, shown

@@ -22,7 +22,7 @@ import pytest
 from harness import DRAIN_WAIT, START_WAIT, OverlappingReaders, Processes
 
 from omniq_nb import AsyncOmniQ
-from omniq_nb.storage.sqlite import _JOURNAL_SIZE_LIMIT
+from omniq_nb.storage.sqlite_schema import JOURNAL_SIZE_LIMIT
 
 SMALL, LARGE = 1_000, 100_000
 MIB = 1024
@@ -86,7 +86,7 @@ def test_hundred_thousand_tasks_keep_memory_lookups_and_wal_bounded(
     print(f"footprints: {SMALL} tasks {small}, {LARGE} tasks {large}")
     assert large.enqueuer_kib <= 1.5 * small.enqueuer_kib, (small, large)  # ~330 B per task leaked before the fix
     assert large.worker_kib <= 1.5 * small.worker_kib, (small, large)
-    assert 0 < large.wal_max <= _JOURNAL_SIZE_LIMIT, (small, large)
+    assert 0 < large.wal_max <= JOURNAL_SIZE_LIMIT, (small, large)
 
     db = tmp_path / "large" / "jobs.db"
     [(task_id,)] = harness.query(db, "SELECT id FROM tasks ORDER BY random() LIMIT 1")
@@ -103,4 +103,4 @@ def test_wal_stays_bounded_while_readers_overlap(procs: Processes, tmp_path: Pat
     """Promise: the WAL stays under journal_size_limit while a worker drains and short reads overlap."""
     footprint = _drain(procs, tmp_path / "readers", 30_000, wait_until_sync, readers=True)
     print(f"footprint with overlapping readers: {footprint}")
-    assert footprint.wal_max <= _JOURNAL_SIZE_LIMIT, footprint
+    assert footprint.wal_max <= JOURNAL_SIZE_LIMIT, footprint
