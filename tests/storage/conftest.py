@@ -7,8 +7,10 @@ connections) and ``eventually`` (a bounded poll for lease expiry and etas).
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, TypeVar
@@ -22,18 +24,43 @@ from omniq_nb.storage import Storage, open_storage
 
 T = TypeVar("T")
 
+POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
+"""The test server (trust auth); each test gets a schema of its own, dropped afterwards."""
+
 BACKENDS = [
     pytest.param("memory://", id="memory"),
     pytest.param("sqlite:///{tmp}/omniq.db", id="sqlite"),  # tmp_path is absolute: four slashes
+    pytest.param(POSTGRES_URL + "?schema={schema}", id="postgres", marks=pytest.mark.postgres),
 ]
 
 _POLL_SECONDS = 0.02
 
 
+@contextlib.contextmanager
+def postgres_schema() -> Iterator[str]:
+    """Yield a fresh schema name on the test server; drop that schema (CASCADE) afterwards.
+
+    An unreachable server fails the test at the drop (never a skip): the test itself fails first.
+    """
+    schema = f"omniq_t_{uuid.uuid4().hex}"
+    try:
+        yield schema
+    finally:
+        import psycopg
+
+        with psycopg.connect(POSTGRES_URL, autocommit=True, connect_timeout=10) as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'.encode())
+
+
 @pytest.fixture(params=BACKENDS)
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """The URL of this run's backend (not redacted, so a second store can open it)."""
-    return str(request.param).format(tmp=tmp_path)
+    url = str(request.param)
+    if "{schema}" not in url:
+        yield url.format(tmp=tmp_path)
+        return
+    with postgres_schema() as schema:
+        yield url.format(schema=schema)
 
 
 @pytest.fixture
