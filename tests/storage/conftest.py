@@ -7,9 +7,7 @@ connections) and ``eventually`` (a bounded poll for lease expiry and etas).
 
 from __future__ import annotations
 
-import contextlib
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -17,15 +15,13 @@ from typing import Any, TypeVar
 
 import anyio
 import pytest
+from postgres_server import POSTGRES_URL, postgres_schema
 
 from omniq_nb.core import new_task_id
 from omniq_nb.models import Task
 from omniq_nb.storage import Storage, open_storage
 
 T = TypeVar("T")
-
-POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
-"""The test server (trust auth); each test gets a schema of its own, dropped afterwards."""
 
 BACKENDS = [
     pytest.param("memory://", id="memory"),
@@ -34,22 +30,6 @@ BACKENDS = [
 ]
 
 _POLL_SECONDS = 0.02
-
-
-@contextlib.contextmanager
-def postgres_schema() -> Iterator[str]:
-    """Yield a fresh schema name on the test server; drop that schema (CASCADE) afterwards.
-
-    An unreachable server fails the test at the drop (never a skip): the test itself fails first.
-    """
-    schema = f"omniq_t_{uuid.uuid4().hex}"
-    try:
-        yield schema
-    finally:
-        import psycopg
-
-        with psycopg.connect(POSTGRES_URL, autocommit=True, connect_timeout=10) as conn:
-            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'.encode())
 
 
 @pytest.fixture(params=BACKENDS)
