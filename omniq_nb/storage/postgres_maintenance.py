@@ -71,10 +71,9 @@ class PostgresMaintenance(PostgresConnection):
                 params += [finished_before.timestamp(), [s.value for s in statuses] or _FINISHED]
             where += ")"
         async with self._transaction() as conn:
-            if everything:
-                gone = await self._run(conn, "SELECT count(*) FROM tasks")
-                await self._run(conn, "DELETE FROM tasks")
-                await self._run(conn, "DELETE FROM events")
+            if everything:  # events of tasks committed meanwhile stay with their tasks
+                gone = await self._run(conn, "WITH gone AS (DELETE FROM tasks RETURNING 1) SELECT count(*) FROM gone")
+                await self._run(conn, "DELETE FROM events WHERE NOT EXISTS (SELECT 1 FROM tasks WHERE id = task_id)")
                 return int(gone[0][0])
             rows = await self._run(conn, f"DELETE FROM tasks {where} RETURNING id", params)
             ids = [row[0] for row in rows]
