@@ -14,8 +14,9 @@ import psycopg
 import pytest
 from postgres_server import POSTGRES_URL, new_schema, postgres_schema
 
+from omniq_nb.config import Settings
 from omniq_nb.errors import NotSupported, StorageError
-from omniq_nb.models import Task, TaskEvent
+from omniq_nb.models import EventKind, Task, TaskEvent
 from omniq_nb.storage import open_storage
 from omniq_nb.storage.postgres import PostgresStorage
 from omniq_nb.storage.postgres_base import split_schema
@@ -224,3 +225,15 @@ async def test_a_follower_never_misses_events_of_concurrent_writers(schema: str,
 async def _after(seconds: float, action: object) -> None:
     await asyncio.sleep(seconds)
     await action  # type: ignore[misc]
+
+
+async def test_events_off_in_one_store_does_not_silence_another(schema: str, make_task: MakeTask) -> None:
+    async with (
+        open_storage(url_of(schema), settings=Settings(events=False)) as quiet,
+        open_storage(url_of(schema)) as loud,
+    ):
+        silent, heard = make_task(), make_task()
+        await quiet.insert([silent])
+        await loud.insert([heard])
+        assert await loud.events(task_id=silent.id) == []
+        assert [e.kind for e in await quiet.events(task_id=heard.id)] == [EventKind.ENQUEUED]
