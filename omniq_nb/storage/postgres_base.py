@@ -102,6 +102,7 @@ class PostgresConnection(OpensAndCloses):
             max_size=_POOL_SIZE,
             kwargs={"autocommit": True},
             configure=self._configure,
+            check=AsyncConnectionPool.check_connection,  # a connection the server dropped is replaced, not used
             open=False,
             timeout=_CONNECT_SECONDS * 3,
         )

@@ -237,3 +237,15 @@ async def test_events_off_in_one_store_does_not_silence_another(schema: str, mak
         await loud.insert([heard])
         assert await loud.events(task_id=silent.id) == []
         assert [e.kind for e in await quiet.events(task_id=heard.id)] == [EventKind.ENQUEUED]
+
+
+async def test_connections_the_server_dropped_are_replaced(schema: str, make_task: MakeTask) -> None:
+    async with open_storage(url_of(schema)) as store:
+        assert isinstance(store, PostgresStorage)
+        held = await asyncio.gather(*(store._fetch("SELECT pg_backend_pid(), pg_sleep(0.1)") for _ in range(4)))
+        with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+            for pid in {rows[0][0] for rows in held}:  # this store's connections only
+                conn.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        task = make_task()
+        await store.insert([task])
+        assert await store.get(task.id) is not None
