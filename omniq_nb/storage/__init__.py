@@ -17,14 +17,15 @@ from omniq_nb.urls import redact_url
 
 __all__ = ["NotSupported", "Storage", "StorageError", "open_storage", "redact_url"]
 
-_LATER = {"postgresql", "postgres", "redis", "rediss", "nats"}
+_LATER = {"redis", "rediss", "nats"}
 
 
 def open_storage(url: str, *, settings: Settings | None = None) -> Storage:
     """Return the store for ``url``, not yet opened: use it with ``async with``.
 
     Args:
-        url: ``sqlite:///relative.db``, ``sqlite:////absolute.db``, ``memory://``, ...
+        url: ``sqlite:///relative.db``, ``sqlite:////absolute.db``, ``memory://``,
+            ``postgresql://user@host/db?schema=NAME``, ...
         settings: settings that tune the store (events, SQLite synchronous mode).
 
     Returns:
@@ -32,7 +33,8 @@ def open_storage(url: str, *, settings: Settings | None = None) -> Storage:
 
     Raises:
         StorageError: the URL is malformed (a NUL byte, say) or names an unknown scheme.
-        NotSupported: the scheme's backend is not available in this version.
+        NotSupported: the scheme's backend is not available in this version, or its
+            driver is not installed (``pip install 'omniq-nb[postgres]'``).
 
     Example:
         >>> import asyncio
@@ -58,6 +60,8 @@ def open_storage(url: str, *, settings: Settings | None = None) -> Storage:
         from omniq_nb.storage.memory import MemoryStorage
 
         return MemoryStorage(url, events=settings.events)
+    if scheme in ("postgresql", "postgres"):
+        return _postgres(url, settings)
     if scheme in _LATER:
         raise NotSupported(
             f"the {scheme} store is not available yet in this version of omniq_nb; "
@@ -67,3 +71,15 @@ def open_storage(url: str, *, settings: Settings | None = None) -> Storage:
         f"unknown store URL {redact_url(str(url))!r}; expected sqlite:///relative.db, "
         "sqlite:////absolute/path.db, memory://, postgresql://..., redis://... or nats://..."
     )
+
+
+def _postgres(url: str, settings: Settings) -> Storage:
+    """Return the PostgreSQL store, or say how to install its driver."""
+    try:
+        from omniq_nb.storage.postgres import PostgresStorage
+    except ImportError as exc:
+        raise NotSupported(
+            f"the PostgreSQL store needs psycopg 3 and psycopg_pool ({exc.name} is not installed): "
+            "pip install 'omniq-nb[postgres]'"
+        ) from None
+    return PostgresStorage(url, events=settings.events)

@@ -1,12 +1,10 @@
 """SQL text of the SQLite store that several of its roles share: insert builders, filters, status lists.
 
 Statements use SQLite's ``?`` placeholders and its limit of 32,766 values per statement,
-which sets the chunk sizes. Status lists are built from ``lifecycle``'s sets, so SQL and
-Python stores agree on which statuses each rule covers.
+which sets the chunk sizes. The status lists and qualified columns every SQL backend shares
+live in ``sql_text`` and are re-exported here.
 
 Example:
-    >>> status_list(lifecycle.UNFINISHED)
-    "('pending', 'running')"
     >>> filters([TaskStatus.FAILED], "mail")
     ('WHERE status IN (?) AND queue = ?', ['failed', 'mail'])
 
@@ -17,12 +15,12 @@ from __future__ import annotations
 import contextlib
 import itertools
 import sqlite3
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from omniq_nb.models import Task, TaskStatus
-from omniq_nb.storage import lifecycle
-from omniq_nb.storage.rows import COLUMNS, NEW_COLUMNS, new_task_row
+from omniq_nb.storage.rows import NEW_COLUMNS, new_task_row
+from omniq_nb.storage.sql_text import FINISHED_SQL, REQUEUEABLE_SQL, TASKS_COLUMNS, UNFINISHED_SQL, status_list
 
 __all__ = [
     "AFFINITY_SQL",
@@ -50,8 +48,6 @@ BATCH_ROWS = 5000
 """Rows per INSERT of ``insert_many``: two values each."""
 IDS_PER_STATEMENT = 900
 """Task ids per ``IN (...)`` list."""
-TASKS_COLUMNS = ", ".join(f"tasks.{name.strip()}" for name in COLUMNS.split(","))
-"""``COLUMNS`` qualified by the table, for statements that join ``tasks`` with values."""
 # Kernel affinity: a task without an owner, of this kernel, or of a kernel with no live pool.
 # The subquery is uncorrelated: SQLite runs it once per claim over the (tiny) workers table.
 AFFINITY_SQL = """
@@ -69,19 +65,6 @@ KEEP_NEWEST_SEQ = """
 _ROW_MARKS = "(" + ", ".join("?" * (NEW_COLUMNS.count(",") + 1)) + ")"
 _NEW_NAMES = [name.strip() for name in NEW_COLUMNS.split(",")]
 _PAYLOAD_AT, _SERIES_AT = _NEW_NAMES.index("payload"), _NEW_NAMES.index("series")
-
-
-def status_list(statuses: Collection[TaskStatus]) -> str:
-    """Return ``statuses`` as a SQL list literal, in the lifecycle's order."""
-    return "(" + ", ".join(f"'{status.value}'" for status in TaskStatus if status in statuses) + ")"
-
-
-FINISHED_SQL = status_list(lifecycle.FINISHED)
-"""``lifecycle.FINISHED`` as a SQL list."""
-UNFINISHED_SQL = status_list(lifecycle.UNFINISHED)
-"""``lifecycle.UNFINISHED`` as a SQL list."""
-REQUEUEABLE_SQL = status_list(lifecycle.REQUEUEABLE)
-"""``lifecycle.REQUEUEABLE`` as a SQL list."""
 
 
 def insert_statement(tasks: Sequence[Task]) -> tuple[str, list[Any]]:

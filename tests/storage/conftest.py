@@ -8,13 +8,14 @@ connections) and ``eventually`` (a bounded poll for lease expiry and etas).
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, TypeVar
 
 import anyio
 import pytest
+from postgres_server import POSTGRES_URL, postgres_schema
 
 from omniq_nb.core import new_task_id
 from omniq_nb.models import Task
@@ -25,15 +26,21 @@ T = TypeVar("T")
 BACKENDS = [
     pytest.param("memory://", id="memory"),
     pytest.param("sqlite:///{tmp}/omniq.db", id="sqlite"),  # tmp_path is absolute: four slashes
+    pytest.param(POSTGRES_URL + "?schema={schema}", id="postgres", marks=pytest.mark.postgres),
 ]
 
 _POLL_SECONDS = 0.02
 
 
 @pytest.fixture(params=BACKENDS)
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """The URL of this run's backend (not redacted, so a second store can open it)."""
-    return str(request.param).format(tmp=tmp_path)
+    url = str(request.param)
+    if "{schema}" not in url:
+        yield url.format(tmp=tmp_path)
+        return
+    with postgres_schema() as schema:
+        yield url.format(schema=schema)
 
 
 @pytest.fixture

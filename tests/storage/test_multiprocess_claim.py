@@ -4,11 +4,12 @@ import importlib
 import json
 import multiprocessing
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import anyio.to_thread
 import pytest
+from postgres_server import POSTGRES_URL, postgres_schema
 
 from omniq_nb.models import Task, TaskStatus
 from omniq_nb.storage import open_storage
@@ -56,11 +57,21 @@ def run_processes(url: str, tmp_path: Path) -> list[list[str]]:
     return claimed
 
 
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def shared_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A store URL that several processes share: a SQLite file, or a fresh PostgreSQL schema."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'shared' / 'omniq.db'}"
+        return
+    with postgres_schema() as schema:
+        yield f"{POSTGRES_URL}?schema={schema}"
+
+
 async def test_four_processes_claim_every_task_exactly_once(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, make_task: MakeTask
+    shared_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, make_task: MakeTask
 ) -> None:
     monkeypatch.syspath_prepend(str(Path(__file__).parent))  # spawned children inherit sys.path
-    url = f"sqlite:///{tmp_path / 'shared' / 'omniq.db'}"
+    url = shared_url
     tasks = [make_task(name=f"job{n}") for n in range(TASKS)]
     async with open_storage(url) as store:
         await store.insert(tasks)

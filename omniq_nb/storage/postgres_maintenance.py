@@ -1,0 +1,144 @@
+"""The PostgreSQL store's ``EventStore`` and ``MaintenanceStore`` roles: events, purge, health.
+
+Event ``seq`` comes from a ``bigserial``. Two transactions could draw seqs and commit in the
+other order, so a reader that saw seq 8 could later miss seq 7; the event triggers prevent
+it by taking the schema's event lock before drawing seqs and holding it to commit (see
+``postgres_schema``). Every event a reader can see therefore has all smaller seqs either
+visible too or rolled back for good, and ``events(since=cursor)`` is a plain range scan.
+A purge deletes events but never resets the sequence, so a seq is never handed out twice.
+"""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime
+from typing import Any
+
+import psycopg
+
+from omniq_nb.errors import StorageError
+from omniq_nb.models import StoreHealth, TaskEvent, TaskStatus
+from omniq_nb.storage import lifecycle
+from omniq_nb.storage.health import STALE_IDS_SHOWN, health_report
+from omniq_nb.storage.postgres_base import PostgresConnection
+from omniq_nb.storage.postgres_schema import NOW_SQL, SCHEMA_VERSION, schema_exists
+from omniq_nb.storage.rows import EVENT_COLUMNS, row_event
+from omniq_nb.storage.sql_text import FINISHED_SQL
+
+__all__ = ["PostgresEvents", "PostgresMaintenance"]
+
+_FINISHED = [status.value for status in TaskStatus if status in lifecycle.FINISHED]
+
+_Run = Callable[[str, Sequence[Any]], Awaitable[builtins.list[Any]]]
+
+
+class PostgresEvents(PostgresConnection):
+    """The events table, read by ``seq`` (rows are written by the schema's triggers)."""
+
+    async def events(
+        self, *, task_id: str | None = None, since: int = 0, limit: int = 1000
+    ) -> builtins.list[TaskEvent]:
+        """Return events with ``seq > since``, oldest first."""
+        if task_id is None:
+            sql = f"SELECT {EVENT_COLUMNS} FROM events WHERE seq > %s ORDER BY seq LIMIT %s"
+            params: tuple[Any, ...] = (since, limit)
+        else:
+            sql = f"SELECT {EVENT_COLUMNS} FROM events WHERE task_id = %s AND seq > %s ORDER BY seq LIMIT %s"
+            params = (task_id, since, limit)
+        return [row_event(row) for row in await self._fetch(sql, params)]
+
+    async def last_event_seq(self) -> int:
+        """Return the newest recorded event's ``seq`` (0 when there is none)."""
+        rows = await self._fetch("SELECT coalesce(max(seq), 0) FROM events")
+        return int(rows[0][0])
+
+
+class PostgresMaintenance(PostgresConnection):
+    """Purge and the health check (PostgreSQL keeps its own log bounded: ``checkpoint`` does nothing)."""
+
+    async def purge(
+        self, *, finished_before: datetime | None = None, statuses: Sequence[TaskStatus] = (), everything: bool = False
+    ) -> int:
+        """Delete finished tasks past their result TTL (or all tasks), with their events, in one transaction."""
+        params: builtins.list[Any] = []
+        if everything:
+            where = ""
+        else:
+            where = f"WHERE status IN {FINISHED_SQL} AND (purge_at <= {NOW_SQL}"
+            if finished_before is not None:
+                where += " OR (finished_at < %s AND status = ANY(%s::text[]))"
+                params += [finished_before.timestamp(), [s.value for s in statuses] or _FINISHED]
+            where += ")"
+        async with self._transaction() as conn:
+            if everything:  # events of tasks committed meanwhile stay with their tasks
+                gone = await self._run(conn, "WITH gone AS (DELETE FROM tasks RETURNING 1) SELECT count(*) FROM gone")
+                await self._run(conn, "DELETE FROM events WHERE NOT EXISTS (SELECT 1 FROM tasks WHERE id = task_id)")
+                return int(gone[0][0])
+            rows = await self._run(conn, f"DELETE FROM tasks {where} RETURNING id", params)
+            ids = [row[0] for row in rows]
+            if ids:
+                await self._run(conn, "DELETE FROM events WHERE task_id = ANY(%s::text[])", (ids,))
+        return len(ids)
+
+    async def checkpoint(self) -> None:
+        """Do nothing: the server recycles its write-ahead log by itself."""
+
+    async def check(self, *, stale_after: float) -> StoreHealth:
+        """Read the schema version, tasks per status and lapsed leases (no integrity check or WAL applies).
+
+        An open store is checked through its pool. An unopened one through a connection of
+        its own, closed at the end; nothing is created or migrated.
+
+        Raises:
+            StorageError: the server cannot be reached, or there is no store in the schema.
+
+        """
+        if self._pool is not None:
+            return await self._health(self._fetch, stale_after)
+        async with self._errors(), await self._connect() as conn:
+            if not await schema_exists(conn, self.schema):
+                raise StorageError(f"there is no omniq store in schema {self.schema!r} at {self.url}")
+
+            async def run(sql: str, params: Sequence[Any] = ()) -> builtins.list[Any]:
+                return await self._run(conn, sql, params)
+
+            return await self._health(run, stale_after)
+
+    async def _health(self, run: _Run, stale_after: float) -> StoreHealth:
+        """Measure the store with ``run`` (runs one statement on some connection, returns its rows)."""
+        expired, stale, ids, problems = 0, 0, [], []
+        counts: dict[TaskStatus, int] | None = None
+        [(version,)] = await run("SELECT max(version) FROM omniq_schema", ())
+        if version is not None and version > SCHEMA_VERSION:
+            problems.append(
+                f"schema version {version} is newer than this omniq_nb understands ({SCHEMA_VERSION}); upgrade omniq_nb"
+            )
+        else:
+            try:
+                rows = await run("SELECT status, count(*) FROM tasks GROUP BY status", ())
+                counts = {TaskStatus(status): n for status, n in rows}
+                [(expired, stale)] = await run(
+                    f"""SELECT count(*), count(*) FILTER (WHERE lease_until <= {NOW_SQL} - %s) FROM tasks
+                    WHERE status = 'running' AND lease_until <= {NOW_SQL}""",
+                    (stale_after,),
+                )
+                rows = await run(
+                    f"""SELECT id FROM tasks WHERE status = 'running' AND lease_until <= {NOW_SQL} - %s
+                    ORDER BY lease_until LIMIT %s""",
+                    (stale_after, STALE_IDS_SHOWN),
+                )
+                ids = [row[0] for row in rows]
+            except (psycopg.Error, StorageError, ValueError) as exc:  # ValueError: an unknown status
+                counts, expired, stale, ids = None, 0, 0, []
+                problems.append(f"cannot read the store's tables: {exc}")
+        return health_report(
+            self.url,
+            counts=counts,
+            expired_leases=expired,
+            stale_ids=ids,
+            stale_after=stale_after,
+            stale_leases=stale,
+            schema_version=version,
+            problems=problems,
+        )

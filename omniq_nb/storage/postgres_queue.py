@@ -1,0 +1,243 @@
+"""The PostgreSQL store's ``QueueStore`` role: every task transition, each one atomic.
+
+Claims take many ready tasks in one ``UPDATE … FROM (SELECT … FOR UPDATE SKIP LOCKED)``,
+so concurrent claimers on any number of machines pass over each other's rows instead of
+waiting. Outcomes of many attempts are one ``UPDATE … FROM unnest(…)``. Every write after
+a claim is fenced on the lease token and ``status = 'running'``. Writers that make tasks
+ready send one ``NOTIFY`` in their transaction.
+"""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from omniq_nb.models import Task, TaskResult
+from omniq_nb.storage import lifecycle
+from omniq_nb.storage.postgres_base import PostgresConnection
+from omniq_nb.storage.postgres_results import PostgresResults
+from omniq_nb.storage.postgres_schema import CLOCK_SQL, NOW_SQL
+from omniq_nb.storage.postgres_statements import (
+    AFFINITY_SQL,
+    batch_statement,
+    duplicate_ids_refused,
+    insert_statement,
+)
+from omniq_nb.storage.rows import COLUMNS, encode_error, new_task_row, row_task
+from omniq_nb.storage.sql_text import REQUEUEABLE_SQL, TASKS_COLUMNS, UNFINISHED_SQL
+
+__all__ = ["PostgresQueue"]
+
+_TOKEN = "replace(gen_random_uuid()::text, '-', '')"
+_SETTLE = f"""
+    WITH v AS (SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::bytea[], %s::text[], %s::float8[],
+        %s::boolean[]) AS v(id, token, status, result, error, eta, rescue))
+    UPDATE tasks SET status = v.status, result = v.result, error = v.error,
+        eta = coalesce(v.eta, tasks.eta), lease_token = NULL, lease_until = NULL,
+        finished_at = CASE WHEN v.status = 'pending' THEN NULL ELSE {NOW_SQL} END,
+        purge_at = CASE WHEN v.status <> 'pending' THEN {NOW_SQL} + tasks.result_ttl END,
+        progress = CASE WHEN v.status = 'succeeded' THEN 1.0 ELSE tasks.progress END
+    FROM v
+    WHERE tasks.id = v.id AND tasks.lease_token = v.token AND tasks.status = 'running'
+        AND (NOT v.rescue OR tasks.lease_until <= {NOW_SQL})
+    RETURNING {TASKS_COLUMNS}"""
+
+
+class PostgresQueue(PostgresResults):
+    """Insert, claim, renew, progress, settle, release, cancel, requeue, expire (reads come with it)."""
+
+    async def insert(self, tasks: Iterable[Task]) -> None:
+        """Add new tasks with one statement, and a wake-up hint, in one transaction."""
+        batch = builtins.list(tasks)
+        if not batch:
+            return
+        with duplicate_ids_refused():
+            async with self._transaction() as conn:
+                await self._run(conn, *insert_statement(batch))
+                await self._notify(conn)
+
+    async def insert_many(self, template: Task, entries: Iterable[tuple[str, bytes]]) -> None:
+        """Add tasks that differ from ``template`` only by id and payload, with one statement.
+
+        The shared values are bound once and only the ids and payloads as two arrays.
+        """
+        batch = builtins.list(entries)
+        if not batch:
+            return
+        with duplicate_ids_refused():
+            async with self._transaction() as conn:
+                await self._run(conn, *batch_statement(new_task_row(template), batch))
+                await self._notify(conn)
+
+    async def claim(
+        self,
+        *,
+        queues: Sequence[str],
+        limit: int,
+        lease: float,
+        worker: str,
+        unowned_only: bool = False,
+        owner: str | None = None,
+    ) -> builtins.list[Task]:
+        """Claim up to ``limit`` ready tasks in one ``UPDATE``; rows locked by other claims are skipped.
+
+        Readiness is judged on the server's clock at the statement's start; the lease and
+        ``started_at`` run from the clock after the rows are locked, so a claim that waited
+        still gets its whole lease.
+        """
+        sql = f"""
+            WITH ready AS MATERIALIZED (
+                SELECT seq FROM tasks
+                WHERE status = 'pending' AND queue = ANY(%(queues)s::text[]) AND eta <= {NOW_SQL}
+                    AND (expires_at IS NULL OR expires_at > {NOW_SQL}){AFFINITY_SQL if unowned_only else ""}
+                ORDER BY priority DESC, eta, seq LIMIT %(limit)s FOR UPDATE SKIP LOCKED)
+            UPDATE tasks SET status = 'running', attempt = attempt + 1,
+                lease_token = {_TOKEN}, run_id = left({_TOKEN}, 16),
+                lease_until = {CLOCK_SQL} + %(lease)s::float8, started_at = {CLOCK_SQL}, worker = %(worker)s::text,
+                progress = 0, progress_done = 0, progress_total = NULL, progress_message = NULL
+            FROM ready WHERE tasks.seq = ready.seq
+            RETURNING {TASKS_COLUMNS}, tasks.seq"""
+        params = {"queues": builtins.list(queues), "limit": limit, "lease": lease, "worker": worker, "owner": owner}
+        rows = await self._fetch(sql, params)
+        rows.sort(key=lambda row: (-row[4], row[10], row[-1]))
+        return [row_task(row) for row in rows]
+
+    async def renew(self, *, leases: Mapping[str, str], lease: float) -> set[str]:
+        """Extend the leases still held (from the clock after the rows are locked); return their ids."""
+        if not leases:
+            return set()
+        rows = await self._fetch(
+            f"""UPDATE tasks SET lease_until = {CLOCK_SQL} + %s::float8
+            FROM unnest(%s::text[], %s::text[]) AS v(id, token)
+            WHERE tasks.id = v.id AND tasks.lease_token = v.token AND tasks.status = 'running'
+            RETURNING tasks.id""",
+            (lease, builtins.list(leases), builtins.list(leases.values())),
+        )
+        return {row[0] for row in rows}
+
+    async def progress(
+        self, *, task_id: str, lease_token: str, done: float, total: float | None, message: str | None
+    ) -> bool:
+        """Store progress of a running task, fenced on its lease (a trigger records the event)."""
+        rows = await self._fetch(
+            """UPDATE tasks SET progress_done = %s::float8, progress_total = %s::float8,
+                progress_message = %s::text, progress = %s::float8
+            WHERE id = %s::text AND lease_token = %s::text AND status = 'running' RETURNING id""",
+            (done, total, message, lifecycle.progress_fraction(done, total), task_id, lease_token),
+        )
+        return bool(rows)
+
+    async def settle(
+        self, results: Sequence[TaskResult], *, successors: Mapping[str, Task] = {}
+    ) -> builtins.list[Task]:
+        """Apply many attempt outcomes with one statement, fenced on each lease.
+
+        With ``successors``, the accepted tasks' next runs are inserted in the same transaction,
+        under a per-series advisory lock so two settles of one series cannot both fork it.
+        """
+        lifecycle.check_outcomes(results)
+        if not results:
+            return []
+        params = _settle_params(results)
+        if not successors:
+            return [row_task(row) for row in await self._fetch(_SETTLE, params)]
+        async with self._transaction() as conn:
+            accepted = [row_task(row) for row in await self._run(conn, _SETTLE, params)]
+            following = [successors[t.id] for t in accepted if t.id in successors]
+            if following:
+                await self._insert_successors(conn, following)
+        return accepted
+
+    @staticmethod
+    async def _insert_successors(conn: Any, following: builtins.list[Task]) -> None:
+        """Insert the next runs whose series has no other unfinished run (one per series)."""
+        series = sorted({task.series for task in following if task.series is not None})
+        await PostgresConnection._run(
+            conn, "SELECT pg_advisory_xact_lock(hashtext('omniq.series.' || s)) FROM unnest(%s::text[]) AS s", (series,)
+        )
+        busy = await PostgresConnection._run(
+            conn,
+            f"SELECT DISTINCT series FROM tasks WHERE series = ANY(%s::text[]) AND status IN {UNFINISHED_SQL}",
+            (series,),
+        )
+        taken = {row[0] for row in busy}
+        following = [task for task in following if task.series not in taken]
+        if following:
+            await PostgresConnection._run(conn, *insert_statement(following))
+
+    async def release(self, *, leases: Mapping[str, str]) -> builtins.list[Task]:
+        """Hand running tasks back to pending and give back the attempt their claim used."""
+        if not leases:
+            return []
+        async with self._transaction() as conn:
+            rows = await self._run(
+                conn,
+                f"""UPDATE tasks SET status = 'pending', attempt = attempt - 1, lease_token = NULL,
+                    lease_until = NULL, worker = NULL
+                FROM unnest(%s::text[], %s::text[]) AS v(id, token)
+                WHERE tasks.id = v.id AND tasks.lease_token = v.token AND tasks.status = 'running'
+                RETURNING {TASKS_COLUMNS}""",
+                (builtins.list(leases), builtins.list(leases.values())),
+            )
+            if rows:
+                await self._notify(conn)
+        return [row_task(row) for row in rows]
+
+    async def expired_leases(self, *, limit: int) -> builtins.list[Task]:
+        """Return running tasks whose lease ran out on the server's clock."""
+        rows = await self._fetch(
+            f"SELECT {COLUMNS} FROM tasks WHERE status = 'running' AND lease_until <= {NOW_SQL} LIMIT %s", (limit,)
+        )
+        return [row_task(row) for row in rows]
+
+    async def cancel(self, task_id: str) -> Task | None:
+        """Cancel a pending or running task, and the unfinished runs of its periodic series."""
+        rows = await self._fetch(
+            f"""UPDATE tasks SET status = 'cancelled', finished_at = {NOW_SQL},
+                purge_at = {NOW_SQL} + result_ttl, lease_until = NULL
+            WHERE status IN {UNFINISHED_SQL}
+                AND (id = %(id)s::text OR series = (SELECT series FROM tasks WHERE id = %(id)s::text))
+            RETURNING {COLUMNS}""",
+            {"id": task_id},
+        )
+        named = [row for row in rows if row[0] == task_id]
+        return row_task(named[0]) if named else await self.get(task_id)
+
+    async def requeue(self, task_id: str) -> Task | None:
+        """Put a failed, cancelled or expired task back to pending, allowing one more attempt."""
+        async with self._transaction() as conn:
+            rows = await self._run(
+                conn,
+                f"""UPDATE tasks SET status = 'pending', eta = {NOW_SQL}, finished_at = NULL, purge_at = NULL,
+                    retries = greatest(retries, attempt), lease_token = NULL, lease_until = NULL,
+                    expires_at = CASE WHEN expires_at IS NULL THEN NULL
+                        ELSE {NOW_SQL} + (expires_at - created_at) END
+                WHERE id = %s::text AND status IN {REQUEUEABLE_SQL} RETURNING {COLUMNS}""",
+                (task_id,),
+            )
+            if rows:
+                await self._notify(conn)
+        return row_task(rows[0]) if rows else await self.get(task_id)
+
+    async def expire(self) -> builtins.list[Task]:
+        """Move pending tasks past ``expires_at`` to expired."""
+        rows = await self._fetch(
+            f"""UPDATE tasks SET status = 'expired', finished_at = {NOW_SQL}, purge_at = {NOW_SQL} + result_ttl
+            WHERE status = 'pending' AND expires_at IS NOT NULL AND expires_at <= {NOW_SQL}
+            RETURNING {COLUMNS}"""
+        )
+        return [row_task(row) for row in rows]
+
+
+def _settle_params(results: Sequence[TaskResult]) -> builtins.list[Any]:
+    """Return the seven column arrays of ``_SETTLE`` for ``results``."""
+    return [
+        [r.task_id for r in results],
+        [r.lease_token for r in results],
+        [r.status.value for r in results],
+        [r.result for r in results],
+        [encode_error(r.error) for r in results],
+        [r.eta.timestamp() if r.eta is not None else None for r in results],
+        [r.rescue for r in results],
+    ]

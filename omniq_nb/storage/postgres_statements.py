@@ -1,0 +1,103 @@
+"""SQL text of the PostgreSQL store that several of its roles share: array inserts, filters, affinity.
+
+Many rows go in one statement as one array per column (``unnest``), so a batch of any size
+is a single statement with a fixed number of parameters and no per-row parsing. Every
+parameter is cast to its column's type: an all-``NULL`` column would otherwise have none.
+
+Example:
+    >>> filters([TaskStatus.FAILED], "mail")
+    ('WHERE status = ANY(%s::text[]) AND queue = %s::text', [['failed'], 'mail'])
+
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import psycopg
+
+from omniq_nb.models import Task, TaskStatus
+from omniq_nb.storage.postgres_schema import NOW_SQL
+from omniq_nb.storage.rows import NEW_COLUMNS, new_task_row
+
+__all__ = ["AFFINITY_SQL", "batch_statement", "duplicate_ids_refused", "filters", "insert_statement"]
+
+_TYPES = {
+    "priority": "integer",
+    "attempt": "integer",
+    "retries": "integer",
+    "payload": "bytea",
+    "timeout": "float8",
+    "eta": "float8",
+    "created_at": "float8",
+    "expires_at": "float8",
+    "result_ttl": "float8",
+    "interval": "float8",
+    "at_most_once": "boolean",
+}
+_NAMES = [name.strip() for name in NEW_COLUMNS.split(",")]
+_CASTS = [_TYPES.get(name, "text") for name in _NAMES]
+_PAYLOAD_AT, _SERIES_AT = _NAMES.index("payload"), _NAMES.index("series")
+
+# Kernel affinity: a task without an owner, of this kernel, or of a kernel with no live pool.
+AFFINITY_SQL = f"""
+    AND (owner IS NULL OR owner = %(owner)s::text OR owner NOT IN (
+        SELECT kernel FROM workers WHERE kernel IS NOT NULL AND heartbeat + ttl > {NOW_SQL}))"""
+"""The claim's kernel-affinity condition; binds ``owner`` (the claiming kernel)."""
+
+
+def insert_statement(tasks: Sequence[Task]) -> tuple[str, list[Any]]:
+    """Return one INSERT of ``tasks``: one array parameter per column."""
+    columns = [list(values) for values in zip(*map(new_task_row, tasks), strict=True)]
+    arrays = ", ".join(f"%s::{cast}[]" for cast in _CASTS)
+    return f"INSERT INTO tasks ({NEW_COLUMNS}) SELECT * FROM unnest({arrays})", columns
+
+
+def batch_statement(shared: tuple[Any, ...], entries: Sequence[tuple[str, bytes]]) -> tuple[str, list[Any]]:
+    """Return one INSERT of ``entries`` (id, payload) that share every other value of ``shared``."""
+    periodic = shared[_SERIES_AT] is not None
+    exprs: list[str] = []
+    constants: list[Any] = []
+    for at, value in enumerate(shared):
+        if at == 0 or (at == _SERIES_AT and periodic):
+            exprs.append("v.id")
+        elif at == _PAYLOAD_AT:
+            exprs.append("v.payload")
+        else:
+            exprs.append(f"%s::{_CASTS[at]}")
+            constants.append(value)
+    sql = (
+        f"INSERT INTO tasks ({NEW_COLUMNS}) SELECT {', '.join(exprs)} "
+        "FROM unnest(%s::text[], %s::bytea[]) AS v(id, payload)"
+    )
+    return sql, [*constants, [entry[0] for entry in entries], [entry[1] for entry in entries]]
+
+
+def filters(statuses: Sequence[TaskStatus], queue: str | None) -> tuple[str, list[Any]]:
+    """Return the ``WHERE`` clause (or '') and its parameters for a listing by status and queue."""
+    clauses: list[str] = []
+    params: list[Any] = []
+    if statuses:
+        clauses.append("status = ANY(%s::text[])")
+        params.append([TaskStatus(s).value for s in statuses])
+    if queue is not None:
+        clauses.append("queue = %s::text")
+        params.append(queue)
+    return ("WHERE " + " AND ".join(clauses) if clauses else ""), params
+
+
+@contextlib.contextmanager
+def duplicate_ids_refused() -> Iterator[None]:
+    """Turn PostgreSQL's unique violation on insert into the ``ValueError`` every store raises.
+
+    Raises:
+        ValueError: a task with one of the ids already exists; nothing was inserted.
+
+    """
+    try:
+        yield
+    except psycopg.errors.UniqueViolation as exc:
+        detail = (exc.diag.message_detail or str(exc)).strip()
+        raise ValueError(f"a task with one of these ids already exists; nothing was inserted ({detail})") from None

@@ -1,0 +1,48 @@
+"""A real ``omniq-nb worker`` process on a PostgreSQL schema runs what an ``AsyncOmniQ`` here enqueues."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import worker_tasks as wt
+from postgres_server import POSTGRES_URL, postgres_schema
+from processes import Processes
+
+from omniq_nb import AsyncOmniQ, TaskStatus
+
+pytestmark = [pytest.mark.anyio, pytest.mark.postgres, pytest.mark.slow]
+
+WaitSync = Callable[..., Any]
+
+
+@pytest.fixture
+def url() -> Iterator[str]:
+    with postgres_schema() as schema:
+        yield f"{POSTGRES_URL}?schema={schema}"
+
+
+@pytest.fixture
+def workers(tmp_path: Path, wait_until_sync: WaitSync) -> Iterator[Processes]:
+    group = Processes(tmp_path, wait_until_sync)
+    try:
+        yield group
+    finally:
+        group.close()
+
+
+async def test_a_cli_worker_runs_tasks_enqueued_here(url: str, workers: Processes) -> None:
+    async with AsyncOmniQ(db_url=url, poll_interval=0.05) as q:  # creates the schema before the worker
+        worker = workers.worker(url, concurrency=4, lease=5, program=(sys.executable, "-m", "omniq_nb"))
+        one = await q.enqueue(wt.add, 1, 2)
+        many = await q.enqueue_many(wt.add, [(n, n) for n in range(20)])
+        coroutine = await q.enqueue(wt.async_add, 20, 22)
+        assert await one.result(timeout=60) == 3
+        assert await many.result(timeout=60) == [2 * n for n in range(20)]
+        assert await coroutine.result(timeout=60) == 42
+        done = await q.storage.get(one.id)
+        assert done is not None and done.status is TaskStatus.SUCCEEDED and done.worker
+        assert worker.alive()
