@@ -36,6 +36,7 @@ logger = logging.getLogger(__name__)
 _FAST_POLL = 0.02  # seconds between polls while a result is awaited
 _CLOSE_POLL = 0.1  # seconds between polls while a live view observes a task
 _RECHECK_EVERY = 1.0  # seconds between direct re-reads of awaited tasks
+_RECHECK_AT_MOST = 500  # awaited tasks re-read each time when events are recorded (in turn, if more)
 _EVENT_BATCH = 1000
 _SWEEP_EVERY = 30.0  # seconds between sweeps of the handles of finished tasks that were dropped
 _PRUNE_EVERY = 1.0  # seconds between sweeps of the handles of unfinished tasks that were dropped
@@ -112,6 +113,7 @@ class EventHub:
         self._wake: asyncio.Event | None = None
         self._runner: asyncio.Task[None] | None = None
         self._checked_at = 0.0
+        self._recheck_from = 0  # where the next bounded re-read of awaited tasks starts
         self._pending_callbacks: set[asyncio.Future[object]] = set()
         self._close: dict[str, weakref.ref[Watched]] = {}
         self._closing = False
@@ -278,7 +280,7 @@ class EventHub:
         now = time.monotonic()
         if self._waiters and (not self._events_recorded or now - self._checked_at >= _RECHECK_EVERY):
             self._checked_at = now
-            self.deliver(await self._storage.get_many(list(self._waiters)))
+            self.deliver(await self._storage.get_many(self._to_recheck()))
         if now - self._pruned_at >= _PRUNE_EVERY:
             self._pruned_at = now
             self._watched = _alive(self._watched)
@@ -288,6 +290,19 @@ class EventHub:
             self._finished = _alive(self._finished)
         if not self._events_recorded and self._watched:
             self.deliver(await self._storage.get_many(list(self._watched)))
+
+    def _to_recheck(self) -> list[str]:
+        """Return the awaited tasks to re-read: all without events, else a bounded share in turn.
+
+        Events tell what finished; the re-read is only a safety net, so it must not cost a
+        read of every awaited task each second while thousands are awaited.
+        """
+        awaited = list(self._waiters)
+        if not self._events_recorded or len(awaited) <= _RECHECK_AT_MOST:
+            return awaited
+        start = self._recheck_from if self._recheck_from < len(awaited) else 0
+        self._recheck_from = start + _RECHECK_AT_MOST
+        return awaited[start : self._recheck_from]
 
     async def _read_events(self) -> None:
         if not (self._listeners or self._watched or self._waiters or self._finished):
