@@ -11,7 +11,9 @@ tasks are enqueued first; the clock runs from pool start until the last outcome 
   the blocking ``OmniQ`` (thread kind only: the sync twin's own loop runs the pool);
 - (c) gather: ``asyncio.gather`` of one ``TaskHandle.result()`` per task.
 
-Each is printed as tasks/s and as a ratio to (a) of the same kind.
+The three run in turn ``--rounds`` times (3) and the best rate of each counts, so a busy
+neighbour on the machine slows all of them alike. Each is printed as tasks/s and as a ratio
+to (a) of the same kind.
 Targets: (b) >= 0.90 x (a); (c) >= 0.90 x (b).
 """
 
@@ -113,6 +115,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", type=int, default=5000)
     parser.add_argument("--kinds", default="async,thread")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of (a), (b), (c); best counts")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         runs = 0
@@ -123,13 +126,21 @@ def main() -> None:
             return f"sqlite:///{Path(tmp) / f'wait{runs}.db'}"
 
         for kind in args.kinds.split(","):
-            a = asyncio.run(drain(url(), kind, args.tasks))
-            b = asyncio.run(group(url(), kind, args.tasks))
-            c = asyncio.run(gather(url(), kind, args.tasks))
+            best: dict[str, float] = {}
+            for _ in range(args.rounds):  # interleaved, so a noisy neighbour slows every measure alike
+                rates = {
+                    "a": asyncio.run(drain(url(), kind, args.tasks)),
+                    "b": asyncio.run(group(url(), kind, args.tasks)),
+                    "c": asyncio.run(gather(url(), kind, args.tasks)),
+                }
+                if kind == "thread":
+                    rates["m"] = mapped(url(), args.tasks)
+                best = {k: max(v, best.get(k, 0.0)) for k, v in rates.items()}
+            a, b, c = best["a"], best["b"], best["c"]
             print(f"{kind:6} (a) drain, nobody waits     {a:9,.0f} tasks/s")
             print(f"{kind:6} (b) GroupHandle.result()    {b:9,.0f} tasks/s  {b / a:5.2f} x (a)")
-            if kind == "thread":
-                m = mapped(url(), args.tasks)
+            if "m" in best:
+                m = best["m"]
                 print(f"{kind:6} (b) .map(...).result() sync {m:9,.0f} tasks/s  {m / a:5.2f} x (a)")
             print(f"{kind:6} (c) gather TaskHandle.result {c:9,.0f} tasks/s  {c / a:5.2f} x (a)  {c / b:5.2f} x (b)")
 
