@@ -153,9 +153,9 @@ class EventHub:
     def _prune(self) -> None:
         """Forget ids none of whose handles are alive; prune again once twice as many are followed.
 
-        The poll prunes too, but only after reading every new event: a process that keeps
-        enqueuing adds events faster than one poll reads them, so without this one entry per
-        task ever enqueued would stay.
+        The poll prunes too, at most once a second (a scan of every followed id on each poll
+        cost more than the events it read): a process that keeps enqueuing would otherwise
+        keep one entry per task ever enqueued between two prunes.
         """
         self._watched, self._finished = _alive(self._watched), _alive(self._finished)
         self._prune_at = max(_PRUNE_AT_LEAST, 2 * (len(self._watched) + len(self._finished)))

@@ -76,6 +76,7 @@ class ResultReading:
         """
         if isinstance(task_ids, (str, bytes)):
             raise TypeError(f"task_ids={task_ids!r} must be a sequence of task ids, not one id")
+        task_ids = builtins.list(task_ids)
         limit = seconds(timeout, name="timeout")
         end = None if limit is None else time.monotonic() + limit
         found: dict[str, Task | None] = {}
