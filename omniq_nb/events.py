@@ -241,8 +241,13 @@ class EventHub:
         return None
 
     def nudge(self) -> None:
-        """Ask the follower to read new events now, if a listener wants them (after a local write)."""
-        if self._wake is not None and (self._listeners or self._waiters or self._close):
+        """Ask the follower to read new events now, if a listener or a live view wants them (after a local write).
+
+        Result waiters do not need it: the rows a local write returns reach them through
+        ``deliver`` (an event read per write would cost a store query for every batch the
+        pool settles), and what other processes do through the fast poll.
+        """
+        if self._wake is not None and (self._listeners or self._close):
             self._wake.set()
 
     async def close(self) -> None:
