@@ -39,7 +39,7 @@ _RECHECK_EVERY = 1.0  # seconds between direct re-reads of awaited tasks
 _RECHECK_AT_MOST = 500  # awaited tasks re-read each time when events are recorded (in turn, if more)
 _EVENT_BATCH = 1000
 _SWEEP_EVERY = 30.0  # seconds between sweeps of the handles of finished tasks that were dropped
-_PRUNE_EVERY = 1.0  # seconds between sweeps of the handles of unfinished tasks that were dropped
+_PRUNE_EVERY = 1.0  # seconds between sweeps of dropped handles of unfinished tasks, while results are awaited
 _PRUNE_AT_LEAST = 1000  # followed ids before ``watch`` drops those whose handles are gone
 
 EventListener = Callable[[TaskEvent], object]
@@ -286,7 +286,7 @@ class EventHub:
         if self._waiters and (not self._events_recorded or now - self._checked_at >= _RECHECK_EVERY):
             self._checked_at = now
             self.deliver(await self._storage.get_many(self._to_recheck()))
-        if now - self._pruned_at >= _PRUNE_EVERY:
+        if not self._waiters or now - self._pruned_at >= _PRUNE_EVERY:  # while results are awaited, once a second
             self._pruned_at = now
             self._watched = _alive(self._watched)
         self._close = {i: ref for i, ref in self._close.items() if (h := ref()) is not None and not h.done()}
