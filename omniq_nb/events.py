@@ -153,9 +153,10 @@ class EventHub:
     def _prune(self) -> None:
         """Forget ids none of whose handles are alive; prune again once twice as many are followed.
 
-        The poll prunes too, at most once a second (a scan of every followed id on each poll
-        cost more than the events it read): a process that keeps enqueuing would otherwise
-        keep one entry per task ever enqueued between two prunes.
+        The poll prunes too, on each poll while nobody awaits a result and once a second while
+        results are awaited (a scan of every followed id on each fast poll cost more than the
+        events it read): a process that keeps enqueuing would otherwise keep one entry per
+        task ever enqueued between two prunes.
         """
         self._watched, self._finished = _alive(self._watched), _alive(self._finished)
         self._prune_at = max(_PRUNE_AT_LEAST, 2 * (len(self._watched) + len(self._finished)))
