@@ -7,6 +7,12 @@ this process is seen at once; what other processes do is seen at the next poll. 
 nobody listens or watches, the follower only moves its cursor to the newest event (one
 cheap query per poll), so a listener that subscribes later misses nothing from then on.
 
+Waiting costs what changed, not what is followed: a poll reads the new events and touches
+only their tasks' handles and waiters; ``wait_many`` waits for a set of tasks with one
+waiter, reads the unfinished ones in one batch, and answers from a handle that already holds
+a task's finished row without asking the store. Handles whose owner dropped them are
+forgotten at most once a second.
+
 Handles of finished tasks are remembered too (weakly): a finished task can come back
 (retried, here or by another process), and its handles then follow it again.
 """
@@ -22,7 +28,7 @@ from collections.abc import Callable, Iterable
 from typing import Protocol
 
 from omniq_nb.errors import StorageError
-from omniq_nb.models import EventKind, Task, TaskEvent
+from omniq_nb.models import EventKind, Task, TaskEvent, TaskStatus
 from omniq_nb.storage.base import Storage
 
 logger = logging.getLogger(__name__)
@@ -30,8 +36,10 @@ logger = logging.getLogger(__name__)
 _FAST_POLL = 0.02  # seconds between polls while a result is awaited
 _CLOSE_POLL = 0.1  # seconds between polls while a live view observes a task
 _RECHECK_EVERY = 1.0  # seconds between direct re-reads of awaited tasks
+_RECHECK_AT_MOST = 500  # awaited tasks re-read each time when events are recorded (in turn, if more)
 _EVENT_BATCH = 1000
 _SWEEP_EVERY = 30.0  # seconds between sweeps of the handles of finished tasks that were dropped
+_PRUNE_EVERY = 1.0  # seconds between sweeps of dropped handles of unfinished tasks, while results are awaited
 _PRUNE_AT_LEAST = 1000  # followed ids before ``watch`` drops those whose handles are gone
 
 EventListener = Callable[[TaskEvent], object]
@@ -50,6 +58,32 @@ class Watched(Protocol):
     def done(self) -> bool:
         """Return True once the task has finished."""
         ...
+
+    def _finished_row(self) -> Task | None:
+        """Return the task's stored row if it is finished (not a snapshot folded from events)."""
+        ...
+
+
+class _Waiter:
+    """One ``wait_many`` call: the tasks it still waits for and the finished rows it got."""
+
+    __slots__ = ("found", "future", "pending", "until_failure")
+
+    def __init__(self, task_ids: Iterable[str], *, until_failure: bool) -> None:
+        self.pending = set(task_ids)
+        self.found: dict[str, Task | None] = {}
+        self.until_failure = until_failure
+        self.future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def settle(self, task_id: str, task: Task | None) -> None:
+        """Take one task's outcome (``None``: no such task); wake the caller when it is done waiting."""
+        if task_id not in self.pending:
+            return
+        self.pending.discard(task_id)
+        self.found[task_id] = task
+        failed = task is not None and task.status is not TaskStatus.SUCCEEDED
+        if (not self.pending or (failed and self.until_failure)) and not self.future.done():
+            self.future.set_result(None)
 
 
 class EventHub:
@@ -70,13 +104,16 @@ class EventHub:
         self._listeners: list[EventListener] = []
         self._watched: dict[str, list[weakref.ref[Watched]]] = {}
         self._finished: dict[str, list[weakref.ref[Watched]]] = {}
-        self._swept_at = time.monotonic()
+        self._swept_at = self._pruned_at = time.monotonic()
         self._prune_at = _PRUNE_AT_LEAST
-        self._waiters: dict[str, list[asyncio.Future[Task]]] = {}
+        self._waiters: dict[str, list[_Waiter]] = {}
+        self._batch: asyncio.Task[dict[str, Task]] | None = None  # the next read of tasks waits start on
+        self._batch_ids: set[str] = set()
         self._cursor = 0
         self._wake: asyncio.Event | None = None
         self._runner: asyncio.Task[None] | None = None
         self._checked_at = 0.0
+        self._recheck_from = 0  # where the next bounded re-read of awaited tasks starts
         self._pending_callbacks: set[asyncio.Future[object]] = set()
         self._close: dict[str, weakref.ref[Watched]] = {}
         self._closing = False
@@ -116,9 +153,10 @@ class EventHub:
     def _prune(self) -> None:
         """Forget ids none of whose handles are alive; prune again once twice as many are followed.
 
-        The poll prunes too, but only after reading every new event: a process that keeps
-        enqueuing adds events faster than one poll reads them, so without this one entry per
-        task ever enqueued would stay.
+        The poll prunes too, on each poll while nobody awaits a result and once a second while
+        results are awaited (a scan of every followed id on each fast poll cost more than the
+        events it read): a process that keeps enqueuing would otherwise keep one entry per
+        task ever enqueued between two prunes.
         """
         self._watched, self._finished = _alive(self._watched), _alive(self._finished)
         self._prune_at = max(_PRUNE_AT_LEAST, 2 * (len(self._watched) + len(self._finished)))
@@ -130,37 +168,87 @@ class EventHub:
             self._close[handle.id] = weakref.ref(handle)
             self.nudge()
 
-    async def wait(self, task_id: str, timeout: float | None) -> Task | None:
-        """Wait until the task is finished and return it (``None`` if it does not exist).
+    async def wait_many(
+        self, task_ids: Iterable[str], timeout: float | None, *, until_failure: bool = False
+    ) -> dict[str, Task | None]:
+        """Wait until the tasks are finished; return each one's finished row (``None``: no such task).
+
+        A task whose finished row a live handle already holds is answered from it (as fresh as
+        the handle: a retry by another process is seen at the next poll); the others are read
+        from the store in one batch, then followed through local writes and the store's events.
 
         Args:
-            task_id: the task's id.
-            timeout: seconds, or ``None`` to wait for ever.
+            task_ids: the tasks' ids.
+            timeout: seconds for all of them together, or ``None`` to wait for ever.
+            until_failure: return early, with only the tasks finished so far, as soon as one of
+                them did not succeed.
 
         Raises:
-            TimeoutError: the task did not finish in time.
+            TimeoutError: not all finished in time.
 
         """
-        future: asyncio.Future[Task] = asyncio.get_running_loop().create_future()
-        self._waiters.setdefault(task_id, []).append(future)
-        if self._wake is not None:
+        waiter = _Waiter(task_ids, until_failure=until_failure)
+        for task_id in list(waiter.pending):
+            if (task := self._finished_row(task_id)) is not None:
+                waiter.settle(task_id, task)
+        unknown = list(waiter.pending)
+        if not unknown or waiter.future.done():
+            return waiter.found
+        if not self._waiters and self._wake is not None:
             self._wake.set()  # poll fast from now on
+        for task_id in unknown:
+            self._waiters.setdefault(task_id, []).append(waiter)
         try:
-            task = await self._storage.get(task_id)
-            if task is None or task.status.is_terminal:
-                return task
-            return await asyncio.wait_for(future, timeout)
+            rows = await asyncio.shield(self._batched_read(unknown))
+            for task_id in unknown:
+                task = rows.get(task_id)
+                if task is None or task.status.is_terminal:
+                    waiter.settle(task_id, task)
+            await asyncio.wait_for(waiter.future, timeout)
+            return waiter.found
         finally:
-            futures = self._waiters.get(task_id, [])
-            if future in futures:
-                futures.remove(future)
-            if not futures:
+            self._forget(waiter)
+
+    def _batched_read(self, task_ids: Iterable[str]) -> asyncio.Future[dict[str, Task]]:
+        """Read ``task_ids`` with the other waits that start in this loop iteration (one ``get_many``)."""
+        if self._batch is None:
+            self._batch_ids = set()
+            self._batch = asyncio.get_running_loop().create_task(self._read_batch())
+            self._batch.add_done_callback(_retrieve)
+        self._batch_ids.update(task_ids)
+        return self._batch
+
+    async def _read_batch(self) -> dict[str, Task]:
+        await asyncio.sleep(0)  # the waits of an ``asyncio.gather`` start one after another: let them join
+        task_ids, self._batch = list(self._batch_ids), None
+        return {task.id: task for task in await self._storage.get_many(task_ids)}
+
+    def _forget(self, waiter: _Waiter) -> None:
+        """Stop telling ``waiter`` about the tasks it still waited for (it returned or gave up)."""
+        for task_id in waiter.pending:
+            waiters = self._waiters.get(task_id, [])
+            if waiter in waiters:
+                waiters.remove(waiter)
+            if not waiters:
                 self._waiters.pop(task_id, None)
-            future.cancel()
+        waiter.future.cancel()
+
+    def _finished_row(self, task_id: str) -> Task | None:
+        """Return the finished row a live handle holds, if events are recorded (so a retry is seen)."""
+        if self._events_recorded:
+            for ref in self._finished.get(task_id, ()):
+                if (handle := ref()) is not None and (task := handle._finished_row()) is not None:
+                    return task
+        return None
 
     def nudge(self) -> None:
-        """Ask the follower to read new events now, if a listener wants them (after a local write)."""
-        if self._wake is not None and (self._listeners or self._waiters or self._close):
+        """Ask the follower to read new events now, if a listener or a live view wants them (after a local write).
+
+        Result waiters do not need it: the rows a local write returns reach them through
+        ``deliver`` (an event read per write would cost a store query for every batch the
+        pool settles), and what other processes do through the fast poll.
+        """
+        if self._wake is not None and (self._listeners or self._close):
             self._wake.set()
 
     async def close(self) -> None:
@@ -198,14 +286,29 @@ class EventHub:
         now = time.monotonic()
         if self._waiters and (not self._events_recorded or now - self._checked_at >= _RECHECK_EVERY):
             self._checked_at = now
-            self.deliver(await self._storage.get_many(list(self._waiters)))
-        self._watched = _alive(self._watched)
+            self.deliver(await self._storage.get_many(self._to_recheck()))
+        if not self._waiters or now - self._pruned_at >= _PRUNE_EVERY:  # while results are awaited, once a second
+            self._pruned_at = now
+            self._watched = _alive(self._watched)
         self._close = {i: ref for i, ref in self._close.items() if (h := ref()) is not None and not h.done()}
         if now - self._swept_at >= _SWEEP_EVERY:
             self._swept_at = now
             self._finished = _alive(self._finished)
         if not self._events_recorded and self._watched:
             self.deliver(await self._storage.get_many(list(self._watched)))
+
+    def _to_recheck(self) -> list[str]:
+        """Return the awaited tasks to re-read: all without events, else a bounded share in turn.
+
+        Events tell what finished; the re-read is only a safety net, so it must not cost a
+        read of every awaited task each second while thousands are awaited.
+        """
+        awaited = list(self._waiters)
+        if not self._events_recorded or len(awaited) <= _RECHECK_AT_MOST:
+            return awaited
+        start = self._recheck_from if self._recheck_from < len(awaited) else 0
+        self._recheck_from = start + _RECHECK_AT_MOST
+        return awaited[start : self._recheck_from]
 
     async def _read_events(self) -> None:
         if not (self._listeners or self._watched or self._waiters or self._finished):
@@ -247,9 +350,8 @@ class EventHub:
             for handle in handles:
                 handle._apply_task(task)
             if task.status.is_terminal:
-                for future in self._waiters.get(task.id, []):
-                    if not future.done():
-                        future.set_result(task)
+                for waiter in self._waiters.pop(task.id, ()):
+                    waiter.settle(task.id, task)
 
     def _handles(self, task_id: str) -> list[Watched]:
         return [handle for ref in self._watched.get(task_id, ()) if (handle := ref()) is not None]
@@ -271,3 +373,9 @@ class EventHub:
 def _alive(followed: dict[str, list[weakref.ref[Watched]]]) -> dict[str, list[weakref.ref[Watched]]]:
     """Return ``followed`` without the tasks all of whose handles are gone."""
     return {i: refs for i, refs in followed.items() if any(ref() is not None for ref in refs)}
+
+
+def _retrieve(read: asyncio.Task[dict[str, Task]]) -> None:
+    """Mark a batch read's failure as seen: its waiters got it, or all of them gave up."""
+    if not read.cancelled():
+        read.exception()

@@ -85,11 +85,12 @@ class TaskHandle:
 
     """
 
-    __slots__ = ("__weakref__", "_observers", "_queue", "_task", "id")
+    __slots__ = ("__weakref__", "_folded", "_observers", "_queue", "_task", "id")
 
     def __init__(self, queue: QueueCalls, task: Task) -> None:
         self._queue = queue
         self._task = task
+        self._folded = False  # whether events were folded into the snapshot since the last row
         self._observers: list[Callable[[TaskHandle], None]] = []
         self.id: str = task.id
 
@@ -185,16 +186,21 @@ class TaskHandle:
                 started_at=event.at if event.kind is EventKind.STARTED else task.started_at,
                 finished_at=event.at if event.status.is_terminal else None,
             )
+            self._folded = True
             self._changed()
 
     def _apply_task(self, task: Task) -> None:
         """Take the task's stored row; a finished task may come back (retried) and is then followed again."""
         if task.id == self.id:
             revived = self._task.status.is_terminal and not task.status.is_terminal
-            self._task = task
+            self._task, self._folded = task, False
             if revived and self._observers:
                 self._queue.follow_closely(self)
             self._changed()
+
+    def _finished_row(self) -> Task | None:
+        """Return the task's stored row if it is finished (a snapshot folded from events lacks the result)."""
+        return self._task if self._task.status.is_terminal and not self._folded else None
 
     def _changed(self) -> None:
         for callback in list(self._observers):

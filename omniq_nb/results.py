@@ -38,6 +38,9 @@ class ResultReading:
     async def result(self, task_id: str, /, *, timeout: float | None = None) -> Any:
         """Wait for a task to finish and return its result.
 
+        A task whose finished row a handle of this process already holds is answered without
+        reading the store.
+
         Raises:
             TaskFailed: the task did not succeed (a subclass says why).
             TimeoutError: it did not finish within ``timeout`` seconds.
@@ -46,19 +49,19 @@ class ResultReading:
         """
         wait = seconds(timeout, name="timeout")
         try:
-            task = await self._hub.wait(task_id, wait)
+            found = await self._hub.wait_many([task_id], wait)
         except TimeoutError:
             raise TimeoutError(f"task {task_id} did not finish within {timeout} s") from None
-        if task is None:
-            raise TaskNotFound(f"no task with id {task_id!r} in {self.storage.url}")
-        if task.status is TaskStatus.SUCCEEDED:
-            return None if task.result is None else self.serializer.loads(task.result)
-        raise failure(task)
+        return self._value(task_id, found[task_id])
 
     async def results(
         self, task_ids: Sequence[str], /, *, timeout: float | None = None, return_exceptions: bool = False
     ) -> builtins.list[Any]:
         """Wait for several tasks and return their results in order.
+
+        The tasks are awaited as one set (unfinished ones read from the store in batches), so
+        the cost follows the tasks that change, not how many there are. The first failure in
+        input order is raised as soon as every task before it has succeeded.
 
         Args:
             task_ids: the tasks.
@@ -68,22 +71,42 @@ class ResultReading:
         Raises:
             TaskFailed: the first failure in order, unless ``return_exceptions``.
             TimeoutError: not all finished in time.
+            TaskNotFound: no task has one of these ids.
 
         """
         if isinstance(task_ids, (str, bytes)):
             raise TypeError(f"task_ids={task_ids!r} must be a sequence of task ids, not one id")
+        task_ids = builtins.list(task_ids)
         limit = seconds(timeout, name="timeout")
         end = None if limit is None else time.monotonic() + limit
+        found: dict[str, Task | None] = {}
         values: builtins.list[Any] = []
-        for task_id in task_ids:
+        while len(values) < len(task_ids):
+            waiting = [task_id for task_id in task_ids[len(values) :] if task_id not in found]
             left = None if end is None else max(0.0, end - time.monotonic())
             try:
-                values.append(await self.result(task_id, timeout=left))
-            except TaskFailed as exc:
-                if not return_exceptions:
-                    raise
-                values.append(exc)
+                found |= await self._hub.wait_many(waiting, left, until_failure=not return_exceptions)
+            except TimeoutError:
+                unfinished = len(set(waiting) - found.keys())
+                raise TimeoutError(f"{unfinished} of {len(task_ids)} tasks did not finish within {timeout} s") from None
+            for task_id in task_ids[len(values) :]:  # in input order, as far as the tasks have finished
+                if task_id not in found:
+                    break
+                try:
+                    values.append(self._value(task_id, found[task_id]))
+                except TaskFailed as exc:
+                    if not return_exceptions:
+                        raise
+                    values.append(exc)
         return values
+
+    def _value(self, task_id: str, task: Task | None) -> Any:
+        """Return a finished task's result, or raise why there is none."""
+        if task is None:
+            raise TaskNotFound(f"no task with id {task_id!r} in {self.storage.url}")
+        if task.status is TaskStatus.SUCCEEDED:
+            return None if task.result is None else self.serializer.loads(task.result)
+        raise failure(task)
 
 
 def failure(task: Task) -> TaskFailed:

@@ -1,0 +1,133 @@
+"""Waiting for many tasks as a set: groups finished elsewhere, failures in input order, no needless store reads."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+import worker_tasks as wt
+from emulated_worker import add, boom_error, claim, fail, succeed
+from processes import Processes
+
+from omniq_nb import AsyncOmniQ, AsyncWorkerPool, GroupHandle, Task, TaskFailed
+from omniq_nb.storage.sqlite import SQLiteStorage
+
+pytestmark = pytest.mark.anyio
+
+
+class CountingStorage(SQLiteStorage):
+    """The SQLite store, counting the reads of task rows that result() may make."""
+
+    def __init__(self, url: str, **options: Any) -> None:
+        super().__init__(url, **options)
+        self.reads = 0
+
+    async def get(self, task_id: str) -> Task | None:
+        self.reads += 1
+        return await super().get(task_id)
+
+    async def get_many(self, task_ids: Sequence[str]) -> list[Task]:
+        self.reads += 1
+        return await super().get_many(task_ids)
+
+
+async def test_result_of_a_task_finished_in_this_process_reads_no_row(sqlite_url: str) -> None:
+    store = CountingStorage(sqlite_url)
+    async with AsyncOmniQ(storage=store) as q:
+        h = await q.enqueue(add, 1, 2)
+        group = await q.enqueue_many(add, [(i, i) for i in range(20)])
+        async with AsyncWorkerPool(q, concurrency=4, kind="async"):
+            assert await h.result(timeout=10) == 3
+            assert await group.result(timeout=10) == [2 * i for i in range(20)]
+        before = store.reads
+        assert await h.result(timeout=10) == 3
+        assert await group.result(timeout=10) == [2 * i for i in range(20)]
+        assert [await g.result() for g in group] == [2 * i for i in range(20)]
+        assert store.reads == before
+
+
+async def test_waits_started_together_read_their_rows_in_one_batch(sqlite_url: str) -> None:
+    store = CountingStorage(sqlite_url)
+    async with AsyncOmniQ(storage=store) as q:
+        group = await q.enqueue_many(add, [(i,) for i in range(50)])
+        values: list[Any] = []
+        before = store.reads
+        async with anyio.create_task_group() as tg:
+
+            async def wait(index: int) -> None:
+                values.append((index, await group[index].result(timeout=10)))
+
+            for index in range(50):
+                tg.start_soon(wait, index)
+            for task in await claim(q, limit=50):
+                await succeed(q, task, group.ids.index(task.id))
+        assert sorted(values) == [(i, i) for i in range(50)]
+        assert store.reads - before <= 2  # one batch, at most one safety re-read; not one read per wait
+
+
+async def test_group_raises_the_first_failure_in_input_order(q: AsyncOmniQ) -> None:
+    group = await q.enqueue_many(add, [(0,), (1,), (2,)])
+    outcome: list[Any] = []
+    async with anyio.create_task_group() as tg:
+
+        async def wait() -> None:
+            try:
+                outcome.append(await group.result(timeout=10))
+            except TaskFailed as exc:
+                outcome.append(exc)
+
+        tg.start_soon(wait)
+        first, second, third = sorted(await claim(q, limit=3), key=lambda t: group.ids.index(t.id))
+        await fail(q, third, boom_error())  # a later member fails first: the group keeps waiting
+        await anyio.sleep(0.05)
+        assert not outcome
+        await fail(q, second, boom_error())
+        await anyio.sleep(0.05)
+        assert not outcome  # the first member is still running
+        await succeed(q, first, "ok")
+    [error] = outcome
+    assert isinstance(error, TaskFailed)
+    assert error.task_id == second.id
+    with pytest.raises(TaskFailed):
+        await group.result(timeout=1)
+    values = await group.result(timeout=1, return_exceptions=True)
+    assert values[0] == "ok"
+    assert [type(v) for v in values[1:]] == [TaskFailed, TaskFailed]
+
+
+async def test_group_with_one_failed_member_returns_it_in_place(q: AsyncOmniQ) -> None:
+    group = await q.enqueue_many(add, [(i,) for i in range(5)])
+    for task in sorted(await claim(q, limit=5), key=lambda t: group.ids.index(t.id)):
+        if task.id == group.ids[3]:
+            await fail(q, task, boom_error())
+        else:
+            await succeed(q, task, group.ids.index(task.id))
+    values = await group.result(timeout=5, return_exceptions=True)
+    assert values[:3] == [0, 1, 2] and values[4] == 4
+    assert isinstance(values[3], TaskFailed) and values[3].error.message == "bad input 7"
+
+
+@pytest.mark.slow
+async def test_group_finished_by_a_worker_in_another_process(
+    tmp_path: Path, sqlite_url: str, wait_until_sync: Callable[..., Any]
+) -> None:
+    workers = Processes(tmp_path, wait_until_sync)
+    try:
+        async with AsyncOmniQ(db_url=sqlite_url, poll_interval=0.05) as q:
+            group: GroupHandle = await q.enqueue_many(wt.add, [(i, 1) for i in range(30)])
+            failing = await q.enqueue(wt.raise_value_error, "elsewhere")
+            await anyio.to_thread.run_sync(
+                lambda: workers.worker(sqlite_url, concurrency=4, program=(sys.executable, "-m", "omniq_nb"))
+            )
+            assert await group.result(timeout=60) == [i + 1 for i in range(30)]
+            assert all(h.status == "succeeded" for h in group)
+            both = GroupHandle(q, [group[0], failing])
+            with pytest.raises(TaskFailed) as raised:
+                await both.result(timeout=60)
+            assert raised.value.error.type.endswith("ValueError")
+    finally:
+        workers.close()
