@@ -23,8 +23,8 @@ from omniq_nb.storage import lifecycle
 from omniq_nb.storage.health import STALE_IDS_SHOWN, health_report
 from omniq_nb.storage.postgres_base import PostgresConnection
 from omniq_nb.storage.postgres_schema import NOW_SQL, SCHEMA_VERSION, schema_exists
-from omniq_nb.storage.rows import EVENT_COLUMNS, row_event
-from omniq_nb.storage.sql_text import FINISHED_SQL
+from omniq_nb.storage.rows import row_event
+from omniq_nb.storage.sql_text import FINISHED_SQL, events_statement
 
 __all__ = ["PostgresEvents", "PostgresMaintenance"]
 
@@ -40,13 +40,10 @@ class PostgresEvents(PostgresConnection):
         self, *, task_id: str | None = None, since: int = 0, limit: int = 1000
     ) -> builtins.list[TaskEvent]:
         """Return events with ``seq > since``, oldest first."""
-        if task_id is None:
-            sql = f"SELECT {EVENT_COLUMNS} FROM events WHERE seq > %s ORDER BY seq LIMIT %s"
-            params: tuple[Any, ...] = (since, limit)
-        else:
-            sql = f"SELECT {EVENT_COLUMNS} FROM events WHERE task_id = %s AND seq > %s ORDER BY seq LIMIT %s"
-            params = (task_id, since, limit)
-        return [row_event(row) for row in await self._fetch(sql, params)]
+        return [
+            row_event(row)
+            for row in await self._fetch(*events_statement("%s", task_id=task_id, since=since, limit=limit))
+        ]
 
     async def last_event_seq(self) -> int:
         """Return the newest recorded event's ``seq`` (0 when there is none)."""

@@ -21,6 +21,7 @@ from typing import Any
 from psycopg import AsyncConnection, sql
 
 from omniq_nb.errors import StorageError
+from omniq_nb.storage.sql_text import TASK_INDEXES
 
 __all__ = ["NOW_SQL", "CLOCK_SQL", "SCHEMA_VERSION", "migrate", "schema_exists"]
 
@@ -73,12 +74,7 @@ _MIGRATIONS: dict[int, str] = {
         run_id text,
         owner text
     );
-    CREATE INDEX tasks_claim ON tasks (queue, priority DESC, eta, seq) WHERE status = 'pending';
-    CREATE INDEX tasks_lease ON tasks (lease_until) WHERE status = 'running';
-    CREATE INDEX tasks_expiry ON tasks (expires_at) WHERE status = 'pending' AND expires_at IS NOT NULL;
-    CREATE INDEX tasks_purge ON tasks (purge_at) WHERE purge_at IS NOT NULL;
-    CREATE INDEX tasks_status ON tasks (status, seq);
-    CREATE INDEX tasks_series ON tasks (series) WHERE series IS NOT NULL;
+    {TASK_INDEXES}
     CREATE TABLE events (
         seq bigserial PRIMARY KEY,
         task_id text NOT NULL,

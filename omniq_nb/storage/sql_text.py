@@ -12,12 +12,21 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Collection
+from typing import Any
 
 from omniq_nb.models import TaskStatus
 from omniq_nb.storage import lifecycle
-from omniq_nb.storage.rows import COLUMNS
+from omniq_nb.storage.rows import COLUMNS, EVENT_COLUMNS
 
-__all__ = ["FINISHED_SQL", "REQUEUEABLE_SQL", "TASKS_COLUMNS", "UNFINISHED_SQL", "status_list"]
+__all__ = [
+    "FINISHED_SQL",
+    "REQUEUEABLE_SQL",
+    "TASKS_COLUMNS",
+    "TASK_INDEXES",
+    "UNFINISHED_SQL",
+    "events_statement",
+    "status_list",
+]
 
 TASKS_COLUMNS = ", ".join(f"tasks.{name.strip()}" for name in COLUMNS.split(","))
 """``COLUMNS`` qualified by the table, for statements that join ``tasks`` with values."""
@@ -34,3 +43,31 @@ UNFINISHED_SQL = status_list(lifecycle.UNFINISHED)
 """``lifecycle.UNFINISHED`` as a SQL list."""
 REQUEUEABLE_SQL = status_list(lifecycle.REQUEUEABLE)
 """``lifecycle.REQUEUEABLE`` as a SQL list."""
+
+TASK_INDEXES = """CREATE INDEX tasks_claim ON tasks (queue, priority DESC, eta, seq) WHERE status = 'pending';
+    CREATE INDEX tasks_lease ON tasks (lease_until) WHERE status = 'running';
+    CREATE INDEX tasks_expiry ON tasks (expires_at) WHERE status = 'pending' AND expires_at IS NOT NULL;
+    CREATE INDEX tasks_purge ON tasks (purge_at) WHERE purge_at IS NOT NULL;
+    CREATE INDEX tasks_status ON tasks (status, seq);
+    CREATE INDEX tasks_series ON tasks (series) WHERE series IS NOT NULL;"""
+"""The indexes of the tasks table: the claim path, lease rescue, expiry, purge, listing by status, series."""
+
+
+def events_statement(
+    mark: str, *, task_id: str | None, since: int, limit: int, of_tasks_only: str = ""
+) -> tuple[str, tuple[Any, ...]]:
+    """Return the query for events after ``since`` (of one task, or of all), oldest first, and its parameters.
+
+    Args:
+        mark: the dialect's placeholder (``?`` or ``%s``).
+        task_id: one task's events, or ``None`` for every task's.
+        since: the ``seq`` to read after.
+        limit: the most rows to read.
+        of_tasks_only: a condition added when reading every task's events (SQLite keeps a
+            marker row that is no task's event).
+    """
+    params: tuple[Any, ...] = (since, limit)
+    where = f"seq > {mark}{of_tasks_only}"
+    if task_id is not None:
+        params, where = (task_id, *params), f"task_id = {mark} AND seq > {mark}"
+    return f"SELECT {EVENT_COLUMNS} FROM events WHERE {where} ORDER BY seq LIMIT {mark}", params

@@ -23,7 +23,8 @@ from omniq_nb.errors import StorageError
 from omniq_nb.models import StoreHealth, TaskEvent, TaskStatus
 from omniq_nb.storage import lifecycle
 from omniq_nb.storage.health import STALE_IDS_SHOWN, health_report
-from omniq_nb.storage.rows import EVENT_COLUMNS, chunks, row_event
+from omniq_nb.storage.rows import chunks, row_event
+from omniq_nb.storage.sql_text import events_statement
 from omniq_nb.storage.sqlite_base import SQLiteConnection
 from omniq_nb.storage.sqlite_file import existing_store
 from omniq_nb.storage.sqlite_schema import BUSY_TIMEOUT_MS, SCHEMA_VERSION
@@ -47,13 +48,12 @@ class SQLiteEvents(SQLiteConnection):
         self, *, task_id: str | None = None, since: int = 0, limit: int = 1000
     ) -> builtins.list[TaskEvent]:
         """Return events with ``seq > since``, oldest first."""
-        if task_id is None:
-            sql = f"SELECT {EVENT_COLUMNS} FROM events WHERE seq > ? AND task_id != '' ORDER BY seq LIMIT ?"
-            params: tuple[Any, ...] = (since, limit)
-        else:
-            sql = f"SELECT {EVENT_COLUMNS} FROM events WHERE task_id = ? AND seq > ? ORDER BY seq LIMIT ?"
-            params = (task_id, since, limit)
-        return [row_event(row) for row in await self._fetch(sql, params)]
+        return [
+            row_event(row)
+            for row in await self._fetch(
+                *events_statement("?", task_id=task_id, since=since, limit=limit, of_tasks_only=" AND task_id != ''")
+            )
+        ]
 
     async def last_event_seq(self) -> int:
         """Return the newest event's ``seq`` (0 when there is none)."""

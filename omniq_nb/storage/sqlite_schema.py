@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 from omniq_nb.errors import StorageError
+from omniq_nb.storage.sql_text import TASK_INDEXES
 
 __all__ = [
     "BUSY_TIMEOUT_MS",
@@ -37,7 +38,7 @@ NOW_SQL = "((julianday('now') - 2440587.5) * 86400.0)"
 """SQLite's clock in seconds since the epoch, read inside a statement (after any lock wait)."""
 
 _MIGRATIONS: dict[int, str] = {
-    1: """
+    1: f"""
     CREATE TABLE tasks (
         seq INTEGER PRIMARY KEY,
         id TEXT NOT NULL UNIQUE,
@@ -73,12 +74,7 @@ _MIGRATIONS: dict[int, str] = {
         error TEXT,
         origin TEXT
     );
-    CREATE INDEX tasks_claim ON tasks (queue, priority DESC, eta, seq) WHERE status = 'pending';
-    CREATE INDEX tasks_lease ON tasks (lease_until) WHERE status = 'running';
-    CREATE INDEX tasks_expiry ON tasks (expires_at) WHERE status = 'pending' AND expires_at IS NOT NULL;
-    CREATE INDEX tasks_purge ON tasks (purge_at) WHERE purge_at IS NOT NULL;
-    CREATE INDEX tasks_status ON tasks (status, seq);
-    CREATE INDEX tasks_series ON tasks (series) WHERE series IS NOT NULL;
+    {TASK_INDEXES}
     CREATE TABLE events (
         seq INTEGER PRIMARY KEY,
         task_id TEXT NOT NULL,
