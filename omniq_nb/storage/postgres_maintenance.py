@@ -19,16 +19,15 @@ import psycopg
 
 from omniq_nb.errors import StorageError
 from omniq_nb.models import StoreHealth, TaskEvent, TaskStatus
-from omniq_nb.storage import lifecycle
 from omniq_nb.storage.health import STALE_IDS_SHOWN, health_report
 from omniq_nb.storage.postgres_base import PostgresConnection
 from omniq_nb.storage.postgres_schema import NOW_SQL, SCHEMA_VERSION, schema_exists
+from omniq_nb.storage.postgres_statements import status_match
 from omniq_nb.storage.rows import row_event
-from omniq_nb.storage.sql_text import FINISHED_SQL, events_statement
+from omniq_nb.storage.sql_text import events_statement, purge_filter
 
 __all__ = ["PostgresEvents", "PostgresMaintenance"]
 
-_FINISHED = [status.value for status in TaskStatus if status in lifecycle.FINISHED]
 
 _Run = Callable[[str, Sequence[Any]], Awaitable[builtins.list[Any]]]
 
@@ -58,15 +57,17 @@ class PostgresMaintenance(PostgresConnection):
         self, *, finished_before: datetime | None = None, statuses: Sequence[TaskStatus] = (), everything: bool = False
     ) -> int:
         """Delete finished tasks past their result TTL (or all tasks), with their events, in one transaction."""
-        params: builtins.list[Any] = []
-        if everything:
-            where = ""
-        else:
-            where = f"WHERE status IN {FINISHED_SQL} AND (purge_at <= {NOW_SQL}"
-            if finished_before is not None:
-                where += " OR (finished_at < %s AND status = ANY(%s::text[]))"
-                params += [finished_before.timestamp(), [s.value for s in statuses] or _FINISHED]
-            where += ")"
+        where, params = (
+            ("", [])
+            if everything
+            else purge_filter(
+                clock=(NOW_SQL, []),
+                finished_before=finished_before,
+                statuses=statuses,
+                mark="%s",
+                status_match=status_match,
+            )
+        )
         async with self._transaction() as conn:
             if everything:  # events of tasks committed meanwhile stay with their tasks
                 gone = await self._run(conn, "WITH gone AS (DELETE FROM tasks RETURNING 1) SELECT count(*) FROM gone")

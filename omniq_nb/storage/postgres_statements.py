@@ -21,6 +21,7 @@ import psycopg
 from omniq_nb.models import Task, TaskStatus
 from omniq_nb.storage.postgres_schema import NOW_SQL
 from omniq_nb.storage.rows import NEW_COLUMNS, new_task_row
+from omniq_nb.storage.sql_text import listing_filter
 
 __all__ = ["AFFINITY_SQL", "batch_statement", "duplicate_ids_refused", "filters", "insert_statement"]
 
@@ -75,17 +76,14 @@ def batch_statement(shared: tuple[Any, ...], entries: Sequence[tuple[str, bytes]
     return sql, [*constants, [entry[0] for entry in entries], [entry[1] for entry in entries]]
 
 
+def status_match(values: Sequence[str]) -> tuple[str, list[Any]]:
+    """Return the condition that ``status`` is one of ``values``, and its parameter (one array)."""
+    return "status = ANY(%s::text[])", [list(values)]
+
+
 def filters(statuses: Sequence[TaskStatus], queue: str | None) -> tuple[str, list[Any]]:
     """Return the ``WHERE`` clause (or '') and its parameters for a listing by status and queue."""
-    clauses: list[str] = []
-    params: list[Any] = []
-    if statuses:
-        clauses.append("status = ANY(%s::text[])")
-        params.append([TaskStatus(s).value for s in statuses])
-    if queue is not None:
-        clauses.append("queue = %s::text")
-        params.append(queue)
-    return ("WHERE " + " AND ".join(clauses) if clauses else ""), params
+    return listing_filter(statuses, queue, queue_mark="%s::text", status_match=status_match)
 
 
 @contextlib.contextmanager

@@ -11,7 +11,8 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Callable, Collection, Sequence
+from datetime import datetime
 from typing import Any
 
 from omniq_nb.models import TaskStatus
@@ -24,7 +25,10 @@ __all__ = [
     "TASKS_COLUMNS",
     "TASK_INDEXES",
     "UNFINISHED_SQL",
+    "StatusMatch",
     "events_statement",
+    "listing_filter",
+    "purge_filter",
     "status_list",
 ]
 
@@ -71,3 +75,52 @@ def events_statement(
     if task_id is not None:
         params, where = (task_id, *params), f"task_id = {mark} AND seq > {mark}"
     return f"SELECT {EVENT_COLUMNS} FROM events WHERE {where} ORDER BY seq LIMIT {mark}", params
+
+
+StatusMatch = Callable[[Sequence[str]], tuple[str, list[Any]]]
+"""A dialect's condition that ``status`` is one of some values, and its parameters."""
+
+_FINISHED = [status.value for status in TaskStatus if status in lifecycle.FINISHED]
+
+
+def listing_filter(
+    statuses: Sequence[TaskStatus], queue: str | None, *, queue_mark: str, status_match: StatusMatch
+) -> tuple[str, list[Any]]:
+    """Return the ``WHERE`` clause (or '') and its parameters for a listing by status and queue."""
+    clauses: list[str] = []
+    params: list[Any] = []
+    if statuses:
+        clause, values = status_match([TaskStatus(s).value for s in statuses])
+        clauses.append(clause)
+        params += values
+    if queue is not None:
+        clauses.append(f"queue = {queue_mark}")
+        params.append(queue)
+    return ("WHERE " + " AND ".join(clauses) if clauses else ""), params
+
+
+def purge_filter(
+    *,
+    clock: tuple[str, Sequence[Any]],
+    finished_before: datetime | None,
+    statuses: Sequence[TaskStatus],
+    mark: str,
+    status_match: StatusMatch,
+) -> tuple[str, list[Any]]:
+    """Return the ``WHERE`` clause and parameters picking the finished tasks a purge deletes.
+
+    Args:
+        clock: the SQL for "now" and its parameters (the server's clock, or one passed in).
+        finished_before: also tasks finished before this, in ``statuses`` (default: every
+            finished status).
+        statuses: see ``finished_before``.
+        mark: the dialect's placeholder.
+        status_match: the dialect's "status is one of" condition.
+    """
+    now, params = clock[0], [*clock[1]]
+    where = f"WHERE status IN {FINISHED_SQL} AND (purge_at <= {now}"
+    if finished_before is not None:
+        clause, picked = status_match([s.value for s in statuses] or _FINISHED)
+        where += f" OR (finished_at < {mark} AND {clause})"
+        params += [finished_before.timestamp(), *picked]
+    return where + ")", params

@@ -21,14 +21,13 @@ import aiosqlite
 
 from omniq_nb.errors import StorageError
 from omniq_nb.models import StoreHealth, TaskEvent, TaskStatus
-from omniq_nb.storage import lifecycle
 from omniq_nb.storage.health import STALE_IDS_SHOWN, health_report
 from omniq_nb.storage.rows import chunks, row_event
-from omniq_nb.storage.sql_text import events_statement
+from omniq_nb.storage.sql_text import events_statement, purge_filter
 from omniq_nb.storage.sqlite_base import SQLiteConnection
 from omniq_nb.storage.sqlite_file import existing_store
 from omniq_nb.storage.sqlite_schema import BUSY_TIMEOUT_MS, SCHEMA_VERSION
-from omniq_nb.storage.sqlite_statements import FINISHED_SQL, IDS_PER_STATEMENT, KEEP_NEWEST_SEQ
+from omniq_nb.storage.sqlite_statements import IDS_PER_STATEMENT, KEEP_NEWEST_SEQ, status_match
 
 __all__ = ["SQLiteEvents", "SQLiteMaintenance"]
 
@@ -36,7 +35,6 @@ logger = logging.getLogger("omniq_nb.storage.sqlite")  # the store's one logger 
 
 _WAL_RESET_BYTES = 8 * 1024 * 1024  # 2x what automatic checkpoints keep it at when no reader starves them
 _INTEGRITY_LINES = 10  # PRAGMA integrity_check stops after this many errors
-_FINISHED = [status.value for status in TaskStatus if status in lifecycle.FINISHED]  # the SQL list's order
 
 _Run = Callable[[str, Sequence[Any]], Awaitable[Iterable[Any]]]
 
@@ -68,17 +66,17 @@ class SQLiteMaintenance(SQLiteConnection):
         self, *, finished_before: datetime | None = None, statuses: Sequence[TaskStatus] = (), everything: bool = False
     ) -> int:
         """Delete finished tasks past their result TTL (or all tasks), with their events."""
-        params: builtins.list[Any] = []
-        if everything:
-            where = ""
-        else:
-            where = f"WHERE status IN {FINISHED_SQL} AND (purge_at <= ?"
-            params.append(time.time())
-            if finished_before is not None:
-                picked = [s.value for s in statuses] or _FINISHED
-                where += f" OR (finished_at < ? AND status IN ({', '.join('?' * len(picked))}))"
-                params += [finished_before.timestamp(), *picked]
-            where += ")"
+        where, params = (
+            ("", [])
+            if everything
+            else purge_filter(
+                clock=("?", [time.time()]),
+                finished_before=finished_before,
+                statuses=statuses,
+                mark="?",
+                status_match=status_match,
+            )
+        )
         async with self._immediate():
             newest = await self._run("SELECT max(seq) FROM events", ())
             gone = await self._run(f"DELETE FROM tasks {where} RETURNING id", params)

@@ -20,7 +20,14 @@ from typing import Any
 
 from omniq_nb.models import Task, TaskStatus
 from omniq_nb.storage.rows import NEW_COLUMNS, new_task_row
-from omniq_nb.storage.sql_text import FINISHED_SQL, REQUEUEABLE_SQL, TASKS_COLUMNS, UNFINISHED_SQL, status_list
+from omniq_nb.storage.sql_text import (
+    FINISHED_SQL,
+    REQUEUEABLE_SQL,
+    TASKS_COLUMNS,
+    UNFINISHED_SQL,
+    listing_filter,
+    status_list,
+)
 
 __all__ = [
     "AFFINITY_SQL",
@@ -89,16 +96,14 @@ def batch_statement(shared: tuple[Any, ...], entries: Sequence[tuple[str, bytes]
     return sql, [*itertools.chain.from_iterable(entries), *constants]
 
 
+def status_match(values: Sequence[str]) -> tuple[str, list[Any]]:
+    """Return the condition that ``status`` is one of ``values``, and its parameters."""
+    return f"status IN ({', '.join('?' * len(values))})", list(values)
+
+
 def filters(statuses: Sequence[TaskStatus], queue: str | None) -> tuple[str, list[Any]]:
     """Return the ``WHERE`` clause (or '') and its parameters for a listing by status and queue."""
-    clauses, params = [], []
-    if statuses:
-        clauses.append(f"status IN ({', '.join('?' * len(statuses))})")
-        params += [TaskStatus(s).value for s in statuses]
-    if queue is not None:
-        clauses.append("queue = ?")
-        params.append(queue)
-    return ("WHERE " + " AND ".join(clauses) if clauses else ""), params
+    return listing_filter(statuses, queue, queue_mark="?", status_match=status_match)
 
 
 @contextlib.contextmanager
