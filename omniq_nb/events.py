@@ -207,7 +207,7 @@ class EventHub:
             await asyncio.wait_for(waiter.future, timeout)
             return waiter.found
         finally:
-            self._forget(waiter)
+            self._forget(waiter, unknown)
 
     def _batched_read(self, task_ids: Iterable[str]) -> asyncio.Future[dict[str, Task]]:
         """Read ``task_ids`` with the other waits that start in this loop iteration (one ``get_many``)."""
@@ -223,9 +223,9 @@ class EventHub:
         task_ids, self._batch = list(self._batch_ids), None
         return {task.id: task for task in await self._storage.get_many(task_ids)}
 
-    def _forget(self, waiter: _Waiter) -> None:
-        """Stop telling ``waiter`` about the tasks it still waited for (it returned or gave up)."""
-        for task_id in waiter.pending:
+    def _forget(self, waiter: _Waiter, task_ids: Iterable[str]) -> None:
+        """Stop telling ``waiter`` about ``task_ids``, the tasks it was registered for (it returned or gave up)."""
+        for task_id in task_ids:
             waiters = self._waiters.get(task_id, [])
             if waiter in waiters:
                 waiters.remove(waiter)

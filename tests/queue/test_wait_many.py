@@ -69,6 +69,24 @@ async def test_waits_started_together_read_their_rows_in_one_batch(sqlite_url: s
         assert store.reads - before <= 2  # one batch, at most one safety re-read; not one read per wait
 
 
+async def test_a_finished_wait_leaves_no_waiter_behind(q: AsyncOmniQ) -> None:
+    """Tasks found finished by the store read, or never finished in time, are no longer awaited.
+
+    A waiter left registered kept the hub polling fast and re-reading those tasks for ever.
+    """
+    group = await q.enqueue_many(add, [(i,) for i in range(10)])
+    ids = list(group.ids)
+    for task in await claim(q, limit=10):
+        await succeed(q, task, ids.index(task.id))
+    del group  # no handle holds the finished rows: the wait reads them from the store
+    assert await q.results(ids, timeout=10) == list(range(10))
+    assert not q._hub._waiters
+    late = await q.enqueue(add, 1)
+    with pytest.raises(TimeoutError):
+        await q.results([*ids, late.id], timeout=0.2)
+    assert not q._hub._waiters
+
+
 async def test_group_raises_the_first_failure_in_input_order(q: AsyncOmniQ) -> None:
     group = await q.enqueue_many(add, [(0,), (1,), (2,)])
     outcome: list[Any] = []
