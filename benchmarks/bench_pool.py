@@ -41,7 +41,8 @@ def noop_sync() -> None:
     return None
 
 
-async def throughput(url: str, kind: str, tasks: int, concurrency: int) -> float:
+async def throughput(url: str, kind: str, tasks: int, concurrency: int | None) -> float:
+    """Tasks/s of a pool draining ``tasks`` no-op tasks while nobody waits (``None``: the default slots)."""
     fn = noop_async if kind == "async" else noop_sync
     async with omniq.AsyncOmniQ(db_url=url) as q:
         await q.enqueue_many(fn, [() for _ in range(tasks)])

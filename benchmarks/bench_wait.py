@@ -6,7 +6,8 @@ Every measurement uses a fresh SQLite file, default settings (``MAX_WORKERS`` sl
 functions defined in ``__main__`` (so they travel by value, as notebook functions do). The
 tasks are enqueued first; the clock runs from pool start until the last outcome is known:
 
-- (a) drain: nobody waits; an ``on_local_write`` callback counts finished rows;
+- (a) drain: nobody waits; an ``on_local_write`` callback counts finished rows (``bench_pool``'s
+  ``throughput``, its no-op functions taking no argument);
 - (b) group: ``(await q.enqueue_many(...)).result()``, and ``fn.map(...).result()`` through
   the blocking ``OmniQ`` (thread kind only: the sync twin's own loop runs the pool);
 - (c) gather: ``asyncio.gather`` of one ``TaskHandle.result()`` per task.
@@ -23,11 +24,14 @@ import argparse
 import asyncio
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
+
+from bench_pool import throughput
 
 import omniq_nb as omniq
-from omniq_nb.models import Task
+from omniq_nb import GroupHandle
 from omniq_nb.task import use_queue
 from omniq_nb.worker.sync import WorkerPool
 
@@ -45,40 +49,27 @@ def function(kind: str) -> object:
 
 
 async def drain(url: str, kind: str, tasks: int) -> float:
-    """(a): tasks/s with nobody waiting."""
-    async with omniq.AsyncOmniQ(db_url=url) as q:
-        await q.enqueue_many(function(kind), [(i,) for i in range(tasks)])  # type: ignore[arg-type]
-        finished = 0
-        all_done = asyncio.Event()
-
-        def count(changed: Sequence[Task]) -> None:
-            nonlocal finished
-            finished += sum(1 for t in changed if t.status.is_terminal)
-            if finished >= tasks:
-                all_done.set()
-
-        q.on_local_write(count)
-        pool = omniq.AsyncWorkerPool(q, kind=kind)
-        start = time.perf_counter()
-        await pool.start()
-        await all_done.wait()
-        elapsed = time.perf_counter() - start
-        await pool.stop()
-        return tasks / elapsed
+    """(a): tasks/s with nobody waiting, at the default number of slots."""
+    return await throughput(url, kind, tasks, None)
 
 
-async def group(url: str, kind: str, tasks: int) -> float:
-    """(b): tasks/s of ``GroupHandle.result()`` on ``enqueue_many``."""
+async def timed_wait(url: str, kind: str, tasks: int, wait: Callable[[GroupHandle], Awaitable[list[Any]]]) -> float:
+    """Tasks/s from pool start until ``wait`` returns every result of an ``enqueue_many`` of ``tasks``."""
     async with omniq.AsyncOmniQ(db_url=url) as q:
         handles = await q.enqueue_many(function(kind), [(i,) for i in range(tasks)])  # type: ignore[arg-type]
         pool = omniq.AsyncWorkerPool(q, kind=kind)
         start = time.perf_counter()
         await pool.start()
-        values = await handles.result(timeout=600)
+        values = await wait(handles)
         elapsed = time.perf_counter() - start
         await pool.stop()
         assert values == list(range(tasks))
         return tasks / elapsed
+
+
+async def group(url: str, kind: str, tasks: int) -> float:
+    """(b): tasks/s of ``GroupHandle.result()`` on ``enqueue_many``."""
+    return await timed_wait(url, kind, tasks, lambda handles: handles.result(timeout=600))
 
 
 def mapped(url: str, tasks: int) -> float:
@@ -99,16 +90,7 @@ def mapped(url: str, tasks: int) -> float:
 
 async def gather(url: str, kind: str, tasks: int) -> float:
     """(c): tasks/s of ``asyncio.gather`` over one ``TaskHandle.result()`` per task."""
-    async with omniq.AsyncOmniQ(db_url=url) as q:
-        handles = await q.enqueue_many(function(kind), [(i,) for i in range(tasks)])  # type: ignore[arg-type]
-        pool = omniq.AsyncWorkerPool(q, kind=kind)
-        start = time.perf_counter()
-        await pool.start()
-        values = await asyncio.gather(*(h.result(timeout=600) for h in handles))
-        elapsed = time.perf_counter() - start
-        await pool.stop()
-        assert values == list(range(tasks))
-        return tasks / elapsed
+    return await timed_wait(url, kind, tasks, lambda handles: asyncio.gather(*(h.result(timeout=600) for h in handles)))
 
 
 def main() -> None:
