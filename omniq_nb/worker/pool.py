@@ -106,7 +106,6 @@ class AsyncWorkerPool:
         self.failure: StoreLost | None = None
         """Why the pool stopped on its own (its store went away), or ``None``."""
         self._executors = Executors(queue.serializer, settings.secret, self.concurrency)
-        self._children = self._executors.processes.idle  # idle child processes (kind "process")
         self._writer = OutcomeWriter(
             queue, self.name, lambda: len(self._runs.by_task), lambda task_id: self._runs.lease_of(task_id)
         )

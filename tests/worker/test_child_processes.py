@@ -45,6 +45,7 @@ async def test_a_dead_idle_child_process_is_replaced(
     ):
         child = await (await q.enqueue(wt.pid)).result(timeout=30)
         os.kill(child, signal.SIGKILL)  # dies while idle, between tasks
-        await wait_until(lambda: not any(c.alive for c in pool._children), timeout=15)  # gone, not dying
+        idle = pool._executors.processes.idle
+        await wait_until(lambda: not any(c.alive for c in idle), timeout=15)  # gone, not dying
         fresh = await (await q.enqueue(wt.pid)).result(timeout=30)
         assert fresh != child
