@@ -24,7 +24,7 @@ from omniq_nb.storage.postgres_statements import (
     duplicate_ids_refused,
     insert_statement,
 )
-from omniq_nb.storage.rows import COLUMNS, encode_error, new_task_row, row_task
+from omniq_nb.storage.rows import COLUMNS, encode_error, new_task_row, row_task, sort_claimed
 from omniq_nb.storage.sql_text import REQUEUEABLE_SQL, TASKS_COLUMNS, UNFINISHED_SQL
 
 __all__ = ["PostgresQueue"]
@@ -100,7 +100,7 @@ class PostgresQueue(PostgresResults):
             RETURNING {TASKS_COLUMNS}, tasks.seq"""
         params = {"queues": builtins.list(queues), "limit": limit, "lease": lease, "worker": worker, "owner": owner}
         rows = await self._fetch(sql, params)
-        rows.sort(key=lambda row: (-row[4], row[10], row[-1]))
+        sort_claimed(rows)
         return [row_task(row) for row in rows]
 
     async def renew(self, *, leases: Mapping[str, str], lease: float) -> set[str]:
@@ -154,7 +154,10 @@ class PostgresQueue(PostgresResults):
         """Insert the next runs whose series has no other unfinished run (one per series)."""
         series = sorted({task.series for task in following if task.series is not None})
         await PostgresConnection._run(
-            conn, "SELECT pg_advisory_xact_lock(hashtext('omniq.series.' || s)) FROM unnest(%s::text[]) AS s", (series,)
+            conn,
+            "SELECT pg_advisory_xact_lock(hashtext('omniq.series.' || current_schema() || '.' || s))"
+            " FROM unnest(%s::text[]) AS s",
+            (series,),
         )
         busy = await PostgresConnection._run(
             conn,

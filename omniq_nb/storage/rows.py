@@ -38,6 +38,7 @@ __all__ = [
     "row_event",
     "row_task",
     "row_worker",
+    "sort_claimed",
     "worker_row",
 ]
 
@@ -48,6 +49,7 @@ COLUMNS = (
     "origin, run_id, owner"
 )
 """Every column of a task, in the order ``row_task`` reads them."""
+_PRIORITY_AT, _ETA_AT = (COLUMNS.replace(" ", "").split(",").index(name) for name in ("priority", "eta"))
 NEW_COLUMNS = (
     "id, name, queue, status, priority, payload, attempt, retries, retry_on, timeout, eta, created_at, "
     "expires_at, result_ttl, interval, cron, series, at_most_once, kind, origin, owner"
@@ -202,3 +204,8 @@ def row_worker(row: Sequence[Any]) -> WorkerInfo:
         running=row[12],
         stop_requested=bool(row[13]),
     )
+
+
+def sort_claimed(rows: list[Any]) -> None:
+    """Sort rows claimed as ``COLUMNS, seq`` in claim order: priority (highest first), eta, enqueue order."""
+    rows.sort(key=lambda row: (-row[_PRIORITY_AT], row[_ETA_AT], row[-1]))

@@ -20,12 +20,12 @@ migrations ``sqlite_schema``; shared SQL text ``sqlite_statements``; the row cod
 
 from __future__ import annotations
 
-from omniq_nb.storage.sqlite_file import sqlite_path, storage_error
+from omniq_nb.storage.sqlite_file import sqlite_path
 from omniq_nb.storage.sqlite_maintenance import SQLiteEvents, SQLiteMaintenance
 from omniq_nb.storage.sqlite_queue import SQLiteQueue
 from omniq_nb.storage.sqlite_registry import SQLiteRegistry
 
-__all__ = ["SQLiteStorage", "sqlite_path", "storage_error"]
+__all__ = ["SQLiteStorage", "sqlite_path"]
 
 
 class SQLiteStorage(SQLiteQueue, SQLiteRegistry, SQLiteEvents, SQLiteMaintenance):

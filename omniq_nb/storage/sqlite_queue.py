@@ -15,7 +15,8 @@ from typing import Any
 
 from omniq_nb.models import Task, TaskResult
 from omniq_nb.storage import lifecycle
-from omniq_nb.storage.rows import COLUMNS, chunks, encode_error, new_task_row, row_task
+from omniq_nb.storage.rows import COLUMNS, chunks, encode_error, new_task_row, row_task, sort_claimed
+from omniq_nb.storage.sql_text import REQUEUEABLE_SQL, TASKS_COLUMNS, UNFINISHED_SQL
 from omniq_nb.storage.sqlite_results import SQLiteResults
 from omniq_nb.storage.sqlite_schema import NOW_SQL
 from omniq_nb.storage.sqlite_statements import (
@@ -23,9 +24,6 @@ from omniq_nb.storage.sqlite_statements import (
     BATCH_ROWS,
     CHUNK_ROWS,
     INSERT_ROWS,
-    REQUEUEABLE_SQL,
-    TASKS_COLUMNS,
-    UNFINISHED_SQL,
     batch_statement,
     duplicate_ids_refused,
     insert_statement,
@@ -99,7 +97,7 @@ class SQLiteQueue(SQLiteResults):
                 ORDER BY priority DESC, eta, seq LIMIT ?)
             RETURNING {COLUMNS}, seq"""
         rows = await self._fetch(sql, (lease, now, worker, *queues, now, now, *mine, limit))
-        rows.sort(key=lambda row: (-row[4], row[10], row[-1]))
+        sort_claimed(rows)
         return [row_task(row) for row in rows]
 
     async def renew(self, *, leases: Mapping[str, str], lease: float) -> set[str]:

@@ -1,8 +1,8 @@
-"""SQL text of the SQLite store that several of its roles share: insert builders, filters, status lists.
+"""SQL text of the SQLite store that several of its roles share: insert builders, filters, affinity.
 
 Statements use SQLite's ``?`` placeholders and its limit of 32,766 values per statement,
 which sets the chunk sizes. The status lists and qualified columns every SQL backend shares
-live in ``sql_text`` and are re-exported here.
+live in ``sql_text``.
 
 Example:
     >>> filters([TaskStatus.FAILED], "mail")
@@ -20,31 +20,19 @@ from typing import Any
 
 from omniq_nb.models import Task, TaskStatus
 from omniq_nb.storage.rows import NEW_COLUMNS, new_task_row
-from omniq_nb.storage.sql_text import (
-    FINISHED_SQL,
-    REQUEUEABLE_SQL,
-    TASKS_COLUMNS,
-    UNFINISHED_SQL,
-    listing_filter,
-    status_list,
-)
+from omniq_nb.storage.sql_text import listing_filter
 
 __all__ = [
     "AFFINITY_SQL",
     "BATCH_ROWS",
     "CHUNK_ROWS",
-    "FINISHED_SQL",
     "IDS_PER_STATEMENT",
     "INSERT_ROWS",
     "KEEP_NEWEST_SEQ",
-    "REQUEUEABLE_SQL",
-    "TASKS_COLUMNS",
-    "UNFINISHED_SQL",
     "batch_statement",
     "duplicate_ids_refused",
     "filters",
     "insert_statement",
-    "status_list",
 ]
 
 CHUNK_ROWS = 400

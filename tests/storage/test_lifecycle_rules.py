@@ -11,7 +11,7 @@ import pytest
 from omniq_nb.errors import InvalidTransition
 from omniq_nb.models import EventKind, Task, TaskResult, TaskStatus, WorkerInfo
 from omniq_nb.storage import lifecycle
-from omniq_nb.storage.sqlite_statements import FINISHED_SQL, REQUEUEABLE_SQL, UNFINISHED_SQL
+from omniq_nb.storage.sql_text import FINISHED_SQL, REQUEUEABLE_SQL, UNFINISHED_SQL
 
 NOW = datetime(2026, 1, 1, tzinfo=timezone.utc)
 SECOND = timedelta(seconds=1)
