@@ -81,7 +81,7 @@ class _Waiter:
             return
         self.pending.discard(task_id)
         self.found[task_id] = task
-        failed = task is not None and task.status is not TaskStatus.SUCCEEDED
+        failed = task is None or task.status is not TaskStatus.SUCCEEDED  # no such task: no result either
         if (not self.pending or (failed and self.until_failure)) and not self.future.done():
             self.future.set_result(None)
 
@@ -260,6 +260,10 @@ class EventHub:
                 self._wake.set()
             runner.cancel()
             await asyncio.gather(runner, return_exceptions=True)
+        for waiters in self._waiters.values():
+            for waiter in waiters:
+                waiter.future.cancel()
+        self._waiters.clear()
 
     async def _follow(self) -> None:
         assert self._wake is not None

@@ -82,7 +82,10 @@ class ResultReading:
         found: dict[str, Task | None] = {}
         values: builtins.list[Any] = []
         while len(values) < len(task_ids):
-            waiting = [task_id for task_id in task_ids[len(values) :] if task_id not in found]
+            rest = task_ids[len(values) :]
+            if not return_exceptions:  # a failure found further on is raised once the tasks before it succeed
+                rest = rest[: next((at for at, task_id in enumerate(rest) if _failed(found, task_id)), len(rest))]
+            waiting = [task_id for task_id in rest if task_id not in found]
             left = None if end is None else max(0.0, end - time.monotonic())
             try:
                 found |= await self._hub.wait_many(waiting, left, until_failure=not return_exceptions)
@@ -107,6 +110,14 @@ class ResultReading:
         if task.status is TaskStatus.SUCCEEDED:
             return None if task.result is None else self.serializer.loads(task.result)
         raise failure(task)
+
+
+def _failed(found: dict[str, Task | None], task_id: str) -> bool:
+    """Return whether ``task_id`` is known to have no result: missing, or finished without success."""
+    if task_id not in found:
+        return False
+    task = found[task_id]
+    return task is None or task.status is not TaskStatus.SUCCEEDED
 
 
 def failure(task: Task) -> TaskFailed:

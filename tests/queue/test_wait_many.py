@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -13,7 +14,7 @@ import worker_tasks as wt
 from emulated_worker import add, boom_error, claim, fail, succeed
 from processes import Processes
 
-from omniq_nb import AsyncOmniQ, AsyncWorkerPool, GroupHandle, Task, TaskFailed
+from omniq_nb import AsyncOmniQ, AsyncWorkerPool, GroupHandle, Task, TaskFailed, TaskNotFound
 from omniq_nb.storage.sqlite import SQLiteStorage
 
 pytestmark = pytest.mark.anyio
@@ -85,6 +86,31 @@ async def test_a_finished_wait_leaves_no_waiter_behind(q: AsyncOmniQ) -> None:
     with pytest.raises(TimeoutError):
         await q.results([*ids, late.id], timeout=0.2)
     assert not q._hub._waiters
+
+
+async def test_a_failure_does_not_wait_for_the_tasks_after_it(q: AsyncOmniQ) -> None:
+    """The first failure in order is raised once the tasks before it succeed, not after the rest finish."""
+    first, failing, last = [await q.enqueue(add, i) for i in range(3)]
+    for task in await claim(q, limit=2):  # ``last`` stays pending: nothing will ever finish it
+        if task.id == first.id:
+            await succeed(q, task, 0)
+        else:
+            await fail(q, task, boom_error())
+    with pytest.raises(TaskFailed):
+        await q.results([first.id, failing.id, last.id], timeout=10)
+    with pytest.raises(TaskNotFound):
+        await q.results(["no-such-task", last.id], timeout=10)
+
+
+async def test_closing_the_queue_cancels_a_pending_result_wait(sqlite_url: str, wait_until: Any) -> None:
+    q = AsyncOmniQ(db_url=sqlite_url)
+    await q.open()
+    h = await q.enqueue(add, 1)
+    waiting = asyncio.ensure_future(h.result(timeout=60))
+    await wait_until(lambda: q._hub._waiters)
+    await q.close()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(waiting, 10)
 
 
 async def test_group_raises_the_first_failure_in_input_order(q: AsyncOmniQ) -> None:
