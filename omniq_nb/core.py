@@ -28,7 +28,6 @@ Example:
 from __future__ import annotations
 
 from omniq_nb.async_queue import AsyncOmniQ
-from omniq_nb.bridge import BlockingBridge, LoopBridge
 from omniq_nb.building import new_task, task_name
 from omniq_nb.models import new_task_id
 from omniq_nb.results import failure
@@ -36,8 +35,6 @@ from omniq_nb.sync_queue import OmniQ
 
 __all__ = [
     "AsyncOmniQ",
-    "BlockingBridge",
-    "LoopBridge",
     "OmniQ",
     "failure",
     "new_task",

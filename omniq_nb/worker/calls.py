@@ -64,6 +64,10 @@ class Slot:
             self._free()
 
 
+RESULT_LABEL = "the task's result"
+"""Names the value in a serialization error of a result."""
+
+
 def timed_out(call: Call) -> Outcome:
     """Return the outcome of a call stopped for running longer than its timeout."""
     error = TaskError(

@@ -27,13 +27,12 @@ from omniq_nb.context import Progress, TaskContext, enter, leave
 from omniq_nb.errors import WorkerLost, type_name
 from omniq_nb.models import TaskError
 from omniq_nb.serialization import BlobSerializer
-from omniq_nb.worker.calls import Call, Outcome, failed, timed_out
+from omniq_nb.worker.calls import RESULT_LABEL, Call, Outcome, failed, timed_out
 
 _CHILD_PROGRESS_INTERVAL = 0.05  # seconds between progress messages from a child
 _PARENT_CHECK_INTERVAL = 0.5  # seconds between a child's checks that its parent lives
 _TERMINATE_GRACE = 1.0  # seconds a terminated child gets before SIGKILL
 _PR_SET_PDEATHSIG = 1
-_RESULT = "the task's result"  # names the value in a serialization error
 _CHILD_ENTRY = (
     "import sys; from omniq_nb.worker.child import child_main; child_main(int(sys.argv[1]), int(sys.argv[2]))"
 )
@@ -198,7 +197,7 @@ def _run_in_child(
         value = fn(*args, **kwargs)
         if inspect.isawaitable(value):
             value = asyncio.run(_awaited(value))
-        return ("ok", serializer.dumps(value, label=_RESULT))
+        return ("ok", serializer.dumps(value, label=RESULT_LABEL))
     except BaseException as exc:
         outcome = failed(exc, attempt)
         return ("error", outcome.error, outcome.raised, outcome.retryable)

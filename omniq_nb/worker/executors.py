@@ -16,11 +16,9 @@ from typing import Any, Protocol
 
 from omniq_nb.context import TaskContext, enter, leave
 from omniq_nb.serialization import BlobSerializer, is_coroutine_call
-from omniq_nb.worker.calls import Call, Outcome, Slot, failed, timed_out
+from omniq_nb.worker.calls import RESULT_LABEL, Call, Outcome, Slot, failed, timed_out
 from omniq_nb.worker.child import ChildProcess
 from omniq_nb.worker.threads import TaskThreads
-
-_RESULT = "the task's result"  # names the value in a serialization error
 
 
 class Executor(Protocol):
@@ -67,7 +65,7 @@ class LoopExecutor:
                     running.add_done_callback(lambda _: release())
                     return timed_out(call)
                 value = running.result()  # the task's own exceptions, TimeoutError included
-            return Outcome(result=self._serializer.dumps(value, label=_RESULT))
+            return Outcome(result=self._serializer.dumps(value, label=RESULT_LABEL))
         except BaseException as exc:  # sys.exit(), an interrupt, a cancel the task met on its own: it fails
             if isinstance(exc, asyncio.CancelledError) and _being_cancelled():
                 raise  # the run itself is being stopped
@@ -98,7 +96,7 @@ class ThreadExecutor:
         def work() -> Outcome:
             token = enter(context)
             try:
-                return Outcome(result=self._serializer.dumps(fn(*args, **kwargs), label=_RESULT))
+                return Outcome(result=self._serializer.dumps(fn(*args, **kwargs), label=RESULT_LABEL))
             except BaseException as exc:  # SystemExit too: a thread has no process to end
                 return failed(exc, call.attempt)
             finally:

@@ -254,16 +254,13 @@ class AsyncWorkerPool:
         self._wake.set()
         for task in tasks:
             if task.status is TaskStatus.CANCELLED and task.id in self._runs.by_task:
-                self._abandon(task.id, "cancelled")
+                self._runs.abandon(task.id, "cancelled")
 
     def _leases_lost(self, leases: dict[str, str]) -> None:
         for task_id, token in leases.items():
             if self._runs.lease_of(task_id) == token:  # not a later run of the same task
                 logger.warning("task %s: lease lost (cancelled or rescued elsewhere); stopping it", task_id)
-                self._abandon(task_id, "lease lost")
-
-    def _abandon(self, task_id: str, why: str) -> None:
-        self._runs.abandon(task_id, why)
+                self._runs.abandon(task_id, "lease lost")
 
     def _asked_to_stop(self) -> None:
         """Drain and stop: a stop was requested through the store's registry."""

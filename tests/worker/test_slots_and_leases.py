@@ -50,7 +50,7 @@ async def test_an_attempt_abandoned_before_its_first_step_frees_its_slot_and_lea
             for task in tasks:
                 if task.id == first.id and task.status is TaskStatus.RUNNING and not abandoned:
                     abandoned.append(task.id)
-                    pool._abandon(task.id, "abandoned by the test")
+                    pool._runs.abandon(task.id, "abandoned by the test")
 
         q.on_local_write(abandon_at_once)
         await wait_until(lambda: bool(abandoned), timeout=15)
