@@ -28,7 +28,7 @@ from omniq_nb.opening import OpensAndCloses
 from omniq_nb.options import make_options
 from omniq_nb.results import ResultReading
 from omniq_nb.serialization import BlobSerializer
-from omniq_nb.storage import Storage, open_storage
+from omniq_nb.storage import Storage, open_stores
 
 logger = logging.getLogger(__name__)
 LIST_LIMIT = 100
@@ -45,7 +45,8 @@ class AsyncOmniQ(QueueAdmin, ResultReading, OpensAndCloses):
 
     Args:
         settings: a complete ``Settings`` to start from instead of reading YAML and env.
-        storage: a store to use instead of opening ``settings.db_url``.
+        storage: a store to use instead of opening ``settings.db_url`` (with ``result_url``
+            and ``events_url``).
         bridge: how code off the queue's loop runs its coroutines, handles included
             (default ``SameLoopBridge``: handles hand coroutines back to be awaited; the sync
             twin and the notebook pass a blocking bridge).
@@ -82,7 +83,7 @@ class AsyncOmniQ(QueueAdmin, ResultReading, OpensAndCloses):
     ) -> None:
         self.settings = settings.with_overrides(**overrides) if settings else Settings.from_env(**overrides)
         configure_logging(self.settings)
-        self.storage: Storage = storage or open_storage(self.settings.db_url, settings=self.settings)
+        self.storage: Storage = storage or open_stores(self.settings)
         self.serializer = BlobSerializer(self.settings.secret)
         self._bridge: LoopBridge = bridge or SameLoopBridge()
         self._hub = EventHub(

@@ -34,7 +34,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv: the arguments (default ``sys.argv[1:]``).
     """
     args = _parser().parse_args(argv)
-    overrides = {"db_url": args.db_url, "log_level": getattr(args, "log_level", None)}
+    overrides = {name: getattr(args, name) for name in _STORE_URLS}
+    overrides["log_level"] = getattr(args, "log_level", None)
     try:
         settings = Settings.from_env(**overrides)
         _install_log_handler(settings)
@@ -47,13 +48,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+_STORE_URLS = {
+    "db_url": "the queue's store URL (default OMNIQ_DB_URL or sqlite:///.omniq/omniq.db)",
+    "result_url": "a store of its own for results (default OMNIQ_RESULT_URL, else the queue's store)",
+    "events_url": "a store of its own for events (default OMNIQ_EVENTS_URL, else the queue's store)",
+}
+
+
+def _store_arguments(parser: argparse.ArgumentParser, *, top: bool = False) -> None:
+    """Add ``--db-url``, ``--result-url`` and ``--events-url``, before or after the command name."""
+    for name, help_text in _STORE_URLS.items():
+        flag = "--" + name.replace("_", "-")
+        if top:
+            parser.add_argument(flag, help=help_text)
+        else:
+            parser.add_argument(flag, default=argparse.SUPPRESS, help=help_text)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="omniq-nb", description="Run and inspect omniq_nb task queues.")
-    parser.add_argument("--db-url", help="store URL (default OMNIQ_DB_URL or sqlite:///.omniq/omniq.db)")
+    _store_arguments(parser, top=True)
     commands = parser.add_subparsers(dest="command", required=True)
 
     worker = commands.add_parser("worker", help="run a worker until SIGINT or SIGTERM")
-    worker.add_argument("--db-url", default=argparse.SUPPRESS, help="store URL")
+    _store_arguments(worker)
     worker.add_argument("--concurrency", "-c", type=int, help="tasks run at once (default OMNIQ_MAX_WORKERS)")
     worker.add_argument("--kind", choices=WORKER_KINDS, help="where sync tasks run (default OMNIQ_DEFAULT_WORKER)")
     worker.add_argument("--queue", "-q", action="append", dest="queues", help="a queue to serve (repeatable)")
@@ -68,31 +86,31 @@ def _parser() -> argparse.ArgumentParser:
     worker.set_defaults(run=_worker)
 
     workers = commands.add_parser("workers", help="list the live worker pools of the store (in kernels and standalone)")
-    workers.add_argument("--db-url", default=argparse.SUPPRESS, help="store URL")
+    _store_arguments(workers)
     workers.add_argument("--json", action="store_true", help="print the pools as a JSON array")
     workers.set_defaults(run=_workers)
 
     listing = commands.add_parser("list", help="list recent tasks, newest first")
-    listing.add_argument("--db-url", default=argparse.SUPPRESS, help="store URL")
+    _store_arguments(listing)
     listing.add_argument("--status", action="append", choices=[s.value for s in TaskStatus])
     listing.add_argument("--queue")
     listing.add_argument("--limit", type=int, default=50)
     listing.set_defaults(run=_list)
 
     show = commands.add_parser("show", help="show one task")
-    show.add_argument("--db-url", default=argparse.SUPPRESS, help="store URL")
+    _store_arguments(show)
     show.add_argument("task_id")
     show.set_defaults(run=_show)
 
     purge = commands.add_parser(
         "purge", help="delete finished tasks past their result_ttl (RESULT_TTL, default 7d), or by age"
     )
-    purge.add_argument("--db-url", default=argparse.SUPPRESS, help="store URL")
+    _store_arguments(purge)
     add_purge_arguments(purge)
     purge.set_defaults(run=_purge)
 
     check = commands.add_parser("check", help="report the store's health; exit status 1 on a problem")
-    check.add_argument("--db-url", default=argparse.SUPPRESS, help="store URL")
+    _store_arguments(check)
     check.add_argument("--json", action="store_true", help="print the report as one JSON object")
     check.set_defaults(run=_check)
     return parser

@@ -7,6 +7,8 @@ arguments given in code. This is the only module that reads ``OMNIQ_*`` or YAML.
 | key | default | meaning |
 |---|---|---|
 | ``DB_URL`` | ``sqlite:///.omniq/omniq.db`` | where tasks are stored |
+| ``RESULT_URL`` | none (the ``DB_URL`` store) | a store of its own for results |
+| ``EVENTS_URL`` | none (the ``DB_URL`` store) | a store of its own for events |
 | ``DEFAULT_QUEUE`` | ``default`` | queue for tasks that name none |
 | ``DEFAULT_WORKER`` | ``thread`` | executor kind for sync task functions: async, thread, process |
 | ``MAX_WORKERS`` | ``4`` | tasks one pool runs at once |
@@ -65,6 +67,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """
 
     db_url: str = "sqlite:///.omniq/omniq.db"
+    result_url: str | None = None
+    events_url: str | None = None
     default_queue: str = "default"
     default_worker: str = "thread"
     max_workers: int = 4
@@ -83,7 +87,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     def __repr__(self) -> str:
         """Return a repr that never shows the secret or a URL's password."""
         shown = {name: getattr(self, name) for name in self.__struct_fields__}
-        shown["db_url"] = redact_url(self.db_url)
+        for name in _URL_SETTINGS:
+            if shown[name] is not None:
+                shown[name] = redact_url(shown[name])
         if self.secret is not None:
             shown["secret"] = "***"
         return "Settings(" + ", ".join(f"{k}={v!r}" for k, v in shown.items()) + ")"
@@ -202,7 +208,7 @@ def parse_setting(name: str, raw: Any, source: str) -> Any:
         if name == "secret":
             shown = "***"
         else:
-            shown = repr(redact_url(raw) if name == "db_url" and isinstance(raw, str) else raw)
+            shown = repr(redact_url(raw) if name in _URL_SETTINGS and isinstance(raw, str) else raw)
         raise ConfigError(
             f"{source.rstrip('=')}={shown} is not valid: {exc}. Set {_ENV_PREFIX}{name.upper()} "
             f"or pass {name}= with such a value."
@@ -307,8 +313,17 @@ def _db_url(raw: Any) -> str:
     return value
 
 
+def _optional_url(raw: Any) -> str | None:
+    if raw is None or (isinstance(raw, str) and raw.strip().lower() in ("", "none")):
+        return None
+    return _db_url(raw)
+
+
+_URL_SETTINGS = ("db_url", "result_url", "events_url")
 _PARSERS: dict[str, Callable[[Any], Any]] = {
     "db_url": _db_url,
+    "result_url": _optional_url,
+    "events_url": _optional_url,
     "default_queue": _text,
     "default_worker": _choice(WORKER_KINDS),
     "max_workers": _positive_count,

@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterable
 from typing import Protocol
 
 from omniq_nb.errors import StorageError
-from omniq_nb.models import EventKind, Task, TaskEvent, TaskStatus
+from omniq_nb.models import EventKind, Task, TaskEvent
 from omniq_nb.storage.base import Storage
 
 logger = logging.getLogger(__name__)
@@ -81,7 +81,7 @@ class _Waiter:
             return
         self.pending.discard(task_id)
         self.found[task_id] = task
-        failed = task is None or task.status is not TaskStatus.SUCCEEDED  # no such task: no result either
+        failed = task is None or not task.has_value  # no such task: no result either
         if (not self.pending or (failed and self.until_failure)) and not self.future.done():
             self.future.set_result(None)
 

@@ -185,6 +185,15 @@ class Task(msgspec.Struct):
     owner: str | None = None
 
     @property
+    def has_value(self) -> bool:
+        """Return whether the task succeeded with a result to read.
+
+        False for a succeeded task whose result, kept in a separate result store, is no
+        longer there: its ``error`` then says so.
+        """
+        return self.status is TaskStatus.SUCCEEDED and self.error is None
+
+    @property
     def max_attempts(self) -> int:
         """Return how many claims this task may have in all (first run plus retries)."""
         return self.retries + 1
@@ -194,7 +203,9 @@ class TaskResult(msgspec.Struct, frozen=True, kw_only=True):
     """The outcome of one attempt, as a worker (or a rescuer) reports it to the store.
 
     The store applies it only while ``lease_token`` still holds the task and the task is
-    running; with ``rescue=True`` only while that lease has also run out.
+    running; with ``rescue=True`` only while that lease has also run out. ``result_ttl`` is
+    the task's own: a store that keeps results apart from the queue (``result_url``) keeps
+    the result that long.
     """
 
     task_id: str
@@ -204,6 +215,7 @@ class TaskResult(msgspec.Struct, frozen=True, kw_only=True):
     error: TaskError | None = None
     eta: datetime | None = None
     rescue: bool = False
+    result_ttl: float | None = None
 
 
 class TaskEvent(msgspec.Struct, frozen=True, kw_only=True):

@@ -44,7 +44,13 @@ def describe_exception(exc: BaseException, attempt: int) -> tuple[TaskError, tup
 
 def succeeded(task: Task, result: bytes) -> TaskResult:
     """Return the outcome of an attempt that returned ``result`` (a serialized blob)."""
-    return TaskResult(task_id=task.id, lease_token=task.lease_token or "", status=TaskStatus.SUCCEEDED, result=result)
+    return TaskResult(
+        task_id=task.id,
+        lease_token=task.lease_token or "",
+        status=TaskStatus.SUCCEEDED,
+        result=result,
+        result_ttl=task.result_ttl,
+    )
 
 
 def after_failure(

@@ -107,7 +107,7 @@ class ResultReading:
         """Return a finished task's result, or raise why there is none."""
         if task is None:
             raise TaskNotFound(f"no task with id {task_id!r} in {self.storage.url}")
-        if task.status is TaskStatus.SUCCEEDED:
+        if task.has_value:
             return None if task.result is None else self.serializer.loads(task.result)
         raise failure(task)
 
@@ -117,14 +117,14 @@ def _failed(found: dict[str, Task | None], task_id: str) -> bool:
     if task_id not in found:
         return False
     task = found[task_id]
-    return task is None or task.status is not TaskStatus.SUCCEEDED
+    return task is None or not task.has_value
 
 
 def failure(task: Task) -> TaskFailed:
     """Return the exception ``result()`` raises for a task that did not succeed.
 
     Args:
-        task: a finished task whose status is not ``succeeded``.
+        task: a finished task that has no value (``Task.has_value`` is false).
 
     """
     error = task.error

@@ -5,17 +5,22 @@ matters only to the users of that backend. A new backend implements every role o
 ``storage.base`` on one object, applies ``storage.lifecycle``'s rules, reuses
 ``storage.rows`` if it stores rows, and reports through ``storage.health``.
 ``redact_url`` (from ``omniq_nb.urls``) is re-exported here: it is public.
+``open_stores(settings)`` opens the queue's store with results and events where the
+settings put them (``result_url``, ``events_url``).
 """
 
 from __future__ import annotations
 
 from urllib.parse import unquote, urlsplit
 
+import msgspec
+
 from omniq_nb.config import Settings
-from omniq_nb.storage.base import NotSupported, Storage, StorageError
+from omniq_nb.storage.base import NotSupported, OutcomeStore, Storage, StorageError
+from omniq_nb.storage.split import SplitStorage
 from omniq_nb.urls import redact_url
 
-__all__ = ["NotSupported", "Storage", "StorageError", "open_storage", "redact_url"]
+__all__ = ["NotSupported", "Storage", "StorageError", "open_storage", "open_stores", "redact_url"]
 
 _LATER = {"redis", "rediss", "nats"}
 
@@ -83,3 +88,50 @@ def _postgres(url: str, settings: Settings) -> Storage:
             "pip install 'omniq-nb[postgres]'"
         ) from None
     return PostgresStorage(url, events=settings.events)
+
+
+def open_stores(settings: Settings) -> Storage:
+    """Return the queue's store (``settings.db_url``), with results and events where the settings say.
+
+    When ``result_url`` and ``events_url`` are unset (or name the queue's store) this is
+    ``open_storage(settings.db_url)``. Otherwise the queue's store is joined with a result
+    store and an events store (one store when both URLs are the same) in a ``SplitStorage``:
+    results are written before the transition that accepts them, events after it.
+
+    Raises:
+        StorageError: a URL is malformed or names an unknown scheme.
+        NotSupported: a store cannot keep results or events apart from its queue yet.
+
+    Example:
+        >>> store = open_stores(Settings(db_url="sqlite:///jobs.db", result_url="memory://"))
+        >>> type(store).__name__, store.url
+        ('SplitStorage', 'sqlite:///jobs.db')
+
+    """
+    queue_url = settings.db_url
+    result_url = settings.result_url if settings.result_url not in (None, queue_url) else None
+    events_url = settings.events_url if settings.events_url not in (None, queue_url) and settings.events else None
+    if result_url is None and events_url is None:
+        return open_storage(queue_url, settings=settings)
+    queue = open_storage(
+        queue_url, settings=msgspec.structs.replace(settings, events=settings.events and not events_url)
+    )
+    results = _outcome_store(result_url, settings, "result_url") if result_url is not None else None
+    if events_url is None:
+        events = None
+    elif events_url == result_url:
+        events = results
+    else:
+        events = _outcome_store(events_url, settings, "events_url")
+    return SplitStorage(queue, results=results, events=events, events_ttl=settings.result_ttl)
+
+
+def _outcome_store(url: str, settings: Settings, setting: str) -> OutcomeStore:
+    """Return the store at ``url`` for a queue's results or events, or say it cannot be one."""
+    store = open_storage(url, settings=settings)
+    if not isinstance(store, OutcomeStore):
+        raise NotSupported(
+            f"{setting}={redact_url(url)!r}: this store cannot keep a queue's results or events yet; "
+            "use sqlite:///path.db, postgresql://... or memory://"
+        )
+    return store

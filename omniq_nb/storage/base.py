@@ -16,7 +16,9 @@ Roles, each named after who calls it:
 - ``MaintenanceStore``: purge, log checkpoints and the health check.
 
 Every backend implements all of them on one object (``Storage``), so the façade and the
-pool never know which backend they talk to.
+pool never know which backend they talk to. A backend that can also keep the results or
+the events of a queue that lives in another store (``result_url``, ``events_url``)
+implements ``OutcomeStore`` too; ``storage.split`` joins such stores into one ``Storage``.
 """
 
 from __future__ import annotations
@@ -25,15 +27,19 @@ import builtins
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from types import TracebackType
-from typing import Protocol, runtime_checkable
+from typing import Protocol, Self, runtime_checkable
 
 from omniq_nb.errors import NotSupported, StorageError
 from omniq_nb.models import StoreHealth, Task, TaskEvent, TaskResult, TaskStatus, WorkerInfo
+
+ResultKey = tuple[str, str]
+"""A kept result's key: the task id and the lease token of the attempt that produced it."""
 
 __all__ = [
     "EventStore",
     "MaintenanceStore",
     "NotSupported",
+    "OutcomeStore",
     "QueueStore",
     "ResultStore",
     "Storage",
@@ -66,7 +72,7 @@ class StoreConnection(Protocol):
         """Release every connection; the store cannot be used afterwards."""
         ...
 
-    async def __aenter__(self) -> Storage:
+    async def __aenter__(self) -> Self:
         """Open the store."""
         ...
 
@@ -76,7 +82,7 @@ class StoreConnection(Protocol):
         """Close the store."""
         ...
 
-    def clone(self) -> Storage:
+    def clone(self) -> Self:
         """Return a new, unopened store on the same data, for use on another thread's loop."""
         ...
 
@@ -288,3 +294,42 @@ class Storage(StoreConnection, QueueStore, ResultStore, EventStore, WorkerRegist
 
     One backend object implements all of them (``SQLiteStorage``, ``MemoryStorage``).
     """
+
+
+@runtime_checkable
+class OutcomeStore(StoreConnection, EventStore, MaintenanceStore, Protocol):
+    """Results and events of a queue whose tasks live in another store (``result_url``, ``events_url``).
+
+    Results are kept under the task id *and* the lease token of the attempt that produced
+    them, so a worker that lost its lease can write its result without effect: the queue's
+    row names the token of the outcome it accepted, and only that result is ever read.
+    Events get their ``seq`` here, in the order they are appended.
+    """
+
+    async def keep_results(self, results: Sequence[TaskResult]) -> None:
+        """Store the ``result`` bytes of these outcomes under ``(task_id, lease_token)``.
+
+        Each is kept for its ``result_ttl`` seconds (forever when ``None``); writing the same
+        key again replaces it.
+        """
+        ...
+
+    async def kept_results(self, keys: Sequence[ResultKey]) -> dict[ResultKey, bytes]:
+        """Return the kept result bytes of these keys; a key with nothing kept is left out."""
+        ...
+
+    async def append_events(self, events: Sequence[TaskEvent], *, purge_at: Mapping[str, datetime] = {}) -> None:
+        """Record events of the queue's transitions, in this order (their ``seq`` is ignored).
+
+        ``purge_at`` maps the id of a task that finished to the time its row is purged from
+        the queue (``finished_at + result_ttl``): its events go then too, unless newer events
+        (it was requeued) came after.
+        """
+        ...
+
+    async def forget_outcomes(self, *, events_before: datetime | None = None, everything: bool = False) -> int:
+        """Delete results past their ``result_ttl``, events past their ``purge_at`` or older than ``events_before``.
+
+        With ``everything=True`` every kept result and event goes. Returns how many results went.
+        """
+        ...

@@ -2,7 +2,8 @@
 
 ``MemoryStorage`` is assembled from one mixin per protocol role over ``memory_base.MemoryState``
 (the data and the lock), as ``SQLiteStorage`` is: ``MemoryResults`` (``memory_base``),
-``MemoryQueue`` (``memory_queue``), and here ``MemoryRegistry`` and ``MemoryMaintenance``.
+``MemoryQueue`` (``memory_queue``), ``MemoryOutcomes`` (``memory_outcomes``), and here
+``MemoryRegistry`` and ``MemoryMaintenance``.
 The lifecycle rules come from ``storage.lifecycle``.
 """
 
@@ -16,6 +17,7 @@ from omniq_nb.models import StoreHealth, TaskEvent, TaskStatus, WorkerInfo
 from omniq_nb.storage import lifecycle
 from omniq_nb.storage.health import health_report
 from omniq_nb.storage.memory_base import MemoryResults, MemoryState, copy
+from omniq_nb.storage.memory_outcomes import MemoryOutcomes
 from omniq_nb.storage.memory_queue import MemoryQueue
 
 __all__ = ["MemoryMaintenance", "MemoryRegistry", "MemoryStorage"]
@@ -112,7 +114,7 @@ class MemoryMaintenance(MemoryResults):
         )
 
 
-class MemoryStorage(MemoryQueue, MemoryRegistry, MemoryMaintenance):
+class MemoryStorage(MemoryQueue, MemoryRegistry, MemoryMaintenance, MemoryOutcomes):
     """A store that lives in this process's memory (``memory://``).
 
     Args:

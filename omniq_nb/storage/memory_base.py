@@ -45,6 +45,10 @@ class MemoryState(OpensAndCloses):
         self._events: builtins.list[TaskEvent] = []
         self._seq = 0
         self._workers: dict[str, WorkerInfo] = {}
+        self._kept: dict[tuple[str, str], tuple[bytes, datetime | None]] = {}
+        """Results kept for a queue in another store: (task id, token) -> (bytes, purge time)."""
+        self._event_purge: dict[str, datetime | None] = {}
+        """When the events appended for a queue in another store go, by task (its newest event's mark)."""
         self._lock = threading.Lock()
 
     async def open(self) -> None:

@@ -13,7 +13,8 @@ through ``PostgresConnection``, as ``SQLiteStorage`` is:
 - ``postgres_results.PostgresResults``: ``ResultStore``;
 - ``postgres_queue.PostgresQueue``: ``QueueStore`` (builds on the reads);
 - ``postgres_registry.PostgresRegistry``: ``WorkerRegistry``;
-- ``postgres_maintenance.PostgresEvents`` and ``PostgresMaintenance``: ``EventStore`` and ``MaintenanceStore``.
+- ``postgres_maintenance.PostgresEvents`` and ``PostgresMaintenance``: ``EventStore`` and ``MaintenanceStore``;
+- ``postgres_outcomes.PostgresOutcomes``: ``OutcomeStore`` (results and events of a queue kept elsewhere).
 
 The schema, its migrations and event triggers are ``postgres_schema``; shared SQL text
 ``postgres_statements`` and ``sql_text``; the row codec ``rows``.
@@ -22,13 +23,14 @@ The schema, its migrations and event triggers are ``postgres_schema``; shared SQ
 from __future__ import annotations
 
 from omniq_nb.storage.postgres_maintenance import PostgresEvents, PostgresMaintenance
+from omniq_nb.storage.postgres_outcomes import PostgresOutcomes
 from omniq_nb.storage.postgres_queue import PostgresQueue
 from omniq_nb.storage.postgres_registry import PostgresRegistry
 
 __all__ = ["PostgresStorage"]
 
 
-class PostgresStorage(PostgresQueue, PostgresRegistry, PostgresEvents, PostgresMaintenance):
+class PostgresStorage(PostgresQueue, PostgresRegistry, PostgresEvents, PostgresMaintenance, PostgresOutcomes):
     """A store in one schema of a PostgreSQL database, shared by workers on any number of machines.
 
     Args:

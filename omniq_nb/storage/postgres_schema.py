@@ -25,7 +25,7 @@ from omniq_nb.storage.sql_text import TASK_INDEXES
 
 __all__ = ["NOW_SQL", "CLOCK_SQL", "SCHEMA_VERSION", "migrate", "schema_exists"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 """The schema version this code writes and understands."""
 NOW_SQL = "extract(epoch from now())::float8"
 """The transaction's start on the server's clock, in seconds since the epoch (usable by indexes)."""
@@ -142,6 +142,20 @@ _MIGRATIONS: dict[int, str] = {
     END $$;
     CREATE TRIGGER omniq_progress AFTER UPDATE OF progress_done ON tasks FOR EACH ROW
         WHEN (OLD.status = 'running' AND NEW.status = 'running') EXECUTE FUNCTION omniq_progress()
+    """,
+    2: """
+    CREATE TABLE kept_results (
+        task_id text NOT NULL,
+        token text NOT NULL,
+        result bytea NOT NULL,
+        kept_at float8 NOT NULL,
+        purge_at float8,
+        PRIMARY KEY (task_id, token)
+    );
+    CREATE INDEX kept_results_purge ON kept_results (purge_at) WHERE purge_at IS NOT NULL;
+    ALTER TABLE events ADD COLUMN purge_at float8;
+    CREATE INDEX events_purge ON events (purge_at) WHERE purge_at IS NOT NULL;
+    CREATE INDEX events_at ON events (at)
     """,
 }
 

@@ -28,7 +28,7 @@ __all__ = [
     "statements",
 ]
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 """The schema version this code writes and understands."""
 BUSY_TIMEOUT_MS = 15_000
 """How long a statement waits for another connection's write lock."""
@@ -109,6 +109,20 @@ _MIGRATIONS: dict[int, str] = {
         running INTEGER NOT NULL DEFAULT 0,
         stop_requested INTEGER NOT NULL DEFAULT 0
     );
+    """,
+    4: """
+    CREATE TABLE kept_results (
+        task_id TEXT NOT NULL,
+        token TEXT NOT NULL,
+        result BLOB NOT NULL,
+        kept_at REAL NOT NULL,
+        purge_at REAL,
+        PRIMARY KEY (task_id, token)
+    ) WITHOUT ROWID;
+    CREATE INDEX kept_results_purge ON kept_results (purge_at) WHERE purge_at IS NOT NULL;
+    ALTER TABLE events ADD COLUMN purge_at REAL;
+    CREATE INDEX events_purge ON events (purge_at) WHERE purge_at IS NOT NULL;
+    CREATE INDEX events_at ON events (at);
     """,
 }
 

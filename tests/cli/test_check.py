@@ -62,7 +62,7 @@ def test_a_healthy_store_exits_0_with_one_line_per_fact(url: str) -> None:
     found = fields(done.stdout)
     assert found["store"] == url
     assert found["integrity"] == "ok"
-    assert found["schema"] == "version 3"
+    assert found["schema"] == "version 4"
     assert found["tasks"] == "pending 2, running 0, succeeded 0, failed 0, cancelled 1, expired 0"
     assert found["leases"] == "0 expired, 0 of them over 30 s ago"
 
@@ -71,7 +71,7 @@ def test_a_healthy_store_exits_0_with_one_line_per_fact(url: str) -> None:
     report = json.loads(as_json.stdout)
     assert report["ok"] is True
     assert report["problems"] == []
-    assert report["schema_version"] == 3
+    assert report["schema_version"] == 4
     assert report["counts"] == {"pending": 2, "running": 0, "succeeded": 0, "failed": 0, "cancelled": 1, "expired": 0}
     assert isinstance(report["wal_bytes"], int)
 

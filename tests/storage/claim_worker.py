@@ -12,13 +12,14 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from store_spec import open_spec
+
 from omniq_nb.models import TaskResult, TaskStatus
-from omniq_nb.storage import open_storage
 
 
 async def _drain(url: str, worker: str, limit: int) -> list[str]:
     claimed_ids: list[str] = []
-    async with open_storage(url) as store:
+    async with open_spec(url) as store:
         while claimed := await store.claim(queues=["default"], limit=limit, lease=120, worker=worker):
             claimed_ids.extend(task.id for task in claimed)
             results = [

@@ -16,10 +16,11 @@ from typing import Any, TypeVar
 import anyio
 import pytest
 from postgres_server import POSTGRES_URL, postgres_schema
+from store_spec import SPLIT_SPEC, open_spec
 
 from omniq_nb.core import new_task_id
 from omniq_nb.models import Task
-from omniq_nb.storage import Storage, open_storage
+from omniq_nb.storage import Storage
 
 T = TypeVar("T")
 
@@ -27,6 +28,7 @@ BACKENDS = [
     pytest.param("memory://", id="memory"),
     pytest.param("sqlite:///{tmp}/omniq.db", id="sqlite"),  # tmp_path is absolute: four slashes
     pytest.param(POSTGRES_URL + "?schema={schema}", id="postgres", marks=pytest.mark.postgres),
+    pytest.param(SPLIT_SPEC, id="split"),
 ]
 
 _POLL_SECONDS = 0.02
@@ -34,7 +36,7 @@ _POLL_SECONDS = 0.02
 
 @pytest.fixture(params=BACKENDS)
 def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """The URL of this run's backend (not redacted, so a second store can open it)."""
+    """The URL of this run's backend (not redacted, so a second store can open it), or a split spec."""
     url = str(request.param)
     if "{schema}" not in url:
         yield url.format(tmp=tmp_path)
@@ -45,7 +47,7 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
 
 @pytest.fixture
 async def store(store_url: str) -> AsyncIterator[Storage]:
-    async with open_storage(store_url) as backend:
+    async with open_spec(store_url) as backend:
         await backend.purge(everything=True)  # each test starts from an empty store
         yield backend
 
@@ -57,7 +59,7 @@ async def twin(store: Storage, store_url: str, make_task: Callable[..., Task]) -
     Skips when two objects on one URL do not share their tasks (an in-process store):
     there is then nothing to race across connections.
     """
-    async with open_storage(store_url) as other:
+    async with open_spec(store_url) as other:
         probe = make_task()
         await store.insert([probe])
         shared = await other.get(probe.id) is not None

@@ -5,10 +5,11 @@ from collections.abc import Callable
 from datetime import datetime
 
 import pytest
+from store_spec import open_spec
 
 from omniq_nb.config import Settings
 from omniq_nb.models import EventKind, Task, TaskError, TaskEvent, TaskResult, TaskStatus
-from omniq_nb.storage import Storage, open_storage
+from omniq_nb.storage import Storage
 
 pytestmark = pytest.mark.anyio
 
@@ -207,7 +208,7 @@ async def test_a_new_claim_resets_progress(store: Storage, make_task: MakeTask) 
 
 
 async def test_events_off_records_nothing(store: Storage, store_url: str, make_task: MakeTask) -> None:
-    async with open_storage(store_url, settings=Settings(events=False)) as quiet:
+    async with open_spec(store_url, settings=Settings(events=False)) as quiet:
         task = make_task()
         await quiet.insert([task])
         [running] = await quiet.claim(queues=["default"], limit=1, lease=30, worker="w")

@@ -10,9 +10,9 @@ from pathlib import Path
 import anyio.to_thread
 import pytest
 from postgres_server import POSTGRES_URL, postgres_schema
+from store_spec import SPLIT_SPEC, open_spec
 
 from omniq_nb.models import Task, TaskStatus
-from omniq_nb.storage import open_storage
 
 pytestmark = pytest.mark.anyio
 
@@ -57,11 +57,14 @@ def run_processes(url: str, tmp_path: Path) -> list[list[str]]:
     return claimed
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres), "split"])
 def shared_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A store URL that several processes share: a SQLite file, or a fresh PostgreSQL schema."""
+    """A store that several processes share: a SQLite file, a fresh PostgreSQL schema, or a split spec."""
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'shared' / 'omniq.db'}"
+        return
+    if request.param == "split":
+        yield SPLIT_SPEC.format(tmp=tmp_path)
         return
     with postgres_schema() as schema:
         yield f"{POSTGRES_URL}?schema={schema}"
@@ -73,7 +76,7 @@ async def test_four_processes_claim_every_task_exactly_once(
     monkeypatch.syspath_prepend(str(Path(__file__).parent))  # spawned children inherit sys.path
     url = shared_url
     tasks = [make_task(name=f"job{n}") for n in range(TASKS)]
-    async with open_storage(url) as store:
+    async with open_spec(url) as store:
         await store.insert(tasks)
 
     claimed = await anyio.to_thread.run_sync(run_processes, url, tmp_path)
@@ -86,7 +89,7 @@ async def test_four_processes_claim_every_task_exactly_once(
     assert sum(len(ids) for ids in claimed) == TASKS
     assert all(ids for ids in claimed), f"a process claimed nothing: {[len(ids) for ids in claimed]}"
 
-    async with open_storage(url) as store:
+    async with open_spec(url) as store:
         final = await store.get_many([t.id for t in tasks])
         counts = await store.count()
     assert len(final) == TASKS

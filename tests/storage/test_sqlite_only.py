@@ -14,6 +14,7 @@ from omniq_nb.errors import StorageError
 from omniq_nb.models import Task, TaskResult, TaskStatus
 from omniq_nb.storage import Storage, open_storage
 from omniq_nb.storage.sqlite import SQLiteStorage, sqlite_path
+from omniq_nb.storage.sqlite_schema import SCHEMA_VERSION
 
 pytestmark = pytest.mark.anyio
 
@@ -57,7 +58,46 @@ async def test_the_schema_version_table_holds_every_applied_version(tmp_path: Pa
     path = tmp_path / "omniq.db"
     async with SQLiteStorage(url_of(path)):
         pass
-    assert query(path, "SELECT version FROM omniq_schema") == [(1,), (2,), (3,)]
+    assert query(path, "SELECT version FROM omniq_schema") == EVERY_VERSION
+
+
+# What each migration added, undone in reverse order to turn a store back into an older one.
+_UNDO = {
+    4: [
+        "DROP TABLE kept_results",
+        "DROP INDEX events_purge",
+        "DROP INDEX events_at",
+        "ALTER TABLE events DROP COLUMN purge_at",
+    ],
+    3: ["DROP TABLE workers", "ALTER TABLE tasks DROP COLUMN owner"],
+    2: ["ALTER TABLE tasks DROP COLUMN run_id", "ALTER TABLE events DROP COLUMN run_id"],
+}
+EVERY_VERSION = [(version,) for version in range(1, SCHEMA_VERSION + 1)]
+
+
+def downgrade(path: Path, version: int) -> None:
+    """Turn the store at ``path`` back into a store of schema ``version``, as that release wrote it."""
+    with sqlite3.connect(path) as conn:
+        for undone in range(SCHEMA_VERSION, version, -1):
+            for statement in _UNDO[undone]:
+                conn.execute(statement)
+            conn.execute("DELETE FROM omniq_schema WHERE version = ?", (undone,))
+
+
+async def test_a_version_3_store_gains_the_tables_for_a_queue_kept_elsewhere(
+    tmp_path: Path, make_task: MakeTask
+) -> None:
+    path = tmp_path / "omniq.db"
+    old = make_task()
+    async with SQLiteStorage(url_of(path)) as store:
+        await store.insert([old])
+    downgrade(path, 3)
+    async with SQLiteStorage(url_of(path)) as store:
+        assert (await store.get(old.id)) == old
+        assert [e.kind for e in await store.events(task_id=old.id)] == ["enqueued"]
+        await store.keep_results([TaskResult(task_id="t", lease_token="k", status=TaskStatus.SUCCEEDED, result=b"r")])
+        assert await store.kept_results([("t", "k")]) == {("t", "k"): b"r"}
+    assert query(path, "SELECT version FROM omniq_schema") == EVERY_VERSION
 
 
 async def test_a_version_1_store_is_migrated_and_keeps_its_tasks(tmp_path: Path, make_task: MakeTask) -> None:
@@ -65,20 +105,14 @@ async def test_a_version_1_store_is_migrated_and_keeps_its_tasks(tmp_path: Path,
     old = make_task()
     async with SQLiteStorage(url_of(path)) as store:
         await store.insert([old])
-    with sqlite3.connect(path) as conn:  # turn it back into a version-1 store, as 0.1 wrote it
-        conn.execute("DROP TABLE workers")
-        conn.execute("ALTER TABLE tasks DROP COLUMN owner")
-        conn.execute("DELETE FROM omniq_schema WHERE version = 3")
-        conn.execute("ALTER TABLE tasks DROP COLUMN run_id")
-        conn.execute("ALTER TABLE events DROP COLUMN run_id")
-        conn.execute("DELETE FROM omniq_schema WHERE version = 2")
+    downgrade(path, 1)  # a version-1 store, as 0.1 wrote it
     async with SQLiteStorage(url_of(path)) as store:
         assert (await store.get(old.id)) is not None
         [claimed] = await store.claim(queues=["default"], limit=1, lease=30, worker="w")
         assert claimed.id == old.id and claimed.run_id
         [started] = [e for e in await store.events(task_id=old.id) if e.kind == "started"]
         assert started.run_id == claimed.run_id
-    assert query(path, "SELECT version FROM omniq_schema") == [(1,), (2,), (3,)]
+    assert query(path, "SELECT version FROM omniq_schema") == EVERY_VERSION
 
 
 async def test_a_version_2_store_gains_owners_and_the_worker_registry(tmp_path: Path, make_task: MakeTask) -> None:
@@ -86,16 +120,13 @@ async def test_a_version_2_store_gains_owners_and_the_worker_registry(tmp_path: 
     old = make_task()
     async with SQLiteStorage(url_of(path)) as store:
         await store.insert([old])
-    with sqlite3.connect(path) as conn:  # turn it back into a version-2 store
-        conn.execute("DROP TABLE workers")
-        conn.execute("ALTER TABLE tasks DROP COLUMN owner")
-        conn.execute("DELETE FROM omniq_schema WHERE version = 3")
+    downgrade(path, 2)
     async with SQLiteStorage(url_of(path)) as store:
         assert (await store.get(old.id)) == old
         [claimed] = await store.claim(queues=["default"], limit=1, lease=30, worker="w", unowned_only=True)
         assert claimed.id == old.id and claimed.owner is None
         assert await store.workers() == []
-    assert query(path, "SELECT version FROM omniq_schema") == [(1,), (2,), (3,)]
+    assert query(path, "SELECT version FROM omniq_schema") == EVERY_VERSION
 
 
 async def test_opening_twice_keeps_the_schema_and_the_tasks(tmp_path: Path, make_task: MakeTask) -> None:
@@ -106,7 +137,7 @@ async def test_opening_twice_keeps_the_schema_and_the_tasks(tmp_path: Path, make
     async with SQLiteStorage(url_of(path)) as second, SQLiteStorage(url_of(path)) as third:
         assert await second.get(task.id) == task
         assert await third.get(task.id) == task
-    assert query(path, "SELECT version FROM omniq_schema") == [(1,), (2,), (3,)]
+    assert query(path, "SELECT version FROM omniq_schema") == EVERY_VERSION
 
 
 async def test_a_newer_schema_is_refused(tmp_path: Path) -> None:

@@ -1,0 +1,63 @@
+"""The memory store's ``OutcomeStore`` role: results and events of a queue kept in another store.
+
+Useful in one process (tests, a throwaway notebook): ``result_url=memory://`` keeps result
+bytes in this object, under the task id and the lease token of the attempt that made them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta, timezone
+
+from omniq_nb.models import TaskEvent, TaskResult
+from omniq_nb.storage.base import ResultKey
+from omniq_nb.storage.memory_base import MemoryState, copy
+
+__all__ = ["MemoryOutcomes"]
+
+_UTC = timezone.utc
+
+
+class MemoryOutcomes(MemoryState):
+    """Kept results by ``(task_id, token)``, with their purge time, and appended events."""
+
+    async def keep_results(self, results: Sequence[TaskResult]) -> None:
+        """Keep the results' bytes (replacing a key written before)."""
+        now = datetime.now(_UTC)
+        with self._lock:
+            for r in results:
+                until = None if r.result_ttl is None else now + timedelta(seconds=r.result_ttl)
+                self._kept[(r.task_id, r.lease_token)] = (r.result or b"", until)
+
+    async def kept_results(self, keys: Sequence[ResultKey]) -> dict[ResultKey, bytes]:
+        """Return the kept bytes of these keys (missing keys are left out)."""
+        with self._lock:
+            return {key: self._kept[key][0] for key in keys if key in self._kept}
+
+    async def append_events(self, events: Sequence[TaskEvent], *, purge_at: Mapping[str, datetime] = {}) -> None:
+        """Record the events in order, each with the next ``seq``; note when finished tasks' events go."""
+        with self._lock:
+            for event in events:
+                self._seq += 1
+                self._events.append(copy(event, seq=self._seq))
+                self._event_purge[event.task_id] = purge_at.get(event.task_id)
+
+    async def forget_outcomes(self, *, events_before: datetime | None = None, everything: bool = False) -> int:
+        """Delete results past their ``result_ttl``, events past their ``purge_at`` or older than ``events_before``."""
+        now = datetime.now(_UTC)
+        with self._lock:
+            doomed = [
+                key for key, (_, until) in self._kept.items() if everything or (until is not None and until <= now)
+            ]
+            for key in doomed:
+                del self._kept[key]
+            if everything:
+                self._events, self._event_purge = [], {}
+                return len(doomed)
+            gone = {task_id for task_id, until in self._event_purge.items() if until is not None and until <= now}
+            self._events = [
+                e for e in self._events if e.task_id not in gone and (events_before is None or e.at >= events_before)
+            ]
+            for task_id in gone:
+                del self._event_purge[task_id]
+            return len(doomed)

@@ -1,0 +1,211 @@
+"""``SplitStorage``: a queue in one store, its results and events in others (``result_url``, ``events_url``).
+
+The transitions go to the queue's store, in this order when parts are apart:
+
+1. an outcome's result is written to the result store first, under the task id and the
+   attempt's lease token, and the queue's row gets a mark naming that token instead;
+2. the transition is made in the queue's store (fenced on the lease as always);
+3. its events are appended to the events store.
+
+So a reader never sees ``succeeded`` without its result, and a worker that lost its lease
+writes a result that nobody reads. An event is written after the change it records: a
+process that dies between the two loses that event, never the change (the event hub polls
+task rows as the truth). When results and events share the queue's store,
+``open_stores`` returns that store itself and none of this applies.
+"""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime, timedelta, timezone
+
+import msgspec
+
+from omniq_nb.models import EventKind, StoreHealth, Task, TaskEvent, TaskResult, TaskStatus
+from omniq_nb.storage import lifecycle
+from omniq_nb.storage.split_base import SplitParts, kept_mark
+
+__all__ = ["SplitStorage"]
+
+_UTC = timezone.utc
+
+
+def _event(task: Task, kind: EventKind, at: datetime | None, *, message: str | None = None) -> TaskEvent:
+    return TaskEvent(
+        seq=0,
+        task_id=task.id,
+        kind=kind,
+        at=at or datetime.now(_UTC),
+        status=task.status,
+        attempt=task.attempt,
+        progress=task.progress,
+        message=message,
+        run_id=task.run_id,
+    )
+
+
+def _purge_times(tasks: Iterable[Task]) -> dict[str, datetime]:
+    """Return when the queue purges each finished task with a ``result_ttl`` (its events go then too)."""
+    return {
+        t.id: t.finished_at + timedelta(seconds=t.result_ttl)
+        for t in tasks
+        if t.status in lifecycle.FINISHED and t.finished_at is not None and t.result_ttl is not None
+    }
+
+
+class SplitStorage(SplitParts):
+    """The ``Storage`` of a queue whose results or events live in stores of their own.
+
+    Built by ``open_stores`` from the settings; see ``SplitParts`` for the arguments.
+    """
+
+    async def _record(self, events: Iterable[TaskEvent], finished: Iterable[Task] = ()) -> None:
+        """Append events to the events store (if apart), with the purge times of the ``finished`` tasks."""
+        listed = builtins.list(events)
+        if self.events_store is not None and listed:
+            await self.events_store.append_events(listed, purge_at=_purge_times(finished))
+
+    async def insert(self, tasks: Iterable[Task]) -> None:
+        """Add new tasks to the queue's store, then record their ``enqueued`` events."""
+        listed = builtins.list(tasks)
+        await self.queue.insert(listed)
+        await self._record(_event(task, EventKind.ENQUEUED, task.created_at) for task in listed)
+
+    async def insert_many(self, template: Task, entries: Iterable[tuple[str, bytes]]) -> None:
+        """Add tasks like ``template`` to the queue's store, then record their events."""
+        listed = builtins.list(entries)
+        await self.queue.insert_many(template, listed)
+        at = template.created_at
+        await self._record(
+            _event(msgspec.structs.replace(template, id=task_id), EventKind.ENQUEUED, at) for task_id, _ in listed
+        )
+
+    async def claim(
+        self,
+        *,
+        queues: Sequence[str],
+        limit: int,
+        lease: float,
+        worker: str,
+        unowned_only: bool = False,
+        owner: str | None = None,
+    ) -> builtins.list[Task]:
+        """Claim in the queue's store, then record the ``started`` events."""
+        claimed = await self.queue.claim(
+            queues=queues, limit=limit, lease=lease, worker=worker, unowned_only=unowned_only, owner=owner
+        )
+        await self._record(_event(task, EventKind.STARTED, task.started_at) for task in claimed)
+        return claimed
+
+    async def renew(self, *, leases: Mapping[str, str], lease: float) -> set[str]:
+        """Extend leases in the queue's store."""
+        return await self.queue.renew(leases=leases, lease=lease)
+
+    async def progress(
+        self, *, task_id: str, lease_token: str, done: float, total: float | None, message: str | None
+    ) -> bool:
+        """Store progress in the queue's store; record a ``progress`` event when it was written."""
+        written = await self.queue.progress(
+            task_id=task_id, lease_token=lease_token, done=done, total=total, message=message
+        )
+        if written and self.events_store is not None:
+            task = await self.queue.get(task_id)
+            if task is not None:
+                await self._record([_event(task, EventKind.PROGRESS, None, message=message)])
+        return written
+
+    async def settle(
+        self, results: Sequence[TaskResult], *, successors: Mapping[str, Task] = {}
+    ) -> builtins.list[Task]:
+        """Keep the results first, then apply the outcomes (fenced), then record the events."""
+        lifecycle.check_outcomes(results)
+        kept = {r.task_id: r.result for r in results if r.result is not None} if self.results else {}
+        if kept and self.results is not None:
+            await self.results.keep_results([r for r in results if r.result is not None])
+            results = [
+                msgspec.structs.replace(r, result=kept_mark(r.lease_token)) if r.task_id in kept else r for r in results
+            ]
+        accepted = await self.queue.settle(results, successors=successors)
+        accepted = [msgspec.structs.replace(t, result=kept[t.id]) if t.id in kept else t for t in accepted]
+        if self.events_store is not None:
+            events = [
+                _event(t, lifecycle.entered(t.status), t.finished_at, message=t.error.message if t.error else None)
+                for t in accepted
+            ]
+            following = [successors[t.id] for t in accepted if t.id in successors]
+            inserted = await self.queue.get_many([t.id for t in following]) if following else []
+            await self._record([*events, *(_event(t, EventKind.ENQUEUED, t.created_at) for t in inserted)], accepted)
+        return accepted
+
+    async def release(self, *, leases: Mapping[str, str]) -> builtins.list[Task]:
+        """Hand running tasks back in the queue's store, then record ``released`` events."""
+        released = await self.queue.release(leases=leases)
+        await self._record(_event(task, EventKind.RELEASED, None) for task in released)
+        return released
+
+    async def expired_leases(self, *, limit: int) -> builtins.list[Task]:
+        """Return running tasks whose lease ran out in the queue's store."""
+        return await self.queue.expired_leases(limit=limit)
+
+    async def cancel(self, task_id: str) -> Task | None:
+        """Cancel in the queue's store; record a ``cancelled`` event when it changed the task."""
+        before = await self.queue.get(task_id) if self.events_store is not None else None
+        after = await self.queue.cancel(task_id)
+        if before is not None and after is not None and before.status is not after.status:
+            await self._record([_event(after, EventKind.CANCELLED, after.finished_at)], [after])
+        return (await self._with_results([after]))[0] if after is not None else None
+
+    async def requeue(self, task_id: str) -> Task | None:
+        """Requeue in the queue's store; record a ``retried`` event when it changed the task."""
+        before = await self.queue.get(task_id) if self.events_store is not None else None
+        after = await self.queue.requeue(task_id)
+        if before is not None and after is not None and before.status is not after.status:
+            await self._record([_event(after, EventKind.RETRIED, None)])
+        return (await self._with_results([after]))[0] if after is not None else None
+
+    async def expire(self) -> builtins.list[Task]:
+        """Expire in the queue's store, then record ``expired`` events."""
+        expired = await self.queue.expire()
+        await self._record((_event(task, EventKind.EXPIRED, task.finished_at) for task in expired), expired)
+        return expired
+
+    async def wait_for_tasks(self, timeout: float) -> None:
+        """Wait for a wake-up hint of the queue's store."""
+        await self.queue.wait_for_tasks(timeout)
+
+    async def purge(
+        self, *, finished_before: datetime | None = None, statuses: Sequence[TaskStatus] = (), everything: bool = False
+    ) -> int:
+        """Purge the queue's store, then forget the results and events whose time has come.
+
+        Results and events go when their task's ``result_ttl`` runs out, as the task does;
+        events also when older than ``finished_before`` (without ``statuses``) or than
+        ``events_ttl``. Results of tasks purged early (``finished_before``) stay in the
+        result store until their own ``result_ttl`` runs out there.
+        """
+        gone = await self.queue.purge(finished_before=finished_before, statuses=statuses, everything=everything)
+        for side in self._sides():
+            events_before = None
+            if side is self.events_store:
+                horizon = [finished_before] if finished_before is not None and not statuses else []
+                if self.events_ttl is not None:
+                    horizon.append(datetime.now(_UTC) - timedelta(seconds=self.events_ttl))
+                events_before = max(horizon) if horizon else None
+            await side.forget_outcomes(events_before=events_before, everything=everything)
+        return gone
+
+    async def checkpoint(self) -> None:
+        """Keep every part's log bounded."""
+        await self.queue.checkpoint()
+        for side in self._sides():
+            await side.checkpoint()
+
+    async def check(self, *, stale_after: float) -> StoreHealth:
+        """Report the queue store's health, with the problems of the other stores added."""
+        health = await self.queue.check(stale_after=stale_after)
+        problems = builtins.list(health.problems)
+        for side in self._sides():
+            other = await side.check(stale_after=stale_after)
+            problems += [f"{side.url}: {problem}" for problem in other.problems]
+        return msgspec.structs.replace(health, problems=tuple(problems), ok=health.ok and not problems)
