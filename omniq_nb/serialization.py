@@ -34,6 +34,8 @@ from omniq_nb import pickling
 from omniq_nb.errors import SerializationError, SignatureError
 
 _MAGIC = b"OQ"
+KEPT_RESULT_MARK = b"ORkept:"
+"""How a result kept in a separate result store is marked in its queue's row (never a blob: not ``OQ``)."""
 _VERSION = 1
 _MSGPACK = ord("m")
 _PICKLE = ord("p")
@@ -205,6 +207,11 @@ class BlobSerializer:
 
     def _open(self, blob: bytes) -> tuple[int, memoryview]:
         view = memoryview(blob)
+        if blob.startswith(KEPT_RESULT_MARK):
+            raise SerializationError(
+                "this result is kept in a separate result store, which this queue was not opened with: "
+                "set result_url (OMNIQ_RESULT_URL, --result-url) as the workers do"
+            )
         if len(view) < _HEADER_SIZE or view[:2] != _MAGIC or view[2] != _VERSION:
             raise SerializationError("not an omniq_nb blob (bad header); was it written by another program?")
         fmt, flag = view[3], view[4]

@@ -25,25 +25,25 @@ from msgspec.structs import replace
 
 from omniq_nb.models import Task, TaskError, TaskEvent, TaskStatus, WorkerInfo
 from omniq_nb.opening import OpensAndCloses
+from omniq_nb.serialization import KEPT_RESULT_MARK
 from omniq_nb.storage.base import OutcomeStore, ResultKey, Storage
 
 __all__ = ["RESULT_MISSING", "SplitParts", "kept_mark", "kept_token"]
 
-_MARK = b"ORkept:"  # serialized results start with b"OQ": a mark is never a result
 RESULT_MISSING = "ResultMissing"
 """The error type of a succeeded task whose kept result is no longer in the result store."""
 
 
 def kept_mark(token: str) -> bytes:
     """Return what the queue's row holds in place of a result kept apart under ``token``."""
-    return _MARK + token.encode()
+    return KEPT_RESULT_MARK + token.encode()
 
 
 def kept_token(blob: bytes | None) -> str | None:
     """Return the lease token that ``blob`` marks, or ``None`` when it is a result (or nothing)."""
-    if blob is None or not blob.startswith(_MARK):
+    if blob is None or not blob.startswith(KEPT_RESULT_MARK):
         return None
-    return blob[len(_MARK) :].decode()
+    return blob[len(KEPT_RESULT_MARK) :].decode()
 
 
 class SplitParts(OpensAndCloses):

@@ -1,0 +1,77 @@
+"""A queue with its results and events in stores of their own, shared by a kernel-less queue here,
+a CLI worker process configured by environment, and ``omniq-nb show`` configured by flags."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import worker_tasks as wt
+from postgres_server import POSTGRES_URL, postgres_schema
+from processes import Processes
+
+from omniq_nb import AsyncOmniQ, EventKind
+
+pytestmark = [pytest.mark.anyio, pytest.mark.postgres, pytest.mark.slow]
+
+WaitSync = Callable[..., Any]
+RUN_WAIT = 60
+
+
+@pytest.fixture
+def workers(tmp_path: Path, wait_until_sync: WaitSync) -> Iterator[Processes]:
+    group = Processes(tmp_path, wait_until_sync)
+    try:
+        yield group
+    finally:
+        group.close()
+
+
+@pytest.fixture
+def events_url() -> Iterator[str]:
+    with postgres_schema() as schema:
+        yield f"{POSTGRES_URL}?schema={schema}"
+
+
+def show(workers: Processes, task_id: str, *flags: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "omniq_nb", "show", *flags, task_id],
+        capture_output=True,
+        text=True,
+        timeout=RUN_WAIT,
+        env=workers.env(),
+        stdin=subprocess.DEVNULL,
+    )
+
+
+async def test_a_cli_worker_writes_results_and_events_where_the_settings_say(
+    tmp_path: Path, workers: Processes, events_url: str
+) -> None:
+    queue_url, result_url = f"sqlite:///{tmp_path / 'queue.db'}", f"sqlite:///{tmp_path / 'results.db'}"
+    async with AsyncOmniQ(db_url=queue_url, result_url=result_url, events_url=events_url, poll_interval=0.05) as q:
+        workers.worker(queue_url, OMNIQ_RESULT_URL=result_url, OMNIQ_EVENTS_URL=events_url)
+        one = await q.enqueue(wt.add, 1, 2)
+        many = await q.enqueue_many(wt.add, [(n, n) for n in range(20)])
+        assert await one.result(timeout=RUN_WAIT) == 3
+        assert await many.result(timeout=RUN_WAIT) == [2 * n for n in range(20)]
+        kinds = [e.kind for e in await q.events(task_id=one.id)]
+        assert kinds == [EventKind.ENQUEUED, EventKind.STARTED, EventKind.SUCCEEDED]
+
+    with sqlite3.connect(tmp_path / "queue.db") as conn:
+        results = [row[0] for row in conn.execute("SELECT result FROM tasks")]
+        assert len(results) == 21 and all(r.startswith(b"ORkept:") for r in results)  # marks, not values
+        assert conn.execute("SELECT count(*) FROM events").fetchone() == (0,)
+    with sqlite3.connect(tmp_path / "results.db") as conn:
+        assert conn.execute("SELECT count(*) FROM kept_results").fetchone() == (21,)
+
+    shown = show(workers, one.id, "--db-url", queue_url, "--result-url", result_url)
+    assert shown.returncode == 0, shown.stderr
+    assert "result" in shown.stdout and shown.stdout.split("result", 1)[1].split()[0] == "3"
+    lost = show(workers, one.id, "--db-url", queue_url)
+    assert lost.returncode == 2
+    assert "kept in a separate result store" in lost.stderr and "--result-url" in lost.stderr
