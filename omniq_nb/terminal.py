@@ -114,7 +114,7 @@ def format_task(task: Task, value: Any = None) -> str:
         "progress": f"{task.progress:.0%}" + (f" {task.progress_message}" if task.progress_message else ""),
     }
     lines = _aligned(fields.items())
-    if task.status is TaskStatus.SUCCEEDED:
+    if task.has_value:
         lines.append(f"{'result':9} {value!r}")
     if task.error is not None:
         lines.append(f"{'error':9} {task.error.type}: {task.error.message}")

@@ -215,13 +215,15 @@ class TaskView:
         )
 
     def _outcome_html(self, task: Task) -> str:
-        if task.status is TaskStatus.SUCCEEDED:
+        if task.has_value:
             try:
                 value = None if task.result is None else self._actions.serializer.loads(task.result)
             except Exception as exc:  # the view must never raise into a cell
                 return f"<pre>result unavailable: {html.escape(str(exc))}</pre>"
             return f"<b>result</b><pre>{html.escape(preview(value))}</pre>"
-        if task.status is TaskStatus.FAILED and task.error is not None:  # else it is an earlier attempt's
+        if (
+            task.status in (TaskStatus.FAILED, TaskStatus.SUCCEEDED) and task.error is not None
+        ):  # else an earlier attempt's
             error = task.error
             text = f"{error.type}: {error.message}\n\n{error.traceback}".rstrip()
             return f"<b>error</b><pre style='color:#dc3545'>{html.escape(text)}</pre>"

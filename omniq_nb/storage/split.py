@@ -10,7 +10,10 @@ The transitions go to the queue's store, in this order when parts are apart:
 So a reader never sees ``succeeded`` without its result, and a worker that lost its lease
 writes a result that nobody reads. An event is written after the change it records: a
 process that dies between the two loses that event, never the change (the event hub polls
-task rows as the truth). When results and events share the queue's store,
+task rows as the truth). Events of one task written by two processes are in the order they
+were appended: a worker in another process that claims a task at once may append its
+``started`` before the enqueuer appends ``enqueued`` (both are there; each event's ``at``
+tells the true order). When results and events share the queue's store,
 ``open_stores`` returns that store itself and none of this applies.
 """
 

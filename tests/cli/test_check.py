@@ -23,6 +23,7 @@ from processes import Child, Processes
 from test_cli import TESTS, run
 
 from omniq_nb import AsyncOmniQ, OmniQ, StorageError, WorkerPool
+from omniq_nb.storage.sqlite_schema import SCHEMA_VERSION
 
 WaitSync = Callable[..., Any]
 START_WAIT = 60.0  # seconds for a worker process to start and claim (imports on a loaded machine)
@@ -62,7 +63,7 @@ def test_a_healthy_store_exits_0_with_one_line_per_fact(url: str) -> None:
     found = fields(done.stdout)
     assert found["store"] == url
     assert found["integrity"] == "ok"
-    assert found["schema"] == "version 4"
+    assert found["schema"] == f"version {SCHEMA_VERSION}"
     assert found["tasks"] == "pending 2, running 0, succeeded 0, failed 0, cancelled 1, expired 0"
     assert found["leases"] == "0 expired, 0 of them over 30 s ago"
 
@@ -71,7 +72,7 @@ def test_a_healthy_store_exits_0_with_one_line_per_fact(url: str) -> None:
     report = json.loads(as_json.stdout)
     assert report["ok"] is True
     assert report["problems"] == []
-    assert report["schema_version"] == 4
+    assert report["schema_version"] == SCHEMA_VERSION
     assert report["counts"] == {"pending": 2, "running": 0, "succeeded": 0, "failed": 0, "cancelled": 1, "expired": 0}
     assert isinstance(report["wal_bytes"], int)
 
@@ -165,7 +166,7 @@ def test_a_schema_newer_than_this_version_exits_1(db: Path, url: str) -> None:
     assert report["schema_version"] == 99
     assert report["integrity"] == "ok"
     [problem] = report["problems"]
-    assert "schema version 99 is newer than this omniq_nb understands (3)" in problem
+    assert f"schema version 99 is newer than this omniq_nb understands ({SCHEMA_VERSION})" in problem
 
 
 @pytest.fixture
