@@ -75,3 +75,22 @@ async def test_a_cli_worker_writes_results_and_events_where_the_settings_say(
     lost = show(workers, one.id, "--db-url", queue_url)
     assert lost.returncode == 2
     assert "kept in a separate result store" in lost.stderr and "--result-url" in lost.stderr
+
+
+async def test_results_and_events_in_a_local_folder_are_shared_by_a_cli_worker_and_this_process(
+    tmp_path: Path, workers: Processes, wait_until: Callable[..., Any]
+) -> None:
+    queue_url, folder = f"sqlite:///{tmp_path / 'queue.db'}", f"file://{tmp_path / 'outcomes'}"
+    async with AsyncOmniQ(db_url=queue_url, result_url=folder, events_url=folder, poll_interval=0.05) as q:
+        workers.worker(queue_url, OMNIQ_RESULT_URL=folder, OMNIQ_EVENTS_URL=folder)
+        many = await q.enqueue_many(wt.add, [(n, 1) for n in range(10)])
+        assert await many.result(timeout=RUN_WAIT) == [n + 1 for n in range(10)]
+        first = many.ids[0]
+
+        async def all_events_shown() -> bool:  # events show after the store's lag (1 s by default)
+            kinds = {e.kind for e in await q.events(task_id=first)}
+            return kinds == {EventKind.ENQUEUED, EventKind.STARTED, EventKind.SUCCEEDED}
+
+        await wait_until(all_events_shown, timeout=RUN_WAIT)
+    kept = list((tmp_path / "outcomes" / "results").iterdir())
+    assert sorted(p.name for p in kept) == sorted(many.ids)  # one folder of kept results per task
