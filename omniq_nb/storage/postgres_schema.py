@@ -12,6 +12,8 @@ visible in the order they were drawn: a reader never sees seq ``n + 1`` while ``
 in flight, and ``events(since=cursor)`` can never skip an event. The price is that event
 writers commit one at a time (each holds the lock only from the end of its statement to
 its commit); readers never wait. A session with ``omniq.events = off`` records nothing.
+
+Version 2 adds ``leaders``: who holds the maintenance turn, and until when (server clock).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from omniq_nb.storage.sql_text import TASK_INDEXES
 
 __all__ = ["NOW_SQL", "CLOCK_SQL", "SCHEMA_VERSION", "migrate", "schema_exists"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 """The schema version this code writes and understands."""
 NOW_SQL = "extract(epoch from now())::float8"
 """The transaction's start on the server's clock, in seconds since the epoch (usable by indexes)."""
@@ -142,6 +144,13 @@ _MIGRATIONS: dict[int, str] = {
     END $$;
     CREATE TRIGGER omniq_progress AFTER UPDATE OF progress_done ON tasks FOR EACH ROW
         WHEN (OLD.status = 'running' AND NEW.status = 'running') EXECUTE FUNCTION omniq_progress()
+    """,
+    2: """
+    CREATE TABLE leaders (
+        role text PRIMARY KEY,
+        holder text NOT NULL,
+        until float8 NOT NULL
+    )
     """,
 }
 

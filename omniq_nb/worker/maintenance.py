@@ -1,12 +1,19 @@
 """Store upkeep: rescue tasks whose lease ran out, expire pending tasks past their TTL, purge, checkpoint.
 
 Every pool runs it in the background; it also runs alone, once or in a loop, on any queue.
+Only the runner that holds the store's maintenance turn (``lead_maintenance``) rescues,
+expires and purges, so a hundred pools on one server do not all scan; the others only
+checkpoint. The holder renews its turn at every step; when it dies, another runner takes
+the turn once its term has run out, and rescues what the dead one held.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import secrets
+import socket
 import time
 
 from omniq_nb.models import TaskStatus
@@ -18,6 +25,8 @@ logger = logging.getLogger(__name__)
 _RESCUE_BATCH = 100  # tasks rescued per step
 _INTERVAL = 1.0  # seconds between steps of ``run``
 _PURGE_INTERVAL = 60.0  # seconds between purges of results past their result_ttl in ``run``
+_TERM_STEPS = 5  # a maintenance turn lasts this many steps: a holder may miss a few renewals
+_MIN_TERM = 2.0  # seconds: the shortest turn (a step may take a moment on a loaded server)
 
 
 class Maintenance:
@@ -32,6 +41,8 @@ class Maintenance:
         host: the queue (an ``AsyncOmniQ``, or anything with its ``PoolHost`` parts).
         interval: seconds between steps of ``run``.
         purge_interval: seconds between purges in ``run`` (the first one after that long).
+        runner: this runner's id in the maintenance election (default: host, pid and a random
+            token); unique per runner.
 
     Example:
         >>> import asyncio, omniq_nb as omniq
@@ -41,22 +52,50 @@ class Maintenance:
         >>> asyncio.run(upkeep())
     """
 
-    def __init__(self, host: PoolHost, *, interval: float = _INTERVAL, purge_interval: float = _PURGE_INTERVAL) -> None:
+    def __init__(
+        self,
+        host: PoolHost,
+        *,
+        interval: float = _INTERVAL,
+        purge_interval: float = _PURGE_INTERVAL,
+        runner: str | None = None,
+    ) -> None:
         self._host = host
         self._interval = interval
         self._purge_interval = purge_interval
+        self.runner = runner or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+        """This runner's id in the store's maintenance election."""
+        self.term = max(_TERM_STEPS * interval, _MIN_TERM)
+        """Seconds each step's claim on the maintenance turn lasts."""
+        self.leading = False
+        """Whether this runner held the maintenance turn at its last step."""
 
     async def run_once(self, *, purge: bool = True) -> None:
-        """Run one step: rescue, expire, checkpoint, and purge unless ``purge=False``.
+        """Run one step: checkpoint; and if this runner holds the maintenance turn, rescue, expire and purge.
+
+        ``purge=False`` leaves the purge out.
 
         Raises:
             StorageError: the store failed (the remaining parts of the step did not run).
         """
-        await self.rescue()
-        await self.expire()
+        if await self._lead():
+            await self.rescue()
+            await self.expire()
         await self._host.storage.checkpoint()
-        if purge:
+        if purge and self.leading:
             await self._host.storage.purge()
+
+    async def _lead(self) -> bool:
+        """Take or keep the maintenance turn; log when this runner starts or stops leading."""
+        leading = await self._host.storage.lead_maintenance(self.runner, term=self.term)
+        if leading != self.leading:
+            logger.info(
+                "upkeep runner %s %s the store's rescue, expiry and purge",
+                self.runner,
+                "now runs" if leading else "no longer runs",
+            )
+        self.leading = leading
+        return leading
 
     async def run(self) -> None:
         """Run a step every ``interval`` until cancelled; a failed step is logged and retried."""

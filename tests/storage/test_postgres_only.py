@@ -64,9 +64,9 @@ async def test_the_tables_live_in_the_named_schema_with_its_version(schema: str,
         assert isinstance(store, PostgresStorage)
         assert (store.supports_notify, store.multi_host) == (True, True)
         await store.insert([make_task()])
-    assert tables_in(schema) == ["events", "omniq_schema", "tasks", "workers"]
+    assert tables_in(schema) == ["events", "leaders", "omniq_schema", "tasks", "workers"]
     with psycopg.connect(POSTGRES_URL) as conn:
-        assert conn.execute(f'SELECT version FROM "{schema}".omniq_schema').fetchall() == [(1,)]
+        assert conn.execute(f'SELECT version FROM "{schema}".omniq_schema').fetchall() == [(1,), (2,)]
         assert conn.execute(f'SELECT count(*) FROM "{schema}".tasks').fetchone() == (1,)
 
 
@@ -95,7 +95,7 @@ async def test_concurrent_opens_of_a_new_schema_migrate_it_once(schema: str, mak
     finally:
         await asyncio.gather(*(store.close() for store in stores))
     with psycopg.connect(POSTGRES_URL) as conn:
-        assert conn.execute(f'SELECT version FROM "{schema}".omniq_schema').fetchall() == [(1,)]
+        assert conn.execute(f'SELECT version FROM "{schema}".omniq_schema').fetchall() == [(1,), (2,)]
 
 
 def test_two_processes_open_a_new_schema_at_once(schema: str) -> None:
@@ -115,7 +115,7 @@ def test_two_processes_open_a_new_schema_at_once(schema: str) -> None:
     outputs = [child.communicate(timeout=60)[0] for child in children]
     assert [child.returncode for child in children] == [0, 0]
     assert outputs == ["0\n", "0\n"]
-    assert tables_in(schema) == ["events", "omniq_schema", "tasks", "workers"]
+    assert tables_in(schema) == ["events", "leaders", "omniq_schema", "tasks", "workers"]
 
 
 async def test_a_newer_schema_is_refused(schema: str) -> None:
@@ -139,7 +139,7 @@ async def test_an_unopened_store_is_checked_through_a_connection_of_its_own(sche
     async with open_storage(url_of(schema)) as store:
         await store.insert([make_task()])
     health = await open_storage(url_of(schema)).check(stale_after=60)
-    assert health.ok and health.schema_version == 1 and sum(health.counts.values()) == 1
+    assert health.ok and health.schema_version == 2 and sum(health.counts.values()) == 1
 
 
 def test_without_psycopg_the_error_says_what_to_install() -> None:
