@@ -15,7 +15,6 @@ from typing import Any
 
 from omniq_nb.models import Task, TaskResult
 from omniq_nb.storage import lifecycle
-from omniq_nb.storage.postgres_base import PostgresConnection
 from omniq_nb.storage.postgres_results import PostgresResults
 from omniq_nb.storage.postgres_schema import CLOCK_SQL, NOW_SQL
 from omniq_nb.storage.postgres_statements import (
@@ -149,17 +148,15 @@ class PostgresQueue(PostgresResults):
                 await self._insert_successors(conn, following)
         return accepted
 
-    @staticmethod
-    async def _insert_successors(conn: Any, following: builtins.list[Task]) -> None:
+    async def _insert_successors(self, conn: Any, following: builtins.list[Task]) -> None:
         """Insert the next runs whose series has no other unfinished run (one per series)."""
         series = sorted({task.series for task in following if task.series is not None})
-        await PostgresConnection._run(
+        await self._run(
             conn,
-            "SELECT pg_advisory_xact_lock(hashtext('omniq.series.' || current_schema() || '.' || s))"
-            " FROM unnest(%s::text[]) AS s",
-            (series,),
+            "SELECT pg_advisory_xact_lock(hashtext('omniq.series.' || %s || '.' || s)) FROM unnest(%s::text[]) AS s",
+            (self.schema, series),
         )
-        busy = await PostgresConnection._run(
+        busy = await self._run(
             conn,
             f"SELECT DISTINCT series FROM tasks WHERE series = ANY(%s::text[]) AND status IN {UNFINISHED_SQL}",
             (series,),
@@ -167,7 +164,7 @@ class PostgresQueue(PostgresResults):
         taken = {row[0] for row in busy}
         following = [task for task in following if task.series not in taken]
         if following:
-            await PostgresConnection._run(conn, *insert_statement(following))
+            await self._run(conn, *insert_statement(following))
 
     async def release(self, *, leases: Mapping[str, str]) -> builtins.list[Task]:
         """Hand running tasks back to pending and give back the attempt their claim used."""

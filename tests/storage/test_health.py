@@ -52,7 +52,7 @@ async def test_a_healthy_store_reports_its_counts_and_no_problem(store: Storage,
         assert health.schema_version == 3
         assert health.wal_bytes is not None and health.wal_bytes > 0  # the store is open: its WAL exists
     elif store.url.startswith("postgres"):
-        assert (health.schema_version, health.wal_bytes) == (1, None)  # the server keeps its own log
+        assert (health.schema_version, health.wal_bytes) == (2, None)  # the server keeps its own log
     else:
         assert (health.schema_version, health.wal_bytes) == (None, None)
 

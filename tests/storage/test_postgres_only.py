@@ -19,7 +19,7 @@ from omniq_nb.errors import NotSupported, StorageError
 from omniq_nb.models import EventKind, Task, TaskEvent
 from omniq_nb.storage import open_storage
 from omniq_nb.storage.postgres import PostgresStorage
-from omniq_nb.storage.postgres_base import split_schema
+from omniq_nb.storage.postgres_url import split_schema
 
 pytestmark = [pytest.mark.anyio, pytest.mark.postgres]
 
