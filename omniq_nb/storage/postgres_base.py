@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Sequence
 from datetime import datetime, timezone
 from typing import Any, Self
@@ -39,6 +40,23 @@ _UTC = timezone.utc
 _CONNECT_SECONDS = 10
 _POOL_SIZE = 8
 _POOL_WAIT = 10.0  # seconds a statement waits for a pooled connection (longer: the server is gone)
+_POOL_NAME = "omniq-nb/"  # + schema: names this store's pools in psycopg_pool's log records
+
+
+class _QuietReconnects(logging.Filter):
+    """Drop psycopg_pool's warning for each failed reconnect of this store's pools (other pools keep theirs).
+
+    While the server is away the pool retries every second or so, a warning each time; the
+    store's callers get a one-line ``StorageError`` instead, and a worker pool logs one line
+    when it loses the store and one when it is back (``worker/link.py``).
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args if isinstance(record.args, tuple) else ()
+        return not (record.msg == "error connecting in %r: %s" and args and str(args[0]).startswith(_POOL_NAME))
+
+
+logging.getLogger("psycopg.pool").addFilter(_QuietReconnects())
 
 
 class PostgresConnection(OpensAndCloses):
@@ -90,6 +108,7 @@ class PostgresConnection(OpensAndCloses):
             check=AsyncConnectionPool.check_connection,  # a connection the server dropped is replaced, not used
             open=False,
             timeout=_POOL_WAIT,
+            name=_POOL_NAME + self.schema,
         )
         try:
             async with self._errors():

@@ -10,15 +10,18 @@ the turn once its term has run out, and rescues what the dead one held.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import secrets
 import socket
 import time
 
+from omniq_nb.errors import StorageError
 from omniq_nb.models import TaskStatus
 from omniq_nb.policy import after_lost_lease, successor
 from omniq_nb.worker.host import PoolHost
+from omniq_nb.worker.link import StoreLink
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +46,8 @@ class Maintenance:
         purge_interval: seconds between purges in ``run`` (the first one after that long).
         runner: this runner's id in the maintenance election (default: host, pid and a random
             token); unique per runner.
+        link: the pool's ``StoreLink``: store failures are reported there (logged once per
+            outage) instead of each being logged.
 
     Example:
         >>> import asyncio, omniq_nb as omniq
@@ -59,8 +64,9 @@ class Maintenance:
         interval: float = _INTERVAL,
         purge_interval: float = _PURGE_INTERVAL,
         runner: str | None = None,
+        link: StoreLink | None = None,
     ) -> None:
-        self._host = host
+        self._host, self._link = host, link
         self._interval = interval
         self._purge_interval = purge_interval
         self.runner = runner or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
@@ -105,11 +111,13 @@ class Maintenance:
             if due:
                 purged_at = time.monotonic()
             try:
-                await self.run_once(purge=due)
+                with self._link.watch() if self._link is not None else contextlib.nullcontext():
+                    await self.run_once(purge=due)
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                logger.exception("store upkeep failed; retrying")
+            except Exception as exc:
+                if self._link is None or not isinstance(exc, StorageError):
+                    logger.exception("store upkeep failed; retrying")
             await asyncio.sleep(self._interval)
 
     async def rescue(self) -> None:
