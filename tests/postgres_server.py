@@ -105,3 +105,12 @@ def private_server() -> Iterator[PrivateServer]:
         yield server
     finally:
         server.close()
+
+
+def query(schema: str, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Run ``sql`` on the test server with ``schema`` first on the search path (a connection of its own)."""
+    import psycopg
+
+    with psycopg.connect(POSTGRES_URL, autocommit=True, connect_timeout=10) as conn:
+        conn.execute(f'SET search_path TO "{schema}"'.encode())
+        return conn.execute(sql.encode(), params).fetchall()
