@@ -166,10 +166,6 @@ class PostgresConnection(OpensAndCloses):
             await self._listener.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self._channel)))
         return self._listener
 
-    async def _notify(self, conn: psycopg.AsyncConnection[Any]) -> None:
-        """Send the wake-up hint on ``conn``: inside a transaction, it is delivered when that commits."""
-        await conn.execute("SELECT pg_notify(%s, '')", (self._channel,))
-
     async def _connect(self, dsn: str | None = None) -> psycopg.AsyncConnection[Any]:
         """Open a connection of its own (to the main URL unless told), with the pool's options."""
         target = dsn or self._dsn
@@ -195,8 +191,16 @@ class PostgresConnection(OpensAndCloses):
         """Run one statement on ``conn`` (inside the caller's transaction, if any), its tables named with the schema.
 
         Returns its rows.
+
+        Raises:
+            ValueError: an insert met an existing task id (nothing was inserted), as every store raises.
+
         """
-        cursor = await conn.execute(qualify(query, self.schema).encode(), params)
+        try:
+            cursor = await conn.execute(qualify(query, self.schema).encode(), params)
+        except psycopg.errors.UniqueViolation as exc:  # only an insert of an existing task id can raise it
+            detail = (exc.diag.message_detail or str(exc)).strip()
+            raise ValueError(f"a task with one of these ids already exists; nothing was inserted ({detail})") from None
         return await cursor.fetchall() if cursor.description is not None else []
 
     @contextlib.asynccontextmanager
@@ -211,12 +215,10 @@ class PostgresConnection(OpensAndCloses):
     async def _errors(self) -> AsyncIterator[None]:
         """Turn driver errors into one-line ``StorageError``s that never show the password.
 
-        A unique violation passes through: the insert that caused it says which ids.
+        (``_run`` already turned a duplicate task id into a ``ValueError``.)
         """
         try:
             yield
-        except psycopg.errors.UniqueViolation:
-            raise
         except (psycopg.Error, PoolTimeout) as exc:
             message = str(exc).strip().replace("\n", " ")
             for secret in self._secrets:

@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import psycopg
@@ -249,3 +249,20 @@ async def test_connections_the_server_dropped_are_replaced(schema: str, make_tas
         task = make_task()
         await store.insert([task])
         assert await store.get(task.id) is not None
+
+
+async def test_release_and_requeue_wake_a_waiter_too(schema: str, make_task: MakeTask) -> None:
+    async with open_storage(url_of(schema)) as waiter, open_storage(url_of(schema)) as writer:
+        task = make_task()
+        await writer.insert([task])
+        [running] = await writer.claim(queues=["default"], limit=1, lease=30, worker="w")
+        await waiter.wait_for_tasks(0.01)  # starts listening
+
+        async def woken_by(change: Awaitable[object]) -> bool:
+            started = time.monotonic()
+            await asyncio.gather(waiter.wait_for_tasks(30), _after(0.1, change))
+            return time.monotonic() - started < 5
+
+        assert await woken_by(writer.release(leases={task.id: running.lease_token or ""}))
+        await writer.cancel(task.id)
+        assert await woken_by(writer.requeue(task.id))
