@@ -6,6 +6,8 @@ while a CLI worker runs tasks of a few seconds, and started again: the worker lo
 the server answers, and every task ran exactly once. On the shared server, the worker's own
 connections (found by their ``application_name``, which names this test's schema) are
 killed with ``pg_terminate_backend`` while it works: nothing is lost or run twice either.
+And when the outage outlasts a lease, the task is rescued once the server is back and runs
+again; the late outcome of the attempt that ran through the outage is refused.
 """
 
 from __future__ import annotations
@@ -98,3 +100,31 @@ def terminate(application_name: str) -> int:
             (application_name,),
         ).fetchall()
     return len(rows)
+
+
+def test_an_outage_longer_than_the_lease_fences_the_late_outcome(
+    procs: Processes, server: PrivateServer, tmp_path: Path, wait_until_sync
+) -> None:
+    url, log, gate = f"{server.url}?schema=jobs", tmp_path / "runs.log", tmp_path / "gate"
+    with OmniQ(db_url=url) as q:
+        task_id = q.enqueue_call(harness.gated, args=(str(log), str(gate)), retries=2).id
+    worker = procs.worker(url, concurrency=2, lease=2)
+    wait_until_sync(lambda: [r.attempt for r in harness.runs(log)] == [1], timeout=START_WAIT)
+
+    server.stop()
+    wait_until_sync(lambda: worker.says(LOST), timeout=60)  # takes longer than the 2 s lease
+    server.start()
+    wait_until_sync(lambda: worker.says(f"task {task_id} attempt 1: its worker's lease ran out"), timeout=90)
+    wait_until_sync(lambda: [r.attempt for r in harness.runs(log)] == [1, 2], timeout=60)
+    gate.touch()  # both attempts end now: only the second one's outcome may be stored
+
+    with OmniQ(db_url=url) as q:
+        assert q.get(task_id).result(timeout=DRAIN_WAIT)[0] == 2
+        task = q.get(task_id).task
+    assert (task.status, task.attempt) == ("succeeded", 2)
+    wait_until_sync(lambda: len(harness.runs(Path(f"{log}.end"))) == 2, timeout=60)
+    wait_until_sync(
+        lambda: worker.says(f"task {task_id}: (outcome \\S+ discarded, the lease was lost|lease lost)"), timeout=60
+    )
+    assert count(worker, LOST) == 1
+    assert worker.terminate() == 0

@@ -15,6 +15,7 @@ folder; the task functions log one line per run):
 from __future__ import annotations
 
 import asyncio
+import re
 import signal
 from collections import Counter
 from collections.abc import Iterator
@@ -30,6 +31,7 @@ from omniq_nb import OmniQ
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
+LEADS = "now runs the store's rescue"
 TASKS = 10_000  # the size: three workers drain them in well under a minute here
 
 
@@ -59,6 +61,7 @@ def test_a_task_whose_worker_is_killed_mid_run_is_rescued_and_runs_again_once(
         task = q.get(handle.id).task
     assert (task.status, task.attempt) == ("succeeded", 2)
     assert [(r.attempt, r.pid) for r in harness.runs(log)] == [(1, first.pid), (2, rescuer.pid)]
+    assert first.says(LEADS) and rescuer.says(LEADS)  # the rescuer took the dead worker's turn
     assert rescuer.terminate() == 0
 
 
@@ -111,5 +114,6 @@ def test_three_workers_run_every_task_exactly_once(
     assert {run.attempt for run in runs} == {1}
     assert {run.pid for run in runs} <= {w.pid for w in workers}
     assert len({run.pid for run in runs}) > 1, "one worker ran everything: the claim serialised them"
+    assert sum(len(re.findall(LEADS, w.text())) for w in workers) == 1, "not exactly one maintenance leader"
     for worker in workers:
         assert worker.terminate() == 0
