@@ -17,7 +17,9 @@ has passed (``INSERT … ON CONFLICT DO UPDATE … WHERE``, atomic under any iso
 The statement first asks ``pg_try_advisory_xact_lock`` (released at its commit, so safe
 through PgBouncer): a caller that finds the lock taken does not queue on the row but just
 reads whether it still holds the turn, so a hundred pools asking every second never wait
-on each other. A holder that dies stops renewing; another takes over after its term.
+on each other; and a caller that sees a live holder other than itself does not touch the
+row at all (no row lock, no write). A holder that dies stops renewing; another takes over
+after its term.
 """
 
 from __future__ import annotations
@@ -45,15 +47,16 @@ _Run = Callable[[str, Sequence[Any]], Awaitable[builtins.list[Any]]]
 
 _LEAD = f"""
     WITH lock AS MATERIALIZED (SELECT pg_try_advisory_xact_lock(hashtext('omniq.lead.' || %(schema)s)) AS got),
+    held AS MATERIALIZED (SELECT holder, until FROM leaders WHERE role = 'maintenance'),
     taken AS (
         INSERT INTO leaders (role, holder, until)
-        SELECT 'maintenance', %(runner)s::text, {CLOCK_SQL} + %(term)s::float8 FROM lock WHERE got
+        SELECT 'maintenance', %(runner)s::text, {CLOCK_SQL} + %(term)s::float8 FROM lock
+        WHERE got AND NOT EXISTS (SELECT 1 FROM held WHERE holder <> %(runner)s::text AND until > {CLOCK_SQL})
         ON CONFLICT (role) DO UPDATE SET holder = excluded.holder, until = excluded.until
         WHERE leaders.holder = excluded.holder OR leaders.until <= {CLOCK_SQL}
         RETURNING holder)
     SELECT EXISTS (SELECT 1 FROM taken) OR EXISTS (
-        SELECT 1 FROM leaders, lock WHERE NOT lock.got AND leaders.role = 'maintenance'
-            AND leaders.holder = %(runner)s::text AND leaders.until > {CLOCK_SQL})"""
+        SELECT 1 FROM held, lock WHERE NOT lock.got AND held.holder = %(runner)s::text AND held.until > {CLOCK_SQL})"""
 
 
 class PostgresEvents(PostgresConnection):
