@@ -32,6 +32,7 @@ from omniq_nb import OmniQ
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
 LEADS = "now runs the store's rescue"
+LEFT = "no longer runs the store's rescue"
 TASKS = 10_000  # the size: three workers drain them in well under a minute here
 
 
@@ -114,6 +115,8 @@ def test_three_workers_run_every_task_exactly_once(
     assert {run.attempt for run in runs} == {1}
     assert {run.pid for run in runs} <= {w.pid for w in workers}
     assert len({run.pid for run in runs}) > 1, "one worker ran everything: the claim serialised them"
-    assert sum(len(re.findall(LEADS, w.text())) for w in workers) == 1, "not exactly one maintenance leader"
+    taken = sum(len(re.findall(LEADS, w.text())) for w in workers)
+    released = sum(len(re.findall(LEFT, w.text())) for w in workers)
+    assert 1 <= taken <= released + 1, "two workers held the maintenance turn"  # one, unless a slow step lost it
     for worker in workers:
         assert worker.terminate() == 0

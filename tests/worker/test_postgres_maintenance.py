@@ -66,8 +66,9 @@ async def test_one_runner_leads_and_the_other_takes_over_when_it_dies(
     try:
         await wait_until(lambda: any(r.leading for r in runners), timeout=10)
         for _ in range(5):  # several steps: never two leaders
-            assert sum(r.leading for r in runners) == 1
+            assert sum(r.leading for r in runners) <= 1
             await asyncio.sleep(STEP)  # lets a few steps pass: the check above runs between them
+        await wait_until(lambda: any(r.leading for r in runners), timeout=10)
         leader = next(n for n, r in enumerate(runners) if r.leading)
         other = 1 - leader
         assert holder(schema) == runners[leader].runner
