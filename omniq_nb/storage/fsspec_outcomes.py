@@ -197,6 +197,10 @@ class FsspecOutcomes(FsspecConnection):
         gone = await self.forget_outcomes(everything=everything)
         return gone if everything else 0
 
+    async def lead_maintenance(self, runner: str, *, term: float) -> bool:
+        """Return True: forgetting what is due is safe from any runner (the queue's store elects the upkeep)."""
+        return True
+
     async def checkpoint(self) -> None:
         """Nothing to do: objects are written whole."""
 
