@@ -89,14 +89,18 @@ class TaskHandle:
 
     def __init__(self, queue: QueueCalls, task: Task) -> None:
         self._queue = queue
-        self._task = task
+        self._task = _without_payload(task)
         self._folded = False  # whether events were folded into the snapshot since the last row
         self._observers: list[Callable[[TaskHandle], None]] = []
         self.id: str = task.id
 
     @property
     def task(self) -> Task:
-        """Return the latest known snapshot of the task."""
+        """Return the latest known snapshot of the task, without its payload (``payload`` is empty).
+
+        A handle never keeps the pickled call: a hundred thousand handles of a ``.map()``
+        would otherwise hold every argument twice (the store has it).
+        """
         return self._task
 
     @property
@@ -193,7 +197,7 @@ class TaskHandle:
         """Take the task's stored row; a finished task may come back (retried) and is then followed again."""
         if task.id == self.id:
             revived = self._task.status.is_terminal and not task.status.is_terminal
-            self._task, self._folded = task, False
+            self._task, self._folded = _without_payload(task), False
             if revived and self._observers:
                 self._queue.follow_closely(self)
             self._changed()
@@ -205,6 +209,10 @@ class TaskHandle:
     def _changed(self) -> None:
         for callback in list(self._observers):
             callback(self)
+
+
+def _without_payload(task: Task) -> Task:
+    return msgspec.structs.replace(task, payload=b"") if task.payload else task
 
 
 class GroupHandle(Sequence[TaskHandle]):

@@ -35,7 +35,8 @@ async def test_enqueue_stores_a_pending_task(q: AsyncOmniQ) -> None:
     assert h.status == "pending"
     assert h.status is TaskStatus.PENDING
     assert (h.attempt, h.progress, h.error, h.done()) == (0, 0.0, None, False)
-    task = (await q.get(h.id)).task
+    task = await q.storage.get(h.id)
+    assert task is not None
     assert task.name == f"{__name__}.add"
     assert task.queue == "default"
     assert task.retries == 0
@@ -58,7 +59,8 @@ async def test_enqueue_call_stores_every_option(q: AsyncOmniQ) -> None:
         kind="process",
         name="adder",
     )
-    task = (await q.get(h.id)).task
+    task = await q.storage.get(h.id)
+    assert task is not None
     assert task.retries == 3
     assert task.max_attempts == 4
     assert task.retry_on == ("KeyError",)
@@ -75,7 +77,8 @@ async def test_enqueue_call_stores_every_option(q: AsyncOmniQ) -> None:
 
 async def test_delay_sets_eta(q: AsyncOmniQ) -> None:
     h = await q.enqueue_call(add, args=(1,), delay=timedelta(minutes=5))
-    task = (await q.get(h.id)).task
+    task = await q.storage.get(h.id)
+    assert task is not None
     assert abs((task.eta - task.created_at) - timedelta(minutes=5)) < timedelta(milliseconds=1)
     assert await claim(q) == []  # not ready yet
 

@@ -26,7 +26,9 @@ async def test_enqueue_many_returns_a_group_in_input_order(q: AsyncOmniQ) -> Non
     assert not group.done()
     assert group.counts[TaskStatus.PENDING] == 5
     for handle, i in zip(group, range(5), strict=True):
-        fn, args, _ = q.serializer.load_call(handle.task.payload)
+        stored = await q.storage.get(handle.id)
+        assert stored is not None and handle.task.payload == b""  # a handle keeps no payload; the store does
+        fn, args, _ = q.serializer.load_call(stored.payload)
         assert args == (i, 10)
         assert handle.task.priority == 1
 

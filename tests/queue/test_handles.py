@@ -37,3 +37,19 @@ async def test_handle_sees_another_store_objects_writes(sqlite_url: str, wait_un
         await q.list()
         await other.cancel(h.id)  # another object: no local publish, only polling sees it
         await wait_until(lambda: h.status == "cancelled", timeout=5)
+
+
+async def test_a_handle_keeps_no_payload_bytes_from_enqueue_to_result(q: AsyncOmniQ) -> None:
+    big = "x" * 200_000
+    h = await q.enqueue(add, big, "y")
+    group = await q.enqueue_many(add, [(big, str(n)) for n in range(3)])
+    assert h.task.payload == b"" and all(member.task.payload == b"" for member in group)
+    stored = await q.storage.get(h.id)
+    assert stored is not None and len(stored.payload) > 200_000  # the store has it, for the worker
+
+    for task in await claim(q, limit=10):
+        fn, args, kwargs = q.serializer.load_call(task.payload)
+        await succeed(q, task, fn(*args, **kwargs))
+    assert await h.result(timeout=10) == big + "y"
+    assert await group.result(timeout=10) == [big + str(n) for n in range(3)]
+    assert h.task.payload == b"" and all(member.task.payload == b"" for member in group)  # rows read again
