@@ -80,7 +80,7 @@ def check_gevent_allowed() -> None:
     )
 
 
-class _Cancelled(Exception):
+class _Expired(Exception):
     """Raised in a greenlet by ``gevent.Timeout``: its time ran out."""
 
 
@@ -190,10 +190,10 @@ class GeventExecutor:
 
             token = enter(context)
             try:
-                with gevent.Timeout(call.timeout, _Cancelled):
+                with gevent.Timeout(call.timeout, _Expired):
                     value = fn(*args, **kwargs)
                 return Outcome(result=self._serializer.dumps(value, label=RESULT_LABEL))
-            except _Cancelled:
+            except _Expired:
                 context.cancel()
                 return timed_out(call)
             except gevent.GreenletExit:
