@@ -76,3 +76,17 @@ def report_progress(gate: str, steps: int) -> int:
     while not Path(gate).exists() and time.monotonic() < deadline:
         time.sleep(0.02)
     return steps
+
+
+def where() -> dict[str, object]:
+    """Return the process, the thread and the task id (from ``omniq.current()``) the call ran in."""
+    context = omniq.current()
+    return {
+        "pid": os.getpid(),
+        "thread": threading.current_thread().name,
+        "task_id": None if context is None else context.task_id,
+    }
+
+
+async def async_where() -> dict[str, object]:
+    return where()

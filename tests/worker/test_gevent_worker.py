@@ -21,7 +21,7 @@ import gevent_tasks as gt
 import pytest
 import worker_tasks as wt
 from postgres_server import POSTGRES_URL, postgres_schema
-from processes import Processes
+from processes import Child, Processes
 
 from omniq_nb import AsyncOmniQ, ConfigError, TaskStatus, TaskTimeout
 from omniq_nb.notebook.view_text import status_text
@@ -46,8 +46,8 @@ def workers(tmp_path: Path, wait_until_sync: WaitSync) -> Iterator[Processes]:
         group.close()
 
 
-def gevent_worker(workers: Processes, url: str, *, concurrency: int = 500, lease: float = 5.0) -> None:
-    workers.worker(
+def gevent_worker(workers: Processes, url: str, *, concurrency: int = 500, lease: float = 5.0) -> Child:
+    return workers.worker(
         url, concurrency=concurrency, lease=lease, kind="gevent", program=(sys.executable, "-m", "omniq_nb")
     )
 
@@ -141,6 +141,39 @@ async def test_a_cancelled_running_greenlet_is_killed(
     assert (await q.storage.get(handle.id)).status is TaskStatus.CANCELLED
     after = await q.enqueue_call(wt.add, args=(1, 2), kind="gevent")  # the worker serves on
     assert await after.result(timeout=RESULT_WAIT) == 3
+
+
+@pytest.mark.slow
+async def test_a_gevent_worker_runs_the_other_kinds_where_they_ask(
+    q: AsyncOmniQ, db_url: str, workers: Processes
+) -> None:
+    worker = gevent_worker(workers, db_url, concurrency=8)
+    ran = {}
+    for kind in ("thread", "process", "async", "gevent", None):
+        handle = await q.enqueue_call(gt.where, kind=kind)
+        ran[kind] = await handle.result(timeout=RESULT_WAIT)
+        assert ran[kind]["task_id"] == handle.id  # omniq.current() inside, a greenlet's included
+    coroutine = await (await q.enqueue_call(gt.async_where, kind="gevent")).result(timeout=RESULT_WAIT)
+    assert ran["process"]["pid"] != worker.pid  # a child process, started over gevent's patched sockets
+    assert {ran[kind]["pid"] for kind in ("thread", "async", "gevent", None)} == {worker.pid}
+    assert ran["thread"]["thread"].startswith("omniq-task-")
+    assert ran["gevent"]["thread"] == ran[None]["thread"] == "omniq-gevent-hub"  # the pool's kind by default
+    assert coroutine["thread"] == ran["async"]["thread"] == "MainThread"  # on the pool's loop
+    assert "Traceback" not in worker.text()
+
+
+@pytest.mark.slow
+async def test_a_stopping_gevent_worker_hands_its_running_greenlets_back(
+    q: AsyncOmniQ, db_url: str, workers: Processes, tmp_path: Path, wait_until: Wait
+) -> None:
+    worker = gevent_worker(workers, db_url, concurrency=4)
+    marker = tmp_path / "running"
+    handle = await q.enqueue_call(gt.sleep_until_stopped, args=(str(marker),), kind="gevent")
+    await wait_until(marker.exists, timeout=RESULT_WAIT)
+    assert await anyio.to_thread.run_sync(worker.terminate) == 0  # waits STOP_TIMEOUT, then interrupts
+    assert read(f"{marker}.ended") == "GreenletExit"
+    task = await q.storage.get(handle.id)
+    assert task is not None and task.status is TaskStatus.PENDING and task.attempt == 0  # the attempt given back
 
 
 async def test_a_gevent_pool_is_refused_in_a_process_not_patched_at_start(q: AsyncOmniQ) -> None:
