@@ -90,3 +90,11 @@ def where() -> dict[str, object]:
 
 async def async_where() -> dict[str, object]:
     return where()
+
+
+def compute(seconds: float) -> int:
+    """Compute for ``seconds`` without ever waiting (a greenlet that never yields); return the loops made."""
+    deadline, loops = time.monotonic() + seconds, 0
+    while time.monotonic() < deadline:
+        loops += 1
+    return loops

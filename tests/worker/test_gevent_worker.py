@@ -23,12 +23,14 @@ import worker_tasks as wt
 from postgres_server import POSTGRES_URL, postgres_schema
 from processes import Child, Processes
 
-from omniq_nb import AsyncOmniQ, ConfigError, TaskStatus, TaskTimeout
+from omniq_nb import AsyncOmniQ, ConfigError, OmniQ, TaskStatus, TaskTimeout
+from omniq_nb.launch import asks_for_gevent_worker
 from omniq_nb.notebook.view_text import status_text
-from omniq_nb.worker import AsyncWorkerPool
+from omniq_nb.worker import AsyncWorkerPool, WorkerPool
 
 pytestmark = pytest.mark.anyio
 
+BIN = Path(sys.executable).parent
 WaitSync = Callable[..., Any]
 Wait = Callable[..., Any]
 TASKS = 200
@@ -46,10 +48,12 @@ def workers(tmp_path: Path, wait_until_sync: WaitSync) -> Iterator[Processes]:
         group.close()
 
 
-def gevent_worker(workers: Processes, url: str, *, concurrency: int = 500, lease: float = 5.0) -> Child:
-    return workers.worker(
-        url, concurrency=concurrency, lease=lease, kind="gevent", program=(sys.executable, "-m", "omniq_nb")
-    )
+def gevent_worker(
+    workers: Processes, url: str, *, concurrency: int = 500, lease: float = 5.0, script: bool = False
+) -> Child:
+    """Start ``python -m omniq_nb worker --kind gevent`` (or the ``omniq-nb`` console script) on ``url``."""
+    program = [str(BIN / "omniq-nb")] if script else [sys.executable, "-m", "omniq_nb"]
+    return workers.worker(url, concurrency=concurrency, lease=lease, kind="gevent", program=program)
 
 
 def most_at_once(folder: Path) -> int:
@@ -86,7 +90,7 @@ async def run_overlapping(q: AsyncOmniQ, folder: Path) -> None:
 async def test_200_waiting_tasks_run_at_once_on_sqlite(
     q: AsyncOmniQ, db_url: str, workers: Processes, tmp_path: Path
 ) -> None:
-    gevent_worker(workers, db_url)
+    gevent_worker(workers, db_url, script=True)  # the console script patches as python -m does
     await run_overlapping(q, tmp_path / "runs")
 
 
@@ -124,6 +128,18 @@ async def test_timeout_retry_and_progress_of_greenlets(
     await wait_until(reported, timeout=RESULT_WAIT)
     gate.touch()
     assert await reporter.result(timeout=RESULT_WAIT) == 5
+
+
+@pytest.mark.slow
+async def test_a_greenlet_that_never_waits_is_failed_at_its_timeout_all_the_same(
+    q: AsyncOmniQ, db_url: str, workers: Processes
+) -> None:
+    gevent_worker(workers, db_url, concurrency=4)
+    busy = await q.enqueue_call(gt.compute, args=(4.0,), timeout=0.3, kind="gevent")
+    with pytest.raises(TaskTimeout):  # failed about a second past its timeout, while it still computes
+        await busy.result(timeout=RESULT_WAIT)
+    after = await q.enqueue_call(wt.add, args=(1, 2), kind="gevent")  # once it yields, the hub serves on
+    assert await after.result(timeout=RESULT_WAIT) == 3
 
 
 @pytest.mark.slow
@@ -179,6 +195,29 @@ async def test_a_stopping_gevent_worker_hands_its_running_greenlets_back(
 async def test_a_gevent_pool_is_refused_in_a_process_not_patched_at_start(q: AsyncOmniQ) -> None:
     with pytest.raises(ConfigError, match="omniq-nb worker --kind gevent"):
         AsyncWorkerPool(q, kind="gevent")
+
+
+def test_the_blocking_twin_refuses_a_gevent_pool_too(db_url: str) -> None:
+    with OmniQ(db_url=db_url) as q, pytest.raises(ConfigError, match="omniq-nb worker --kind gevent"):
+        WorkerPool(q, kind="gevent")
+
+
+@pytest.mark.parametrize(
+    ("argv", "default", "patches"),
+    [
+        (["python", "-m", "omniq_nb", "worker", "--kind", "gevent"], None, True),
+        (["python", "-X", "dev", "-momniq_nb", "--db-url", "x", "worker", "--kind=gevent"], None, True),
+        (["/venv/bin/python", "/venv/bin/omniq-nb", "worker", "-c", "500", "--ki", "gevent"], None, True),
+        (["python", "/venv/bin/omniq-nb", "worker"], "gevent", True),
+        (["python", "/venv/bin/omniq-nb", "worker", "--kind", "thread"], "gevent", False),
+        (["python", "/venv/bin/omniq-nb", "list", "--queue", "gevent"], None, False),
+        (["python", "-m", "pytest", "worker", "--kind", "gevent"], None, False),
+        (["python", "-m", "ipykernel_launcher", "-f", "kernel.json"], "gevent", False),
+        (["python", "-c", "import omniq_nb", "worker", "--kind", "gevent"], None, False),
+    ],
+)
+def test_only_omniq_nb_worker_kind_gevent_is_patched(argv: list[str], default: str | None, patches: bool) -> None:
+    assert asks_for_gevent_worker(argv, default) is patches
 
 
 async def test_other_pools_leave_gevent_tasks_pending(q: AsyncOmniQ) -> None:
