@@ -76,7 +76,9 @@ def check_gevent_allowed() -> None:
     raise ConfigError(
         "kind='gevent' runs only in a worker process patched by gevent at its start, never in a notebook "
         f"kernel or a process that imported asyncio code first; run {GEVENT_COMMAND} (for example in a "
-        "terminal) instead. Tasks submitted with kind='gevent' wait in the queue for that worker."
+        "terminal) instead, with --kind gevent on its command line or OMNIQ_DEFAULT_WORKER=gevent in its "
+        "environment (a kind read from omniq.yaml comes too late to patch). Tasks submitted with "
+        "kind='gevent' wait in the queue for that worker."
     )
 
 

@@ -26,6 +26,7 @@ from processes import Child, Processes
 from omniq_nb import AsyncOmniQ, ConfigError, OmniQ, TaskStatus, TaskTimeout
 from omniq_nb.launch import asks_for_gevent_worker
 from omniq_nb.notebook.view_text import status_text
+from omniq_nb.terminal import format_task
 from omniq_nb.worker import AsyncWorkerPool, WorkerPool
 
 pytestmark = pytest.mark.anyio
@@ -228,3 +229,4 @@ async def test_other_pools_leave_gevent_tasks_pending(q: AsyncOmniQ) -> None:
     task = await q.storage.get(waiting.id)
     assert task is not None and task.status is TaskStatus.PENDING and task.attempt == 0
     assert status_text(task) == "pending: waits for a gevent worker (omniq-nb worker --kind gevent)"
+    assert "pending (waits for a gevent worker: omniq-nb worker --kind gevent)" in format_task(task)  # omniq-nb show
