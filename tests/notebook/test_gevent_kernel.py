@@ -64,3 +64,13 @@ def test_a_kernel_refuses_gevent_and_its_gevent_tasks_wait_for_a_cli_worker(
         assert kernel.value(f"h.result(timeout={WAIT})", timeout=WAIT * 2) == [7, "omniq-gevent-hub"]
     finally:
         workers.close()
+
+
+def test_default_worker_gevent_leaves_a_kernel_a_thread_pool(start_kernel: KernelFactory) -> None:
+    kernel = start_kernel(OMNIQ_DEFAULT_WORKER="gevent")  # meant for omniq-nb worker: %load_ext still works
+    loaded = kernel.run(LOAD)
+    assert "DEFAULT_WORKER=gevent applies to omniq-nb worker only" in strip_ansi(loaded.stderr)
+    kernel.run(TASKS)
+    kernel.run("g = fetch.submit(1)")  # before the next task, which the pool runs: it skipped this one
+    assert kernel.value("[KernelRunner.current.pool.kind, add.submit(2, 3).result(timeout=60)]") == ["thread", 5]
+    assert kernel.value("[g.status.value, g.task.attempt]") == ["pending", 0]
