@@ -82,10 +82,6 @@ def check_gevent_allowed() -> None:
     )
 
 
-class _Expired(Exception):
-    """Raised in a greenlet by ``gevent.Timeout``: its time ran out."""
-
-
 class GreenletHub:
     """A native thread running a gevent hub, where calls run as greenlets.
 
@@ -191,11 +187,14 @@ class GeventExecutor:
             import gevent
 
             token = enter(context)
+            timer = gevent.Timeout(call.timeout)  # a BaseException: a task's "except Exception" lets it through
             try:
-                with gevent.Timeout(call.timeout, _Expired):
+                with timer:
                     value = fn(*args, **kwargs)
                 return Outcome(result=self._serializer.dumps(value, label=RESULT_LABEL))
-            except _Expired:
+            except gevent.Timeout as exc:
+                if exc is not timer:  # a gevent.Timeout of the task's own
+                    return failed(exc, call.attempt)
                 context.cancel()
                 return timed_out(call)
             except gevent.GreenletExit:

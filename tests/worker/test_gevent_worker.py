@@ -113,12 +113,15 @@ async def test_timeout_retry_and_progress_of_greenlets(
     marker = str(tmp_path / "slow")
     slow = await q.enqueue_call(gt.sleep_until_stopped, args=(marker,), timeout=0.5, kind="gevent")
     flaky = await q.enqueue_call(wt.flaky, args=(str(tmp_path / "count"), 2), retries=2, kind="gevent")
+    careless = await q.enqueue_call(gt.sleep_swallowing_errors, args=(30.0,), timeout=0.5, kind="gevent")
     gate = tmp_path / "gate"
     reporter = await q.enqueue_call(gt.report_progress, args=(str(gate), 5), kind="gevent")
 
     with pytest.raises(TaskTimeout):
         await slow.result(timeout=RESULT_WAIT)
-    assert read(marker + ".ended") == "_Expired"  # gevent.Timeout stopped the greenlet itself
+    assert read(marker + ".ended") == "Timeout"  # gevent.Timeout stopped the greenlet itself
+    with pytest.raises(TaskTimeout):  # gevent.Timeout is no Exception: "except Exception" cannot swallow it
+        await careless.result(timeout=RESULT_WAIT)
     assert await flaky.result(timeout=RESULT_WAIT) == 3
     assert (await q.storage.get(flaky.id)).attempt == 3
 
