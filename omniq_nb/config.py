@@ -9,6 +9,7 @@ arguments given in code. This is the only module that reads ``OMNIQ_*`` or YAML.
 | ``DB_URL`` | ``sqlite:///.omniq/omniq.db`` | where tasks are stored |
 | ``RESULT_URL`` | none (the ``DB_URL`` store) | a store of its own for results |
 | ``EVENTS_URL`` | none (the ``DB_URL`` store) | a store of its own for events |
+| ``STORAGE_OPTIONS`` | ``{}`` | fsspec options (JSON in the environment) for results and events on fsspec URLs |
 | ``DEFAULT_QUEUE`` | ``default`` | queue for tasks that name none |
 | ``DEFAULT_WORKER`` | ``thread`` | executor kind for sync task functions: async, thread, process, gevent (CLI only) |
 | ``MAX_WORKERS`` | ``4`` | tasks one pool runs at once |
@@ -27,6 +28,7 @@ arguments given in code. This is the only module that reads ``OMNIQ_*`` or YAML.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -69,6 +71,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     db_url: str = "sqlite:///.omniq/omniq.db"
     result_url: str | None = None
     events_url: str | None = None
+    storage_options: dict[str, Any] = msgspec.field(default_factory=dict)
     default_queue: str = "default"
     default_worker: str = "thread"
     max_workers: int = 4
@@ -92,6 +95,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
                 shown[name] = redact_url(shown[name])
         if self.secret is not None:
             shown["secret"] = "***"
+        if self.storage_options:
+            shown["storage_options"] = dict.fromkeys(self.storage_options, "***")  # credentials, often
         return "Settings(" + ", ".join(f"{k}={v!r}" for k, v in shown.items()) + ")"
 
     @classmethod
@@ -319,11 +324,19 @@ def _optional_url(raw: Any) -> str | None:
     return _db_url(raw)
 
 
+def _options(raw: Any) -> dict[str, Any]:
+    value = json.loads(raw) if isinstance(raw, str) else raw
+    if not isinstance(value, dict) or not all(isinstance(key, str) for key in value):
+        raise ValueError("expected a mapping of option names to values (JSON in the environment)")
+    return dict(value)
+
+
 _URL_SETTINGS = ("db_url", "result_url", "events_url")
 _PARSERS: dict[str, Callable[[Any], Any]] = {
     "db_url": _db_url,
     "result_url": _optional_url,
     "events_url": _optional_url,
+    "storage_options": _options,
     "default_queue": _text,
     "default_worker": _choice(WORKER_KINDS),
     "max_workers": _positive_count,

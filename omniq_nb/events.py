@@ -267,13 +267,16 @@ class EventHub:
 
     async def _follow(self) -> None:
         assert self._wake is not None
+        failing = False  # a store that stays unreachable is reported once, not at every poll
         while not self._closing:
             try:
                 await self._poll()
+                failing = False
             except asyncio.CancelledError:
                 raise
             except StorageError as exc:  # the store's own one-line message says what is wrong
-                logger.error("polling the store for events failed; retrying: %s", exc)
+                (logger.debug if failing else logger.error)("polling the store for events failed; retrying: %s", exc)
+                failing = True
             except Exception:
                 logger.exception("polling the store for events failed; retrying")
             self._wake.clear()

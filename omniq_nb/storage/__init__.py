@@ -20,9 +20,11 @@ from omniq_nb.storage.base import NotSupported, OutcomeStore, Storage, StorageEr
 from omniq_nb.storage.split import SplitStorage
 from omniq_nb.urls import redact_url
 
-__all__ = ["NotSupported", "Storage", "StorageError", "open_storage", "open_stores", "redact_url"]
+__all__ = ["NotSupported", "Storage", "StorageError", "open_outcome_store", "open_storage", "open_stores", "redact_url"]
 
 _LATER = {"redis", "rediss", "nats"}
+_OWN_SCHEMES = {"sqlite", "memory", "postgresql", "postgres", "redis", "rediss", "unix", "nats"}
+_OUTCOMES_ONLY = ("file", "s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "adl", "hdfs", "webhdfs", "sftp")
 
 
 def open_storage(url: str, *, settings: Settings | None = None) -> Storage:
@@ -72,6 +74,11 @@ def open_storage(url: str, *, settings: Settings | None = None) -> Storage:
             f"the {scheme} store is not available yet in this version of omniq_nb; "
             "use sqlite:///path.db (one machine) or memory://"
         )
+    if scheme in _OUTCOMES_ONLY or scheme.startswith("fsspec+"):
+        raise StorageError(
+            f"{redact_url(url)!r} can keep a queue's results and events (result_url, events_url), "
+            "not its tasks; give the queue a sqlite:///..., postgresql://... or memory:// store"
+        )
     raise StorageError(
         f"unknown store URL {redact_url(str(url))!r}; expected sqlite:///relative.db, "
         "sqlite:////absolute/path.db, memory://, postgresql://..., redis://... or nats://..."
@@ -116,22 +123,48 @@ def open_stores(settings: Settings) -> Storage:
     queue = open_storage(
         queue_url, settings=msgspec.structs.replace(settings, events=settings.events and not events_url)
     )
-    results = _outcome_store(result_url, settings, "result_url") if result_url is not None else None
+    results = open_outcome_store(result_url, settings=settings) if result_url is not None else None
     if events_url is None:
         events = None
     elif events_url == result_url:
         events = results
     else:
-        events = _outcome_store(events_url, settings, "events_url")
+        events = open_outcome_store(events_url, settings=settings, setting="events_url")
     return SplitStorage(queue, results=results, events=events, events_ttl=settings.result_ttl)
 
 
-def _outcome_store(url: str, settings: Settings, setting: str) -> OutcomeStore:
-    """Return the store at ``url`` for a queue's results or events, or say it cannot be one."""
-    store = open_storage(url, settings=settings)
-    if not isinstance(store, OutcomeStore):
+def open_outcome_store(url: str, *, settings: Settings | None = None, setting: str = "result_url") -> OutcomeStore:
+    """Return the (unopened) store at ``url`` that keeps a queue's results or events.
+
+    Stores of omniq's own schemes keep them in tables of their own; any other URL goes to
+    fsspec (``s3://bucket/prefix``, ``gs://…``, ``file:///abs/dir``, ``fsspec+memory://name``)
+    with the ``storage_options`` setting.
+
+    Raises:
+        StorageError: the URL is malformed, or fsspec knows no such filesystem.
+        NotSupported: the store cannot keep results or events yet, or fsspec is not installed.
+
+    """
+    settings = settings or Settings()
+    if _scheme(url) in _OWN_SCHEMES:
+        store = open_storage(url, settings=settings)
+        if not isinstance(store, OutcomeStore):
+            raise NotSupported(
+                f"{setting}={redact_url(url)!r}: this store cannot keep a queue's results or events yet; "
+                "use sqlite:///path.db, postgresql://..., memory:// or an fsspec URL (s3://..., file:///dir)"
+            )
+        return store
+    try:
+        from omniq_nb.storage.fsspec_outcomes import FsspecOutcomes
+    except ImportError as exc:
         raise NotSupported(
-            f"{setting}={redact_url(url)!r}: this store cannot keep a queue's results or events yet; "
-            "use sqlite:///path.db, postgresql://... or memory://"
-        )
-    return store
+            f"{setting}={redact_url(url)!r} needs fsspec ({exc.name} is not installed): pip install 'omniq-nb[fsspec]'"
+        ) from None
+    return FsspecOutcomes(url, storage_options=settings.storage_options)
+
+
+def _scheme(url: str) -> str:
+    try:
+        return urlsplit(url).scheme.lower()
+    except ValueError as exc:
+        raise StorageError(f"malformed store URL {redact_url(url)!r}: {exc}") from None

@@ -13,7 +13,7 @@ Roles, each named after who calls it:
 - ``ResultStore``: reads of tasks and their outcomes (handles, the event hub, listings).
 - ``EventStore``: the event stream the event hub follows.
 - ``WorkerRegistry``: the live worker pools (heartbeats, ``omniq-nb workers``, stop requests).
-- ``MaintenanceStore``: purge, log checkpoints and the health check.
+- ``MaintenanceStore``: the maintenance election, purge, log checkpoints and the health check.
 
 Every backend implements all of them on one object (``Storage``), so the façade and the
 pool never know which backend they talk to. A backend that can also keep the results or
@@ -253,7 +253,23 @@ class WorkerRegistry(Protocol):
 
 
 class MaintenanceStore(Protocol):
-    """Keeping the store bounded and healthy: purge, log checkpoints, the health check."""
+    """Keeping the store bounded and healthy: who runs the upkeep, purge, log checkpoints, the health check."""
+
+    async def lead_maintenance(self, runner: str, *, term: float) -> bool:
+        """Return whether ``runner`` may run rescue, expiry and purge for the next ``term`` seconds.
+
+        At most one runner per store holds the turn at a time; the holder keeps it by calling
+        again before it runs out, and once a holder stops calling (it died), another caller
+        takes the turn after ``term``. Correctness never depends on the election (each rescue
+        is fenced on its lease): it only keeps a hundred pools from all scanning. A store used
+        by one process or one machine (memory, SQLite) may let every caller lead.
+
+        Args:
+            runner: the caller's id, unique per maintenance runner (a pool's name and a token).
+            term: seconds the turn lasts after this call, on the store's clock.
+
+        """
+        ...
 
     async def purge(
         self, *, finished_before: datetime | None = None, statuses: Sequence[TaskStatus] = (), everything: bool = False

@@ -95,6 +95,14 @@ class MemoryMaintenance(MemoryResults):
             self._events = [e for e in self._events if e.task_id not in doomed]
             return len(doomed)
 
+    async def lead_maintenance(self, runner: str, *, term: float) -> bool:
+        """Return True: every caller leads.
+
+        A memory store lives in one process, so its pools are few and a scan is a walk over a
+        dict; no election is worth having (a rescue is fenced on its lease either way).
+        """
+        return True
+
     async def checkpoint(self) -> None:
         """Nothing to do: a memory store has no log."""
 

@@ -9,11 +9,13 @@ workers (polling stays the truth).
 ``PostgresStorage`` is assembled from mixins, one per protocol role, all sharing one pool
 through ``PostgresConnection``, as ``SQLiteStorage`` is:
 
-- ``postgres_base.PostgresConnection``: pool, open/close/clone, the clock, transactions, errors, wake-ups;
+- ``postgres_base.PostgresConnection``: pool, open/close/clone, the clock, transactions, errors, wake-ups
+  (the URL's options and schema-qualified SQL: ``postgres_url``);
 - ``postgres_results.PostgresResults``: ``ResultStore``;
 - ``postgres_queue.PostgresQueue``: ``QueueStore`` (builds on the reads);
 - ``postgres_registry.PostgresRegistry``: ``WorkerRegistry``;
-- ``postgres_maintenance.PostgresEvents`` and ``PostgresMaintenance``: ``EventStore`` and ``MaintenanceStore``;
+- ``postgres_maintenance.PostgresEvents`` and ``PostgresMaintenance``: ``EventStore`` and ``MaintenanceStore``
+  (with the maintenance election, a leader row that works through PgBouncer);
 - ``postgres_outcomes.PostgresOutcomes``: ``OutcomeStore`` (results and events of a queue kept elsewhere).
 
 The schema, its migrations and event triggers are ``postgres_schema``; shared SQL text
@@ -34,9 +36,12 @@ class PostgresStorage(PostgresQueue, PostgresRegistry, PostgresEvents, PostgresM
     """A store in one schema of a PostgreSQL database, shared by workers on any number of machines.
 
     Args:
-        url: ``postgresql://user:password@host:port/database?schema=NAME`` (``postgres://`` too;
-            other query options, ``sslmode`` say, go to the driver).
+        url: ``postgresql://user:password@host:port/database?schema=NAME`` (``postgres://`` too).
+            ``pgbouncer=1`` when it points at PgBouncer in transaction mode, with
+            ``listen_url=`` (URL-encoded) a direct URL for ``LISTEN`` wake-ups (see
+            ``postgres_url``); other query options, ``sslmode`` say, go to the driver.
         events: record a ``TaskEvent`` per transition.
 
-    Capability flags: ``supports_notify`` (``LISTEN/NOTIFY``) and ``multi_host`` are true.
+    Capability flags: ``multi_host`` is true; ``supports_notify`` (``LISTEN/NOTIFY``) too,
+    unless the URL goes through a pooler and names no ``listen_url`` (idle workers then poll).
     """

@@ -1,13 +1,16 @@
 """The connection pool every role of the PostgreSQL store shares: open, close, clone, the clock, errors.
 
-Connections come from a ``psycopg_pool.AsyncConnectionPool`` in autocommit mode, each with
-``search_path`` set to the store's schema: single statements are atomic by themselves, and
-multi-statement writes use ``_transaction()``. Times are the server's (``now()`` and
-``clock_timestamp()``), so workers on several machines share one clock. Wake-up hints
-are ``NOTIFY`` on a channel per schema, sent in the transaction that adds ready tasks
-(so once per committed batch) and received by ``LISTEN`` on a connection of its own.
-The role mixins (``postgres_queue``, ``postgres_results``, ``postgres_registry``,
-``postgres_maintenance``) build on this class.
+Connections come from a ``psycopg_pool.AsyncConnectionPool`` in autocommit mode: single
+statements are atomic by themselves, and multi-statement writes use ``_transaction()``.
+No session state is relied on: ``_run`` names the store's tables with their schema
+(``postgres_url.qualify``), so the pool may sit behind PgBouncer in transaction mode
+(``?pgbouncer=1``: no prepared statements either). Times are the server's (``now()`` and
+``clock_timestamp()``), so workers on several machines share one clock. Wake-up hints are
+``NOTIFY`` on a channel per schema, sent in the transaction that adds ready tasks (so once
+per committed batch) and received by ``LISTEN`` on a direct connection of its own (the
+main URL, or ``?listen_url=`` behind a pooler; none: idle workers poll). The role mixins
+(``postgres_queue``, ``postgres_results``, ``postgres_registry``, ``postgres_maintenance``)
+build on this class.
 """
 
 from __future__ import annotations
@@ -15,11 +18,11 @@ from __future__ import annotations
 import asyncio
 import builtins
 import contextlib
-import re
+import logging
 from collections.abc import AsyncIterator, Sequence
 from datetime import datetime, timezone
 from typing import Any, Self
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import quote, urlsplit
 
 import psycopg
 from psycopg import sql
@@ -28,39 +31,32 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from omniq_nb.errors import StorageError
 from omniq_nb.opening import OpensAndCloses
 from omniq_nb.storage.postgres_schema import migrate
+from omniq_nb.storage.postgres_url import connect_options, parse_url, qualify
 from omniq_nb.urls import redact_url
 
-__all__ = ["PostgresConnection", "split_schema"]
+__all__ = ["PostgresConnection"]
 
 _UTC = timezone.utc
-_SCHEMA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,56}")
 _CONNECT_SECONDS = 10
 _POOL_SIZE = 8
+_POOL_WAIT = 10.0  # seconds a statement waits for a pooled connection (longer: the server is gone)
+_POOL_NAME = "omniq-nb/"  # + schema: names this store's pools in psycopg_pool's log records
 
 
-def split_schema(url: str) -> tuple[str, str]:
-    """Return ``(url without the schema option, schema)`` of a ``postgresql://`` URL.
+class _QuietReconnects(logging.Filter):
+    """Drop psycopg_pool's warning for each failed reconnect of this store's pools (other pools keep theirs).
 
-    Example:
-        >>> split_schema("postgresql://me@db/q?schema=jobs&sslmode=require")
-        ('postgresql://me@db/q?sslmode=require', 'jobs')
-        >>> split_schema("postgres://db/q")[1]
-        'omniq'
-
-    Raises:
-        StorageError: the schema is not a plain identifier (letters, digits, ``_``; at most 57).
-
+    While the server is away the pool retries every second or so, a warning each time; the
+    store's callers get a one-line ``StorageError`` instead, and a worker pool logs one line
+    when it loses the store and one when it is back (``worker/link.py``).
     """
-    parts = urlsplit(url)
-    query = parse_qsl(parts.query, keep_blank_values=True)
-    schemas = [value for key, value in query if key == "schema"]
-    schema = schemas[-1] if schemas else "omniq"
-    if not _SCHEMA_NAME.fullmatch(schema):
-        raise StorageError(
-            f"invalid schema {schema!r} in {redact_url(url)!r}: use letters, digits and '_' (at most 57 characters)"
-        )
-    rest = urlencode([(key, value) for key, value in query if key != "schema"])
-    return urlunsplit(parts._replace(query=rest)), schema
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args if isinstance(record.args, tuple) else ()
+        return not (record.msg == "error connecting in %r: %s" and args and str(args[0]).startswith(_POOL_NAME))
+
+
+logging.getLogger("psycopg.pool").addFilter(_QuietReconnects())
 
 
 class PostgresConnection(OpensAndCloses):
@@ -72,15 +68,23 @@ class PostgresConnection(OpensAndCloses):
 
     """
 
-    supports_notify = True
     multi_host = True
 
     def __init__(self, url: str, *, events: bool = True) -> None:
+        target = parse_url(url)
+        secrets = [p for p in (urlsplit(url).password, _password(target.listen_dsn)) if p]
         self.url = redact_url(url)
+        for secret in secrets:  # a listen_url's password sits inside the query
+            self.url = self.url.replace(quote(secret, safe=""), "***").replace(secret, "***")
         self._url = url
-        self._dsn, self.schema = split_schema(url)
-        self._password = urlsplit(url).password
+        self._dsn, self.schema = target.dsn, target.schema
+        self._listen_dsn = target.listen_dsn
+        self._secrets = secrets
         self._events = events
+        self._options = connect_options(target, events=events)
+        self._events_local = target.pgbouncer and not events  # no session setting through a pooler
+        self.supports_notify = target.listen_dsn is not None
+        """Whether idle workers get ``LISTEN`` hints (not behind a pooler without ``listen_url``)."""
         self._channel = f"omniq_{self.schema}"
         self._pool: AsyncConnectionPool | None = None
         self._listener: psycopg.AsyncConnection[Any] | None = None
@@ -100,11 +104,11 @@ class PostgresConnection(OpensAndCloses):
             self._dsn,
             min_size=1,
             max_size=_POOL_SIZE,
-            kwargs={"autocommit": True},
-            configure=self._configure,
+            kwargs=self._options,
             check=AsyncConnectionPool.check_connection,  # a connection the server dropped is replaced, not used
             open=False,
-            timeout=_CONNECT_SECONDS * 3,
+            timeout=_POOL_WAIT,
+            name=_POOL_NAME + self.schema,
         )
         try:
             async with self._errors():
@@ -137,12 +141,16 @@ class PostgresConnection(OpensAndCloses):
     async def wait_for_tasks(self, timeout: float) -> None:
         """Return at the next ``NOTIFY`` on this schema's channel, or after ``timeout``.
 
-        The listening connection is this store's own (autocommit, outside the pool) and is
-        opened at the first wait; if it breaks, this wait just sleeps and the next one
-        reconnects and listens again. A hint only wakes: polling stays the truth.
+        The listening connection is this store's own (autocommit, outside the pool, direct to
+        the server) and is opened at the first wait; if it breaks, this wait just sleeps and
+        the next one reconnects and listens again. Without a direct URL (behind a pooler with
+        no ``listen_url``) this just sleeps. A hint only wakes: polling stays the truth.
         """
+        if self._listen_dsn is None:
+            await asyncio.sleep(timeout)
+            return
         try:
-            listener = await self._listen()
+            listener = await self._listen(self._listen_dsn)
             async for _ in listener.notifies(timeout=timeout, stop_after=1):
                 break
         except psycopg.Error:
@@ -152,26 +160,16 @@ class PostgresConnection(OpensAndCloses):
                     await broken.close()
             await asyncio.sleep(timeout)
 
-    async def _listen(self) -> psycopg.AsyncConnection[Any]:
+    async def _listen(self, dsn: str) -> psycopg.AsyncConnection[Any]:
         if self._listener is None or self._listener.closed:
-            self._listener = await self._connect()
+            self._listener = await self._connect(dsn)
             await self._listener.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self._channel)))
         return self._listener
 
-    async def _notify(self, conn: psycopg.AsyncConnection[Any]) -> None:
-        """Send the wake-up hint on ``conn``: inside a transaction, it is delivered when that commits."""
-        await conn.execute("SELECT pg_notify(%s, '')", (self._channel,))
-
-    async def _connect(self) -> psycopg.AsyncConnection[Any]:
-        conn = await psycopg.AsyncConnection.connect(self._dsn, autocommit=True, connect_timeout=_CONNECT_SECONDS)
-        await self._configure(conn)
-        return conn
-
-    async def _configure(self, conn: psycopg.AsyncConnection[Any]) -> None:
-        """Point a new connection at the store's schema; turn its event triggers off if asked."""
-        await conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(self.schema)))
-        if not self._events:
-            await conn.execute("SET omniq.events = 'off'")
+    async def _connect(self, dsn: str | None = None) -> psycopg.AsyncConnection[Any]:
+        """Open a connection of its own (to the main URL unless told), with the pool's options."""
+        target = dsn or self._dsn
+        return await psycopg.AsyncConnection.connect(target, connect_timeout=_CONNECT_SECONDS, **self._options)
 
     @property
     def _connections(self) -> AsyncConnectionPool:
@@ -181,35 +179,52 @@ class PostgresConnection(OpensAndCloses):
 
     async def _fetch(self, query: str, params: Sequence[Any] | dict[str, Any] = ()) -> builtins.list[Any]:
         """Run one statement (atomic by itself) on a pooled connection; return its rows."""
+        if self._events_local:  # the switch lasts one transaction: wrap the statement in one
+            async with self._transaction() as conn:
+                return await self._run(conn, query, params)
         async with self._errors(), self._connections.connection() as conn:
             return await self._run(conn, query, params)
 
-    @staticmethod
     async def _run(
-        conn: psycopg.AsyncConnection[Any], query: str, params: Sequence[Any] | dict[str, Any] = ()
+        self, conn: psycopg.AsyncConnection[Any], query: str, params: Sequence[Any] | dict[str, Any] = ()
     ) -> builtins.list[Any]:
-        """Run one statement on ``conn`` as it is (inside the caller's transaction); return its rows."""
-        cursor = await conn.execute(query.encode(), params)
+        """Run one statement on ``conn`` (inside the caller's transaction, if any), its tables named with the schema.
+
+        Returns its rows.
+
+        Raises:
+            ValueError: an insert met an existing task id (nothing was inserted), as every store raises.
+
+        """
+        try:
+            cursor = await conn.execute(qualify(query, self.schema).encode(), params)
+        except psycopg.errors.UniqueViolation as exc:  # only an insert of an existing task id can raise it
+            detail = (exc.diag.message_detail or str(exc)).strip()
+            raise ValueError(f"a task with one of these ids already exists; nothing was inserted ({detail})") from None
         return await cursor.fetchall() if cursor.description is not None else []
 
     @contextlib.asynccontextmanager
     async def _transaction(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
         """Yield a pooled connection inside one transaction: committed at the end, rolled back on error."""
         async with self._errors(), self._connections.connection() as conn, conn.transaction():
+            if self._events_local:
+                await conn.execute("SET LOCAL omniq.events = 'off'")
             yield conn
 
     @contextlib.asynccontextmanager
     async def _errors(self) -> AsyncIterator[None]:
         """Turn driver errors into one-line ``StorageError``s that never show the password.
 
-        A unique violation passes through: the insert that caused it says which ids.
+        (``_run`` already turned a duplicate task id into a ``ValueError``.)
         """
         try:
             yield
-        except psycopg.errors.UniqueViolation:
-            raise
         except (psycopg.Error, PoolTimeout) as exc:
             message = str(exc).strip().replace("\n", " ")
-            if self._password:
-                message = message.replace(self._password, "***")
+            for secret in self._secrets:
+                message = message.replace(secret, "***")
             raise StorageError(f"the PostgreSQL store {self.url} failed: {message}") from None
+
+
+def _password(dsn: str | None) -> str | None:
+    return urlsplit(dsn).password if dsn else None

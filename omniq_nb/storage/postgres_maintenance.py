@@ -6,6 +6,20 @@ it by taking the schema's event lock before drawing seqs and holding it to commi
 ``postgres_schema``). Every event a reader can see therefore has all smaller seqs either
 visible too or rolled back for good, and ``events(since=cursor)`` is a plain range scan.
 A purge deletes events but never resets the sequence, so a seq is never handed out twice.
+
+The maintenance election (``lead_maintenance``) is a leader row, not a session advisory
+lock. ``pg_try_advisory_lock`` belongs to a server session: through PgBouncer in transaction
+mode that session is lent to other clients between transactions, so the lock would be held
+by whoever gets the connection next, and it is lost silently when the connection drops. The
+row ``leaders('maintenance') = (holder, until)`` lives in the data instead, on the server's
+clock: one statement inserts it, renews it for its holder, or takes it over once ``until``
+has passed (``INSERT … ON CONFLICT DO UPDATE … WHERE``, atomic under any isolation level).
+The statement first asks ``pg_try_advisory_xact_lock`` (released at its commit, so safe
+through PgBouncer): a caller that finds the lock taken does not queue on the row but just
+reads whether it still holds the turn, so a hundred pools asking every second never wait
+on each other; and a caller that sees a live holder other than itself does not touch the
+row at all (no row lock, no write). A holder that dies stops renewing; another takes over
+after its term.
 """
 
 from __future__ import annotations
@@ -21,7 +35,7 @@ from omniq_nb.errors import StorageError
 from omniq_nb.models import StoreHealth, TaskEvent, TaskStatus
 from omniq_nb.storage.health import STALE_IDS_SHOWN, health_report
 from omniq_nb.storage.postgres_base import PostgresConnection
-from omniq_nb.storage.postgres_schema import NOW_SQL, SCHEMA_VERSION, schema_exists
+from omniq_nb.storage.postgres_schema import CLOCK_SQL, NOW_SQL, SCHEMA_VERSION, schema_exists
 from omniq_nb.storage.postgres_statements import status_match
 from omniq_nb.storage.rows import row_event
 from omniq_nb.storage.sql_text import events_statement, purge_filter
@@ -30,6 +44,19 @@ __all__ = ["PostgresEvents", "PostgresMaintenance"]
 
 
 _Run = Callable[[str, Sequence[Any]], Awaitable[builtins.list[Any]]]
+
+_LEAD = f"""
+    WITH lock AS MATERIALIZED (SELECT pg_try_advisory_xact_lock(hashtext('omniq.lead.' || %(schema)s)) AS got),
+    held AS MATERIALIZED (SELECT holder, until FROM leaders WHERE role = 'maintenance'),
+    taken AS (
+        INSERT INTO leaders (role, holder, until)
+        SELECT 'maintenance', %(runner)s::text, {CLOCK_SQL} + %(term)s::float8 FROM lock
+        WHERE got AND NOT EXISTS (SELECT 1 FROM held WHERE holder <> %(runner)s::text AND until > {CLOCK_SQL})
+        ON CONFLICT (role) DO UPDATE SET holder = excluded.holder, until = excluded.until
+        WHERE leaders.holder = excluded.holder OR leaders.until <= {CLOCK_SQL}
+        RETURNING holder)
+    SELECT EXISTS (SELECT 1 FROM taken) OR EXISTS (
+        SELECT 1 FROM held, lock WHERE NOT lock.got AND held.holder = %(runner)s::text AND held.until > {CLOCK_SQL})"""
 
 
 class PostgresEvents(PostgresConnection):
@@ -78,6 +105,14 @@ class PostgresMaintenance(PostgresConnection):
             if ids:
                 await self._run(conn, "DELETE FROM events WHERE task_id = ANY(%s::text[])", (ids,))
         return len(ids)
+
+    async def lead_maintenance(self, runner: str, *, term: float) -> bool:
+        """Take or renew the maintenance turn for ``term`` seconds, unless another runner holds it (one statement).
+
+        See the module's docstring for why a leader row and not a session advisory lock.
+        """
+        rows = await self._fetch(_LEAD, {"schema": self.schema, "runner": runner, "term": term})
+        return bool(rows[0][0])
 
     async def checkpoint(self) -> None:
         """Do nothing: the server recycles its write-ahead log by itself."""

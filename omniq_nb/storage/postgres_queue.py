@@ -4,7 +4,7 @@ Claims take many ready tasks in one ``UPDATE … FROM (SELECT … FOR UPDATE SKI
 so concurrent claimers on any number of machines pass over each other's rows instead of
 waiting. Outcomes of many attempts are one ``UPDATE … FROM unnest(…)``. Every write after
 a claim is fenced on the lease token and ``status = 'running'``. Writers that make tasks
-ready send one ``NOTIFY`` in their transaction.
+ready send one ``NOTIFY`` from the same statement (``postgres_statements.notifying``).
 """
 
 from __future__ import annotations
@@ -15,15 +15,9 @@ from typing import Any
 
 from omniq_nb.models import Task, TaskResult
 from omniq_nb.storage import lifecycle
-from omniq_nb.storage.postgres_base import PostgresConnection
 from omniq_nb.storage.postgres_results import PostgresResults
 from omniq_nb.storage.postgres_schema import CLOCK_SQL, NOW_SQL
-from omniq_nb.storage.postgres_statements import (
-    AFFINITY_SQL,
-    batch_statement,
-    duplicate_ids_refused,
-    insert_statement,
-)
+from omniq_nb.storage.postgres_statements import AFFINITY_SQL, batch_statement, insert_statement, notifying
 from omniq_nb.storage.rows import COLUMNS, encode_error, new_task_row, row_task, sort_claimed
 from omniq_nb.storage.sql_text import REQUEUEABLE_SQL, TASKS_COLUMNS, UNFINISHED_SQL
 
@@ -49,27 +43,23 @@ class PostgresQueue(PostgresResults):
     """Insert, claim, renew, progress, settle, release, cancel, requeue, expire (reads come with it)."""
 
     async def insert(self, tasks: Iterable[Task]) -> None:
-        """Add new tasks with one statement, and a wake-up hint, in one transaction."""
+        """Add new tasks and send the wake-up hint, with one statement (one round trip)."""
         batch = builtins.list(tasks)
         if not batch:
             return
-        with duplicate_ids_refused():
-            async with self._transaction() as conn:
-                await self._run(conn, *insert_statement(batch))
-                await self._notify(conn)
+        sql, params = insert_statement(batch)
+        await self._fetch(notifying(sql), [*params, self._channel])
 
     async def insert_many(self, template: Task, entries: Iterable[tuple[str, bytes]]) -> None:
-        """Add tasks that differ from ``template`` only by id and payload, with one statement.
+        """Add tasks that differ from ``template`` only by id and payload, with one statement (and the hint).
 
         The shared values are bound once and only the ids and payloads as two arrays.
         """
         batch = builtins.list(entries)
         if not batch:
             return
-        with duplicate_ids_refused():
-            async with self._transaction() as conn:
-                await self._run(conn, *batch_statement(new_task_row(template), batch))
-                await self._notify(conn)
+        sql, params = batch_statement(new_task_row(template), batch)
+        await self._fetch(notifying(sql), [*params, self._channel])
 
     async def claim(
         self,
@@ -88,13 +78,12 @@ class PostgresQueue(PostgresResults):
         ``started_at`` run from the clock after the rows are locked, so a claim that waited
         still gets its whole lease.
         """
+        filters = (AFFINITY_SQL if unowned_only else "") + (_SKIP_KINDS_SQL if skip_kinds else "")
         sql = f"""
             WITH ready AS MATERIALIZED (
                 SELECT seq FROM tasks
                 WHERE status = 'pending' AND queue = ANY(%(queues)s::text[]) AND eta <= {NOW_SQL}
-                    AND (expires_at IS NULL OR expires_at > {NOW_SQL}){AFFINITY_SQL if unowned_only else ""}{
-            _SKIP_KINDS_SQL if skip_kinds else ""
-        }
+                    AND (expires_at IS NULL OR expires_at > {NOW_SQL}){filters}
                 ORDER BY priority DESC, eta, seq LIMIT %(limit)s FOR UPDATE SKIP LOCKED)
             UPDATE tasks SET status = 'running', attempt = attempt + 1,
                 lease_token = {_TOKEN}, run_id = left({_TOKEN}, 16),
@@ -154,17 +143,15 @@ class PostgresQueue(PostgresResults):
                 await self._insert_successors(conn, following)
         return accepted
 
-    @staticmethod
-    async def _insert_successors(conn: Any, following: builtins.list[Task]) -> None:
+    async def _insert_successors(self, conn: Any, following: builtins.list[Task]) -> None:
         """Insert the next runs whose series has no other unfinished run (one per series)."""
         series = sorted({task.series for task in following if task.series is not None})
-        await PostgresConnection._run(
+        await self._run(
             conn,
-            "SELECT pg_advisory_xact_lock(hashtext('omniq.series.' || current_schema() || '.' || s))"
-            " FROM unnest(%s::text[]) AS s",
-            (series,),
+            "SELECT pg_advisory_xact_lock(hashtext('omniq.series.' || %s || '.' || s)) FROM unnest(%s::text[]) AS s",
+            (self.schema, series),
         )
-        busy = await PostgresConnection._run(
+        busy = await self._run(
             conn,
             f"SELECT DISTINCT series FROM tasks WHERE series = ANY(%s::text[]) AND status IN {UNFINISHED_SQL}",
             (series,),
@@ -172,24 +159,22 @@ class PostgresQueue(PostgresResults):
         taken = {row[0] for row in busy}
         following = [task for task in following if task.series not in taken]
         if following:
-            await PostgresConnection._run(conn, *insert_statement(following))
+            await self._run(conn, *insert_statement(following))
 
     async def release(self, *, leases: Mapping[str, str]) -> builtins.list[Task]:
-        """Hand running tasks back to pending and give back the attempt their claim used."""
+        """Hand running tasks back to pending, giving back the attempts their claims used (one statement, a hint)."""
         if not leases:
             return []
-        async with self._transaction() as conn:
-            rows = await self._run(
-                conn,
-                f"""UPDATE tasks SET status = 'pending', attempt = attempt - 1, lease_token = NULL,
+        rows = await self._fetch(
+            notifying(
+                """UPDATE tasks SET status = 'pending', attempt = attempt - 1, lease_token = NULL,
                     lease_until = NULL, worker = NULL
                 FROM unnest(%s::text[], %s::text[]) AS v(id, token)
-                WHERE tasks.id = v.id AND tasks.lease_token = v.token AND tasks.status = 'running'
-                RETURNING {TASKS_COLUMNS}""",
-                (builtins.list(leases), builtins.list(leases.values())),
-            )
-            if rows:
-                await self._notify(conn)
+                WHERE tasks.id = v.id AND tasks.lease_token = v.token AND tasks.status = 'running'""",
+                returning=TASKS_COLUMNS,
+            ),
+            (builtins.list(leases), builtins.list(leases.values()), self._channel),
+        )
         return [row_task(row) for row in rows]
 
     async def expired_leases(self, *, limit: int) -> builtins.list[Task]:
@@ -213,19 +198,18 @@ class PostgresQueue(PostgresResults):
         return row_task(named[0]) if named else await self.get(task_id)
 
     async def requeue(self, task_id: str) -> Task | None:
-        """Put a failed, cancelled or expired task back to pending, allowing one more attempt."""
-        async with self._transaction() as conn:
-            rows = await self._run(
-                conn,
+        """Put a failed, cancelled or expired task back to pending, allowing one more attempt (with the hint)."""
+        rows = await self._fetch(
+            notifying(
                 f"""UPDATE tasks SET status = 'pending', eta = {NOW_SQL}, finished_at = NULL, purge_at = NULL,
                     retries = greatest(retries, attempt), lease_token = NULL, lease_until = NULL,
                     expires_at = CASE WHEN expires_at IS NULL THEN NULL
                         ELSE {NOW_SQL} + (expires_at - created_at) END
-                WHERE id = %s::text AND status IN {REQUEUEABLE_SQL} RETURNING {COLUMNS}""",
-                (task_id,),
-            )
-            if rows:
-                await self._notify(conn)
+                WHERE id = %s::text AND status IN {REQUEUEABLE_SQL}""",
+                returning=COLUMNS,
+            ),
+            (task_id, self._channel),
+        )
         return row_task(rows[0]) if rows else await self.get(task_id)
 
     async def expire(self) -> builtins.list[Task]:

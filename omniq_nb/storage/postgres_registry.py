@@ -11,26 +11,26 @@ from omniq_nb.storage.rows import WORKER_COLUMNS, row_worker, worker_row
 
 __all__ = ["PostgresRegistry"]
 
-_MARKS = ", ".join(["%s"] * (WORKER_COLUMNS.count(",")))  # every column but stop_requested
+_HEARTBEAT = f"""
+    WITH gone AS (DELETE FROM workers WHERE heartbeat + ttl <= {NOW_SQL} AND id <> %s::text)
+    INSERT INTO workers ({WORKER_COLUMNS})
+    VALUES ({", ".join(["%s"] * 9)}, coalesce(%s::float8, {NOW_SQL}), {NOW_SQL}, %s, %s, false)
+    ON CONFLICT (id) DO UPDATE SET heartbeat = excluded.heartbeat, ttl = excluded.ttl, running = excluded.running,
+        started_at = CASE WHEN workers.heartbeat + workers.ttl <= {NOW_SQL} THEN excluded.started_at
+            ELSE workers.started_at END,
+        stop_requested = workers.stop_requested AND workers.heartbeat + workers.ttl > {NOW_SQL}
+    RETURNING stop_requested"""
+# Dead rows of other pools go in the same statement; the pool's own row, if it was dead, starts afresh.
 
 
 class PostgresRegistry(PostgresConnection):
     """Heartbeats, the list of live pools, stop requests; a row is live while ``heartbeat + ttl`` is ahead."""
 
     async def heartbeat(self, worker: WorkerInfo) -> bool:
-        """Insert or refresh the pool's registry row (and drop dead rows); return whether it must stop."""
-        async with self._transaction() as conn:
-            [(now,)] = await self._run(conn, f"SELECT {NOW_SQL}")
-            started = worker.started_at.timestamp() if worker.started_at is not None else now
-            await self._run(conn, "DELETE FROM workers WHERE heartbeat + ttl <= %s", (now,))
-            rows = await self._run(
-                conn,
-                f"""INSERT INTO workers ({WORKER_COLUMNS}) VALUES ({_MARKS}, false)
-                ON CONFLICT (id) DO UPDATE SET heartbeat = excluded.heartbeat, ttl = excluded.ttl,
-                    running = excluded.running
-                RETURNING stop_requested""",
-                worker_row(worker, started=started, now=now),
-            )
+        """Insert or refresh the pool's registry row and drop dead rows (one statement); return whether to stop."""
+        started = worker.started_at.timestamp() if worker.started_at is not None else None
+        row = worker_row(worker, started=0.0, now=0.0)  # both replaced by the server's clock where unknown
+        rows = await self._fetch(_HEARTBEAT, (worker.id, *row[:9], started, *row[11:]))
         return bool(rows[0][0])
 
     async def workers(self) -> builtins.list[WorkerInfo]:

@@ -12,6 +12,8 @@ visible in the order they were drawn: a reader never sees seq ``n + 1`` while ``
 in flight, and ``events(since=cursor)`` can never skip an event. The price is that event
 writers commit one at a time (each holds the lock only from the end of its statement to
 its commit); readers never wait. A session with ``omniq.events = off`` records nothing.
+
+Version 2 adds ``leaders``: who holds the maintenance turn, and until when (server clock).
 """
 
 from __future__ import annotations
@@ -155,7 +157,12 @@ _MIGRATIONS: dict[int, str] = {
     CREATE INDEX kept_results_purge ON kept_results (purge_at) WHERE purge_at IS NOT NULL;
     ALTER TABLE events ADD COLUMN purge_at float8;
     CREATE INDEX events_purge ON events (purge_at) WHERE purge_at IS NOT NULL;
-    CREATE INDEX events_at ON events (at)
+    CREATE INDEX events_at ON events (at);
+    CREATE TABLE leaders (
+        role text PRIMARY KEY,
+        holder text NOT NULL,
+        until float8 NOT NULL
+    )
     """,
 }
 

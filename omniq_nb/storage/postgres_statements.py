@@ -12,18 +12,15 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
-
-import psycopg
 
 from omniq_nb.models import Task, TaskStatus
 from omniq_nb.storage.postgres_schema import NOW_SQL
 from omniq_nb.storage.rows import NEW_COLUMNS, new_task_row
 from omniq_nb.storage.sql_text import listing_filter
 
-__all__ = ["AFFINITY_SQL", "batch_statement", "duplicate_ids_refused", "filters", "insert_statement"]
+__all__ = ["AFFINITY_SQL", "batch_statement", "filters", "insert_statement", "notifying"]
 
 _TYPES = {
     "priority": "integer",
@@ -86,16 +83,21 @@ def filters(statuses: Sequence[TaskStatus], queue: str | None) -> tuple[str, lis
     return listing_filter(statuses, queue, queue_mark="%s::text", status_match=status_match)
 
 
-@contextlib.contextmanager
-def duplicate_ids_refused() -> Iterator[None]:
-    """Turn PostgreSQL's unique violation on insert into the ``ValueError`` every store raises.
+def notifying(statement: str, *, returning: str | None = None) -> str:
+    """Return ``statement`` (an INSERT or UPDATE) wrapped to also send the wake-up ``NOTIFY``: one statement.
 
-    Raises:
-        ValueError: a task with one of the ids already exists; nothing was inserted.
+    The hint is sent only when the statement changed a row, and delivered when its
+    transaction commits. With ``returning``, the changed rows come out (``RETURNING
+    returning``); without, nothing does. The channel is bound last.
+
+    Example:
+        >>> notifying("INSERT INTO tasks SELECT * FROM unnest(%s)").startswith("WITH changed AS (INSERT")
+        True
 
     """
-    try:
-        yield
-    except psycopg.errors.UniqueViolation as exc:
-        detail = (exc.diag.message_detail or str(exc)).strip()
-        raise ValueError(f"a task with one of these ids already exists; nothing was inserted ({detail})") from None
+    changed = f"WITH changed AS ({statement} RETURNING {returning or 1})"
+    hint = "SELECT pg_notify(%s, '') FROM (SELECT 1 FROM changed LIMIT 1) AS one"
+    if returning is None:  # the CTE's change happens in full whatever the outer query reads
+        return f"{changed} {hint}"
+    sent = "(SELECT count(*) FROM hint) AS sent"  # one row, always read (a LEFT JOIN would be planned away)
+    return f"{changed}, hint AS ({hint}) SELECT changed.* FROM changed, {sent}"

@@ -205,6 +205,10 @@ class SplitStorage(SplitParts):
             await side.forget_outcomes(events_before=events_before, everything=everything)
         return gone
 
+    async def lead_maintenance(self, runner: str, *, term: float) -> bool:
+        """Return whether ``runner`` leads the upkeep: the queue store's election decides."""
+        return await self.queue.lead_maintenance(runner, term=term)
+
     async def checkpoint(self) -> None:
         """Keep every part's log bounded."""
         await self.queue.checkpoint()

@@ -90,6 +90,16 @@ class SQLiteMaintenance(SQLiteConnection):
             await self._fetch("PRAGMA wal_checkpoint(PASSIVE)")
         return len(ids)
 
+    async def lead_maintenance(self, runner: str, *, term: float) -> bool:
+        """Return True: every caller leads.
+
+        An SQLite file is shared by the processes of one machine only: its pools are few, a
+        scan is an indexed read of a local file, and a rescue is fenced on its lease, so two
+        pools rescuing at once cost nothing; an election would only add writes to the one
+        write lock.
+        """
+        return True
+
     async def checkpoint(self) -> None:
         """Truncate a write-ahead log that overlapping readers kept from ever being reset.
 

@@ -18,6 +18,7 @@ import msgspec
 from omniq_nb.errors import StorageError
 from omniq_nb.models import WorkerInfo
 from omniq_nb.storage import Storage
+from omniq_nb.worker.link import StoreLink
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +37,7 @@ class LeaseKeeper:
         on_lost: called with ``{task_id: lease_token}`` of leases the store no longer holds.
         info: the pool's registry row (``running`` is filled in at each heartbeat).
         on_stop: called once when the registry says someone asked the pool to stop.
+        link: where store failures are reported (logged once per outage), or ``None``: log each.
     """
 
     def __init__(
@@ -47,8 +49,9 @@ class LeaseKeeper:
         on_lost: Callable[[dict[str, str]], None],
         info: WorkerInfo,
         on_stop: Callable[[], None],
+        link: StoreLink | None = None,
     ) -> None:
-        self._storage, self._lease, self._interval = storage, lease, interval
+        self._storage, self._lease, self._interval, self._link = storage, lease, interval, link
         self._loop, self._on_lost = loop, on_lost
         self._info, self._on_stop, self._stop_asked = info, on_stop, False
         self._leases: dict[str, str] = {}
@@ -91,9 +94,10 @@ class LeaseKeeper:
                 if not leases:
                     continue
                 try:
-                    held = await self._storage.renew(leases=leases, lease=self._lease)
-                except Exception:
-                    logger.exception("renewing %d lease(s) failed; retrying", len(leases))
+                    with self._watch():
+                        held = await self._storage.renew(leases=leases, lease=self._lease)
+                except Exception as exc:
+                    self._log_failure(exc, "renewing %d lease(s) failed; retrying", len(leases))
                     continue
                 with self._lock:
                     lost = {i: t for i, t in leases.items() if i not in held and self._leases.get(i) == t}
@@ -106,13 +110,23 @@ class LeaseKeeper:
 
     async def _heartbeat(self, running: int) -> None:
         try:
-            asked = await self._storage.heartbeat(msgspec.structs.replace(self._info, running=running))
-        except Exception:
-            logger.exception("the heartbeat of worker %s failed; retrying", self._info.name)
+            with self._watch():
+                asked = await self._storage.heartbeat(msgspec.structs.replace(self._info, running=running))
+        except Exception as exc:
+            self._log_failure(exc, "the heartbeat of worker %s failed; retrying", self._info.name)
             return
         if asked and not self._stop_asked:
             self._stop_asked = True
             self._call_pool(self._on_stop)
+
+    def _watch(self) -> contextlib.AbstractContextManager[None]:
+        return self._link.watch() if self._link is not None else contextlib.nullcontext()
+
+    def _log_failure(self, exc: Exception, message: str, *args: Any) -> None:
+        """Log a failed store call, unless the link already reports the store as lost (one line per outage)."""
+        if self._link is not None and isinstance(exc, StorageError):
+            return
+        logger.exception(message, *args)
 
     def _call_pool(self, fn: Callable[..., None], *args: Any) -> None:
         with contextlib.suppress(RuntimeError):  # the pool's loop has closed

@@ -1,23 +1,35 @@
 """Store upkeep: rescue tasks whose lease ran out, expire pending tasks past their TTL, purge, checkpoint.
 
 Every pool runs it in the background; it also runs alone, once or in a loop, on any queue.
+Only the runner that holds the store's maintenance turn (``lead_maintenance``) rescues,
+expires and purges, so a hundred pools on one server do not all scan; the others only
+checkpoint. The holder renews its turn at every step; when it dies, another runner takes
+the turn once its term has run out, and rescues what the dead one held.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
+import secrets
+import socket
 import time
 
+from omniq_nb.errors import StorageError
 from omniq_nb.models import TaskStatus
 from omniq_nb.policy import after_lost_lease, successor
 from omniq_nb.worker.host import PoolHost
+from omniq_nb.worker.link import StoreLink
 
 logger = logging.getLogger(__name__)
 
 _RESCUE_BATCH = 100  # tasks rescued per step
 _INTERVAL = 1.0  # seconds between steps of ``run``
 _PURGE_INTERVAL = 60.0  # seconds between purges of results past their result_ttl in ``run``
+_TERM_STEPS = 5  # a maintenance turn lasts this many steps: a holder may miss a few renewals
+_MIN_TERM = 2.0  # seconds: the shortest turn (a step may take a moment on a loaded server)
 
 
 class Maintenance:
@@ -32,6 +44,10 @@ class Maintenance:
         host: the queue (an ``AsyncOmniQ``, or anything with its ``PoolHost`` parts).
         interval: seconds between steps of ``run``.
         purge_interval: seconds between purges in ``run`` (the first one after that long).
+        runner: this runner's id in the maintenance election (default: host, pid and a random
+            token); unique per runner.
+        link: the pool's ``StoreLink``: store failures are reported there (logged once per
+            outage) instead of each being logged.
 
     Example:
         >>> import asyncio, omniq_nb as omniq
@@ -41,22 +57,51 @@ class Maintenance:
         >>> asyncio.run(upkeep())
     """
 
-    def __init__(self, host: PoolHost, *, interval: float = _INTERVAL, purge_interval: float = _PURGE_INTERVAL) -> None:
-        self._host = host
+    def __init__(
+        self,
+        host: PoolHost,
+        *,
+        interval: float = _INTERVAL,
+        purge_interval: float = _PURGE_INTERVAL,
+        runner: str | None = None,
+        link: StoreLink | None = None,
+    ) -> None:
+        self._host, self._link = host, link
         self._interval = interval
         self._purge_interval = purge_interval
+        self.runner = runner or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+        """This runner's id in the store's maintenance election."""
+        self.term = max(_TERM_STEPS * interval, _MIN_TERM)
+        """Seconds each step's claim on the maintenance turn lasts."""
+        self.leading = False
+        """Whether this runner held the maintenance turn at its last step."""
 
     async def run_once(self, *, purge: bool = True) -> None:
-        """Run one step: rescue, expire, checkpoint, and purge unless ``purge=False``.
+        """Run one step: checkpoint; and if this runner holds the maintenance turn, rescue, expire and purge.
+
+        ``purge=False`` leaves the purge out.
 
         Raises:
             StorageError: the store failed (the remaining parts of the step did not run).
         """
-        await self.rescue()
-        await self.expire()
+        if await self._lead():
+            await self.rescue()
+            await self.expire()
         await self._host.storage.checkpoint()
-        if purge:
+        if purge and self.leading:
             await self._host.storage.purge()
+
+    async def _lead(self) -> bool:
+        """Take or keep the maintenance turn; log when this runner starts or stops leading."""
+        leading = await self._host.storage.lead_maintenance(self.runner, term=self.term)
+        if leading != self.leading:
+            logger.info(
+                "upkeep runner %s %s the store's rescue, expiry and purge",
+                self.runner,
+                "now runs" if leading else "no longer runs",
+            )
+        self.leading = leading
+        return leading
 
     async def run(self) -> None:
         """Run a step every ``interval`` until cancelled; a failed step is logged and retried."""
@@ -66,11 +111,13 @@ class Maintenance:
             if due:
                 purged_at = time.monotonic()
             try:
-                await self.run_once(purge=due)
+                with self._link.watch() if self._link is not None else contextlib.nullcontext():
+                    await self.run_once(purge=due)
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                logger.exception("store upkeep failed; retrying")
+            except Exception as exc:
+                if self._link is None or not isinstance(exc, StorageError):
+                    logger.exception("store upkeep failed; retrying")
             await asyncio.sleep(self._interval)
 
     async def rescue(self) -> None:

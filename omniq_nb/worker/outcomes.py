@@ -10,10 +10,12 @@ from datetime import datetime, timezone
 from functools import partial
 
 from omniq_nb.context import Progress
+from omniq_nb.errors import StorageError
 from omniq_nb.models import Task, TaskResult, TaskStatus
 from omniq_nb.policy import after_failure, succeeded, successor
 from omniq_nb.worker.calls import Outcome
 from omniq_nb.worker.host import PoolHost
+from omniq_nb.worker.link import StoreLink
 
 logger = logging.getLogger(__name__)
 
@@ -33,12 +35,18 @@ class OutcomeWriter:
             outcomes while many are), and ``lease_of(task_id)``: the lease token of a running
             task, or ``None`` once it ended.
         lease_of: see ``running``.
+        link: where store failures are reported (logged once per outage), or ``None``: log each.
     """
 
     def __init__(
-        self, host: PoolHost, name: str, running: Callable[[], int], lease_of: Callable[[str], str | None]
+        self,
+        host: PoolHost,
+        name: str,
+        running: Callable[[], int],
+        lease_of: Callable[[str], str | None],
+        link: StoreLink | None = None,
     ) -> None:
-        self._host, self._name = host, name
+        self._host, self._name, self._link = host, name, link
         self._running, self._lease_of = running, lease_of
         self._results: list[tuple[TaskResult, Task | None, float]] = []  # result, successor, seconds run
         self._progress: dict[str, Progress] = {}  # the latest unwritten report of each task
@@ -81,17 +89,20 @@ class OutcomeWriter:
                 await asyncio.sleep(_FLUSH_GATHER)  # more will finish soon: write them together
             self._flush.clear()
             try:
-                await self._write()
-                await self._host.storage.checkpoint()  # the log grows fastest while outcomes are written
+                with self._link.watch() if self._link is not None else contextlib.nullcontext():
+                    await self._write()
+                    await self._host.storage.checkpoint()  # the log grows fastest while outcomes are written
                 failures = 0
             except asyncio.CancelledError:
                 raise
-            except Exception:
+            except Exception as exc:
                 failures += 1
-                logger.exception("worker %s: storing outcomes failed (try %d); retrying", self._name, failures)
+                if self._link is None or not isinstance(exc, StorageError):
+                    logger.exception("worker %s: storing outcomes failed (try %d); retrying", self._name, failures)
                 if self._draining and failures >= _STOP_WRITE_TRIES:
                     return  # their leases run out and other workers run them again: nothing is lost
-                await asyncio.sleep(self._host.settings.poll_interval)
+                pause = self._link.backoff() if self._link is not None and self._link.lost else 0.0
+                await asyncio.sleep(max(self._host.settings.poll_interval, pause))
                 self._flush.set()
             if self._draining and not self._results:
                 return

@@ -9,6 +9,7 @@ renews leases. Delivery is at-least-once: a task may run again after its worker 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import secrets
@@ -26,6 +27,7 @@ from omniq_nb.worker.executors import Executors
 from omniq_nb.worker.greenlets import check_gevent_allowed
 from omniq_nb.worker.host import PoolHost
 from omniq_nb.worker.lease import LeaseKeeper
+from omniq_nb.worker.link import StoreLink
 from omniq_nb.worker.maintenance import Maintenance
 from omniq_nb.worker.outcomes import OutcomeWriter
 from omniq_nb.worker.runs import Runs
@@ -114,11 +116,12 @@ class AsyncWorkerPool:
         self.failure: StoreLost | None = None
         """Why the pool stopped on its own (its store went away), or ``None``."""
         self._executors = Executors(queue.serializer, settings.secret, self.concurrency)
+        self._link = StoreLink(self.name, queue.storage.url)
         self._writer = OutcomeWriter(
-            queue, self.name, lambda: len(self._runs.by_task), lambda task_id: self._runs.lease_of(task_id)
+            queue, self.name, lambda: len(self._runs.by_task), lambda task_id: self._runs.lease_of(task_id), self._link
         )
         self._runs = Runs(self.concurrency, self.kind, self._executors, self._writer, output)
-        self._maintenance = Maintenance(queue, interval=min(_MAINTENANCE_INTERVAL, self.lease / 2))
+        self._maintenance = Maintenance(queue, interval=min(_MAINTENANCE_INTERVAL, self.lease / 2), link=self._link)
         self._keeper: LeaseKeeper | None = None
         self._loops: list[asyncio.Task[None]] = []
         self._wake = asyncio.Event()
@@ -162,7 +165,7 @@ class AsyncWorkerPool:
         storage = self._host.storage
         await storage.heartbeat(info)  # listed from the start
         self._keeper = LeaseKeeper(
-            storage.clone(), self.lease, renew_every, loop, self._leases_lost, info, self._asked_to_stop
+            storage.clone(), self.lease, renew_every, loop, self._leases_lost, info, self._asked_to_stop, self._link
         )
         self._runs.keeper = self._keeper
         self._keeper.start()
@@ -309,20 +312,25 @@ class AsyncWorkerPool:
     async def _claim(self, limit: int) -> list[Task] | None:
         """Claim up to ``limit`` tasks (none after a failure, which is logged); ``None`` once the store is lost."""
         try:
-            return await self._host.storage.claim(
-                queues=self.queues,
-                limit=limit,
-                lease=self.lease,
-                worker=self.name,
-                unowned_only=not self.shared,
-                owner=self.kernel,
-                skip_kinds=() if self.kind == "gevent" else _GEVENT_ONLY,
-            )
+            with self._link.watch():
+                return await self._host.storage.claim(
+                    queues=self.queues,
+                    limit=limit,
+                    lease=self.lease,
+                    worker=self.name,
+                    unowned_only=not self.shared,
+                    owner=self.kernel,
+                    skip_kinds=() if self.kind == "gevent" else _GEVENT_ONLY,
+                )
         except StoreLost as exc:
             logger.error("worker %s stops: %s", self.name, exc)
             self.failure = exc  # every later write would be lost with the store
             self._stop_soon()
             return None
+        except StorageError:  # the link logged it: wait (a stop ends the wait) and try again
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self._link.backoff())
+            return []
         except Exception:
             logger.exception("worker %s: claiming failed; retrying", self.name)
             return []

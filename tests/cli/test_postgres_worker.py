@@ -1,4 +1,8 @@
-"""A real ``omniq-nb worker`` process on a PostgreSQL schema runs what an ``AsyncOmniQ`` here enqueues."""
+"""A real ``omniq-nb worker`` process on a PostgreSQL schema runs what an ``AsyncOmniQ`` here enqueues.
+
+Directly, and through a private PgBouncer in transaction mode (``?pgbouncer=1``), with
+wake-ups by ``LISTEN`` on a direct ``listen_url`` and without one (polling).
+"""
 
 from __future__ import annotations
 
@@ -6,9 +10,11 @@ import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 import worker_tasks as wt
+from pgbouncer import pgbouncer
 from postgres_server import POSTGRES_URL, postgres_schema
 from processes import Processes
 
@@ -46,3 +52,28 @@ async def test_a_cli_worker_runs_tasks_enqueued_here(url: str, workers: Processe
         done = await q.storage.get(one.id)
         assert done is not None and done.status is TaskStatus.SUCCEEDED and done.worker
         assert worker.alive()
+
+
+@pytest.fixture(scope="module")
+def bouncer() -> Iterator[str]:
+    with pgbouncer() as url:
+        yield url
+
+
+@pytest.mark.parametrize("listen", [True, False], ids=["listen-direct", "polling"])
+async def test_a_cli_worker_through_pgbouncer_runs_tasks_enqueued_through_it(
+    bouncer: str, workers: Processes, listen: bool
+) -> None:
+    with postgres_schema() as schema:
+        url = f"{bouncer}?schema={schema}&pgbouncer=1"
+        if listen:
+            url += "&listen_url=" + quote(POSTGRES_URL, safe="")
+        async with AsyncOmniQ(db_url=url, poll_interval=0.05) as q:
+            worker = workers.worker(url, concurrency=4, lease=5, program=(sys.executable, "-m", "omniq_nb"))
+            many = await q.enqueue_many(wt.add, [(n, n) for n in range(50)])
+            assert await many.result(timeout=60) == [2 * n for n in range(50)]
+            coroutine = await q.enqueue(wt.async_add, 20, 22)
+            assert await coroutine.result(timeout=60) == 42
+            assert worker.says("now runs the store's rescue")  # the election works through the pooler
+            assert worker.alive() and "Traceback" not in worker.text()
+            assert worker.terminate() == 0

@@ -12,9 +12,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 import anyio
 import pytest
+from pgbouncer import pgbouncer
 from postgres_server import POSTGRES_URL, postgres_schema
 from store_spec import SPLIT_SPEC, open_spec
 
@@ -28,10 +30,23 @@ BACKENDS = [
     pytest.param("memory://", id="memory"),
     pytest.param("sqlite:///{tmp}/omniq.db", id="sqlite"),  # tmp_path is absolute: four slashes
     pytest.param(POSTGRES_URL + "?schema={schema}", id="postgres", marks=pytest.mark.postgres),
+    # through PgBouncer in transaction mode (a private one, see tests/pgbouncer.py), LISTEN direct
+    pytest.param(
+        "{pgbouncer}?schema={schema}&pgbouncer=1&listen_url={direct}",
+        id="postgres-pgbouncer",
+        marks=pytest.mark.postgres,
+    ),
     pytest.param(SPLIT_SPEC, id="split"),
 ]
 
 _POLL_SECONDS = 0.02
+
+
+@pytest.fixture(scope="session")
+def pgbouncer_url() -> Iterator[str]:
+    """The URL of a private PgBouncer in transaction mode in front of the test server (one per session)."""
+    with pgbouncer() as url:
+        yield url
 
 
 @pytest.fixture(params=BACKENDS)
@@ -41,8 +56,9 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if "{schema}" not in url:
         yield url.format(tmp=tmp_path)
         return
+    bouncer = request.getfixturevalue("pgbouncer_url") if "{pgbouncer}" in url else ""
     with postgres_schema() as schema:
-        yield url.format(schema=schema)
+        yield url.format(schema=schema, pgbouncer=bouncer, direct=quote(POSTGRES_URL, safe=""))
 
 
 @pytest.fixture

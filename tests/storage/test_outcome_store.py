@@ -6,6 +6,7 @@ increasing seqs that a cursor reads in order, and go with their task's purge tim
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -15,7 +16,7 @@ import pytest
 from postgres_server import POSTGRES_URL, postgres_schema
 
 from omniq_nb.models import EventKind, TaskEvent, TaskResult, TaskStatus
-from omniq_nb.storage import open_storage
+from omniq_nb.storage import open_outcome_store
 from omniq_nb.storage.base import OutcomeStore
 
 pytestmark = pytest.mark.anyio
@@ -24,13 +25,18 @@ _UTC = timezone.utc
 
 
 @pytest.fixture(
-    params=["memory", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)],
+    params=["memory", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres), "fsspec-memory", "fsspec-file"],
 )
 def outcome_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """Every kind of store a queue's results and events can live in (fsspec ones read events at once: lag=0)."""
     if request.param == "memory":
         yield "memory://"
     elif request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'outcomes.db'}"
+    elif request.param == "fsspec-memory":
+        yield f"fsspec+memory://omniq-test-{uuid.uuid4().hex}?lag=0"
+    elif request.param == "fsspec-file":
+        yield f"file://{tmp_path / 'outcomes'}?lag=0"
     else:
         with postgres_schema() as schema:
             yield f"{POSTGRES_URL}?schema={schema}"
@@ -38,7 +44,7 @@ def outcome_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]
 
 @pytest.fixture
 async def outcomes(outcome_url: str) -> AsyncIterator[OutcomeStore]:
-    store = open_storage(outcome_url)
+    store = open_outcome_store(outcome_url)
     assert isinstance(store, OutcomeStore)
     async with store:
         yield store

@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import psycopg
@@ -19,7 +19,7 @@ from omniq_nb.errors import NotSupported, StorageError
 from omniq_nb.models import EventKind, Task, TaskEvent
 from omniq_nb.storage import open_storage
 from omniq_nb.storage.postgres import PostgresStorage
-from omniq_nb.storage.postgres_base import split_schema
+from omniq_nb.storage.postgres_url import split_schema
 
 pytestmark = [pytest.mark.anyio, pytest.mark.postgres]
 
@@ -64,7 +64,7 @@ async def test_the_tables_live_in_the_named_schema_with_its_version(schema: str,
         assert isinstance(store, PostgresStorage)
         assert (store.supports_notify, store.multi_host) == (True, True)
         await store.insert([make_task()])
-    assert tables_in(schema) == ["events", "kept_results", "omniq_schema", "tasks", "workers"]
+    assert tables_in(schema) == ["events", "kept_results", "leaders", "omniq_schema", "tasks", "workers"]
     with psycopg.connect(POSTGRES_URL) as conn:
         assert conn.execute(f'SELECT version FROM "{schema}".omniq_schema').fetchall() == [(1,), (2,)]
         assert conn.execute(f'SELECT count(*) FROM "{schema}".tasks').fetchone() == (1,)
@@ -115,7 +115,7 @@ def test_two_processes_open_a_new_schema_at_once(schema: str) -> None:
     outputs = [child.communicate(timeout=60)[0] for child in children]
     assert [child.returncode for child in children] == [0, 0]
     assert outputs == ["0\n", "0\n"]
-    assert tables_in(schema) == ["events", "kept_results", "omniq_schema", "tasks", "workers"]
+    assert tables_in(schema) == ["events", "kept_results", "leaders", "omniq_schema", "tasks", "workers"]
 
 
 async def test_a_newer_schema_is_refused(schema: str) -> None:
@@ -249,3 +249,20 @@ async def test_connections_the_server_dropped_are_replaced(schema: str, make_tas
         task = make_task()
         await store.insert([task])
         assert await store.get(task.id) is not None
+
+
+async def test_release_and_requeue_wake_a_waiter_too(schema: str, make_task: MakeTask) -> None:
+    async with open_storage(url_of(schema)) as waiter, open_storage(url_of(schema)) as writer:
+        task = make_task()
+        await writer.insert([task])
+        [running] = await writer.claim(queues=["default"], limit=1, lease=30, worker="w")
+        await waiter.wait_for_tasks(0.01)  # starts listening
+
+        async def woken_by(change: Awaitable[object]) -> bool:
+            started = time.monotonic()
+            await asyncio.gather(waiter.wait_for_tasks(30), _after(0.1, change))
+            return time.monotonic() - started < 5
+
+        assert await woken_by(writer.release(leases={task.id: running.lease_token or ""}))
+        await writer.cancel(task.id)
+        assert await woken_by(writer.requeue(task.id))

@@ -76,6 +76,9 @@ async def test_run_steps_until_cancelled_and_survives_a_failing_step(
     steps: list[str] = []
 
     class FlakyStore:
+        async def lead_maintenance(self, runner: str, *, term: float) -> bool:
+            return True
+
         async def expired_leases(self, *, limit: int) -> Sequence[Task]:
             steps.append("rescue")
             if len(steps) == 1:
