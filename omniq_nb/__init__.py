@@ -4,6 +4,8 @@ Import the names below from here (``import omniq_nb as omniq``). Importing this 
 imports neither ipywidgets nor any database driver.
 """
 
+# First of all: ``omniq-nb worker --kind gevent`` patches the process before anything else is imported.
+from omniq_nb import launch as _launch
 from omniq_nb.config import Settings
 from omniq_nb.context import TaskContext, current, progress, track
 from omniq_nb.core import AsyncOmniQ, OmniQ
@@ -114,3 +116,5 @@ __all__ = [
     "track",
     "unload_ipython_extension",
 ]
+
+del _launch

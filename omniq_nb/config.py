@@ -11,7 +11,7 @@ arguments given in code. This is the only module that reads ``OMNIQ_*`` or YAML.
 | ``EVENTS_URL`` | none (the ``DB_URL`` store) | a store of its own for events |
 | ``STORAGE_OPTIONS`` | ``{}`` | fsspec options (JSON in the environment) for results and events on fsspec URLs |
 | ``DEFAULT_QUEUE`` | ``default`` | queue for tasks that name none |
-| ``DEFAULT_WORKER`` | ``thread`` | executor kind for sync task functions: async, thread, process |
+| ``DEFAULT_WORKER`` | ``thread`` | executor kind for sync task functions: async, thread, process, gevent (CLI only) |
 | ``MAX_WORKERS`` | ``4`` | tasks one pool runs at once |
 | ``TASK_TTL`` | none | seconds a pending task may wait before it expires |
 | ``RESULT_TTL`` | ``604800`` (7d) | seconds a finished task is kept before a pool or ``purge`` deletes it |
@@ -47,7 +47,7 @@ from omniq_nb.urls import redact_url
 _ENV_PREFIX = "OMNIQ_"
 _CONFIG_ENV = "OMNIQ_CONFIG"
 _DEFAULT_CONFIG_FILE = "omniq.yaml"
-WORKER_KINDS = ("async", "thread", "process")
+WORKER_KINDS = ("async", "thread", "process", "gevent")
 """The executor kinds a worker pool offers."""
 MIN_LEASE_SECONDS = 1.0
 """The shortest lease a pool may take: renewals run every third of it, and a store write can take longer."""

@@ -93,6 +93,14 @@ def format_workers(pools: Sequence[WorkerInfo], *, mine: str | None = None) -> s
     return "\n".join(lines)
 
 
+_WAITS_FOR_GEVENT = " (waits for a gevent worker: omniq-nb worker --kind gevent)"
+
+
+def _waits_for_gevent(task: Task) -> bool:
+    """Return True for a pending ``kind="gevent"`` task: only a gevent worker claims it."""
+    return task.status is TaskStatus.PENDING and task.kind == "gevent"
+
+
 def format_task(task: Task, value: Any = None) -> str:
     """Return one task as text: its fields, its result (``value``) or its error and traceback.
 
@@ -103,7 +111,7 @@ def format_task(task: Task, value: Any = None) -> str:
     fields = {
         "id": task.id,
         "name": task.name,
-        "status": task.status.value,
+        "status": task.status.value + (_WAITS_FOR_GEVENT if _waits_for_gevent(task) else ""),
         "queue": task.queue,
         "attempt": f"{task.attempt} of {task.max_attempts}",
         "priority": task.priority,

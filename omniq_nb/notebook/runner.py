@@ -29,6 +29,10 @@ from omniq_nb.worker import AsyncWorkerPool
 logger = logging.getLogger(__name__)
 
 _SHUTDOWN_TIMEOUT = 10.0  # seconds the kernel's shutdown waits for the pool to hand work back
+_GEVENT_DEFAULT = (
+    "DEFAULT_WORKER=gevent applies to omniq-nb worker only: this kernel's pool runs sync tasks on threads; "
+    "tasks with kind='gevent' wait for omniq-nb worker --kind gevent"
+)
 
 
 class KernelRunner:
@@ -76,9 +80,16 @@ class KernelRunner:
         The pool runs this kernel's tasks and those of no live kernel; with ``shared``, every
         task of its queues, other kernels' too.
 
+        ``DEFAULT_WORKER=gevent`` is for ``omniq-nb worker``: without a ``kind``, the kernel's
+        pool then runs sync tasks on threads (and says so) instead of refusing to start.
+
         Raises:
-            ValueError: a bad ``concurrency`` or ``kind``.
+            ValueError: a bad ``concurrency`` or ``kind``; ``kind="gevent"`` (a kernel cannot
+                host a gevent pool: the message names ``omniq-nb worker --kind gevent``).
         """
+        if kind is None and self.core.settings.default_worker == "gevent":
+            logger.warning(_GEVENT_DEFAULT)
+            kind = "thread"
         pool = AsyncWorkerPool(
             self.core,
             concurrency=concurrency,

@@ -53,11 +53,15 @@ def badge(task: Task) -> str:
 def status_text(task: Task) -> str:
     """Return the task's status as words, with the attempt when it is retrying or may retry.
 
+    A pending ``kind="gevent"`` task says that it waits for ``omniq-nb worker --kind gevent``.
+
     Args:
         task: the snapshot.
     """
     if task.status is TaskStatus.PENDING and task.error is not None:
         return f"retrying (attempt {task.attempt + 1} of {task.max_attempts})"
+    if task.status is TaskStatus.PENDING and task.kind == "gevent":  # no kernel's pool ever claims it
+        return "pending: waits for a gevent worker (omniq-nb worker --kind gevent)"
     if task.status is TaskStatus.RUNNING and task.max_attempts > 1:
         return f"running (attempt {task.attempt} of {task.max_attempts})"
     return task.status.value

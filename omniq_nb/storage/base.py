@@ -118,6 +118,7 @@ class QueueStore(Protocol):
         worker: str,
         unowned_only: bool = False,
         owner: str | None = None,
+        skip_kinds: Sequence[str] = (),
     ) -> builtins.list[Task]:
         """Atomically take up to ``limit`` ready tasks: highest priority, then earliest eta, then oldest.
 
@@ -126,7 +127,9 @@ class QueueStore(Protocol):
         claims ever return the same attempt.
 
         With ``unowned_only`` (kernel affinity) only tasks without an ``owner``, owned by
-        ``owner``, or whose owner has no live row in the worker registry are taken.
+        ``owner``, or whose owner has no live row in the worker registry are taken. Tasks whose
+        ``kind`` is in ``skip_kinds`` are left for another pool (``"gevent"``: only a gevent
+        worker runs them); a task without a kind is never skipped.
         """
         ...
 

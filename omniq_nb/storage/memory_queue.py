@@ -48,6 +48,7 @@ class MemoryQueue(MemoryResults):
         worker: str,
         unowned_only: bool = False,
         owner: str | None = None,
+        skip_kinds: Sequence[str] = (),
     ) -> builtins.list[Task]:
         """Claim up to ``limit`` ready tasks: priority, then eta, then enqueue order."""
         with self._lock:
@@ -60,6 +61,7 @@ class MemoryQueue(MemoryResults):
                     for t in self._tasks.values()
                     if lifecycle.claimable(t, queues, now)
                     and (not unowned_only or t.owner is None or t.owner == owner or t.owner not in live)
+                    and (t.kind is None or t.kind not in skip_kinds)
                 ),
                 key=lambda t: (-t.priority, t.eta, order[t.id]),
             )[:limit]

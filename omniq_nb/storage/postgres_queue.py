@@ -24,6 +24,7 @@ from omniq_nb.storage.sql_text import REQUEUEABLE_SQL, TASKS_COLUMNS, UNFINISHED
 __all__ = ["PostgresQueue"]
 
 _TOKEN = "replace(gen_random_uuid()::text, '-', '')"
+_SKIP_KINDS_SQL = " AND (kind IS NULL OR NOT kind = ANY(%(skip_kinds)s::text[]))"
 _SETTLE = f"""
     WITH v AS (SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::bytea[], %s::text[], %s::float8[],
         %s::boolean[]) AS v(id, token, status, result, error, eta, rescue))
@@ -69,6 +70,7 @@ class PostgresQueue(PostgresResults):
         worker: str,
         unowned_only: bool = False,
         owner: str | None = None,
+        skip_kinds: Sequence[str] = (),
     ) -> builtins.list[Task]:
         """Claim up to ``limit`` ready tasks in one ``UPDATE``; rows locked by other claims are skipped.
 
@@ -76,11 +78,12 @@ class PostgresQueue(PostgresResults):
         ``started_at`` run from the clock after the rows are locked, so a claim that waited
         still gets its whole lease.
         """
+        filters = (AFFINITY_SQL if unowned_only else "") + (_SKIP_KINDS_SQL if skip_kinds else "")
         sql = f"""
             WITH ready AS MATERIALIZED (
                 SELECT seq FROM tasks
                 WHERE status = 'pending' AND queue = ANY(%(queues)s::text[]) AND eta <= {NOW_SQL}
-                    AND (expires_at IS NULL OR expires_at > {NOW_SQL}){AFFINITY_SQL if unowned_only else ""}
+                    AND (expires_at IS NULL OR expires_at > {NOW_SQL}){filters}
                 ORDER BY priority DESC, eta, seq LIMIT %(limit)s FOR UPDATE SKIP LOCKED)
             UPDATE tasks SET status = 'running', attempt = attempt + 1,
                 lease_token = {_TOKEN}, run_id = left({_TOKEN}, 16),
@@ -89,6 +92,7 @@ class PostgresQueue(PostgresResults):
             FROM ready WHERE tasks.seq = ready.seq
             RETURNING {TASKS_COLUMNS}, tasks.seq"""
         params = {"queues": builtins.list(queues), "limit": limit, "lease": lease, "worker": worker, "owner": owner}
+        params["skip_kinds"] = builtins.list(skip_kinds)
         rows = await self._fetch(sql, params)
         sort_claimed(rows)
         return [row_task(row) for row in rows]

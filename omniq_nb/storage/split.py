@@ -93,10 +93,17 @@ class SplitStorage(SplitParts):
         worker: str,
         unowned_only: bool = False,
         owner: str | None = None,
+        skip_kinds: Sequence[str] = (),
     ) -> builtins.list[Task]:
         """Claim in the queue's store, then record the ``started`` events."""
         claimed = await self.queue.claim(
-            queues=queues, limit=limit, lease=lease, worker=worker, unowned_only=unowned_only, owner=owner
+            queues=queues,
+            limit=limit,
+            lease=lease,
+            worker=worker,
+            unowned_only=unowned_only,
+            owner=owner,
+            skip_kinds=skip_kinds,
         )
         await self._record(_event(task, EventKind.STARTED, task.started_at) for task in claimed)
         return claimed

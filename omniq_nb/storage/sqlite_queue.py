@@ -73,6 +73,7 @@ class SQLiteQueue(SQLiteResults):
         worker: str,
         unowned_only: bool = False,
         owner: str | None = None,
+        skip_kinds: Sequence[str] = (),
     ) -> builtins.list[Task]:
         """Claim up to ``limit`` ready tasks in one atomic ``UPDATE … RETURNING``.
 
@@ -84,7 +85,11 @@ class SQLiteQueue(SQLiteResults):
         """
         now = time.time()
         marks = ", ".join("?" * len(queues))
+        mine: tuple[object, ...]
         affinity, mine = (AFFINITY_SQL, (owner, now)) if unowned_only else ("", ())
+        if skip_kinds:
+            affinity += f" AND (kind IS NULL OR kind NOT IN ({', '.join('?' * len(skip_kinds))}))"
+            mine += tuple(skip_kinds)
         sql = f"""
             UPDATE tasks SET status = 'running', attempt = attempt + 1,
                 lease_token = lower(hex(randomblob(16))), run_id = lower(hex(randomblob(8))),

@@ -58,6 +58,7 @@ class ChildProcess:
                 stdin=subprocess.DEVNULL,
             )
             self._conn = Connection(os.dup(parent_end.fileno()))
+        os.set_blocking(self._conn.fileno(), True)  # as a plain socketpair's, even where gevent patched socket
         self._conn.send((list(sys.path), secret))
         self._messages: asyncio.Queue[tuple[Any, ...]] = asyncio.Queue()
         self._loop = asyncio.get_running_loop()
@@ -158,6 +159,7 @@ def child_main(fd: int, parent_pid: int) -> None:
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a kernel interrupt reaches the whole group
     _die_with_parent(parent_pid)
+    os.set_blocking(fd, True)  # a gevent worker's socket pair is non-blocking, and a child reads it plainly
     conn = Connection(fd)
     path, secret = conn.recv()
     sys.path[:] = path

@@ -1,11 +1,12 @@
-"""Where a call runs: on the loop, on a thread, or in a child process; one interface for all three.
+"""Where a call runs: on the loop, on a thread, in a child process or as a greenlet; one interface for all.
 
 Every executor has ``run(call, context, slot) -> Outcome`` and enforces the task's timeout its
-own way: code on the loop is cancelled, a child process is terminated, a thread cannot be
-killed, so it is flagged (``current().cancelled``) and left to finish, holding its slot, while
-its task is failed. ``Executors.choose`` picks one by the task's kind, in one place; coroutine
-functions always run on the loop, and the call's header says which ones are (nothing is
-unpickled in this process for a process call).
+own way: code on the loop is cancelled, a child process is terminated, a greenlet is killed at
+its next wait (``greenlets.py``), a thread cannot be killed, so it is flagged
+(``current().cancelled``) and left to finish, holding its slot, while its task is failed.
+``Executors.choose`` picks one by the task's kind, in one place; coroutine functions always
+run on the loop, and the call's header says which ones are (nothing is unpickled in this
+process for a process call).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from omniq_nb.context import TaskContext, enter, leave
 from omniq_nb.serialization import BlobSerializer, is_coroutine_call
 from omniq_nb.worker.calls import RESULT_LABEL, Call, Outcome, Slot, failed, timed_out
 from omniq_nb.worker.child import ChildProcess
+from omniq_nb.worker.greenlets import GeventExecutor, GreenletHub
 from omniq_nb.worker.threads import TaskThreads
 
 
@@ -184,12 +186,14 @@ class Executors:
         self.loop = LoopExecutor(serializer)
         self.processes = ProcessExecutor(secret)
         self._threads: ThreadExecutor | None = None
+        self._greenlets: GeventExecutor | None = None
 
     def choose(self, kind: str, payload: bytes) -> Executor:
         """Return the executor for a call of a task of ``kind``.
 
         Coroutine functions run on the loop whatever the kind; sync ones on threads
-        (``"thread"``), in child processes (``"process"``) or on the loop (any other kind).
+        (``"thread"``), in child processes (``"process"``), as greenlets (``"gevent"``, in a
+        pool that checked it may) or on the loop (any other kind).
         The call's header says whether its callable is a coroutine function; only a call
         written before the header said so is loaded here to find out.
 
@@ -197,20 +201,29 @@ class Executors:
             kind: the task's kind, or the pool's.
             payload: the call's blob.
         """
-        if kind not in ("thread", "process"):
+        if kind not in ("thread", "process", "gevent"):
             return self.loop
         coroutine = is_coroutine_call(payload)
         if coroutine is None:
             coroutine = self._loads_as_coroutine(payload)
         if coroutine:
             return self.loop
+        if kind == "gevent":
+            return self._on_greenlets()
         return self.processes if kind == "process" else self._on_threads()
 
     def close(self) -> None:
-        """Stop idle child processes and let the threads end (call on the loop)."""
+        """Stop idle child processes and let the threads and greenlets end (call on the loop)."""
         self.processes.close()
         if self._threads is not None:
             self._threads.close()
+        if self._greenlets is not None:
+            self._greenlets.close()
+
+    def _on_greenlets(self) -> GeventExecutor:
+        if self._greenlets is None:
+            self._greenlets = GeventExecutor(self._serializer, GreenletHub(asyncio.get_running_loop()))
+        return self._greenlets
 
     def _on_threads(self) -> ThreadExecutor:
         if self._threads is None:

@@ -24,6 +24,7 @@ from omniq_nb.errors import ConfigError, StorageError, StoreLost
 from omniq_nb.models import Task, TaskStatus, WorkerInfo
 from omniq_nb.policy import after_interrupt
 from omniq_nb.worker.executors import Executors
+from omniq_nb.worker.greenlets import check_gevent_allowed
 from omniq_nb.worker.host import PoolHost
 from omniq_nb.worker.lease import LeaseKeeper
 from omniq_nb.worker.link import StoreLink
@@ -39,6 +40,7 @@ _MAINTENANCE_INTERVAL = 1.0  # seconds between rescues of lost leases and TTL ex
 _MAX_RENEW_INTERVAL = 2.0  # renew at least this often, so a cancel from elsewhere is seen soon
 _CLAIM_GATHER = 0.001  # seconds a busy pool waits for more free slots before claiming
 _REGISTRY_LEASES = 3  # a pool silent for this many lease periods counts as dead in the registry
+_GEVENT_ONLY = ("gevent",)  # kinds only a gevent pool claims: no other can run them as they ask
 
 
 class AsyncWorkerPool:
@@ -49,8 +51,10 @@ class AsyncWorkerPool:
         concurrency: runs at once (default ``MAX_WORKERS``).
         kind: where sync functions run unless a task names its own ``kind``: ``"thread"``
             (default ``DEFAULT_WORKER``), ``"process"`` (child processes, for CPU-bound work) or
-            ``"async"`` (on the loop itself: quick functions only). Coroutine functions always
-            run on the loop. Every kind shares the ``concurrency`` slots.
+            ``"async"`` (on the loop itself: quick functions only), or ``"gevent"`` (greenlets,
+            for I/O-bound functions; only in ``omniq-nb worker --kind gevent``, which patches its
+            process at start). Coroutine functions always run on the loop. Every kind shares the
+            ``concurrency`` slots. Only a gevent pool claims tasks of ``kind="gevent"``.
         queues: the queues to serve (default ``[DEFAULT_QUEUE]``).
         lease: seconds a claim holds a task between renewals, at least 1 (default ``LEASE_SECONDS``).
         name: the worker's name, stored on the tasks it claims.
@@ -65,7 +69,9 @@ class AsyncWorkerPool:
             that launched the task).
 
     Raises:
-        ConfigError: a bad ``kind``, ``concurrency``, ``queues`` or ``lease`` (also a ``ValueError``).
+        ConfigError: a bad ``kind``, ``concurrency``, ``queues`` or ``lease`` (also a ``ValueError``);
+            ``kind="gevent"`` in a process that was not patched by gevent at its start (a
+            notebook kernel, a script): the message names the command to run instead.
 
     Example:
         >>> import asyncio, omniq_nb as omniq
@@ -96,6 +102,8 @@ class AsyncWorkerPool:
         self.kind = kind or settings.default_worker
         if self.kind not in WORKER_KINDS:
             raise ConfigError(f"kind={self.kind!r} must be one of {', '.join(WORKER_KINDS)}")
+        if self.kind == "gevent":
+            check_gevent_allowed()
         self.queues = [settings.default_queue] if queues is None else _queue_names(queues)
         self.lease: float = settings.lease_seconds if lease is None else parse_setting("lease_seconds", lease, "lease=")
         self.id = secrets.token_hex(4)
@@ -312,6 +320,7 @@ class AsyncWorkerPool:
                     worker=self.name,
                     unowned_only=not self.shared,
                     owner=self.kernel,
+                    skip_kinds=() if self.kind == "gevent" else _GEVENT_ONLY,
                 )
         except StoreLost as exc:
             logger.error("worker %s stops: %s", self.name, exc)

@@ -20,7 +20,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("models", ("errors", "models", "opening", "urls", "tracebacks")),
     (
         "config, formats and rules",
-        ("config", "serialization", "pickling", "schedule", "policy", "options", "context", "terminal"),
+        ("config", "serialization", "pickling", "schedule", "policy", "options", "context", "terminal", "launch"),
     ),
     ("storage", ("storage",)),
     (
