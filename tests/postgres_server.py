@@ -16,7 +16,7 @@ import socket
 import subprocess
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -50,15 +50,18 @@ class PrivateServer:
     """A PostgreSQL server of this test alone (initdb in a temporary folder, a free port), to stop and restart.
 
     Runs as user ``postgres`` when this process is root (``initdb`` refuses root), from
-    ``/usr/lib/postgresql/15/bin``; trust auth on 127.0.0.1 only. ``url`` reaches its
-    database ``postgres``. ``stop()`` is ``pg_ctl stop -m fast`` (connections are cut),
+    ``/usr/lib/postgresql/15/bin``; trust auth on 127.0.0.1, and also on ``listen``'s
+    addresses (``(address, network)`` pairs, e.g. a veth's ``("10.211.7.1", "10.211.7.0/24")``:
+    it listens there too and trusts clients of ``network``). ``url`` reaches its
+    database ``postgres`` on 127.0.0.1. ``stop()`` is ``pg_ctl stop -m fast`` (connections are cut),
     ``start()`` brings it back on the same port and data; ``close()`` stops it and removes
     the folder. The shared server is never touched.
     """
 
     BIN = Path("/usr/lib/postgresql/15/bin")
 
-    def __init__(self) -> None:
+    def __init__(self, listen: Sequence[tuple[str, str]] = ()) -> None:
+        self.listen = tuple(listen)
         self.folder = Path(tempfile.mkdtemp(prefix="omniq-pg-"))
         self.data = self.folder / "data"
         with socket.socket() as probe:
@@ -71,6 +74,8 @@ class PrivateServer:
             os.chown(self.folder, owner.pw_uid, owner.pw_gid)
             self._user = {"user": owner.pw_uid, "group": owner.pw_gid, "extra_groups": []}
         self._run("initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync")
+        with (self.data / "pg_hba.conf").open("a") as hba:
+            hba.writelines(f"host all all {network} trust\n" for _, network in self.listen)
 
     def _run(self, program: str, *args: str) -> None:
         done = subprocess.run(
@@ -80,7 +85,8 @@ class PrivateServer:
 
     def start(self) -> None:
         """Start the server and wait until it accepts connections."""
-        options = f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1 -c fsync=off"
+        addresses = ",".join(["127.0.0.1", *(address for address, _ in self.listen)])
+        options = f"-p {self.port} -k {self.folder} -c listen_addresses={addresses} -c fsync=off"
         log = str(self.folder / "log")
         self._run("pg_ctl", "start", "-w", "-t", "60", "-D", str(self.data), "-l", log, "-o", options)
 
@@ -97,9 +103,9 @@ class PrivateServer:
 
 
 @contextlib.contextmanager
-def private_server() -> Iterator[PrivateServer]:
-    """Yield a started ``PrivateServer``; stop it and remove its data afterwards."""
-    server = PrivateServer()
+def private_server(listen: Sequence[tuple[str, str]] = ()) -> Iterator[PrivateServer]:
+    """Yield a started ``PrivateServer`` (also on ``listen``); stop it and remove its data afterwards."""
+    server = PrivateServer(listen)
     try:
         server.start()
         yield server

@@ -17,6 +17,11 @@ off``, when events are off) is a startup option, or ``SET LOCAL`` in each transa
 through a pooler.
 Every connection gets ``application_name=omniq-nb/SCHEMA`` unless the URL names one, so an
 operator sees whose sessions they are in ``pg_stat_activity``.
+Every connection also gives up on a silent network (a cut link drops packets, nothing is
+refused or reset) within seconds, not the kernel's quarter of an hour: ``tcp_user_timeout``
+(data sent but unacknowledged) and TCP keepalives (an idle connection, such as the
+listener's) unless the URL sets them, so a call fails as when the server went away and a
+worker logs "lost" and retries (``_TCP``).
 
 Example:
     >>> target = parse_url("postgresql://me@pooler:6432/q?schema=jobs&pgbouncer=1")
@@ -46,6 +51,13 @@ _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"", "0", "false", "no", "off"}
 _TABLES = re.compile(r"\b(FROM|UPDATE|INTO|JOIN)\s+(tasks|events|workers|leaders|kept_results|omniq_schema)\b")
 _APP_NAME_BYTES = 63  # the server truncates longer names
+_TCP = {  # libpq's; a URL that names one of them keeps its own
+    "tcp_user_timeout": 10_000,  # ms a sent request may stay unacknowledged before the connection is dropped
+    "keepalives": 1,
+    "keepalives_idle": 10,  # s of silence on an idle connection before the first probe
+    "keepalives_interval": 5,
+    "keepalives_count": 3,
+}
 
 
 def split_schema(url: str) -> tuple[str, str]:
@@ -121,7 +133,8 @@ def connect_options(target: PostgresTarget, *, events: bool) -> dict[str, Any]:
     through a pooler it cannot be (the session is shared), and the store sets it per
     transaction instead (``SET LOCAL``).
     """
-    options: dict[str, Any] = {"autocommit": True}
+    named = {key for key, _ in parse_qsl(urlsplit(target.dsn).query, keep_blank_values=True)}
+    options: dict[str, Any] = {"autocommit": True, **{k: v for k, v in _TCP.items() if k not in named}}
     if target.app_name is not None:
         options["application_name"] = target.app_name
     if target.pgbouncer:

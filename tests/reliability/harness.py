@@ -360,9 +360,21 @@ class Processes(processes_module.Processes):
     def __init__(self, folder: Path, wait: Callable[..., Any]) -> None:
         super().__init__(folder, wait, paths=[HERE])
 
-    def worker(self, url: str, *, concurrency: int = 4, lease: float = 5.0, kind: str = "thread", **env: str) -> Child:
-        """Start ``python -m omniq_nb worker`` and wait until it serves."""
-        return super().worker(url, concurrency=concurrency, lease=lease, kind=kind, start_wait=START_WAIT, **env)
+    def worker(
+        self,
+        url: str,
+        *,
+        concurrency: int = 4,
+        lease: float = 5.0,
+        kind: str = "thread",
+        prefix: Sequence[str] = (),
+        **env: str,
+    ) -> Child:
+        """Start ``python -m omniq_nb worker`` (after ``prefix``: ``ip netns exec NS``...) and wait until it serves."""
+        program = (*prefix, sys.executable, "-m", "omniq_nb")
+        return super().worker(
+            url, concurrency=concurrency, lease=lease, kind=kind, program=program, start_wait=START_WAIT, **env
+        )
 
     def script(self, command: str, *args: str, name: str | None = None, stdin: bool = False, **env: str) -> Child:
         """Start ``python -m harness COMMAND ARGS`` (see ``main``); ``stdin``: a pipe for ``send``."""

@@ -21,7 +21,7 @@ from omniq_nb.config import Settings
 from omniq_nb.errors import StorageError
 from omniq_nb.models import Task
 from omniq_nb.storage import open_storage
-from omniq_nb.storage.postgres_url import parse_url
+from omniq_nb.storage.postgres_url import connect_options, parse_url
 
 pytestmark = [pytest.mark.anyio, pytest.mark.postgres]
 
@@ -47,6 +47,13 @@ def test_the_options_are_read_and_kept_from_the_driver() -> None:
         parse_url("postgresql://u@pool/q?pgbouncer=maybe")
     with pytest.raises(StorageError, match="listen_url"):
         parse_url("postgresql://u@pool/q?listen_url=redis%3A%2F%2Fx")
+
+
+def test_connections_give_up_on_a_silent_network_unless_the_url_says_otherwise() -> None:
+    options = connect_options(parse_url("postgresql://u@db/q"), events=True)
+    assert options["tcp_user_timeout"] == 10_000 and options["keepalives_idle"] == 10  # seconds, not 15 minutes
+    own = connect_options(parse_url("postgresql://u@db/q?tcp_user_timeout=60000&keepalives=0"), events=True)
+    assert "tcp_user_timeout" not in own and "keepalives" not in own  # the URL's own values reach libpq
 
 
 async def test_the_listen_urls_password_never_shows() -> None:
