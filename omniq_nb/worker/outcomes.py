@@ -48,7 +48,8 @@ class OutcomeWriter:
     ) -> None:
         self._host, self._name, self._link = host, name, link
         self._running, self._lease_of = running, lease_of
-        self._results: list[tuple[TaskResult, Task | None, float]] = []  # result, successor, seconds run
+        # result, successor, seconds run, attempt (two attempts of one task may share a batch)
+        self._results: list[tuple[TaskResult, Task | None, float, int]] = []
         self._progress: dict[str, Progress] = {}  # the latest unwritten report of each task
         self._flush = asyncio.Event()
         self._draining = False  # set once every run has ended: ``write_loop`` may then finish
@@ -68,7 +69,7 @@ class OutcomeWriter:
                 retryable=outcome.retryable,
             )
         final = result.status is not TaskStatus.PENDING
-        self._results.append((result, successor(task, now=now) if final else None, seconds))
+        self._results.append((result, successor(task, now=now) if final else None, seconds, task.attempt))
         self._flush.set()
 
     def reporter(self, task_id: str) -> Callable[[Progress], None]:
@@ -131,14 +132,14 @@ class OutcomeWriter:
         if not batch:
             return
         try:
-            successors = {r.task_id: s for r, s, _ in batch if s is not None}
-            accepted = await self._host.storage.settle([r for r, _, _ in batch], successors=successors)
+            successors = {r.task_id: s for r, s, _, _ in batch if s is not None}
+            accepted = await self._host.storage.settle([r for r, _, _, _ in batch], successors=successors)
         except BaseException:
             self._results[:0] = batch  # keep them for the next try: nothing is lost
             raise
-        kept = {t.id for t in accepted}
-        for result, _, seconds in batch:
-            if result.task_id in kept:
+        kept = {(t.id, t.attempt) for t in accepted}  # a rescued attempt's late outcome shares its task id
+        for result, _, seconds, attempt in batch:
+            if (result.task_id, attempt) in kept:
                 logger.info("task %s %s in %.3f s", result.task_id, result.status.value, seconds)
             else:
                 logger.warning("task %s: outcome %s discarded, the lease was lost", result.task_id, result.status)
