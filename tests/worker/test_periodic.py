@@ -108,8 +108,10 @@ async def test_a_stored_cron_that_never_matches_ends_its_series_and_the_worker_g
     async with omniq.AsyncOmniQ(db_url=f"sqlite:///{tmp_path / 'q.db'}", poll_interval=0.05) as q:
         parked = await q.enqueue_call(tick, cron="* * * * *", delay=0, queue="parked")
         task_id = new_task_id()  # as an older version, or a year-bounded cron run out, left it:
+        row = await q.storage.get(parked.id)  # with its payload (a handle keeps none)
+        assert row is not None
         stored = msgspec.structs.replace(
-            parked.task, id=task_id, series=task_id, queue="default", schedule=omniq.Schedule(cron="0 0 31 2 *")
+            row, id=task_id, series=task_id, queue="default", schedule=omniq.Schedule(cron="0 0 31 2 *")
         )
         await q.storage.insert([stored])
         async with omniq.AsyncWorkerPool(q, concurrency=1, kind="thread", lease=5):
