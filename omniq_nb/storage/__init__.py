@@ -130,7 +130,7 @@ def open_stores(settings: Settings) -> Storage:
         events = results
     else:
         events = open_outcome_store(events_url, settings=settings, setting="events_url")
-    return SplitStorage(queue, results=results, events=events, events_ttl=settings.result_ttl)
+    return SplitStorage(queue, results=results, events=events)
 
 
 def open_outcome_store(url: str, *, settings: Settings | None = None, setting: str = "result_url") -> OutcomeStore:
@@ -155,11 +155,20 @@ def open_outcome_store(url: str, *, settings: Settings | None = None, setting: s
             )
         return store
     try:
-        from omniq_nb.storage.fsspec_outcomes import FsspecOutcomes
+        import fsspec
+
+        from omniq_nb.storage.fsspec_outcomes import FSSPEC_PREFIX, FsspecOutcomes
     except ImportError as exc:
         raise NotSupported(
             f"{setting}={redact_url(url)!r} needs fsspec ({exc.name} is not installed): pip install 'omniq-nb[fsspec]'"
         ) from None
+    scheme = _scheme(url)
+    if scheme.removeprefix(FSSPEC_PREFIX) not in fsspec.available_protocols():
+        raise StorageError(
+            f"unknown store URL {setting}={redact_url(url)!r}; expected sqlite:///path.db, postgresql://..., "
+            "memory://, or a URL of a filesystem fsspec knows (s3://bucket/prefix, file:///abs/dir, "
+            "fsspec+memory://name)"
+        )
     return FsspecOutcomes(url, storage_options=settings.storage_options)
 
 

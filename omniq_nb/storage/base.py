@@ -346,9 +346,11 @@ class OutcomeStore(StoreConnection, EventStore, MaintenanceStore, Protocol):
         """
         ...
 
-    async def forget_outcomes(self, *, events_before: datetime | None = None, everything: bool = False) -> int:
-        """Delete results past their ``result_ttl``, events past their ``purge_at`` or older than ``events_before``.
+    async def forget_outcomes(self, *, everything: bool = False) -> int:
+        """Delete kept results past their time, and the events of tasks past their ``purge_at``.
 
-        With ``everything=True`` every kept result and event goes. Returns how many results went.
+        A kept result goes ``result_ttl`` (plus an hour, for clocks that differ) after it was
+        written; a task's events go at the ``purge_at`` its newest event carries. With
+        ``everything=True`` every kept result and event goes. Returns how many results went.
         """
         ...

@@ -21,7 +21,7 @@ from omniq_nb.errors import StorageError
 from omniq_nb.opening import OpensAndCloses
 from omniq_nb.urls import redact_url
 
-__all__ = ["DEFAULT_LAG", "FSSPEC_PREFIX", "FsspecConnection"]
+__all__ = ["DEFAULT_LAG", "FSSPEC_PREFIX", "FsspecConnection", "path_part"]
 
 FSSPEC_PREFIX = "fsspec+"
 """Prefix that sends a URL to fsspec when omniq has a store of that scheme (``fsspec+memory://``)."""
@@ -29,6 +29,11 @@ DEFAULT_LAG = 1.0
 """Seconds after its seq's time that an event becomes readable, unless ``?lag=`` says otherwise."""
 _UTC = timezone.utc
 _T = TypeVar("_T")
+
+
+def path_part(name: str) -> str:
+    """Return ``name`` quoted for one path component, ``~`` included (it separates marker fields)."""
+    return quote(name, safe="").replace("~", "%7E")
 
 
 def _split_lag(url: str) -> tuple[str, float]:
@@ -67,7 +72,8 @@ class FsspecConnection(OpensAndCloses):
         except (ImportError, ValueError) as exc:
             raise StorageError(f"cannot open {self.url} with fsspec: {exc}") from None
         self._root = root.rstrip("/")
-        self.multi_host = scheme not in ("memory", "file", "local")
+        protocols = self._fs.protocol if isinstance(self._fs.protocol, tuple) else (self._fs.protocol,)
+        self.multi_host = not {"memory", "file", "local"} & set(protocols)
         self._last_seq = 0
 
     async def open(self) -> None:
@@ -96,15 +102,33 @@ class FsspecConnection(OpensAndCloses):
         return "/".join([self._root, *parts])
 
     def _names(self, folder: str) -> builtins.list[str]:
-        """Return the names in ``folder`` (none when it does not exist), sorted."""
+        """Return the names in ``folder`` (none when it does not exist), sorted, never from a cached listing.
+
+        Object-store filesystems (s3fs, gcsfs, ...) keep listings until told otherwise, and
+        other processes write here.
+        """
+        path = self._path(folder)
+        self._fs.invalidate_cache(path)
         try:
-            found = self._fs.ls(self._path(folder), detail=False)
+            found = self._fs.ls(path, detail=False)
         except FileNotFoundError:
             return []
         return sorted(str(path).rstrip("/").rsplit("/", 1)[-1] for path in found)
 
     def _result_path(self, task_id: str, token: str) -> str:
-        return self._path("results", quote(task_id, safe=""), quote(token, safe=""))
+        return self._path("results", path_part(task_id), path_part(token))
+
+    def _read(self, paths: Sequence[str]) -> dict[str, bytes]:
+        """Read whole objects; one that is not there is left out, any other failure raises."""
+        found = self._fs.cat(builtins.list(paths), on_error="return") if paths else {}
+        blobs: dict[str, bytes] = {}
+        for path, blob in found.items():
+            if isinstance(blob, FileNotFoundError):
+                continue
+            if isinstance(blob, BaseException):
+                raise blob
+            blobs[path] = bytes(blob)
+        return blobs
 
     def _write(self, objects: Mapping[str, bytes]) -> None:
         """Write each object whole: a reader sees it complete or not at all (a temporary name, then a move)."""

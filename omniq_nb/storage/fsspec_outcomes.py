@@ -27,14 +27,15 @@ import random
 import time
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
-from urllib.parse import quote, unquote
+from urllib.parse import unquote
 
 import msgspec
 
 from omniq_nb.errors import StorageError
 from omniq_nb.models import StoreHealth, TaskEvent, TaskResult, TaskStatus
+from omniq_nb.storage import lifecycle
 from omniq_nb.storage.base import ResultKey
-from omniq_nb.storage.fsspec_base import FSSPEC_PREFIX, FsspecConnection
+from omniq_nb.storage.fsspec_base import FSSPEC_PREFIX, FsspecConnection, path_part
 from omniq_nb.storage.health import health_report
 
 __all__ = ["FSSPEC_PREFIX", "FsspecOutcomes"]
@@ -68,23 +69,20 @@ class FsspecOutcomes(FsspecConnection):
         now = _micros()
         objects: dict[str, bytes] = {}
         for r in results:
-            task, token = quote(r.task_id, safe=""), quote(r.lease_token, safe="")
+            task, token = path_part(r.task_id), path_part(r.lease_token)
             objects[self._path("results", task, token)] = r.result or b""
-            if r.result_ttl is not None:
-                due = now + int(r.result_ttl * 1e6)
+            until = lifecycle.kept_until(now / 1e6, r.result_ttl)
+            if until is not None:
+                due = int(until * 1e6)
                 objects[self._path("expiry", _bucket(due), f"{due}~{task}~{token}")] = b""
         if objects:
             await self._call(self._write, objects)
 
     async def kept_results(self, keys: Sequence[ResultKey]) -> dict[ResultKey, bytes]:
         """Read the kept bytes of these keys in one call (missing keys are left out)."""
-        paths = {
-            self._path("results", quote(task, safe=""), quote(token, safe="")): (task, token) for task, token in keys
-        }
-        if not paths:
-            return {}
-        found = await self._call(self._fs.cat, builtins.list(paths), on_error="omit")
-        return {paths[path]: bytes(blob) for path, blob in found.items() if path in paths}
+        paths = {self._result_path(task, token): (task, token) for task, token in keys}
+        found = await self._call(self._read, builtins.list(paths))
+        return {paths[path]: blob for path, blob in found.items() if path in paths}
 
     # events
 
@@ -98,14 +96,14 @@ class FsspecOutcomes(FsspecConnection):
         newest: dict[str, int] = {}
         for event in events:
             seq = self._next_seq()
-            task = quote(event.task_id, safe="")
+            task = path_part(event.task_id)
             stamped = msgspec.structs.replace(event, seq=seq)
             objects[self._path("events", _bucket(seq // 1000), f"{seq:020d}~{task}")] = msgspec.json.encode(stamped)
             newest[event.task_id] = seq
         for task_id, moment in purge_at.items():
             if task_id in newest:
                 due = _micros(moment)
-                marker = f"{due}~{newest[task_id]:020d}~{quote(task_id, safe='')}"
+                marker = f"{due}~{newest[task_id]:020d}~{path_part(task_id)}"
                 objects[self._path("gone", _bucket(due), marker)] = b""
         if objects:
             await self._call(self._write, objects)
@@ -135,13 +133,20 @@ class FsspecOutcomes(FsspecConnection):
         picked = [path for _, task, path in names if task_id is None or task == task_id][:limit]
         if not picked:
             return []
-        blobs = await self._call(self._fs.cat, picked, on_error="omit")
-        return [_event_decoder.decode(blobs[path]) for path in picked if path in blobs]
+        blobs = await self._call(self._read, picked)
+        return [_event_decoder.decode(blobs[path]) for path in picked if path in blobs]  # one purged meanwhile is gone
 
     async def last_event_seq(self) -> int:
-        """Return the newest visible event's seq (0 when there is none)."""
-        names = await self._call(self._event_names, 0, self._visible_until())
-        return names[-1][0] if names else 0
+        """Return the newest visible event's seq (0 when there is none), listing the newest buckets only."""
+        return await self._call(self._newest_seq, self._visible_until())
+
+    def _newest_seq(self, until: int) -> int:
+        for bucket in reversed(self._names("events")):
+            seqs = [int(name.partition("~")[0]) for name in self._names(f"events/{bucket}")]
+            visible = [seq for seq in seqs if seq <= until]
+            if visible:
+                return max(visible)
+        return 0
 
     # upkeep
 
@@ -158,34 +163,34 @@ class FsspecOutcomes(FsspecConnection):
                     due.append((self._path(folder, bucket, name), fields[1:]))
         return due
 
-    def _forget(self, events_before: datetime | None) -> int:
+    def _forget(self) -> int:
+        """Delete due results; when some tasks' events are due, list the events once to find theirs."""
         now = _micros()
         results = self._due_markers("expiry", now)
         self._remove([self._path("results", task, token) for _, (task, token) in results])
         self._remove([path for path, _ in results])
         gone = self._due_markers("gone", now)
-        if not gone and events_before is None:
+        if not gone:
             return len(results)
         last_seq = {unquote(task): int(seq) for _, (seq, task) in gone}
-        cutoff = _micros(events_before) * 1000 if events_before is not None else 0
         names = self._event_names(0, 2**63 - 1)
         newest: dict[str, int] = {}
         for seq, task, _ in names:
             newest[task] = seq
         doomed = {task for task, seq in last_seq.items() if newest.get(task, 0) <= seq}
-        self._remove([path for seq, task, path in names if task in doomed or seq < cutoff])
+        self._remove([path for _, task, path in names if task in doomed])
         self._remove([path for path, _ in gone])
         return len(results)
 
-    async def forget_outcomes(self, *, events_before: datetime | None = None, everything: bool = False) -> int:
-        """Delete results past their ``result_ttl``, events past their ``purge_at`` or older than ``events_before``."""
+    async def forget_outcomes(self, *, everything: bool = False) -> int:
+        """Delete results and events whose time has come (see ``OutcomeStore.forget_outcomes``), or all of them."""
         if everything:
             kept = await self._call(self._count_results)
             for folder in ("results", "expiry", "events", "gone"):
                 if await self._call(self._fs.exists, self._path(folder)):
                     await self._call(self._fs.rm, self._path(folder), recursive=True)
             return kept
-        return await self._call(self._forget, events_before)
+        return await self._call(self._forget)
 
     def _count_results(self) -> int:
         return sum(len(self._names(f"results/{task}")) for task in self._names("results"))

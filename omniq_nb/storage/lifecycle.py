@@ -58,6 +58,17 @@ _ENTERED = {
 }
 
 
+KEPT_RESULT_MARGIN = 3600.0
+"""Seconds a result kept apart from its queue outlives its own ``result_ttl``: it is counted from
+when the result was written, on the writer's clock, while the task's row goes ``result_ttl``
+after it finished, on the queue's clock; the margin keeps the result until the row is gone."""
+
+
+def kept_until(now: float, result_ttl: float | None) -> float | None:
+    """Return when a result kept apart at ``now`` (seconds since the epoch) may go, or ``None``: never."""
+    return None if result_ttl is None else now + result_ttl + KEPT_RESULT_MARGIN
+
+
 def entered(status: TaskStatus) -> EventKind:
     """Return the event recorded when a task enters ``status`` (pending again: ``retried``).
 

@@ -7,9 +7,10 @@ bytes in this object, under the task id and the lease token of the attempt that 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 
 from omniq_nb.models import TaskEvent, TaskResult
+from omniq_nb.storage import lifecycle
 from omniq_nb.storage.base import ResultKey
 from omniq_nb.storage.memory_base import MemoryState, copy
 
@@ -26,7 +27,8 @@ class MemoryOutcomes(MemoryState):
         now = datetime.now(_UTC)
         with self._lock:
             for r in results:
-                until = None if r.result_ttl is None else now + timedelta(seconds=r.result_ttl)
+                seconds = lifecycle.kept_until(now.timestamp(), r.result_ttl)
+                until = None if seconds is None else datetime.fromtimestamp(seconds, _UTC)
                 self._kept[(r.task_id, r.lease_token)] = (r.result or b"", until)
 
     async def kept_results(self, keys: Sequence[ResultKey]) -> dict[ResultKey, bytes]:
@@ -42,8 +44,8 @@ class MemoryOutcomes(MemoryState):
                 self._events.append(copy(event, seq=self._seq))
                 self._event_purge[event.task_id] = purge_at.get(event.task_id)
 
-    async def forget_outcomes(self, *, events_before: datetime | None = None, everything: bool = False) -> int:
-        """Delete results past their ``result_ttl``, events past their ``purge_at`` or older than ``events_before``."""
+    async def forget_outcomes(self, *, everything: bool = False) -> int:
+        """Delete results and events whose time has come (see ``OutcomeStore.forget_outcomes``), or all of them."""
         now = datetime.now(_UTC)
         with self._lock:
             doomed = [
@@ -55,9 +57,7 @@ class MemoryOutcomes(MemoryState):
                 self._events, self._event_purge = [], {}
                 return len(doomed)
             gone = {task_id for task_id, until in self._event_purge.items() if until is not None and until <= now}
-            self._events = [
-                e for e in self._events if e.task_id not in gone and (events_before is None or e.at >= events_before)
-            ]
+            self._events = [e for e in self._events if e.task_id not in gone]
             for task_id in gone:
                 del self._event_purge[task_id]
             return len(doomed)

@@ -55,9 +55,9 @@ class PostgresOutcomes(PostgresConnection):
             for batch in batches:
                 await self._run(conn, *events_insert("%s", batch, purge_at))
 
-    async def forget_outcomes(self, *, events_before: datetime | None = None, everything: bool = False) -> int:
-        """Delete results past their ``result_ttl``, events past their ``purge_at`` or older than ``events_before``."""
-        results, events = forget_statements("%s", now=time.time(), events_before=events_before, everything=everything)
+    async def forget_outcomes(self, *, everything: bool = False) -> int:
+        """Delete results and events whose time has come (see ``OutcomeStore.forget_outcomes``), or all of them."""
+        results, events = forget_statements("%s", now=time.time(), everything=everything)
         async with self._transaction() as conn:
             gone = await self._run(conn, results[0] + " RETURNING task_id", results[1])
             await self._run(conn, *events)

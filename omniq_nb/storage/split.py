@@ -20,16 +20,20 @@ tells the true order). When results and events share the queue's store,
 from __future__ import annotations
 
 import builtins
+import logging
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta, timezone
 
 import msgspec
 
+from omniq_nb.errors import StorageError
 from omniq_nb.models import EventKind, StoreHealth, Task, TaskEvent, TaskResult, TaskStatus
 from omniq_nb.storage import lifecycle
 from omniq_nb.storage.split_base import SplitParts, kept_mark
 
 __all__ = ["SplitStorage"]
+
+logger = logging.getLogger(__name__)  # one name with split_base's
 
 _UTC = timezone.utc
 
@@ -64,10 +68,24 @@ class SplitStorage(SplitParts):
     """
 
     async def _record(self, events: Iterable[TaskEvent], finished: Iterable[Task] = ()) -> None:
-        """Append events to the events store (if apart), with the purge times of the ``finished`` tasks."""
+        """Append events to the events store (if apart), with the purge times of the ``finished`` tasks.
+
+        Best effort: the change they record is already made, so an events store that fails
+        loses these events (logged once until it answers again) and never fails the change.
+        """
         listed = builtins.list(events)
-        if self.events_store is not None and listed:
+        if self.events_store is None or not listed:
+            return
+        try:
             await self.events_store.append_events(listed, purge_at=_purge_times(finished))
+        except StorageError as exc:
+            if not self._events_failing:
+                logger.warning("events are not recorded while %s fails: %s", self.events_store.url, exc)
+            self._events_failing = True
+        else:
+            if self._events_failing:
+                logger.warning("events are recorded again in %s", self.events_store.url)
+            self._events_failing = False
 
     async def insert(self, tasks: Iterable[Task]) -> None:
         """Add new tasks to the queue's store, then record their ``enqueued`` events."""
@@ -105,6 +123,8 @@ class SplitStorage(SplitParts):
             owner=owner,
             skip_kinds=skip_kinds,
         )
+        if self.events_store is not None:
+            self._runs.update((task.lease_token or "", task) for task in claimed)
         await self._record(_event(task, EventKind.STARTED, task.started_at) for task in claimed)
         return claimed
 
@@ -120,9 +140,12 @@ class SplitStorage(SplitParts):
             task_id=task_id, lease_token=lease_token, done=done, total=total, message=message
         )
         if written and self.events_store is not None:
-            task = await self.queue.get(task_id)
+            run = self._runs.get(lease_token)  # the attempt this lease was claimed for (this process's claims)
+            task = run if run is not None else await self.queue.get(task_id)
             if task is not None:
-                await self._record([_event(task, EventKind.PROGRESS, None, message=message)])
+                fraction = lifecycle.progress_fraction(done, total)
+                running = msgspec.structs.replace(task, status=TaskStatus.RUNNING, progress=fraction)
+                await self._record([_event(running, EventKind.PROGRESS, None, message=message)])
         return written
 
     async def settle(
@@ -130,14 +153,19 @@ class SplitStorage(SplitParts):
     ) -> builtins.list[Task]:
         """Keep the results first, then apply the outcomes (fenced), then record the events."""
         lifecycle.check_outcomes(results)
-        kept = {r.task_id: r.result for r in results if r.result is not None} if self.results else {}
+        kept: dict[tuple[str, str], bytes] = {}
+        if self.results is not None:
+            kept = {(r.task_id, r.lease_token): r.result for r in results if r.result is not None}
         if kept and self.results is not None:
             await self.results.keep_results([r for r in results if r.result is not None])
             results = [
-                msgspec.structs.replace(r, result=kept_mark(r.lease_token)) if r.task_id in kept else r for r in results
+                msgspec.structs.replace(r, result=kept_mark(r.lease_token)) if r.result is not None else r
+                for r in results
             ]
         accepted = await self.queue.settle(results, successors=successors)
-        accepted = [msgspec.structs.replace(t, result=kept[t.id]) if t.id in kept else t for t in accepted]
+        accepted = [self._with_own_result(t, kept) for t in accepted]  # by its mark: a late attempt may share the batch
+        for r in results:
+            self._runs.pop(r.lease_token, None)
         if self.events_store is not None:
             events = [
                 _event(t, lifecycle.entered(t.status), t.finished_at, message=t.error.message if t.error else None)
@@ -151,6 +179,8 @@ class SplitStorage(SplitParts):
     async def release(self, *, leases: Mapping[str, str]) -> builtins.list[Task]:
         """Hand running tasks back in the queue's store, then record ``released`` events."""
         released = await self.queue.release(leases=leases)
+        for token in leases.values():
+            self._runs.pop(token, None)
         await self._record(_event(task, EventKind.RELEASED, None) for task in released)
         return released
 
@@ -189,20 +219,14 @@ class SplitStorage(SplitParts):
     ) -> int:
         """Purge the queue's store, then forget the results and events whose time has come.
 
-        Results and events go when their task's ``result_ttl`` runs out, as the task does;
-        events also when older than ``finished_before`` (without ``statuses``) or than
-        ``events_ttl``. Results of tasks purged early (``finished_before``) stay in the
-        result store until their own ``result_ttl`` runs out there.
+        Results and events go when their task's ``result_ttl`` runs out, as its row does (a
+        result an hour later: clocks differ). Those of tasks purged by age
+        (``finished_before``) stay until their own ``result_ttl`` runs out, and for ever when it
+        is ``None``: the other stores are not told which tasks went.
         """
         gone = await self.queue.purge(finished_before=finished_before, statuses=statuses, everything=everything)
         for side in self._sides():
-            events_before = None
-            if side is self.events_store:
-                horizon = [finished_before] if finished_before is not None and not statuses else []
-                if self.events_ttl is not None:
-                    horizon.append(datetime.now(_UTC) - timedelta(seconds=self.events_ttl))
-                events_before = max(horizon) if horizon else None
-            await side.forget_outcomes(events_before=events_before, everything=everything)
+            await side.forget_outcomes(everything=everything)
         return gone
 
     async def lead_maintenance(self, runner: str, *, term: float) -> bool:

@@ -17,6 +17,7 @@ Example:
 from __future__ import annotations
 
 import builtins
+import logging
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Self
@@ -29,6 +30,8 @@ from omniq_nb.serialization import KEPT_RESULT_MARK
 from omniq_nb.storage.base import OutcomeStore, ResultKey, Storage
 
 __all__ = ["RESULT_MISSING", "SplitParts", "kept_mark", "kept_token"]
+
+logger = logging.getLogger("omniq_nb.storage.split")
 
 RESULT_MISSING = "ResultMissing"
 """The error type of a succeeded task whose kept result is no longer in the result store."""
@@ -53,7 +56,6 @@ class SplitParts(OpensAndCloses):
         queue: the store of the tasks (``db_url``); it records no events when ``events`` is given.
         results: where results are kept (``result_url``), or ``None`` to keep them in ``queue``.
         events: where events go (``events_url``), or ``None`` for ``queue``'s own; may be ``results``.
-        events_ttl: seconds a separate events store keeps an event (``None``: until purged).
 
     """
 
@@ -63,10 +65,11 @@ class SplitParts(OpensAndCloses):
         *,
         results: OutcomeStore | None = None,
         events: OutcomeStore | None = None,
-        events_ttl: float | None = None,
     ) -> None:
-        self.queue, self.results, self.events_store, self.events_ttl = queue, results, events, events_ttl
+        self.queue, self.results, self.events_store = queue, results, events
         self.url = queue.url
+        self._runs: dict[str, Task] = {}  # lease token -> the claimed task (progress events name its attempt)
+        self._events_failing = False  # whether the events store failed at the last append
         self.supports_notify = queue.supports_notify
         self.multi_host = queue.multi_host and all(side.multi_host for side in self._sides())
 
@@ -92,10 +95,15 @@ class SplitParts(OpensAndCloses):
             raise
 
     async def close(self) -> None:
-        """Close every part, the queue's store last."""
-        for side in reversed(self._sides()):
-            await side.close()
-        await self.queue.close()
+        """Close every part, the queue's store last, even when closing another part fails."""
+        try:
+            for side in reversed(self._sides()):
+                try:
+                    await side.close()
+                except Exception:
+                    logger.warning("closing %s failed", side.url, exc_info=True)
+        finally:
+            await self.queue.close()
 
     def clone(self) -> Self:
         """Return the same arrangement over clones of every part."""
@@ -104,7 +112,7 @@ class SplitParts(OpensAndCloses):
             events = None
         else:
             events = results if self.events_store is self.results else self.events_store.clone()
-        return type(self)(self.queue.clone(), results=results, events=events, events_ttl=self.events_ttl)
+        return type(self)(self.queue.clone(), results=results, events=events)
 
     async def now(self) -> datetime:
         """Return the queue store's clock (leases are measured on it)."""
@@ -172,6 +180,12 @@ class SplitParts(OpensAndCloses):
             return tasks
         found = await self.results.kept_results(builtins.list(keys.values()))
         return [task if task.id not in keys else self._resolved(task, found.get(keys[task.id])) for task in tasks]
+
+    @staticmethod
+    def _with_own_result(task: Task, kept: dict[ResultKey, bytes]) -> Task:
+        """Put back the bytes of the result that ``task``'s mark names (those this process just kept)."""
+        token = kept_token(task.result)
+        return task if token is None or (task.id, token) not in kept else replace(task, result=kept[(task.id, token)])
 
     def _resolved(self, task: Task, result: bytes | None) -> Task:
         if result is not None:

@@ -20,6 +20,7 @@ from datetime import datetime
 from typing import Any
 
 from omniq_nb.models import TaskEvent, TaskResult
+from omniq_nb.storage import lifecycle
 
 __all__ = ["OUTCOME_ROWS", "events_insert", "forget_statements", "kept_lookup", "keep_statement"]
 
@@ -41,8 +42,7 @@ def keep_statement(mark: str, results: Sequence[TaskResult], *, now: float) -> t
     """Return the upsert of these results' bytes under ``(task_id, lease_token)``, kept from ``now``."""
     params: list[Any] = []
     for r in results:
-        purge_at = None if r.result_ttl is None else now + r.result_ttl
-        params += (r.task_id, r.lease_token, r.result, now, purge_at)
+        params += (r.task_id, r.lease_token, r.result, now, lifecycle.kept_until(now, r.result_ttl))
     sql = (
         f"INSERT INTO kept_results (task_id, token, result, kept_at, purge_at) VALUES {_values(mark, 5, len(results))} "
         "ON CONFLICT (task_id, token) DO UPDATE SET result = excluded.result, kept_at = excluded.kept_at, "
@@ -77,17 +77,14 @@ def events_insert(mark: str, events: Sequence[TaskEvent], purge_at: Mapping[str,
 
 
 def forget_statements(
-    mark: str, *, now: float, events_before: datetime | None, everything: bool
+    mark: str, *, now: float, everything: bool
 ) -> tuple[tuple[str, list[Any]], tuple[str, list[Any]]]:
-    """Return the delete of kept results past their time (or of all) and that of events.
+    """Return the delete of kept results past their time (or of all) and that of events past theirs (or all).
 
-    Events go with their task: when the task's newest event carries a purge time that has
-    passed (its ``result_ttl`` after it finished); and every event older than ``events_before``.
+    A task's events go when its newest event carries a purge time that has passed (its
+    ``result_ttl`` after it finished, as the queue purges its row).
     """
     if everything:
         return ("DELETE FROM kept_results", []), ("DELETE FROM events", [])
     results = (f"DELETE FROM kept_results WHERE purge_at <= {mark}", [now])
-    events = f"DELETE FROM events WHERE task_id IN ({_PURGEABLE_TASKS.format(mark=mark)})"
-    if events_before is None:
-        return results, (events, [now])
-    return results, (events + f" OR at < {mark}", [now, events_before.timestamp()])
+    return results, (f"DELETE FROM events WHERE task_id IN ({_PURGEABLE_TASKS.format(mark=mark)})", [now])

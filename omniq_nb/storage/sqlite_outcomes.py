@@ -55,9 +55,9 @@ class SQLiteOutcomes(SQLiteConnection):
                 for batch in batches:
                     await self._run(*events_insert("?", batch, purge_at))
 
-    async def forget_outcomes(self, *, events_before: datetime | None = None, everything: bool = False) -> int:
-        """Delete results past their ``result_ttl``, events past their ``purge_at`` or older than ``events_before``."""
-        results, events = forget_statements("?", now=time.time(), events_before=events_before, everything=everything)
+    async def forget_outcomes(self, *, everything: bool = False) -> int:
+        """Delete results and events whose time has come (see ``OutcomeStore.forget_outcomes``), or all of them."""
+        results, events = forget_statements("?", now=time.time(), everything=everything)
         async with self._immediate():
             gone = await self._run(results[0] + " RETURNING task_id", results[1])
             newest = await self._run("SELECT max(seq) FROM events", ())

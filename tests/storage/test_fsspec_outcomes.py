@@ -70,3 +70,18 @@ async def test_a_queue_in_sqlite_keeps_its_results_in_fsspecs_memory(tmp_path: P
         assert isinstance(q.storage, SplitStorage)
         raw = await q.storage.queue.get(handles[0].id)
         assert raw is not None and raw.result is not None and raw.result.startswith(b"ORkept:")
+
+
+async def test_a_result_that_cannot_be_read_is_an_error_not_a_missing_result(tmp_path: Path) -> None:
+    async with open_outcome_store(f"file://{tmp_path / 'r'}") as store:
+        (tmp_path / "r" / "results" / "t" / "k").mkdir(parents=True)  # not a readable object
+        await store.keep_results([TaskResult(task_id="u", lease_token="k", status=TaskStatus.SUCCEEDED, result=b"v")])
+        with pytest.raises(StorageError, match="IsADirectoryError"):
+            await store.kept_results([("t", "k"), ("u", "k")])
+        assert await store.kept_results([("u", "k"), ("gone", "k")]) == {("u", "k"): b"v"}
+
+
+@pytest.mark.parametrize("url", ["sqlit:///r.db", "sqlite3:///r.db", "postgress://h/db"])
+def test_a_mistyped_result_url_is_refused_as_unknown(url: str) -> None:
+    with pytest.raises(StorageError, match="unknown store URL"):
+        open_stores(Settings(db_url="memory://", result_url=url))

@@ -18,10 +18,12 @@ from postgres_server import POSTGRES_URL, postgres_schema
 from omniq_nb.models import EventKind, TaskEvent, TaskResult, TaskStatus
 from omniq_nb.storage import open_outcome_store
 from omniq_nb.storage.base import OutcomeStore
+from omniq_nb.storage.lifecycle import KEPT_RESULT_MARGIN
 
 pytestmark = pytest.mark.anyio
 
 _UTC = timezone.utc
+_PAST = datetime(2020, 1, 1, tzinfo=timezone.utc)
 
 
 @pytest.fixture(
@@ -104,7 +106,8 @@ async def test_appended_events_get_increasing_seqs_that_a_cursor_follows(outcome
 
 async def test_results_and_events_go_when_their_time_comes(outcomes: OutcomeStore) -> None:
     past = datetime.now(_UTC) - timedelta(seconds=1)
-    await outcomes.keep_results([_result("due", "k", b"x", ttl=0.0), _result("kept", "k", b"y", ttl=3600.0)])
+    due_now = -KEPT_RESULT_MARGIN  # a result outlives its result_ttl by the margin: this one is due now
+    await outcomes.keep_results([_result("due", "k", b"x", ttl=due_now), _result("kept", "k", b"y", ttl=0.0)])
     await outcomes.keep_results([_result("forever", "k", b"z")])
     finished = _event("due", EventKind.SUCCEEDED, TaskStatus.SUCCEEDED)
     await outcomes.append_events(
@@ -122,17 +125,27 @@ async def test_results_and_events_go_when_their_time_comes(outcomes: OutcomeStor
     assert [e.kind for e in await outcomes.events(task_id="again")] == [EventKind.FAILED, EventKind.RETRIED]
 
 
-async def test_events_older_than_a_moment_go_and_everything_empties_it(outcomes: OutcomeStore) -> None:
+async def test_nothing_goes_before_its_time_and_everything_empties_it(outcomes: OutcomeStore) -> None:
     await outcomes.append_events([_event("old", EventKind.ENQUEUED, TaskStatus.PENDING)])
     await outcomes.keep_results([_result("t", "k", b"x")])
     newest = await outcomes.last_event_seq()
 
-    await outcomes.forget_outcomes(events_before=datetime.now(_UTC) + timedelta(seconds=1))
-    assert await outcomes.events() == []
-    assert await outcomes.kept_results([("t", "k")]) == {("t", "k"): b"x"}
+    assert await outcomes.forget_outcomes() == 0  # nothing is due: no time on the result, no purge mark
+    assert [e.task_id for e in await outcomes.events()] == ["old"]
 
     assert await outcomes.forget_outcomes(everything=True) == 1
     assert await outcomes.kept_results([("t", "k")]) == {}
     await outcomes.append_events([_event("new", EventKind.ENQUEUED, TaskStatus.PENDING)])
     [again] = await outcomes.events()
     assert again.seq > newest  # a cursor that saw the old events still sees the new one
+
+
+async def test_ids_with_any_character_are_kept_and_forgotten(outcomes: OutcomeStore) -> None:
+    odd = "a~b/c d%~"
+    await outcomes.keep_results([_result(odd, "t~k", b"v", ttl=-KEPT_RESULT_MARGIN)])
+    await outcomes.append_events([_event(odd, EventKind.SUCCEEDED, TaskStatus.SUCCEEDED)], purge_at={odd: _PAST})
+    assert [e.task_id for e in await outcomes.events(task_id=odd)] == [odd]
+
+    assert await outcomes.forget_outcomes() == 1
+    assert await outcomes.kept_results([(odd, "t~k")]) == {}
+    assert await outcomes.events(task_id=odd) == []

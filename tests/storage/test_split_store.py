@@ -211,3 +211,38 @@ def test_the_queues_own_store_is_returned_when_nothing_is_apart(tmp_path: Path) 
     assert not isinstance(open_stores(Settings(db_url=url, result_url=url, events_url=url)), SplitStorage)
     quiet = open_stores(Settings(db_url=url, events_url="memory://", events=False))
     assert not isinstance(quiet, SplitStorage)  # no events recorded: no events store either
+
+
+async def test_a_late_attempts_result_in_the_same_write_is_never_handed_to_waiters(
+    split: SplitStorage, make_task: MakeTask, eventually: Callable[..., Awaitable[Any]]
+) -> None:
+    task = make_task()
+    await split.insert([task])
+    [lost] = await split.claim(queues=["default"], limit=1, lease=0.05, worker="lost")
+    await eventually(lambda: split.expired_leases(limit=10), what="the lost worker's lease to run out")
+    rescue = TaskResult(task_id=task.id, lease_token=lost.lease_token or "", status=TaskStatus.PENDING, rescue=True)
+    assert await split.settle([rescue])
+    rightful = await claim(split)
+
+    # one write holds both outcomes, the late one last (a pool batches its outcomes)
+    [accepted] = await split.settle([succeeded(rightful, b"rightful"), succeeded(lost, b"stale")])
+
+    assert (accepted.attempt, accepted.result) == (2, b"rightful")
+
+
+async def test_an_events_store_that_fails_loses_events_never_the_changes(
+    tmp_path: Path, make_task: MakeTask, caplog: pytest.LogCaptureFixture
+) -> None:
+    events_file = tmp_path / "events.db"
+    spec = f"sqlite:///{tmp_path / 'q.db'} events_url=sqlite:///{events_file}"
+    async with open_spec(spec) as store:
+        assert isinstance(store, SplitStorage)
+        events_file.rename(tmp_path / "moved.db")  # its store now refuses every write (StoreLost)
+        task = make_task()
+        await store.insert([task])
+        [running] = await store.claim(queues=["default"], limit=1, lease=30, worker="w")
+        assert await store.settle([succeeded(running, b"v")])
+        done = await store.get(task.id)
+        assert done is not None and done.status is TaskStatus.SUCCEEDED
+    warnings = [r.getMessage() for r in caplog.records if "events are not recorded" in r.getMessage()]
+    assert len(warnings) == 1, warnings  # once per outage, not once per write
