@@ -17,7 +17,7 @@ from omniq_nb.urls import redact_url
 
 __all__ = ["NotSupported", "Storage", "StorageError", "open_storage", "redact_url"]
 
-_LATER = {"redis", "rediss", "nats"}
+_LATER = {"nats"}
 
 
 def open_storage(url: str, *, settings: Settings | None = None) -> Storage:
@@ -25,7 +25,8 @@ def open_storage(url: str, *, settings: Settings | None = None) -> Storage:
 
     Args:
         url: ``sqlite:///relative.db``, ``sqlite:////absolute.db``, ``memory://``,
-            ``postgresql://user@host/db?schema=NAME``, ...
+            ``postgresql://user@host/db?schema=NAME``, ``redis://host:6379/0?prefix=NAME``
+            (also ``rediss://``, ``unix:///path.sock``), ...
         settings: settings that tune the store (events, SQLite synchronous mode).
 
     Returns:
@@ -34,7 +35,7 @@ def open_storage(url: str, *, settings: Settings | None = None) -> Storage:
     Raises:
         StorageError: the URL is malformed (a NUL byte, say) or names an unknown scheme.
         NotSupported: the scheme's backend is not available in this version, or its
-            driver is not installed (``pip install 'omniq-nb[postgres]'``).
+            driver is not installed (``pip install 'omniq-nb[postgres]'``, ``[redis]``).
 
     Example:
         >>> import asyncio
@@ -62,6 +63,8 @@ def open_storage(url: str, *, settings: Settings | None = None) -> Storage:
         return MemoryStorage(url, events=settings.events)
     if scheme in ("postgresql", "postgres"):
         return _postgres(url, settings)
+    if scheme in ("redis", "rediss", "unix"):
+        return _redis(url, settings)
     if scheme in _LATER:
         raise NotSupported(
             f"the {scheme} store is not available yet in this version of omniq_nb; "
@@ -69,7 +72,8 @@ def open_storage(url: str, *, settings: Settings | None = None) -> Storage:
         )
     raise StorageError(
         f"unknown store URL {redact_url(str(url))!r}; expected sqlite:///relative.db, "
-        "sqlite:////absolute/path.db, memory://, postgresql://..., redis://... or nats://..."
+        "sqlite:////absolute/path.db, memory://, postgresql://..., redis://..., rediss://..., unix://... "
+        "or nats://..."
     )
 
 
@@ -83,3 +87,14 @@ def _postgres(url: str, settings: Settings) -> Storage:
             "pip install 'omniq-nb[postgres]'"
         ) from None
     return PostgresStorage(url, events=settings.events)
+
+
+def _redis(url: str, settings: Settings) -> Storage:
+    """Return the Redis store, or say how to install its driver."""
+    try:
+        from omniq_nb.storage.redis import RedisStorage
+    except ImportError as exc:
+        raise NotSupported(
+            f"the Redis store needs redis-py ({exc.name} is not installed): pip install 'omniq-nb[redis]'"
+        ) from None
+    return RedisStorage(url, events=settings.events)

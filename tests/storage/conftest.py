@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 import anyio
 import pytest
 from postgres_server import POSTGRES_URL, postgres_schema
+from redis_server import REDIS_URL, redis_prefix
 
 from omniq_nb.core import new_task_id
 from omniq_nb.models import Task
@@ -27,6 +28,7 @@ BACKENDS = [
     pytest.param("memory://", id="memory"),
     pytest.param("sqlite:///{tmp}/omniq.db", id="sqlite"),  # tmp_path is absolute: four slashes
     pytest.param(POSTGRES_URL + "?schema={schema}", id="postgres", marks=pytest.mark.postgres),
+    pytest.param(REDIS_URL + "?prefix={prefix}", id="redis", marks=pytest.mark.redis),
 ]
 
 _POLL_SECONDS = 0.02
@@ -36,6 +38,10 @@ _POLL_SECONDS = 0.02
 def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """The URL of this run's backend (not redacted, so a second store can open it)."""
     url = str(request.param)
+    if "{prefix}" in url:
+        with redis_prefix() as prefix:
+            yield url.format(prefix=prefix)
+        return
     if "{schema}" not in url:
         yield url.format(tmp=tmp_path)
         return

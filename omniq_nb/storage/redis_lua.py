@@ -1,0 +1,369 @@
+"""Lua of the Redis store's task transitions: one script per transition, each atomic on the server.
+
+Every script starts with ``PRELUDE``: its first three arguments are the key prefix, the
+events flag (``1``: record events) and the event stream's approximate cap; ``ARGV`` past
+those are the script's own. Times come from ``TIME`` on the server, written as decimal text
+with microseconds (``"1764700000.123456"``), never through Lua's ``tostring`` (14 digits).
+
+Keys, under the prefix ``P`` (see ``redis_base`` for the full layout):
+
+- ``P:t:ID`` a task's hash (the ``rows.COLUMNS`` names, plus ``seq``: enqueue order);
+- ``P:q:QUEUE`` the queue's ready set: score ``-priority``, member ``eta (20 digits of
+  microseconds) .. seq (12 digits) .. id``, so ``ZRANGE 0 n`` is priority desc, eta, enqueue order;
+- ``P:delayed`` pending tasks whose eta is ahead (score eta), moved to their ready set by the
+  claim once the server's clock passes it;
+- ``P:running`` (score lease_until), ``P:expiry`` (pending tasks with a TTL, score expires_at),
+  ``P:done`` (finished, score finished_at), ``P:ttl`` (finished with a result_ttl, score purge time);
+- ``P:all`` and ``P:s:STATUS`` (score seq): listings newest first and counts per status;
+- ``P:series:SERIES`` the unfinished runs of a periodic series;
+- ``P:ev`` the event stream (entry id ``SEQ-0``), ``P:evseq`` its counter, ``P:te:ID`` a task's event seqs.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CLAIM",
+    "INSERT",
+    "PRELUDE",
+    "PROGRESS",
+    "RELEASE",
+    "RENEW",
+    "SETTLE",
+]
+
+PRELUDE = r"""
+local P = ARGV[1]
+local EVENTS = ARGV[2] == '1'
+local CAP = ARGV[3]
+local WAKE = false
+local clock = redis.call('TIME')
+local NOW = clock[1] .. '.' .. string.format('%06d', tonumber(clock[2]))
+local NOWF = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
+
+local function stamp(seconds)
+  return string.format('%.6f', seconds)
+end
+
+local function tkey(id)
+  return P .. ':t:' .. id
+end
+
+local function member(eta, seq, id)
+  return string.format('%020.0f', tonumber(eta) * 1000000) .. string.format('%012d', tonumber(seq)) .. id
+end
+
+local function event(id, kind, at, status, attempt, progress, message, run_id)
+  if not EVENTS then return end
+  local seq = redis.call('INCR', P .. ':evseq')
+  local entry = {'XADD', P .. ':ev', 'MAXLEN', '~', CAP, seq .. '-0',
+    't', id, 'k', kind, 'a', at, 's', status, 'n', attempt or '0'}
+  if progress then entry[#entry + 1] = 'p'; entry[#entry + 1] = progress end
+  if message then entry[#entry + 1] = 'm'; entry[#entry + 1] = message end
+  if run_id then entry[#entry + 1] = 'r'; entry[#entry + 1] = run_id end
+  redis.call(unpack(entry))
+  redis.call('RPUSH', P .. ':te:' .. id, seq)
+end
+
+-- a task's event from its hash: status, attempt, progress, run_id as stored now
+local function task_event(id, kind, message)
+  local f = redis.call('HMGET', tkey(id), 'status', 'attempt', 'progress', 'run_id')
+  event(id, kind, NOW, f[1], f[2], f[3] or '0', message, f[4])
+end
+
+local function restatus(id, seq, from, to)
+  redis.call('ZREM', P .. ':s:' .. from, id)
+  redis.call('ZADD', P .. ':s:' .. to, seq, id)
+end
+
+-- put a pending task where a claim finds it: its ready set, or the delayed set until its eta
+local function place(id)
+  local f = redis.call('HMGET', tkey(id), 'queue', 'priority', 'eta', 'seq', 'expires_at')
+  if tonumber(f[3]) > NOWF then
+    redis.call('ZADD', P .. ':delayed', f[3], id)
+  else
+    redis.call('ZADD', P .. ':q:' .. f[1], -tonumber(f[2]), member(f[3], f[4], id))
+    WAKE = true
+  end
+  if f[5] then redis.call('ZADD', P .. ':expiry', f[5], id) end
+end
+
+-- take a pending task out of its ready or delayed set (and the expiry set)
+local function unplace(id)
+  local f = redis.call('HMGET', tkey(id), 'queue', 'eta', 'seq')
+  redis.call('ZREM', P .. ':q:' .. f[1], member(f[2], f[3], id))
+  redis.call('ZREM', P .. ':delayed', id)
+  redis.call('ZREM', P .. ':expiry', id)
+end
+
+-- a task enters a finished status: stamp it, index it for purge, leave its series
+local function finish(id, seq, from, to)
+  local f = redis.call('HMGET', tkey(id), 'result_ttl', 'series')
+  redis.call('HSET', tkey(id), 'status', to, 'finished_at', NOW)
+  redis.call('HDEL', tkey(id), 'lease_until')
+  restatus(id, seq, from, to)
+  redis.call('ZREM', P .. ':running', id)
+  redis.call('ZADD', P .. ':done', NOW, id)
+  if f[1] then redis.call('ZADD', P .. ':ttl', stamp(NOWF + tonumber(f[1])), id) end
+  if f[2] then redis.call('SREM', P .. ':series:' .. f[2], id) end
+end
+
+-- insert one new task from ARGV[at] (its id), ARGV[at + 1] (n) and n field/value pairs after;
+-- returns the index after it, and whether it was inserted (false: the id exists)
+local function insert_at(at)
+  local id, n = ARGV[at], tonumber(ARGV[at + 1])
+  local key = tkey(id)
+  if redis.call('EXISTS', key) == 1 then return at + 2 + 2 * n, false end
+  local seq = redis.call('INCR', P .. ':seq')
+  local fields = {'HSET', key, 'seq', seq}
+  local values = {}
+  for i = at + 2, at + 1 + 2 * n, 2 do
+    fields[#fields + 1] = ARGV[i]; fields[#fields + 1] = ARGV[i + 1]
+    values[ARGV[i]] = ARGV[i + 1]
+  end
+  redis.call(unpack(fields))
+  redis.call('ZADD', P .. ':all', seq, id)
+  redis.call('ZADD', P .. ':s:' .. values.status, seq, id)
+  if values.status == 'pending' then place(id) end
+  if values.series and (values.status == 'pending' or values.status == 'running') then
+    redis.call('SADD', P .. ':series:' .. values.series, id)
+  end
+  event(id, 'enqueued', values.created_at, values.status, values.attempt)
+  return at + 2 + 2 * n, true
+end
+
+-- the value of field ``name`` of the task written at ARGV[at] as insert_at reads it (false: none)
+local function field_at(at, name)
+  for i = at + 2, at + 1 + 2 * tonumber(ARGV[at + 1]), 2 do
+    if ARGV[i] == name then return ARGV[i + 1] end
+  end
+  return false
+end
+
+local function wake()
+  if WAKE then redis.call('PUBLISH', P .. ':wake', '') end
+end
+"""
+
+INSERT = (
+    PRELUDE
+    + r"""
+-- ARGV[4]: count; then each task as insert_at reads it. All or none: ids are checked first.
+local count = tonumber(ARGV[4])
+local at = 5
+for _ = 1, count do
+  if redis.call('EXISTS', tkey(ARGV[at])) == 1 then
+    return redis.error_reply('DUPLICATE ' .. ARGV[at])
+  end
+  at = at + 2 + 2 * tonumber(ARGV[at + 1])
+end
+local seen = {}
+at = 5
+for _ = 1, count do
+  if seen[ARGV[at]] then return redis.error_reply('DUPLICATE ' .. ARGV[at]) end
+  seen[ARGV[at]] = true
+  at = at + 2 + 2 * tonumber(ARGV[at + 1])
+end
+at = 5
+for _ = 1, count do
+  at = insert_at(at)
+end
+wake()
+return count
+"""
+)
+
+CLAIM = (
+    PRELUDE
+    + r"""
+-- ARGV: lease, worker, unowned_only, owner, limit, queue count, queues..., then 2 * limit tokens
+local lease, worker, unowned, owner = tonumber(ARGV[4]), ARGV[5], ARGV[6] == '1', ARGV[7]
+local limit, nq = tonumber(ARGV[8]), tonumber(ARGV[9])
+local queues = {}
+for i = 1, nq do queues[i] = ARGV[9 + i] end
+local tokens = 10 + nq
+
+-- delayed tasks whose eta has passed join their ready sets
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', P .. ':delayed', '-inf', NOW, 'LIMIT', 0, 5000)) do
+  redis.call('ZREM', P .. ':delayed', id)
+  if redis.call('HGET', tkey(id), 'status') == 'pending' then place(id) end
+end
+
+local live = {}
+if unowned then
+  for _, w in ipairs(redis.call('ZRANGEBYSCORE', P .. ':workers', '(' .. NOW, '+inf')) do
+    local kernel = redis.call('HGET', P .. ':w:' .. w, 'kernel')
+    if kernel then live[kernel] = true end
+  end
+end
+
+-- merge the queues' ready sets in order; nothing is removed until the choice is made
+local batch = math.max(limit, 16)
+local buffers, offsets, heads = {}, {}, {}
+local function refill(q)
+  local rows = redis.call('ZRANGE', P .. ':q:' .. queues[q], offsets[q], offsets[q] + batch - 1, 'WITHSCORES')
+  offsets[q] = offsets[q] + #rows / 2
+  buffers[q], heads[q] = rows, 1
+end
+for q = 1, nq do offsets[q] = 0; refill(q) end
+
+local chosen = {}
+while #chosen < limit do
+  local best = nil
+  for q = 1, nq do
+    if heads[q] > #buffers[q] and #buffers[q] == 2 * batch then refill(q) end
+    local h = heads[q]
+    if h <= #buffers[q] then
+      if best == nil then
+        best = q
+      else
+        local b = heads[best]
+        local s, bs = tonumber(buffers[q][h + 1]), tonumber(buffers[best][b + 1])
+        if s < bs or (s == bs and buffers[q][h] < buffers[best][b]) then best = q end
+      end
+    end
+  end
+  if best == nil then break end
+  local m = buffers[best][heads[best]]
+  heads[best] = heads[best] + 2
+  local id = string.sub(m, 33)
+  local f = redis.call('HMGET', tkey(id), 'expires_at', 'owner')
+  local fresh = not f[1] or tonumber(f[1]) > NOWF
+  local allowed = not unowned or not f[2] or f[2] == owner or not live[f[2]]
+  if fresh and allowed then chosen[#chosen + 1] = {best, m, id} end
+end
+
+local claimed = {}
+for n, pick in ipairs(chosen) do
+  local q, m, id = pick[1], pick[2], pick[3]
+  local key = tkey(id)
+  redis.call('ZREM', P .. ':q:' .. queues[q], m)
+  redis.call('ZREM', P .. ':expiry', id)
+  local until_ = stamp(NOWF + lease)
+  redis.call('HSET', key, 'status', 'running', 'lease_token', ARGV[tokens + 2 * n - 2],
+    'run_id', ARGV[tokens + 2 * n - 1], 'lease_until', until_, 'started_at', NOW, 'worker', worker,
+    'progress', '0', 'progress_done', '0')
+  redis.call('HDEL', key, 'progress_total', 'progress_message')
+  local attempt = redis.call('HINCRBY', key, 'attempt', 1)
+  local seq = redis.call('HGET', key, 'seq')
+  restatus(id, seq, 'pending', 'running')
+  redis.call('ZADD', P .. ':running', until_, id)
+  event(id, 'started', NOW, 'running', attempt, '0', false, ARGV[tokens + 2 * n - 1])
+  claimed[#claimed + 1] = redis.call('HGETALL', key)
+end
+return claimed
+"""
+)
+
+SETTLE = (
+    PRELUDE
+    + r"""
+-- ARGV[4]: count; then per outcome: id, token, status, has_result, result, error, message,
+-- eta, rescue, then a successor as insert_at reads it (id '' and 0 fields: none)
+local count, at = tonumber(ARGV[4]), 5
+local accepted = {}
+for _ = 1, count do
+  local id, token, status = ARGV[at], ARGV[at + 1], ARGV[at + 2]
+  local has_result, result, err, message = ARGV[at + 3] == '1', ARGV[at + 4], ARGV[at + 5], ARGV[at + 6]
+  local eta, rescue = ARGV[at + 7], ARGV[at + 8] == '1'
+  local succ = at + 9
+  at = succ + 2 + 2 * tonumber(ARGV[succ + 1])
+  local key = tkey(id)
+  local f = redis.call('HMGET', key, 'status', 'lease_token', 'lease_until', 'seq')
+  local holds = f[1] == 'running' and f[2] == token
+  if holds and rescue and f[3] and tonumber(f[3]) > NOWF then holds = false end
+  if holds then
+    if has_result then redis.call('HSET', key, 'result', result) else redis.call('HDEL', key, 'result') end
+    if err ~= '' then redis.call('HSET', key, 'error', err) else redis.call('HDEL', key, 'error') end
+    if eta ~= '' then redis.call('HSET', key, 'eta', eta) end
+    redis.call('HDEL', key, 'lease_token')
+    if status == 'pending' then
+      redis.call('HSET', key, 'status', 'pending')
+      redis.call('HDEL', key, 'lease_until', 'finished_at')
+      restatus(id, f[4], 'running', 'pending')
+      redis.call('ZREM', P .. ':running', id)
+      place(id)
+      task_event(id, 'retried', message ~= '' and message or false)
+    else
+      if status == 'succeeded' then redis.call('HSET', key, 'progress', '1') end
+      finish(id, f[4], 'running', status)
+      task_event(id, status, message ~= '' and message or false)
+    end
+    accepted[#accepted + 1] = redis.call('HGETALL', key)
+    if ARGV[succ] ~= '' then
+      local series = field_at(succ, 'series')
+      if not series or redis.call('SCARD', P .. ':series:' .. series) == 0 then insert_at(succ) end
+    end
+  end
+end
+wake()
+return accepted
+"""
+)
+
+RELEASE = (
+    PRELUDE
+    + r"""
+-- ARGV[4..]: id, token pairs
+local released = {}
+for i = 4, #ARGV, 2 do
+  local id, key = ARGV[i], tkey(ARGV[i])
+  local f = redis.call('HMGET', key, 'status', 'lease_token', 'seq')
+  if f[1] == 'running' and f[2] == ARGV[i + 1] then
+    redis.call('HSET', key, 'status', 'pending')
+    redis.call('HINCRBY', key, 'attempt', -1)
+    redis.call('HDEL', key, 'lease_token', 'lease_until', 'worker')
+    restatus(id, f[3], 'running', 'pending')
+    redis.call('ZREM', P .. ':running', id)
+    place(id)
+    task_event(id, 'released', false)
+    released[#released + 1] = redis.call('HGETALL', key)
+  end
+end
+wake()
+return released
+"""
+)
+
+RENEW = (
+    PRELUDE
+    + r"""
+-- ARGV[4]: lease seconds; ARGV[5..]: id, token pairs
+local until_ = stamp(NOWF + tonumber(ARGV[4]))
+local held = {}
+for i = 5, #ARGV, 2 do
+  local key = tkey(ARGV[i])
+  local f = redis.call('HMGET', key, 'status', 'lease_token')
+  if f[1] == 'running' and f[2] == ARGV[i + 1] then
+    redis.call('HSET', key, 'lease_until', until_)
+    redis.call('ZADD', P .. ':running', until_, ARGV[i])
+    held[#held + 1] = ARGV[i]
+  end
+end
+return held
+"""
+)
+
+PROGRESS = (
+    PRELUDE
+    + r"""
+-- ARGV: id, token, done, total ('' none), message flag, message, fraction
+local id, key = ARGV[4], tkey(ARGV[4])
+local f = redis.call('HMGET', key, 'status', 'lease_token')
+if f[1] ~= 'running' or f[2] ~= ARGV[5] then return 0 end
+redis.call('HSET', key, 'progress_done', ARGV[6], 'progress', ARGV[10])
+if ARGV[7] ~= '' then
+  redis.call('HSET', key, 'progress_total', ARGV[7])
+else
+  redis.call('HDEL', key, 'progress_total')
+end
+local message = false
+if ARGV[8] == '1' then
+  message = ARGV[9]
+  redis.call('HSET', key, 'progress_message', message)
+else
+  redis.call('HDEL', key, 'progress_message')
+end
+task_event(id, 'progress', message)
+return 1
+"""
+)
