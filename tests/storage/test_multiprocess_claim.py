@@ -10,6 +10,7 @@ from pathlib import Path
 import anyio.to_thread
 import pytest
 from postgres_server import POSTGRES_URL, postgres_schema
+from redis_server import REDIS_URL, redis_prefix
 
 from omniq_nb.models import Task, TaskStatus
 from omniq_nb.storage import open_storage
@@ -57,11 +58,21 @@ def run_processes(url: str, tmp_path: Path) -> list[list[str]]:
     return claimed
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+@pytest.fixture(
+    params=[
+        "sqlite",
+        pytest.param("postgres", marks=pytest.mark.postgres),
+        pytest.param("redis", marks=pytest.mark.redis),
+    ]
+)
 def shared_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A store URL that several processes share: a SQLite file, or a fresh PostgreSQL schema."""
+    """A store URL that several processes share: a SQLite file, a fresh PostgreSQL schema or Redis prefix."""
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'shared' / 'omniq.db'}"
+        return
+    if request.param == "redis":
+        with redis_prefix() as prefix:
+            yield f"{REDIS_URL}?prefix={prefix}"
         return
     with postgres_schema() as schema:
         yield f"{POSTGRES_URL}?schema={schema}"
