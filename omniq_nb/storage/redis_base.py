@@ -1,7 +1,11 @@
 """The connection every role of the Redis store shares: URL, client, scripts, clock, errors, wake-ups.
 
 One ``redis.asyncio.Redis`` client (its own connection pool) per store object, named
-``omniq-PREFIX-PID-RANDOM`` (``CLIENT LIST`` shows whose connections are whose). Every
+``omniq-PREFIX-PID-RANDOM`` (``CLIENT LIST`` shows whose connections are whose). A command
+that meets a dropped connection (a server restart, ``CLIENT KILL``) reconnects and is sent
+again, up to three times: a dropped connection almost always fails before the server ran
+the command; in the rare case that only the reply was lost, a claim's tasks are rescued
+after their lease and an outcome sent again is refused by its fence. Every
 transition is one Lua script (``redis_lua``, ``redis_lua_admin``) registered with
 ``register_script`` and run by ``EVALSHA`` (loaded again if the server forgot it), so each is
 atomic and reads the server's clock (``TIME``), never this machine's. Keys all start with the
@@ -26,11 +30,14 @@ import time
 from collections.abc import AsyncIterator
 from datetime import datetime, timezone
 from typing import Any, Self
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import redis.asyncio as aioredis
 from redis.asyncio.client import PubSub
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
 from redis.commands.core import AsyncScript
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 
 from omniq_nb.errors import StorageError
@@ -48,6 +55,7 @@ _PREFIX = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
 _CONNECT_SECONDS = 10.0
 _EVENTS_MAX = 100_000
 _RESUBSCRIBE_PAUSE = 0.05
+_RETRIES = 3  # a command on a connection the server dropped (restart, CLIENT KILL) reconnects and is sent again
 _SCRIPTS = {
     name: getattr(module, name)
     for module in (redis_lua, redis_lua_admin)
@@ -82,7 +90,8 @@ def split_options(url: str) -> tuple[str, str, int]:
     if not cap.isdigit() or int(cap) < 1:
         raise StorageError(f"invalid events_max {cap!r} in {redact_url(url)!r}: a positive number of events")
     rest = urlencode([(key, value) for key, value in query if key not in ("prefix", "events_max")])
-    return urlunsplit(parts._replace(query=rest)), prefix, int(cap)
+    base = url.split("?", 1)[0]  # as written: urlunsplit would turn unix:///path into unix:/path
+    return base + (f"?{rest}" if rest else ""), prefix, int(cap)
 
 
 class RedisConnection(OpensAndCloses):
@@ -195,6 +204,8 @@ class RedisConnection(OpensAndCloses):
                 client_name=self.client_name,
                 socket_connect_timeout=_CONNECT_SECONDS,
                 health_check_interval=30,
+                retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), _RETRIES),
+                retry_on_error=[RedisConnectionError],
             )
         except ValueError as exc:
             raise StorageError(f"malformed Redis store URL {self.url!r}: {exc}") from None

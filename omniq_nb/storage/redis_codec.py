@@ -12,8 +12,8 @@ Example:
     >>> from datetime import datetime, timezone
     >>> now = datetime(2026, 1, 1, tzinfo=timezone.utc)
     >>> task = Task(id="t1", name="job", payload=b"x", eta=now, created_at=now, priority=2)
-    >>> flat = task_fields(task)
-    >>> decode_task(dict(zip(flat[::2], flat[1::2]))) == task
+    >>> flat = [v if isinstance(v, bytes) else v.encode() for v in task_fields(task)]  # as the server returns it
+    >>> decode_task(pairs_to_dict(flat)) == task
     True
 
 """
