@@ -67,3 +67,30 @@ async def test_a_task_whose_worker_is_killed_is_rescued_and_runs_once_more(
         assert runs[1][1] == run_id != runs[0][1]
         task = await q.storage.get(handle.id)
         assert task is not None and (task.status, task.attempt) == (TaskStatus.SUCCEEDED, 2)
+
+
+async def test_check_prints_a_warning_line_and_exits_0_when_the_server_keeps_nothing(url: str) -> None:
+    import subprocess
+
+    from processes import child_env
+
+    async with AsyncOmniQ(db_url=url):
+        pass  # the store exists: check never creates one
+    done = subprocess.run(
+        [sys.executable, "-m", "omniq_nb", "check", "--db-url", url],
+        env=child_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == f"store     {url}" and lines[-1] == "ok"
+    import redis
+
+    with redis.Redis.from_url(REDIS_URL) as client:
+        nothing_on_disk = (
+            client.config_get("appendonly")["appendonly"] == "no" and not client.config_get("save")["save"]
+        )
+    warnings = [line for line in lines if line.startswith("warning ")]
+    assert bool(warnings) == nothing_on_disk
