@@ -77,7 +77,7 @@ async def timed(run: Callable[[], Awaitable[None]]) -> float:
 async def omniq_e2e(url: str, tasks: int) -> float:
     prefix = f"bench-{uuid.uuid4().hex[:8]}"
     try:
-        async with omniq.AsyncOmniQ(db_url=f"{url}?prefix={prefix}", events=False) as q:
+        async with omniq.AsyncOmniQ(db_url=f"{url}?prefix={prefix}") as q:
             pool = omniq.AsyncWorkerPool(q, concurrency=100, kind="async")
             await pool.start()
 

@@ -107,15 +107,20 @@ local function finish(id, seq, from, to)
   if f[2] then redis.call('SREM', P .. ':series:' .. f[2], id) end
 end
 
--- insert one new task from ARGV[at] (its id), ARGV[at + 1] (n) and n field/value pairs after;
+-- insert one new task from ARGV[at] (its id), ARGV[at + 1] (n) and n field/value pairs after,
+-- on top of the flat field/value list ``shared`` (values every task of a batch has);
 -- returns the index after it, and whether it was inserted (false: the id exists)
-local function insert_at(at)
+local function insert_at(at, shared)
   local id, n = ARGV[at], tonumber(ARGV[at + 1])
   local key = tkey(id)
   if redis.call('EXISTS', key) == 1 then return at + 2 + 2 * n, false end
   local seq = redis.call('INCR', P .. ':seq')
   local fields = {'HSET', key, 'seq', seq}
   local values = {}
+  for i = 1, #shared, 2 do
+    fields[#fields + 1] = shared[i]; fields[#fields + 1] = shared[i + 1]
+    values[shared[i]] = shared[i + 1]
+  end
   for i = at + 2, at + 1 + 2 * n, 2 do
     fields[#fields + 1] = ARGV[i]; fields[#fields + 1] = ARGV[i + 1]
     values[ARGV[i]] = ARGV[i + 1]
@@ -147,25 +152,24 @@ end
 INSERT = (
     PRELUDE
     + r"""
--- ARGV[4]: count; then each task as insert_at reads it. All or none: ids are checked first.
-local count = tonumber(ARGV[4])
-local at = 5
+-- ARGV[4]: count; ARGV[5]: m, then m field/value pairs every task shares; then each task as
+-- insert_at reads it. All or none: ids are checked first.
+local count, m = tonumber(ARGV[4]), tonumber(ARGV[5])
+local shared = {}
+for i = 6, 5 + 2 * m do shared[#shared + 1] = ARGV[i] end
+local first = 6 + 2 * m
+local at = first
+local seen = {}
 for _ = 1, count do
-  if redis.call('EXISTS', tkey(ARGV[at])) == 1 then
+  if seen[ARGV[at]] or redis.call('EXISTS', tkey(ARGV[at])) == 1 then
     return redis.error_reply('DUPLICATE ' .. ARGV[at])
   end
-  at = at + 2 + 2 * tonumber(ARGV[at + 1])
-end
-local seen = {}
-at = 5
-for _ = 1, count do
-  if seen[ARGV[at]] then return redis.error_reply('DUPLICATE ' .. ARGV[at]) end
   seen[ARGV[at]] = true
   at = at + 2 + 2 * tonumber(ARGV[at + 1])
 end
-at = 5
+at = first
 for _ = 1, count do
-  at = insert_at(at)
+  at = insert_at(at, shared)
 end
 wake()
 return count
@@ -291,7 +295,7 @@ for _ = 1, count do
     accepted[#accepted + 1] = redis.call('HGETALL', key)
     if ARGV[succ] ~= '' then
       local series = field_at(succ, 'series')
-      if not series or redis.call('SCARD', P .. ':series:' .. series) == 0 then insert_at(succ) end
+      if not series or redis.call('SCARD', P .. ':series:' .. series) == 0 then insert_at(succ, {}) end
     end
   end
 end

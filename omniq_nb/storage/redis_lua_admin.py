@@ -1,4 +1,4 @@
-"""Lua of the Redis store's other scripts: cancel, requeue, expiry, rescue reads, purge, registry, election.
+"""Lua of the Redis store's other scripts: cancel, requeue, expiry, reads, purge, registry, election.
 
 Each builds on ``redis_lua.PRELUDE`` (the prefix, events flag and cap in ``ARGV[1..3]``,
 the server's clock, the key helpers); see ``redis_lua`` for the key layout.
@@ -13,6 +13,7 @@ __all__ = [
     "CHECK",
     "EXPIRE",
     "EXPIRED_LEASES",
+    "GET_MANY",
     "HEARTBEAT",
     "LEAD",
     "PURGE",
@@ -100,6 +101,16 @@ local found = {}
 for _, id in ipairs(redis.call('ZRANGEBYSCORE', P .. ':running', '-inf', NOW, 'LIMIT', 0, tonumber(ARGV[4]))) do
   found[#found + 1] = redis.call('HGETALL', tkey(id))
 end
+return found
+"""
+)
+
+GET_MANY = (
+    PRELUDE
+    + r"""
+-- ARGV[4..]: task ids; returns each one's hash (empty where there is none)
+local found = {}
+for i = 4, #ARGV do found[#found + 1] = redis.call('HGETALL', tkey(ARGV[i])) end
 return found
 """
 )

@@ -15,8 +15,6 @@ import builtins
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-import msgspec
-
 from omniq_nb.models import Task, TaskResult
 from omniq_nb.storage import lifecycle
 from omniq_nb.storage.redis_codec import decode_task, pairs_to_dict, task_fields, text
@@ -24,8 +22,6 @@ from omniq_nb.storage.redis_results import RedisResults
 from omniq_nb.storage.rows import encode_error
 
 __all__ = ["RedisQueue"]
-
-_copy = msgspec.structs.replace
 
 
 def _task_args(task: Task) -> builtins.list[Any]:
@@ -51,18 +47,31 @@ class RedisQueue(RedisResults):
         batch = builtins.list(tasks)
         if not batch:
             return
-        args: builtins.list[Any] = [len(batch)]
+        args: builtins.list[Any] = [len(batch), 0]
         for task in batch:
             args += _task_args(task)
         await self._script("INSERT", *args)
 
     async def insert_many(self, template: Task, entries: Iterable[tuple[str, bytes]]) -> None:
-        """Add tasks equal to ``template`` but for id and payload (and series, when periodic)."""
+        """Add tasks equal to ``template`` but for id and payload (and series, when periodic), with one script.
+
+        The shared values are sent once; each task adds only its id and payload.
+        """
+        batch = builtins.list(entries)
+        if not batch:
+            return
         periodic = template.series is not None
-        await self.insert(
-            _copy(template, id=task_id, payload=payload, series=task_id if periodic else None)
-            for task_id, payload in entries
-        )
+        own = {"id", "payload", "series"} if periodic else {"id", "payload"}
+        flat = task_fields(template)
+        shared = [item for n in range(0, len(flat), 2) if flat[n] not in own for item in flat[n : n + 2]]
+        args: builtins.list[Any] = [len(batch), len(shared) // 2, *shared]
+        for task_id, payload in batch:
+            args += (
+                (task_id, 3, "id", task_id, "payload", payload, "series", task_id)
+                if periodic
+                else (task_id, 2, "id", task_id, "payload", payload)
+            )
+        await self._script("INSERT", *args)
 
     async def claim(
         self,

@@ -17,11 +17,12 @@ from typing import Any
 
 from omniq_nb.models import Task, TaskEvent, TaskStatus
 from omniq_nb.storage.redis_base import RedisConnection
-from omniq_nb.storage.redis_codec import decode_event, decode_task
+from omniq_nb.storage.redis_codec import decode_event, decode_task, pairs_to_dict
 
 __all__ = ["RedisResults"]
 
 _CHUNK = 200
+_GET_CHUNK = 1000  # ids read by one script (it holds the server for about a millisecond per thousand)
 
 
 class RedisResults(RedisConnection):
@@ -95,14 +96,12 @@ class RedisResults(RedisConnection):
         return int(newest[0][0].split(b"-", 1)[0]) if newest else 0
 
     async def _hashes(self, task_ids: Sequence[str]) -> builtins.list[Task | None]:
-        """Return the task of each id (``None`` where there is none), with one pipeline."""
-        if not task_ids:
-            return []
-        async with self._errors(), self._redis.pipeline(transaction=False) as pipe:
-            for task_id in task_ids:
-                pipe.hgetall(f"{self.prefix}:t:{task_id}")
-            replies = await pipe.execute()
-        return [decode_task(fields) if fields else None for fields in replies]
+        """Return the task of each id (``None`` where there is none), with one script per thousand ids."""
+        found: builtins.list[Task | None] = []
+        for start in range(0, len(task_ids), _GET_CHUNK):
+            replies = await self._script("GET_MANY", *task_ids[start : start + _GET_CHUNK])
+            found += [decode_task(pairs_to_dict(flat)) if flat else None for flat in replies]
+        return found
 
 
 class _Newest:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import subprocess
 import sys
@@ -185,7 +186,7 @@ async def test_cancelled_commands_never_mix_up_replies(prefix: str, make_task: M
         tasks = [make_task(payload=str(n).encode()) for n in range(200)]
         await store.insert(tasks)
         for n in range(50):
-            with pytest.raises(TimeoutError):
+            with contextlib.suppress(TimeoutError):  # cancelled at some point of its round trip, or done
                 await asyncio.wait_for(store.claim(queues=["default"], limit=3, lease=30, worker="w"), 1e-6 * n)
             probe = tasks[n]
             stored = await store.get(probe.id)
