@@ -44,7 +44,6 @@ Fields = Mapping[bytes, bytes]
 
 _UTC = timezone.utc
 _NEW = [name.strip() for name in NEW_COLUMNS.split(",")]
-_COLUMNS = [name.strip().encode() for name in COLUMNS.split(",")]
 _WORKER = [name.strip() for name in WORKER_COLUMNS.split(",")]
 
 
@@ -66,53 +65,38 @@ def task_fields(task: Task) -> builtins.list[str | bytes]:
     return flat
 
 
-def _str(value: bytes) -> str:
-    return value.decode()
-
-
-def _float(value: bytes) -> float:
-    return float(value)
-
-
-def _int(value: bytes) -> int:
-    return int(value)
-
-
 def _flag(value: bytes) -> bool:
     return value == b"1"
 
 
-def _raw(value: bytes) -> bytes:
-    return value
-
-
-_READ: dict[bytes, Callable[[bytes], Any]] = {name: _str for name in _COLUMNS}
-_READ.update(
-    {
-        name.encode(): reader
-        for names, reader in (
-            ("priority attempt retries", _int),
-            (
-                "timeout eta created_at started_at finished_at expires_at result_ttl interval lease_until "
-                "progress progress_done progress_total",
-                _float,
-            ),
-            ("at_most_once", _flag),
-            ("payload result error", _raw),
-        )
-        for name in names.split()
-    }
-)
-_DEFAULTS: dict[bytes, Any] = {b"progress": 0.0, b"progress_done": 0.0, b"attempt": 0, b"retries": 0, b"priority": 0}
+_DECODE: dict[str, Callable[[bytes], Any]] = {}
+for _names, _reader in (
+    ("priority attempt retries", int),
+    (
+        "timeout eta created_at started_at finished_at expires_at result_ttl interval lease_until "
+        "progress progress_done progress_total",
+        float,
+    ),
+    ("at_most_once", _flag),
+):
+    _DECODE.update(dict.fromkeys(_names.split(), _reader))
+_RAW = {"payload", "result", "error"}  # bytes as stored (the error's JSON decoder reads bytes)
+_DEFAULTS: dict[str, Any] = {"progress": 0.0, "progress_done": 0.0, "attempt": 0, "retries": 0, "priority": 0}
+_SPEC = [
+    (name.encode(), None if name in _RAW else _DECODE.get(name, bytes.decode), _DEFAULTS.get(name))
+    for name in (column.strip() for column in COLUMNS.split(","))
+]
 
 
 def decode_task(fields: Fields) -> Task:
-    """Build a ``Task`` from its hash."""
-    row = []
-    for name in _COLUMNS:
-        value = fields.get(name)
-        row.append(_DEFAULTS.get(name) if value is None else _READ[name](value))
-    return row_task(row)
+    """Build a ``Task`` from its hash (on every claim, settle and read: kept lean)."""
+    get = fields.get
+    return row_task(
+        [
+            default if (value := get(name)) is None else value if reader is None else reader(value)
+            for name, reader, default in _SPEC
+        ]
+    )
 
 
 def pairs_to_dict(flat: Sequence[Any]) -> dict[bytes, bytes]:
