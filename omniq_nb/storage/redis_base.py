@@ -87,7 +87,7 @@ def split_options(url: str) -> tuple[str, str, int]:
             f"invalid prefix {prefix!r} in {redact_url(url)!r}: use letters, digits, '_', '-' or '.' (1 to 64)"
         )
     cap = given.get("events_max", str(_EVENTS_MAX))
-    if not cap.isdigit() or int(cap) < 1:
+    if not re.fullmatch(r"[0-9]{1,12}", cap) or int(cap) < 1:
         raise StorageError(f"invalid events_max {cap!r} in {redact_url(url)!r}: a positive number of events")
     rest = urlencode([(key, value) for key, value in query if key not in ("prefix", "events_max")])
     base = url.split("?", 1)[0]  # as written: urlunsplit would turn unix:///path into unix:/path
