@@ -76,15 +76,20 @@ local function restatus(id, seq, from, to)
 end
 
 -- put a pending task where a claim finds it: its ready set, or the delayed set until its eta
-local function place(id)
-  local f = redis.call('HMGET', tkey(id), 'queue', 'priority', 'eta', 'seq', 'expires_at')
-  if tonumber(f[3]) > NOWF then
-    redis.call('ZADD', P .. ':delayed', f[3], id)
+-- (from its fields as read: queue, priority, eta, seq, expires_at)
+local function place_as(id, queue, priority, eta, seq, expires_at)
+  if tonumber(eta) > NOWF then
+    redis.call('ZADD', P .. ':delayed', eta, id)
   else
-    redis.call('ZADD', P .. ':q:' .. f[1], -tonumber(f[2]), member(f[3], f[4], id))
+    redis.call('ZADD', P .. ':q:' .. queue, -tonumber(priority), member(eta, seq, id))
     WAKE = true
   end
-  if f[5] then redis.call('ZADD', P .. ':expiry', f[5], id) end
+  if expires_at then redis.call('ZADD', P .. ':expiry', expires_at, id) end
+end
+
+local function place(id)
+  local f = redis.call('HMGET', tkey(id), 'queue', 'priority', 'eta', 'seq', 'expires_at')
+  place_as(id, f[1], f[2], f[3], f[4], f[5])
 end
 
 -- take a pending task out of its ready or delayed set (and the expiry set)
@@ -128,7 +133,9 @@ local function insert_at(at, shared)
   redis.call(unpack(fields))
   redis.call('ZADD', P .. ':all', seq, id)
   redis.call('ZADD', P .. ':s:' .. values.status, seq, id)
-  if values.status == 'pending' then place(id) end
+  if values.status == 'pending' then
+    place_as(id, values.queue, values.priority, values.eta, seq, values.expires_at)
+  end
   if values.series and (values.status == 'pending' or values.status == 'running') then
     redis.call('SADD', P .. ':series:' .. values.series, id)
   end
@@ -230,26 +237,25 @@ while #chosen < limit do
   local m = buffers[best][heads[best]]
   heads[best] = heads[best] + 2
   local id = string.sub(m, 33)
-  local f = redis.call('HMGET', tkey(id), 'expires_at', 'owner')
+  local f = redis.call('HMGET', tkey(id), 'expires_at', 'owner', 'seq', 'attempt', 'progress_total', 'progress_message')
   local fresh = not f[1] or tonumber(f[1]) > NOWF
   local allowed = not unowned or not f[2] or f[2] == owner or not live[f[2]]
-  if fresh and allowed then chosen[#chosen + 1] = {best, m, id} end
+  if fresh and allowed then chosen[#chosen + 1] = {best, m, id, f} end
 end
 
 local claimed = {}
 for n, pick in ipairs(chosen) do
-  local q, m, id = pick[1], pick[2], pick[3]
+  local q, m, id, f = pick[1], pick[2], pick[3], pick[4]
   local key = tkey(id)
   redis.call('ZREM', P .. ':q:' .. queues[q], m)
-  redis.call('ZREM', P .. ':expiry', id)
+  if f[1] then redis.call('ZREM', P .. ':expiry', id) end
   local until_ = stamp(NOWF + lease)
-  redis.call('HSET', key, 'status', 'running', 'lease_token', ARGV[tokens + 2 * n - 2],
+  local attempt = tonumber(f[4]) + 1
+  redis.call('HSET', key, 'status', 'running', 'attempt', attempt, 'lease_token', ARGV[tokens + 2 * n - 2],
     'run_id', ARGV[tokens + 2 * n - 1], 'lease_until', until_, 'started_at', NOW, 'worker', worker,
     'progress', '0', 'progress_done', '0')
-  redis.call('HDEL', key, 'progress_total', 'progress_message')
-  local attempt = redis.call('HINCRBY', key, 'attempt', 1)
-  local seq = redis.call('HGET', key, 'seq')
-  restatus(id, seq, 'pending', 'running')
+  if f[5] or f[6] then redis.call('HDEL', key, 'progress_total', 'progress_message') end
+  restatus(id, f[3], 'pending', 'running')
   redis.call('ZADD', P .. ':running', until_, id)
   event(id, 'started', NOW, 'running', attempt, '0', false, ARGV[tokens + 2 * n - 1])
   claimed[#claimed + 1] = redis.call('HGETALL', key)
@@ -272,26 +278,35 @@ for _ = 1, count do
   local succ = at + 9
   at = succ + 2 + 2 * tonumber(ARGV[succ + 1])
   local key = tkey(id)
-  local f = redis.call('HMGET', key, 'status', 'lease_token', 'lease_until', 'seq')
+  local f = redis.call('HMGET', key, 'status', 'lease_token', 'lease_until', 'seq', 'attempt', 'progress', 'run_id',
+    'queue', 'priority', 'eta', 'expires_at', 'result_ttl', 'series')
   local holds = f[1] == 'running' and f[2] == token
   if holds and rescue and f[3] and tonumber(f[3]) > NOWF then holds = false end
   if holds then
-    if has_result then redis.call('HSET', key, 'result', result) else redis.call('HDEL', key, 'result') end
-    if err ~= '' then redis.call('HSET', key, 'error', err) else redis.call('HDEL', key, 'error') end
-    if eta ~= '' then redis.call('HSET', key, 'eta', eta) end
-    redis.call('HDEL', key, 'lease_token')
+    local set, del = {'HSET', key, 'status', status}, {'HDEL', key, 'lease_token', 'lease_until'}
+    if has_result then set[#set + 1] = 'result'; set[#set + 1] = result else del[#del + 1] = 'result' end
+    if err ~= '' then set[#set + 1] = 'error'; set[#set + 1] = err else del[#del + 1] = 'error' end
+    if eta ~= '' then set[#set + 1] = 'eta'; set[#set + 1] = eta else eta = f[10] end
+    local progress = f[6] or '0'
     if status == 'pending' then
-      redis.call('HSET', key, 'status', 'pending')
-      redis.call('HDEL', key, 'lease_until', 'finished_at')
-      restatus(id, f[4], 'running', 'pending')
-      redis.call('ZREM', P .. ':running', id)
-      place(id)
-      task_event(id, 'retried', message ~= '' and message or false)
+      del[#del + 1] = 'finished_at'
     else
-      if status == 'succeeded' then redis.call('HSET', key, 'progress', '1') end
-      finish(id, f[4], 'running', status)
-      task_event(id, status, message ~= '' and message or false)
+      set[#set + 1] = 'finished_at'; set[#set + 1] = NOW
+      if status == 'succeeded' then progress = '1'; set[#set + 1] = 'progress'; set[#set + 1] = '1' end
     end
+    redis.call(unpack(set))
+    redis.call(unpack(del))
+    restatus(id, f[4], 'running', status)
+    redis.call('ZREM', P .. ':running', id)
+    if status == 'pending' then
+      place_as(id, f[8], f[9], eta, f[4], f[11])
+    else
+      redis.call('ZADD', P .. ':done', NOW, id)
+      if f[12] then redis.call('ZADD', P .. ':ttl', stamp(NOWF + tonumber(f[12])), id) end
+      if f[13] then redis.call('SREM', P .. ':series:' .. f[13], id) end
+    end
+    local kind = status == 'pending' and 'retried' or status
+    event(id, kind, NOW, status, f[5], progress, message ~= '' and message or false, f[7])
     accepted[#accepted + 1] = redis.call('HGETALL', key)
     if ARGV[succ] ~= '' then
       local series = field_at(succ, 'series')
