@@ -21,7 +21,6 @@ the truth, so a lost hint costs latency, never a task.
 from __future__ import annotations
 
 import asyncio
-import builtins
 import contextlib
 import os
 import re
@@ -249,11 +248,6 @@ class RedisConnection(OpensAndCloses):
         return StorageError(f"the Redis store {self.url} failed: {message}")
 
     @staticmethod
-    def _tokens(count: int) -> builtins.list[str]:
-        """Return ``count`` pairs of (lease token, run id): random hex, 32 and 16 digits."""
-        raw = os.urandom(24 * count).hex()
-        out: builtins.list[str] = []
-        for n in range(count):
-            chunk = raw[48 * n : 48 * (n + 1)]
-            out += (chunk[:32], chunk[32:])
-        return out
+    def _tokens(count: int) -> str:
+        """Return ``count`` lease tokens and run ids as one hex text: 32 then 16 random digits each."""
+        return os.urandom(24 * count).hex()

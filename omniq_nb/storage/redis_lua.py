@@ -24,6 +24,7 @@ from __future__ import annotations
 __all__ = [
     "CLAIM",
     "INSERT",
+    "INSERT_MANY",
     "PRELUDE",
     "PROGRESS",
     "RELEASE",
@@ -112,23 +113,19 @@ local function finish(id, seq, from, to)
   if f[2] then redis.call('SREM', P .. ':series:' .. f[2], id) end
 end
 
--- insert one new task from ARGV[at] (its id), ARGV[at + 1] (n) and n field/value pairs after,
--- on top of the flat field/value list ``shared`` (values every task of a batch has);
--- returns the index after it, and whether it was inserted (false: the id exists)
-local function insert_at(at, shared)
-  local id, n = ARGV[at], tonumber(ARGV[at + 1])
+-- insert one new task: ``own`` and ``shared`` are flat field/value lists (``shared``: values
+-- every task of a batch has, ``own`` wins); returns whether it was inserted (false: the id exists)
+local function insert_task(id, own, shared)
   local key = tkey(id)
-  if redis.call('EXISTS', key) == 1 then return at + 2 + 2 * n, false end
+  if redis.call('EXISTS', key) == 1 then return false end
   local seq = redis.call('INCR', P .. ':seq')
   local fields = {'HSET', key, 'seq', seq}
   local values = {}
-  for i = 1, #shared, 2 do
-    fields[#fields + 1] = shared[i]; fields[#fields + 1] = shared[i + 1]
-    values[shared[i]] = shared[i + 1]
-  end
-  for i = at + 2, at + 1 + 2 * n, 2 do
-    fields[#fields + 1] = ARGV[i]; fields[#fields + 1] = ARGV[i + 1]
-    values[ARGV[i]] = ARGV[i + 1]
+  for _, list in ipairs({shared, own}) do
+    for i = 1, #list, 2 do
+      fields[#fields + 1] = list[i]; fields[#fields + 1] = list[i + 1]
+      values[list[i]] = list[i + 1]
+    end
   end
   redis.call(unpack(fields))
   redis.call('ZADD', P .. ':all', seq, id)
@@ -140,13 +137,15 @@ local function insert_at(at, shared)
     redis.call('SADD', P .. ':series:' .. values.series, id)
   end
   event(id, 'enqueued', values.created_at, values.status, values.attempt)
-  return at + 2 + 2 * n, true
+  return true
 end
 
--- the value of field ``name`` of the task written at ARGV[at] as insert_at reads it (false: none)
-local function field_at(at, name)
-  for i = at + 2, at + 1 + 2 * tonumber(ARGV[at + 1]), 2 do
-    if ARGV[i] == name then return ARGV[i + 1] end
+-- refuse a batch whose ids exist or repeat, before anything is written
+local function refuse_duplicates(ids)
+  local seen = {}
+  for _, id in ipairs(ids) do
+    if seen[id] or redis.call('EXISTS', tkey(id)) == 1 then return redis.error_reply('DUPLICATE ' .. id) end
+    seen[id] = true
   end
   return false
 end
@@ -159,39 +158,58 @@ end
 INSERT = (
     PRELUDE
     + r"""
--- ARGV[4]: count; ARGV[5]: m, then m field/value pairs every task shares; then each task as
--- insert_at reads it. All or none: ids are checked first.
-local count, m = tonumber(ARGV[4]), tonumber(ARGV[5])
+-- ARGV[4]: count; then per task: id, n, n field/value pairs. All or none.
+local tasks, at = {}, 5
+for _ = 1, tonumber(ARGV[4]) do
+  local n = tonumber(ARGV[at + 1])
+  local own = {}
+  for i = at + 2, at + 1 + 2 * n do own[#own + 1] = ARGV[i] end
+  tasks[#tasks + 1] = {ARGV[at], own}
+  at = at + 2 + 2 * n
+end
+local ids = {}
+for i, t in ipairs(tasks) do ids[i] = t[1] end
+local refused = refuse_duplicates(ids)
+if refused then return refused end
+for _, t in ipairs(tasks) do insert_task(t[1], t[2], {}) end
+wake()
+return #tasks
+"""
+)
+
+INSERT_MANY = (
+    PRELUDE
+    + r"""
+-- ARGV[4]: periodic ('1': each task is its own series); ARGV[5]: m, then m field/value pairs
+-- every task shares; then id, payload per task. All or none.
+local periodic, m = ARGV[4] == '1', tonumber(ARGV[5])
 local shared = {}
 for i = 6, 5 + 2 * m do shared[#shared + 1] = ARGV[i] end
-local first = 6 + 2 * m
-local at = first
-local seen = {}
-for _ = 1, count do
-  if seen[ARGV[at]] or redis.call('EXISTS', tkey(ARGV[at])) == 1 then
-    return redis.error_reply('DUPLICATE ' .. ARGV[at])
-  end
-  seen[ARGV[at]] = true
-  at = at + 2 + 2 * tonumber(ARGV[at + 1])
-end
-at = first
-for _ = 1, count do
-  at = insert_at(at, shared)
+local ids = {}
+for i = 6 + 2 * m, #ARGV, 2 do ids[#ids + 1] = ARGV[i] end
+local refused = refuse_duplicates(ids)
+if refused then return refused end
+for i = 6 + 2 * m, #ARGV, 2 do
+  local id = ARGV[i]
+  local own = {'id', id, 'payload', ARGV[i + 1]}
+  if periodic then own[5] = 'series'; own[6] = id end
+  insert_task(id, own, shared)
 end
 wake()
-return count
+return #ids
 """
 )
 
 CLAIM = (
     PRELUDE
     + r"""
--- ARGV: lease, worker, unowned_only, owner, limit, queue count, queues..., then 2 * limit tokens
+-- ARGV: lease, worker, unowned_only, owner, limit, queue count, queues..., then the lease tokens and
+-- run ids as one hex text: 48 digits per task (32 of token, 16 of run id)
 local lease, worker, unowned, owner = tonumber(ARGV[4]), ARGV[5], ARGV[6] == '1', ARGV[7]
 local limit, nq = tonumber(ARGV[8]), tonumber(ARGV[9])
 local queues = {}
 for i = 1, nq do queues[i] = ARGV[9 + i] end
-local tokens = 10 + nq
+local tokens = ARGV[10 + nq]
 
 -- delayed tasks whose eta has passed join their ready sets
 for _, id in ipairs(redis.call('ZRANGEBYSCORE', P .. ':delayed', '-inf', NOW, 'LIMIT', 0, 5000)) do
@@ -251,13 +269,14 @@ for n, pick in ipairs(chosen) do
   if f[1] then redis.call('ZREM', P .. ':expiry', id) end
   local until_ = stamp(NOWF + lease)
   local attempt = tonumber(f[4]) + 1
-  redis.call('HSET', key, 'status', 'running', 'attempt', attempt, 'lease_token', ARGV[tokens + 2 * n - 2],
-    'run_id', ARGV[tokens + 2 * n - 1], 'lease_until', until_, 'started_at', NOW, 'worker', worker,
+  local token, run_id = string.sub(tokens, 48 * n - 47, 48 * n - 16), string.sub(tokens, 48 * n - 15, 48 * n)
+  redis.call('HSET', key, 'status', 'running', 'attempt', attempt, 'lease_token', token,
+    'run_id', run_id, 'lease_until', until_, 'started_at', NOW, 'worker', worker,
     'progress', '0', 'progress_done', '0')
   if f[5] or f[6] then redis.call('HDEL', key, 'progress_total', 'progress_message') end
   restatus(id, f[3], 'pending', 'running')
   redis.call('ZADD', P .. ':running', until_, id)
-  event(id, 'started', NOW, 'running', attempt, '0', false, ARGV[tokens + 2 * n - 1])
+  event(id, 'started', NOW, 'running', attempt, '0', false, run_id)
   claimed[#claimed + 1] = redis.call('HGETALL', key)
 end
 return claimed
@@ -267,16 +286,19 @@ return claimed
 SETTLE = (
     PRELUDE
     + r"""
--- ARGV[4]: count; then per outcome: id, token, status, has_result, result, error, message,
--- eta, rescue, then a successor as insert_at reads it (id '' and 0 fields: none)
-local count, at = tonumber(ARGV[4]), 5
+-- ARGV[4..]: per outcome, its msgpack-packed facts (id, token, status, has_result, error, message,
+-- eta, rescue, successor id, n; false: none), its result (raw bytes), then n field/value pairs
+-- of its successor (cmsgpack reads no binary values: the bytes travel as arguments of their own)
 local accepted = {}
-for _ = 1, count do
-  local id, token, status = ARGV[at], ARGV[at + 1], ARGV[at + 2]
-  local has_result, result, err, message = ARGV[at + 3] == '1', ARGV[at + 4], ARGV[at + 5], ARGV[at + 6]
-  local eta, rescue = ARGV[at + 7], ARGV[at + 8] == '1'
-  local succ = at + 9
-  at = succ + 2 + 2 * tonumber(ARGV[succ + 1])
+local at = 4
+while at <= #ARGV do
+  local o = cmsgpack.unpack(ARGV[at])
+  local id, token, status, has_result, err, message = o[1], o[2], o[3], o[4], o[5], o[6]
+  local eta, rescue, successor, n = o[7], o[8], o[9], o[10]
+  local result = has_result and ARGV[at + 1]
+  local fields = {}
+  for j = at + 2, at + 1 + 2 * n do fields[#fields + 1] = ARGV[j] end
+  at = at + 2 + 2 * n
   local key = tkey(id)
   local f = redis.call('HMGET', key, 'status', 'lease_token', 'lease_until', 'seq', 'attempt', 'progress', 'run_id',
     'queue', 'priority', 'eta', 'expires_at', 'result_ttl', 'series')
@@ -284,9 +306,9 @@ for _ = 1, count do
   if holds and rescue and f[3] and tonumber(f[3]) > NOWF then holds = false end
   if holds then
     local set, del = {'HSET', key, 'status', status}, {'HDEL', key, 'lease_token', 'lease_until'}
-    if has_result then set[#set + 1] = 'result'; set[#set + 1] = result else del[#del + 1] = 'result' end
-    if err ~= '' then set[#set + 1] = 'error'; set[#set + 1] = err else del[#del + 1] = 'error' end
-    if eta ~= '' then set[#set + 1] = 'eta'; set[#set + 1] = eta else eta = f[10] end
+    if result then set[#set + 1] = 'result'; set[#set + 1] = result else del[#del + 1] = 'result' end
+    if err then set[#set + 1] = 'error'; set[#set + 1] = err else del[#del + 1] = 'error' end
+    if eta then set[#set + 1] = 'eta'; set[#set + 1] = eta else eta = f[10] end
     local progress = f[6] or '0'
     if status == 'pending' then
       del[#del + 1] = 'finished_at'
@@ -306,11 +328,14 @@ for _ = 1, count do
       if f[13] then redis.call('SREM', P .. ':series:' .. f[13], id) end
     end
     local kind = status == 'pending' and 'retried' or status
-    event(id, kind, NOW, status, f[5], progress, message ~= '' and message or false, f[7])
+    event(id, kind, NOW, status, f[5], progress, message, f[7])
     accepted[#accepted + 1] = redis.call('HGETALL', key)
-    if ARGV[succ] ~= '' then
-      local series = field_at(succ, 'series')
-      if not series or redis.call('SCARD', P .. ':series:' .. series) == 0 then insert_at(succ, {}) end
+    if successor then
+      local series = false
+      for j = 1, #fields, 2 do
+        if fields[j] == 'series' then series = fields[j + 1] end
+      end
+      if not series or redis.call('SCARD', P .. ':series:' .. series) == 0 then insert_task(successor, fields, {}) end
     end
   end
 end

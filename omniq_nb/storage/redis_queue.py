@@ -15,6 +15,8 @@ import builtins
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+import msgspec
+
 from omniq_nb.models import Task, TaskResult
 from omniq_nb.storage import lifecycle
 from omniq_nb.storage.redis_codec import decode_task, pairs_to_dict, task_fields, text
@@ -22,6 +24,9 @@ from omniq_nb.storage.redis_results import RedisResults
 from omniq_nb.storage.rows import encode_error
 
 __all__ = ["RedisQueue"]
+
+
+_msgpack = msgspec.msgpack.Encoder()
 
 
 def _task_args(task: Task) -> builtins.list[Any]:
@@ -47,7 +52,7 @@ class RedisQueue(RedisResults):
         batch = builtins.list(tasks)
         if not batch:
             return
-        args: builtins.list[Any] = [len(batch), 0]
+        args: builtins.list[Any] = [len(batch)]
         for task in batch:
             args += _task_args(task)
         await self._script("INSERT", *args)
@@ -64,14 +69,10 @@ class RedisQueue(RedisResults):
         own = {"id", "payload", "series"} if periodic else {"id", "payload"}
         flat = task_fields(template)
         shared = [item for n in range(0, len(flat), 2) if flat[n] not in own for item in flat[n : n + 2]]
-        args: builtins.list[Any] = [len(batch), len(shared) // 2, *shared]
-        for task_id, payload in batch:
-            args += (
-                (task_id, 3, "id", task_id, "payload", payload, "series", task_id)
-                if periodic
-                else (task_id, 2, "id", task_id, "payload", payload)
-            )
-        await self._script("INSERT", *args)
+        args: builtins.list[Any] = ["1" if periodic else "0", len(shared) // 2, *shared]
+        for entry in batch:
+            args += entry
+        await self._script("INSERT_MANY", *args)
 
     async def claim(
         self,
@@ -95,7 +96,7 @@ class RedisQueue(RedisResults):
             limit,
             len(queues),
             *queues,
-            *self._tokens(limit),
+            self._tokens(limit),
         )
         return _tasks(replies)
 
@@ -134,21 +135,24 @@ class RedisQueue(RedisResults):
         lifecycle.check_outcomes(results)
         if not results:
             return []
-        args: builtins.list[Any] = [len(results)]
+        pack = _msgpack.encode
+        args: builtins.list[Any] = []
         for r in results:
-            args += (
+            following = successors.get(r.task_id)
+            fields = [] if following is None else task_fields(following)
+            facts = (
                 r.task_id,
                 r.lease_token,
                 r.status.value,
-                "0" if r.result is None else "1",
-                r.result or b"",
-                encode_error(r.error) or "",
-                r.error.message if r.error is not None else "",
-                "" if r.eta is None else text(r.eta.timestamp()),
-                "1" if r.rescue else "0",
+                r.result is not None,
+                encode_error(r.error) or False,
+                False if r.error is None else r.error.message,
+                False if r.eta is None else text(r.eta.timestamp()),
+                r.rescue,
+                False if following is None else following.id,
+                len(fields) // 2,
             )
-            following = successors.get(r.task_id)
-            args += _task_args(following) if following is not None else ("", 0)
+            args += (pack(facts), r.result or b"", *fields)
         return _tasks(await self._script("SETTLE", *args))
 
     async def release(self, *, leases: Mapping[str, str]) -> builtins.list[Task]:
