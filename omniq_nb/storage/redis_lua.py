@@ -1,11 +1,13 @@
-"""Lua of the Redis store's task transitions: one script per transition, each atomic on the server.
+"""Lua of the Redis store's hot path (insert, claim, settle) and the helpers every script shares.
+
+One script per transition, each atomic on the server.
 
 Every script starts with ``PRELUDE``: its first three arguments are the key prefix, the
 events flag (``1``: record events) and the event stream's approximate cap; ``ARGV`` past
 those are the script's own. Times come from ``TIME`` on the server, written as decimal text
 with microseconds (``"1764700000.123456"``), never through Lua's ``tostring`` (14 digits).
 
-Keys, under the prefix ``P`` (see ``redis_base`` for the full layout):
+Keys, all under the prefix ``P``:
 
 - ``P:t:ID`` a task's hash (the ``rows.COLUMNS`` names, plus ``seq``: enqueue order);
 - ``P:q:QUEUE`` the queue's ready set: score ``-priority``, member ``eta (20 digits of
@@ -16,7 +18,9 @@ Keys, under the prefix ``P`` (see ``redis_base`` for the full layout):
   ``P:done`` (finished, score finished_at), ``P:ttl`` (finished with a result_ttl, score purge time);
 - ``P:all`` and ``P:s:STATUS`` (score seq): listings newest first and counts per status;
 - ``P:series:SERIES`` the unfinished runs of a periodic series;
-- ``P:ev`` the event stream (entry id ``SEQ-0``), ``P:evseq`` its counter, ``P:te:ID`` a task's event seqs.
+- ``P:ev`` the event stream (entry id ``SEQ-0``), ``P:evseq`` its counter, ``P:te:ID`` a task's event seqs;
+- ``P:seq`` the enqueue counter, ``P:meta`` the layout version, ``P:w:ID`` and ``P:workers``
+  the worker registry, ``P:lead`` the maintenance turn, and the pub/sub channel ``P:wake``.
 """
 
 from __future__ import annotations
@@ -26,9 +30,6 @@ __all__ = [
     "INSERT",
     "INSERT_MANY",
     "PRELUDE",
-    "PROGRESS",
-    "RELEASE",
-    "RENEW",
     "SETTLE",
 ]
 
@@ -341,73 +342,5 @@ while at <= #ARGV do
 end
 wake()
 return accepted
-"""
-)
-
-RELEASE = (
-    PRELUDE
-    + r"""
--- ARGV[4..]: id, token pairs
-local released = {}
-for i = 4, #ARGV, 2 do
-  local id, key = ARGV[i], tkey(ARGV[i])
-  local f = redis.call('HMGET', key, 'status', 'lease_token', 'seq')
-  if f[1] == 'running' and f[2] == ARGV[i + 1] then
-    redis.call('HSET', key, 'status', 'pending')
-    redis.call('HINCRBY', key, 'attempt', -1)
-    redis.call('HDEL', key, 'lease_token', 'lease_until', 'worker')
-    restatus(id, f[3], 'running', 'pending')
-    redis.call('ZREM', P .. ':running', id)
-    place(id)
-    task_event(id, 'released', false)
-    released[#released + 1] = redis.call('HGETALL', key)
-  end
-end
-wake()
-return released
-"""
-)
-
-RENEW = (
-    PRELUDE
-    + r"""
--- ARGV[4]: lease seconds; ARGV[5..]: id, token pairs
-local until_ = stamp(NOWF + tonumber(ARGV[4]))
-local held = {}
-for i = 5, #ARGV, 2 do
-  local key = tkey(ARGV[i])
-  local f = redis.call('HMGET', key, 'status', 'lease_token')
-  if f[1] == 'running' and f[2] == ARGV[i + 1] then
-    redis.call('HSET', key, 'lease_until', until_)
-    redis.call('ZADD', P .. ':running', until_, ARGV[i])
-    held[#held + 1] = ARGV[i]
-  end
-end
-return held
-"""
-)
-
-PROGRESS = (
-    PRELUDE
-    + r"""
--- ARGV: id, token, done, total ('' none), message flag, message, fraction
-local id, key = ARGV[4], tkey(ARGV[4])
-local f = redis.call('HMGET', key, 'status', 'lease_token')
-if f[1] ~= 'running' or f[2] ~= ARGV[5] then return 0 end
-redis.call('HSET', key, 'progress_done', ARGV[6], 'progress', ARGV[10])
-if ARGV[7] ~= '' then
-  redis.call('HSET', key, 'progress_total', ARGV[7])
-else
-  redis.call('HDEL', key, 'progress_total')
-end
-local message = false
-if ARGV[8] == '1' then
-  message = ARGV[9]
-  redis.call('HSET', key, 'progress_message', message)
-else
-  redis.call('HDEL', key, 'progress_message')
-end
-task_event(id, 'progress', message)
-return 1
 """
 )

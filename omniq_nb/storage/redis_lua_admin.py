@@ -1,4 +1,4 @@
-"""Lua of the Redis store's other scripts: cancel, requeue, expiry, reads, purge, registry, election.
+"""Lua of the Redis store's other scripts: lease upkeep, hand-back, cancel, requeue, expiry, reads, purge, registry.
 
 Each builds on ``redis_lua.PRELUDE`` (the prefix, events flag and cap in ``ARGV[1..3]``,
 the server's clock, the key helpers); see ``redis_lua`` for the key layout.
@@ -16,12 +16,83 @@ __all__ = [
     "GET_MANY",
     "HEARTBEAT",
     "LEAD",
+    "PROGRESS",
     "PURGE",
+    "RELEASE",
+    "RENEW",
     "REQUEST_STOP",
     "REQUEUE",
     "UNREGISTER",
     "WORKERS",
 ]
+
+RELEASE = (
+    PRELUDE
+    + r"""
+-- ARGV[4..]: id, token pairs
+local released = {}
+for i = 4, #ARGV, 2 do
+  local id, key = ARGV[i], tkey(ARGV[i])
+  local f = redis.call('HMGET', key, 'status', 'lease_token', 'seq')
+  if f[1] == 'running' and f[2] == ARGV[i + 1] then
+    redis.call('HSET', key, 'status', 'pending')
+    redis.call('HINCRBY', key, 'attempt', -1)
+    redis.call('HDEL', key, 'lease_token', 'lease_until', 'worker')
+    restatus(id, f[3], 'running', 'pending')
+    redis.call('ZREM', P .. ':running', id)
+    place(id)
+    task_event(id, 'released', false)
+    released[#released + 1] = redis.call('HGETALL', key)
+  end
+end
+wake()
+return released
+"""
+)
+
+RENEW = (
+    PRELUDE
+    + r"""
+-- ARGV[4]: lease seconds; ARGV[5..]: id, token pairs
+local until_ = stamp(NOWF + tonumber(ARGV[4]))
+local held = {}
+for i = 5, #ARGV, 2 do
+  local key = tkey(ARGV[i])
+  local f = redis.call('HMGET', key, 'status', 'lease_token')
+  if f[1] == 'running' and f[2] == ARGV[i + 1] then
+    redis.call('HSET', key, 'lease_until', until_)
+    redis.call('ZADD', P .. ':running', until_, ARGV[i])
+    held[#held + 1] = ARGV[i]
+  end
+end
+return held
+"""
+)
+
+PROGRESS = (
+    PRELUDE
+    + r"""
+-- ARGV: id, token, done, total ('' none), message flag, message, fraction
+local id, key = ARGV[4], tkey(ARGV[4])
+local f = redis.call('HMGET', key, 'status', 'lease_token')
+if f[1] ~= 'running' or f[2] ~= ARGV[5] then return 0 end
+redis.call('HSET', key, 'progress_done', ARGV[6], 'progress', ARGV[10])
+if ARGV[7] ~= '' then
+  redis.call('HSET', key, 'progress_total', ARGV[7])
+else
+  redis.call('HDEL', key, 'progress_total')
+end
+local message = false
+if ARGV[8] == '1' then
+  message = ARGV[9]
+  redis.call('HSET', key, 'progress_message', message)
+else
+  redis.call('HDEL', key, 'progress_message')
+end
+task_event(id, 'progress', message)
+return 1
+"""
+)
 
 CANCEL = (
     PRELUDE
