@@ -22,8 +22,8 @@ through ``RedisConnection``, as ``PostgresStorage`` is:
 - ``redis_queue.RedisQueue``: ``QueueStore`` (builds on the reads);
 - ``redis_maintenance.RedisRegistry`` and ``RedisMaintenance``: ``WorkerRegistry`` and ``MaintenanceStore``.
 
-The scripts are ``redis_lua`` (the transitions of a run) and ``redis_lua_admin`` (the rest);
-the hash codec ``redis_codec``.
+The scripts are ``redis_lua`` (insert, claim, settle: the hot path, and the key layout) and
+``redis_lua_admin`` (the rest); the hash codec is ``redis_codec``.
 """
 
 from __future__ import annotations

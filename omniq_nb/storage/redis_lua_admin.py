@@ -1,4 +1,4 @@
-"""Lua of the Redis store's other scripts: lease upkeep, hand-back, cancel, requeue, expiry, reads, purge, registry.
+"""Lua of the Redis store's other scripts: leases, hand-back, cancel, requeue, expiry, reads, purge, registry.
 
 Each builds on ``redis_lua.PRELUDE`` (the prefix, events flag and cap in ``ARGV[1..3]``,
 the server's clock, the key helpers); see ``redis_lua`` for the key layout.
