@@ -12,7 +12,13 @@ Event ``seq``: a counter per prefix (``INCR PREFIX:evseq``) drawn inside the scr
 records the event, which also writes the stream entry with the id ``SEQ-0``. Scripts run
 one at a time on the server, so seqs appear in the stream in the order they were drawn and a
 cursor (``events(since=n)``) can never skip one; the counter is never reset (not even by
-``purge(everything=True)``), so a seq is never handed out twice.
+``purge(everything=True)``), so a seq is never handed out twice while the server keeps its
+data. A restart that lost data (no persistence) or a failover to a replica that had not
+received the last writes resets the counter with everything else; a follower whose cursor is
+past the new seqs then sees nothing until they pass it (the event hub's re-reads of awaited
+tasks still find their outcomes). Stream ids derived from the clock would survive that, at
+the price of seqs that are not small integers; the counter keeps ``seq`` what every other store
+makes it.
 
 ``RedisStorage`` is assembled from mixins, one per protocol role, sharing one client
 through ``RedisConnection``, as ``PostgresStorage`` is:
