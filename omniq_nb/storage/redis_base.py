@@ -93,6 +93,34 @@ def split_options(url: str) -> tuple[str, str, int]:
     return base + (f"?{rest}" if rest else ""), prefix, int(cap)
 
 
+class _NoZeroTimeoutRead:
+    """A connection whose readiness check before reuse does not read with a zero timeout.
+
+    redis-py (before 8) checks a pooled connection by reading under ``asyncio.timeout(0)``;
+    that read can leak a ``CancelledError`` into the caller (seen under a tracer, e.g.
+    coverage, in fresh processes: redis-py PR 4063 removes the read). Here a connection whose
+    server closed it (restart, ``CLIENT KILL``) is still noticed and replaced, from the
+    stream's end-of-file mark; any other failure shows at the command, which is sent again.
+    """
+
+    _reader: asyncio.StreamReader | None
+
+    async def can_read_destructive(self) -> bool:
+        """Return True when the server closed the connection (the pool then reconnects it)."""
+        return self._reader is not None and self._reader.at_eof()
+
+
+_CHECKED: dict[type, type] = {}
+
+
+def _checked_without_reading(connection_class: type) -> type:
+    """Return ``connection_class`` with ``_NoZeroTimeoutRead``'s readiness check (one subclass per class)."""
+    if connection_class not in _CHECKED:
+        name = f"Omniq{connection_class.__name__}"
+        _CHECKED[connection_class] = type(name, (_NoZeroTimeoutRead, connection_class), {})
+    return _CHECKED[connection_class]
+
+
 class RedisConnection(OpensAndCloses):
     """A client of one Redis server, the store's scripts, and the subscriber for wake-ups.
 
@@ -198,7 +226,7 @@ class RedisConnection(OpensAndCloses):
 
     def _connect(self) -> aioredis.Redis:
         try:
-            return aioredis.Redis.from_url(
+            client = aioredis.Redis.from_url(
                 self._address,
                 client_name=self.client_name,
                 socket_connect_timeout=_CONNECT_SECONDS,
@@ -208,6 +236,9 @@ class RedisConnection(OpensAndCloses):
             )
         except ValueError as exc:
             raise StorageError(f"malformed Redis store URL {self.url!r}: {exc}") from None
+        pool = client.connection_pool
+        pool.connection_class = _checked_without_reading(pool.connection_class)
+        return client
 
     @property
     def _redis(self) -> aioredis.Redis:
