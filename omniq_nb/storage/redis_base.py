@@ -52,6 +52,7 @@ STORE_VERSION = 1
 _UTC = timezone.utc
 _PREFIX = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
 _CONNECT_SECONDS = 10.0
+_REPLY_SECONDS = 120.0  # no reply ever waited for longer (a lost reply fails the call instead of hanging it)
 _EVENTS_MAX = 100_000
 _RESUBSCRIBE_PAUSE = 0.05
 _RETRIES = 3  # a command on a connection the server dropped (restart, CLIENT KILL) reconnects and is sent again
@@ -230,6 +231,7 @@ class RedisConnection(OpensAndCloses):
                 self._address,
                 client_name=self.client_name,
                 socket_connect_timeout=_CONNECT_SECONDS,
+                socket_timeout=_REPLY_SECONDS,
                 health_check_interval=30,
                 retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), _RETRIES),
                 retry_on_error=[RedisConnectionError],
