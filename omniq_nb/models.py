@@ -313,3 +313,6 @@ class StoreHealth(msgspec.Struct, frozen=True, kw_only=True):
     """The ids of the first stale tasks (at most 10, longest expired first)."""
     stale_after: float
     """Seconds after which a lease that ran out counts as a problem."""
+    warnings: tuple[str, ...] = ()
+    """Facts worth knowing that are not problems (``ok`` stays True): a Redis server that keeps
+    nothing on disk, say."""

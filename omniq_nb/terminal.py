@@ -132,7 +132,7 @@ def format_task(task: Task, value: Any = None) -> str:
 
 
 def format_health(health: StoreHealth) -> str:
-    """Return a store's health report as text: one line per fact, then ``ok`` or one line per problem.
+    """Return a store's health report as text: one line per fact and per warning, then ``ok`` or one line per problem.
 
     Args:
         health: what ``check()`` found.
@@ -145,8 +145,9 @@ def format_health(health: StoreHealth) -> str:
         "tasks": ", ".join(f"{status.value} {n}" for status, n in health.counts.items()) or "unknown",
         "leases": f"{health.expired_leases} expired, {health.stale_leases} of them over {health.stale_after:g} s ago",
     }
+    warnings = _aligned(("warning", warning) for warning in health.warnings)
     problems = _aligned(("problem", problem) for problem in health.problems)
-    return "\n".join(_aligned(fields.items()) + (problems or ["ok"]))
+    return "\n".join(_aligned(fields.items()) + warnings + (problems or ["ok"]))
 
 
 def _aligned(fields: Iterable[tuple[str, Any]]) -> list[str]:

@@ -22,7 +22,7 @@ from omniq_nb.urls import redact_url
 
 __all__ = ["NotSupported", "Storage", "StorageError", "open_outcome_store", "open_storage", "open_stores", "redact_url"]
 
-_LATER = {"redis", "rediss", "nats"}
+_LATER = {"nats"}
 _OWN_SCHEMES = {"sqlite", "memory", "postgresql", "postgres", "redis", "rediss", "unix", "nats"}
 _OUTCOMES_ONLY = ("file", "s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "adl", "hdfs", "webhdfs", "sftp")
 
@@ -32,7 +32,8 @@ def open_storage(url: str, *, settings: Settings | None = None) -> Storage:
 
     Args:
         url: ``sqlite:///relative.db``, ``sqlite:////absolute.db``, ``memory://``,
-            ``postgresql://user@host/db?schema=NAME``, ...
+            ``postgresql://user@host/db?schema=NAME``, ``redis://host:6379/0?prefix=NAME``
+            (also ``rediss://``, ``unix:///path.sock``), ...
         settings: settings that tune the store (events, SQLite synchronous mode).
 
     Returns:
@@ -41,7 +42,7 @@ def open_storage(url: str, *, settings: Settings | None = None) -> Storage:
     Raises:
         StorageError: the URL is malformed (a NUL byte, say) or names an unknown scheme.
         NotSupported: the scheme's backend is not available in this version, or its
-            driver is not installed (``pip install 'omniq-nb[postgres]'``).
+            driver is not installed (``pip install 'omniq-nb[postgres]'``, ``[redis]``).
 
     Example:
         >>> import asyncio
@@ -69,6 +70,8 @@ def open_storage(url: str, *, settings: Settings | None = None) -> Storage:
         return MemoryStorage(url, events=settings.events)
     if scheme in ("postgresql", "postgres"):
         return _postgres(url, settings)
+    if scheme in ("redis", "rediss", "unix"):
+        return _redis(url, settings)
     if scheme in _LATER:
         raise NotSupported(
             f"the {scheme} store is not available yet in this version of omniq_nb; "
@@ -81,7 +84,8 @@ def open_storage(url: str, *, settings: Settings | None = None) -> Storage:
         )
     raise StorageError(
         f"unknown store URL {redact_url(str(url))!r}; expected sqlite:///relative.db, "
-        "sqlite:////absolute/path.db, memory://, postgresql://..., redis://... or nats://..."
+        "sqlite:////absolute/path.db, memory://, postgresql://..., redis://..., rediss://..., unix://... "
+        "or nats://..."
     )
 
 
@@ -177,3 +181,14 @@ def _scheme(url: str) -> str:
         return urlsplit(url).scheme.lower()
     except ValueError as exc:
         raise StorageError(f"malformed store URL {redact_url(url)!r}: {exc}") from None
+
+
+def _redis(url: str, settings: Settings) -> Storage:
+    """Return the Redis store, or say how to install its driver."""
+    try:
+        from omniq_nb.storage.redis import RedisStorage
+    except ImportError as exc:
+        raise NotSupported(
+            f"the Redis store needs redis-py ({exc.name} is not installed): pip install 'omniq-nb[redis]'"
+        ) from None
+    return RedisStorage(url, events=settings.events)

@@ -31,6 +31,7 @@ def health_report(
     schema_version: int | None = None,
     wal_bytes: int | None = None,
     problems: Iterable[str] = (),
+    warnings: Iterable[str] = (),
 ) -> StoreHealth:
     """Return a ``StoreHealth`` from what a backend measured, judging its problems the same way for all.
 
@@ -46,6 +47,8 @@ def health_report(
         schema_version: the stored schema version, where the store has one.
         wal_bytes: the size of the write-ahead log, where there is one.
         problems: problems only the backend can see (an unreadable table, a newer schema).
+        warnings: facts only the backend can see that are not problems (a server that keeps
+            nothing on disk).
 
     """
     stale = len(stale_ids) if stale_leases is None else stale_leases
@@ -69,4 +72,5 @@ def health_report(
         stale_leases=stale,
         stale_ids=tuple(stale_ids[:STALE_IDS_SHOWN]),
         stale_after=stale_after,
+        warnings=tuple(warnings),
     )

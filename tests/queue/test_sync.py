@@ -18,6 +18,7 @@ from omniq_nb import AsyncOmniQ, OmniQ, TaskFailed, TaskHandle, TaskResult, Task
 
 Wait = Callable[..., Any]
 
+
 def triple(x: int) -> int:
     return 3 * x
 

@@ -18,6 +18,7 @@ import anyio
 import pytest
 from pgbouncer import pgbouncer
 from postgres_server import POSTGRES_URL, postgres_schema
+from redis_server import REDIS_URL, redis_prefix
 from store_spec import SPLIT_SPEC, open_spec
 
 from omniq_nb.core import new_task_id
@@ -37,6 +38,7 @@ BACKENDS = [
         marks=pytest.mark.postgres,
     ),
     pytest.param(SPLIT_SPEC, id="split"),
+    pytest.param(REDIS_URL + "?prefix={prefix}", id="redis", marks=pytest.mark.redis),
 ]
 
 _POLL_SECONDS = 0.02
@@ -53,6 +55,10 @@ def pgbouncer_url() -> Iterator[str]:
 def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """The URL of this run's backend (not redacted, so a second store can open it), or a split spec."""
     url = str(request.param)
+    if "{prefix}" in url:
+        with redis_prefix() as prefix:
+            yield url.format(prefix=prefix)
+        return
     if "{schema}" not in url:
         yield url.format(tmp=tmp_path)
         return

@@ -10,6 +10,7 @@ from pathlib import Path
 import anyio.to_thread
 import pytest
 from postgres_server import POSTGRES_URL, postgres_schema
+from redis_server import REDIS_URL, redis_prefix
 from store_spec import SPLIT_SPEC, open_spec
 
 from omniq_nb.models import Task, TaskStatus
@@ -57,14 +58,25 @@ def run_processes(url: str, tmp_path: Path) -> list[list[str]]:
     return claimed
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres), "split"])
+@pytest.fixture(
+    params=[
+        "sqlite",
+        pytest.param("postgres", marks=pytest.mark.postgres),
+        pytest.param("redis", marks=pytest.mark.redis),
+        "split",
+    ]
+)
 def shared_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A store that several processes share: a SQLite file, a fresh PostgreSQL schema, or a split spec."""
+    """A store that several processes share: a SQLite file, a fresh PostgreSQL schema or Redis prefix, a split spec."""
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'shared' / 'omniq.db'}"
         return
     if request.param == "split":
         yield SPLIT_SPEC.format(tmp=tmp_path)
+        return
+    if request.param == "redis":
+        with redis_prefix() as prefix:
+            yield f"{REDIS_URL}?prefix={prefix}"
         return
     with postgres_schema() as schema:
         yield f"{POSTGRES_URL}?schema={schema}"
