@@ -9,13 +9,14 @@ from __future__ import annotations
 import inspect
 import os
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any
 
 import anyio
 import polling
 import pytest
+from processes import Processes
 
 
 def pytest_ignore_collect(collection_path: Path) -> bool | None:
@@ -68,3 +69,13 @@ def wait_until() -> Callable[..., Any]:
 def wait_until_sync() -> Callable[..., Any]:
     """Return the bounded blocking poll: ``wait_until_sync(lambda: cond, timeout=5)`` (``polling.wait_until_sync``)."""
     return polling.wait_until_sync
+
+
+@pytest.fixture
+def workers(tmp_path: Path) -> Iterator[Processes]:
+    """Start ``omniq-nb worker`` and other children in ``tmp_path``; every one still alive is killed after the test."""
+    group = Processes(tmp_path, polling.wait_until_sync)
+    try:
+        yield group
+    finally:
+        group.close()

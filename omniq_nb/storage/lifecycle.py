@@ -20,19 +20,22 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 
-from omniq_nb.models import EventKind, Task, TaskResult, TaskStatus, WorkerInfo, check_transition, sources
+from omniq_nb.models import EventKind, Task, TaskEvent, TaskResult, TaskStatus, WorkerInfo, check_transition, sources
 
 __all__ = [
     "FINISHED",
+    "KEPT_RESULT_MARGIN",
     "REQUEUEABLE",
     "UNFINISHED",
     "check_outcomes",
     "claimable",
     "due_to_expire",
     "entered",
+    "event_of",
     "holds_lease",
+    "kept_until",
     "lease_lapsed",
     "outcome_applies",
     "progress_fraction",
@@ -67,6 +70,23 @@ after it finished, on the queue's clock; the margin keeps the result until the r
 def kept_until(now: float, result_ttl: float | None) -> float | None:
     """Return when a result kept apart at ``now`` (seconds since the epoch) may go, or ``None``: never."""
     return None if result_ttl is None else now + result_ttl + KEPT_RESULT_MARGIN
+
+
+def event_of(
+    task: Task, kind: EventKind, *, at: datetime | None = None, message: str | None = None, seq: int = 0
+) -> TaskEvent:
+    """Return the event ``kind`` of ``task`` as it is now (``at``: now when not given)."""
+    return TaskEvent(
+        seq=seq,
+        task_id=task.id,
+        kind=kind,
+        at=at or datetime.now(timezone.utc),
+        status=task.status,
+        attempt=task.attempt,
+        progress=task.progress,
+        message=message,
+        run_id=task.run_id,
+    )
 
 
 def entered(status: TaskStatus) -> EventKind:

@@ -77,19 +77,7 @@ class MemoryState(OpensAndCloses):
         if not self._events_on:
             return
         self._seq += 1
-        self._events.append(
-            TaskEvent(
-                seq=self._seq,
-                task_id=task.id,
-                kind=kind,
-                at=at or datetime.now(_UTC),
-                status=task.status,
-                attempt=task.attempt,
-                progress=task.progress,
-                message=message,
-                run_id=task.run_id,
-            )
-        )
+        self._events.append(lifecycle.event_of(task, kind, at=at, message=message, seq=self._seq))
 
 
 class MemoryResults(MemoryState):

@@ -39,17 +39,7 @@ _UTC = timezone.utc
 
 
 def _event(task: Task, kind: EventKind, at: datetime | None, *, message: str | None = None) -> TaskEvent:
-    return TaskEvent(
-        seq=0,
-        task_id=task.id,
-        kind=kind,
-        at=at or datetime.now(_UTC),
-        status=task.status,
-        attempt=task.attempt,
-        progress=task.progress,
-        message=message,
-        run_id=task.run_id,
-    )
+    return lifecycle.event_of(task, kind, at=at, message=message)
 
 
 def _purge_times(tasks: Iterable[Task]) -> dict[str, datetime]:

@@ -7,9 +7,7 @@ wake-ups by ``LISTEN`` on a direct ``listen_url`` and without one (polling).
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Iterator
-from pathlib import Path
-from typing import Any
+from collections.abc import Iterator
 from urllib.parse import quote
 
 import pytest
@@ -22,22 +20,11 @@ from omniq_nb import AsyncOmniQ, TaskStatus
 
 pytestmark = [pytest.mark.anyio, pytest.mark.postgres, pytest.mark.slow]
 
-WaitSync = Callable[..., Any]
-
 
 @pytest.fixture
 def url() -> Iterator[str]:
     with postgres_schema() as schema:
         yield f"{POSTGRES_URL}?schema={schema}"
-
-
-@pytest.fixture
-def workers(tmp_path: Path, wait_until_sync: WaitSync) -> Iterator[Processes]:
-    group = Processes(tmp_path, wait_until_sync)
-    try:
-        yield group
-    finally:
-        group.close()
 
 
 async def test_a_cli_worker_runs_tasks_enqueued_here(url: str, workers: Processes) -> None:

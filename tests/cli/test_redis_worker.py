@@ -27,15 +27,6 @@ def url() -> Iterator[str]:
         yield f"{REDIS_URL}?prefix={prefix}"
 
 
-@pytest.fixture
-def workers(tmp_path: Path, wait_until_sync: WaitSync) -> Iterator[Processes]:
-    group = Processes(tmp_path, wait_until_sync)
-    try:
-        yield group
-    finally:
-        group.close()
-
-
 async def test_a_cli_worker_runs_tasks_enqueued_here(url: str, workers: Processes) -> None:
     async with AsyncOmniQ(db_url=url, poll_interval=0.05) as q:
         worker = workers.worker(url, concurrency=4, lease=5, program=(sys.executable, "-m", "omniq_nb"))

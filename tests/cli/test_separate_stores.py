@@ -20,17 +20,7 @@ from omniq_nb.storage.split_base import kept_token
 
 pytestmark = [pytest.mark.anyio, pytest.mark.postgres, pytest.mark.slow]
 
-WaitSync = Callable[..., Any]
 RUN_WAIT = 60
-
-
-@pytest.fixture
-def workers(tmp_path: Path, wait_until_sync: WaitSync) -> Iterator[Processes]:
-    group = Processes(tmp_path, wait_until_sync)
-    try:
-        yield group
-    finally:
-        group.close()
 
 
 @pytest.fixture(params=["queue-and-events-in-postgres", "results-in-postgres"])

@@ -4,9 +4,8 @@ workers with ``%omniq workers status``."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from kernel_driver import LOAD, Kernel, KernelFactory
@@ -14,17 +13,6 @@ from postgres_server import POSTGRES_URL, postgres_schema
 from processes import Processes
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
-
-WaitSync = Callable[..., Any]
-
-
-@pytest.fixture
-def workers(tmp_path: Path, wait_until_sync: WaitSync) -> Iterator[Processes]:
-    group = Processes(tmp_path, wait_until_sync)
-    try:
-        yield group
-    finally:
-        group.close()
 
 
 @pytest.fixture

@@ -113,16 +113,23 @@ async def test_events_are_in_the_events_store_and_none_in_the_queue_store(
     assert await split.last_event_seq() == (await split.events())[-1].seq
 
 
-async def test_a_worker_that_lost_its_lease_never_makes_its_result_the_one_read(
-    split: SplitStorage, make_task: MakeTask, eventually: Callable[..., Awaitable[Any]]
-) -> None:
-    task = make_task()
+async def lost_then_rerun(
+    split: SplitStorage, task: Task, eventually: Callable[..., Awaitable[Any]]
+) -> tuple[Task, Task]:
+    """Return the claim of a worker whose lease ran out and was rescued, and the claim that reruns the task."""
     await split.insert([task])
     [lost] = await split.claim(queues=["default"], limit=1, lease=0.05, worker="lost")
     await eventually(lambda: split.expired_leases(limit=10), what="the lost worker's lease to run out")
     rescue = TaskResult(task_id=task.id, lease_token=lost.lease_token or "", status=TaskStatus.PENDING, rescue=True)
     assert await split.settle([rescue])
-    rightful = await claim(split)
+    return lost, await claim(split)
+
+
+async def test_a_worker_that_lost_its_lease_never_makes_its_result_the_one_read(
+    split: SplitStorage, make_task: MakeTask, eventually: Callable[..., Awaitable[Any]]
+) -> None:
+    task = make_task()
+    lost, rightful = await lost_then_rerun(split, task, eventually)
 
     assert await split.settle([succeeded(rightful, b"rightful")])
     assert await split.settle([succeeded(lost, b"stale")]) == []  # refused, though its bytes were kept
@@ -217,12 +224,7 @@ async def test_a_late_attempts_result_in_the_same_write_is_never_handed_to_waite
     split: SplitStorage, make_task: MakeTask, eventually: Callable[..., Awaitable[Any]]
 ) -> None:
     task = make_task()
-    await split.insert([task])
-    [lost] = await split.claim(queues=["default"], limit=1, lease=0.05, worker="lost")
-    await eventually(lambda: split.expired_leases(limit=10), what="the lost worker's lease to run out")
-    rescue = TaskResult(task_id=task.id, lease_token=lost.lease_token or "", status=TaskStatus.PENDING, rescue=True)
-    assert await split.settle([rescue])
-    rightful = await claim(split)
+    lost, rightful = await lost_then_rerun(split, task, eventually)
 
     # one write holds both outcomes, the late one last (a pool batches its outcomes)
     [accepted] = await split.settle([succeeded(rightful, b"rightful"), succeeded(lost, b"stale")])

@@ -12,7 +12,7 @@ a gevent pool is refused with the command to run instead, and other pools never 
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,21 +32,11 @@ from omniq_nb.worker import AsyncWorkerPool, WorkerPool
 pytestmark = pytest.mark.anyio
 
 BIN = Path(sys.executable).parent
-WaitSync = Callable[..., Any]
 Wait = Callable[..., Any]
 TASKS = 200
 NAP = 0.2
 RESULT_WAIT = 60.0
 START_WAIT = 60.0
-
-
-@pytest.fixture
-def workers(tmp_path: Path, wait_until_sync: WaitSync) -> Iterator[Processes]:
-    group = Processes(tmp_path, wait_until_sync)
-    try:
-        yield group
-    finally:
-        group.close()
 
 
 def gevent_worker(
