@@ -155,7 +155,7 @@ def open_outcome_store(url: str, *, settings: Settings | None = None, setting: s
         if not isinstance(store, OutcomeStore):
             raise NotSupported(
                 f"{setting}={redact_url(url)!r}: this store cannot keep a queue's results or events yet; "
-                "use sqlite:///path.db, postgresql://..., memory:// or an fsspec URL (s3://..., file:///dir)"
+                "use sqlite:///path.db, postgresql://..., redis://..., memory:// or an fsspec URL (s3://..., file:///dir)"
             )
         return store
     try:

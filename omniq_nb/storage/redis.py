@@ -35,12 +35,13 @@ The scripts are ``redis_lua`` (insert, claim, settle: the hot path, and the key 
 from __future__ import annotations
 
 from omniq_nb.storage.redis_maintenance import RedisMaintenance, RedisRegistry
+from omniq_nb.storage.redis_outcomes import RedisOutcomes
 from omniq_nb.storage.redis_queue import RedisQueue
 
 __all__ = ["RedisStorage"]
 
 
-class RedisStorage(RedisQueue, RedisRegistry, RedisMaintenance):
+class RedisStorage(RedisQueue, RedisRegistry, RedisMaintenance, RedisOutcomes):
     """A store under one key prefix of a Redis server, shared by workers on any number of machines.
 
     Args:

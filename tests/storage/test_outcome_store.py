@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from postgres_server import POSTGRES_URL, postgres_schema
+from redis_server import REDIS_URL, redis_prefix
 
 from omniq_nb.models import EventKind, TaskEvent, TaskResult, TaskStatus
 from omniq_nb.storage import open_outcome_store
@@ -27,7 +28,14 @@ _PAST = datetime(2020, 1, 1, tzinfo=timezone.utc)
 
 
 @pytest.fixture(
-    params=["memory", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres), "fsspec-memory", "fsspec-file"],
+    params=[
+        "memory",
+        "sqlite",
+        pytest.param("postgres", marks=pytest.mark.postgres),
+        pytest.param("redis", marks=pytest.mark.redis),
+        "fsspec-memory",
+        "fsspec-file",
+    ],
 )
 def outcome_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """Every kind of store a queue's results and events can live in (fsspec ones read events at once: lag=0)."""
@@ -35,6 +43,9 @@ def outcome_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]
         yield "memory://"
     elif request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'outcomes.db'}"
+    elif request.param == "redis":
+        with redis_prefix() as prefix:
+            yield f"{REDIS_URL}?prefix={prefix}"
     elif request.param == "fsspec-memory":
         yield f"fsspec+memory://omniq-test-{uuid.uuid4().hex}?lag=0"
     elif request.param == "fsspec-file":

@@ -14,6 +14,7 @@ from typing import Any
 import anyio
 import pytest
 from postgres_server import POSTGRES_URL, postgres_schema
+from redis_server import REDIS_URL, redis_prefix
 from store_spec import SPLIT_SPEC, open_spec
 
 from omniq_nb.config import Settings
@@ -32,13 +33,18 @@ MakeTask = Callable[..., Task]
         "sqlite",
         pytest.param("postgres-queue", marks=pytest.mark.postgres),
         pytest.param("postgres-outcomes", marks=pytest.mark.postgres),
+        pytest.param("redis-outcomes", marks=pytest.mark.redis),
     ]
 )
 def split_spec(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """Three arrangements: all SQLite; queue in PostgreSQL with results and events in one SQLite
-    file; queue in SQLite with results and events in two PostgreSQL schemas."""
+    """Four arrangements: all SQLite; queue in PostgreSQL with results and events in one SQLite
+    file; queue in SQLite with results and events in two PostgreSQL schemas, or under one Redis prefix."""
     if request.param == "sqlite":
         yield SPLIT_SPEC.format(tmp=tmp_path)
+    elif request.param == "redis-outcomes":
+        with redis_prefix() as prefix:
+            side = f"{REDIS_URL}?prefix={prefix}"
+            yield f"sqlite:///{tmp_path / 'queue.db'} result_url={side} events_url={side}"
     elif request.param == "postgres-queue":
         with postgres_schema() as schema:
             side = f"sqlite:///{tmp_path / 'outcomes.db'}"
