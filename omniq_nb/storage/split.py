@@ -22,7 +22,7 @@ from __future__ import annotations
 import builtins
 import logging
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 
 import msgspec
 
@@ -34,8 +34,6 @@ from omniq_nb.storage.split_base import SplitParts, kept_mark
 __all__ = ["SplitStorage"]
 
 logger = logging.getLogger(__name__)  # one name with split_base's
-
-_UTC = timezone.utc
 
 
 def _event(task: Task, kind: EventKind, at: datetime | None, *, message: str | None = None) -> TaskEvent:

@@ -15,7 +15,7 @@ import pytest
 from postgres_server import POSTGRES_URL, new_schema, postgres_schema
 
 from omniq_nb.config import Settings
-from omniq_nb.errors import NotSupported, StorageError
+from omniq_nb.errors import StorageError
 from omniq_nb.models import EventKind, Task, TaskEvent
 from omniq_nb.storage import open_storage
 from omniq_nb.storage.postgres import PostgresStorage
@@ -140,32 +140,6 @@ async def test_an_unopened_store_is_checked_through_a_connection_of_its_own(sche
         await store.insert([make_task()])
     health = await open_storage(url_of(schema)).check(stale_after=60)
     assert health.ok and health.schema_version == 2 and sum(health.counts.values()) == 1
-
-
-def test_without_psycopg_the_error_says_what_to_install() -> None:
-    script = (
-        "import sys\n"
-        "sys.modules['psycopg'] = None\n"
-        "sys.modules['psycopg_pool'] = None\n"
-        "import omniq_nb\n"
-        "from omniq_nb.storage import open_storage\n"
-        "try:\n"
-        "    open_storage('postgresql://u@h/db')\n"
-        "except Exception as exc:\n"
-        "    print(type(exc).__name__, exc)\n"
-    )
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.startswith(NotSupported.__name__)
-    assert "pip install 'omniq-nb[postgres]'" in out.stdout
-
-
-def test_importing_omniq_nb_does_not_import_psycopg() -> None:
-    script = "import sys, omniq_nb, omniq_nb.storage, omniq_nb.cli; print('psycopg' in sys.modules)"
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60)
-    assert out.stdout == "False\n", out.stderr
 
 
 async def test_a_notify_wakes_a_waiter_on_another_store_object(schema: str, make_task: MakeTask) -> None:

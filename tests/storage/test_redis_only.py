@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import subprocess
-import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
@@ -16,7 +13,7 @@ import pytest
 import redis
 from redis_server import REDIS_URL, keys_of, new_prefix, redis_prefix
 
-from omniq_nb.errors import NotSupported, StorageError
+from omniq_nb.errors import StorageError
 from omniq_nb.models import Task, TaskResult, TaskStatus
 from omniq_nb.storage import open_storage
 from omniq_nb.storage.redis import RedisStorage
@@ -275,31 +272,6 @@ async def test_a_rescue_on_the_servers_clock_then_the_late_worker_is_fenced(
         assert await store.settle([late]) == []
         stored = await store.get(lost.id)
         assert stored is not None and (stored.status, stored.result) == (TaskStatus.PENDING, None)
-
-
-def test_without_redis_py_the_error_says_what_to_install() -> None:
-    script = (
-        "import sys\n"
-        "sys.modules['redis'] = None\n"
-        "import omniq_nb\n"
-        "from omniq_nb.storage import open_storage\n"
-        "try:\n"
-        "    open_storage('redis://h:6379/0')\n"
-        "except Exception as exc:\n"
-        "    print(type(exc).__name__, exc)\n"
-    )
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.startswith(NotSupported.__name__)
-    assert "pip install 'omniq-nb[redis]'" in out.stdout
-
-
-def test_importing_omniq_nb_does_not_import_redis() -> None:
-    script = "import sys, omniq_nb, omniq_nb.storage, omniq_nb.cli; print('redis' in sys.modules)"
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60)
-    assert out.stdout == "False\n", out.stderr
 
 
 async def _after(seconds: float, action: Awaitable[object]) -> None:
