@@ -74,6 +74,11 @@ class PostgresQueue(PostgresResults):
     ) -> builtins.list[Task]:
         """Claim up to ``limit`` ready tasks in one ``UPDATE``; rows locked by other claims are skipped.
 
+        Each queue is read on its own (``LATERAL``) so that the claim index yields rows in claim
+        order and the scan stops after ``limit`` of them: with ``queue = ANY(...)`` PostgreSQL
+        sorts every pending row of the queues on each claim. With several queues, rows locked
+        for one queue but outranked by another's stay locked until the claim commits, unclaimed.
+
         Readiness is judged on the server's clock at the statement's start; the lease and
         ``started_at`` run from the clock after the rows are locked, so a claim that waited
         still gets its whole lease.
@@ -81,10 +86,12 @@ class PostgresQueue(PostgresResults):
         filters = (AFFINITY_SQL if unowned_only else "") + (_SKIP_KINDS_SQL if skip_kinds else "")
         sql = f"""
             WITH ready AS MATERIALIZED (
-                SELECT seq FROM tasks
-                WHERE status = 'pending' AND queue = ANY(%(queues)s::text[]) AND eta <= {NOW_SQL}
-                    AND (expires_at IS NULL OR expires_at > {NOW_SQL}){filters}
-                ORDER BY priority DESC, eta, seq LIMIT %(limit)s FOR UPDATE SKIP LOCKED)
+                SELECT r.seq FROM unnest(%(queues)s::text[]) AS q(name) CROSS JOIN LATERAL (
+                    SELECT seq, priority, eta FROM tasks
+                    WHERE status = 'pending' AND queue = q.name AND eta <= {NOW_SQL}
+                        AND (expires_at IS NULL OR expires_at > {NOW_SQL}){filters}
+                    ORDER BY priority DESC, eta, seq LIMIT %(limit)s FOR UPDATE SKIP LOCKED) AS r
+                ORDER BY r.priority DESC, r.eta, r.seq LIMIT %(limit)s)
             UPDATE tasks SET status = 'running', attempt = attempt + 1,
                 lease_token = {_TOKEN}, run_id = left({_TOKEN}, 16),
                 lease_until = {CLOCK_SQL} + %(lease)s::float8, started_at = {CLOCK_SQL}, worker = %(worker)s::text,

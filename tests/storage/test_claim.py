@@ -108,6 +108,27 @@ async def test_claim_takes_only_the_asked_queues(store: Storage, make_task: Make
     assert [t.id for t in await store.claim(queues=["b"], limit=10, lease=30, worker="w")] == [b.id]
 
 
+async def test_a_claim_over_several_queues_takes_the_best_tasks_of_all_of_them(
+    store: Storage, make_task: MakeTask, at: At
+) -> None:
+    tasks = [make_task(queue="ab"[n % 2], priority=n % 3, eta=at(-n)) for n in range(12)]
+    await store.insert(tasks)
+    best = sorted(range(12), key=lambda n: (-tasks[n].priority, tasks[n].eta, n))
+    claimed = await store.claim(queues=["a", "b"], limit=5, lease=30, worker="w")
+    assert {t.id for t in claimed} == {tasks[n].id for n in best[:5]}
+    rest = await store.claim(queues=["b", "a"], limit=20, lease=30, worker="w")
+    assert {t.id for t in rest} == {tasks[n].id for n in best[5:]}  # nothing left locked or lost
+
+
+async def test_claims_keep_their_order_after_many_tasks_were_claimed(store: Storage, make_task: MakeTask) -> None:
+    tasks = [make_task(name=f"job{n}") for n in range(300)]
+    await store.insert(tasks)
+    order = []
+    while claimed := await store.claim(queues=["default"], limit=7, lease=30, worker="w"):
+        order += [t.id for t in claimed]
+    assert order == [t.id for t in tasks]
+
+
 async def test_claim_sets_running_attempt_lease_and_worker(store: Storage, make_task: MakeTask) -> None:
     task = make_task()
     await store.insert([task])
