@@ -30,7 +30,7 @@ from omniq_nb.worker.lease import LeaseKeeper
 from omniq_nb.worker.link import StoreLink
 from omniq_nb.worker.maintenance import Maintenance
 from omniq_nb.worker.outcomes import OutcomeWriter
-from omniq_nb.worker.runs import Runs
+from omniq_nb.worker.runs import HAND_BACK_AFTER, Runs
 from omniq_nb.worker.signals import serve_until_signal
 
 logger = logging.getLogger(__name__)
@@ -264,7 +264,7 @@ class AsyncWorkerPool:
     def _on_local_write(self, tasks: Sequence[Task]) -> None:
         self._wake.set()
         for task in tasks:
-            if task.status is TaskStatus.CANCELLED and task.id in self._runs.by_task:
+            if task.status is TaskStatus.CANCELLED and self._runs.holds(task.id):
                 self._runs.abandon(task.id, "cancelled")
 
     def _leases_lost(self, leases: dict[str, str]) -> None:
@@ -286,28 +286,45 @@ class AsyncWorkerPool:
         self._stopper = asyncio.get_running_loop().create_task(self.stop(), name="omniq-pool-stop")
 
     async def _claim_loop(self) -> None:
-        storage, runs = self._host.storage, self._runs
+        runs = self._runs
         while not self._stopping:
-            free = runs.free
-            if free <= 0:
-                await runs.slot_freed()
+            await self._hand_back_unstarted(runs.overdue(HAND_BACK_AFTER))
+            room = runs.room()
+            if room <= 0:
+                await self._wait_for_slot()
                 continue
-            if free < self.concurrency // 2:
-                free = await runs.gather_free(_CLAIM_GATHER)
+            if not runs.waiting and room < self.concurrency // 2:
+                room = await runs.gather_free(_CLAIM_GATHER)
             self._wake.clear()
-            tasks = await self._claim(free)
+            tasks = await self._claim(room)
             if tasks is None:
                 return
             if not self.running:  # stop() began during this claim: hand its tasks straight back
-                if tasks:
-                    self._host.publish(await storage.release(leases={t.id: t.lease_token or "" for t in tasks}))
+                await self._hand_back_unstarted(tasks)
                 return
-            for task in tasks:
-                runs.launch(task)
+            unstarted = runs.take(tasks)
             if tasks:
                 self._host.publish(tasks)
+                await self._hand_back_unstarted(unstarted)
                 continue
             await self._idle()
+
+    async def _wait_for_slot(self) -> None:
+        """Wait for a slot to free, or until claimed tasks waiting for one are overdue."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._runs.slot_freed(), HAND_BACK_AFTER if self._runs.waiting else None)
+
+    async def _hand_back_unstarted(self, tasks: list[Task]) -> None:
+        """Release claimed tasks that never started (no attempt used); on failure their leases run out."""
+        if not tasks:
+            return
+        try:
+            released = await self._host.storage.release(leases={t.id: t.lease_token or "" for t in tasks})
+        except StorageError as exc:
+            logger.error("worker %s could not hand %d waiting task(s) back: %s", self.name, len(tasks), exc)
+            return
+        logger.info("worker %s handed %d task(s) that waited for a slot back to the queue", self.name, len(released))
+        self._host.publish(released)
 
     async def _claim(self, limit: int) -> list[Task] | None:
         """Claim up to ``limit`` tasks (none after a failure, which is logged); ``None`` once the store is lost."""
@@ -338,6 +355,8 @@ class AsyncWorkerPool:
     async def _idle(self) -> None:
         """Wait for a local enqueue, another process's hint, or the poll interval."""
         interval = self._host.settings.poll_interval
+        if self._runs.waiting:  # wake in time to hand them back if they are overdue
+            interval = min(interval, HAND_BACK_AFTER)
         storage = self._host.storage
         waits: list[asyncio.Future[Any]] = [asyncio.ensure_future(self._wake.wait())]
         if storage.supports_notify:

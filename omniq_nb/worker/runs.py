@@ -1,4 +1,11 @@
-"""The runs a pool has going: each claimed task's job, context, lease and concurrency slot."""
+"""The runs a pool has going: each claimed task's job, context, lease and concurrency slot.
+
+Claimed tasks that find no free slot wait here, in claim order, and start as slots free up.
+While runs are quick, the pool claims ahead of its free slots (``room``), so that one claim
+feeds several rounds of runs; a waiting task holds its lease like a running one (the lease
+keeper renews it), and tasks that have waited ``HAND_BACK_AFTER`` for a slot go back to the
+queue (``overdue``) for any idle worker to take.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
 from functools import partial
 
@@ -19,6 +27,12 @@ from omniq_nb.worker.lease import LeaseKeeper
 from omniq_nb.worker.outcomes import OutcomeWriter
 
 logger = logging.getLogger(__name__)
+
+QUICK_RUN = 0.01  # seconds: runs this short (on average) are worth claiming ahead for
+AHEAD_PER_SLOT = 8  # tasks claimed ahead per slot while runs are quick (at most MAX_AHEAD)
+MAX_AHEAD = 128
+HAND_BACK_AFTER = 1.0  # seconds claimed tasks may wait for a slot before they go back to the queue
+_SMOOTHING = 0.2  # weight of the latest run in the running mean of run times
 
 
 class Run(msgspec.Struct):
@@ -57,17 +71,77 @@ class Runs:
         """The runs going on, by task id."""
         self.busy = 0
         """Slots held now (a timed-out thread holds its slot until it ends)."""
+        self.waiting: deque[Task] = deque()
+        """Claimed tasks waiting for a slot, in claim order."""
         self._slot_free = asyncio.Event()
+        self._mean_run: float | None = None  # running mean of run times, seconds
+        self._slot_freed_at = self._waiting_since = time.monotonic()
 
     @property
     def free(self) -> int:
         """Return how many slots are free."""
         return self._concurrency - self.busy
 
+    def room(self) -> int:
+        """Return how many tasks to claim now (0: wait for a slot).
+
+        Free slots that no waiting task will fill; while runs are quick, also room ahead of
+        them, claimed once half of it has been used, so that claims come in large batches.
+        """
+        ahead = self._ahead()
+        held = self.busy + len(self.waiting)
+        if not ahead:
+            return self._concurrency - held
+        return self._concurrency + ahead - held if held <= self._concurrency + ahead // 2 else 0
+
+    def holds(self, task_id: str) -> bool:
+        """Return whether the task runs here, or waits here for a slot."""
+        return task_id in self.by_task or any(task.id == task_id for task in self.waiting)
+
     def lease_of(self, task_id: str) -> str | None:
-        """Return the lease token of the task's run going on, or ``None``."""
+        """Return the lease token of the task's run going on (or of the task waiting for a slot), or ``None``."""
         run = self.by_task.get(task_id)
-        return None if run is None else run.token
+        if run is not None:
+            return run.token
+        return next((task.lease_token or "" for task in self.waiting if task.id == task_id), None)
+
+    def take(self, tasks: list[Task]) -> list[Task]:
+        """Start runs of claimed tasks in free slots; the others wait, their leases renewed, for slots to free.
+
+        Returns:
+            The ``at_most_once`` tasks that found no free slot, to hand back to the queue: if
+            this process died while they waited, they would be failed without having run.
+        """
+        assert self.keeper is not None
+        for task in tasks:
+            self.keeper.hold(task.id, task.lease_token or "")
+        if tasks and not self.waiting:
+            self._waiting_since = time.monotonic()
+        self.waiting.extend(tasks)
+        self._start_waiting()
+        if not any(task.at_most_once for task in self.waiting):
+            return []
+        refused = [task for task in self.waiting if task.at_most_once]
+        self.waiting = deque(task for task in self.waiting if not task.at_most_once)
+        for task in refused:
+            self.keeper.release(task.id, task.lease_token or "")
+        self._mean_run = None  # claim no more ahead for now: they would come back at once
+        return refused
+
+    def overdue(self, after: float) -> list[Task]:
+        """Remove and return the waiting tasks if no slot has freed for them in ``after`` seconds (0: at once).
+
+        They go back to the queue, and the pool claims no more ahead until runs have shown
+        again that they are quick.
+        """
+        stalled = time.monotonic() - max(self._slot_freed_at, self._waiting_since)
+        if not self.waiting or stalled < after:
+            return []
+        tasks, self.waiting, self._mean_run = list(self.waiting), deque(), None
+        assert self.keeper is not None
+        for task in tasks:
+            self.keeper.release(task.id, task.lease_token or "")
+        return tasks
 
     def launch(self, task: Task) -> None:
         """Start a run of a claimed task as a job on the running loop; it takes a slot until it ends."""
@@ -88,7 +162,12 @@ class Runs:
         logger.info("task %s %s started (attempt %d of %d)", task.id, task.name, task.attempt, task.max_attempts)
 
     def abandon(self, task_id: str, why: str) -> None:
-        """Stop the task's run (cancelled, or its lease lost) without storing an outcome for it."""
+        """Stop the task's run, or drop it if it waits (cancelled, or its lease lost), storing no outcome."""
+        for task in [t for t in self.waiting if t.id == task_id]:
+            self.waiting.remove(task)
+            assert self.keeper is not None
+            self.keeper.release(task_id, task.lease_token or "")
+            logger.info("task %s attempt %d: %s before it started", task_id, task.attempt, why)
         run = self.by_task.pop(task_id, None)
         if run is not None:
             logger.info("task %s attempt %d: %s", task_id, run.task.attempt, why)
@@ -122,13 +201,15 @@ class Runs:
             name: the pool's name, for the log.
 
         Returns:
-            The interrupted runs to hand back (``{task_id: lease_token}``), and the tasks of the
-            ``at_most_once`` ones, which must not run again.
+            The interrupted runs and the tasks that never started (``{task_id: lease_token}``), to
+            hand back; and the tasks of the interrupted ``at_most_once`` runs, which must not run again.
         """
+        never_started = {task.id: task.lease_token or "" for task in self.overdue(0.0)}
         jobs = [r.job for r in self.by_task.values()]
         if jobs:
             await asyncio.wait(jobs, timeout=timeout)
         interrupted = {task_id: r.token for task_id, r in self.by_task.items() if not r.task.at_most_once}
+        interrupted.update(never_started)
         never_again = [r.task for r in self.by_task.values() if r.task.at_most_once]
         for run in list(self.by_task.values()):
             run.context.cancel()
@@ -162,7 +243,10 @@ class Runs:
         )
         executor = self._executors.choose(task.kind or self._kind, task.payload)
         outcome = await executor.run(call, context, slot)
-        self._writer.record(task, outcome, time.monotonic() - started)
+        seconds = time.monotonic() - started
+        mean = self._mean_run
+        self._mean_run = seconds if mean is None else mean + _SMOOTHING * (seconds - mean)
+        self._writer.record(task, outcome, seconds)
 
     def _ended(self, task_id: str, token: str, context: TaskContext, slot: Slot, _: object) -> None:
         run = self.by_task.get(task_id)
@@ -174,4 +258,15 @@ class Runs:
 
     def _free_slot(self) -> None:
         self.busy -= 1
+        self._slot_freed_at = time.monotonic()
+        self._start_waiting()
         self._slot_free.set()
+
+    def _start_waiting(self) -> None:
+        while self.waiting and self.free > 0:
+            self.launch(self.waiting.popleft())
+
+    def _ahead(self) -> int:
+        """Return how many tasks to hold beyond the slots: some while runs are quick, none otherwise."""
+        quick = self._mean_run is not None and self._mean_run < QUICK_RUN
+        return min(self._concurrency * AHEAD_PER_SLOT, MAX_AHEAD) if quick else 0
