@@ -24,7 +24,7 @@ __all__ = ["NotSupported", "Storage", "StorageError", "open_outcome_store", "ope
 
 _LATER = {"nats"}
 _OWN_SCHEMES = {"sqlite", "memory", "postgresql", "postgres", "redis", "rediss", "unix", "nats"}
-_OUTCOMES_ONLY = ("file", "s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "adl", "hdfs", "webhdfs", "sftp")
+_OUTCOMES_ONLY = ("s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "adl", "hdfs", "webhdfs", "sftp")
 
 
 def open_storage(url: str, *, settings: Settings | None = None) -> Storage:
@@ -68,6 +68,10 @@ def open_storage(url: str, *, settings: Settings | None = None) -> Storage:
         from omniq_nb.storage.memory import MemoryStorage
 
         return MemoryStorage(url, events=settings.events)
+    if scheme == "file":
+        from omniq_nb.storage.file import FileStorage
+
+        return FileStorage(url, events=settings.events)
     if scheme in ("postgresql", "postgres"):
         return _postgres(url, settings)
     if scheme in ("redis", "rediss", "unix"):
