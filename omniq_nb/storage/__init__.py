@@ -33,7 +33,7 @@ def open_storage(url: str, *, settings: Settings | None = None) -> Storage:
     Args:
         url: ``sqlite:///relative.db``, ``sqlite:////absolute.db``, ``memory://``,
             ``postgresql://user@host/db?schema=NAME``, ``redis://host:6379/0?prefix=NAME``
-            (also ``rediss://``, ``unix:///path.sock``), ...
+            (also ``rediss://``, ``unix:///path.sock``), ``file:///absolute/folder`` (one machine), ...
         settings: settings that tune the store (events, SQLite synchronous mode).
 
     Returns:
@@ -88,8 +88,8 @@ def open_storage(url: str, *, settings: Settings | None = None) -> Storage:
         )
     raise StorageError(
         f"unknown store URL {redact_url(str(url))!r}; expected sqlite:///relative.db, "
-        "sqlite:////absolute/path.db, memory://, postgresql://..., redis://..., rediss://..., unix://... "
-        "or nats://..."
+        "sqlite:////absolute/path.db, memory://, file:///absolute/folder, postgresql://..., redis://..., "
+        "rediss://..., unix://... or nats://..."
     )
 
 
