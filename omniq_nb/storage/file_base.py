@@ -7,6 +7,7 @@ One folder holds a queue (``file:///abs/dir``)::
     tasks/<id>                one record per task (msgpack): the truth about that task
     ready/<queue hex>/<key>   an empty marker per pending task, named priority-eta-seq-id
     running/<id>              an empty marker per running task (what rescue scans)
+    expiring/<expires>-<id>   an empty marker per pending task with a TTL (what expiry scans)
     events/<first seq>.log    the event log, JSON lines, in segments
     workers/<id>              the registry of live worker pools
     tmp/                      files being written, renamed into place when whole
@@ -55,6 +56,7 @@ __all__ = [
     "decode_worker",
     "directory_of",
     "encode",
+    "expiry_key",
     "filesystem_type",
     "marker_key",
     "now",
@@ -119,6 +121,12 @@ def marker_key(task: Task, seq: int) -> str:
     return f"{priority:013d}-{eta:0{_ETA_DIGITS}d}-{seq:0{_SEQ_DIGITS}d}-{task.id}"
 
 
+def expiry_key(task: Task) -> str:
+    """Return the name of a pending task's expiry marker: sorting names sorts by ``expires_at``."""
+    expires = 0 if task.expires_at is None else max(0, round(task.expires_at.timestamp() * 1_000_000))
+    return f"{expires:0{_ETA_DIGITS}d}-{task.id}"
+
+
 def parse_marker(name: str) -> tuple[int, str] | None:
     """Return ``(eta in microseconds, task id)`` of a marker name, or ``None`` for a foreign file."""
     parts = name.split("-", 3)
@@ -139,6 +147,7 @@ class FileLayout:
         self.root = Path(root)
         self.tasks, self.ready, self.running = self.root / "tasks", self.root / "ready", self.root / "running"
         self.events, self.workers, self.tmp = self.root / "events", self.root / "workers", self.root / "tmp"
+        self.expiring = self.root / "expiring"
         self._lock_path = self.root / "lock"
         self._counters = self.root / "counters"
 
@@ -151,7 +160,7 @@ class FileLayout:
         """
         try:
             self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
-            for folder in (self.tasks, self.ready, self.running, self.events, self.workers, self.tmp):
+            for folder in (self.tasks, self.ready, self.running, self.expiring, self.events, self.workers, self.tmp):
                 folder.mkdir(exist_ok=True, mode=0o700)
         except OSError as exc:
             raise StorageError(f"cannot create the file store's folder {self.root}: {exc.strerror}") from exc
@@ -223,8 +232,13 @@ class FileLayout:
         return self.ready / queue.encode().hex()
 
     def markers(self, record: Record) -> set[Path]:
-        """Return the markers a task in this state has: one while pending or running, none otherwise."""
+        """Return the markers of a task in this state: its queue's (with a TTL, ``expiring/`` too) while pending.
+
+        A running task has its ``running/`` marker; a finished one has none.
+        """
         task = record.task
+        if task.status is TaskStatus.PENDING and task.expires_at is not None:
+            return {self.queue_folder(task.queue) / marker_key(task, record.seq), self.expiring / expiry_key(task)}
         if task.status is TaskStatus.PENDING:
             return {self.queue_folder(task.queue) / marker_key(task, record.seq)}
         if task.status is TaskStatus.RUNNING:

@@ -18,7 +18,7 @@ import msgspec
 from omniq_nb.errors import StorageError
 from omniq_nb.models import StoreHealth, Task, TaskEvent, TaskStatus, WorkerInfo
 from omniq_nb.storage import lifecycle
-from omniq_nb.storage.file_base import encode, now
+from omniq_nb.storage.file_base import Record, encode, now
 from omniq_nb.storage.file_events import drop_events, last_seq, read_events
 from omniq_nb.storage.file_results import FileResults
 from omniq_nb.storage.health import health_report
@@ -113,19 +113,20 @@ class FileMaintenance(FileResults):
         return await self._run(self._purge, finished_before, picked, everything)
 
     def _purge(self, finished_before: datetime | None, statuses: set[TaskStatus], everything: bool) -> int:
+        """Find what goes without the lock (a quiet store costs no lock), then delete what still goes under it."""
+        if not everything and not any(self._purgeable(r, finished_before, statuses) for r in self._records()):
+            return 0
         with self._layout.locked():
-            current = now()
-            doomed = [
-                r
-                for r in self._records()
-                if everything
-                or lifecycle.purgeable(r.task, current, finished_before=finished_before, statuses=statuses)
-            ]
+            doomed = [r for r in self._records() if everything or self._purgeable(r, finished_before, statuses)]
             for record in doomed:
                 self._layout.remove(record)
             if doomed or everything:
                 drop_events(self._layout, None if everything else {r.task.id for r in doomed})
             return len(doomed)
+
+    @staticmethod
+    def _purgeable(record: Record, finished_before: datetime | None, statuses: set[TaskStatus]) -> bool:
+        return lifecycle.purgeable(record.task, now(), finished_before=finished_before, statuses=statuses)
 
     async def lead_maintenance(self, runner: str, *, term: float) -> bool:
         """Return True: every caller leads (one machine; a rescue is fenced on its lease either way)."""
