@@ -53,6 +53,7 @@ from omniq_nb.urls import redact_url
 __all__ = [
     "FileLayout",
     "Record",
+    "check_task_id",
     "decode_worker",
     "directory_of",
     "encode",
@@ -67,6 +68,24 @@ _UTC = timezone.utc
 _PRIORITY_OFFSET = 10**12  # priorities sort descending in a name: offset - priority, 13 digits
 _ETA_DIGITS = 17  # microseconds since the epoch
 _SEQ_DIGITS = 20
+_HELD_LOCKS: set[int] = set()
+"""Descriptors of the store lock held by this process's changes right now."""
+
+
+def _drop_inherited_locks() -> None:
+    """In a forked child, close the lock descriptors it inherited: the lock is its parent's, not its own.
+
+    A flock belongs to the open file, which a fork shares: without this, a child forked while a
+    change held the lock (a task calling ``os.fork``) would keep the lock after the parent let go.
+    """
+    for fd in list(_HELD_LOCKS):
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    _HELD_LOCKS.clear()
+
+
+os.register_at_fork(after_in_child=_drop_inherited_locks)
+
 filesystem_type = _filesystem_type
 """Return the type of the filesystem holding a path (Linux), or '' when unknown (SQLite's check)."""
 
@@ -112,6 +131,20 @@ def directory_of(url: str) -> str:
             "write file:///absolute/folder (three slashes, then the path from the root)"
         )
     return os.path.normpath(path)
+
+
+def check_task_id(task_id: str) -> None:
+    """Refuse a task id that cannot be a file name of its own.
+
+    Raises:
+        ValueError: the id is empty, starts with a dot, or holds a slash or a NUL byte.
+
+    """
+    if not task_id or task_id.startswith(".") or "/" in task_id or "\x00" in task_id:
+        raise ValueError(
+            f"task id {task_id!r} cannot be stored in a file store: an id is a file name there "
+            "(no '/', no NUL, not empty, no leading '.'); nothing was inserted"
+        )
 
 
 def marker_key(task: Task, seq: int) -> str:
@@ -180,10 +213,12 @@ class FileLayout:
     def locked(self) -> Iterator[None]:
         """Hold the store lock (blocking) for one change; the descriptor is this change's alone."""
         fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        _HELD_LOCKS.add(fd)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield
         finally:
+            _HELD_LOCKS.discard(fd)
             os.close(fd)  # releases the flock
 
     def write(self, path: Path, data: bytes, *, durable: bool) -> None:

@@ -20,7 +20,7 @@ import msgspec
 
 from omniq_nb.models import EventKind, Task, TaskResult, TaskStatus
 from omniq_nb.storage import lifecycle
-from omniq_nb.storage.file_base import Record, parse_marker
+from omniq_nb.storage.file_base import Record, check_task_id, parse_marker
 from omniq_nb.storage.file_change import Change, change
 from omniq_nb.storage.file_results import FileResults
 
@@ -49,6 +49,8 @@ class FileQueue(FileResults):
 
     def _insert(self, tasks: Sequence[Task]) -> None:
         ids = [t.id for t in tasks]
+        for task_id in ids:
+            check_task_id(task_id)
         with change(self._layout, events=self._events, durable=True) as work:
             clash = next((i for n, i in enumerate(ids) if i in ids[:n] or self._layout.read(i) is not None), None)
             if clash is not None:

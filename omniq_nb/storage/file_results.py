@@ -10,12 +10,14 @@ from __future__ import annotations
 import asyncio
 import builtins
 import contextlib
+import errno
 import os
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from functools import partial
 from typing import Self, TypeVar
 
+from omniq_nb.errors import StorageError
 from omniq_nb.models import Task, TaskStatus, WorkerInfo
 from omniq_nb.opening import OpensAndCloses
 from omniq_nb.storage import lifecycle
@@ -80,8 +82,20 @@ class FileState(OpensAndCloses):
         self._wakeups.notify()
 
     async def _run(self, work: Callable[..., T], /, *args: object) -> T:
-        """Run blocking file work on a worker thread: one hop per operation."""
-        return await asyncio.to_thread(partial(work, *args))
+        """Run blocking file work on a worker thread: one hop per operation.
+
+        Raises:
+            StorageError: the filesystem failed (a full disk, a folder gone, no permission).
+
+        """
+        try:
+            return await asyncio.to_thread(partial(work, *args))
+        except OSError as exc:
+            if exc.errno == errno.ENOSPC:
+                raise StorageError(
+                    f"the disk holding the file store {self.path} is full ({exc}); free space and try again"
+                ) from exc
+            raise StorageError(f"the file store {self.path} failed: {exc}") from exc
 
     def _records(self) -> builtins.list[Record]:
         """Return every task's record (a task deleted meanwhile is left out)."""

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
+import signal
 import sys
 import textwrap
 import time
@@ -201,3 +203,36 @@ async def test_a_record_is_a_task_and_its_enqueue_number(tmp_path: Path, make_ta
         await store.insert([task])
     record = file_base.FileLayout(str(folder)).read(task.id)
     assert record == Record(task, 1)
+
+
+async def test_an_id_that_cannot_be_a_file_name_is_refused_and_nothing_is_inserted(
+    tmp_path: Path, make_task: MakeTask
+) -> None:
+    async with open_storage(url_of(tmp_path / "q")) as store:
+        with pytest.raises(ValueError, match="cannot be stored in a file store"):
+            await store.insert([make_task(), make_task(id="../escape")])
+        assert await store.list() == []
+
+
+def test_a_child_forked_while_a_change_holds_the_lock_does_not_keep_it(tmp_path: Path) -> None:
+    layout = file_base.FileLayout(str(tmp_path / "q"))
+    layout.prepare()
+    ready, told = os.pipe()
+    with layout.locked():
+        pid = os.fork()
+        if pid == 0:  # the child lives on after its parent's change ended
+            os.write(told, b"!")  # the fork hooks have run
+            time.sleep(30)
+            os._exit(0)
+    try:
+        assert os.read(ready, 1) == b"!"
+        fd = os.open(tmp_path / "q" / "lock", os.O_RDWR)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # BlockingIOError if the child kept the lock
+        finally:
+            os.close(fd)
+    finally:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        os.close(ready)
+        os.close(told)
