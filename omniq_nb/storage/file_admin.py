@@ -56,13 +56,34 @@ class FileAdmin(FileResults):
 
     def _expired_leases(self, limit: int) -> builtins.list[Task]:
         current = now()
-        found = []
+        found, strays = [], []
         for task_id in sorted(os.listdir(self._layout.running)):
             record = self._layout.read(task_id)
             if record is not None and lifecycle.lease_lapsed(record.task, current):
                 found.append(record.task)
-        found.sort(key=lambda t: (t.lease_until, t.id))
+            elif record is None or record.task.status is not TaskStatus.RUNNING:
+                strays.append(task_id)
+        if strays:
+            self._tidy_running(strays)
+        found.sort(key=lambda t: (t.lease_until or current, t.id))
         return found[:limit]
+
+    def _tidy_running(self, task_ids: builtins.list[str]) -> None:
+        """Under the lock, fix running markers a crash left behind (a change under way is done by then).
+
+        A pending task's marker there is a claim that died between its rename and its write:
+        the task gets its pending markers back. Any other task's marker there just goes.
+        """
+        with self._layout.locked():
+            for task_id in task_ids:
+                marker = self._layout.running / task_id
+                record = self._layout.read(task_id)
+                if (record is not None and record.task.status is TaskStatus.RUNNING) or not marker.exists():
+                    continue
+                if record is not None and record.task.status is TaskStatus.PENDING:
+                    folders = self._layout.put(record, None, durable=True)
+                    self._layout.sync_folders(*folders)
+                marker.unlink(missing_ok=True)
 
     async def cancel(self, task_id: str) -> Task | None:
         """Cancel a pending or running task, and the unfinished runs of its periodic series."""

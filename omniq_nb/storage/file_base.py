@@ -38,6 +38,7 @@ import contextlib
 import fcntl
 import os
 import secrets
+import struct
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
@@ -97,14 +98,12 @@ class Record(msgspec.Struct, array_like=True):
     seq: int
 
 
-class _Counters(msgspec.Struct, array_like=True):
-    task_seq: int = 0
-    event_seq: int = 0
+_COUNTERS = struct.Struct("<QQ")
+"""The ``counters`` file: the last task and event sequence numbers, 16 bytes written in place."""
 
 
 _encode = msgspec.msgpack.Encoder().encode
 _decode_record = msgspec.msgpack.Decoder(Record).decode
-_decode_counters = msgspec.msgpack.Decoder(_Counters).decode
 encode = _encode
 """Return the msgpack bytes of a record or registry entry."""
 decode_worker = msgspec.msgpack.Decoder(WorkerInfo).decode
@@ -308,14 +307,37 @@ class FileLayout:
     def counters(self) -> tuple[int, int]:
         """Return the last task and event sequence numbers handed out (call under the lock)."""
         try:
-            counters = _decode_counters(self._counters.read_bytes())
+            data = self._counters.read_bytes()
         except FileNotFoundError:
             return 0, 0
-        return counters.task_seq, counters.event_seq
+        if len(data) < _COUNTERS.size:
+            return 0, 0
+        task_seq, event_seq = _COUNTERS.unpack_from(data)
+        return task_seq, event_seq
 
     def set_counters(self, task_seq: int, event_seq: int, *, durable: bool) -> None:
-        """Store the last sequence numbers handed out (call under the lock, before using them)."""
-        self.write(self._counters, _encode(_Counters(task_seq, event_seq)), durable=durable)
+        """Store the last sequence numbers handed out (call under the lock, before using them).
+
+        Written in place: 16 bytes at the start of a file never straddle a disk sector.
+        """
+        fd = os.open(self._counters, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            os.pwrite(fd, _COUNTERS.pack(task_seq, event_seq), 0)
+            if durable:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def claim(self, record: Record, task: Task, marker: Path) -> None:
+        """Move a pending task's marker into ``running/`` (one atomic rename), then write it as running.
+
+        A claim that dies between the two leaves a pending record with a running marker; the
+        rescue scan gives it its pending markers back (``FileAdmin``).
+        """
+        os.rename(marker, self.running / task.id)
+        self.write(self.tasks / task.id, _encode(Record(task, record.seq)), durable=False)
+        for other in self.markers(record) - {marker}:  # its expiry marker
+            other.unlink(missing_ok=True)
 
 
 def now() -> datetime:

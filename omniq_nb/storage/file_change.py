@@ -51,6 +51,11 @@ class Change:
         """Write a task's record (and move its markers) as part of this change."""
         self._folders |= self.layout.put(record, old, durable=self.durable)
 
+    def claim(self, record: Record, task: Task, marker: Path) -> None:
+        """Write ``task`` (now running) as the new state of the pending task ``record`` whose marker is ``marker``."""
+        self.layout.claim(record, task, marker)
+        self._folders |= {marker.parent, self.layout.running, self.layout.tasks}
+
     def update(self, old: Record, task: Task) -> None:
         """Write ``task`` as the new state of the task ``old`` records, keeping its sequence number."""
         self.put(Record(task, old.seq), old)

@@ -15,6 +15,7 @@ import os
 import secrets
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import timedelta
+from pathlib import Path
 
 import msgspec
 
@@ -90,7 +91,7 @@ class FileQueue(FileResults):
         with change(self._layout, events=self._events, durable=False) as work:
             live = self._live_kernels(work) if unowned_only else set()
             claimed: builtins.list[Task] = []
-            for record in self._due(work, queues):
+            for record, marker in self._due(work, queues):
                 task = copy(record.task)
                 if unowned_only and task.owner is not None and task.owner != owner and task.owner in live:
                     continue
@@ -100,14 +101,14 @@ class FileQueue(FileResults):
                 task.lease_token, task.lease_until = secrets.token_hex(16), work.now + timedelta(seconds=lease)
                 task.run_id, task.started_at, task.worker = secrets.token_hex(8), work.now, worker
                 task.progress, task.progress_done, task.progress_total, task.progress_message = 0.0, 0.0, None, None
-                work.update(record, task)
+                work.claim(record, task, marker)
                 work.record(task, EventKind.STARTED)
                 claimed.append(task)
                 if len(claimed) >= limit:
                     break
             return claimed
 
-    def _due(self, work: Change, queues: Sequence[str]) -> Iterable[Record]:
+    def _due(self, work: Change, queues: Sequence[str]) -> Iterable[tuple[Record, Path]]:
         """Yield the claimable tasks of ``queues``, best first; drop stale markers on the way."""
         now_us = round(work.now.timestamp() * 1_000_000)
         names = []
@@ -128,7 +129,7 @@ class FileQueue(FileResults):
                 (folder / name).unlink(missing_ok=True)  # left by a crash: the record moved on
                 continue
             if lifecycle.claimable(record.task, queues, work.now):
-                yield record
+                yield record, folder / name
 
     def _live_kernels(self, work: Change) -> set[str | None]:
         return {w.kernel for w in self._registry() if lifecycle.worker_alive(w, work.now)}

@@ -236,3 +236,20 @@ def test_a_child_forked_while_a_change_holds_the_lock_does_not_keep_it(tmp_path:
         os.waitpid(pid, 0)
         os.close(ready)
         os.close(told)
+
+
+async def test_a_claim_that_died_between_its_rename_and_its_write_gives_the_task_back(
+    tmp_path: Path, make_task: MakeTask
+) -> None:
+    folder = tmp_path / "q"
+    async with open_storage(url_of(folder)) as store:
+        task = make_task()
+        await store.insert([task])
+        [marker] = (folder / "ready" / b"default".hex()).iterdir()
+        marker.rename(folder / "running" / task.id)  # the claim's rename, then the process died
+        assert await store.claim(queues=["default"], limit=5, lease=30, worker="w") == []
+        assert await store.expired_leases(limit=10) == []  # the rescue scan puts its markers back
+        assert marker.exists() and not (folder / "running" / task.id).exists()
+        [claimed] = await store.claim(queues=["default"], limit=5, lease=30, worker="w")
+        assert (claimed.id, claimed.attempt) == (task.id, 1)
+        assert (folder / "running" / task.id).exists() and not marker.exists()
