@@ -24,7 +24,10 @@ that follows it happen under that lock, a worker that lost its lease can never w
 Markers are hints the claim scans instead of reading every record: a record is always
 written before the markers of its old state go, and after the markers of its new state
 exist, so a crash leaves at worst a stale marker (checked against the record and dropped),
-never a pending or running task without one.
+never a pending or running task without one. The one exception is the claim, which renames
+the pending marker into ``running/`` (one atomic step) before it writes the record: a claim
+that dies between the two leaves a pending task whose marker is in ``running/``, and the
+rescue scan gives it its pending marker back.
 
 Example:
     >>> directory_of("file:///srv/queue"), directory_of("file:///tmp/a%20b")
