@@ -7,6 +7,9 @@
   ``/proc/locks``): the kernel drops the lock with the process, and the others go on.
 - A worker paused (``SIGSTOP``) past its lease is rescued by another; once resumed it can
   write nothing: the rescuer's outcome stands.
+- Workers (thread, async, process) killed again and again while tasks flow, at random moments
+  or while they hold the store lock: no task is lost, a task ran more than once only for
+  attempts whose worker was killed, no attempt ran twice, and ``check()`` is ok at the end.
 """
 
 from __future__ import annotations
@@ -147,3 +150,69 @@ def test_a_paused_worker_past_its_lease_can_write_nothing(
         assert paused.terminate() == 0
         after = q.get(task_id).task
         assert (after.status, after.attempt, after.result) == ("succeeded", 2, rescued.result)
+
+
+KILLS = 4
+BATCH = 100
+
+
+class Killer:
+    """Kill workers with ``kill -9``, at a random moment or while they hold the store lock; remember whom."""
+
+    def __init__(self, folder: Path, rng: random.Random, wait: Any) -> None:
+        self.folder, self.rng, self.wait = folder, rng, wait
+        self.killed: set[int] = set()  # workers and their child processes
+        self.holding_lock = 0
+
+    def kill(self, worker: harness.Child, *, inside_the_lock: bool) -> None:
+        if not inside_the_lock:
+            time.sleep(self.rng.uniform(0.0, 0.15))  # picks the kill moment at random: not a wait for a condition
+        for _ in range(PROBES if inside_the_lock else 1):
+            worker.signal(signal.SIGSTOP)  # a stopped worker starts no child: the list taken next is complete
+            self.wait(lambda: harness.stopped(worker.pid), timeout=30)
+            if not inside_the_lock or holds_store_lock(worker.pid, self.folder):
+                self.holding_lock += inside_the_lock
+                break
+            worker.signal(signal.SIGCONT)
+            time.sleep(self.rng.uniform(0.0, 0.005))  # picks the next moment at random: not a wait for a condition
+        else:
+            worker.signal(signal.SIGSTOP)
+            self.wait(lambda: harness.stopped(worker.pid), timeout=30)
+        children = harness.children_of(worker.pid)
+        worker.kill9()
+        self.killed.update({worker.pid, *children})
+        self.wait(lambda: all(map(harness.gone, children)), timeout=60)
+
+
+def test_kill_9_at_random_moments_and_inside_the_lock_loses_no_task_and_reruns_only_killed_attempts(
+    procs: Processes, furl: str, tmp_path: Path, wait_until_sync: Any
+) -> None:
+    seed = random.randrange(1 << 30)
+    rng = random.Random(seed)
+    log, ids = tmp_path / "runs.log", []
+    killer = Killer(tmp_path / "queue", rng, wait_until_sync)
+    with OmniQ(db_url=furl) as q:
+        for life in range(KILLS):
+            worker = procs.worker(furl, concurrency=4, lease=3, kind=("thread", "async", "process")[life % 3])
+            calls = [(str(log), rng.choice((0.0, 0.01, 0.03))) for _ in range(BATCH)]
+            ids += q.enqueue_many(harness.run_once, calls, retries=KILLS + 1).ids  # a task may meet every kill
+            wait_until_sync(lambda w=worker: any(r.ran_in({w.pid}) for r in harness.runs(log)), timeout=START_WAIT)
+            killer.kill(worker, inside_the_lock=life % 2 == 1)
+        survivor = procs.worker(furl, concurrency=4, lease=3)
+        wait_until_sync(lambda: q.check().counts[TaskStatus.SUCCEEDED] == len(ids), timeout=DRAIN_WAIT)
+        assert survivor.terminate() == 0
+        results = {task_id: q.get(task_id).result(timeout=10) for task_id in ids}
+        stored = {task_id: q.get(task_id).attempt for task_id in ids}
+        health = q.check()
+    assert health.ok, f"seed {seed}: {health.problems}"
+    assert killer.holding_lock > 0, f"seed {seed}: no worker was caught holding the store lock"
+    by_task = harness.runs_by_task(log)
+    for task_id in ids:
+        runs = by_task[task_id]
+        attempts = [run.attempt for run in runs]
+        assert len(attempts) == len(set(attempts)), f"seed {seed}: an attempt of {task_id} ran twice: {runs}"
+        [final] = [run for run in runs if run.attempt == stored[task_id]]
+        assert results[task_id] == [final.attempt, final.pid], f"seed {seed}: {task_id}"
+        earlier = [run for run in runs if run.attempt != stored[task_id]]
+        assert all(run.ran_in(killer.killed) for run in earlier), f"seed {seed}: {task_id} re-ran without a kill"
+    assert max(stored.values()) > 1, f"seed {seed}: no kill interrupted an attempt (the scenario tested nothing)"
