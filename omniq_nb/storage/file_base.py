@@ -11,6 +11,7 @@ One folder holds a queue (``file:///abs/dir``)::
     events/<first seq>.log    the event log, JSON lines, in segments
     workers/<id>              the registry of live worker pools
     tmp/                      files being written, renamed into place when whole
+    batches/<token>           the ids of a batch insert under way (see ``file_change``)
 
 Every file is written whole under ``tmp/`` and moved into place with ``os.replace``, so a
 reader (which takes no lock) sees the old or the new file, never half of one. Every change

@@ -1,16 +1,24 @@
 """One change to a file store, made under its lock: task writes, their events, and what to fsync.
 
 ``with change(layout, ...) as c:`` takes the store lock, lets the body read and write records
-(``c.put``) and note events (``c.record``), then hands out sequence numbers, appends the
-events and, for a durable change (enqueue, settle, cancel, requeue, expiry), fsyncs the
-folders whose entries moved. Claims, renewals and progress are not fsync'd: a power loss
+(``c.put``) and note events (``c.record``), then hands out sequence numbers, fsyncs the
+folders whose entries moved when the change is durable (enqueue, settle, cancel, requeue,
+expiry), and appends the events. Claims, renewals and progress are not fsync'd: a power loss
 may hand a claimed task back to ``pending`` (it runs again: delivery is at least once).
+
+An insert of several tasks is all or none: before its first record it writes (and fsyncs)
+a journal naming them in ``batches/``, and deletes it once every record is on disk. A
+journal found under the lock belongs to a writer that died (or failed) mid-batch: the tasks
+it names are deleted before anything else is done (``roll_back_batches``), at every change
+and when a store opens.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import os
+import secrets
+from collections.abc import Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
 
@@ -21,7 +29,9 @@ from omniq_nb.storage import lifecycle
 from omniq_nb.storage.file_base import FileLayout, Record, now
 from omniq_nb.storage.file_events import append_events
 
-__all__ = ["Change", "change"]
+__all__ = ["Change", "change", "roll_back_batches"]
+
+_BATCHES = "batches"
 
 
 class Change:
@@ -41,6 +51,15 @@ class Change:
         self._folders: set[Path] = set()
         self._task_seq, self._event_seq = layout.counters()
         self._counted = (self._task_seq, self._event_seq)
+        self._journal: Path | None = None
+
+    def begin_batch(self, task_ids: Sequence[str]) -> None:
+        """Make this change's inserts all or none: journal their ids (fsync'd) before the first is written."""
+        folder = self.layout.root / _BATCHES
+        folder.mkdir(exist_ok=True, mode=0o700)
+        self._journal = folder / secrets.token_hex(8)
+        self.layout.write(self._journal, "\n".join(task_ids).encode(), durable=True)
+        self.layout.sync_folders(folder)
 
     def next_seq(self) -> int:
         """Return the next enqueue sequence number of this folder."""
@@ -66,20 +85,46 @@ class Change:
             self._events.append(lifecycle.event_of(task, kind, at=at or self.now, message=message))
 
     def commit(self) -> None:
-        """Store the counters, append the events, fsync what moved (still under the lock)."""
+        """Store the counters, fsync what moved, end the batch, append the events (still under the lock)."""
         events = [msgspec.structs.replace(e, seq=self._event_seq + n) for n, e in enumerate(self._events, 1)]
         self._event_seq += len(events)
         if (self._task_seq, self._event_seq) != self._counted:
             self.layout.set_counters(self._task_seq, self._event_seq, durable=self.durable)
-        append_events(self.layout, events)
         if self.durable and self._folders:
             self.layout.sync_folders(*self._folders)
+        if self._journal is not None:  # every record is on disk: the batch is done
+            self._journal.unlink()
+            self.layout.sync_folders(self._journal.parent)
+        append_events(self.layout, events)
 
 
 @contextlib.contextmanager
 def change(layout: FileLayout, *, events: bool, durable: bool) -> Iterator[Change]:
     """Hold the store lock for one change; commit it if the body returns normally."""
     with layout.locked():
+        roll_back_batches(layout)
         work = Change(layout, events=events, durable=durable)
-        yield work
+        try:
+            yield work
+        except BaseException:
+            roll_back_batches(layout)  # a batch insert that failed half way leaves nothing
+            raise
         work.commit()
+
+
+def roll_back_batches(layout: FileLayout) -> None:
+    """Delete the tasks of batch inserts that never finished (call under the store lock)."""
+    folder = layout.root / _BATCHES
+    try:
+        journals = os.listdir(folder)
+    except FileNotFoundError:
+        return
+    for name in journals:
+        journal = folder / name
+        for task_id in journal.read_text().split():
+            record = layout.read(task_id)
+            if record is not None:
+                layout.remove(record)
+        journal.unlink()
+    if journals:
+        layout.sync_folders(layout.tasks, folder)

@@ -56,6 +56,8 @@ class FileQueue(FileResults):
             clash = next((i for n, i in enumerate(ids) if i in ids[:n] or self._layout.read(i) is not None), None)
             if clash is not None:
                 raise ValueError(f"a task with id {clash!r} already exists; nothing was inserted")
+            if len(tasks) > 1:
+                work.begin_batch(ids)
             for task in tasks:
                 work.put(Record(task, work.next_seq()), None)
                 work.record(task, EventKind.ENQUEUED, at=task.created_at)

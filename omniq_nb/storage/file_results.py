@@ -22,6 +22,7 @@ from omniq_nb.models import Task, TaskStatus, WorkerInfo
 from omniq_nb.opening import OpensAndCloses
 from omniq_nb.storage import lifecycle
 from omniq_nb.storage.file_base import FileLayout, Record, decode_worker, directory_of, now, parse_marker
+from omniq_nb.storage.file_change import roll_back_batches
 from omniq_nb.storage.wakeup import WakeChannel
 from omniq_nb.urls import redact_url
 
@@ -60,7 +61,12 @@ class FileState(OpensAndCloses):
             StorageError: the folder cannot be created, or lies on a network filesystem.
 
         """
-        await self._run(self._layout.prepare)
+        await self._run(self._open_folder)
+
+    def _open_folder(self) -> None:
+        self._layout.prepare()
+        with self._layout.locked():
+            roll_back_batches(self._layout)  # of a process that died mid-batch
 
     async def close(self) -> None:
         """Unregister from wake-ups; the files stay."""

@@ -253,3 +253,72 @@ async def test_a_claim_that_died_between_its_rename_and_its_write_gives_the_task
         [claimed] = await store.claim(queues=["default"], limit=5, lease=30, worker="w")
         assert (claimed.id, claimed.attempt) == (task.id, 1)
         assert (folder / "running" / task.id).exists() and not marker.exists()
+
+
+CRASH_MID_BATCH = textwrap.dedent(
+    """
+    import asyncio, os, sys
+    from datetime import datetime, timezone
+    from omniq_nb.models import Task
+    from omniq_nb.storage import open_storage
+
+    written = 0
+    real_replace = os.replace
+    def replace(source, target):
+        global written
+        if "/tasks/" in str(target):
+            written += 1
+            if written == 3:
+                os._exit(9)  # the process dies with two tasks of the batch on disk
+        real_replace(source, target)
+    os.replace = replace
+
+    async def main():
+        now = datetime.now(timezone.utc)
+        async with open_storage(sys.argv[1]) as store:
+            await store.insert([Task(id=f"t{n}", name="t", eta=now, created_at=now) for n in range(5)])
+
+    asyncio.run(main())
+    """
+)
+
+
+async def test_a_process_killed_in_the_middle_of_a_batch_insert_leaves_none_of_it(
+    tmp_path: Path, make_task: MakeTask
+) -> None:
+    folder = tmp_path / "q"
+    url = url_of(folder)
+    script = tmp_path / "crash.py"
+    script.write_text(CRASH_MID_BATCH)
+    with anyio.fail_after(60):
+        done = await anyio.run_process([sys.executable, str(script), url], env=child_env(), check=False)
+    assert done.returncode == 9, done.stderr.decode()
+    assert sorted(p.name for p in (folder / "tasks").iterdir()) == ["t0", "t1"]  # on disk, not yet committed
+    async with open_storage(url) as store:  # opening rolls the batch back
+        assert await store.get_many([f"t{n}" for n in range(5)]) == []
+        assert await store.claim(queues=["default"], limit=10, lease=30, worker="w") == []
+        kept = [make_task(), make_task()]
+        await store.insert(kept)
+        assert {t.id for t in await store.list()} == {t.id for t in kept}
+    assert list((folder / "batches").iterdir()) == []
+
+
+async def test_a_batch_insert_that_fails_half_way_leaves_none_of_it(
+    tmp_path: Path, make_task: MakeTask, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with open_storage(url_of(tmp_path / "q")) as store:
+        layout = file_base.FileLayout(str(tmp_path / "q"))
+        real_write, calls = file_base.FileLayout.write, []
+
+        def full_disk(self: file_base.FileLayout, path: Path, data: bytes, *, durable: bool) -> None:
+            if path.parent.name == "tasks":
+                calls.append(path.name)
+                if len(calls) == 3:
+                    raise OSError(28, "No space left on device")
+            real_write(self, path, data, durable=durable)
+
+        monkeypatch.setattr(file_base.FileLayout, "write", full_disk)
+        with pytest.raises(StorageError, match="is full"):
+            await store.insert([make_task() for _ in range(5)])
+        monkeypatch.undo()
+        assert await store.list() == [] and layout.task_ids() == []
