@@ -17,7 +17,7 @@ from datetime import datetime
 from functools import partial
 from typing import Self, TypeVar
 
-from omniq_nb.errors import StorageError
+from omniq_nb.errors import StorageError, StoreLost
 from omniq_nb.models import Task, TaskStatus, WorkerInfo
 from omniq_nb.opening import OpensAndCloses
 from omniq_nb.storage import lifecycle
@@ -53,6 +53,7 @@ class FileState(OpensAndCloses):
         self._layout = FileLayout(self.path)
         self._events = events
         self._wakeups = WakeChannel(str(self._layout.root / "queue"))  # its folder: <dir>/queue.wake
+        self._identity: tuple[int, int] | None = None  # (device, inode) of the folder this store opened
 
     async def open(self) -> None:
         """Create the folder and its subfolders (owner-only) if needed.
@@ -67,6 +68,18 @@ class FileState(OpensAndCloses):
         self._layout.prepare()
         with self._layout.locked():
             roll_back_batches(self._layout)  # of a process that died mid-batch
+        opened = os.stat(self._layout.root)
+        self._identity = (opened.st_dev, opened.st_ino)
+
+    def _lost(self) -> bool:
+        """Return whether the folder this store opened is gone from its path (deleted or moved)."""
+        if self._identity is None:
+            return False
+        try:
+            now = os.stat(self._layout.root)
+        except OSError:
+            return True
+        return (now.st_dev, now.st_ino) != self._identity
 
     async def close(self) -> None:
         """Unregister from wake-ups; the files stay."""
@@ -91,12 +104,18 @@ class FileState(OpensAndCloses):
         """Run blocking file work on a worker thread: one hop per operation.
 
         Raises:
-            StorageError: the filesystem failed (a full disk, a folder gone, no permission).
+            StoreLost: the store's folder was deleted or moved while open.
+            StorageError: the filesystem failed (a full disk, no permission).
 
         """
         try:
             return await asyncio.to_thread(partial(work, *args))
         except OSError as exc:
+            if self._lost():
+                raise StoreLost(
+                    f"the file store's folder {self.path} was deleted or moved while in use; nothing more is "
+                    "written to it. Reopen the queue to start a new store at that path."
+                ) from exc
             if exc.errno == errno.ENOSPC:
                 raise StorageError(
                     f"the disk holding the file store {self.path} is full ({exc}); free space and try again"

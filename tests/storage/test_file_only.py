@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import shutil
 import signal
 import sys
 import textwrap
@@ -16,7 +17,7 @@ import anyio
 import pytest
 from processes import child_env
 
-from omniq_nb.errors import StorageError
+from omniq_nb.errors import StorageError, StoreLost
 from omniq_nb.models import Task, TaskError, TaskResult, TaskStatus
 from omniq_nb.storage import Storage, file_base, open_outcome_store, open_storage
 from omniq_nb.storage.file import FileStorage
@@ -322,3 +323,14 @@ async def test_a_batch_insert_that_fails_half_way_leaves_none_of_it(
             await store.insert([make_task() for _ in range(5)])
         monkeypatch.undo()
         assert await store.list() == [] and layout.task_ids() == []
+
+
+async def test_a_folder_deleted_while_in_use_raises_store_lost(tmp_path: Path, make_task: MakeTask) -> None:
+    folder = tmp_path / "q"
+    async with open_storage(url_of(folder)) as store:
+        await store.insert([make_task()])
+        shutil.rmtree(folder)
+        with pytest.raises(StoreLost, match="deleted or moved while in use"):
+            await store.insert([make_task()])
+        with pytest.raises(StoreLost):
+            await store.claim(queues=["default"], limit=1, lease=30, worker="w")
