@@ -24,7 +24,7 @@ __all__ = ["NotSupported", "Storage", "StorageError", "open_outcome_store", "ope
 
 _LATER = {"nats"}
 _OWN_SCHEMES = {"sqlite", "memory", "postgresql", "postgres", "redis", "rediss", "unix", "nats"}
-_OUTCOMES_ONLY = ("file", "s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "adl", "hdfs", "webhdfs", "sftp")
+_OUTCOMES_ONLY = ("s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "adl", "hdfs", "webhdfs", "sftp")
 
 
 def open_storage(url: str, *, settings: Settings | None = None) -> Storage:
@@ -33,7 +33,7 @@ def open_storage(url: str, *, settings: Settings | None = None) -> Storage:
     Args:
         url: ``sqlite:///relative.db``, ``sqlite:////absolute.db``, ``memory://``,
             ``postgresql://user@host/db?schema=NAME``, ``redis://host:6379/0?prefix=NAME``
-            (also ``rediss://``, ``unix:///path.sock``), ...
+            (also ``rediss://``, ``unix:///path.sock``), ``file:///absolute/folder`` (one machine), ...
         settings: settings that tune the store (events, SQLite synchronous mode).
 
     Returns:
@@ -68,6 +68,10 @@ def open_storage(url: str, *, settings: Settings | None = None) -> Storage:
         from omniq_nb.storage.memory import MemoryStorage
 
         return MemoryStorage(url, events=settings.events)
+    if scheme == "file":
+        from omniq_nb.storage.file import FileStorage
+
+        return FileStorage(url, events=settings.events)
     if scheme in ("postgresql", "postgres"):
         return _postgres(url, settings)
     if scheme in ("redis", "rediss", "unix"):
@@ -84,8 +88,8 @@ def open_storage(url: str, *, settings: Settings | None = None) -> Storage:
         )
     raise StorageError(
         f"unknown store URL {redact_url(str(url))!r}; expected sqlite:///relative.db, "
-        "sqlite:////absolute/path.db, memory://, postgresql://..., redis://..., rediss://..., unix://... "
-        "or nats://..."
+        "sqlite:////absolute/path.db, memory://, file:///absolute/folder, postgresql://..., redis://..., "
+        "rediss://..., unix://... or nats://..."
     )
 
 

@@ -30,6 +30,7 @@ T = TypeVar("T")
 BACKENDS = [
     pytest.param("memory://", id="memory"),
     pytest.param("sqlite:///{tmp}/omniq.db", id="sqlite"),  # tmp_path is absolute: four slashes
+    pytest.param("file://{tmp}/queue", id="file"),  # tmp_path is absolute: file:///...
     pytest.param(POSTGRES_URL + "?schema={schema}", id="postgres", marks=pytest.mark.postgres),
     # through PgBouncer in transaction mode (a private one, see tests/pgbouncer.py), LISTEN direct
     pytest.param(

@@ -40,7 +40,7 @@ async def test_an_event_shows_only_after_the_lag_so_a_slow_writer_is_never_skipp
         assert shown.task_id == "t" and await store.last_event_seq() == shown.seq
 
 
-@pytest.mark.parametrize("url", ["s3://bucket/omniq", "file:///tmp/omniq", "fsspec+memory://x"])
+@pytest.mark.parametrize("url", ["s3://bucket/omniq", "gs://bucket/omniq", "fsspec+memory://x"])
 def test_an_fsspec_url_cannot_hold_the_queue_and_says_what_it_can_hold(url: str) -> None:
     with pytest.raises(StorageError, match=r"results and events \(result_url, events_url\), not its tasks"):
         open_storage(url)

@@ -61,15 +61,20 @@ def run_processes(url: str, tmp_path: Path) -> list[list[str]]:
 @pytest.fixture(
     params=[
         "sqlite",
+        "file",
         pytest.param("postgres", marks=pytest.mark.postgres),
         pytest.param("redis", marks=pytest.mark.redis),
         "split",
     ]
 )
 def shared_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A store that several processes share: a SQLite file, a fresh PostgreSQL schema or Redis prefix, a split spec."""
+    """A store that several processes share: a SQLite file, a file store's folder, a fresh PostgreSQL
+    schema or Redis prefix, a split spec."""
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'shared' / 'omniq.db'}"
+        return
+    if request.param == "file":
+        yield f"file://{tmp_path / 'shared' / 'queue'}"
         return
     if request.param == "split":
         yield SPLIT_SPEC.format(tmp=tmp_path)

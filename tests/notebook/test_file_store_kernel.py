@@ -1,0 +1,33 @@
+"""Promise: a kernel whose queue is a file store folder submits tasks that an ``omniq-nb worker``
+process runs; the kernel reads every result, its views show them, and ``%omniq workers status``
+lists the worker."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from kernel_driver import LOAD, Kernel, KernelFactory
+from processes import Processes
+
+pytestmark = [pytest.mark.slow]
+
+
+def test_a_kernel_on_a_file_store_has_its_tasks_run_by_a_cli_worker(
+    start_kernel: KernelFactory, workers: Processes, tmp_path: Path
+) -> None:
+    url = f"file://{tmp_path / 'queue'}"
+    kernel: Kernel = start_kernel(OMNIQ_DB_URL=url, OMNIQ_AUTOSTART="0")
+    kernel.run(LOAD)  # no pool in this kernel
+    kernel.run("import os\n@omniq.task\ndef square(x):\n    omniq.progress(1, 1)\n    return x * x, os.getpid()")
+    kernel.run("handles = [square.submit(n) for n in range(8)]")
+    worker = workers.worker(url, concurrency=2)
+
+    values = kernel.value("[h.result(timeout=60) for h in handles]")
+
+    assert [value for value, _ in values] == [n * n for n in range(8)]
+    assert {pid for _, pid in values} == {worker.pid}
+    kernel.run("from omniq_nb.notebook.runner import KernelRunner")
+    view = kernel.value("str(KernelRunner.current.view(handles[0]))")
+    assert "succeeded" in view and "100%" in view, view
+    assert str(worker.pid) in kernel.run("%omniq workers status").stdout
