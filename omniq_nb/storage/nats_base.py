@@ -1,0 +1,379 @@
+"""The connection every role of the NATS store shares: URL, bucket, event stream, mirror, clock, errors.
+
+Layout, all named from the prefix (``?prefix=NAME``, default ``omniq``), so several stores
+share one server and nothing outside them is touched:
+
+- the key-value bucket ``omniq_PREFIX`` (stream ``KV_omniq_PREFIX``, one revision per key):
+  ``t.ID`` a task (``nats_codec.Stored``), ``w.ID`` a worker pool, ``lead`` the maintenance turn;
+- the stream ``omniq_PREFIX_events`` on subjects ``omniq.PREFIX.ev.ID``: one message per
+  event, whose stream sequence is the event's ``seq``.
+
+Every transition is a compare-and-set on the task key's revision (``update(key, value,
+last=revision)``): the fence. A worker that lost its lease cannot write, because a rescue,
+a cancel or the next claim moved the revision, and the lease token in the value is checked
+as well before each write.
+
+The mirror: each store object follows the bucket with an ordered push consumer (last value
+per key, then every change) and keeps the current entries in memory. Claims, listings and
+counts read the mirror after catching up to the bucket's last sequence (one stream-info
+request), so a read sees every write acknowledged before it; claims pick candidates from it
+and win them by the revision check, so a stale mirror costs a lost race, never a double
+claim. Changes of pending tasks wake ``wait_for_tasks`` (``supports_notify``).
+
+Clock: NATS has no server time, so leases are measured on each client's clock
+(``now()``). Keep the hosts' clocks synchronised (NTP): a worker whose clock runs ``s``
+seconds behind the rescuer's sees its lease end ``s`` seconds later than the rescuer does;
+leases of a few tens of seconds tolerate the usual sub-second skew, and a rescue never
+corrupts state (it is fenced like every other write), at worst it re-runs a task early.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import re
+import secrets
+from collections.abc import AsyncIterator, Iterable
+from datetime import datetime, timezone
+from typing import Any, Self
+from urllib.parse import parse_qsl, urlencode, urlsplit
+
+import nats
+import nats.errors
+import nats.js.errors
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext, api
+from nats.js.kv import KeyValue
+
+from omniq_nb.errors import StorageError
+from omniq_nb.models import TaskEvent, TaskStatus, WorkerInfo
+from omniq_nb.opening import OpensAndCloses
+from omniq_nb.storage.nats_codec import (
+    TASK,
+    WORKER,
+    Stored,
+    decode_stored,
+    decode_worker,
+    encode_event,
+    token,
+)
+from omniq_nb.urls import redact_url
+
+__all__ = ["NATSConnection", "split_options"]
+
+logger = logging.getLogger(__name__)
+
+_UTC = timezone.utc
+_PREFIX = re.compile(r"[A-Za-z0-9_\-]{1,64}")
+_CONNECT_SECONDS = 10.0
+_REQUEST_SECONDS = 10.0
+_CATCH_UP_SECONDS = 5.0  # a mirror this far behind is rebuilt from a new consumer
+_EVENTS_MAX = 1_000_000
+_KV_OP = "KV-Operation"
+_WRONG_LAST = (10071, 10164)  # JetStream: the subject's last sequence was not the expected one
+
+
+def split_options(url: str) -> tuple[str, str, int]:
+    """Return ``(server URL without omniq's options, prefix, events cap)`` of a NATS store URL.
+
+    Example:
+        >>> split_options("nats://me:pw@bus:4222?prefix=jobs&events_max=500")
+        ('nats://me:pw@bus:4222', 'jobs', 500)
+
+    Raises:
+        StorageError: the prefix is not 1 to 64 letters, digits, ``_`` or ``-``, or the cap is
+            not a positive integer.
+
+    """
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    given = dict(query)
+    prefix = given.get("prefix", "omniq")
+    if not _PREFIX.fullmatch(prefix):
+        raise StorageError(f"invalid prefix {prefix!r} in {redact_url(url)!r}: use letters, digits, '_' or '-' (1 to 64)")
+    cap = given.get("events_max", str(_EVENTS_MAX))
+    if not re.fullmatch(r"[0-9]{1,12}", cap) or int(cap) < 1:
+        raise StorageError(f"invalid events_max {cap!r} in {redact_url(url)!r}: a positive number of events")
+    rest = urlencode([(key, value) for key, value in query if key not in ("prefix", "events_max")])
+    base = url.split("?", 1)[0]
+    return base + (f"?{rest}" if rest else ""), prefix, int(cap)
+
+
+class NATSConnection(OpensAndCloses):
+    """A client of one NATS server, the store's bucket and event stream, and the bucket's mirror.
+
+    Args:
+        url: ``nats://[user:password@]host:4222?prefix=NAME`` (``tls://`` for TLS;
+            ``events_max=N`` caps the event stream, default 1,000,000).
+        events: record a ``TaskEvent`` per transition.
+
+    """
+
+    supports_notify = True
+    multi_host = True
+
+    def __init__(self, url: str, *, events: bool = True) -> None:
+        self.url = redact_url(url)
+        self._url = url
+        self._address, self.prefix, self._events_max = split_options(url)
+        self._password = urlsplit(url).password
+        self._events_on = events
+        self.bucket = f"omniq_{self.prefix}"
+        """The key-value bucket's name."""
+        self.events_stream = f"omniq_{self.prefix}_events"
+        """The event stream's name."""
+        self._events_subject = f"omniq.{self.prefix}.ev"
+        self._nc: Client | None = None
+        self._js: JetStreamContext | None = None
+        self._kv: KeyValue | None = None
+        self._sub: Any = None
+        self._tasks: dict[str, tuple[int, Stored]] = {}
+        self._workers: dict[str, tuple[int, WorkerInfo]] = {}
+        self._removed: dict[str, int] = {}
+        self._seen = 0
+        self._moved = asyncio.Event()
+        self._wake = asyncio.Event()
+
+    async def open(self) -> None:
+        """Connect, create the bucket and the event stream if missing, and start the mirror.
+
+        Raises:
+            StorageError: the server cannot be reached, refuses the login, or has no JetStream.
+
+        """
+        await self._open(create=True)
+
+    async def _open(self, *, create: bool) -> None:
+        if self._nc is not None:
+            return
+        nc = await self._connect()
+        try:
+            async with self._errors():
+                self._js = nc.jetstream(timeout=_REQUEST_SECONDS)
+                self._kv = await self._bucket(create=create)
+                await self._event_stream(create=create)
+                self._nc = nc
+                await self._follow()
+        except BaseException:
+            self._nc = None
+            await nc.close()
+            raise
+
+    def clone(self) -> Self:
+        """Return a new, unopened store on the same server and prefix (its own connection)."""
+        return type(self)(self._url, events=self._events_on)
+
+    async def close(self) -> None:
+        """Stop the mirror and close the connection."""
+        nc, self._nc, self._sub = self._nc, None, None
+        if nc is not None:
+            with contextlib.suppress(nats.errors.Error, OSError, asyncio.TimeoutError):
+                await nc.close()
+
+    async def now(self) -> datetime:
+        """Return this client's clock (NATS has no server time; see the module's notes on skew)."""
+        return datetime.now(_UTC)
+
+    async def wait_for_tasks(self, timeout: float) -> None:
+        """Return when the mirror sees a pending task change (a hint), or after ``timeout``."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), timeout)
+        self._wake.clear()
+
+    async def _connect(self) -> Client:
+        async def disconnected() -> None:
+            logger.warning("NATS store %s: connection lost; reconnecting", self.url)
+
+        async def reconnected() -> None:
+            logger.warning("NATS store %s: reconnected", self.url)
+
+        async def error(exc: Exception) -> None:
+            logger.debug("NATS store %s: %s", self.url, self._message(exc))
+
+        try:
+            return await asyncio.wait_for(
+                nats.connect(
+                    self._address,
+                    name=f"omniq-{self.prefix}-{os.getpid()}-{secrets.token_hex(4)}",
+                    connect_timeout=_CONNECT_SECONDS,
+                    allow_reconnect=True,
+                    max_reconnect_attempts=-1,
+                    reconnect_time_wait=0.5,
+                    disconnected_cb=disconnected,
+                    reconnected_cb=reconnected,
+                    error_cb=error,
+                ),
+                _CONNECT_SECONDS,
+            )
+        except (nats.errors.Error, OSError, TimeoutError, ValueError) as exc:
+            raise StorageError(f"the NATS store {self.url} cannot be reached: {self._message(exc)}") from None
+
+    async def _bucket(self, *, create: bool) -> KeyValue:
+        try:
+            return await self._jet.key_value(self.bucket)
+        except nats.js.errors.BucketNotFoundError:
+            if not create:
+                raise StorageError(f"there is no omniq store at {self.url} (no bucket {self.bucket})") from None
+        return await self._jet.create_key_value(bucket=self.bucket, history=1, storage=api.StorageType.FILE)
+
+    async def _event_stream(self, *, create: bool) -> None:
+        with contextlib.suppress(nats.js.errors.NotFoundError):
+            await self._jet.stream_info(self.events_stream)
+            return
+        if not create:
+            raise StorageError(f"there is no omniq store at {self.url} (no stream {self.events_stream})")
+        await self._jet.add_stream(
+            name=self.events_stream,
+            subjects=[f"{self._events_subject}.>"],
+            storage=api.StorageType.FILE,
+            max_msgs=self._events_max,
+            discard=api.DiscardPolicy.OLD,
+        )
+
+    async def _follow(self) -> None:
+        """(Re)start the mirror: forget it, then take the last entry per key and every change after."""
+        old, self._sub = self._sub, None
+        if old is not None:
+            with contextlib.suppress(nats.errors.Error, OSError, asyncio.TimeoutError):
+                await old.unsubscribe()
+        self._tasks, self._workers, self._removed, self._seen = {}, {}, {}, 0
+        self._sub = await self._jet.subscribe(
+            f"$KV.{self.bucket}.>",
+            stream=f"KV_{self.bucket}",
+            cb=self._on_entry,
+            ordered_consumer=True,
+            deliver_policy=api.DeliverPolicy.LAST_PER_SUBJECT,
+            pending_msgs_limit=-1,
+            pending_bytes_limit=-1,
+        )
+
+    async def _on_entry(self, msg: Msg) -> None:
+        key = msg.subject[len(self.bucket) + 5 :]
+        op = msg.headers.get(_KV_OP) if msg.headers else None
+        seq = msg.metadata.sequence.stream
+        self._apply(key, seq, None if op else msg.data)
+        self._seen = max(self._seen, seq)
+        self._moved.set()
+
+    def _apply(self, key: str, revision: int, data: bytes | None) -> None:
+        """Bring one key of the mirror to ``revision`` (``data`` ``None``: deleted) unless it is newer."""
+        current = max(
+            self._tasks[key][0] if key in self._tasks else 0,
+            self._workers[key][0] if key in self._workers else 0,
+            self._removed.get(key, 0),
+        )
+        if revision <= current:
+            return
+        if data is None:
+            self._tasks.pop(key, None)
+            self._workers.pop(key, None)
+            self._removed[key] = revision
+            return
+        self._removed.pop(key, None)
+        if key.startswith(TASK):
+            stored = decode_stored(data)
+            self._tasks[key] = (revision, stored)
+            if stored.task.status is TaskStatus.PENDING:
+                self._wake.set()
+        elif key.startswith(WORKER):
+            self._workers[key] = (revision, decode_worker(data))
+
+    async def _catch_up(self) -> None:
+        """Wait until the mirror holds every change the server acknowledged before this call."""
+        async with self._errors():
+            info = await self._jet.stream_info(f"KV_{self.bucket}")
+        last = info.state.last_seq or 0
+        if not info.state.messages or self._seen >= last:
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + _CATCH_UP_SECONDS
+        while self._seen < last:
+            self._moved.clear()
+            left = deadline - loop.time()
+            if left <= 0:
+                logger.warning("NATS store %s: the mirror fell behind; following the bucket again", self.url)
+                async with self._errors():
+                    await self._follow()
+                deadline = loop.time() + _CATCH_UP_SECONDS
+                continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._moved.wait(), left)
+        self._removed = {key: rev for key, rev in self._removed.items() if rev > self._seen}
+
+    async def _create(self, key: str, data: bytes) -> int:
+        """Create ``key`` (it must not exist); return its revision."""
+        revision = await self._store.create(key, data)
+        self._apply(key, revision, data)
+        return revision
+
+    async def _update(self, key: str, data: bytes, last: int) -> int | None:
+        """Write ``key`` if its revision is still ``last``; return the new revision, or ``None``: it moved."""
+        try:
+            revision = await self._store.update(key, data, last=last)
+        except nats.js.errors.KeyWrongLastSequenceError:
+            return None
+        self._apply(key, revision, data)
+        return revision
+
+    async def _remove(self, key: str, *, last: int | None = None) -> bool:
+        """Purge ``key`` and its history (only at revision ``last`` when given); return whether it went."""
+        headers = {_KV_OP: "PURGE", "Nats-Rollup": "sub"}
+        if last is not None:
+            headers["Nats-Expected-Last-Subject-Sequence"] = str(last)
+        try:
+            ack = await self._jet.publish(f"$KV.{self.bucket}.{key}", b"", headers=headers)
+        except nats.js.errors.APIError as exc:
+            if exc.err_code in _WRONG_LAST:
+                return False
+            raise
+        self._apply(key, ack.seq, None)
+        return True
+
+    async def _read(self, key: str) -> tuple[int, bytes] | None:
+        """Return ``(revision, value)`` of ``key`` from the server, or ``None`` when it has none."""
+        try:
+            entry = await self._store.get(key)
+        except nats.js.errors.KeyNotFoundError:
+            return None
+        return entry.revision, entry.value or b""
+
+    async def _record(self, events: Iterable[TaskEvent]) -> None:
+        """Append events to the stream, in order; a failure loses them (logged) and never fails the caller."""
+        if not self._events_on:
+            return
+        try:
+            pending = [
+                await self._jet.publish_async(f"{self._events_subject}.{token(e.task_id)}", encode_event(e))
+                for e in events
+            ]
+            if pending:
+                await asyncio.gather(*pending)
+        except (nats.errors.Error, OSError, asyncio.TimeoutError) as exc:
+            logger.warning("NATS store %s: events were lost: %s", self.url, self._message(exc))
+
+    @property
+    def _jet(self) -> JetStreamContext:
+        if self._js is None:
+            raise StorageError(f"the NATS store {self.url} is not open (use 'async with' or await open())")
+        return self._js
+
+    @property
+    def _store(self) -> KeyValue:
+        if self._kv is None or self._nc is None:
+            raise StorageError(f"the NATS store {self.url} is not open (use 'async with' or await open())")
+        return self._kv
+
+    @contextlib.asynccontextmanager
+    async def _errors(self) -> AsyncIterator[None]:
+        """Turn driver errors into one-line ``StorageError``s that never show the password."""
+        try:
+            yield
+        except (nats.errors.Error, OSError, asyncio.TimeoutError) as exc:
+            raise StorageError(f"the NATS store {self.url} failed: {self._message(exc)}") from None
+
+    def _message(self, exc: BaseException) -> str:
+        message = str(exc).strip().replace("\n", " ") or type(exc).__name__
+        return message.replace(self._password, "***") if self._password else message
