@@ -6,11 +6,12 @@ store are named from the prefix, so several stores share a server. Tasks are ent
 key-value bucket, one key per task; every transition is a compare-and-set on the key's
 revision (the fence: JetStream accepts an acknowledgement after redelivery, so no ack is
 ever trusted); events go to a stream whose sequence is the event's ``seq``. See
-``nats_base`` for the layout, the mirror that claims and listings read, and the clock.
+``nats_base`` for the layout and the clock, ``nats_mirror`` for the mirror that claims and listings read.
 
 ``NATSStorage`` is assembled from mixins, one per protocol role, as ``RedisStorage`` is:
 
-- ``nats_base.NATSConnection``: URL, connection, bucket and stream, the mirror, clock, errors, wake-ups;
+- ``nats_base.NATSConnection``: URL, connection, bucket and stream, clock, errors;
+- ``nats_mirror.NATSMirror``: the bucket's mirror, the fenced writes, event records, wake-ups;
 - ``nats_results.NATSResults``: ``ResultStore`` and ``EventStore``;
 - ``nats_queue.NATSQueue``: ``QueueStore``;
 - ``nats_maintenance.NATSRegistry`` and ``NATSMaintenance``: ``WorkerRegistry`` and ``MaintenanceStore``.

@@ -1,4 +1,4 @@
-"""The connection every role of the NATS store shares: URL, bucket, event stream, mirror, clock, errors.
+"""The connection every role of the NATS store shares: URL, bucket, event stream, clock, errors.
 
 Layout, all named from the prefix (``?prefix=NAME``, default ``omniq``), so several stores
 share one server and nothing outside them is touched:
@@ -13,12 +13,7 @@ last=revision)``): the fence. A worker that lost its lease cannot write, because
 a cancel or the next claim moved the revision, and the lease token in the value is checked
 as well before each write.
 
-The mirror: each store object follows the bucket with an ordered push consumer (last value
-per key, then every change) and keeps the current entries in memory. Claims, listings and
-counts read the mirror after catching up to the bucket's last sequence (one stream-info
-request), so a read sees every write acknowledged before it; claims pick candidates from it
-and win them by the revision check, so a stale mirror costs a lost race, never a double
-claim. Changes of pending tasks wake ``wait_for_tasks`` (``supports_notify``).
+The mirror of the bucket that claims and listings read is ``nats_mirror``'s.
 
 Clock: NATS has no server time, so leases are measured on each client's clock
 (``now()``). Keep the hosts' clocks synchronised (NTP): a worker whose clock runs ``s``
@@ -35,7 +30,7 @@ import logging
 import os
 import re
 import secrets
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator
 from datetime import datetime, timezone
 from typing import Any, Self
 from urllib.parse import parse_qsl, urlencode, urlsplit
@@ -44,22 +39,11 @@ import nats
 import nats.errors
 import nats.js.errors
 from nats.aio.client import Client
-from nats.aio.msg import Msg
 from nats.js import JetStreamContext, api
 from nats.js.kv import KeyValue
 
 from omniq_nb.errors import StorageError
-from omniq_nb.models import TaskEvent, TaskStatus, WorkerInfo
 from omniq_nb.opening import OpensAndCloses
-from omniq_nb.storage.nats_codec import (
-    TASK,
-    WORKER,
-    Stored,
-    decode_stored,
-    decode_worker,
-    encode_event,
-    token,
-)
 from omniq_nb.urls import redact_url
 
 __all__ = ["NATSConnection", "split_options"]
@@ -70,10 +54,7 @@ _UTC = timezone.utc
 _PREFIX = re.compile(r"[A-Za-z0-9_\-]{1,64}")
 _CONNECT_SECONDS = 10.0
 _REQUEST_SECONDS = 10.0
-_CATCH_UP_SECONDS = 5.0  # a mirror this far behind is rebuilt from a new consumer
 _EVENTS_MAX = 1_000_000
-_KV_OP = "KV-Operation"
-_WRONG_LAST = (10071, 10164)  # JetStream: the subject's last sequence was not the expected one
 
 
 def split_options(url: str) -> tuple[str, str, int]:
@@ -93,7 +74,9 @@ def split_options(url: str) -> tuple[str, str, int]:
     given = dict(query)
     prefix = given.get("prefix", "omniq")
     if not _PREFIX.fullmatch(prefix):
-        raise StorageError(f"invalid prefix {prefix!r} in {redact_url(url)!r}: use letters, digits, '_' or '-' (1 to 64)")
+        raise StorageError(
+            f"invalid prefix {prefix!r} in {redact_url(url)!r}: use letters, digits, '_' or '-' (1 to 64)"
+        )
     cap = given.get("events_max", str(_EVENTS_MAX))
     if not re.fullmatch(r"[0-9]{1,12}", cap) or int(cap) < 1:
         raise StorageError(f"invalid events_max {cap!r} in {redact_url(url)!r}: a positive number of events")
@@ -130,12 +113,6 @@ class NATSConnection(OpensAndCloses):
         self._js: JetStreamContext | None = None
         self._kv: KeyValue | None = None
         self._sub: Any = None
-        self._tasks: dict[str, tuple[int, Stored]] = {}
-        self._workers: dict[str, tuple[int, WorkerInfo]] = {}
-        self._removed: dict[str, int] = {}
-        self._seen = 0
-        self._moved = asyncio.Event()
-        self._wake = asyncio.Event()
 
     async def open(self) -> None:
         """Connect, create the bucket and the event stream if missing, and start the mirror.
@@ -156,11 +133,14 @@ class NATSConnection(OpensAndCloses):
                 self._kv = await self._bucket(create=create)
                 await self._event_stream(create=create)
                 self._nc = nc
-                await self._follow()
+                await self._started()
         except BaseException:
             self._nc = None
             await nc.close()
             raise
+
+    async def _started(self) -> None:
+        """Start what follows the bucket once connected (the mirror does)."""
 
     def clone(self) -> Self:
         """Return a new, unopened store on the same server and prefix (its own connection)."""
@@ -176,12 +156,6 @@ class NATSConnection(OpensAndCloses):
     async def now(self) -> datetime:
         """Return this client's clock (NATS has no server time; see the module's notes on skew)."""
         return datetime.now(_UTC)
-
-    async def wait_for_tasks(self, timeout: float) -> None:
-        """Return when the mirror sees a pending task change (a hint), or after ``timeout``."""
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), timeout)
-        self._wake.clear()
 
     async def _connect(self) -> Client:
         async def disconnected() -> None:
@@ -232,127 +206,6 @@ class NATSConnection(OpensAndCloses):
             max_msgs=self._events_max,
             discard=api.DiscardPolicy.OLD,
         )
-
-    async def _follow(self) -> None:
-        """(Re)start the mirror: forget it, then take the last entry per key and every change after."""
-        old, self._sub = self._sub, None
-        if old is not None:
-            with contextlib.suppress(nats.errors.Error, OSError, asyncio.TimeoutError):
-                await old.unsubscribe()
-        self._tasks, self._workers, self._removed, self._seen = {}, {}, {}, 0
-        self._sub = await self._jet.subscribe(
-            f"$KV.{self.bucket}.>",
-            stream=f"KV_{self.bucket}",
-            cb=self._on_entry,
-            ordered_consumer=True,
-            deliver_policy=api.DeliverPolicy.LAST_PER_SUBJECT,
-            pending_msgs_limit=-1,
-            pending_bytes_limit=-1,
-        )
-
-    async def _on_entry(self, msg: Msg) -> None:
-        key = msg.subject[len(self.bucket) + 5 :]
-        op = msg.headers.get(_KV_OP) if msg.headers else None
-        seq = msg.metadata.sequence.stream
-        self._apply(key, seq, None if op else msg.data)
-        self._seen = max(self._seen, seq)
-        self._moved.set()
-
-    def _apply(self, key: str, revision: int, data: bytes | None) -> None:
-        """Bring one key of the mirror to ``revision`` (``data`` ``None``: deleted) unless it is newer."""
-        current = max(
-            self._tasks[key][0] if key in self._tasks else 0,
-            self._workers[key][0] if key in self._workers else 0,
-            self._removed.get(key, 0),
-        )
-        if revision <= current:
-            return
-        if data is None:
-            self._tasks.pop(key, None)
-            self._workers.pop(key, None)
-            self._removed[key] = revision
-            return
-        self._removed.pop(key, None)
-        if key.startswith(TASK):
-            stored = decode_stored(data)
-            self._tasks[key] = (revision, stored)
-            if stored.task.status is TaskStatus.PENDING:
-                self._wake.set()
-        elif key.startswith(WORKER):
-            self._workers[key] = (revision, decode_worker(data))
-
-    async def _catch_up(self) -> None:
-        """Wait until the mirror holds every change the server acknowledged before this call."""
-        async with self._errors():
-            info = await self._jet.stream_info(f"KV_{self.bucket}")
-        last = info.state.last_seq or 0
-        if not info.state.messages or self._seen >= last:
-            return
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + _CATCH_UP_SECONDS
-        while self._seen < last:
-            self._moved.clear()
-            left = deadline - loop.time()
-            if left <= 0:
-                logger.warning("NATS store %s: the mirror fell behind; following the bucket again", self.url)
-                async with self._errors():
-                    await self._follow()
-                deadline = loop.time() + _CATCH_UP_SECONDS
-                continue
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._moved.wait(), left)
-        self._removed = {key: rev for key, rev in self._removed.items() if rev > self._seen}
-
-    async def _create(self, key: str, data: bytes) -> int:
-        """Create ``key`` (it must not exist); return its revision."""
-        revision = await self._store.create(key, data)
-        self._apply(key, revision, data)
-        return revision
-
-    async def _update(self, key: str, data: bytes, last: int) -> int | None:
-        """Write ``key`` if its revision is still ``last``; return the new revision, or ``None``: it moved."""
-        try:
-            revision = await self._store.update(key, data, last=last)
-        except nats.js.errors.KeyWrongLastSequenceError:
-            return None
-        self._apply(key, revision, data)
-        return revision
-
-    async def _remove(self, key: str, *, last: int | None = None) -> bool:
-        """Purge ``key`` and its history (only at revision ``last`` when given); return whether it went."""
-        headers = {_KV_OP: "PURGE", "Nats-Rollup": "sub"}
-        if last is not None:
-            headers["Nats-Expected-Last-Subject-Sequence"] = str(last)
-        try:
-            ack = await self._jet.publish(f"$KV.{self.bucket}.{key}", b"", headers=headers)
-        except nats.js.errors.APIError as exc:
-            if exc.err_code in _WRONG_LAST:
-                return False
-            raise
-        self._apply(key, ack.seq, None)
-        return True
-
-    async def _read(self, key: str) -> tuple[int, bytes] | None:
-        """Return ``(revision, value)`` of ``key`` from the server, or ``None`` when it has none."""
-        try:
-            entry = await self._store.get(key)
-        except nats.js.errors.KeyNotFoundError:
-            return None
-        return entry.revision, entry.value or b""
-
-    async def _record(self, events: Iterable[TaskEvent]) -> None:
-        """Append events to the stream, in order; a failure loses them (logged) and never fails the caller."""
-        if not self._events_on:
-            return
-        try:
-            pending = [
-                await self._jet.publish_async(f"{self._events_subject}.{token(e.task_id)}", encode_event(e))
-                for e in events
-            ]
-            if pending:
-                await asyncio.gather(*pending)
-        except (nats.errors.Error, OSError, asyncio.TimeoutError) as exc:
-            logger.warning("NATS store %s: events were lost: %s", self.url, self._message(exc))
 
     @property
     def _jet(self) -> JetStreamContext:

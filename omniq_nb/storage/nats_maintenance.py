@@ -19,7 +19,6 @@ import nats.js.errors
 from omniq_nb.models import StoreHealth, TaskStatus, WorkerInfo
 from omniq_nb.storage import lifecycle
 from omniq_nb.storage.health import health_report
-from omniq_nb.storage.nats_base import NATSConnection
 from omniq_nb.storage.nats_codec import (
     LEAD_KEY,
     decode_lead,
@@ -29,6 +28,7 @@ from omniq_nb.storage.nats_codec import (
     token,
     worker_key,
 )
+from omniq_nb.storage.nats_mirror import NATSMirror
 from omniq_nb.storage.nats_results import NATSResults
 
 __all__ = ["NATSMaintenance", "NATSRegistry"]
@@ -37,7 +37,7 @@ _UTC = timezone.utc
 _TRIES = 20
 
 
-class NATSRegistry(NATSConnection):
+class NATSRegistry(NATSMirror):
     """Heartbeats, the list of live pools, stop requests; an entry is live while its heartbeat is fresh."""
 
     async def heartbeat(self, worker: WorkerInfo) -> bool:
@@ -134,7 +134,9 @@ class NATSMaintenance(NATSResults):
             if everything or lifecycle.purgeable(stored.task, now, finished_before=finished_before, statuses=picked)
         ]
         async with self._errors():
-            gone = await asyncio.gather(*(self._remove(key, last=None if everything else rev) for key, rev, _ in doomed))
+            gone = await asyncio.gather(
+                *(self._remove(key, last=None if everything else rev) for key, rev, _ in doomed)
+            )
             if everything:
                 await self._jet.purge_stream(self.events_stream)
             else:
@@ -178,4 +180,3 @@ class NATSMaintenance(NATSResults):
         return health_report(
             self.url, counts=counts, expired_leases=len(lapsed), stale_ids=stale, stale_after=stale_after
         )
-

@@ -98,7 +98,9 @@ class NATSQueue(NATSResults):
         """
         await self._catch_up()
         now = datetime.now(_UTC)
-        live = {w.kernel for _, w in self._workers.values() if lifecycle.worker_alive(w, now)} if unowned_only else set()
+        live = (
+            {w.kernel for _, w in self._workers.values() if lifecycle.worker_alive(w, now)} if unowned_only else set()
+        )
         ready = [
             (key, revision, stored)
             for key, (revision, stored) in self._tasks.items()
@@ -117,7 +119,9 @@ class NATSQueue(NATSResults):
         await self._record(lifecycle.event_of(t, EventKind.STARTED, at=now) for t in claimed)
         return claimed
 
-    async def _take(self, candidate: tuple[str, int, Stored], worker: str, now: datetime, until: datetime) -> Task | None:
+    async def _take(
+        self, candidate: tuple[str, int, Stored], worker: str, now: datetime, until: datetime
+    ) -> Task | None:
         key, revision, stored = candidate
         task = copy(
             stored.task,
@@ -325,4 +329,3 @@ def _outcome(result: TaskResult) -> Decide:
         return task
 
     return decide
-

@@ -15,8 +15,8 @@ import nats.errors
 from nats.js import api
 
 from omniq_nb.models import Task, TaskEvent, TaskStatus
-from omniq_nb.storage.nats_base import NATSConnection
 from omniq_nb.storage.nats_codec import decode_event, task_key, token
+from omniq_nb.storage.nats_mirror import NATSMirror
 
 __all__ = ["NATSResults"]
 
@@ -25,7 +25,7 @@ _FETCH_SECONDS = 5.0
 _CONSUMER_IDLE = 30.0  # a reader's consumer the server deletes if it was left behind
 
 
-class NATSResults(NATSConnection):
+class NATSResults(NATSMirror):
     """``ResultStore`` and ``EventStore``: tasks from the mirror (after catching up), events from the stream."""
 
     async def get(self, task_id: str) -> Task | None:
@@ -96,7 +96,9 @@ class NATSResults(NATSConnection):
                     await reader.unsubscribe()
                     await self._jet.delete_consumer(self.events_stream, reader._consumer)
 
-    async def _fetch_events(self, reader: nats.js.JetStreamContext.PullSubscription, limit: int) -> builtins.list[TaskEvent]:
+    async def _fetch_events(
+        self, reader: nats.js.JetStreamContext.PullSubscription, limit: int
+    ) -> builtins.list[TaskEvent]:
         pending = (await reader.consumer_info()).num_pending or 0
         found: builtins.list[TaskEvent] = []
         while pending > 0 and len(found) < limit:
