@@ -54,6 +54,8 @@ _UTC = timezone.utc
 _PREFIX = re.compile(r"[A-Za-z0-9_\-]{1,64}")
 _CONNECT_SECONDS = 10.0
 _REQUEST_SECONDS = 10.0
+_CONNECT_TRIES = 2  # reconnections tried before the first connection fails
+_RECONNECT_WAIT = 0.5  # seconds between tries (nats-py adds jitter)
 _EVENTS_MAX = 1_000_000
 
 
@@ -158,24 +160,28 @@ class NATSConnection(OpensAndCloses):
         return datetime.now(_UTC)
 
     async def _connect(self) -> Client:
+        """Connect (a few tries, then fail with the reason); once connected, reconnect without end, with backoff."""
+        failures: list[BaseException] = []
+
         async def disconnected() -> None:
-            logger.warning("NATS store %s: connection lost; reconnecting", self.url)
+            if self._nc is not None:  # not this store closing it
+                logger.warning("NATS store %s: connection lost; reconnecting", self.url)
 
         async def reconnected() -> None:
             logger.warning("NATS store %s: reconnected", self.url)
 
         async def error(exc: Exception) -> None:
+            failures.append(exc)
             logger.debug("NATS store %s: %s", self.url, self._message(exc))
 
         try:
-            return await asyncio.wait_for(
+            nc = await asyncio.wait_for(
                 nats.connect(
                     self._address,
                     name=f"omniq-{self.prefix}-{os.getpid()}-{secrets.token_hex(4)}",
-                    connect_timeout=_CONNECT_SECONDS,
-                    allow_reconnect=True,
-                    max_reconnect_attempts=-1,
-                    reconnect_time_wait=0.5,
+                    connect_timeout=_CONNECT_SECONDS / 4,
+                    max_reconnect_attempts=_CONNECT_TRIES,
+                    reconnect_time_wait=_RECONNECT_WAIT,
                     disconnected_cb=disconnected,
                     reconnected_cb=reconnected,
                     error_cb=error,
@@ -183,7 +189,10 @@ class NATSConnection(OpensAndCloses):
                 _CONNECT_SECONDS,
             )
         except (nats.errors.Error, OSError, TimeoutError, ValueError) as exc:
-            raise StorageError(f"the NATS store {self.url} cannot be reached: {self._message(exc)}") from None
+            reason = self._message(failures[-1] if failures else exc)
+            raise StorageError(f"the NATS store {self.url} cannot be reached: {reason}") from None
+        nc.options["max_reconnect_attempts"] = -1  # from now on, a lost connection is retried for ever
+        return nc
 
     async def _bucket(self, *, create: bool) -> KeyValue:
         try:
