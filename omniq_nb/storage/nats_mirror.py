@@ -7,8 +7,8 @@ so a read sees every write acknowledged before it; claims pick candidates from i
 them by the revision check, so a stale mirror costs a lost race, never a double claim.
 This store's own writes go into the mirror at once (by revision, so a late delivery of an
 older one changes nothing). A change that leaves a task pending wakes ``wait_for_tasks``.
-A mirror that cannot catch up within a few seconds (its consumer was lost with the
-connection) is rebuilt from a new consumer.
+A mirror that is behind and receives nothing for a few seconds (its consumer was lost with
+the connection) is rebuilt from a new consumer; a slow one is waited for.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ __all__ = ["NATSMirror"]
 
 logger = logging.getLogger(__name__)
 
-_CATCH_UP_SECONDS = 5.0  # a mirror this far behind is rebuilt from a new consumer
+_STALLED_SECONDS = 5.0  # a mirror behind the bucket that receives nothing this long is rebuilt
 _KV_OP = "KV-Operation"
 _WRONG_LAST = (10071, 10164)  # JetStream: the subject's last sequence was not the expected one
 
@@ -50,6 +50,8 @@ class NATSMirror(NATSConnection):
         self._tasks: dict[str, tuple[int, Stored]] = {}
         self._workers: dict[str, tuple[int, WorkerInfo]] = {}
         self._removed: dict[str, int] = {}
+        self._pending: dict[str, tuple[int, float, int]] = {}
+        """The keys of pending tasks, each with its claim order: priority (highest first), eta, enqueue order."""
         self._seen = 0
         self._moved = asyncio.Event()
         self._wake = asyncio.Event()
@@ -70,6 +72,7 @@ class NATSMirror(NATSConnection):
             with contextlib.suppress(nats.errors.Error, OSError, asyncio.TimeoutError):
                 await old.unsubscribe()
         self._tasks, self._workers, self._removed, self._seen = {}, {}, {}, 0
+        self._pending = {}
         self._sub = await self._jet.subscribe(
             f"$KV.{self.bucket}.>",
             stream=f"KV_{self.bucket}",
@@ -99,6 +102,7 @@ class NATSMirror(NATSConnection):
             return
         if data is None:
             self._tasks.pop(key, None)
+            self._pending.pop(key, None)
             self._workers.pop(key, None)
             self._removed[key] = revision
             return
@@ -107,7 +111,11 @@ class NATSMirror(NATSConnection):
             stored = decode_stored(data)
             self._tasks[key] = (revision, stored)
             if stored.task.status is TaskStatus.PENDING:
+                task = stored.task
+                self._pending[key] = (-task.priority, task.eta.timestamp(), stored.order)
                 self._wake.set()
+            else:
+                self._pending.pop(key, None)
         elif key.startswith(WORKER):
             self._workers[key] = (revision, decode_worker(data))
 
@@ -118,19 +126,14 @@ class NATSMirror(NATSConnection):
         last = info.state.last_seq or 0
         if not info.state.messages or self._seen >= last:
             return
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + _CATCH_UP_SECONDS
         while self._seen < last:
             self._moved.clear()
-            left = deadline - loop.time()
-            if left <= 0:
-                logger.warning("NATS store %s: the mirror fell behind; following the bucket again", self.url)
+            try:
+                await asyncio.wait_for(self._moved.wait(), _STALLED_SECONDS)
+            except TimeoutError:  # behind, and nothing came for a while: the consumer is gone
+                logger.warning("NATS store %s: the mirror stopped receiving; following the bucket again", self.url)
                 async with self._errors():
                     await self._follow()
-                deadline = loop.time() + _CATCH_UP_SECONDS
-                continue
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._moved.wait(), left)
         self._removed = {key: rev for key, rev in self._removed.items() if rev > self._seen}
 
     async def _create(self, key: str, data: bytes) -> int:
@@ -171,15 +174,20 @@ class NATSMirror(NATSConnection):
         return entry.revision or 0, entry.value or b""
 
     async def _record(self, events: Iterable[TaskEvent]) -> None:
-        """Append events to the stream, in order; a failure loses them (logged) and never fails the caller."""
+        """Append events to the stream, in order; a failure loses them (logged) and never fails the caller.
+
+        All but the last go as plain publishes; the last one's acknowledgement comes after
+        the stream stored every message this connection sent before it (the server handles a
+        connection's messages in order), so one round trip covers the batch.
+        """
         if not self._events_on:
             return
+        batch = [(f"{self._events_subject}.{token(e.task_id)}", encode_event(e)) for e in events]
+        if not batch or self._nc is None:
+            return
         try:
-            pending = [
-                await self._jet.publish_async(f"{self._events_subject}.{token(e.task_id)}", encode_event(e))
-                for e in events
-            ]
-            if pending:
-                await asyncio.gather(*pending)
+            for subject, data in batch[:-1]:
+                await self._nc.publish(subject, data)
+            await self._jet.publish(*batch[-1])
         except (nats.errors.Error, OSError, asyncio.TimeoutError) as exc:
             logger.warning("NATS store %s: events were lost: %s", self.url, self._message(exc))

@@ -16,8 +16,10 @@ from __future__ import annotations
 import asyncio
 import builtins
 import secrets
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta, timezone
+from itertools import islice
+from operator import itemgetter
 
 import msgspec
 import nats.js.errors
@@ -101,19 +103,25 @@ class NATSQueue(NATSResults):
         live = (
             {w.kernel for _, w in self._workers.values() if lifecycle.worker_alive(w, now)} if unowned_only else set()
         )
-        ready = [
-            (key, revision, stored)
-            for key, (revision, stored) in self._tasks.items()
-            if lifecycle.claimable(stored.task, queues, now)
-            and (not unowned_only or stored.task.owner in (None, owner) or stored.task.owner not in live)
-            and (stored.task.kind is None or stored.task.kind not in skip_kinds)
-        ]
-        ready.sort(key=lambda c: (-c[2].task.priority, c[2].task.eta, c[2].order))
+
+        def ready() -> Iterator[tuple[str, int, Stored]]:
+            for key, _ in sorted(self._pending.items(), key=itemgetter(1)):
+                entry = self._tasks.get(key)
+                if entry is None:
+                    continue
+                task = entry[1].task
+                if (
+                    lifecycle.claimable(task, queues, now)
+                    and (not unowned_only or task.owner in (None, owner) or task.owner not in live)
+                    and (task.kind is None or task.kind not in skip_kinds)
+                ):
+                    yield key, entry[0], entry[1]
+
+        candidates = ready()
         claimed: builtins.list[Task] = []
         until = now + timedelta(seconds=lease)
         async with self._errors():
-            while ready and len(claimed) < limit:
-                wave, ready = ready[: limit - len(claimed)], ready[limit - len(claimed) :]
+            while len(claimed) < limit and (wave := builtins.list(islice(candidates, limit - len(claimed)))):
                 won = await asyncio.gather(*(self._take(c, worker, now, until) for c in wave))
                 claimed += [task for task in won if task is not None]
         await self._record(lifecycle.event_of(t, EventKind.STARTED, at=now) for t in claimed)
