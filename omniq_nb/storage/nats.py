@@ -14,7 +14,8 @@ ever trusted); events go to a stream whose sequence is the event's ``seq``. See
 - ``nats_mirror.NATSMirror``: the bucket's mirror, the fenced writes, event records, wake-ups;
 - ``nats_results.NATSResults``: ``ResultStore`` and ``EventStore``;
 - ``nats_queue.NATSQueue``: ``QueueStore``;
-- ``nats_maintenance.NATSRegistry`` and ``NATSMaintenance``: ``WorkerRegistry`` and ``MaintenanceStore``.
+- ``nats_maintenance.NATSRegistry`` and ``NATSMaintenance``: ``WorkerRegistry`` and ``MaintenanceStore``;
+- ``nats_outcomes.NATSOutcomes``: ``OutcomeStore`` (results and events of a queue kept elsewhere).
 
 The codec of entries and events is ``nats_codec``.
 """
@@ -22,12 +23,13 @@ The codec of entries and events is ``nats_codec``.
 from __future__ import annotations
 
 from omniq_nb.storage.nats_maintenance import NATSMaintenance, NATSRegistry
+from omniq_nb.storage.nats_outcomes import NATSOutcomes
 from omniq_nb.storage.nats_queue import NATSQueue
 
 __all__ = ["NATSStorage"]
 
 
-class NATSStorage(NATSQueue, NATSRegistry, NATSMaintenance):
+class NATSStorage(NATSQueue, NATSRegistry, NATSMaintenance, NATSOutcomes):
     """A store under one prefix of a NATS JetStream server, shared by workers on any number of machines.
 
     Args:

@@ -31,17 +31,22 @@ import msgspec
 from omniq_nb.models import Task, TaskEvent, WorkerInfo
 
 __all__ = [
+    "KEPT",
     "LEAD_KEY",
+    "MARK",
     "TASK",
     "WORKER",
     "Stored",
     "decode_event",
     "decode_lead",
+    "decode_blob",
     "decode_stored",
+    "decode_until",
     "decode_worker",
     "encode_event",
     "encode_lead",
     "encode_stored",
+    "encode_until",
     "encode_worker",
     "key_id",
     "next_order",
@@ -56,6 +61,10 @@ WORKER = "w."
 """The start of every worker registry entry's key."""
 LEAD_KEY = "lead"
 """The key of the maintenance turn."""
+KEPT = "r."
+"""The start of every key of a result kept for a queue in another store (``r.TOKEN.ID``)."""
+MARK = "p."
+"""The start of every key of an event purge mark (``p.ID``: when that task's events go)."""
 
 _SAFE = re.compile(r"[A-Za-z0-9_\-]{1,200}")
 _order_lock = threading.Lock()
@@ -69,6 +78,11 @@ class Stored(msgspec.Struct, array_like=True):
     task: Task
 
 
+class _Until(msgspec.Struct, array_like=True):
+    until: float | None
+    blob: bytes = b""
+
+
 class _Lead(msgspec.Struct, array_like=True):
     runner: str
     until: float
@@ -79,6 +93,7 @@ _stored = msgspec.msgpack.Decoder(Stored)
 _worker = msgspec.msgpack.Decoder(WorkerInfo)
 _event = msgspec.msgpack.Decoder(TaskEvent)
 _lead = msgspec.msgpack.Decoder(_Lead)
+_until = msgspec.msgpack.Decoder(_Until)
 
 
 def token(name: str) -> str:
@@ -149,3 +164,18 @@ def encode_event(event: TaskEvent) -> bytes:
 def decode_event(data: bytes, seq: int) -> TaskEvent:
     """Return the event of a stream message, with the message's stream sequence as ``seq``."""
     return msgspec.structs.replace(_event.decode(data), seq=seq)
+
+
+def encode_until(until: float | None, blob: bytes = b"") -> bytes:
+    """Return a kept result's or a purge mark's entry: when it goes (``None``: never), and the result."""
+    return _encoder.encode(_Until(until, blob))
+
+
+def decode_until(data: bytes) -> float | None:
+    """Return when a kept result or a purge mark goes (seconds since the epoch, ``None``: never)."""
+    return _until.decode(data).until
+
+
+def decode_blob(data: bytes) -> bytes:
+    """Return the result bytes of a kept result's entry."""
+    return _until.decode(data).blob

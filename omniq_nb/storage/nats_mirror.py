@@ -25,7 +25,18 @@ from nats.js import api
 
 from omniq_nb.models import TaskEvent, TaskStatus, WorkerInfo
 from omniq_nb.storage.nats_base import NATSConnection
-from omniq_nb.storage.nats_codec import TASK, WORKER, Stored, decode_stored, decode_worker, encode_event, token
+from omniq_nb.storage.nats_codec import (
+    KEPT,
+    MARK,
+    TASK,
+    WORKER,
+    Stored,
+    decode_stored,
+    decode_until,
+    decode_worker,
+    encode_event,
+    token,
+)
 
 __all__ = ["NATSMirror"]
 
@@ -50,6 +61,8 @@ class NATSMirror(NATSConnection):
         self._tasks: dict[str, tuple[int, Stored]] = {}
         self._workers: dict[str, tuple[int, WorkerInfo]] = {}
         self._removed: dict[str, int] = {}
+        self._marks: dict[str, tuple[int, float | None]] = {}
+        """Kept results and event purge marks (``nats_outcomes``): key -> (revision, when it goes)."""
         self._pending: dict[str, tuple[int, float, int]] = {}
         """The keys of pending tasks, each with its claim order: priority (highest first), eta, enqueue order."""
         self._seen = 0
@@ -71,7 +84,7 @@ class NATSMirror(NATSConnection):
         if old is not None:
             with contextlib.suppress(nats.errors.Error, OSError, asyncio.TimeoutError):
                 await old.unsubscribe()
-        self._tasks, self._workers, self._removed, self._seen = {}, {}, {}, 0
+        self._tasks, self._workers, self._marks, self._removed, self._seen = {}, {}, {}, {}, 0
         self._pending = {}
         self._sub = await self._jet.subscribe(
             f"$KV.{self.bucket}.>",
@@ -96,6 +109,7 @@ class NATSMirror(NATSConnection):
         current = max(
             self._tasks[key][0] if key in self._tasks else 0,
             self._workers[key][0] if key in self._workers else 0,
+            self._marks[key][0] if key in self._marks else 0,
             self._removed.get(key, 0),
         )
         if revision <= current:
@@ -104,6 +118,7 @@ class NATSMirror(NATSConnection):
             self._tasks.pop(key, None)
             self._pending.pop(key, None)
             self._workers.pop(key, None)
+            self._marks.pop(key, None)
             self._removed[key] = revision
             return
         self._removed.pop(key, None)
@@ -118,6 +133,8 @@ class NATSMirror(NATSConnection):
                 self._pending.pop(key, None)
         elif key.startswith(WORKER):
             self._workers[key] = (revision, decode_worker(data))
+        elif key.startswith((KEPT, MARK)):
+            self._marks[key] = (revision, decode_until(data))
 
     async def _catch_up(self) -> None:
         """Wait until the mirror holds every change the server acknowledged before this call."""
@@ -180,8 +197,10 @@ class NATSMirror(NATSConnection):
         the stream stored every message this connection sent before it (the server handles a
         connection's messages in order), so one round trip covers the batch.
         """
-        if not self._events_on:
-            return
+        if self._events_on:
+            await self._append(events)
+
+    async def _append(self, events: Iterable[TaskEvent]) -> None:
         batch = [(f"{self._events_subject}.{token(e.task_id)}", encode_event(e)) for e in events]
         if not batch or self._nc is None:
             return
