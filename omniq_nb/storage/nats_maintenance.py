@@ -71,8 +71,8 @@ class NATSRegistry(NATSMirror):
         return True
 
     async def _drop_dead(self, now: datetime) -> None:
-        dead = [k for k, (_, w) in self._workers.items() if not lifecycle.worker_alive(w, now)]
-        await asyncio.gather(*(self._remove(k) for k in dead))
+        dead = [(k, rev) for k, (rev, w) in self._workers.items() if not lifecycle.worker_alive(w, now)]
+        await asyncio.gather(*(self._remove(k, last=rev) for k, rev in dead))  # unless it came back meanwhile
 
     async def workers(self) -> builtins.list[WorkerInfo]:
         """Return the live pools, oldest first."""
