@@ -96,28 +96,23 @@ class NATSQueue(NATSResults):
         """Claim up to ``limit`` ready tasks: priority, then eta, then enqueue order.
 
         Candidates come from the mirror; each is won by a compare-and-set on its revision,
-        so a task another worker took first is passed over, never handed out twice.
+        so a task another worker took first is passed over, never handed out twice. A busy
+        claim does not wait for the mirror; one that finds nothing catches up with the
+        bucket first and looks again (so an idle worker sees every ready task, and a mirror
+        whose consumer was lost is rebuilt).
         """
-        await self._catch_up()
+        chosen = (queues, unowned_only, owner, skip_kinds)
+        claimed = await self._claim_from_mirror(chosen, limit=limit, lease=lease, worker=worker)
+        if not claimed:
+            await self._catch_up()
+            claimed = await self._claim_from_mirror(chosen, limit=limit, lease=lease, worker=worker)
+        return claimed
+
+    async def _claim_from_mirror(
+        self, chosen: tuple[Sequence[str], bool, str | None, Sequence[str]], *, limit: int, lease: float, worker: str
+    ) -> builtins.list[Task]:
         now = datetime.now(_UTC)
-        live = (
-            {w.kernel for _, w in self._workers.values() if lifecycle.worker_alive(w, now)} if unowned_only else set()
-        )
-
-        def ready() -> Iterator[tuple[str, int, Stored]]:
-            for key, _ in sorted(self._pending.items(), key=itemgetter(1)):
-                entry = self._tasks.get(key)
-                if entry is None:
-                    continue
-                task = entry[1].task
-                if (
-                    lifecycle.claimable(task, queues, now)
-                    and (not unowned_only or task.owner in (None, owner) or task.owner not in live)
-                    and (task.kind is None or task.kind not in skip_kinds)
-                ):
-                    yield key, entry[0], entry[1]
-
-        candidates = ready()
+        candidates = self._ready(chosen, now)
         claimed: builtins.list[Task] = []
         until = now + timedelta(seconds=lease)
         async with self._errors():
@@ -126,6 +121,24 @@ class NATSQueue(NATSResults):
                 claimed += [task for task in won if task is not None]
         await self._record(lifecycle.event_of(t, EventKind.STARTED, at=now) for t in claimed)
         return claimed
+
+    def _ready(
+        self, chosen: tuple[Sequence[str], bool, str | None, Sequence[str]], now: datetime
+    ) -> Iterator[tuple[str, int, Stored]]:
+        """Yield the mirror's claimable tasks in claim order (looked at lazily: a claim stops when it has enough)."""
+        queues, unowned_only, owner, skip_kinds = chosen
+        live = {w.kernel for _, w in self._workers.values() if lifecycle.worker_alive(w, now)} if unowned_only else ()
+        for key, _ in sorted(self._pending.items(), key=itemgetter(1)):
+            entry = self._tasks.get(key)
+            if entry is None:
+                continue
+            task = entry[1].task
+            if (
+                lifecycle.claimable(task, queues, now)
+                and (not unowned_only or task.owner in (None, owner) or task.owner not in live)
+                and (task.kind is None or task.kind not in skip_kinds)
+            ):
+                yield key, entry[0], entry[1]
 
     async def _take(
         self, candidate: tuple[str, int, Stored], worker: str, now: datetime, until: datetime
@@ -227,8 +240,7 @@ class NATSQueue(NATSResults):
         return released
 
     async def expired_leases(self, *, limit: int) -> builtins.list[Task]:
-        """Return running tasks whose lease ran out (on this client's clock)."""
-        await self._catch_up()
+        """Return running tasks whose lease ran out (on this client's clock; the mirror may lag: a rescue is fenced)."""
         now = datetime.now(_UTC)
         return [s.task for _, s in self._tasks.values() if lifecycle.lease_lapsed(s.task, now)][:limit]
 

@@ -1,4 +1,7 @@
-"""The NATS store's ``ResultStore`` and ``EventStore`` roles: reads from the caught-up mirror, events from the stream.
+"""The NATS store's ``ResultStore`` and ``EventStore`` roles: tasks from the server or the caught-up mirror, events.
+
+``get`` and ``get_many`` read each key from the server (direct gets); listings and counts
+read the mirror once it caught up with the bucket.
 
 Events are read through a short-lived pull consumer of the event stream that starts at the
 cursor (``opt_start_seq``) and acknowledges nothing; when the stream holds nothing past the
@@ -7,6 +10,7 @@ cursor, one stream-info request answers and no consumer is made.
 
 from __future__ import annotations
 
+import asyncio
 import builtins
 import contextlib
 from collections.abc import Sequence
@@ -15,7 +19,7 @@ import nats.errors
 from nats.js import api
 
 from omniq_nb.models import Task, TaskEvent, TaskStatus
-from omniq_nb.storage.nats_codec import decode_event, task_key, token
+from omniq_nb.storage.nats_codec import decode_event, decode_stored, task_key, token
 from omniq_nb.storage.nats_mirror import NATSMirror
 
 __all__ = ["NATSResults"]
@@ -29,18 +33,15 @@ class NATSResults(NATSMirror):
     """``ResultStore`` and ``EventStore``: tasks from the mirror (after catching up), events from the stream."""
 
     async def get(self, task_id: str) -> Task | None:
-        """Return the task with this id, or ``None``."""
-        await self._catch_up()
-        entry = self._tasks.get(task_key(task_id))
-        return None if entry is None else entry[1].task
+        """Return the task with this id, or ``None`` (read from the server: always current)."""
+        found = await self.get_many([task_id])
+        return found[0] if found else None
 
     async def get_many(self, task_ids: Sequence[str]) -> builtins.list[Task]:
-        """Return the tasks with these ids that exist."""
-        if not task_ids:
-            return []
-        await self._catch_up()
-        found = (self._tasks.get(task_key(task_id)) for task_id in task_ids)
-        return [entry[1].task for entry in found if entry is not None]
+        """Return the tasks with these ids that exist (each read from the server)."""
+        async with self._errors():
+            found = await asyncio.gather(*(self._read(task_key(task_id)) for task_id in dict.fromkeys(task_ids)))
+        return [decode_stored(entry[1]).task for entry in found if entry is not None]
 
     async def list(
         self, *, statuses: Sequence[TaskStatus] = (), queue: str | None = None, limit: int = 100
