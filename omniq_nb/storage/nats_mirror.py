@@ -1,10 +1,11 @@
 """The NATS store's mirror of its bucket, and the writes that keep it current.
 
 Each store object follows the bucket with an ordered push consumer (the last entry per key,
-then every change) and keeps the current entries in memory. Claims, listings and counts
-read the mirror after catching up to the bucket's last sequence (one stream-info request),
-so a read sees every write acknowledged before it; claims pick candidates from it and win
-them by the revision check, so a stale mirror costs a lost race, never a double claim.
+then every change) and keeps the current entries in memory. Listings and counts read the
+mirror after catching up to the bucket's last sequence (one stream-info request), so they
+see every write acknowledged before them; ``get`` reads the server. Claims pick candidates
+from the mirror as it is (catching up first only when it offers none) and win them by the
+revision check, so a stale mirror costs a lost race, never a double claim.
 This store's own writes go into the mirror at once (by revision, so a late delivery of an
 older one changes nothing). A change that leaves a task pending wakes ``wait_for_tasks``.
 A mirror that is behind and receives nothing for a few seconds (its consumer was lost with
