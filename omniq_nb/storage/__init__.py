@@ -22,7 +22,6 @@ from omniq_nb.urls import redact_url
 
 __all__ = ["NotSupported", "Storage", "StorageError", "open_outcome_store", "open_storage", "open_stores", "redact_url"]
 
-_LATER = {"nats"}
 _OWN_SCHEMES = {"sqlite", "memory", "postgresql", "postgres", "redis", "rediss", "unix", "nats"}
 _OUTCOMES_ONLY = ("s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "adl", "hdfs", "webhdfs", "sftp")
 
@@ -33,7 +32,8 @@ def open_storage(url: str, *, settings: Settings | None = None) -> Storage:
     Args:
         url: ``sqlite:///relative.db``, ``sqlite:////absolute.db``, ``memory://``,
             ``postgresql://user@host/db?schema=NAME``, ``redis://host:6379/0?prefix=NAME``
-            (also ``rediss://``, ``unix:///path.sock``), ``file:///absolute/folder`` (one machine), ...
+            (also ``rediss://``, ``unix:///path.sock``), ``nats://host:4222?prefix=NAME``,
+            ``file:///absolute/folder`` (one machine), ...
         settings: settings that tune the store (events, SQLite synchronous mode).
 
     Returns:
@@ -42,7 +42,7 @@ def open_storage(url: str, *, settings: Settings | None = None) -> Storage:
     Raises:
         StorageError: the URL is malformed (a NUL byte, say) or names an unknown scheme.
         NotSupported: the scheme's backend is not available in this version, or its
-            driver is not installed (``pip install 'omniq-nb[postgres]'``, ``[redis]``).
+            driver is not installed (``pip install 'omniq-nb[postgres]'``, ``[redis]``, ``[nats]``).
 
     Example:
         >>> import asyncio
@@ -76,15 +76,13 @@ def open_storage(url: str, *, settings: Settings | None = None) -> Storage:
         return _postgres(url, settings)
     if scheme in ("redis", "rediss", "unix"):
         return _redis(url, settings)
-    if scheme in _LATER:
-        raise NotSupported(
-            f"the {scheme} store is not available yet in this version of omniq_nb; "
-            "use sqlite:///path.db (one machine) or memory://"
-        )
+    if scheme == "nats":
+        return _nats(url, settings)
     if scheme in _OUTCOMES_ONLY or scheme.startswith("fsspec+"):
         raise StorageError(
             f"{redact_url(url)!r} can keep a queue's results and events (result_url, events_url), "
-            "not its tasks; give the queue a sqlite:///..., postgresql://... or memory:// store"
+            "not its tasks; give the queue a sqlite:///..., file:///..., postgresql://..., redis://..., nats://... "
+            "or memory:// store"
         )
     raise StorageError(
         f"unknown store URL {redact_url(str(url))!r}; expected sqlite:///relative.db, "
@@ -196,3 +194,14 @@ def _redis(url: str, settings: Settings) -> Storage:
             f"the Redis store needs redis-py ({exc.name} is not installed): pip install 'omniq-nb[redis]'"
         ) from None
     return RedisStorage(url, events=settings.events)
+
+
+def _nats(url: str, settings: Settings) -> Storage:
+    """Return the NATS JetStream store, or say how to install its driver."""
+    try:
+        from omniq_nb.storage.nats import NATSStorage
+    except ImportError as exc:
+        raise NotSupported(
+            f"the NATS store needs nats-py ({exc.name} is not installed): pip install 'omniq-nb[nats]'"
+        ) from None
+    return NATSStorage(url, events=settings.events)

@@ -67,7 +67,7 @@ EXPECTED = {
         "expired",
     ],
     "04-cpu-bound-and-fan-out.ipynb": ["True", "332833500"],
-    "05-beyond-the-kernel.ipynb": ["42", "(True,", "not available yet"],
+    "05-beyond-the-kernel.ipynb": ["42", "(True,", "file store: ['pending']"],
 }
 
 

@@ -16,6 +16,7 @@ from urllib.parse import quote
 
 import anyio
 import pytest
+from nats_server import NATS_URL, nats_prefix
 from pgbouncer import pgbouncer
 from postgres_server import POSTGRES_URL, postgres_schema
 from redis_server import REDIS_URL, redis_prefix
@@ -40,6 +41,7 @@ BACKENDS = [
     ),
     pytest.param(SPLIT_SPEC, id="split"),
     pytest.param(REDIS_URL + "?prefix={prefix}", id="redis", marks=pytest.mark.redis),
+    pytest.param(NATS_URL + "?prefix={nats_prefix}", id="nats", marks=pytest.mark.nats),
 ]
 
 _POLL_SECONDS = 0.02
@@ -56,6 +58,10 @@ def pgbouncer_url() -> Iterator[str]:
 def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """The URL of this run's backend (not redacted, so a second store can open it), or a split spec."""
     url = str(request.param)
+    if "{nats_prefix}" in url:
+        with nats_prefix() as prefix:
+            yield url.format(nats_prefix=prefix)
+        return
     if "{prefix}" in url:
         with redis_prefix() as prefix:
             yield url.format(prefix=prefix)

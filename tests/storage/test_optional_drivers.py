@@ -18,6 +18,7 @@ ROOT = Path(__file__).resolve().parents[2]
 DRIVERS = [
     pytest.param("postgresql://u@h/db", ("psycopg", "psycopg_pool"), "postgres", id="postgres"),
     pytest.param("redis://h:6379/0", ("redis",), "redis", id="redis"),
+    pytest.param("nats://h:4222", ("nats",), "nats", id="nats"),
 ]
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from nats_server import NATS_URL, nats_prefix
 from postgres_server import POSTGRES_URL, postgres_schema
 from redis_server import REDIS_URL, redis_prefix
 
@@ -33,6 +34,7 @@ _PAST = datetime(2020, 1, 1, tzinfo=timezone.utc)
         "sqlite",
         pytest.param("postgres", marks=pytest.mark.postgres),
         pytest.param("redis", marks=pytest.mark.redis),
+        pytest.param("nats", marks=pytest.mark.nats),
         "fsspec-memory",
         "fsspec-file",
     ],
@@ -46,6 +48,9 @@ def outcome_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]
     elif request.param == "redis":
         with redis_prefix() as prefix:
             yield f"{REDIS_URL}?prefix={prefix}"
+    elif request.param == "nats":
+        with nats_prefix() as prefix:
+            yield f"{NATS_URL}?prefix={prefix}"
     elif request.param == "fsspec-memory":
         yield f"fsspec+memory://omniq-test-{uuid.uuid4().hex}?lag=0"
     elif request.param == "fsspec-file":

@@ -1,0 +1,213 @@
+"""The NATS store's mirror of its bucket, and the writes that keep it current.
+
+Each store object follows the bucket with an ordered push consumer (the last entry per key,
+then every change) and keeps the current entries in memory. Listings and counts read the
+mirror after catching up to the bucket's last sequence (one stream-info request), so they
+see every write acknowledged before them; ``get`` reads the server. Claims pick candidates
+from the mirror as it is (catching up first only when it offers none) and win them by the
+revision check, so a stale mirror costs a lost race, never a double claim.
+This store's own writes go into the mirror at once (by revision, so a late delivery of an
+older one changes nothing). A change that leaves a task pending wakes ``wait_for_tasks``.
+A mirror that is behind and receives nothing for a few seconds (its consumer was lost with
+the connection) is rebuilt from a new consumer; a slow one is waited for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Iterable
+
+import nats.errors
+import nats.js.errors
+from nats.aio.msg import Msg
+from nats.js import api
+
+from omniq_nb.models import TaskEvent, TaskStatus, WorkerInfo
+from omniq_nb.storage.nats_base import NATSConnection
+from omniq_nb.storage.nats_codec import (
+    KEPT,
+    MARK,
+    TASK,
+    WORKER,
+    Stored,
+    decode_stored,
+    decode_until,
+    decode_worker,
+    encode_event,
+    token,
+)
+
+__all__ = ["NATSMirror"]
+
+logger = logging.getLogger(__name__)
+
+_STALLED_SECONDS = 5.0  # a mirror behind the bucket that receives nothing this long is rebuilt
+_KV_OP = "KV-Operation"
+_WRONG_LAST = (10071, 10164)  # JetStream: the subject's last sequence was not the expected one
+
+
+class NATSMirror(NATSConnection):
+    """The bucket's entries as of the last change seen, and the writes that keep them current.
+
+    Args:
+        url: as ``NATSConnection``.
+        events: record a ``TaskEvent`` per transition.
+
+    """
+
+    def __init__(self, url: str, *, events: bool = True) -> None:
+        super().__init__(url, events=events)
+        self._tasks: dict[str, tuple[int, Stored]] = {}
+        self._workers: dict[str, tuple[int, WorkerInfo]] = {}
+        self._removed: dict[str, int] = {}
+        self._marks: dict[str, tuple[int, float | None]] = {}
+        """Kept results and event purge marks (``nats_outcomes``): key -> (revision, when it goes)."""
+        self._pending: dict[str, tuple[int, float, int]] = {}
+        """The keys of pending tasks, each with its claim order: priority (highest first), eta, enqueue order."""
+        self._seen = 0
+        self._moved = asyncio.Event()
+        self._wake = asyncio.Event()
+
+    async def _started(self) -> None:
+        await self._follow()
+
+    async def wait_for_tasks(self, timeout: float) -> None:
+        """Return when the mirror sees a pending task change (a hint), or after ``timeout``."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), timeout)
+        self._wake.clear()
+
+    async def _follow(self) -> None:
+        """(Re)start the mirror: forget it, then take the last entry per key and every change after."""
+        old, self._sub = self._sub, None
+        if old is not None:
+            with contextlib.suppress(nats.errors.Error, OSError, asyncio.TimeoutError):
+                await old.unsubscribe()
+        self._tasks, self._workers, self._marks, self._removed, self._seen = {}, {}, {}, {}, 0
+        self._pending = {}
+        self._sub = await self._jet.subscribe(
+            f"$KV.{self.bucket}.>",
+            stream=f"KV_{self.bucket}",
+            cb=self._on_entry,
+            ordered_consumer=True,
+            deliver_policy=api.DeliverPolicy.LAST_PER_SUBJECT,
+            pending_msgs_limit=-1,
+            pending_bytes_limit=-1,
+        )
+
+    async def _on_entry(self, msg: Msg) -> None:
+        key = msg.subject[len(self.bucket) + 5 :]
+        op = msg.headers.get(_KV_OP) if msg.headers else None
+        seq = msg.metadata.sequence.stream
+        self._apply(key, seq, None if op else msg.data)
+        self._seen = max(self._seen, seq)
+        self._moved.set()
+
+    def _apply(self, key: str, revision: int, data: bytes | None) -> None:
+        """Bring one key of the mirror to ``revision`` (``data`` ``None``: deleted) unless it is newer."""
+        current = max(
+            self._tasks[key][0] if key in self._tasks else 0,
+            self._workers[key][0] if key in self._workers else 0,
+            self._marks[key][0] if key in self._marks else 0,
+            self._removed.get(key, 0),
+        )
+        if revision <= current:
+            return
+        if data is None:
+            self._tasks.pop(key, None)
+            self._pending.pop(key, None)
+            self._workers.pop(key, None)
+            self._marks.pop(key, None)
+            self._removed[key] = revision
+            return
+        self._removed.pop(key, None)
+        if key.startswith(TASK):
+            stored = decode_stored(data)
+            self._tasks[key] = (revision, stored)
+            if stored.task.status is TaskStatus.PENDING:
+                task = stored.task
+                self._pending[key] = (-task.priority, task.eta.timestamp(), stored.order)
+                self._wake.set()
+            else:
+                self._pending.pop(key, None)
+        elif key.startswith(WORKER):
+            self._workers[key] = (revision, decode_worker(data))
+        elif key.startswith((KEPT, MARK)):
+            self._marks[key] = (revision, decode_until(data))
+
+    async def _catch_up(self) -> None:
+        """Wait until the mirror holds every change the server acknowledged before this call."""
+        async with self._errors():
+            info = await self._jet.stream_info(f"KV_{self.bucket}")
+        last = info.state.last_seq or 0
+        if not info.state.messages or self._seen >= last:
+            return
+        while self._seen < last:
+            self._moved.clear()
+            try:
+                await asyncio.wait_for(self._moved.wait(), _STALLED_SECONDS)
+            except TimeoutError:  # behind, and nothing came for a while: the consumer is gone
+                logger.warning("NATS store %s: the mirror stopped receiving; following the bucket again", self.url)
+                async with self._errors():
+                    await self._follow()
+        self._removed = {key: rev for key, rev in self._removed.items() if rev > self._seen}
+
+    async def _create(self, key: str, data: bytes) -> int:
+        """Create ``key`` (it must not exist); return its revision."""
+        revision = await self._store.create(key, data)
+        self._apply(key, revision, data)
+        return revision
+
+    async def _update(self, key: str, data: bytes, last: int) -> int | None:
+        """Write ``key`` if its revision is still ``last``; return the new revision, or ``None``: it moved."""
+        try:
+            revision = await self._store.update(key, data, last=last)
+        except nats.js.errors.KeyWrongLastSequenceError:
+            return None
+        self._apply(key, revision, data)
+        return revision
+
+    async def _remove(self, key: str, *, last: int | None = None) -> bool:
+        """Purge ``key`` and its history (only at revision ``last`` when given); return whether it went."""
+        headers = {_KV_OP: "PURGE", "Nats-Rollup": "sub"}
+        if last is not None:
+            headers["Nats-Expected-Last-Subject-Sequence"] = str(last)
+        try:
+            ack = await self._jet.publish(f"$KV.{self.bucket}.{key}", b"", headers=headers)
+        except nats.js.errors.APIError as exc:
+            if exc.err_code in _WRONG_LAST:
+                return False
+            raise
+        self._apply(key, ack.seq, None)
+        return True
+
+    async def _read(self, key: str) -> tuple[int, bytes] | None:
+        """Return ``(revision, value)`` of ``key`` from the server, or ``None`` when it has none."""
+        try:
+            entry = await self._store.get(key)
+        except nats.js.errors.KeyNotFoundError:
+            return None
+        return entry.revision or 0, entry.value or b""
+
+    async def _record(self, events: Iterable[TaskEvent]) -> None:
+        """Append events to the stream, in order; a failure loses them (logged) and never fails the caller.
+
+        All but the last go as plain publishes; the last one's acknowledgement comes after
+        the stream stored every message this connection sent before it (the server handles a
+        connection's messages in order), so one round trip covers the batch.
+        """
+        if self._events_on:
+            await self._append(events)
+
+    async def _append(self, events: Iterable[TaskEvent]) -> None:
+        batch = [(f"{self._events_subject}.{token(e.task_id)}", encode_event(e)) for e in events]
+        if not batch or self._nc is None:
+            return
+        try:
+            for subject, data in batch[:-1]:
+                await self._nc.publish(subject, data)
+            await self._jet.publish(*batch[-1])
+        except (nats.errors.Error, OSError, asyncio.TimeoutError) as exc:
+            logger.warning("NATS store %s: events were lost: %s", self.url, self._message(exc))
