@@ -290,8 +290,9 @@ class AsyncWorkerPool:
         while not self._stopping:
             await self._hand_back_unstarted(runs.overdue(HAND_BACK_AFTER))
             room = runs.room()
-            if room <= 0:
-                await self._wait_for_slot()
+            if room <= 0:  # wait for a slot, or until tasks waiting for one are overdue
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(runs.slot_freed(), HAND_BACK_AFTER if runs.waiting else None)
                 continue
             if not runs.waiting and room < self.concurrency // 2:
                 room = await runs.gather_free(_CLAIM_GATHER)
@@ -308,11 +309,6 @@ class AsyncWorkerPool:
                 await self._hand_back_unstarted(unstarted)
                 continue
             await self._idle()
-
-    async def _wait_for_slot(self) -> None:
-        """Wait for a slot to free, or until claimed tasks waiting for one are overdue."""
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._runs.slot_freed(), HAND_BACK_AFTER if self._runs.waiting else None)
 
     async def _hand_back_unstarted(self, tasks: list[Task]) -> None:
         """Release claimed tasks that never started (no attempt used); on failure their leases run out."""
