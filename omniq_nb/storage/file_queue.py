@@ -42,11 +42,7 @@ class FileQueue(FileResults):
 
     async def insert_many(self, template: Task, entries: Iterable[tuple[str, bytes]]) -> None:
         """Add tasks equal to ``template`` but for id and payload."""
-        periodic = template.series is not None
-        await self.insert(
-            copy(template, id=task_id, payload=payload, series=task_id if periodic else None)
-            for task_id, payload in entries
-        )
+        await self.insert(lifecycle.batch_tasks(template, entries))
 
     def _insert(self, tasks: Sequence[Task]) -> None:
         ids = [t.id for t in tasks]

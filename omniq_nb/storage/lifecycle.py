@@ -19,8 +19,10 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from datetime import datetime, timedelta, timezone
+
+import msgspec
 
 from omniq_nb.models import EventKind, Task, TaskEvent, TaskResult, TaskStatus, WorkerInfo, check_transition, sources
 
@@ -65,6 +67,16 @@ KEPT_RESULT_MARGIN = 3600.0
 """Seconds a result kept apart from its queue outlives its own ``result_ttl``: it is counted from
 when the result was written, on the writer's clock, while the task's row goes ``result_ttl``
 after it finished, on the queue's clock; the margin keeps the result until the row is gone."""
+
+
+def batch_tasks(template: Task, entries: Iterable[tuple[str, bytes]]) -> Iterator[Task]:
+    """Yield the tasks of an ``insert_many`` batch: ``template`` with each entry's id and payload.
+
+    A periodic template gives each task a series of its own, named by the task's id.
+    """
+    periodic = template.series is not None
+    for task_id, payload in entries:
+        yield msgspec.structs.replace(template, id=task_id, payload=payload, series=task_id if periodic else None)
 
 
 def kept_until(now: float, result_ttl: float | None) -> float | None:

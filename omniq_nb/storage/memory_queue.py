@@ -33,11 +33,7 @@ class MemoryQueue(MemoryResults):
 
     async def insert_many(self, template: Task, entries: Iterable[tuple[str, bytes]]) -> None:
         """Add tasks equal to ``template`` but for id and payload, all or none."""
-        periodic = template.series is not None
-        await self.insert(
-            copy(template, id=task_id, payload=payload, series=task_id if periodic else None)
-            for task_id, payload in entries
-        )
+        await self.insert(lifecycle.batch_tasks(template, entries))
 
     async def claim(
         self,
