@@ -11,6 +11,7 @@ separated by another process's change.
 from __future__ import annotations
 
 import builtins
+import logging
 import os
 import secrets
 from collections.abc import Iterable, Mapping, Sequence
@@ -19,11 +20,14 @@ from pathlib import Path
 
 import msgspec
 
+from omniq_nb.errors import StorageError
 from omniq_nb.models import EventKind, Task, TaskResult, TaskStatus
 from omniq_nb.storage import lifecycle
 from omniq_nb.storage.file_base import Record, check_task_id, parse_marker
 from omniq_nb.storage.file_change import Change, change
 from omniq_nb.storage.file_results import FileResults
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["FileQueue"]
 
@@ -99,7 +103,13 @@ class FileQueue(FileResults):
                 task.lease_token, task.lease_until = secrets.token_hex(16), work.now + timedelta(seconds=lease)
                 task.run_id, task.started_at, task.worker = secrets.token_hex(8), work.now, worker
                 task.progress, task.progress_done, task.progress_total, task.progress_message = 0.0, 0.0, None, None
-                work.claim(record, task, marker)
+                try:
+                    work.claim(record, task, marker)
+                except (OSError, StorageError):  # a full disk, say: keep what is claimed (a half claim is rescued)
+                    if not claimed:
+                        raise
+                    logger.warning("the file store %s: a claim stopped early", self.url, exc_info=True)
+                    break
                 work.record(task, EventKind.STARTED)
                 claimed.append(task)
                 if len(claimed) >= limit:
@@ -122,7 +132,13 @@ class FileQueue(FileResults):
             parsed = parse_marker(name)
             if parsed is None or parsed[0] > now_us:
                 continue
-            record = self._layout.read(parsed[1])
+            try:
+                record = self._layout.read(parsed[1])
+            except StorageError as exc:  # one damaged task file must not stop the queue behind it
+                if parsed[1] not in self._unreadable:
+                    self._unreadable.add(parsed[1])
+                    logger.error("%s; claims pass it over", exc)
+                continue
             if record is None or folder / name not in self._layout.markers(record):
                 (folder / name).unlink(missing_ok=True)  # left by a crash: the record moved on
                 continue

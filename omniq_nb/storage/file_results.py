@@ -54,6 +54,7 @@ class FileState(OpensAndCloses):
         self._events = events
         self._wakeups = WakeChannel(str(self._layout.root / "queue"))  # its folder: <dir>/queue.wake
         self._identity: tuple[int, int] | None = None  # (device, inode) of the folder this store opened
+        self._unreadable: set[str] = set()  # damaged task files already reported (claims pass them over)
 
     async def open(self) -> None:
         """Create the folder and its subfolders (owner-only) if needed.

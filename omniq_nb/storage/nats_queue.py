@@ -113,8 +113,14 @@ class NATSQueue(NATSResults):
         until = now + timedelta(seconds=lease)
         async with self._errors():
             while len(claimed) < limit and (wave := builtins.list(islice(candidates, limit - len(claimed)))):
-                won = await asyncio.gather(*(self._take(c, worker, now, until) for c in wave))
-                claimed += [task for task in won if task is not None]
+                # every write of a wave runs to its end: a task won beside a failed write is still handed out
+                won = await asyncio.gather(*(self._take(c, worker, now, until) for c in wave), return_exceptions=True)
+                claimed += [task for task in won if isinstance(task, Task)]
+                failure = next((error for error in won if isinstance(error, BaseException)), None)
+                if failure is not None:
+                    if not claimed:
+                        raise failure
+                    break
         await self._record(lifecycle.event_of(t, EventKind.STARTED, at=now) for t in claimed)
         return claimed
 

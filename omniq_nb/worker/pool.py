@@ -210,6 +210,7 @@ class AsyncWorkerPool:
         self._wake.set()  # the claim loop ends at its next check; a claim in flight is handed back
         self._runs.wake_all()
         await asyncio.gather(self._loops[0], return_exceptions=True)
+        await self._hand_back_unstarted(self._runs.overdue(0.0))  # before their leases can lapse
         interrupted, never_again = await self._runs.interrupt(timeout, self.name)
         self._writer.drain()  # the writer stores what is recorded (and what it is writing), then ends
         await asyncio.gather(self._loops[1], return_exceptions=True)

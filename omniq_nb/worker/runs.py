@@ -3,8 +3,9 @@
 Claimed tasks that find no free slot wait here, in claim order, and start as slots free up.
 While runs are quick, the pool claims ahead of its free slots (``room``), so that one claim
 feeds several rounds of runs; a waiting task holds its lease like a running one (the lease
-keeper renews it), and tasks that have waited ``HAND_BACK_AFTER`` for a slot go back to the
-queue (``overdue``) for any idle worker to take.
+keeper renews it), and once the first of them has waited ``HAND_BACK_AFTER`` for a slot they
+all go back to the queue (``overdue``) for any idle worker to take; a stopping pool hands them
+back before it waits for its runs.
 """
 
 from __future__ import annotations
@@ -75,7 +76,7 @@ class Runs:
         """Claimed tasks waiting for a slot, in claim order."""
         self._slot_free = asyncio.Event()
         self._mean_run: float | None = None  # running mean of run times, seconds
-        self._slot_freed_at = self._waiting_since = time.monotonic()
+        self._taken_at: dict[str, float] = {}  # when each waiting task was claimed (monotonic)
 
     @property
     def free(self) -> int:
@@ -115,8 +116,8 @@ class Runs:
         assert self.keeper is not None
         for task in tasks:
             self.keeper.hold(task.id, task.lease_token or "")
-        if tasks and not self.waiting:
-            self._waiting_since = time.monotonic()
+        now = time.monotonic()
+        self._taken_at.update((task.id, now) for task in tasks)
         self.waiting.extend(tasks)
         self._start_waiting()
         if not any(task.at_most_once for task in self.waiting):
@@ -124,22 +125,23 @@ class Runs:
         refused = [task for task in self.waiting if task.at_most_once]
         self.waiting = deque(task for task in self.waiting if not task.at_most_once)
         for task in refused:
+            self._taken_at.pop(task.id, None)
             self.keeper.release(task.id, task.lease_token or "")
         self._mean_run = None  # claim no more ahead for now: they would come back at once
         return refused
 
     def overdue(self, after: float) -> list[Task]:
-        """Remove and return the waiting tasks if no slot has freed for them in ``after`` seconds (0: at once).
+        """Remove and return the waiting tasks once the first of them has waited ``after`` seconds (0: at once).
 
         They go back to the queue, and the pool claims no more ahead until runs have shown
         again that they are quick.
         """
-        stalled = time.monotonic() - max(self._slot_freed_at, self._waiting_since)
-        if not self.waiting or stalled < after:
+        if not self.waiting or time.monotonic() - self._taken_at.get(self.waiting[0].id, 0.0) < after:
             return []
         tasks, self.waiting, self._mean_run = list(self.waiting), deque(), None
         assert self.keeper is not None
         for task in tasks:
+            self._taken_at.pop(task.id, None)
             self.keeper.release(task.id, task.lease_token or "")
         return tasks
 
@@ -165,6 +167,7 @@ class Runs:
         """Stop the task's run, or drop it if it waits (cancelled, or its lease lost), storing no outcome."""
         for task in [t for t in self.waiting if t.id == task_id]:
             self.waiting.remove(task)
+            self._taken_at.pop(task_id, None)
             assert self.keeper is not None
             self.keeper.release(task_id, task.lease_token or "")
             logger.info("task %s attempt %d: %s before it started", task_id, task.attempt, why)
@@ -201,15 +204,13 @@ class Runs:
             name: the pool's name, for the log.
 
         Returns:
-            The interrupted runs and the tasks that never started (``{task_id: lease_token}``), to
-            hand back; and the tasks of the interrupted ``at_most_once`` runs, which must not run again.
+            The interrupted runs to hand back (``{task_id: lease_token}``), and the tasks of the
+            ``at_most_once`` ones, which must not run again.
         """
-        never_started = {task.id: task.lease_token or "" for task in self.overdue(0.0)}
         jobs = [r.job for r in self.by_task.values()]
         if jobs:
             await asyncio.wait(jobs, timeout=timeout)
         interrupted = {task_id: r.token for task_id, r in self.by_task.items() if not r.task.at_most_once}
-        interrupted.update(never_started)
         never_again = [r.task for r in self.by_task.values() if r.task.at_most_once]
         for run in list(self.by_task.values()):
             run.context.cancel()
@@ -258,13 +259,14 @@ class Runs:
 
     def _free_slot(self) -> None:
         self.busy -= 1
-        self._slot_freed_at = time.monotonic()
         self._start_waiting()
         self._slot_free.set()
 
     def _start_waiting(self) -> None:
         while self.waiting and self.free > 0:
-            self.launch(self.waiting.popleft())
+            task = self.waiting.popleft()
+            self._taken_at.pop(task.id, None)
+            self.launch(task)
 
     def _ahead(self) -> int:
         """Return how many tasks to hold beyond the slots: some while runs are quick, none otherwise."""
