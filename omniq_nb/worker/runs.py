@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import deque
 from collections.abc import Callable
 from functools import partial
 
@@ -72,11 +71,10 @@ class Runs:
         """The runs going on, by task id."""
         self.busy = 0
         """Slots held now (a timed-out thread holds its slot until it ends)."""
-        self.waiting: deque[Task] = deque()
-        """Claimed tasks waiting for a slot, in claim order."""
+        self.waiting: dict[str, tuple[Task, float]] = {}
+        """Claimed tasks waiting for a slot, by id in claim order, with when they were claimed (monotonic)."""
         self._slot_free = asyncio.Event()
         self._mean_run: float | None = None  # running mean of run times, seconds
-        self._taken_at: dict[str, float] = {}  # when each waiting task was claimed (monotonic)
 
     @property
     def free(self) -> int:
@@ -97,14 +95,15 @@ class Runs:
 
     def holds(self, task_id: str) -> bool:
         """Return whether the task runs here, or waits here for a slot."""
-        return task_id in self.by_task or any(task.id == task_id for task in self.waiting)
+        return task_id in self.by_task or task_id in self.waiting
 
     def lease_of(self, task_id: str) -> str | None:
         """Return the lease token of the task's run going on (or of the task waiting for a slot), or ``None``."""
         run = self.by_task.get(task_id)
         if run is not None:
             return run.token
-        return next((task.lease_token or "" for task in self.waiting if task.id == task_id), None)
+        waiting = self.waiting.get(task_id)
+        return None if waiting is None else waiting[0].lease_token or ""
 
     def take(self, tasks: list[Task]) -> list[Task]:
         """Start runs of claimed tasks in free slots; the others wait, their leases renewed, for slots to free.
@@ -117,16 +116,11 @@ class Runs:
         for task in tasks:
             self.keeper.hold(task.id, task.lease_token or "")
         now = time.monotonic()
-        self._taken_at.update((task.id, now) for task in tasks)
-        self.waiting.extend(tasks)
+        self.waiting.update((task.id, (task, now)) for task in tasks)
         self._start_waiting()
-        if not any(task.at_most_once for task in self.waiting):
+        refused = [self._drop(task_id) for task_id, (task, _) in list(self.waiting.items()) if task.at_most_once]
+        if not refused:
             return []
-        refused = [task for task in self.waiting if task.at_most_once]
-        self.waiting = deque(task for task in self.waiting if not task.at_most_once)
-        for task in refused:
-            self._taken_at.pop(task.id, None)
-            self.keeper.release(task.id, task.lease_token or "")
         self._mean_run = None  # claim no more ahead for now: they would come back at once
         return refused
 
@@ -136,14 +130,11 @@ class Runs:
         They go back to the queue, and the pool claims no more ahead until runs have shown
         again that they are quick.
         """
-        if not self.waiting or time.monotonic() - self._taken_at.get(self.waiting[0].id, 0.0) < after:
+        first = next(iter(self.waiting.values()), None)
+        if first is None or time.monotonic() - first[1] < after:
             return []
-        tasks, self.waiting, self._mean_run = list(self.waiting), deque(), None
-        assert self.keeper is not None
-        for task in tasks:
-            self._taken_at.pop(task.id, None)
-            self.keeper.release(task.id, task.lease_token or "")
-        return tasks
+        self._mean_run = None
+        return [self._drop(task_id) for task_id in list(self.waiting)]
 
     def launch(self, task: Task) -> None:
         """Start a run of a claimed task as a job on the running loop; it takes a slot until it ends."""
@@ -165,11 +156,8 @@ class Runs:
 
     def abandon(self, task_id: str, why: str) -> None:
         """Stop the task's run, or drop it if it waits (cancelled, or its lease lost), storing no outcome."""
-        for task in [t for t in self.waiting if t.id == task_id]:
-            self.waiting.remove(task)
-            self._taken_at.pop(task_id, None)
-            assert self.keeper is not None
-            self.keeper.release(task_id, task.lease_token or "")
+        if task_id in self.waiting:
+            task = self._drop(task_id)
             logger.info("task %s attempt %d: %s before it started", task_id, task.attempt, why)
         run = self.by_task.pop(task_id, None)
         if run is not None:
@@ -264,9 +252,15 @@ class Runs:
 
     def _start_waiting(self) -> None:
         while self.waiting and self.free > 0:
-            task = self.waiting.popleft()
-            self._taken_at.pop(task.id, None)
+            task, _ = self.waiting.pop(next(iter(self.waiting)))
             self.launch(task)
+
+    def _drop(self, task_id: str) -> Task:
+        """Take a task out of the waiting ones and stop renewing its lease; return it."""
+        task, _ = self.waiting.pop(task_id)
+        assert self.keeper is not None
+        self.keeper.release(task_id, task.lease_token or "")
+        return task
 
     def _ahead(self) -> int:
         """Return how many tasks to hold beyond the slots: some while runs are quick, none otherwise."""
