@@ -33,7 +33,7 @@ import secrets
 from collections.abc import AsyncIterator
 from datetime import datetime, timezone
 from typing import Any, Self
-from urllib.parse import parse_qsl, urlencode, urlsplit
+from urllib.parse import urlsplit
 
 import nats
 import nats.errors
@@ -44,7 +44,7 @@ from nats.js.kv import KeyValue
 
 from omniq_nb.errors import StorageError
 from omniq_nb.opening import OpensAndCloses
-from omniq_nb.urls import redact_url
+from omniq_nb.urls import redact_url, split_prefix_options
 
 __all__ = ["NATSConnection", "split_options"]
 
@@ -71,20 +71,9 @@ def split_options(url: str) -> tuple[str, str, int]:
             not a positive integer.
 
     """
-    parts = urlsplit(url)
-    query = parse_qsl(parts.query, keep_blank_values=True)
-    given = dict(query)
-    prefix = given.get("prefix", "omniq")
-    if not _PREFIX.fullmatch(prefix):
-        raise StorageError(
-            f"invalid prefix {prefix!r} in {redact_url(url)!r}: use letters, digits, '_' or '-' (1 to 64)"
-        )
-    cap = given.get("events_max", str(_EVENTS_MAX))
-    if not re.fullmatch(r"[0-9]{1,12}", cap) or int(cap) < 1:
-        raise StorageError(f"invalid events_max {cap!r} in {redact_url(url)!r}: a positive number of events")
-    rest = urlencode([(key, value) for key, value in query if key not in ("prefix", "events_max")])
-    base = url.split("?", 1)[0]
-    return base + (f"?{rest}" if rest else ""), prefix, int(cap)
+    return split_prefix_options(
+        url, prefix_pattern=_PREFIX, allowed="letters, digits, '_' or '-'", events_max=_EVENTS_MAX
+    )
 
 
 class NATSConnection(OpensAndCloses):
