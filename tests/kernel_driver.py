@@ -82,12 +82,25 @@ def ipykernel_python(major: int) -> str:
     return python
 
 
+# What ``python -m ipykernel_launcher`` does, after asking faulthandler to write every thread's
+# stack to ``<connection file>.stacks`` on SIGUSR2: a cell that hangs shows where (``stacks``).
+_LAUNCHER = """\
+import faulthandler, signal, sys
+if sys.path and sys.path[0] == "":
+    del sys.path[0]
+_stacks = open(sys.argv[sys.argv.index("-f") + 1] + ".stacks", "w")
+faulthandler.register(signal.SIGUSR2, file=_stacks, all_threads=True)
+from ipykernel import kernelapp
+kernelapp.launch_new_instance()
+"""
+
+
 def write_kernel_spec(root: Path, name: str, python: str = sys.executable) -> KernelSpecManager:
-    """Write kernelspec ``name`` (running ``python -m ipykernel_launcher``) under ``root``; return its manager."""
+    """Write kernelspec ``name`` (ipykernel on ``python``, stacks on SIGUSR2) under ``root``; return its manager."""
     spec_dir = root / name
     spec_dir.mkdir(parents=True, exist_ok=True)
     spec = {
-        "argv": [python, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "argv": [python, "-c", _LAUNCHER, "-f", "{connection_file}"],
         "display_name": f"omniq test kernel {name}",
         "language": "python",
         "interrupt_mode": "signal",
@@ -309,6 +322,16 @@ class Kernel:
         pid: int = provisioner.process.pid
         return pid
 
+    def stacks(self) -> str:
+        """Return every thread's stack in the kernel now (faulthandler's dump on SIGUSR2), for a failure message."""
+        dump = Path(self.km.connection_file + ".stacks")
+        try:
+            os.kill(self.pid, signal.SIGUSR2)
+            wait_until_sync(lambda: dump.stat().st_size > 0, 5.0, "the kernel's stacks", poll=0.05)
+        except (OSError, AssertionError, pytest.fail.Exception) as exc:
+            return f"(no stacks from the kernel: {exc})"
+        return "the kernel's threads at that moment:\n" + dump.read_text()
+
     # -- recording ---------------------------------------------------------------------------------
     def _start_recording(self) -> None:
         self._stop.clear()
@@ -380,7 +403,7 @@ class Kernel:
                 return outcome
             left = deadline - time.monotonic()
             if left <= 0:
-                pytest.fail(f"waiting for {what}: still not there after {timeout} s", pytrace=False)
+                pytest.fail(f"waiting for {what}: still not there after {timeout} s\n{self.stacks()}", pytrace=False)
             self._read_replies(min(left, _POLL))
 
     # -- executing ---------------------------------------------------------------------------------
