@@ -277,8 +277,13 @@ class Cell:
         return status
 
     def wait(self, timeout: float = CELL_TIMEOUT) -> Cell:
-        """Wait until the cell is done (reply and idle), bounded."""
-        self.kernel.wait_for(lambda: self.done, timeout, f"the cell {self.code[:60]!r} ({self.msg_id}) to finish")
+        """Wait until the cell is done (reply and idle), bounded; a failure says which of the two is missing."""
+        try:
+            self.kernel.wait_for(lambda: self.done, timeout, f"the cell {self.code[:60]!r} ({self.msg_id}) to finish")
+        except pytest.fail.Exception as exc:
+            seen = f"its reply {'came' if self.reply is not None else 'did not come'}, its idle status "
+            seen += "came" if self.idle else "did not come"
+            pytest.fail(f"{exc.msg}\n{seen}; {self.describe()}", pytrace=False)
         return self
 
     def ok(self) -> Cell:
