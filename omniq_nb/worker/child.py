@@ -114,6 +114,11 @@ class ChildProcess:
         return Outcome(error=error, raised=(type_name(WorkerLost),))
 
     def _readable(self) -> None:
+        # A nested loop (nest_asyncio2, while a notebook cell waits) can select the socket again
+        # before the callback the outer loop queued has run: the second call then finds the
+        # message already read, and a blocking recv() would hang the kernel.
+        if self._conn.closed or not self._conn.poll(0):
+            return
         try:
             message = self._conn.recv()
         except (EOFError, OSError):
