@@ -22,7 +22,7 @@ install-test: $(BIN)/python
 	$(BIN)/pip install --quiet -e ".[test]"
 
 install-ipykernel6: $(VENV6)/bin/python
-	$(VENV6)/bin/pip install --quiet -e ".[postgres]" "ipykernel>=6.29,<7"
+	$(VENV6)/bin/pip install --quiet -e ".[postgres,nats]" "ipykernel>=6.29,<7"
 
 demo: install
 	$(BIN)/python examples/demo.py
