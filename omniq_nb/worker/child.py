@@ -20,6 +20,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from functools import partial
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -60,7 +61,7 @@ class ChildProcess:
             self._conn = Connection(os.dup(parent_end.fileno()))
         os.set_blocking(self._conn.fileno(), True)  # as a plain socketpair's, even where gevent patched socket
         self._conn.send((list(sys.path), secret))
-        self._messages: asyncio.Queue[tuple[Any, ...]] = asyncio.Queue()
+        self._running: tuple[asyncio.Future[Outcome], Call, TaskContext] | None = None
         self._loop = asyncio.get_running_loop()
         self._loop.add_reader(self._conn.fileno(), self._readable)
 
@@ -79,29 +80,19 @@ class ChildProcess:
             self._conn.send(("run", call.task_id, call.attempt, call.queue, call.run_id, call.payload))
         except OSError:  # the child died after it was handed out
             return self._died(call)
-        deadline = None if call.timeout is None else time.monotonic() + call.timeout
-        while True:
-            left = None if deadline is None else max(0.0, deadline - time.monotonic())
-            try:
-                message = await asyncio.wait_for(self._messages.get(), left)
-            except TimeoutError:
-                context.cancel()
-                self.terminate()
-                return timed_out(call)
-            except asyncio.CancelledError:
-                self.terminate()
-                raise
-            kind = message[0]
-            if kind == "progress":
-                context.report(Progress(*message[1:]))
-            elif kind == "output":
-                context.output(message[1], message[2])
-            elif kind == "ok":
-                return Outcome(result=message[1])
-            elif kind == "error":
-                return Outcome(error=message[1], raised=message[2], retryable=message[3])
-            else:  # "eof": the child died
-                return self._died(call)
+        outcome: asyncio.Future[Outcome] = self._loop.create_future()
+        self._running = (outcome, call, context)
+        try:
+            return await asyncio.wait_for(outcome, call.timeout)
+        except TimeoutError:
+            context.cancel()
+            self.terminate()
+            return timed_out(call)
+        except asyncio.CancelledError:
+            self.terminate()
+            raise
+        finally:
+            self._running = None
 
     def _died(self, call: Call) -> Outcome:
         code = _wait(self._process)
@@ -114,6 +105,7 @@ class ChildProcess:
         return Outcome(error=error, raised=(type_name(WorkerLost),))
 
     def _readable(self) -> None:
+        """Take one message from the child: progress and output go on at once, an outcome ends the call."""
         # A nested loop (nest_asyncio2, while a notebook cell waits) can select the socket again
         # before the callback the outer loop queued has run: the second call then finds the
         # message already read, and a blocking recv() would hang the kernel.
@@ -124,7 +116,22 @@ class ChildProcess:
         except (EOFError, OSError):
             self._stop_reading()
             message = ("eof",)
-        self._messages.put_nowait(message)
+        if self._running is None:
+            return  # the child died (or spoke) between calls: the next run finds it dead
+        outcome, call, context = self._running
+        kind = message[0]
+        if kind == "progress":
+            context.report(Progress(*message[1:]))
+        elif kind == "output":
+            context.output(message[1], message[2])
+        elif outcome.done():
+            return
+        elif kind == "ok":
+            outcome.set_result(Outcome(result=message[1]))
+        elif kind == "error":
+            outcome.set_result(Outcome(error=message[1], raised=message[2], retryable=message[3]))
+        else:  # "eof": the child died
+            outcome.set_result(self._died(call))
 
     def _stop_reading(self) -> None:
         with contextlib.suppress(ValueError, OSError):
@@ -175,6 +182,7 @@ def child_main(fd: int, parent_pid: int) -> None:
         with send_lock:
             conn.send(message)
 
+    relay = _ProgressRelay(send)
     while True:
         try:
             message = conn.recv()
@@ -183,20 +191,20 @@ def child_main(fd: int, parent_pid: int) -> None:
         if message[0] == "stop":
             return
         _, task_id, attempt, queue, run_id, payload = message
-        send(_run_in_child(serializer, send, task_id, attempt, queue, run_id, payload))
+        send(_run_in_child(serializer, send, relay, task_id, attempt, queue, run_id, payload))
 
 
 def _run_in_child(
     serializer: BlobSerializer,
     send: Callable[[tuple[Any, ...]], None],
+    relay: _ProgressRelay,
     task_id: str,
     attempt: int,
     queue: str,
     run_id: str,
     payload: bytes,
 ) -> tuple[Any, ...]:
-    reports = _ProgressRelay(send)
-    token = enter(TaskContext(task_id, attempt, queue, run_id, reports.report))
+    token = enter(TaskContext(task_id, attempt, queue, run_id, relay.start_task()))
     streams = sys.stdout, sys.stderr
     sys.stdout, sys.stderr = _ToParent("stdout", send), _ToParent("stderr", send)
     try:
@@ -210,40 +218,55 @@ def _run_in_child(
         return ("error", outcome.error, outcome.raised, outcome.retryable)
     finally:
         sys.stdout, sys.stderr = streams
-        reports.close()  # the last report goes out before the outcome
+        relay.end_task()  # the last report goes out before the outcome
         leave(token)
 
 
 class _ProgressRelay:
     """Send a child's progress to the parent at most every ``_CHILD_PROGRESS_INTERVAL``.
 
-    The latest report is never dropped, only delayed: a timer thread sends it.
+    One timer thread serves every task the child runs. The latest report of a task is never
+    dropped, only delayed, and never sent after that task's outcome: reports are sent under
+    the relay's lock, and those of a task that ended (a thread it left behind) are ignored.
     """
 
     def __init__(self, send: Callable[[tuple[Any, ...]], None]) -> None:
         self._send = send
         self._latest: Progress | None = None
+        self._task = 0
         self._lock = threading.Lock()
-        self._done = threading.Event()
+        self._pending = threading.Event()
         self._timer = threading.Thread(target=self._every_interval, name="omniq-progress", daemon=True)
         self._timer.start()
 
-    def report(self, progress: Progress) -> None:
+    def start_task(self) -> Callable[[Progress], None]:
+        """Begin a task; return the function its context reports progress with."""
         with self._lock:
-            self._latest = progress
+            self._task += 1
+            return partial(self._report, self._task)
 
-    def close(self) -> None:
-        self._done.set()
-        self._timer.join()
-        self._flush()
-
-    def _every_interval(self) -> None:
-        while not self._done.wait(_CHILD_PROGRESS_INTERVAL):
+    def end_task(self) -> None:
+        """Send the ended task's last report now, and ignore its later ones."""
+        with self._lock:
+            self._task += 1
             self._flush()
 
-    def _flush(self) -> None:
+    def _report(self, task: int, progress: Progress) -> None:
         with self._lock:
-            latest, self._latest = self._latest, None
+            if task == self._task:
+                self._latest = progress
+                self._pending.set()
+
+    def _every_interval(self) -> None:
+        while True:
+            self._pending.wait()  # an idle child sleeps here
+            time.sleep(_CHILD_PROGRESS_INTERVAL)
+            with self._lock:
+                self._flush()
+
+    def _flush(self) -> None:
+        self._pending.clear()
+        latest, self._latest = self._latest, None
         if latest is not None:
             self._send(("progress", latest.done, latest.total, latest.message))
 
