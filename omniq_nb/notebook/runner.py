@@ -21,6 +21,7 @@ from omniq_nb.core import AsyncOmniQ, OmniQ
 from omniq_nb.errors import OmniQError
 from omniq_nb.handles import GroupHandle, TaskHandle
 from omniq_nb.models import Task
+from omniq_nb.notebook.activity import Keepalive
 from omniq_nb.notebook.interrupts import CellTasks, cancel_unfinished, cancelled_line, ended_on_interrupt
 from omniq_nb.notebook.kernel_bridge import KernelBridge
 from omniq_nb.notebook.output import CellOutputs, install_routing, remove_routing
@@ -49,6 +50,7 @@ class KernelRunner:
         bridge: runs ``core``'s coroutines on the kernel's loop and waits (``queue`` and handles use it).
         pool: the kernel's worker pool, when one runs.
         cell_tasks: the tasks the running cell launched (cancelled on an interrupt with ``INTERRUPT=cancel``).
+        keepalive: the activity signals sent while the pool runs tasks (``KEEPALIVE``).
 
     Args:
         shell: the IPython shell of the kernel.
@@ -77,6 +79,8 @@ class KernelRunner:
         self._unwatch_writes = self.core.on_local_write(self.cell_tasks.saw)
         shell.events.register("pre_run_cell", self._before_cell)
         shell.events.register("post_run_cell", self._after_cell)
+        self.keepalive = Keepalive(getattr(shell, "kernel", None), self._working)
+        self.keepalive.set_interval(self.core.settings.keepalive)
         self._unpatch_shutdown = _on_kernel_shutdown(shell, self.shutdown_from_control)
         KernelRunner.current = self
 
@@ -137,10 +141,13 @@ class KernelRunner:
             TypeError: a name is not a setting.
         """
         self.core.settings = self.core.settings.with_overrides(**changes)
+        if "keepalive" in changes:
+            self.keepalive.set_interval(self.core.settings.keepalive)
         return self.core.settings
 
     def close(self) -> None:
         """Stop the pool, close the queue, and undo what loading the extension did."""
+        self.keepalive.close()
         self._unwatch_writes()
         for event, callback in (("pre_run_cell", self._before_cell), ("post_run_cell", self._after_cell)):
             with contextlib.suppress(ValueError):
@@ -183,6 +190,11 @@ class KernelRunner:
             return
         if cancelled:
             print(cancelled_line(cancelled))
+
+    def _working(self) -> bool:
+        """Return True while the kernel's pool runs tasks (read from the keepalive thread)."""
+        pool = self.pool
+        return pool is not None and pool.busy > 0
 
     def view(self, handle: TaskHandle | GroupHandle) -> TaskView | GroupView:
         """Return the live view of a handle (one per task, reused when shown again)."""
