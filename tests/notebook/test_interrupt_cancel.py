@@ -81,7 +81,7 @@ def test_an_interrupt_cancels_the_process_tasks_of_the_cell_not_an_earlier_cells
     assert kernel.value("early.result(timeout=60)") == -1
 
 
-def test_wait_keeps_the_tasks_and_cancel_also_stops_a_cell_that_sleeps(kernel: Kernel) -> None:
+def test_wait_keeps_the_tasks_and_cancel_also_stops_a_cell_that_sleeps_or_awaits(kernel: Kernel) -> None:
     kernel.run(LOAD)
     assert kernel.run("%omniq config").stdout == "interrupt=wait\nkeepalive=60\n"
     kernel.run(NAP)
@@ -96,7 +96,7 @@ def test_wait_keeps_the_tasks_and_cancel_also_stops_a_cell_that_sleeps(kernel: K
     assert "interrupted:" not in kept.stdout
     assert statuses(kernel, "kept") == ["running", "running"]
 
-    # cancel, interrupting a cell that sleeps after submitting (thread tasks are flagged and stop)
+    # cancel: interrupting a cell that sleeps after submitting (thread tasks are flagged and stop)
     assert kernel.run("%omniq config interrupt=CANCEL").stdout == "interrupt=cancel\n"
     cell = kernel.send(SUBMIT_THEN_SLEEP.format(name="hs"))
     kernel.wait_for(lambda: "sleeping" in cell.stdout, 60, "the second cell to sleep")
@@ -106,6 +106,15 @@ def test_wait_keeps_the_tasks_and_cancel_also_stops_a_cell_that_sleeps(kernel: K
     assert [error["ename"] for error in cell.errors] == ["KeyboardInterrupt"], cell.describe()
     assert len(CANCELLED_LINE.findall(cell.stdout)) == 1, cell.stdout
     kernel.wait_for(lambda: statuses(kernel, "hs") == ["cancelled"] * 2, 10, "the second cell's tasks to be cancelled")
+    assert statuses(kernel, "kept") == ["running", "running"]
+
+    # a cell that awaits its tasks (ipykernel cancels the cell's coroutine)
+    awaiting = kernel.send("aw = nap.map(range(2))\nawait aw")
+    kernel.wait_for(lambda: len(started(awaiting)) == 2, 60, "the awaiting cell's tasks to start")
+    kernel.interrupt()
+    awaiting.wait()
+    assert len(CANCELLED_LINE.findall(awaiting.stdout)) == 1, awaiting.describe()
+    kernel.wait_for(lambda: statuses(kernel, "aw") == ["cancelled"] * 2, 10, "the awaiting cell's tasks cancelled")
     assert statuses(kernel, "kept") == ["running", "running"]
     (kernel.cwd / "go").touch()
     assert kernel.value("kept.result(timeout=60)") == [0, 1]
