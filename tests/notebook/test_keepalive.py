@@ -7,7 +7,8 @@ jupyter_server (ipykernel 7 only: the server's kernel runs this Python) culls ke
 the extension with ``KEEPALIVE=2`` and submits a task that runs well past the timeout, through a
 client of its own on the kernel's connection file (the server does not count it as a
 connection, so the culler may cull). The kernel must live until the task ends, its
-``last_activity`` moving on meanwhile, and be culled within a bounded time once its pool is idle.
+``last_activity`` moving on meanwhile, and be culled within a bounded time once its pool is idle;
+meanwhile the same kernel with ``KEEPALIVE=0`` (the control) is culled while its task runs.
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ CULL_INTERVAL = 1
 KEEPALIVE = 2
 TASK_SECONDS = CULL_TIMEOUT * 2  # the culler would have culled the kernel twice over without the signals
 TOKEN = "omniq-test-token"
-SPEC = "omniq-keepalive"
+SPEC = "omniq-keepalive"  # KEEPALIVE=2
+SILENT_SPEC = "omniq-silent"  # KEEPALIVE=0: the control
 
 LONG_TASK = f"""\
 @omniq.task
@@ -88,8 +90,9 @@ def test_the_kernel_signals_activity_while_its_pool_works_and_only_then(start_ke
 class Server:
     """A jupyter_server child with token auth, and its REST API."""
 
-    def __init__(self, child: Child, port: int, runtime: Path) -> None:
-        self.child, self.port, self.runtime = child, port, runtime
+    def __init__(self, child: Child, port: int, root: Path) -> None:
+        self.child, self.port, self.root = child, port, root
+        self.runtime = root / "runtime"
 
     def api(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
         """Call the REST API; return the decoded JSON (``None`` on 404 or an empty reply)."""
@@ -133,23 +136,22 @@ def free_port() -> int:
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[Server]:
     """A jupyter_server culling idle kernels after ``CULL_TIMEOUT`` s, its dirs and kernelspec in ``tmp_path``."""
-    spec_dir = tmp_path / "data" / "kernels" / SPEC
-    spec_dir.mkdir(parents=True)
-    spec = {
-        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-        "display_name": "omniq keepalive test",
-        "language": "python",
-        "env": {"OMNIQ_KEEPALIVE": str(KEEPALIVE)},
-    }
-    (spec_dir / "kernel.json").write_text(json.dumps(spec))
-    (tmp_path / "work").mkdir()
-    runtime = tmp_path / "runtime"
+    for name, keepalive in ((SPEC, KEEPALIVE), (SILENT_SPEC, 0)):
+        spec_dir = tmp_path / "data" / "kernels" / name
+        spec_dir.mkdir(parents=True)
+        spec = {
+            "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+            "display_name": f"omniq keepalive={keepalive}",
+            "language": "python",
+            "env": {"OMNIQ_KEEPALIVE": str(keepalive)},
+        }
+        (spec_dir / "kernel.json").write_text(json.dumps(spec))
     processes = Processes(tmp_path, wait_until_sync)
     env = processes.env(
         JUPYTER_DATA_DIR=str(tmp_path / "data"),
         JUPYTER_PATH=str(tmp_path / "data"),
         JUPYTER_CONFIG_DIR=str(tmp_path / "config"),
-        JUPYTER_RUNTIME_DIR=str(runtime),
+        JUPYTER_RUNTIME_DIR=str(tmp_path / "runtime"),
         JUPYTER_PLATFORM_DIRS="1",
     )
     port = free_port()
@@ -165,10 +167,9 @@ def server(tmp_path: Path) -> Iterator[Server]:
         f"--ServerApp.root_dir={tmp_path}",
         f"--MappingKernelManager.cull_idle_timeout={CULL_TIMEOUT}",
         f"--MappingKernelManager.cull_interval={CULL_INTERVAL}",
-        f"--KernelSpecManager.allowed_kernelspecs={SPEC}",
     ]
     child = processes.start(args, name="jupyter-server", env=env, program=(sys.executable,))
-    running = Server(child, port, runtime)
+    running = Server(child, port, tmp_path)
     try:
         wait_until_sync(running.up, STARTUP_TIMEOUT, "jupyter_server to answer", poll=0.1)
         yield running
@@ -184,8 +185,10 @@ def activity(model: dict[str, Any]) -> datetime:
     return datetime.fromisoformat(model["last_activity"].replace("Z", "+00:00"))
 
 
-def test_a_working_kernel_is_not_culled_and_an_idle_one_is(server: Server) -> None:
-    kernel_id = server.api("POST", "/api/kernels", {"name": SPEC, "path": "work"})["id"]
+def launch(server: Server, spec: str) -> str:
+    """Start a kernel of ``spec`` in folder ``spec`` and submit the long task there; return the kernel's id."""
+    (server.root / spec).mkdir()
+    kernel_id: str = server.api("POST", "/api/kernels", {"name": spec, "path": spec})["id"]
     client = BlockingKernelClient()
     client.load_connection_file(str(server.runtime / f"kernel-{kernel_id}.json"))
     client.start_channels()
@@ -195,24 +198,32 @@ def test_a_working_kernel_is_not_culled_and_an_idle_one_is(server: Server) -> No
         assert reply["content"]["status"] == "ok", reply["content"]
     finally:
         client.stop_channels()  # from now on nothing but the pool's keepalive talks to the server
-    submitted = time.monotonic()
-    first = server.kernel(kernel_id)
-    assert first is not None
+    return kernel_id
 
-    done = server.runtime.parent / "work" / "done"
+
+def test_a_working_kernel_is_not_culled_and_an_idle_one_is(server: Server) -> None:
+    silent = launch(server, SILENT_SPEC)  # first, so it is culled well before the other's task ends
+    kept = launch(server, SPEC)
+    submitted = time.monotonic()
+    first = server.kernel(kept)
+    assert first is not None
     seen: list[datetime] = []
+    silent_culled_working: list[bool] = []
 
     def task_done() -> bool:
-        model = server.kernel(kernel_id)
+        model = server.kernel(kept)
         assert model is not None, f"the kernel was culled while its task ran:\n{server.child.text()[-3000:]}"
         seen.append(activity(model))
-        return done.exists()
+        if not silent_culled_working and server.kernel(silent) is None:
+            silent_culled_working.append(not (server.root / SILENT_SPEC / "done").exists())
+        return (server.root / SPEC / "done").exists()
 
     wait_until_sync(task_done, TASK_SECONDS + 30, "the task to end", poll=0.2)
     assert time.monotonic() - submitted > CULL_TIMEOUT + CULL_INTERVAL  # the culler had its chances
     assert max(seen) > activity(first)  # the signals moved last_activity on
+    assert silent_culled_working == [True]  # without them, the same kernel was culled while its task ran
 
     ended = time.monotonic()
-    wait_until_sync(lambda: server.kernel(kernel_id) is None, CULL_TIMEOUT + KEEPALIVE + 15, "the idle kernel culled")
+    wait_until_sync(lambda: server.kernel(kept) is None, CULL_TIMEOUT + KEEPALIVE + 15, "the idle kernel culled")
     assert time.monotonic() - ended >= CULL_TIMEOUT - KEEPALIVE - CULL_INTERVAL  # culled for idleness, not at once
-    assert "due to" in server.child.text() and "seconds of inactivity" in server.child.text()
+    assert server.child.text().count("seconds of inactivity") == 2
