@@ -134,8 +134,8 @@ class AsyncOmniQ(QueueAdmin, ResultReading, OpensAndCloses):
         """Call ``callback`` after each write published here (pools use it to wake at once).
 
         Args:
-            callback: a cheap, non-blocking callable given the rows the write returned
-                (empty when it returned none).
+            callback: a cheap, non-blocking callable given the rows the write inserted or
+                returned (empty when it returned none).
 
         Returns:
             A function that removes the callback.
@@ -145,7 +145,7 @@ class AsyncOmniQ(QueueAdmin, ResultReading, OpensAndCloses):
         return partial(self._local_writes.remove, callback)
 
     def publish(self, tasks: Sequence[Task] = ()) -> None:
-        """Tell this process that the store changed: ``tasks`` are rows a local write returned.
+        """Tell this process that the store changed: ``tasks`` are rows a local write inserted or returned.
 
         Handles and result waiters get the new snapshots at once, event listeners are woken,
         and so are idle pools of this process (``on_local_write``).
@@ -215,7 +215,7 @@ class AsyncOmniQ(QueueAdmin, ResultReading, OpensAndCloses):
             series=task_id if template.series is not None else None,
         )
         await self.storage.insert([task])
-        self.publish()
+        self.publish([task])
         return self._handle(task)
 
     async def enqueue_many(
@@ -239,14 +239,14 @@ class AsyncOmniQ(QueueAdmin, ResultReading, OpensAndCloses):
         template = await task_template(fn, make_options(**options), self.settings, self.storage)
         payloads = builtins.list(self.serializer.dump_calls(fn, checked_calls(calls)))  # all fail before any insert
         ids = new_task_ids(len(payloads))
-        if ids:
-            await self.storage.insert_many(template, zip(ids, payloads, strict=True))
-            self.publish()
         periodic = template.series is not None
         tasks = [
             msgspec.structs.replace(template, id=task_id, payload=payload, series=task_id if periodic else None)
             for task_id, payload in zip(ids, payloads, strict=True)
         ]
+        if ids:
+            await self.storage.insert_many(template, zip(ids, payloads, strict=True))
+            self.publish(tasks)
         return GroupHandle(self, [self._handle(task) for task in tasks])
 
     async def get(self, task_id: str, /) -> TaskHandle:

@@ -24,10 +24,13 @@ arguments given in code. This is the only module that reads ``OMNIQ_*`` or YAML.
 | ``EVENTS`` | ``true`` | record a ``TaskEvent`` per transition |
 | ``LOG_LEVEL`` | ``WARNING`` | level of the ``omniq_nb`` logger |
 | ``SQLITE_SYNCHRONOUS`` | ``NORMAL`` | ``FULL`` also survives power loss, at some speed |
+| ``INTERRUPT`` | ``wait`` | a kernel interrupt stops the cell (``wait``), or also cancels its tasks (``cancel``) |
+| ``KEEPALIVE`` | ``60`` | seconds between activity signals while the kernel's pool works (``0``, ``none``: off) |
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -55,6 +58,8 @@ MIN_POLL_INTERVAL = 0.01
 """The shortest poll interval: below it an idle worker spends its time asking the store."""
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _SYNCHRONOUS = ("NORMAL", "FULL")
+INTERRUPT_MODES = ("wait", "cancel")
+"""What a kernel interrupt does to the tasks the interrupted cell launched: leave them, or cancel them."""
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
 
@@ -86,6 +91,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     events: bool = True
     log_level: str = "WARNING"
     sqlite_synchronous: str = "NORMAL"
+    interrupt: str = "wait"
+    keepalive: float | None = 60.0
 
     def __repr__(self) -> str:
         """Return a repr that never shows the secret or a URL's password."""
@@ -288,6 +295,18 @@ def _optional_seconds(raw: Any) -> float | None:
     return _seconds(raw)
 
 
+_keepalive_seconds = _seconds_at_least(0, "60", ", or 0 or none for no activity signals")
+
+
+def _keepalive(raw: Any) -> float | None:
+    if raw is None or (isinstance(raw, str) and raw.strip().lower() in ("none", "off")):
+        return None
+    with contextlib.suppress(TypeError, ValueError):
+        if not isinstance(raw, bool) and float(raw) == 0:
+            return None
+    return _keepalive_seconds(raw)
+
+
 def _flag(raw: Any) -> bool:
     if isinstance(raw, bool):
         return raw
@@ -355,4 +374,6 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "events": _flag,
     "log_level": _choice(_LOG_LEVELS, upper=True),
     "sqlite_synchronous": _choice(_SYNCHRONOUS, upper=True),
+    "interrupt": _choice(INTERRUPT_MODES),
+    "keepalive": _keepalive,
 }

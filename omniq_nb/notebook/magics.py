@@ -20,6 +20,7 @@ Usage::
                                          (no flags: finished tasks past their result_ttl,
                                          RESULT_TTL default 7d; AGE: seconds, or 90s, 15m, 12h, 7d)
     %omniq dashboard                     (live tables of the workers and recent tasks, with actions)
+    %omniq config [KEY=VALUE]            (the notebook's settings: interrupt=wait|cancel, keepalive=SECONDS|none)
 """
 
 from __future__ import annotations
@@ -32,11 +33,11 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 
 from omniq_nb.config import WORKER_KINDS
-from omniq_nb.errors import OmniQError, SerializationError
+from omniq_nb.errors import ConfigError, OmniQError, SerializationError
 from omniq_nb.handles import TaskHandle
 from omniq_nb.models import TaskStatus
 from omniq_nb.notebook.cells import capture, run_cell
-from omniq_nb.notebook.runner import KernelRunner
+from omniq_nb.notebook.runner import NOTEBOOK_SETTINGS, KernelRunner
 from omniq_nb.notebook.widgets import Dashboard
 from omniq_nb.options import OPTION_NAMES
 from omniq_nb.schedule import duration
@@ -92,6 +93,11 @@ class OmniQMagics(Magics):
                                  (AGE: seconds, or 90s, 15m, 12h, 7d; 0: all finished, --status
                                  narrows); --all: every task, running ones too
             %omniq dashboard                     live tables of the workers and recent tasks, with actions
+            %omniq config [KEY=VALUE]
+                                 no argument: print the notebook's settings; KEY=VALUE sets one:
+                                 interrupt=wait|cancel (cancel: a kernel interrupt also cancels the
+                                 cell's unfinished tasks), keepalive=SECONDS|none (activity signals
+                                 while the pool runs tasks, so the server does not cull the kernel)
         """
         try:
             words = shlex.split(line)
@@ -99,7 +105,8 @@ class OmniQMagics(Magics):
             raise UsageError(f"%omniq: {exc}") from None
         if not words:
             raise UsageError(
-                "%omniq: say what to do: enqueue (as %%omniq), workers, list, show, cancel, retry, purge, dashboard"
+                "%omniq: say what to do: enqueue (as %%omniq), workers, list, show, cancel, retry, purge, dashboard, "
+                "config"
             )
         command, rest = words[0], words[1:]
         if command == "enqueue":
@@ -109,7 +116,8 @@ class OmniQMagics(Magics):
         handler = getattr(self, f"_{command}", None)
         if handler is None or command == "enqueue":
             raise UsageError(
-                f"%omniq: unknown command {command!r}; use workers, list, show, cancel, retry, purge or dashboard"
+                f"%omniq: unknown command {command!r}; "
+                "use workers, list, show, cancel, retry, purge, dashboard or config"
             )
         try:
             return handler(rest)
@@ -183,6 +191,27 @@ class OmniQMagics(Magics):
             raise UsageError("%omniq dashboard takes no arguments")
         return self.runner.dashboard()
 
+    def _config(self, words: list[str]) -> None:
+        if len(words) > 1 or (words and "=" not in words[0]):
+            raise UsageError("%omniq config takes nothing or one KEY=VALUE, e.g. %omniq config interrupt=cancel")
+        if words:
+            key, _, value = words[0].partition("=")
+            name = key.strip().lower()
+            if name not in NOTEBOOK_SETTINGS:
+                raise UsageError(
+                    f"%omniq config: unknown setting {key!r}; the settings here are {', '.join(NOTEBOOK_SETTINGS)}"
+                )
+            try:
+                self.runner.configure(**{name: value})
+            except ConfigError as exc:
+                raise UsageError(f"%omniq config: {exc}") from None
+            shown: tuple[str, ...] = (name,)
+        else:
+            shown = NOTEBOOK_SETTINGS
+        settings = self.runner.core.settings
+        for name in shown:
+            print(f"{name}={_setting_text(getattr(settings, name))}")
+
     def _retry(self, words: list[str]) -> TaskHandle:
         return self.runner.queue.retry(_one_id("retry", words))
 
@@ -247,6 +276,13 @@ def _purge_parser() -> _Parser:
     parser = _Parser(prog="%omniq purge", add_help=False)
     add_purge_arguments(parser)
     return parser
+
+
+def _setting_text(value: Any) -> str:
+    """Show a setting's value as ``%omniq config`` accepts it back (``none``, ``60``, ``cancel``)."""
+    if value is None:
+        return "none"
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def _one_id(command: str, words: list[str]) -> str:

@@ -18,8 +18,11 @@ from omniq_nb import handles
 from omniq_nb.config import Settings
 from omniq_nb.context import OutputSink, set_origin, set_owner
 from omniq_nb.core import AsyncOmniQ, OmniQ
+from omniq_nb.errors import OmniQError
 from omniq_nb.handles import GroupHandle, TaskHandle
 from omniq_nb.models import Task
+from omniq_nb.notebook.activity import Keepalive
+from omniq_nb.notebook.interrupts import CellTasks, cancel_unfinished, cancelled_line, ended_on_interrupt
 from omniq_nb.notebook.kernel_bridge import KernelBridge
 from omniq_nb.notebook.output import CellOutputs, install_routing, remove_routing
 from omniq_nb.notebook.widgets import Dashboard, GroupView, TaskView
@@ -28,6 +31,8 @@ from omniq_nb.worker import AsyncWorkerPool
 
 logger = logging.getLogger(__name__)
 
+NOTEBOOK_SETTINGS = ("interrupt", "keepalive")
+"""The settings ``%omniq config`` shows and changes in a running kernel."""
 _SHUTDOWN_TIMEOUT = 10.0  # seconds the kernel's shutdown waits for the pool to hand work back
 _GEVENT_DEFAULT = (
     "DEFAULT_WORKER=gevent applies to omniq-nb worker only: this kernel's pool runs sync tasks on threads; "
@@ -44,6 +49,8 @@ class KernelRunner:
         core: the ``AsyncOmniQ`` behind ``queue``, on the kernel's loop (views and the pool use it).
         bridge: runs ``core``'s coroutines on the kernel's loop and waits (``queue`` and handles use it).
         pool: the kernel's worker pool, when one runs.
+        cell_tasks: the tasks the running cell launched (cancelled on an interrupt with ``INTERRUPT=cancel``).
+        keepalive: the activity signals sent while the pool runs tasks (``KEEPALIVE``).
 
     Args:
         shell: the IPython shell of the kernel.
@@ -68,7 +75,12 @@ class KernelRunner:
         set_owner(self.outputs.kernel)  # tasks enqueued here belong to this kernel (kernel affinity)
         install_routing(shell)
         handles.display_hook = self.view
+        self.cell_tasks = CellTasks()
+        self._unwatch_writes = self.core.on_local_write(self.cell_tasks.saw)
         shell.events.register("pre_run_cell", self._before_cell)
+        shell.events.register("post_run_cell", self._after_cell)
+        self.keepalive = Keepalive(getattr(shell, "kernel", None), self._working)
+        self.keepalive.set_interval(self.core.settings.keepalive)
         self._unpatch_shutdown = _on_kernel_shutdown(shell, self.shutdown_from_control)
         KernelRunner.current = self
 
@@ -118,10 +130,28 @@ class KernelRunner:
             await pool.stop(timeout=_SHUTDOWN_TIMEOUT / 2)
         await self.core.close()
 
+    def configure(self, **changes: Any) -> Settings:
+        """Change settings of the kernel's queue by lower-case name (the notebook's own: ``interrupt``, ``keepalive``).
+
+        Returns:
+            The settings now in force.
+
+        Raises:
+            ConfigError: a value is invalid (the message names the setting and what it accepts).
+            TypeError: a name is not a setting.
+        """
+        self.core.settings = self.core.settings.with_overrides(**changes)
+        if "keepalive" in changes:
+            self.keepalive.set_interval(self.core.settings.keepalive)
+        return self.core.settings
+
     def close(self) -> None:
         """Stop the pool, close the queue, and undo what loading the extension did."""
-        with contextlib.suppress(ValueError):
-            self.shell.events.unregister("pre_run_cell", self._before_cell)
+        self.keepalive.close()
+        self._unwatch_writes()
+        for event, callback in (("pre_run_cell", self._before_cell), ("post_run_cell", self._after_cell)):
+            with contextlib.suppress(ValueError):
+                self.shell.events.unregister(event, callback)
         self._unpatch_shutdown()
         remove_routing(self.shell)
         handles.display_hook = None
@@ -142,7 +172,29 @@ class KernelRunner:
             logger.exception("the kernel's worker pool did not stop cleanly")
 
     def _before_cell(self, *_: Any) -> None:
-        set_origin(self.outputs.remember_current_cell())
+        origin = self.outputs.remember_current_cell()
+        set_origin(origin)
+        self.cell_tasks.start(origin)
+
+    def _after_cell(self, result: Any = None) -> None:
+        """With ``INTERRUPT=cancel``, cancel the unfinished tasks of a cell that a kernel interrupt stopped."""
+        if self.core.settings.interrupt != "cancel" or not ended_on_interrupt(result):
+            return
+        launched = self.cell_tasks.launched()
+        if not launched:
+            return
+        try:
+            cancelled = self.bridge.call(cancel_unfinished, self.core, launched)
+        except OmniQError as exc:
+            print(f"interrupted: could not cancel the tasks launched by this cell: {str(exc).splitlines()[0]}")
+            return
+        if cancelled:
+            print(cancelled_line(cancelled))
+
+    def _working(self) -> bool:
+        """Return True while the kernel's pool runs tasks (read from the keepalive thread)."""
+        pool = self.pool
+        return pool is not None and pool.busy > 0
 
     def view(self, handle: TaskHandle | GroupHandle) -> TaskView | GroupView:
         """Return the live view of a handle (one per task, reused when shown again)."""

@@ -130,6 +130,9 @@ def test_invalid_yaml_value_names_the_file_and_key(tmp_path: Path) -> None:
         ("OMNIQ_MAX_WORKERS", "0", [">= 1"]),
         ("OMNIQ_EVENTS", "maybe", ["true", "false"]),
         ("OMNIQ_LOG_LEVEL", "loud", ["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]),
+        ("OMNIQ_INTERRUPT", "stop", ["one of wait, cancel"]),
+        ("OMNIQ_KEEPALIVE", "-5", ["seconds > 0", "0 or none"]),
+        ("OMNIQ_KEEPALIVE", "often", ["seconds > 0", "0 or none"]),
     ],
 )
 def test_invalid_env_value_names_variable_and_accepted_values(
@@ -168,6 +171,26 @@ def test_env_values_are_parsed(monkeypatch: pytest.MonkeyPatch) -> None:
     assert settings.task_ttl is None
     assert settings.result_ttl == 3600.0
     assert settings.default_retries == 2
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"), [("60", 60.0), ("2.5", 2.5), ("0", None), ("0.0", None), ("none", None), ("Off", None)]
+)
+def test_keepalive_is_seconds_or_off(monkeypatch: pytest.MonkeyPatch, value: str, expected: float | None) -> None:
+    assert Settings().keepalive == 60.0
+    monkeypatch.setenv("OMNIQ_KEEPALIVE", value)
+    assert Settings.from_env().keepalive == expected
+    assert Settings().with_overrides(keepalive=0).keepalive is None
+
+
+def test_interrupt_is_layered_like_every_setting(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert Settings.from_env().interrupt == "wait"
+    (tmp_path / "omniq.yaml").write_text("interrupt: cancel\n")
+    monkeypatch.chdir(tmp_path)
+    assert Settings.from_env().interrupt == "cancel"
+    monkeypatch.setenv("OMNIQ_INTERRUPT", "WAIT")
+    assert Settings.from_env().interrupt == "wait"
+    assert Settings.from_env(interrupt="cancel").interrupt == "cancel"
 
 
 def test_code_override_accepts_timedelta_and_validates() -> None:
