@@ -58,11 +58,6 @@ class TaskStats(msgspec.Struct, frozen=True, kw_only=True):
     last: float | None = None
     """The duration of the latest run."""
 
-    @property
-    def expected(self) -> float | None:
-        """Return the duration a new run is expected to take (the median)."""
-        return self.median
-
 
 def stats_of(name: str, durations: Sequence[float]) -> TaskStats:
     """Return the statistics of one function's run durations.
