@@ -5,8 +5,9 @@ keeps no state of its own in the store: it reads the latest succeeded tasks thro
 store's ordinary listing (``ResultStore.list``), so it works the same on every backend,
 and groups their durations by task name (``Task.name``, what ``@omniq.task`` and
 ``enqueue`` set). Runs that finish in this process (its pools' outcomes, ``publish``) are
-added at once; others' are seen at the next reading, at most ``FRESH`` seconds later for a
-view (``stats()`` always reads).
+added at once; others' are seen at the next reading: a new view reads unless the last
+reading is under ``FRESH_FOR_NEW`` seconds old, a live one every ``FRESH`` seconds, and
+``stats()`` always reads.
 
 Runs are told apart by name only: a function whose code changed keeps its old runs until
 ``SAMPLE`` new ones have replaced them.
@@ -32,7 +33,9 @@ SAMPLE = 50
 SCAN = 500
 """Succeeded tasks (of every function) one reading of the store looks at, newest first."""
 FRESH = 10.0
-"""Seconds a reading serves the views before they ask for another."""
+"""Seconds a reading serves the live views before they ask for another."""
+FRESH_FOR_NEW = 1.0
+"""Seconds a reading serves a view just made (a new task is when its estimate matters most)."""
 
 
 def stats_name(fn: Any) -> str:
@@ -79,10 +82,9 @@ class RunHistory:
         self._read_at: float | None = None
         self._reading: asyncio.Future[None] | None = None
 
-    @property
-    def stale(self) -> bool:
-        """Return whether the store was never read, or last read over ``FRESH`` seconds ago."""
-        return self._read_at is None or time.monotonic() - self._read_at > FRESH
+    def stale(self, max_age: float = FRESH) -> bool:
+        """Return whether the store was never read, or last read over ``max_age`` seconds ago."""
+        return self._read_at is None or time.monotonic() - self._read_at > max_age
 
     def known(self, name: str) -> TaskStats | None:
         """Return what memory holds of ``name``'s runs; ``None`` before the store was first read."""
@@ -92,22 +94,24 @@ class RunHistory:
         return stats_of(name, [runs[task_id] for task_id in sorted(runs)])
 
     async def stats(self, name: str) -> TaskStats:
-        """Read the store, then return the statistics of ``name``'s latest runs.
+        """Read the store (or join a reading under way), then return the statistics of ``name``'s latest runs.
 
         Raises:
             StorageError: the store cannot be read.
         """
-        await self.refresh(force=True)
+        await self.refresh(max_age=0.0)
         known = self.known(name)
         return known if known is not None else TaskStats(name=name)
 
-    async def refresh(self, *, force: bool = False) -> None:
-        """Read the latest succeeded tasks when ``stale`` (or ``force``); concurrent callers share one read.
+    async def refresh(self, *, max_age: float = FRESH) -> None:
+        """Read the latest succeeded tasks unless the last reading is under ``max_age`` seconds old.
+
+        Callers while a reading is under way share it.
 
         Raises:
             StorageError: the store cannot be read.
         """
-        if not force and not self.stale:
+        if not self.stale(max_age):
             return
         if self._reading is None:
             self._reading = asyncio.ensure_future(self._read())

@@ -27,7 +27,7 @@ import ipywidgets as widgets
 
 from omniq_nb.estimates import TaskStats, elapsed, estimate_parts, group_time_left, seconds_text
 from omniq_nb.handles import GroupHandle, TaskHandle
-from omniq_nb.history import RunHistory
+from omniq_nb.history import FRESH, FRESH_FOR_NEW, RunHistory
 from omniq_nb.models import Task, TaskStatus, WorkerInfo
 from omniq_nb.notebook.dashboard_view import Dashboard
 from omniq_nb.notebook.view_text import COLORS, badge, group_elapsed, preview, status_text, task_table
@@ -109,6 +109,9 @@ class Throttle:
 class Expectations:
     """A view's reading of its queue's run history: answers from memory, re-reads the store in the background.
 
+    Its first answer is from a reading at most ``FRESH_FOR_NEW`` seconds old (runs that other
+    processes finished just before count), later ones at most ``FRESH`` seconds old.
+
     Args:
         history: the queue's run history.
         redraw: called on the loop after a reading of the store finished.
@@ -116,22 +119,23 @@ class Expectations:
 
     def __init__(self, history: RunHistory, redraw: Callable[[], None]) -> None:
         self._history, self._redraw = history, redraw
+        self._max_age = FRESH_FOR_NEW
         self._reading: asyncio.Task[None] | None = None
 
     def of(self, name: str) -> TaskStats | None:
         """Return what is known of ``name``'s past runs; start a reading of the store when it is due."""
-        if self._history.stale and self._reading is None:
+        if self._reading is None and self._history.stale(self._max_age):
             with contextlib.suppress(RuntimeError):  # no loop here (a repr from another thread): memory only
-                self._reading = asyncio.get_running_loop().create_task(self._read())
+                self._reading = asyncio.get_running_loop().create_task(self._read(self._max_age))
         return self._history.known(name)
 
-    async def _read(self) -> None:
+    async def _read(self, max_age: float) -> None:
         try:
-            await self._history.refresh()
+            await self._history.refresh(max_age=max_age)
         except Exception:  # a view never raises; it shows no estimate until a reading works
             logger.debug("the run history could not be read", exc_info=True)
         finally:
-            self._reading = None
+            self._reading, self._max_age = None, FRESH
         self._redraw()
 
 

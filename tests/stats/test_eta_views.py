@@ -15,7 +15,9 @@ from typing import Any
 
 import pytest
 
-from omniq_nb import AsyncOmniQ, AsyncWorkerPool
+from omniq_nb import AsyncOmniQ, AsyncWorkerPool, TaskStats
+from omniq_nb.building import task_name
+from omniq_nb.history import FRESH_FOR_NEW
 from omniq_nb.notebook.widgets import GroupView, TaskView
 
 pytestmark = pytest.mark.anyio
@@ -31,6 +33,9 @@ def nap(seconds: float, gate: str | None = None) -> float:
     while time.monotonic() < deadline and not (gate and Path(gate).exists()):
         time.sleep(0.01)
     return seconds
+
+
+NAP = task_name(nap)
 
 
 async def test_task_view_shows_the_expected_duration_then_a_countdown(tmp_path: Path, wait_until: Wait) -> None:
@@ -58,19 +63,28 @@ async def test_task_view_shows_the_expected_duration_then_a_countdown(tmp_path: 
         assert "expected" not in str(running) and "ETA" not in str(running)
 
 
-async def test_a_view_reads_history_written_by_another_queue(tmp_path: Path, wait_until: Wait) -> None:
+async def test_a_new_view_reads_history_written_by_another_queue_moments_ago(tmp_path: Path, wait_until: Wait) -> None:
     url = f"sqlite:///{tmp_path / 'shared.db'}"
-    async with AsyncOmniQ(db_url=url) as writer, AsyncWorkerPool(writer, concurrency=2):
+    async with (
+        AsyncOmniQ(db_url=url) as writer,
+        AsyncOmniQ(db_url=url) as reader,  # no pool: the writer's pool runs the reader's task too
+        AsyncWorkerPool(writer, concurrency=2),
+    ):
+        assert reader.history.known(NAP) is None
+        await reader.history.refresh()  # a reading from before the runs: no runs
+        assert reader.history.known(NAP) == TaskStats(name=NAP, count=0)
         for h in [await writer.enqueue(nap, 0.3) for _ in range(2)]:
             await h.result(timeout=TIMEOUT)
-        async with AsyncOmniQ(db_url=url) as reader:  # no pool: the writer's pool runs its task
-            assert reader.history.known("test_eta_views.nap") is None
-            gate = tmp_path / "gate"
-            view = TaskView(await reader.enqueue(nap, 0.3, str(gate)), reader)
-            await wait_until(lambda: "expected ~0.3 s" in str(view), timeout=TIMEOUT)
-            assert not reader.history.stale  # the view's reading of the store
-            gate.touch()
-            await reader.result(view.handle.id, timeout=TIMEOUT)
+        await wait_until(lambda: reader.history.stale(FRESH_FOR_NEW), timeout=TIMEOUT)
+        assert not reader.history.stale()  # a live view would not read again yet; a new one does
+
+        gate = tmp_path / "gate"
+        view = TaskView(await reader.enqueue(nap, 0.3, str(gate)), reader)
+        await wait_until(lambda: "expected ~0.3 s" in str(view), timeout=TIMEOUT)
+        known = reader.history.known(NAP)
+        assert known is not None and known.count == 2
+        gate.touch()
+        await reader.result(view.handle.id, timeout=TIMEOUT)
 
 
 async def test_group_view_eta_from_expected_durations(tmp_path: Path, wait_until: Wait) -> None:

@@ -95,7 +95,7 @@ async def test_runs_written_by_one_queue_are_read_by_another(url: str) -> None:
         assert reader.history.known(NAP) is None  # the reader never read the store yet
         assert (await reader.stats(nap)).count == 3
         known = reader.history.known(NAP)
-        assert known is not None and known.count == 3 and not reader.history.stale
+        assert known is not None and known.count == 3 and not reader.history.stale()
 
         await run_all(writer, nap, [(0.05,)])
         assert (await reader.stats(nap)).count == 4  # stats() always reads the store
@@ -112,7 +112,7 @@ async def test_runs_of_this_process_count_at_once_without_reading_the_store(url:
         known = q.history.known(NAP)  # the pool's outcome went through publish: no new reading needed
         assert known is not None and known.count == 1
         assert known.last == pytest.approx(run_seconds((await q.get(h.id)).task))
-        assert not q.history.stale
+        assert not q.history.stale()
 
 
 @pytest.mark.anyio
