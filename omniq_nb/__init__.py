@@ -25,6 +25,7 @@ from omniq_nb.errors import (
     TaskTimeout,
     WorkerLost,
 )
+from omniq_nb.estimates import TaskStats
 from omniq_nb.handles import GroupHandle, TaskHandle
 from omniq_nb.models import (
     EventKind,
@@ -40,7 +41,7 @@ from omniq_nb.models import (
 from omniq_nb.options import DEFAULT
 from omniq_nb.serialization import BlobSerializer, Serializer
 from omniq_nb.storage import Storage, open_storage
-from omniq_nb.task import TaskFunction, default_queue, get, task
+from omniq_nb.task import TaskFunction, default_queue, get, stats, task
 from omniq_nb.worker import AsyncWorkerPool, WorkerPool
 
 __version__ = "0.1.0"
@@ -99,6 +100,7 @@ __all__ = [
     "TaskHandle",
     "TaskNotFound",
     "TaskResult",
+    "TaskStats",
     "TaskStatus",
     "TaskTimeout",
     "WorkerInfo",
@@ -112,6 +114,7 @@ __all__ = [
     "load_ipython_extension",
     "open_storage",
     "progress",
+    "stats",
     "task",
     "track",
     "unload_ipython_extension",

@@ -23,6 +23,7 @@ from omniq_nb.config import Settings, configure_logging
 from omniq_nb.errors import InvalidTransition, TaskNotFound
 from omniq_nb.events import EventHub, EventListener
 from omniq_nb.handles import GroupHandle, TaskHandle
+from omniq_nb.history import HistoryReading, RunHistory
 from omniq_nb.models import Task, TaskStatus, check_transition, new_task_id, new_task_ids
 from omniq_nb.opening import OpensAndCloses
 from omniq_nb.options import make_options
@@ -35,13 +36,13 @@ LIST_LIMIT = 100
 """How many tasks ``list()`` returns when no ``limit`` is given."""
 
 
-class AsyncOmniQ(QueueAdmin, ResultReading, OpensAndCloses):
+class AsyncOmniQ(QueueAdmin, ResultReading, HistoryReading, OpensAndCloses):
     """The task queue, async first: enqueue, inspect, wait for, cancel and retry tasks.
 
     Settings come from defaults < YAML < ``OMNIQ_*`` env < the keyword arguments given here.
     Nothing runs a task without a worker pool (``AsyncWorkerPool``) on the same store.
     Administration (``purge``, ``check``, ``workers``, ...) comes from ``QueueAdmin``, and
-    ``result`` / ``results`` from ``ResultReading``.
+    ``result`` / ``results`` from ``ResultReading``, ``stats`` from ``HistoryReading``.
 
     Args:
         settings: a complete ``Settings`` to start from instead of reading YAML and env.
@@ -91,6 +92,7 @@ class AsyncOmniQ(QueueAdmin, ResultReading, OpensAndCloses):
         )
         self._loop: asyncio.AbstractEventLoop | None = None
         self._local_writes: builtins.list[Callable[[Sequence[Task]], None]] = []
+        self.history = RunHistory(self.storage)
 
     @classmethod
     def from_env(cls, **overrides: Any) -> AsyncOmniQ:
@@ -148,10 +150,12 @@ class AsyncOmniQ(QueueAdmin, ResultReading, OpensAndCloses):
         """Tell this process that the store changed: ``tasks`` are rows a local write inserted or returned.
 
         Handles and result waiters get the new snapshots at once, event listeners are woken,
-        and so are idle pools of this process (``on_local_write``).
+        and so are idle pools of this process (``on_local_write``); the runs of succeeded
+        tasks join the run history (``stats``).
         """
         self._hub.deliver(tasks)
         self._hub.nudge()
+        self.history.note(tasks)
         for callback in builtins.list(self._local_writes):
             try:
                 callback(tasks)

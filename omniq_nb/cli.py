@@ -150,7 +150,8 @@ async def _show(settings: Settings, args: argparse.Namespace) -> int:
     async with AsyncOmniQ(settings=settings) as queue:
         task = (await queue.get(args.task_id)).task
         value = queue.serializer.loads(task.result) if task.result is not None else None
-    print(format_task(task, value))
+        stats = None if task.status.is_terminal else await queue.stats(task.name)
+    print(format_task(task, value, stats))
     return 0
 
 

@@ -18,6 +18,7 @@ from typing import Any, Protocol, overload
 import msgspec
 
 from omniq_nb.bridge import LoopBridge
+from omniq_nb.history import RunHistory
 from omniq_nb.models import EventKind, Task, TaskError, TaskEvent, TaskStatus
 
 logger = logging.getLogger(__name__)
@@ -69,6 +70,11 @@ class QueueCalls(Protocol):
 
     def follow_closely(self, handle: TaskHandle) -> None:
         """Poll promptly for this handle's changes (someone observes it)."""
+        ...
+
+    @property
+    def history(self) -> RunHistory:
+        """Return the durations of past runs (views show expected durations and ETAs from them)."""
         ...
 
 
@@ -227,6 +233,11 @@ class GroupHandle(Sequence[TaskHandle]):
     def __init__(self, queue: QueueCalls, handles: Sequence[TaskHandle]) -> None:
         self._queue = queue
         self.handles: list[TaskHandle] = list(handles)
+
+    @property
+    def queue(self) -> QueueCalls:
+        """Return the queue that made the tasks (its ``history`` gives their expected durations)."""
+        return self._queue
 
     @property
     def ids(self) -> list[str]:

@@ -16,6 +16,7 @@ from omniq_nb.admin import BlockingQueueAdmin, StatusFilter
 from omniq_nb.async_queue import LIST_LIMIT, AsyncOmniQ
 from omniq_nb.bridge import BlockingBridge, ThreadBridge, on_loop
 from omniq_nb.config import Settings
+from omniq_nb.estimates import TaskStats
 from omniq_nb.events import EventListener
 from omniq_nb.handles import GroupHandle, TaskHandle
 from omniq_nb.models import Task
@@ -141,6 +142,10 @@ class OmniQ(BlockingQueueAdmin):
     def retry(self, task_id: str, /) -> TaskHandle:
         """Blocking version of ``AsyncOmniQ.retry``."""
         return self._bridge.call(self._core.retry, task_id)
+
+    def stats(self, fn: Any, /) -> TaskStats:
+        """Blocking version of ``AsyncOmniQ.stats``."""
+        return self._bridge.call(self._core.stats, fn)
 
     def on_event(self, listener: EventListener) -> Callable[[], None]:
         """Blocking version of ``AsyncOmniQ.on_event`` (the listener runs on the queue's loop)."""

@@ -20,6 +20,7 @@ from typing import Any, Generic, ParamSpec, TypeVar, overload
 
 from omniq_nb.building import task_name
 from omniq_nb.core import OmniQ
+from omniq_nb.estimates import TaskStats
 from omniq_nb.handles import GroupHandle, TaskHandle
 from omniq_nb.options import TaskOptions, as_keywords, make_options, merge_options
 
@@ -144,3 +145,19 @@ def get(task_id: str, /) -> TaskHandle:
         TaskNotFound: no task has this id.
     """
     return default_queue().get(task_id)
+
+
+def stats(fn: Any, /) -> TaskStats:
+    """Return how long ``fn``'s latest successful runs took, from the default queue's store.
+
+    ``count``, ``median``, ``p90``, ``mean`` and ``last`` (seconds; ``None`` when no run is
+    known). In a notebook it reads the kernel's queue.
+
+    Args:
+        fn: an ``@omniq.task`` function, a plain callable or a task name.
+
+    Raises:
+        TypeError: ``fn`` is neither callable nor a string.
+        ValueError: ``fn`` is an empty string.
+    """
+    return default_queue().stats(fn)

@@ -16,6 +16,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
+from omniq_nb.estimates import TaskStats, estimate_parts
 from omniq_nb.models import StoreHealth, Task, TaskStatus, WorkerInfo
 from omniq_nb.schedule import duration
 
@@ -101,12 +102,14 @@ def _waits_for_gevent(task: Task) -> bool:
     return task.status is TaskStatus.PENDING and task.kind == "gevent"
 
 
-def format_task(task: Task, value: Any = None) -> str:
+def format_task(task: Task, value: Any = None, stats: TaskStats | None = None) -> str:
     """Return one task as text: its fields, its result (``value``) or its error and traceback.
 
     Args:
         task: the snapshot.
         value: the task's decoded result, when it succeeded.
+        stats: its function's past runs: a pending or running task shows its expected
+            duration and ETA (``estimate_parts``).
     """
     fields = {
         "id": task.id,
@@ -121,6 +124,9 @@ def format_task(task: Task, value: Any = None) -> str:
         "worker": task.worker or "",
         "progress": f"{task.progress:.0%}" + (f" {task.progress_message}" if task.progress_message else ""),
     }
+    estimate = estimate_parts(task, stats)
+    if estimate:
+        fields["estimate"] = " · ".join(estimate)
     lines = _aligned(fields.items())
     if task.has_value:
         lines.append(f"{'result':9} {value!r}")

@@ -1,5 +1,7 @@
 """The text the notebook views show: a task's status, times and result preview, and HTML tables.
 
+A task's elapsed time, expected duration and ETA come from ``omniq_nb.estimates``.
+
 Pure: no widgets, no I/O, no loop. HTML fragments escape what they take as plain text; the
 plain-text tables of the command line are ``omniq_nb.terminal``'s.
 
@@ -20,6 +22,7 @@ from collections.abc import Sequence
 from datetime import datetime, timezone
 from typing import Any
 
+from omniq_nb.estimates import elapsed
 from omniq_nb.models import Task, TaskStatus
 
 PREVIEW_CHARS = 500
@@ -65,18 +68,6 @@ def status_text(task: Task) -> str:
     if task.status is TaskStatus.RUNNING and task.max_attempts > 1:
         return f"running (attempt {task.attempt} of {task.max_attempts})"
     return task.status.value
-
-
-def elapsed(task: Task) -> float | None:
-    """Return seconds from the task's start to its finish (or to now), ``None`` before it starts.
-
-    Args:
-        task: the snapshot.
-    """
-    if task.started_at is None:
-        return None
-    end = task.finished_at or datetime.now(_UTC)
-    return max(0.0, (end - task.started_at).total_seconds())
 
 
 def group_elapsed(tasks: Sequence[Task]) -> float:

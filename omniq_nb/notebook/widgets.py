@@ -16,20 +16,26 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import contextlib
 import html
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 import ipywidgets as widgets
 
+from omniq_nb.estimates import TaskStats, elapsed, estimate_parts, group_time_left, seconds_text
 from omniq_nb.handles import GroupHandle, TaskHandle
+from omniq_nb.history import FRESH, FRESH_FOR_NEW, RunHistory
 from omniq_nb.models import Task, TaskStatus, WorkerInfo
 from omniq_nb.notebook.dashboard_view import Dashboard
-from omniq_nb.notebook.view_text import COLORS, badge, elapsed, group_elapsed, preview, status_text, task_table
+from omniq_nb.notebook.view_text import COLORS, badge, group_elapsed, preview, status_text, task_table
 from omniq_nb.serialization import BlobSerializer
 
-__all__ = ["Actions", "Dashboard", "GroupView", "TaskView", "Throttle"]
+__all__ = ["Actions", "Dashboard", "Expectations", "GroupView", "TaskView", "Throttle"]
+
+logger = logging.getLogger(__name__)
 
 _MIN_INTERVAL = 0.2  # seconds between frames of one view
 _TICK = 1.0  # seconds between redraws of a running view's clock
@@ -65,6 +71,11 @@ class Actions(Protocol):
         """Decodes stored results."""
         ...
 
+    @property
+    def history(self) -> RunHistory:
+        """The durations of past runs, for expected durations and ETAs."""
+        ...
+
 
 class Throttle:
     """Call ``render`` at most once per ``min_interval`` on the loop; never drop the last call."""
@@ -95,6 +106,39 @@ class Throttle:
         self._render()
 
 
+class Expectations:
+    """A view's reading of its queue's run history: answers from memory, re-reads the store in the background.
+
+    Its first answer is from a reading at most ``FRESH_FOR_NEW`` seconds old (runs that other
+    processes finished just before count), later ones at most ``FRESH`` seconds old.
+
+    Args:
+        history: the queue's run history.
+        redraw: called on the loop after a reading of the store finished.
+    """
+
+    def __init__(self, history: RunHistory, redraw: Callable[[], None]) -> None:
+        self._history, self._redraw = history, redraw
+        self._max_age = FRESH_FOR_NEW
+        self._reading: asyncio.Task[None] | None = None
+
+    def of(self, name: str) -> TaskStats | None:
+        """Return what is known of ``name``'s past runs; start a reading of the store when it is due."""
+        if self._reading is None and self._history.stale(self._max_age):
+            with contextlib.suppress(RuntimeError):  # no loop here (a repr from another thread): memory only
+                self._reading = asyncio.get_running_loop().create_task(self._read(self._max_age))
+        return self._history.known(name)
+
+    async def _read(self, max_age: float) -> None:
+        try:
+            await self._history.refresh(max_age=max_age)
+        except Exception:  # a view never raises; it shows no estimate until a reading works
+            logger.debug("the run history could not be read", exc_info=True)
+        finally:
+            self._reading, self._max_age = None, FRESH
+        self._redraw()
+
+
 class TaskView:
     """Live view of one task: status badge, progress, output, result or error, cancel and retry.
 
@@ -123,6 +167,7 @@ class TaskView:
         self._last_status = ""
         self._finished = False
         self._throttle = Throttle(self._render, min_interval)
+        self._expectations = Expectations(actions.history, self.refresh)
         self._tick: asyncio.TimerHandle | None = None
         self._jobs: set[asyncio.Future[None]] = set()
         self._render()
@@ -152,9 +197,13 @@ class TaskView:
         )
 
     def __str__(self) -> str:
-        """Return a one-line summary: name, id, status, attempt, progress."""
+        """Return a one-line summary: name, id, status, attempt, progress, expected duration and ETA."""
         task = self.handle.task
-        return f"{task.name} [{task.id}] {status_text(task)} {task.progress:.0%}"
+        estimate = "".join(f" · {part}" for part in self._estimate(task))
+        return f"{task.name} [{task.id}] {status_text(task)} {task.progress:.0%}{estimate}"
+
+    def _estimate(self, task: Task) -> list[str]:
+        return [] if task.status.is_terminal else estimate_parts(task, self._expectations.of(task.name))
 
     def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
         bundle = self.widget._repr_mimebundle_(**kwargs) or {}
@@ -202,8 +251,7 @@ class TaskView:
         details = [f"{percent:.0f}%"]
         if seconds is not None:
             details.append(f"{seconds:.1f} s")
-            if task.status is TaskStatus.RUNNING and 0 < task.progress < 1:
-                details.append(f"ETA {seconds * (1 - task.progress) / task.progress:.1f} s")
+        details += [html.escape(part) for part in self._estimate(task)]
         if task.progress_message:
             details.append(html.escape(task.progress_message))
         return (
@@ -245,6 +293,10 @@ class TaskView:
 class GroupView:
     """One aggregate bar for many tasks, with per-task rows on demand (no widget per task).
 
+    The ETA comes from the expected durations of the unfinished tasks (``group_time_left``,
+    shared by as many runs at once as the view has seen running together), else from the
+    rate at which tasks finished so far.
+
     Args:
         group: the group handle (``.map()`` or ``enqueue_many``).
         min_interval: seconds between frames.
@@ -255,6 +307,9 @@ class GroupView:
         self._summary = widgets.HTML()
         self._rows = widgets.HTML()
         self._throttle = Throttle(self._render, min_interval)
+        self._expectations = Expectations(group.queue.history, self._throttle.request)
+        self._concurrency = 1  # the most of its tasks seen running at once
+        self._tick: asyncio.TimerHandle | None = None
         self._toggle = widgets.ToggleButton(description="tasks", icon="list", layout=widgets.Layout(width="auto"))
         self._toggle.observe(lambda _: self._throttle.request(final=True), names="value")
         self.widget = widgets.VBox([self._summary, self._toggle, self._rows])
@@ -263,28 +318,54 @@ class GroupView:
             handle.observe(lambda _: self._throttle.request(final=group.done()))
 
     def __str__(self) -> str:
-        """Return a one-line summary with counts per status."""
+        """Return a one-line summary with counts per status, and the ETA while tasks are left."""
         counts = self.group.counts
         shown = ", ".join(f"{n} {s.value}" for s, n in counts.items() if n)
-        return f"{len(self.group)} tasks: {shown}"
+        left = self._time_left([h.task for h in self.group.handles])
+        return f"{len(self.group)} tasks: {shown}" + ("" if left is None else f" · ETA {seconds_text(left)}")
 
     def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
         bundle = self.widget._repr_mimebundle_(**kwargs) or {}
         return {**bundle, "text/plain": str(self), "text/html": self._summary_html()}
 
     def _render(self) -> None:
+        running = self.group.counts[TaskStatus.RUNNING]
+        self._concurrency = max(self._concurrency, running)
         with self.widget.hold_sync():
             self._summary.value = self._summary_html()
             self._rows.value = task_table([h.task for h in self.group.handles[:_GROUP_ROWS]], len(self.group))
             self._rows.layout.display = None if self._toggle.value else "none"
+        if self._tick is not None:
+            self._tick.cancel()
+            self._tick = None
+        if running:  # the ETA counts down between the tasks' own changes
+            self._tick = asyncio.get_running_loop().call_later(_TICK, self._throttle.request)
+
+    def _time_left(self, tasks: builtins.list[Task]) -> float | None:
+        """Return the seconds until the group is done: from expected durations, else from the rate so far."""
+        unfinished = [task for task in tasks if not task.status.is_terminal]
+        if not unfinished:
+            return None
+        known: dict[str, TaskStats | None] = {}
+        for task in unfinished:
+            if task.name not in known:
+                known[task.name] = self._expectations.of(task.name)
+        left = group_time_left(unfinished, known.__getitem__, concurrency=self._concurrency)
+        if left is not None:
+            return left
+        seconds = group_elapsed(tasks)
+        finished = len(tasks) - len(unfinished)
+        return len(unfinished) * seconds / finished if finished and seconds > 0 else None
 
     def _summary_html(self) -> str:
         counts = self.group.counts
         total = max(1, len(self.group))
         finished = sum(n for s, n in counts.items() if s.is_terminal)
-        seconds = group_elapsed([h.task for h in self.group.handles])
+        tasks = [h.task for h in self.group.handles]
+        seconds = group_elapsed(tasks)
         rate = finished / seconds if seconds > 0 else 0.0
-        eta = f"ETA {(total - finished) / rate:.1f} s · " if rate > 0 and finished < total else ""
+        left = self._time_left(tasks)
+        eta = "" if left is None else f"ETA {seconds_text(left)} · "
         parts = " ".join(f'<span style="color:{COLORS[s]}">{n} {s.value}</span>' for s, n in counts.items() if n)
         width = 100 * finished / total
         return (

@@ -106,6 +106,17 @@ def test_show_prints_a_result(made: Made) -> None:
     assert fields["name"] == "worker_tasks.add"
 
 
+def test_show_prints_the_expected_duration_of_a_pending_task(made: Made) -> None:
+    """Issue 19: one run of worker_tasks.add succeeded, so its next one is expected to take as long."""
+    done = run("show", "--db-url", made.url, made.pending)
+    assert done.returncode == 0, done.stderr
+    fields = dict(line.split(None, 1) for line in done.stdout.splitlines() if " " in line.strip())
+    assert fields["status"] == "pending"
+    assert fields["estimate"] == "expected ~0.0 s"
+    finished = run("show", "--db-url", made.url, made.succeeded)
+    assert "estimate" not in finished.stdout
+
+
 def test_show_prints_the_error_and_remote_traceback(made: Made) -> None:
     done = run("show", "--db-url", made.url, made.failed)
     assert done.returncode == 0, done.stderr
