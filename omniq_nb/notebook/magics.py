@@ -20,11 +20,16 @@ Usage::
                                          (no flags: finished tasks past their result_ttl,
                                          RESULT_TTL default 7d; AGE: seconds, or 90s, 15m, 12h, 7d)
     %omniq dashboard                     (live tables of the workers and recent tasks, with actions)
+    %omniq attach [--since D | --all]    (in a new kernel: the tasks earlier kernels of this notebook
+                                         launched, as one group; binds their --as names again;
+                                         unfinished ones, and finished ones of the last 24h, or D;
+                                         --all: of any time)
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import shlex
 from typing import Any, NoReturn
 
@@ -33,9 +38,11 @@ from IPython.core.magic import Magics, line_cell_magic, magics_class
 
 from omniq_nb.config import WORKER_KINDS
 from omniq_nb.errors import OmniQError, SerializationError
-from omniq_nb.handles import TaskHandle
+from omniq_nb.handles import GroupHandle, TaskHandle
 from omniq_nb.models import TaskStatus
+from omniq_nb.notebook.attach import DEFAULT_SINCE, attach, nothing_found
 from omniq_nb.notebook.cells import capture, run_cell
+from omniq_nb.notebook.origin import bound_to
 from omniq_nb.notebook.runner import KernelRunner
 from omniq_nb.notebook.widgets import Dashboard
 from omniq_nb.options import OPTION_NAMES
@@ -92,6 +99,11 @@ class OmniQMagics(Magics):
                                  (AGE: seconds, or 90s, 15m, 12h, 7d; 0: all finished, --status
                                  narrows); --all: every task, running ones too
             %omniq dashboard                     live tables of the workers and recent tasks, with actions
+            %omniq attach [--since D | --all]
+                                 in a new kernel: the tasks earlier kernels of this notebook launched
+                                 (unfinished ones, and finished ones of the last 24h, or D, or
+                                 --all: of any time), as one group view; binds each --as NAME to
+                                 its newest task again
         """
         try:
             words = shlex.split(line)
@@ -99,7 +111,8 @@ class OmniQMagics(Magics):
             raise UsageError(f"%omniq: {exc}") from None
         if not words:
             raise UsageError(
-                "%omniq: say what to do: enqueue (as %%omniq), workers, list, show, cancel, retry, purge, dashboard"
+                "%omniq: say what to do: enqueue (as %%omniq), workers, list, show, cancel, retry, purge, "
+                "dashboard, attach"
             )
         command, rest = words[0], words[1:]
         if command == "enqueue":
@@ -109,7 +122,8 @@ class OmniQMagics(Magics):
         handler = getattr(self, f"_{command}", None)
         if handler is None or command == "enqueue":
             raise UsageError(
-                f"%omniq: unknown command {command!r}; use workers, list, show, cancel, retry, purge or dashboard"
+                f"%omniq: unknown command {command!r}; "
+                "use workers, list, show, cancel, retry, purge, dashboard or attach"
             )
         try:
             return handler(rest)
@@ -127,7 +141,8 @@ class OmniQMagics(Magics):
         except SyntaxError as exc:
             raise UsageError(f"the cell does not parse: {exc}") from None
         try:
-            handle = self.runner.queue.enqueue_call(run_cell, args=(cell, filename, namespace), **options)
+            with bound_to(args.bind) if args.bind else contextlib.nullcontext():
+                handle = self.runner.queue.enqueue_call(run_cell, args=(cell, filename, namespace), **options)
         except SerializationError as exc:
             raise UsageError(str(exc).replace("keyword argument", "variable")) from None
         except (TypeError, ValueError) as exc:
@@ -185,6 +200,17 @@ class OmniQMagics(Magics):
 
     def _retry(self, words: list[str]) -> TaskHandle:
         return self.runner.queue.retry(_one_id("retry", words))
+
+    def _attach(self, words: list[str]) -> GroupHandle | None:
+        args = _attach_parser().parse_args(words)
+        since = None if args.all else (args.since if args.since is not None else DEFAULT_SINCE)
+        here = self.runner.outputs.here
+        found = self.runner.bridge.call(attach, self.runner.core, here, self._user.user_ns, since=since)
+        if found is None:
+            print(nothing_found(here, since))
+            return None
+        print(found.summary())
+        return found.group
 
     def _purge(self, words: list[str]) -> None:
         args = _purge_parser().parse_args(words)
@@ -246,6 +272,14 @@ def _list_parser() -> _Parser:
 def _purge_parser() -> _Parser:
     parser = _Parser(prog="%omniq purge", add_help=False)
     add_purge_arguments(parser)
+    return parser
+
+
+def _attach_parser() -> _Parser:
+    parser = _Parser(prog="%omniq attach", add_help=False)
+    when = parser.add_mutually_exclusive_group()
+    when.add_argument("--since", type=duration, help="finished tasks launched this long ago or less (default 24h)")
+    when.add_argument("--all", action="store_true", help="tasks launched at any time")
     return parser
 
 
