@@ -67,8 +67,13 @@ class Origin:
 
     @property
     def label(self) -> str:
-        """Return how a person names the notebook: its file name, else its directory."""
-        return os.path.basename(self.notebook or "") or self.directory or "this notebook"
+        """Return how a person names the notebook: its file name, else the notebooks of its directory.
+
+        Example:
+            >>> Origin("k", "c", "/work", "lab/a.ipynb").label, Origin("k", "c", "/work").label
+            ('a.ipynb', 'notebooks in /work')
+        """
+        return os.path.basename(self.notebook or "") or f"notebooks in {self.directory or os.getcwd()}"
 
 
 def parse(text: str | None) -> Origin | None:

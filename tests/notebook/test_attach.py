@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from kernel_driver import LOAD, KernelFactory
+from kernel_driver import LOAD, Kernel, KernelFactory
 
 WAITS_FOR_GO = """\
 %%omniq enqueue --as job --retries 1
@@ -44,7 +44,10 @@ def test_a_new_kernel_of_the_notebook_attaches_its_tasks_and_binds_job(start_ker
         "attached 2 tasks of a.ipynb from 1 earlier kernel; bound: job",
         "double: source changed since submitted",
     ]
-    assert attached.view_model_id is not None, attached.describe()  # one group view
+    view = attached.view_model_id
+    assert view is not None, attached.describe()  # one group view, its rows naming both tasks
+    rows = "".join(again.html_of(view))
+    assert job_id in rows and quick_id in rows and "cell job" in rows and "double" in rows
     assert again.value("[type(_).__name__, _.ids, type(job).__name__, job.id]") == [
         "GroupHandle",
         [job_id, quick_id],
@@ -58,11 +61,19 @@ def test_a_new_kernel_of_the_notebook_attaches_its_tasks_and_binds_job(start_ker
     assert again.value("[job.status.value, job.attempt]") == ["succeeded", 2]
 
 
-def test_attach_finds_nothing_in_a_first_kernel(start_kernel: KernelFactory) -> None:
-    kernel = start_kernel(OMNIQ_AUTOSTART="0")
+def test_after_a_restart_without_a_notebook_path_the_folder_names_the_notebook(kernel: Kernel) -> None:
     kernel.run(LOAD)
-    kernel.run('%%omniq enqueue --as mine\n"here"')
-    found = kernel.run("%omniq attach --all")
-    assert found.stdout.startswith("no tasks of ") and found.stdout.endswith(" from earlier kernels in this store\n")
+    kernel.run(WAITS_FOR_GO)
+    kernel.run(DOUBLE + "quick = double.submit(21)")
+    ids = kernel.value("[job.id, quick.id]")
+    found = kernel.run("%omniq attach --all")  # nothing from an earlier kernel yet
+    assert found.stdout == f"no tasks of notebooks in {kernel.cwd} from earlier kernels in this store\n"
     assert found.result is None
-    assert kernel.value("type(mine).__name__") == "TaskHandle"
+
+    kernel.restart()  # gracefully: job, still running, goes back to the queue
+    kernel.run(LOAD)
+    attached = kernel.run("%omniq attach")
+    assert attached.stdout == f"attached 2 tasks of notebooks in {kernel.cwd} from 1 earlier kernel; bound: job\n"
+    assert kernel.value("[_.ids, job.id]") == [ids, ids[0]]
+    (kernel.cwd / "go").touch()
+    assert kernel.run("job.result(timeout=60)").result == "'job done'"
