@@ -160,7 +160,13 @@ def source_notes(tasks: Iterable[Task], namespace: MutableMapping[str, Any], ser
 
 
 def nothing_found(here: Origin, since: float | None) -> str:
-    """Return what ``%omniq attach`` says when it found no task."""
+    """Return what ``%omniq attach`` says when it found no task.
+
+    Example:
+        >>> print(nothing_found(Origin("k", "", "/work", "a.ipynb"), 86400))  # doctest: +NORMALIZE_WHITESPACE
+        no tasks of a.ipynb from earlier kernels: none unfinished, none finished in the last 1d
+        (--since 7d or --all looks further back)
+    """
     if since is None:
         return f"no tasks of {here.label} from earlier kernels in this store"
     return (

@@ -45,7 +45,8 @@ class Origin:
     Attributes:
         kernel: the kernel's session id (new at every kernel start).
         cell: the launching cell's message id (output goes back to that cell).
-        directory: the kernel's working directory (``None`` in the format before version 1).
+        directory: the kernel's working directory when the extension loaded (``None`` in the
+            format before version 1).
         notebook: the notebook's path as the frontend gave it, if it did.
         name: the NAME of ``%%omniq enqueue --as NAME``.
     """
