@@ -29,6 +29,7 @@ from omniq_nb.models import Task
 from omniq_nb.notebook.origin import Origin, parse
 from omniq_nb.schedule import duration_text
 from omniq_nb.serialization import BlobSerializer
+from omniq_nb.terminal import format_tasks
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +38,9 @@ DEFAULT_SINCE = 24 * 3600.0
 
 SCAN_LIMIT = 2000
 """How many of the store's newest tasks ``%omniq attach`` looks through."""
+
+LISTED = 10
+"""How many of the attached tasks (the newest) the printed summary lists; the view has them all."""
 
 
 @dataclass
@@ -50,7 +54,7 @@ class Attached:
     notes: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
-        """Return the one-line summary, then one line per note."""
+        """Return the one-line summary, one line per note, then a table of the newest ``LISTED`` tasks."""
         count, kernels = len(self.group), self.kernels
         line = (
             f"attached {count} task{'s' * (count != 1)} of {self.here.label} "
@@ -58,7 +62,9 @@ class Attached:
         )
         if self.bound:
             line += f"; bound: {', '.join(self.bound)}"
-        return "\n".join([line, *self.notes])
+        table = format_tasks([handle.task for handle in self.group.handles[-LISTED:]])
+        more = [f"... and {count - LISTED} older (the view lists them all)"] if count > LISTED else []
+        return "\n".join([line, *self.notes, table, *more])
 
 
 def earlier_tasks(tasks: Iterable[Task], here: Origin, *, since: datetime | None) -> list[Task]:

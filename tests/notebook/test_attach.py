@@ -40,10 +40,13 @@ def test_a_new_kernel_of_the_notebook_attaches_its_tasks_and_binds_job(start_ker
     )
     again.run(DOUBLE.replace("2 * x", "x + x"))  # redefined since it was submitted
     attached = again.run("%omniq attach")
-    assert attached.stdout.splitlines() == [
+    lines = attached.stdout.splitlines()
+    assert lines[:2] == [
         "attached 2 tasks of a.ipynb from 1 earlier kernel; bound: job",
         "double: source changed since submitted",
     ]
+    assert lines[2].split()[0] == "ID"  # then the tasks, as %omniq list shows them
+    assert [[row.split()[0], row.split()[-1]] for row in lines[3:]] == [[job_id, "job"], [quick_id, "double"]]
     view = attached.view_model_id
     assert view is not None, attached.describe()  # one group view, its rows naming both tasks
     rows = "".join(again.html_of(view))
@@ -73,7 +76,9 @@ def test_after_a_restart_without_a_notebook_path_the_folder_names_the_notebook(k
     kernel.restart()  # gracefully: job, still running, goes back to the queue
     kernel.run(LOAD)
     attached = kernel.run("%omniq attach")
-    assert attached.stdout == f"attached 2 tasks of notebooks in {kernel.cwd} from 1 earlier kernel; bound: job\n"
+    lines = attached.stdout.splitlines()
+    assert lines[0] == f"attached 2 tasks of notebooks in {kernel.cwd} from 1 earlier kernel; bound: job"
+    assert [row.split()[0] for row in lines[2:]] == ids
     assert kernel.value("[_.ids, job.id]") == [ids, ids[0]]
     (kernel.cwd / "go").touch()
     assert kernel.run("job.result(timeout=60)").result == "'job done'"
