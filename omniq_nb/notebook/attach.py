@@ -3,11 +3,10 @@
 A task records its notebook (``notebook/origin.py``), so a later kernel of the same notebook
 finds them in the store: it looks at the store's ``SCAN_LIMIT`` newest tasks, keeps those of
 this notebook launched by other kernels (unfinished ones, and finished ones created within
-``since``, or at any time), binds
-each ``%%omniq enqueue --as NAME`` to a live handle again (the newest task of each name), and
-returns them as one group. When a function of the same name exists here and its source
-differs from the one the task carries, a note says so (the payload is unpickled for that,
-never called; one that cannot be read is noted and skipped).
+``since``, or at any time), binds each ``%%omniq enqueue --as NAME`` to a live handle again
+(the newest task of each name), and returns them as one group. When a function of the same
+name exists here and its source differs from the one the task carries, a note says so (the
+payload is unpickled for that, never called; one that cannot be read is noted and skipped).
 """
 
 from __future__ import annotations
@@ -121,7 +120,7 @@ async def attach(
     tasks = earlier_tasks(await core.list(limit=SCAN_LIMIT), here, since=cutoff)
     if not tasks:
         return None
-    handles = {}
+    handles: dict[str, TaskHandle] = {}
     for task in tasks:
         with contextlib.suppress(TaskNotFound):  # purged since it was listed
             handles[task.id] = await core.get(task.id)
@@ -187,7 +186,10 @@ def _launched_here(value: Any, here: Origin) -> bool:
 
 
 def _function(value: Any) -> types.FunctionType | None:
-    target = inspect.unwrap(value) if callable(value) else None
+    try:
+        target = inspect.unwrap(value) if callable(value) else None
+    except Exception:  # a proxy whose attributes never end, or raise: not a function to compare
+        return None
     return target if isinstance(target, types.FunctionType) else None
 
 
