@@ -1,4 +1,4 @@
-"""``%omniq attach``: a new kernel of a notebook takes back the tasks its earlier kernels launched."""
+"""``%omniq attach`` takes back the tasks of a notebook's earlier kernels; old origins still route output."""
 
 from __future__ import annotations
 
@@ -82,3 +82,31 @@ def test_after_a_restart_without_a_notebook_path_the_folder_names_the_notebook(k
     assert kernel.value("[_.ids, job.id]") == [ids, ids[0]]
     (kernel.cwd / "go").touch()
     assert kernel.run("job.result(timeout=60)").result == "'job done'"
+
+
+OLD_ORIGIN = """\
+import os, time
+from omniq_nb.context import set_origin
+from omniq_nb.notebook.origin import parse
+from omniq_nb.notebook.runner import KernelRunner
+
+@omniq.task
+def prints_on_go():
+    while not os.path.exists("go"):
+        time.sleep(0.02)
+    print("routed by an old origin")
+
+outputs = KernelRunner.current.outputs
+_ = set_origin(f"{outputs.kernel}:{parse(outputs.remember_current_cell()).cell}")  # as tasks said before
+h = prints_on_go.submit()
+"""
+
+
+def test_a_task_whose_origin_has_the_old_format_prints_into_its_cell(kernel: Kernel) -> None:
+    kernel.run(LOAD)
+    launching = kernel.run(OLD_ORIGIN)
+    assert kernel.value("h.task.origin.count(':')") == 1
+    (kernel.cwd / "go").touch()
+    waiting = kernel.run("h.result(timeout=60)")  # the executing cell meanwhile
+    kernel.wait_for(lambda: "routed by an old origin" in launching.stdout, 30, "the print in the launching cell")
+    assert "routed by an old origin" not in waiting.stdout
