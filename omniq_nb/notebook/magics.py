@@ -21,11 +21,16 @@ Usage::
                                          RESULT_TTL default 7d; AGE: seconds, or 90s, 15m, 12h, 7d)
     %omniq dashboard                     (live tables of the workers and recent tasks, with actions)
     %omniq config [KEY=VALUE]            (the notebook's settings: interrupt=wait|cancel, keepalive=SECONDS|none)
+    %omniq attach [--since D | --all]    (in a new kernel: the tasks earlier kernels of this notebook
+                                         launched, as one group; binds their --as names again;
+                                         unfinished ones, and finished ones of the last 24h, or D;
+                                         --all: of any time)
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import shlex
 from typing import Any, NoReturn
 
@@ -34,9 +39,11 @@ from IPython.core.magic import Magics, line_cell_magic, magics_class
 
 from omniq_nb.config import WORKER_KINDS
 from omniq_nb.errors import ConfigError, OmniQError, SerializationError
-from omniq_nb.handles import TaskHandle
+from omniq_nb.handles import GroupHandle, TaskHandle
 from omniq_nb.models import TaskStatus
+from omniq_nb.notebook.attach import DEFAULT_SINCE, attach, nothing_found
 from omniq_nb.notebook.cells import capture, run_cell
+from omniq_nb.notebook.origin import bound_to
 from omniq_nb.notebook.runner import NOTEBOOK_SETTINGS, KernelRunner
 from omniq_nb.notebook.widgets import Dashboard
 from omniq_nb.options import OPTION_NAMES
@@ -98,6 +105,11 @@ class OmniQMagics(Magics):
                                  interrupt=wait|cancel (cancel: a kernel interrupt also cancels the
                                  cell's unfinished tasks), keepalive=SECONDS|none (activity signals
                                  while the pool runs tasks, so the server does not cull the kernel)
+            %omniq attach [--since D | --all]
+                                 in a new kernel: the tasks earlier kernels of this notebook launched
+                                 (unfinished ones, and finished ones of the last 24h, or D, or
+                                 --all: of any time), as one group view; binds each --as NAME to
+                                 its newest task again
         """
         try:
             words = shlex.split(line)
@@ -106,7 +118,7 @@ class OmniQMagics(Magics):
         if not words:
             raise UsageError(
                 "%omniq: say what to do: enqueue (as %%omniq), workers, list, show, cancel, retry, purge, dashboard, "
-                "config"
+                "config, attach"
             )
         command, rest = words[0], words[1:]
         if command == "enqueue":
@@ -117,7 +129,7 @@ class OmniQMagics(Magics):
         if handler is None or command == "enqueue":
             raise UsageError(
                 f"%omniq: unknown command {command!r}; "
-                "use workers, list, show, cancel, retry, purge, dashboard or config"
+                "use workers, list, show, cancel, retry, purge, dashboard, config or attach"
             )
         try:
             return handler(rest)
@@ -135,7 +147,8 @@ class OmniQMagics(Magics):
         except SyntaxError as exc:
             raise UsageError(f"the cell does not parse: {exc}") from None
         try:
-            handle = self.runner.queue.enqueue_call(run_cell, args=(cell, filename, namespace), **options)
+            with bound_to(args.bind) if args.bind else contextlib.nullcontext():
+                handle = self.runner.queue.enqueue_call(run_cell, args=(cell, filename, namespace), **options)
         except SerializationError as exc:
             raise UsageError(str(exc).replace("keyword argument", "variable")) from None
         except (TypeError, ValueError) as exc:
@@ -215,6 +228,17 @@ class OmniQMagics(Magics):
     def _retry(self, words: list[str]) -> TaskHandle:
         return self.runner.queue.retry(_one_id("retry", words))
 
+    def _attach(self, words: list[str]) -> GroupHandle | None:
+        args = _attach_parser().parse_args(words)
+        since = None if args.all else (args.since if args.since is not None else DEFAULT_SINCE)
+        here = self.runner.outputs.here
+        found = self.runner.bridge.call(attach, self.runner.core, here, self._user.user_ns, since=since)
+        if found is None:
+            print(nothing_found(here, since))
+            return None
+        print(found.summary())
+        return found.group
+
     def _purge(self, words: list[str]) -> None:
         args = _purge_parser().parse_args(words)
         print(
@@ -283,6 +307,14 @@ def _setting_text(value: Any) -> str:
     if value is None:
         return "none"
     return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _attach_parser() -> _Parser:
+    parser = _Parser(prog="%omniq attach", add_help=False)
+    when = parser.add_mutually_exclusive_group()
+    when.add_argument("--since", type=duration, help="finished tasks launched this long ago or less (default 24h)")
+    when.add_argument("--all", action="store_true", help="tasks launched at any time")
+    return parser
 
 
 def _one_id(command: str, words: list[str]) -> str:

@@ -3,7 +3,8 @@
 ipykernel 7 sends a thread's output to the cell executing at the moment, 6.x to the cell
 that started the thread (for a pool, the cell that started the pool): neither is the cell
 that launched the task. So each cell's parent message is remembered when it starts, each
-task records its origin cell at enqueue, and while a task runs, ``sys.stdout``,
+task records its origin cell at enqueue (the text is made and read by
+``omniq_nb.notebook.origin``), and while a task runs, ``sys.stdout``,
 ``sys.stderr`` and the display publisher hand what it writes to a sink that sends it with
 the launching cell's parent header. Child processes send their output to the pool, which
 uses the same sink.
@@ -11,12 +12,14 @@ uses the same sink.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import sys
 from collections import OrderedDict
 from typing import Any
 
 from omniq_nb.context import OutputSink, current
+from omniq_nb.notebook.origin import Origin, kernel_place, parse
 
 _REMEMBERED_CELLS = 2000  # launching cells whose parent header is kept for routing
 
@@ -35,6 +38,9 @@ class CellOutputs:
         self._session_id: str = getattr(session, "session", "") or ""
         self.kernel: str | None = self._session_id or None
         """The kernel's session id (new at every kernel start), or ``None`` outside a kernel."""
+        directory, notebook = kernel_place(getattr(shell, "user_ns", {}))
+        self.here = Origin(self._session_id, "", directory, notebook)
+        """This kernel's origin, without a cell: its session, working directory and notebook."""
         self._parents: OrderedDict[str, dict[str, Any]] = OrderedDict()
 
     def remember_current_cell(self) -> str | None:
@@ -47,15 +53,15 @@ class CellOutputs:
         self._parents.move_to_end(msg_id)
         while len(self._parents) > _REMEMBERED_CELLS:
             self._parents.popitem(last=False)
-        return f"{self._session_id}:{msg_id}"
+        return dataclasses.replace(self.here, cell=msg_id).text()
 
     def sink_for(self, origin: str | None) -> OutputSink | None:
         """Return a sink that writes into the cell ``origin`` names, if it ran in this kernel."""
-        if origin is None or self._kernel is None:
+        launched = parse(origin)
+        if launched is None or self._kernel is None or launched.kernel != self._session_id:
             return None
-        session_id, _, msg_id = origin.rpartition(":")
-        parent = self._parents.get(msg_id)
-        if session_id != self._session_id or parent is None:
+        parent = self._parents.get(launched.cell)
+        if parent is None:
             return None
         return CellSink(self._kernel, parent)
 

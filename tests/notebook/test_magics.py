@@ -1,4 +1,4 @@
-"""The ``%omniq`` line magics in a real kernel: workers, list, show, cancel, retry, purge, errors, help."""
+"""The ``%omniq`` line magics in a real kernel: workers, list, show, cancel, retry, purge, attach errors, help."""
 
 from __future__ import annotations
 
@@ -38,6 +38,9 @@ BAD_LINES = [
     "%omniq frobnicate",
     "%omniq purge --older-than soon",
     "%omniq dashboard now",
+    "%omniq attach --since soon",
+    "%omniq attach --since 2h --all",
+    "%omniq attach now",
     "%omniq",
 ]
 
@@ -107,9 +110,9 @@ def test_line_magics(kernel: Kernel) -> None:
     assert len(pages) == 1, helped.reply
     doc = strip_ansi(pages[0])
     commands = ["enqueue", "workers", "start", "stop", "status", "list", "show", "cancel", "retry", "purge"]
-    for command in [*commands, "dashboard"]:
+    for command in [*commands, "dashboard", "attach"]:
         assert command in doc, command
-    for flag in ("--as", "--retries", "--kind", "--older-than", "--status"):
+    for flag in ("--as", "--retries", "--kind", "--older-than", "--status", "--since"):
         assert flag in doc, flag
 
     dashboard = kernel.run("%omniq dashboard")
