@@ -16,6 +16,7 @@ Hierarchy::
         ├── TaskTimeout        the task ran longer than its timeout
         ├── TaskExpired        its TTL passed before it ran
         ├── WorkerLost         the worker running it died
+        ├── DependencyFailed   a task it depends on did not succeed, so it never ran
         └── PayloadRejected    its payload failed the signature check (also a SignatureError)
 
 Waiting too long in ``result(timeout=...)`` raises the built-in ``TimeoutError``.
@@ -111,6 +112,10 @@ class WorkerLost(TaskFailed):
     """The worker running the task died or lost its lease and no retries remained."""
 
 
+class DependencyFailed(TaskFailed):
+    """The task never ran: a task it depends on failed, was cancelled or expired (named in the message)."""
+
+
 class PayloadRejected(TaskFailed, SignatureError):
     """The task failed because its payload's signature was missing or wrong; it never ran."""
 
@@ -133,7 +138,7 @@ def failure_class(stored_type: str) -> type[TaskFailed]:
         stored_type: ``TaskError.type`` of the failed attempt.
 
     """
-    for kind in (TaskTimeout, WorkerLost, TaskCancelled, TaskExpired):
+    for kind in (TaskTimeout, WorkerLost, TaskCancelled, TaskExpired, DependencyFailed):
         if stored_type == type_name(kind):
             return kind
     if stored_type in (type_name(SignatureError), type_name(PayloadRejected)):

@@ -20,6 +20,7 @@ from omniq_nb.errors import InvalidTransition
 class TaskStatus(str, enum.Enum):
     """Where a task is in its lifecycle; a ``str`` enum, so ``status == "succeeded"`` holds."""
 
+    WAITING = "waiting"
     PENDING = "pending"
     RUNNING = "running"
     SUCCEEDED = "succeeded"
@@ -40,12 +41,15 @@ class TaskStatus(str, enum.Enum):
 _TERMINAL = frozenset({TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.CANCELLED, TaskStatus.EXPIRED})
 
 TRANSITIONS: dict[TaskStatus, frozenset[TaskStatus]] = {
+    # waiting: for its dependencies; they decide whether it runs (pending) or not (failed, cancelled)
+    TaskStatus.WAITING: frozenset({TaskStatus.PENDING, TaskStatus.FAILED, TaskStatus.CANCELLED}),
     TaskStatus.PENDING: frozenset({TaskStatus.RUNNING, TaskStatus.CANCELLED, TaskStatus.EXPIRED}),
     # running -> pending is a retry, a rescue after a lost lease, or a graceful hand-back
     TaskStatus.RUNNING: frozenset({TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.PENDING, TaskStatus.CANCELLED}),
     TaskStatus.SUCCEEDED: frozenset(),
-    TaskStatus.FAILED: frozenset({TaskStatus.PENDING}),
-    TaskStatus.CANCELLED: frozenset({TaskStatus.PENDING}),
+    # -> waiting: a dependent that its failed dependency's retry re-arms
+    TaskStatus.FAILED: frozenset({TaskStatus.PENDING, TaskStatus.WAITING}),
+    TaskStatus.CANCELLED: frozenset({TaskStatus.PENDING, TaskStatus.WAITING}),
     TaskStatus.EXPIRED: frozenset({TaskStatus.PENDING}),
 }
 """For each status, the statuses a task may move to from it."""
@@ -107,6 +111,7 @@ class EventKind(str, enum.Enum):
     """What happened to a task; one ``TaskEvent`` is recorded per transition."""
 
     ENQUEUED = "enqueued"
+    READY = "ready"
     STARTED = "started"
     PROGRESS = "progress"
     SUCCEEDED = "succeeded"
@@ -146,6 +151,9 @@ class Task(msgspec.Struct):
     ``owner`` is the kernel session the task belongs to (``None``: no kernel, or ``shared``):
     in-kernel pools of other kernels leave it alone while that kernel has a live pool.
     ``run_id`` names the latest claim: unique per claim, kept after the run ends.
+    ``depends_on`` names the tasks it waits for (status ``waiting`` until they finish), and
+    ``run_on`` when it runs then: ``success`` (all succeeded), ``any`` (all finished) or
+    ``failure`` (all finished, one of them not successfully).
 
     Build one with keyword arguments: the positional order serves the stores, which build a
     task per row claimed or settled (positional is several times faster), and may change.
@@ -183,6 +191,8 @@ class Task(msgspec.Struct):
     origin: str | None = None
     run_id: str | None = None
     owner: str | None = None
+    depends_on: tuple[str, ...] = ()
+    run_on: str = "success"
 
     @property
     def has_value(self) -> bool:
@@ -197,6 +207,25 @@ class Task(msgspec.Struct):
     def max_attempts(self) -> int:
         """Return how many claims this task may have in all (first run plus retries)."""
         return self.retries + 1
+
+
+RUN_ON = ("success", "any", "failure")
+"""When a task with dependencies runs: all succeeded, all finished, or all finished and one did not succeed."""
+
+
+class DependencyMove(msgspec.Struct, frozen=True, kw_only=True):
+    """A change of a task that depends on others, decided from their states (see ``QueueStore.move_dependents``).
+
+    ``source`` is the status the task must still have for the move to apply: ``waiting`` when
+    its dependencies finished (``target`` pending, failed or cancelled, with ``error`` saying
+    which dependency stopped it), ``failed`` or ``cancelled`` when a retried dependency
+    re-arms it (``target`` waiting).
+    """
+
+    task_id: str
+    source: TaskStatus
+    target: TaskStatus
+    error: TaskError | None = None
 
 
 class TaskResult(msgspec.Struct, frozen=True, kw_only=True):

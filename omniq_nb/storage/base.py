@@ -30,7 +30,7 @@ from types import TracebackType
 from typing import Protocol, Self, runtime_checkable
 
 from omniq_nb.errors import NotSupported, StorageError
-from omniq_nb.models import StoreHealth, Task, TaskEvent, TaskResult, TaskStatus, WorkerInfo
+from omniq_nb.models import DependencyMove, StoreHealth, Task, TaskEvent, TaskResult, TaskStatus, WorkerInfo
 
 ResultKey = tuple[str, str]
 """A kept result's key: the task id and the lease token of the attempt that produced it."""
@@ -95,9 +95,11 @@ class QueueStore(Protocol):
     """The task transitions the façade and the worker pool make, each atomic; and the wake-up wait."""
 
     async def insert(self, tasks: Iterable[Task]) -> None:
-        """Add new pending tasks, all in one transaction, recording an ``enqueued`` event each.
+        """Add new tasks, all in one transaction, recording an ``enqueued`` event each.
 
-        ``tasks`` may be lazy; if building it raises, nothing is inserted.
+        A task is ``pending``, or ``waiting`` for the tasks its ``depends_on`` names (never
+        claimed while waiting; ``move_dependents`` moves it on). ``tasks`` may be lazy; if
+        building it raises, nothing is inserted.
         """
         ...
 
@@ -164,11 +166,30 @@ class QueueStore(Protocol):
         ...
 
     async def cancel(self, task_id: str) -> Task | None:
-        """Cancel a pending or running task; return its new state, or ``None`` if it is unknown.
+        """Cancel a waiting, pending or running task; return its new state, or ``None`` if it is unknown.
 
         The pending and running runs of its periodic series are cancelled too, so cancelling
         any run of an interval or cron task stops the schedule. A task already finished is
         returned unchanged.
+        """
+        ...
+
+    async def dependents(self, task_ids: Sequence[str]) -> builtins.list[Task]:
+        """Return the tasks whose ``depends_on`` names any of ``task_ids``, each once, in any status.
+
+        Indexed by dependency where the store has indexes: the caller asks after every batch
+        of finished tasks, mostly to learn that there are none.
+        """
+        ...
+
+    async def move_dependents(self, moves: Sequence[DependencyMove]) -> builtins.list[Task]:
+        """Apply each move whose task is still in ``move.source``; return the tasks moved, as they are now.
+
+        Atomic per task (a compare-and-set on the status), all in one transaction where the
+        store has them: two processes that decide the same move apply it once. A moved task
+        gets ``status = target`` and ``error = move.error``; ``finished_at`` is now for a
+        finished target, empty otherwise; a task moved to ``pending`` becomes claimable (its
+        eta is kept). Each move records one event (``lifecycle.moved_event``).
         """
         ...
 

@@ -24,7 +24,17 @@ from datetime import datetime, timedelta, timezone
 
 import msgspec
 
-from omniq_nb.models import EventKind, Task, TaskEvent, TaskResult, TaskStatus, WorkerInfo, check_transition, sources
+from omniq_nb.models import (
+    DependencyMove,
+    EventKind,
+    Task,
+    TaskEvent,
+    TaskResult,
+    TaskStatus,
+    WorkerInfo,
+    check_transition,
+    sources,
+)
 
 __all__ = [
     "FINISHED",
@@ -37,6 +47,8 @@ __all__ = [
     "entered",
     "event_of",
     "holds_lease",
+    "move_dependent",
+    "moved_event",
     "kept_until",
     "lease_lapsed",
     "outcome_applies",
@@ -48,12 +60,13 @@ __all__ = [
 
 FINISHED = frozenset(status for status in TaskStatus if status.is_terminal)
 """Statuses of a task whose run is over: only these are ever purged."""
-UNFINISHED = frozenset({TaskStatus.PENDING, TaskStatus.RUNNING})
+UNFINISHED = frozenset({TaskStatus.WAITING, TaskStatus.PENDING, TaskStatus.RUNNING})
 """Statuses that ``cancel`` acts on; a periodic series has at most one task in them."""
-REQUEUEABLE = sources(TaskStatus.PENDING) - {TaskStatus.RUNNING}
+REQUEUEABLE = sources(TaskStatus.PENDING) - {TaskStatus.RUNNING, TaskStatus.WAITING}
 """Statuses ``requeue`` puts back to pending (failed, cancelled, expired)."""
 
 _ENTERED = {
+    TaskStatus.WAITING: EventKind.RETRIED,
     TaskStatus.PENDING: EventKind.RETRIED,
     TaskStatus.RUNNING: EventKind.STARTED,
     TaskStatus.SUCCEEDED: EventKind.SUCCEEDED,
@@ -183,3 +196,24 @@ def purgeable(task: Task, now: datetime, *, finished_before: datetime | None, st
     if task.result_ttl is not None and finished + timedelta(seconds=task.result_ttl) <= now:
         return True
     return finished_before is not None and finished < finished_before and task.status in (statuses or FINISHED)
+
+
+def moved_event(move: DependencyMove) -> EventKind:
+    """Return the event a dependency move records: ``ready`` when a waiting task may run now."""
+    if move.source is TaskStatus.WAITING and move.target is TaskStatus.PENDING:
+        return EventKind.READY
+    return entered(move.target)
+
+
+def move_dependent(task: Task, move: DependencyMove, now: datetime) -> bool:
+    """Apply ``move`` to ``task`` (a store's own object) if it is still in ``move.source``; return whether it did.
+
+    A task stopped by a dependency finishes now with the move's error; a task that may run or
+    wait again has no error and no finish time (its eta is kept: a delay still counts).
+    """
+    if task.status is not move.source:
+        return False
+    check_transition(move.source, move.target)
+    task.status, task.error = move.target, move.error
+    task.finished_at = now if move.target.is_terminal else None
+    return True

@@ -8,7 +8,7 @@ import secrets
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta, timezone
 
-from omniq_nb.models import EventKind, Task, TaskResult, TaskStatus
+from omniq_nb.models import DependencyMove, EventKind, Task, TaskResult, TaskStatus
 from omniq_nb.storage import lifecycle
 from omniq_nb.storage.memory_base import MemoryResults, copy
 
@@ -155,6 +155,25 @@ class MemoryQueue(MemoryResults):
                     other.status, other.finished_at, other.lease_until = TaskStatus.CANCELLED, datetime.now(_UTC), None
                     self._record(other, EventKind.CANCELLED)
             return copy(task)
+
+    async def dependents(self, task_ids: Sequence[str]) -> builtins.list[Task]:
+        """Return the tasks that depend on any of ``task_ids``."""
+        wanted = set(task_ids)
+        with self._lock:
+            return [copy(t) for t in self._tasks.values() if wanted.intersection(t.depends_on)]
+
+    async def move_dependents(self, moves: Sequence[DependencyMove]) -> builtins.list[Task]:
+        """Apply the moves whose task is still in their source status."""
+        with self._lock:
+            now = datetime.now(_UTC)
+            moved = []
+            for move in moves:
+                task = self._tasks.get(move.task_id)
+                if task is not None and lifecycle.move_dependent(task, move, now):
+                    message = move.error.message if move.error else None
+                    self._record(task, lifecycle.moved_event(move), message=message)
+                    moved.append(copy(task))
+            return moved
 
     async def requeue(self, task_id: str) -> Task | None:
         """Put a failed, cancelled or expired task back to pending with one more attempt allowed."""

@@ -27,7 +27,7 @@ from datetime import datetime, timedelta
 import msgspec
 
 from omniq_nb.errors import StorageError
-from omniq_nb.models import EventKind, StoreHealth, Task, TaskEvent, TaskResult, TaskStatus
+from omniq_nb.models import DependencyMove, EventKind, StoreHealth, Task, TaskEvent, TaskResult, TaskStatus
 from omniq_nb.storage import lifecycle
 from omniq_nb.storage.split_base import SplitParts, kept_mark
 
@@ -183,6 +183,17 @@ class SplitStorage(SplitParts):
         if before is not None and after is not None and before.status is not after.status:
             await self._record([_event(after, EventKind.CANCELLED, after.finished_at)], [after])
         return (await self._with_results([after]))[0] if after is not None else None
+
+    async def dependents(self, task_ids: Sequence[str]) -> builtins.list[Task]:
+        """Return the tasks depending on any of ``task_ids``, from the queue's store."""
+        return await self.queue.dependents(task_ids)
+
+    async def move_dependents(self, moves: Sequence[DependencyMove]) -> builtins.list[Task]:
+        """Move dependents in the queue's store, then record each move's event."""
+        moved = await self.queue.move_dependents(moves)
+        kinds = {move.task_id: lifecycle.moved_event(move) for move in moves}
+        await self._record((_event(task, kinds[task.id], task.finished_at) for task in moved), moved)
+        return moved
 
     async def requeue(self, task_id: str) -> Task | None:
         """Requeue in the queue's store; record a ``retried`` event when it changed the task."""
