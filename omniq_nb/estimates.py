@@ -70,12 +70,13 @@ def stats_of(name: str, durations: Sequence[float]) -> TaskStats:
     if not durations:
         return TaskStats(name=name)
     ordered = sorted(durations)
+    median = statistics.median(ordered)
     p90 = statistics.quantiles(ordered, n=10, method="inclusive")[8] if len(ordered) > 1 else ordered[0]
     return TaskStats(
         name=name,
         count=len(ordered),
-        median=statistics.median(ordered),
-        p90=p90,
+        median=median,
+        p90=min(max(p90, median), ordered[-1]),  # the interpolation's rounding can cross them
         mean=statistics.fmean(ordered),
         last=durations[-1],
     )

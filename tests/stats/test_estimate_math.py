@@ -130,3 +130,9 @@ def test_group_time_left_unknown() -> None:
 )
 def test_seconds_text(seconds: float, text: str) -> None:
     assert seconds_text(seconds) == text
+
+
+def test_the_p90_of_equal_runs_is_never_below_their_median() -> None:
+    stats = stats_of("tests.nap", [1.02669] * 5)  # the interpolation once rounded it below
+    assert stats.median is not None and stats.p90 is not None
+    assert stats.median <= stats.p90 <= 1.02669
