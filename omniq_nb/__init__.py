@@ -11,6 +11,7 @@ from omniq_nb.context import TaskContext, current, progress, track
 from omniq_nb.core import AsyncOmniQ, OmniQ
 from omniq_nb.errors import (
     ConfigError,
+    DependencyFailed,
     InvalidTransition,
     NotSupported,
     OmniQError,
@@ -26,7 +27,7 @@ from omniq_nb.errors import (
     WorkerLost,
 )
 from omniq_nb.estimates import TaskStats
-from omniq_nb.handles import GroupHandle, TaskHandle
+from omniq_nb.handles import GroupHandle, TaskHandle, gather
 from omniq_nb.models import (
     EventKind,
     Schedule,
@@ -74,6 +75,7 @@ __all__ = [
     "BlobSerializer",
     "ConfigError",
     "DEFAULT",
+    "DependencyFailed",
     "EventKind",
     "GroupHandle",
     "InvalidTransition",
@@ -110,6 +112,7 @@ __all__ = [
     "current",
     "dashboard",
     "default_queue",
+    "gather",
     "get",
     "load_ipython_extension",
     "open_storage",

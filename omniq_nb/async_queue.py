@@ -16,6 +16,7 @@ from typing import Any
 
 import msgspec
 
+from omniq_nb import graph
 from omniq_nb.admin import QueueAdmin, StatusFilter, statuses
 from omniq_nb.bridge import LoopBridge, SameLoopBridge
 from omniq_nb.building import checked_calls, task_template
@@ -24,6 +25,7 @@ from omniq_nb.errors import InvalidTransition, TaskNotFound
 from omniq_nb.events import EventHub, EventListener
 from omniq_nb.handles import GroupHandle, TaskHandle
 from omniq_nb.history import HistoryReading, RunHistory
+from omniq_nb.inputs import extract
 from omniq_nb.models import Task, TaskStatus, check_transition, new_task_id, new_task_ids
 from omniq_nb.opening import OpensAndCloses
 from omniq_nb.options import make_options
@@ -211,15 +213,16 @@ class AsyncOmniQ(QueueAdmin, ResultReading, HistoryReading, OpensAndCloses):
         if kwargs is not None and not isinstance(kwargs, Mapping):
             raise TypeError(f"kwargs={kwargs!r} must be a mapping of keyword arguments")
         template = await task_template(fn, make_options(**options), self.settings, self.storage)
+        call_args, call_kwargs, upstream = extract(args, kwargs or {})
+        template = graph.waiting_for(template, upstream)
         task_id = new_task_id()
         task = msgspec.structs.replace(
             template,
             id=task_id,
-            payload=self.serializer.dump_call(fn, args, kwargs or {}),
+            payload=self.serializer.dump_call(fn, call_args, call_kwargs),
             series=task_id if template.series is not None else None,
         )
-        await self.storage.insert([task])
-        self.publish([task])
+        [task] = await self._insert([task])
         return self._handle(task)
 
     async def enqueue_many(
@@ -241,17 +244,31 @@ class AsyncOmniQ(QueueAdmin, ResultReading, HistoryReading, OpensAndCloses):
 
         """
         template = await task_template(fn, make_options(**options), self.settings, self.storage)
-        payloads = builtins.list(self.serializer.dump_calls(fn, checked_calls(calls)))  # all fail before any insert
+        calls = [extract(args, kwargs) for args, kwargs in checked_calls(calls)]
+        payloads = builtins.list(self.serializer.dump_calls(fn, ((a, k) for a, k, _ in calls)))  # all fail first
         ids = new_task_ids(len(payloads))
         periodic = template.series is not None
         tasks = [
-            msgspec.structs.replace(template, id=task_id, payload=payload, series=task_id if periodic else None)
-            for task_id, payload in zip(ids, payloads, strict=True)
+            msgspec.structs.replace(
+                graph.waiting_for(template, upstream), id=task_id, payload=payload, series=task_id if periodic else None
+            )
+            for task_id, payload, (_, _, upstream) in zip(ids, payloads, calls, strict=True)
         ]
-        if ids:
+        if any(task.depends_on for task in tasks):
+            tasks = await self._insert(tasks)
+        elif ids:
             await self.storage.insert_many(template, zip(ids, payloads, strict=True))
             self.publish(tasks)
         return GroupHandle(self, [self._handle(task) for task in tasks])
+
+    async def _insert(self, tasks: builtins.list[Task]) -> builtins.list[Task]:
+        """Insert tasks; those with dependencies wait, or move on at once if these already finished."""
+        await graph.check_known(self.storage, tasks)
+        await self.storage.insert(tasks)
+        self.publish(tasks)
+        moved = {task.id: task for task in await graph.arm(self.storage, tasks)}
+        self.publish(builtins.list(moved.values()))
+        return [moved.get(task.id, task) for task in tasks]
 
     async def get(self, task_id: str, /) -> TaskHandle:
         """Return a handle on an existing task (also one made by another process or kernel).
@@ -301,7 +318,7 @@ class AsyncOmniQ(QueueAdmin, ResultReading, HistoryReading, OpensAndCloses):
         task = await self.storage.cancel(task_id)
         if task is None:
             raise TaskNotFound(f"no task with id {task_id!r} in {self.storage.url}")
-        self.publish([task])
+        self.publish([task, *await graph.settle_dependents(self.storage, [task])])
         return task.status is TaskStatus.CANCELLED
 
     async def retry(self, task_id: str, /) -> TaskHandle:
@@ -313,13 +330,15 @@ class AsyncOmniQ(QueueAdmin, ResultReading, HistoryReading, OpensAndCloses):
 
         """
         current = await self._task(task_id)
-        if current.status is TaskStatus.RUNNING:
-            raise InvalidTransition(f"task {task_id} is running; only a finished task that failed can be retried")
+        if current.status in (TaskStatus.RUNNING, TaskStatus.WAITING):
+            raise InvalidTransition(
+                f"task {task_id} is {current.status.value}; only a finished task that failed can be retried"
+            )
         check_transition(current.status, TaskStatus.PENDING)
         task = await self.storage.requeue(task_id)
         if task is None:
             raise TaskNotFound(f"no task with id {task_id!r} in {self.storage.url}")
-        self.publish([task])
+        self.publish([task, *await graph.rearm_dependents(self.storage, task)])
         return self._handle(task)
 
     def follow_closely(self, handle: TaskHandle) -> None:

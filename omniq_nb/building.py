@@ -19,7 +19,7 @@ from typing import Any
 
 from omniq_nb.config import Settings
 from omniq_nb.context import origin, owner
-from omniq_nb.models import Task, new_task_id
+from omniq_nb.models import Task, TaskStatus, new_task_id
 from omniq_nb.options import DEFAULT, TaskOptions, deadline
 from omniq_nb.schedule import first_run, next_run
 from omniq_nb.storage import Storage
@@ -77,6 +77,9 @@ def new_task(fn: Callable[..., Any], payload: bytes, options: TaskOptions, setti
         kind=options.kind,
         origin=origin(),
         owner=None if options.shared else owner(),
+        status=TaskStatus.WAITING if options.after else TaskStatus.PENDING,
+        depends_on=options.after,
+        run_on=options.run_on,
     )
 
 

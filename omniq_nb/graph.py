@@ -26,14 +26,54 @@ from __future__ import annotations
 import builtins
 from collections.abc import Iterable, Mapping, Sequence
 
-from omniq_nb.errors import DependencyFailed, TaskCancelled, type_name
+import msgspec
+
+from omniq_nb.errors import DependencyFailed, TaskCancelled, TaskNotFound, type_name
 from omniq_nb.models import DependencyMove, Task, TaskError, TaskStatus
 from omniq_nb.storage import Storage
 
-__all__ = ["arm", "dependency_move", "rearm_dependents", "rearm_move", "settle_dependents", "sweep"]
+__all__ = [
+    "arm",
+    "check_known",
+    "dependency_move",
+    "rearm_dependents",
+    "rearm_move",
+    "settle_dependents",
+    "sweep",
+    "waiting_for",
+]
 
 _STOPPED_BY_DEPENDENCY = (type_name(DependencyFailed), type_name(TaskCancelled))
 _WORDS = {TaskStatus.FAILED: "failed", TaskStatus.CANCELLED: "was cancelled", TaskStatus.EXPIRED: "expired"}
+
+
+def waiting_for(template: Task, upstream: Sequence[str]) -> Task:
+    """Return ``template`` depending also on ``upstream`` (ids, in order): ``waiting`` when it depends on any."""
+    depends_on = tuple(dict.fromkeys((*template.depends_on, *upstream)))
+    if not depends_on:
+        return template
+    return msgspec.structs.replace(template, depends_on=depends_on, status=TaskStatus.WAITING)
+
+
+async def check_known(storage: Storage, tasks: Sequence[Task]) -> None:
+    """Refuse tasks that depend on tasks the store does not have (nothing is inserted then).
+
+    A dependency always exists before its dependents (a handle names a stored task), so no
+    cycle can form; an unknown id is a typo, a purged task, or a task of another store.
+
+    Raises:
+        TaskNotFound: a dependency is not in ``storage`` (named in the message).
+    """
+    needed = sorted({task_id for task in tasks for task_id in task.depends_on})
+    if not needed:
+        return
+    missing = set(needed) - {row.id for row in await storage.get_many(needed)}
+    if missing:
+        shown = ", ".join(sorted(missing)[:3]) + (", ..." if len(missing) > 3 else "")
+        raise TaskNotFound(
+            f"cannot wait for {len(missing)} unknown task(s) ({shown}): no such task in {storage.url} "
+            "(purged, or a task of another store)"
+        )
 
 
 def dependency_move(task: Task, dependencies: Mapping[str, Task]) -> DependencyMove | None:

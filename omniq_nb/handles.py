@@ -19,6 +19,7 @@ import msgspec
 
 from omniq_nb.bridge import LoopBridge
 from omniq_nb.history import RunHistory
+from omniq_nb.inputs import Upstream, UpstreamGroup, gathered
 from omniq_nb.models import EventKind, Task, TaskError, TaskEvent, TaskStatus
 
 logger = logging.getLogger(__name__)
@@ -66,6 +67,12 @@ class QueueCalls(Protocol):
 
     async def retry(self, task_id: str, /) -> TaskHandle:
         """Retry a finished task."""
+        ...
+
+    async def enqueue_call(
+        self, fn: Callable[..., Any], /, *, args: Sequence[Any] = (), kwargs: Any = None, **options: Any
+    ) -> TaskHandle:
+        """Queue a call with task options."""
         ...
 
     def follow_closely(self, handle: TaskHandle) -> None:
@@ -155,6 +162,19 @@ class TaskHandle:
         """Run a failed, cancelled or expired task again; return its handle (a coroutine from ``AsyncOmniQ``)."""
         return self._queue.bridge.call(self._queue.retry, self.id)
 
+    def then(self, fn: Callable[..., Any], /, *args: Any, **options: Any) -> Any:
+        """Queue ``fn(this task's result, *args)`` to run once this task succeeded; return its handle.
+
+        ``fn`` may be an ``@omniq.task`` function (its options apply, ``options`` on top) or any
+        callable; ``options`` are task options (``run_on="any"`` runs it after a failure too,
+        with the ``TaskError`` as the value). A coroutine from ``AsyncOmniQ``.
+        """
+        return _enqueue_after(self._queue, fn, (self, *args), options)
+
+    def __omniq_upstream__(self) -> Upstream:
+        """Stand for this task's result when passed as another task's argument."""
+        return Upstream(self.id)
+
     def __await__(self) -> Generator[Any, None, Any]:
         """Wait for the result without blocking the event loop."""
         return _on_queue_loop(self._queue, self._queue.result(self.id)).__await__()
@@ -217,6 +237,35 @@ class TaskHandle:
             callback(self)
 
 
+def gather(*handles: TaskHandle | GroupHandle, **options: Any) -> Any:
+    """Return a handle whose result is the list of the given handles' results (a fan-in task).
+
+    A group stands for the list of its results. ``options`` are task options of the fan-in
+    task (``run_on="any"``: failures arrive as ``TaskError`` values). A coroutine when the
+    handles come from an ``AsyncOmniQ``.
+
+    Raises:
+        ValueError: no handles, or handles of different queues.
+        TypeError: an argument is not a handle.
+    """
+    if not handles:
+        raise ValueError("gather() needs at least one task handle or group handle")
+    wrong = [h for h in handles if not isinstance(h, (TaskHandle, GroupHandle))]
+    if wrong:
+        raise TypeError(f"gather() takes task handles and group handles, got {wrong[0]!r}")
+    queue = handles[0]._queue
+    if any(h._queue is not queue for h in handles):
+        raise ValueError("gather() needs handles of one queue: tasks of two stores cannot wait for each other")
+    return _enqueue_after(queue, gathered, handles, options)
+
+
+def _enqueue_after(queue: QueueCalls, fn: Callable[..., Any], args: Sequence[Any], options: dict[str, Any]) -> Any:
+    """Queue ``fn(*args)`` (handles among ``args`` become its dependencies) through the queue's bridge."""
+    spec: Callable[[], tuple[Callable[..., Any], dict[str, Any]]] | None = getattr(fn, "__omniq_task__", None)
+    target, base = spec() if spec is not None else (fn, {})
+    return queue.bridge.call(queue.enqueue_call, target, args=tuple(args), **{**base, **options})
+
+
 def _without_payload(task: Task) -> Task:
     return msgspec.structs.replace(task, payload=b"") if task.payload else task
 
@@ -276,6 +325,17 @@ class GroupHandle(Sequence[TaskHandle]):
         return self._queue.bridge.call(
             self._queue.results, self.ids, timeout=timeout, return_exceptions=return_exceptions
         )
+
+    def then(self, fn: Callable[..., Any], /, *args: Any, **options: Any) -> Any:
+        """Queue ``fn([results], *args)`` to run once every task of the group succeeded; return its handle.
+
+        See ``TaskHandle.then``. A coroutine from ``AsyncOmniQ``.
+        """
+        return _enqueue_after(self._queue, fn, (self, *args), options)
+
+    def __omniq_upstream__(self) -> UpstreamGroup:
+        """Stand for the list of the group's results when passed as another task's argument."""
+        return UpstreamGroup(tuple(self.ids))
 
     def __await__(self) -> Generator[Any, None, Any]:
         """Wait for every result without blocking the event loop."""

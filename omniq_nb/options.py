@@ -15,7 +15,8 @@ import msgspec
 
 from omniq_nb.config import WORKER_KINDS
 from omniq_nb.errors import type_name
-from omniq_nb.models import Schedule
+from omniq_nb.inputs import ids_of
+from omniq_nb.models import RUN_ON, Schedule
 from omniq_nb.schedule import as_utc, make_schedule, seconds
 
 OPTION_NAMES = (
@@ -34,6 +35,8 @@ OPTION_NAMES = (
     "shared",
     "kind",
     "name",
+    "after",
+    "run_on",
 )
 """Every task option, by name."""
 
@@ -79,6 +82,8 @@ class TaskOptions(msgspec.Struct, frozen=True, kw_only=True):
     shared: bool = False
     kind: str | None = None
     name: str | None = None
+    after: tuple[str, ...] = ()
+    run_on: str = "success"
 
 
 def make_options(**options: Any) -> TaskOptions:
@@ -115,6 +120,8 @@ def make_options(**options: Any) -> TaskOptions:
         shared=_flag(options.get("shared", False), "shared"),
         kind=_kind(options.get("kind")),
         name=_optional_name(options.get("name"), "name"),
+        after=_after(options.get("after")),
+        run_on=_run_on(options.get("run_on", "success")),
     )
 
 
@@ -162,6 +169,8 @@ def as_keywords(options: TaskOptions) -> dict[str, Any]:
         "shared": options.shared,
         "kind": options.kind,
         "name": options.name,
+        "after": options.after,
+        "run_on": options.run_on,
     }
 
 
@@ -236,6 +245,20 @@ def _flag(value: Any, name: str) -> bool:
     if not isinstance(value, bool):
         raise TypeError(f"{name}={value!r} must be True or False")
     return value
+
+
+def _after(value: Any) -> tuple[str, ...]:
+    """Validate ``after``: task handles, group handles or task ids (one, or an iterable of them)."""
+    if value is None:
+        return ()
+    items = [value] if isinstance(value, str) or not isinstance(value, Iterable) else list(value)
+    return tuple(dict.fromkeys(task_id for item in items for task_id in ids_of(item)))
+
+
+def _run_on(value: Any) -> str:
+    if value not in RUN_ON:
+        raise ValueError(f"run_on={value!r} must be one of {', '.join(map(repr, RUN_ON))}")
+    return str(value)
 
 
 def _kind(value: Any) -> str | None:

@@ -20,7 +20,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from omniq_nb.errors import TaskFailed, TaskNotFound, failure_class, type_name
+from omniq_nb.errors import TaskCancelled, TaskFailed, TaskNotFound, failure_class, type_name
 from omniq_nb.events import EventHub
 from omniq_nb.models import Task, TaskError, TaskStatus
 from omniq_nb.schedule import seconds
@@ -128,7 +128,7 @@ def failure(task: Task) -> TaskFailed:
 
     """
     error = task.error
-    if task.status is TaskStatus.CANCELLED:
+    if task.status is TaskStatus.CANCELLED and (error is None or error.type != type_name(TaskCancelled)):
         error = TaskError(type="omniq_nb.errors.TaskCancelled", message="the task was cancelled", attempt=task.attempt)
     elif task.status is TaskStatus.EXPIRED:
         error = TaskError(

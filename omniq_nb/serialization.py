@@ -32,6 +32,7 @@ import msgspec
 
 from omniq_nb import pickling
 from omniq_nb.errors import SerializationError, SignatureError
+from omniq_nb.inputs import Input, substitute
 
 _MAGIC = b"OQ"
 KEPT_RESULT_MARK = b"ORkept:"
@@ -177,11 +178,15 @@ class BlobSerializer:
                 raise SerializationError(_blame(fn, args, kwargs, exc)) from exc
             yield self._seal(fmt, body)
 
-    def load_call(self, blob: bytes) -> tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]:
+    def load_call(
+        self, blob: bytes, inputs: Mapping[str, Input] | None = None
+    ) -> tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]:
         """Verify and decode a blob made by ``dump_call``.
 
         Args:
             blob: the task's payload.
+            inputs: its dependencies' results (serialized) or errors, by task id: they take the
+                places of the placeholders in its arguments (see ``omniq_nb.inputs``).
 
         Returns:
             ``(fn, args, kwargs)``.
@@ -197,7 +202,10 @@ class BlobSerializer:
         fn = pickling.load_callable(call[0])
         if not callable(fn):
             raise SerializationError(f"the payload's callable is not callable: {_describe(fn)}")
-        return fn, call[1], call[2]
+        if not inputs:
+            return fn, call[1], call[2]
+        values = {key: self.loads(value) if isinstance(value, bytes) else value for key, value in inputs.items()}
+        return (fn, *substitute(call[1], call[2], values))
 
     def _seal(self, fmt: int, body: bytes) -> bytes:
         if self._key is None:

@@ -81,6 +81,10 @@ class TaskFunction(Generic[P, R]):
     def _option_values(self) -> dict[str, Any]:
         return {**as_keywords(self.task_options), "name": self.name}
 
+    def __omniq_task__(self) -> tuple[Callable[P, R], dict[str, Any]]:
+        """Return the function and its options (what ``handle.then(task_function)`` queues)."""
+        return self.fn, self._option_values()
+
     def __repr__(self) -> str:
         """Return ``<omniq task name>``."""
         return f"<omniq task {self.name}>"

@@ -7,12 +7,13 @@ from collections.abc import Callable
 import msgspec
 
 from omniq_nb.errors import SignatureError, TaskTimeout, type_name
+from omniq_nb.inputs import Input
 from omniq_nb.models import TaskError
 from omniq_nb.policy import describe_exception
 
 
 class Call(msgspec.Struct, frozen=True, kw_only=True):
-    """One run of a task to make: the task's identity, its payload and its time limit."""
+    """One run of a task to make: the task's identity, its payload, its time limit and its dependencies' results."""
 
     task_id: str
     attempt: int
@@ -20,6 +21,7 @@ class Call(msgspec.Struct, frozen=True, kw_only=True):
     run_id: str
     payload: bytes
     timeout: float | None
+    inputs: dict[str, Input] = {}
 
 
 class Outcome(msgspec.Struct, frozen=True, kw_only=True):

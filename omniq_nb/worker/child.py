@@ -26,6 +26,7 @@ from typing import Any
 
 from omniq_nb.context import Progress, TaskContext, enter, leave
 from omniq_nb.errors import WorkerLost, type_name
+from omniq_nb.inputs import Input
 from omniq_nb.models import TaskError
 from omniq_nb.serialization import BlobSerializer
 from omniq_nb.worker.calls import RESULT_LABEL, Call, Outcome, failed, timed_out
@@ -77,7 +78,7 @@ class ChildProcess:
             asyncio.CancelledError: the caller was cancelled; the child is then terminated.
         """
         try:
-            self._conn.send(("run", call.task_id, call.attempt, call.queue, call.run_id, call.payload))
+            self._conn.send(("run", call.task_id, call.attempt, call.queue, call.run_id, call.payload, call.inputs))
         except OSError:  # the child died after it was handed out
             return self._died(call)
         outcome: asyncio.Future[Outcome] = self._loop.create_future()
@@ -190,8 +191,7 @@ def child_main(fd: int, parent_pid: int) -> None:
             return
         if message[0] == "stop":
             return
-        _, task_id, attempt, queue, run_id, payload = message
-        send(_run_in_child(serializer, send, relay, task_id, attempt, queue, run_id, payload))
+        send(_run_in_child(serializer, send, relay, *message[1:]))
 
 
 def _run_in_child(
@@ -203,12 +203,13 @@ def _run_in_child(
     queue: str,
     run_id: str,
     payload: bytes,
+    inputs: dict[str, Input],
 ) -> tuple[Any, ...]:
     token = enter(TaskContext(task_id, attempt, queue, run_id, relay.start_task()))
     streams = sys.stdout, sys.stderr
     sys.stdout, sys.stderr = _ToParent("stdout", send), _ToParent("stderr", send)
     try:
-        fn, args, kwargs = serializer.load_call(payload)
+        fn, args, kwargs = serializer.load_call(payload, inputs)
         value = fn(*args, **kwargs)
         if inspect.isawaitable(value):
             value = asyncio.run(_awaited(value))

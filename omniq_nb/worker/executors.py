@@ -51,7 +51,7 @@ class LoopExecutor:
     async def run(self, call: Call, context: TaskContext, slot: Slot) -> Outcome:
         """Run ``call`` on this loop (see ``Executor.run``); a sync function blocks the loop while it runs."""
         try:
-            fn, args, kwargs = self._serializer.load_call(call.payload)
+            fn, args, kwargs = self._serializer.load_call(call.payload, call.inputs)
         except Exception as exc:
             return failed(exc, call.attempt)
         token = enter(context)
@@ -91,7 +91,7 @@ class ThreadExecutor:
     async def run(self, call: Call, context: TaskContext, slot: Slot) -> Outcome:
         """Run ``call`` on a thread (see ``Executor.run``); on a time-out the thread runs on, flagged."""
         try:
-            fn, args, kwargs = self._serializer.load_call(call.payload)
+            fn, args, kwargs = self._serializer.load_call(call.payload, call.inputs)
         except Exception as exc:
             return failed(exc, call.attempt)
 

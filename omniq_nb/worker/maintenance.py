@@ -17,6 +17,7 @@ import secrets
 import socket
 import time
 
+from omniq_nb import graph
 from omniq_nb.errors import StorageError
 from omniq_nb.models import TaskStatus
 from omniq_nb.policy import after_lost_lease, successor
@@ -37,7 +38,9 @@ class Maintenance:
 
     Each step: tasks whose worker's lease ran out go back to ``pending`` with backoff (or fail
     with a "worker lost" error, for ``at_most_once`` or out of attempts); pending tasks past
-    their ``ttl`` expire, and a periodic one's schedule goes on with its next run; the store's
+    their ``ttl`` expire, and a periodic one's schedule goes on with its next run; the tasks
+    waiting for those that finished move on, and so do any that a dead process left waiting
+    although their dependencies finished (``graph.sweep``); the store's
     write-ahead log is checkpointed; finished tasks past their ``result_ttl`` are purged.
 
     Args:
@@ -87,6 +90,7 @@ class Maintenance:
         if await self._lead():
             await self.rescue()
             await self.expire()
+            self._host.publish(await graph.sweep(self._host.storage))
         await self._host.storage.checkpoint()
         if purge and self.leading:
             await self._host.storage.purge()
@@ -139,7 +143,7 @@ class Maintenance:
             logger.warning(
                 "task %s attempt %d: its worker's lease ran out; now %s", task.id, task.attempt, task.status.value
             )
-        self._host.publish(rescued)
+        self._host.publish([*rescued, *await graph.settle_dependents(storage, rescued)])
 
     async def expire(self) -> None:
         """Expire pending tasks past their ``ttl``; a periodic task's schedule goes on with its next run."""
@@ -152,4 +156,4 @@ class Maintenance:
         following = [s for task in expired if (s := successor(task, now=now)) is not None]
         if following:
             await storage.insert(following)
-        self._host.publish([*expired, *following])
+        self._host.publish([*expired, *following, *await graph.settle_dependents(storage, expired)])

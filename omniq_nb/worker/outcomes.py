@@ -9,6 +9,7 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from functools import partial
 
+from omniq_nb import graph
 from omniq_nb.context import Progress
 from omniq_nb.errors import StorageError
 from omniq_nb.models import Task, TaskResult, TaskStatus
@@ -144,3 +145,7 @@ class OutcomeWriter:
             else:
                 logger.warning("task %s: outcome %s discarded, the lease was lost", result.task_id, result.status)
         self._host.publish(accepted)
+        try:
+            self._host.publish(await graph.settle_dependents(self._host.storage, accepted))
+        except Exception as exc:  # the maintenance runner's sweep moves them on later
+            logger.warning("could not move on the tasks waiting for %d finished tasks: %s", len(accepted), exc)

@@ -120,7 +120,9 @@ class AsyncWorkerPool:
         self._writer = OutcomeWriter(
             queue, self.name, lambda: len(self._runs.by_task), lambda task_id: self._runs.lease_of(task_id), self._link
         )
-        self._runs = Runs(self.concurrency, self.kind, self._executors, self._writer, output)
+        self._runs = Runs(
+            self.concurrency, self.kind, self._executors, self._writer, output, lambda ids: queue.storage.get_many(ids)
+        )
         self._maintenance = Maintenance(queue, interval=min(_MAINTENANCE_INTERVAL, self.lease / 2), link=self._link)
         self._keeper: LeaseKeeper | None = None
         self._loops: list[asyncio.Task[None]] = []

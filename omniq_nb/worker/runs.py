@@ -14,14 +14,15 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 
 import msgspec
 
 from omniq_nb.context import OutputSink, TaskContext
+from omniq_nb.inputs import task_inputs
 from omniq_nb.models import Task
-from omniq_nb.worker.calls import Call, Slot
+from omniq_nb.worker.calls import Call, Slot, failed
 from omniq_nb.worker.executors import Executors
 from omniq_nb.worker.lease import LeaseKeeper
 from omniq_nb.worker.outcomes import OutcomeWriter
@@ -53,6 +54,7 @@ class Runs:
         executors: the executors to run calls on.
         writer: records outcomes and progress.
         output: given a claimed task, where its output goes (``None``: this process's streams).
+        read: reads tasks by id (a run's dependencies, whose results become its arguments).
     """
 
     def __init__(
@@ -62,9 +64,10 @@ class Runs:
         executors: Executors,
         writer: OutcomeWriter,
         output: Callable[[Task], OutputSink | None] | None,
+        read: Callable[[Sequence[str]], Awaitable[list[Task]]],
     ) -> None:
         self._concurrency, self._kind = concurrency, kind
-        self._executors, self._writer, self._output = executors, writer, output
+        self._executors, self._writer, self._output, self._read = executors, writer, output, read
         self.keeper: LeaseKeeper | None = None
         """Renews the leases of runs; set before the first ``launch``."""
         self.by_task: dict[str, Run] = {}
@@ -222,6 +225,12 @@ class Runs:
 
     async def _execute(self, task: Task, context: TaskContext, slot: Slot) -> None:
         started = time.monotonic()
+        try:
+            inputs = task_inputs(await self._read(task.depends_on)) if task.depends_on else {}
+        except Exception as exc:  # the store is unreachable: this attempt fails, retryable
+            logger.warning("task %s: could not read its dependencies' results: %s", task.id, exc)
+            self._writer.record(task, failed(exc, task.attempt), time.monotonic() - started)
+            return
         call = Call(
             task_id=task.id,
             attempt=task.attempt,
@@ -229,6 +238,7 @@ class Runs:
             run_id=context.run_id,
             payload=task.payload,
             timeout=task.timeout,
+            inputs=inputs,
         )
         executor = self._executors.choose(task.kind or self._kind, task.payload)
         outcome = await executor.run(call, context, slot)

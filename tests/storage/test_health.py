@@ -39,6 +39,7 @@ async def test_a_healthy_store_reports_its_counts_and_no_problem(store: Storage,
     assert health.url == store.url
     assert health.integrity == "ok"
     assert health.counts == {
+        TaskStatus.WAITING: 0,
         TaskStatus.PENDING: 3,
         TaskStatus.RUNNING: 1,
         TaskStatus.SUCCEEDED: 1,
