@@ -2,7 +2,9 @@
 
 A task's entry is a msgpack array ``[order, task]``: ``order`` is the enqueue order (this
 client's clock in nanoseconds, made strictly increasing per process), read by ``list()``
-(newest first) and by claims (oldest first among equal priority and eta). Worker entries are
+(newest first) and by claims (oldest first among equal priority and eta); the task is a map
+by field name, so an entry written before a field existed (``depends_on`` and ``run_on``
+came with dependencies) decodes with that field's default. Worker entries are
 ``WorkerInfo`` as msgpack; the maintenance turn is ``[runner, until]``. Events are
 ``TaskEvent`` as msgpack, their ``seq`` taken from the event stream's sequence on reading.
 

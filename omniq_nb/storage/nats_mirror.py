@@ -8,6 +8,8 @@ from the mirror as it is (catching up first only when it offers none) and win th
 revision check, so a stale mirror costs a lost race, never a double claim.
 This store's own writes go into the mirror at once (by revision, so a late delivery of an
 older one changes nothing). A change that leaves a task pending wakes ``wait_for_tasks``.
+The mirror also indexes tasks by the dependencies they name (``depends_on``), so finding the
+dependents of a finished task reads a few keys, not every task.
 A mirror that is behind and receives nothing for a few seconds (its consumer was lost with
 the connection) is rebuilt from a new consumer; a slow one is waited for.
 """
@@ -66,6 +68,8 @@ class NATSMirror(NATSConnection):
         """Kept results and event purge marks (``nats_outcomes``): key -> (revision, when it goes)."""
         self._pending: dict[str, tuple[int, float, int]] = {}
         """The keys of pending tasks, each with its claim order: priority (highest first), eta, enqueue order."""
+        self._dependents: dict[str, set[str]] = {}
+        """Dependency id -> the keys of the tasks whose ``depends_on`` names it."""
         self._seen = 0
         self._moved = asyncio.Event()
         self._wake = asyncio.Event()
@@ -86,7 +90,7 @@ class NATSMirror(NATSConnection):
             with contextlib.suppress(nats.errors.Error, OSError, asyncio.TimeoutError):
                 await old.unsubscribe()
         self._tasks, self._workers, self._marks, self._removed, self._seen = {}, {}, {}, {}, 0
-        self._pending = {}
+        self._pending, self._dependents = {}, {}
         self._sub = await self._jet.subscribe(
             f"$KV.{self.bucket}.>",
             stream=f"KV_{self.bucket}",
@@ -116,7 +120,7 @@ class NATSMirror(NATSConnection):
         if revision <= current:
             return
         if data is None:
-            self._tasks.pop(key, None)
+            self._index(key, self._tasks.pop(key, None), None)
             self._pending.pop(key, None)
             self._workers.pop(key, None)
             self._marks.pop(key, None)
@@ -125,6 +129,7 @@ class NATSMirror(NATSConnection):
         self._removed.pop(key, None)
         if key.startswith(TASK):
             stored = decode_stored(data)
+            self._index(key, self._tasks.get(key), stored)
             self._tasks[key] = (revision, stored)
             if stored.task.status is TaskStatus.PENDING:
                 task = stored.task
@@ -136,6 +141,20 @@ class NATSMirror(NATSConnection):
             self._workers[key] = (revision, decode_worker(data))
         elif key.startswith((KEPT, MARK)):
             self._marks[key] = (revision, decode_until(data))
+
+    def _index(self, key: str, before: tuple[int, Stored] | None, after: Stored | None) -> None:
+        """Move task ``key`` in the index of dependents from ``before``'s dependencies to ``after``'s."""
+        old = before[1].task.depends_on if before is not None else ()
+        new = after.task.depends_on if after is not None else ()
+        if old == new:
+            return
+        for dependency in old:
+            keys = self._dependents[dependency]
+            keys.discard(key)
+            if not keys:
+                del self._dependents[dependency]
+        for dependency in new:
+            self._dependents.setdefault(dependency, set()).add(key)
 
     async def _catch_up(self) -> None:
         """Wait until the mirror holds every change the server acknowledged before this call."""

@@ -8,7 +8,8 @@ accept, and the revision check makes sure no write lands on a state it was not d
 An insert creates each key (``create`` fails on an existing key); when one fails, the keys
 the batch created are purged before the error is raised, so the batch lands whole or not at
 all, though another reader may glimpse part of it meanwhile (there is no multi-key
-transaction in JetStream 2.9).
+transaction in JetStream 2.9). For the same reason ``move_dependents`` moves its tasks one
+compare-and-set at a time.
 """
 
 from __future__ import annotations
@@ -19,13 +20,13 @@ import secrets
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta, timezone
 from itertools import islice
-from operator import itemgetter
+from operator import attrgetter, itemgetter
 
 import msgspec
 import nats.js.errors
 
 from omniq_nb.errors import StorageError
-from omniq_nb.models import EventKind, Task, TaskResult, TaskStatus
+from omniq_nb.models import DependencyMove, EventKind, Task, TaskResult, TaskStatus
 from omniq_nb.storage import lifecycle
 from omniq_nb.storage.nats_codec import Stored, decode_stored, encode_stored, next_order, task_key
 from omniq_nb.storage.nats_results import NATSResults
@@ -43,7 +44,7 @@ class NATSQueue(NATSResults):
     """``QueueStore``: the transitions, each a compare-and-set on one key."""
 
     async def insert(self, tasks: Iterable[Task]) -> None:
-        """Add new pending tasks, all or none.
+        """Add new tasks (pending, or waiting for their dependencies), all or none.
 
         Raises:
             ValueError: a task id exists already (nothing was inserted).
@@ -247,7 +248,7 @@ class NATSQueue(NATSResults):
         return [s.task for _, s in self._tasks.values() if lifecycle.lease_lapsed(s.task, now)][:limit]
 
     async def cancel(self, task_id: str) -> Task | None:
-        """Cancel a pending or running task, and the unfinished runs of its periodic series."""
+        """Cancel a waiting, pending or running task, and the unfinished runs of its periodic series."""
         await self._catch_up()
         entry = self._tasks.get(task_key(task_id))
         series = entry[1].task.series if entry is not None else None
@@ -266,6 +267,40 @@ class NATSQueue(NATSResults):
         changes = await asyncio.gather(*(self._change(i, decide) for i in [task_id, *others]))
         await self._record(lifecycle.event_of(t, EventKind.CANCELLED) for t, changed in changes if changed and t)
         return changes[0][0]
+
+    async def dependents(self, task_ids: Sequence[str]) -> builtins.list[Task]:
+        """Return the tasks whose ``depends_on`` names any of ``task_ids``, oldest first.
+
+        Read from the mirror's index of dependents once it caught up with the bucket, so a
+        dependent inserted before this call is seen, and no task is scanned for it.
+        """
+        if not task_ids:
+            return []
+        await self._catch_up()
+        keys = set[str]().union(*(self._dependents.get(task_id, ()) for task_id in task_ids))
+        return [stored.task for stored in sorted((self._tasks[key][1] for key in keys), key=attrgetter("order"))]
+
+    async def move_dependents(self, moves: Sequence[DependencyMove]) -> builtins.list[Task]:
+        """Apply each move whose task is still in ``move.source``, one compare-and-set per task.
+
+        A task moved to pending is claimable at once and wakes idle workers, as an insert does.
+        """
+
+        def step(move: DependencyMove) -> Decide:
+            def decide(task: Task) -> Task | None:
+                return task if lifecycle.move_dependent(task, move, datetime.now(_UTC)) else None
+
+            return decide
+
+        changes = await asyncio.gather(*(self._change(move.task_id, step(move)) for move in moves))
+        moved = [
+            (move, task) for move, (task, changed) in zip(moves, changes, strict=True) if changed and task is not None
+        ]
+        await self._record(
+            lifecycle.event_of(task, lifecycle.moved_event(move), message=move.error.message if move.error else None)
+            for move, task in moved
+        )
+        return [task for _, task in moved]
 
     async def requeue(self, task_id: str) -> Task | None:
         """Put a failed, cancelled or expired task back to pending with one more attempt allowed."""
