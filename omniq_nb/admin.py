@@ -16,7 +16,7 @@ from datetime import datetime, timedelta, timezone
 
 from omniq_nb.bridge import BlockingBridge
 from omniq_nb.config import Settings
-from omniq_nb.models import StoreHealth, TaskEvent, TaskStatus, WorkerInfo
+from omniq_nb.models import StoreHealth, Task, TaskEvent, TaskStatus, WorkerInfo
 from omniq_nb.schedule import duration_text, seconds
 from omniq_nb.storage import Storage
 
@@ -169,6 +169,10 @@ class QueueAdmin:
                 raise ValueError(f"{name}={value!r} must be a whole number >= 0")
         return await self.storage.events(task_id=task_id, since=since, limit=limit)
 
+    async def dependents(self, task_id: str, /) -> list[Task]:
+        """Return the tasks that depend on task ``task_id`` (waiting for it, or done), oldest first."""
+        return sorted(await self.storage.dependents([task_id]), key=lambda task: task.created_at)
+
 
 class BlockingQueueAdmin:
     """The administration role of ``OmniQ``: ``QueueAdmin``'s methods, each blocking on the bridge."""
@@ -214,6 +218,10 @@ class BlockingQueueAdmin:
     def events(self, *, task_id: str | None = None, since: int = 0, limit: int = 1000) -> list[TaskEvent]:
         """Blocking version of ``AsyncOmniQ.events``."""
         return self._bridge.call(self._core.events, task_id=task_id, since=since, limit=limit)
+
+    def dependents(self, task_id: str, /) -> list[Task]:
+        """Blocking version of ``AsyncOmniQ.dependents``."""
+        return self._bridge.call(self._core.dependents, task_id)
 
 
 def statuses(value: StatusFilter) -> list[TaskStatus]:

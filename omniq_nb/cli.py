@@ -151,7 +151,8 @@ async def _show(settings: Settings, args: argparse.Namespace) -> int:
         task = (await queue.get(args.task_id)).task
         value = queue.serializer.loads(task.result) if task.result is not None else None
         stats = None if task.status.is_terminal else await queue.stats(task.name)
-    print(format_task(task, value, stats))
+        dependents = [t.id for t in await queue.dependents(task.id)]
+    print(format_task(task, value, stats, dependents))
     return 0
 
 

@@ -197,11 +197,7 @@ class TaskHandle:
         """
         self._observers.append(callback)
         self._queue.follow_closely(self)
-        return partial(self._forget, callback)
-
-    def _forget(self, callback: Callable[[TaskHandle], None]) -> None:
-        if callback in self._observers:
-            self._observers.remove(callback)
+        return partial(_discard, self._observers, callback)
 
     def _apply_event(self, event: TaskEvent) -> None:
         """Fold an event into the snapshot until the hub brings the task's row (result, error)."""
@@ -264,6 +260,11 @@ def _enqueue_after(queue: QueueCalls, fn: Callable[..., Any], args: Sequence[Any
     spec: Callable[[], tuple[Callable[..., Any], dict[str, Any]]] | None = getattr(fn, "__omniq_task__", None)
     target, base = spec() if spec is not None else (fn, {})
     return queue.bridge.call(queue.enqueue_call, target, args=tuple(args), **{**base, **options})
+
+
+def _discard(observers: list[Callable[[TaskHandle], None]], callback: Callable[[TaskHandle], None]) -> None:
+    if callback in observers:
+        observers.remove(callback)
 
 
 def _without_payload(task: Task) -> Task:

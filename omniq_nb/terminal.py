@@ -97,12 +97,26 @@ def format_workers(pools: Sequence[WorkerInfo], *, mine: str | None = None) -> s
 _WAITS_FOR_GEVENT = " (waits for a gevent worker: omniq-nb worker --kind gevent)"
 
 
+def waiting_text(task: Task) -> str:
+    """Return what a waiting task waits for: ``waiting for 2 tasks (01a2f3c4, 01a2f3d5)``.
+
+    Example:
+        >>> from datetime import datetime, timezone
+        >>> at = datetime(2026, 1, 1, tzinfo=timezone.utc)
+        >>> waiting_text(Task(id="b", name="fit", eta=at, created_at=at, depends_on=("01a2f3c4aaaa",)))
+        'waiting for 1 task (01a2f3c4)'
+    """
+    shown = ", ".join(task_id[:8] for task_id in task.depends_on[:3]) + (", ..." if len(task.depends_on) > 3 else "")
+    count = len(task.depends_on)
+    return f"waiting for {count} task{'' if count == 1 else 's'} ({shown})"
+
+
 def _waits_for_gevent(task: Task) -> bool:
     """Return True for a pending ``kind="gevent"`` task: only a gevent worker claims it."""
     return task.status is TaskStatus.PENDING and task.kind == "gevent"
 
 
-def format_task(task: Task, value: Any = None, stats: TaskStats | None = None) -> str:
+def format_task(task: Task, value: Any = None, stats: TaskStats | None = None, dependents: Sequence[str] = ()) -> str:
     """Return one task as text: its fields, its result (``value``) or its error and traceback.
 
     Args:
@@ -110,6 +124,7 @@ def format_task(task: Task, value: Any = None, stats: TaskStats | None = None) -
         value: the task's decoded result, when it succeeded.
         stats: its function's past runs: a pending or running task shows its expected
             duration and ETA (``estimate_parts``).
+        dependents: the ids of the tasks that depend on it.
     """
     fields = {
         "id": task.id,
@@ -124,6 +139,10 @@ def format_task(task: Task, value: Any = None, stats: TaskStats | None = None) -
         "worker": task.worker or "",
         "progress": f"{task.progress:.0%}" + (f" {task.progress_message}" if task.progress_message else ""),
     }
+    if task.depends_on:
+        fields["needs"] = ", ".join(task.depends_on) + ("" if task.run_on == "success" else f" (run_on={task.run_on})")
+    if dependents:
+        fields["needed by"] = ", ".join(dependents)
     estimate = estimate_parts(task, stats)
     if estimate:
         fields["estimate"] = " · ".join(estimate)

@@ -190,7 +190,9 @@ class OmniQMagics(Magics):
         task_id = _one_id("show", words)
         handle = self.runner.queue.get(task_id)
         value = self.runner.core.serializer.loads(handle.task.result) if handle.task.result else None
-        print(format_task(handle.task, value))
+        stats = None if handle.task.status.is_terminal else self.runner.queue.stats(handle.task.name)
+        dependents = [task.id for task in self.runner.queue.dependents(task_id)]
+        print(format_task(handle.task, value, stats, dependents))
 
     def _cancel(self, words: list[str]) -> None:
         task_id = _one_id("cancel", words)

@@ -24,11 +24,13 @@ from typing import Any
 
 from omniq_nb.estimates import elapsed
 from omniq_nb.models import Task, TaskStatus
+from omniq_nb.terminal import waiting_text
 
 PREVIEW_CHARS = 500
 """Characters of a result's ``repr`` that a view shows."""
 
 COLORS = {
+    TaskStatus.WAITING: "#6f42c1",
     TaskStatus.PENDING: "#6c757d",
     TaskStatus.RUNNING: "#0d6efd",
     TaskStatus.SUCCEEDED: "#198754",
@@ -56,18 +58,21 @@ def badge(task: Task) -> str:
 def status_text(task: Task) -> str:
     """Return the task's status as words, with the attempt when it is retrying or may retry.
 
-    A pending ``kind="gevent"`` task says that it waits for ``omniq-nb worker --kind gevent``.
+    A pending ``kind="gevent"`` task says that it waits for ``omniq-nb worker --kind gevent``;
+    a waiting one, for which tasks (``waiting_text``).
 
     Args:
         task: the snapshot.
     """
+    if task.status is TaskStatus.WAITING:
+        return waiting_text(task)
     if task.status is TaskStatus.PENDING and task.error is not None:
         return f"retrying (attempt {task.attempt + 1} of {task.max_attempts})"
     if task.status is TaskStatus.PENDING and task.kind == "gevent":  # no kernel's pool ever claims it
         return "pending: waits for a gevent worker (omniq-nb worker --kind gevent)"
     if task.status is TaskStatus.RUNNING and task.max_attempts > 1:
         return f"running (attempt {task.attempt} of {task.max_attempts})"
-    return task.status.value
+    return str(task.status)
 
 
 def group_elapsed(tasks: Sequence[Task]) -> float:
