@@ -4,9 +4,12 @@ A task's hash holds the ``rows.COLUMNS`` names; a ``None`` value is a missing fi
 and times are decimal text (times as seconds since the epoch, UTC: Python's ``repr`` of the
 float, so they read back exactly), booleans ``1``/``0``, payloads and results raw bytes, an
 error its JSON. Decoding builds the row ``rows.row_task`` reads, so every backend makes
-``Task`` objects the same way. Events are stream entries with one-letter fields (``t`` task
-id, ``k`` kind, ``a`` time, ``s`` status, ``n`` attempt, ``p`` progress, ``m`` message,
-``r`` run id); the entry id is ``SEQ-0``.
+``Task`` objects the same way. Two fields of the hash are the codec's own, written only
+when they differ from the default (and so absent from tasks stored before they existed):
+``depends_on`` (the ids joined by newlines, as the insert script splits them) and ``run_on``.
+Events are stream entries with one-letter fields (``t`` task id, ``k`` kind, ``a`` time,
+``s`` status, ``n`` attempt, ``p`` progress, ``m`` message, ``r`` run id); the entry id is
+``SEQ-0``.
 
 Example:
     >>> from datetime import datetime, timezone
@@ -15,6 +18,10 @@ Example:
     >>> flat = [v if isinstance(v, bytes) else v.encode() for v in task_fields(task)]  # as the server returns it
     >>> decode_task(pairs_to_dict(flat)) == task
     True
+    >>> waiting = Task(id="t2", name="fit", eta=now, created_at=now, depends_on=("t1", "t0"), run_on="any")
+    >>> flat = [v if isinstance(v, bytes) else v.encode() for v in task_fields(waiting)]
+    >>> decode_task(pairs_to_dict(flat)).depends_on
+    ('t1', 't0')
 
 """
 
@@ -45,6 +52,7 @@ Fields = Mapping[bytes, bytes]
 _UTC = timezone.utc
 _NEW = [name.strip() for name in NEW_COLUMNS.split(",")]
 _WORKER = [name.strip() for name in WORKER_COLUMNS.split(",")]
+_RUN_ON = "success"  # Task.run_on's default: left out of the hash
 
 
 def text(value: object) -> str | bytes:
@@ -62,6 +70,10 @@ def task_fields(task: Task) -> builtins.list[str | bytes]:
     for name, value in zip(_NEW, new_task_row(task), strict=True):
         if value is not None:
             flat += (name, text(value))
+    if task.depends_on:
+        flat += ("depends_on", "\n".join(task.depends_on))
+    if task.run_on != _RUN_ON:
+        flat += ("run_on", task.run_on)
     return flat
 
 
@@ -91,12 +103,17 @@ _SPEC = [
 def decode_task(fields: Fields) -> Task:
     """Build a ``Task`` from its hash (on every claim, settle and read: kept lean)."""
     get = fields.get
-    return row_task(
+    task = row_task(
         [
             default if (value := get(name)) is None else value if reader is None else reader(value)
             for name, reader, default in _SPEC
         ]
     )
+    if (depends_on := get(b"depends_on")) is not None:
+        task.depends_on = tuple(depends_on.decode().split("\n"))
+    if (run_on := get(b"run_on")) is not None:
+        task.run_on = run_on.decode()
+    return task
 
 
 def pairs_to_dict(flat: Sequence[Any]) -> dict[bytes, bytes]:

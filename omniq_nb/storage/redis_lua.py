@@ -18,6 +18,8 @@ Keys, all under the prefix ``P``:
   ``P:done`` (finished, score finished_at), ``P:ttl`` (finished with a result_ttl, score purge time);
 - ``P:all`` and ``P:s:STATUS`` (score seq): listings newest first and counts per status;
 - ``P:series:SERIES`` the unfinished runs of a periodic series;
+- ``P:dependents:ID`` the ids of the tasks whose ``depends_on`` names ``ID`` (written at insert,
+  removed with the dependent; a ``waiting`` task is in no ready or delayed set);
 - ``P:ev`` the event stream (entry id ``SEQ-0``), ``P:evseq`` its counter, ``P:te:ID`` a task's event seqs;
 - ``P:seq`` the enqueue counter, ``P:meta`` the layout version, ``P:w:ID`` and ``P:workers``
   the worker registry, ``P:lead`` the maintenance turn, and the pub/sub channel ``P:wake``.
@@ -134,8 +136,11 @@ local function insert_task(id, own, shared)
   if values.status == 'pending' then
     place_as(id, values.queue, values.priority, values.eta, seq, values.expires_at)
   end
-  if values.series and (values.status == 'pending' or values.status == 'running') then
+  if values.series and (values.status == 'pending' or values.status == 'running' or values.status == 'waiting') then
     redis.call('SADD', P .. ':series:' .. values.series, id)
+  end
+  for dependency in string.gmatch(values.depends_on or '', '[^\n]+') do
+    redis.call('SADD', P .. ':dependents:' .. dependency, id)
   end
   event(id, 'enqueued', values.created_at, values.status, values.attempt)
   return true

@@ -1,4 +1,4 @@
-"""Lua of the Redis store's other scripts: leases, hand-back, cancel, requeue, expiry, reads, purge, registry.
+"""The Redis store's other Lua scripts: leases, cancel, requeue, expiry, reads, dependencies, purge, registry.
 
 Each builds on ``redis_lua.PRELUDE`` (the prefix, events flag and cap in ``ARGV[1..3]``,
 the server's clock, the key helpers); see ``redis_lua`` for the key layout.
@@ -11,11 +11,13 @@ from omniq_nb.storage.redis_lua import PRELUDE
 __all__ = [
     "CANCEL",
     "CHECK",
+    "DEPENDENTS",
     "EXPIRE",
     "EXPIRED_LEASES",
     "GET_MANY",
     "HEARTBEAT",
     "LEAD",
+    "MOVE_DEPENDENTS",
     "PROGRESS",
     "PURGE",
     "RELEASE",
@@ -109,7 +111,7 @@ if series then
 end
 for _, t in ipairs(targets) do
   local f = redis.call('HMGET', tkey(t), 'status', 'seq')
-  if f[1] == 'pending' or f[1] == 'running' then
+  if f[1] == 'waiting' or f[1] == 'pending' or f[1] == 'running' then
     if f[1] == 'pending' then unplace(t) end
     finish(t, f[2], f[1], 'cancelled')
     task_event(t, 'cancelled', false)
@@ -196,7 +198,7 @@ for i = 7, #ARGV do wanted[ARGV[i]] = true end
 
 local function remove(id)
   local key = tkey(id)
-  local f = redis.call('HMGET', key, 'status', 'queue', 'eta', 'seq', 'series')
+  local f = redis.call('HMGET', key, 'status', 'queue', 'eta', 'seq', 'series', 'depends_on')
   for _, set in ipairs({'all', 'delayed', 'running', 'expiry', 'done', 'ttl'}) do
     redis.call('ZREM', P .. ':' .. set, id)
   end
@@ -204,6 +206,9 @@ local function remove(id)
   redis.call('ZREM', P .. ':q:' .. f[2], member(f[3], f[4], id))
   redis.call('ZREM', P .. ':s:' .. f[1], id)
   if f[5] then redis.call('SREM', P .. ':series:' .. f[5], id) end
+  for dependency in string.gmatch(f[6] or '', '[^\n]+') do
+    redis.call('SREM', P .. ':dependents:' .. dependency, id)
+  end
   for _, seq in ipairs(redis.call('LRANGE', P .. ':te:' .. id, 0, -1)) do
     redis.call('XDEL', P .. ':ev', seq .. '-0')
   end
@@ -229,6 +234,56 @@ if before ~= '' then
   end
 end
 return {gone, #due == limit and 1 or 0}
+"""
+)
+
+DEPENDENTS = (
+    PRELUDE
+    + r"""
+-- ARGV[4..]: task ids; returns the hash of each task depending on any of them, once each
+local seen, found = {}, {}
+for i = 4, #ARGV do
+  for _, id in ipairs(redis.call('SMEMBERS', P .. ':dependents:' .. ARGV[i])) do
+    if not seen[id] then
+      seen[id] = true
+      local fields = redis.call('HGETALL', tkey(id))
+      if #fields > 0 then found[#found + 1] = fields end
+    end
+  end
+end
+return found
+"""
+)
+
+MOVE_DEPENDENTS = (
+    PRELUDE
+    + r"""
+-- ARGV[4..]: per move: task id, source, target, event kind, error JSON ('' none), message;
+-- a move applies only while the task is in its source (waiting, or a finished status)
+local moved = {}
+for i = 4, #ARGV, 6 do
+  local id, source, target, kind, err = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
+  local key = tkey(id)
+  local f = redis.call('HMGET', key, 'status', 'seq', 'series')
+  if f[1] == source then
+    if err ~= '' then redis.call('HSET', key, 'error', err) else redis.call('HDEL', key, 'error') end
+    if target == 'pending' or target == 'waiting' then
+      redis.call('HSET', key, 'status', target)
+      redis.call('HDEL', key, 'finished_at')
+      restatus(id, f[2], source, target)
+      redis.call('ZREM', P .. ':done', id)  -- left a finished status (no-ops from waiting)
+      redis.call('ZREM', P .. ':ttl', id)
+      if f[3] then redis.call('SADD', P .. ':series:' .. f[3], id) end
+      if target == 'pending' then place(id) end
+    else
+      finish(id, f[2], source, target)
+    end
+    task_event(id, kind, err ~= '' and ARGV[i + 5])
+    moved[#moved + 1] = redis.call('HGETALL', key)
+  end
+end
+wake()
+return moved
 """
 )
 

@@ -6,7 +6,9 @@ sets (priority, eta, enqueue order), skipping tasks past their TTL and, with ker
 affinity, tasks of other live kernels. Lease tokens and run ids are random bytes from this
 process (Lua's random numbers are the same in every script run). Every write after a claim
 is fenced on the lease token and ``status = running`` inside its script; many outcomes,
-renewals or hand-backs are one script call.
+renewals or hand-backs are one script call. A ``waiting`` task is in no ready set until
+``move_dependents`` places it as an insert would; ``dependents`` reads the per-dependency
+index sets and the tasks' hashes in one script.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ from typing import Any
 
 import msgspec
 
-from omniq_nb.models import Task, TaskResult
+from omniq_nb.errors import InvalidTransition
+from omniq_nb.models import DependencyMove, Task, TaskResult, TaskStatus, check_transition
 from omniq_nb.storage import lifecycle
 from omniq_nb.storage.redis_codec import decode_task, pairs_to_dict, task_fields, text
 from omniq_nb.storage.redis_results import RedisResults
@@ -27,6 +30,7 @@ __all__ = ["RedisQueue"]
 
 
 _msgpack = msgspec.msgpack.Encoder()
+_MOVABLE = lifecycle.FINISHED | {TaskStatus.WAITING}  # the statuses a dependency move starts from
 
 
 def _task_args(task: Task) -> builtins.list[Any]:
@@ -40,7 +44,7 @@ def _tasks(replies: Iterable[Any]) -> builtins.list[Task]:
 
 
 class RedisQueue(RedisResults):
-    """Insert, claim, renew, progress, settle, release, cancel, requeue, expire (reads come with it)."""
+    """Insert, claim, renew, progress, settle, release, cancel, requeue, expire, dependencies (reads come with it)."""
 
     async def insert(self, tasks: Iterable[Task]) -> None:
         """Add new tasks with one script (all or none), and one wake-up hint.
@@ -172,9 +176,38 @@ class RedisQueue(RedisResults):
         return _tasks(await self._script("EXPIRED_LEASES", limit))
 
     async def cancel(self, task_id: str) -> Task | None:
-        """Cancel a pending or running task, and the unfinished runs of its periodic series."""
+        """Cancel a waiting, pending or running task, and the unfinished runs of its periodic series."""
         reply = await self._script("CANCEL", task_id)
         return decode_task(pairs_to_dict(reply)) if reply else None
+
+    async def dependents(self, task_ids: Sequence[str]) -> builtins.list[Task]:
+        """Return the tasks depending on any of ``task_ids``, each once, with one script (none: no call)."""
+        return _tasks(await self._script("DEPENDENTS", *task_ids)) if task_ids else []
+
+    async def move_dependents(self, moves: Sequence[DependencyMove]) -> builtins.list[Task]:
+        """Apply the moves whose task is still in their source status, all in one script.
+
+        Raises:
+            InvalidTransition: a move the lifecycle forbids, or one from pending or running.
+
+        """
+        args: builtins.list[Any] = []
+        for move in moves:
+            check_transition(move.source, move.target)
+            if move.source not in _MOVABLE:
+                raise InvalidTransition(
+                    f"a dependency move starts from waiting or a finished status, not {move.source.value}"
+                )
+            error, message = encode_error(move.error) or "", move.error.message if move.error else ""
+            args += (
+                move.task_id,
+                move.source.value,
+                move.target.value,
+                lifecycle.moved_event(move).value,
+                error,
+                message,
+            )
+        return _tasks(await self._script("MOVE_DEPENDENTS", *args)) if args else []
 
     async def requeue(self, task_id: str) -> Task | None:
         """Put a failed, cancelled or expired task back to pending, allowing one more attempt."""
