@@ -15,7 +15,7 @@ from __future__ import annotations
 import atexit
 import functools
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
 from omniq_nb.building import task_name
@@ -77,6 +77,15 @@ class TaskFunction(Generic[P, R]):
             SerializationError: the function or an item cannot be serialized.
         """
         return default_queue().enqueue_many(self.fn, [(item,) for item in items], **self._option_values())
+
+    def starmap(self, calls: Iterable[Sequence[Any]]) -> GroupHandle:
+        """Queue one call per tuple of arguments (``fn(*args)``) in one transaction; return a group handle.
+
+        Raises:
+            TypeError: an item is not a tuple or list.
+            SerializationError: the function or an argument cannot be serialized.
+        """
+        return default_queue().enqueue_many(self.fn, calls, **self._option_values())
 
     def _option_values(self) -> dict[str, Any]:
         return {**as_keywords(self.task_options), "name": self.name}

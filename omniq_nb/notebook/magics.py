@@ -5,7 +5,9 @@ Usage::
     %%omniq enqueue [--as NAME] [--retries N] [--timeout D] [--queue Q] [--priority P]
                     [--kind thread|process|async] [--delay D] [--ttl D|none] [--result-ttl D|none]
                     [--interval D] [--cron EXPR] [--at-most-once] [--shared] [--name TEXT]
-    <cell code: names it reads are captured now; its last expression is the task's result>
+                    [--after NAMES] [--run-on success|any|failure]
+    <cell code: names it reads are captured now (a task handle among them: the cell waits for
+    that task and reads its result); its last expression is the task's result>
     (D, a duration: seconds, or 90s, 15m, 12h, 7d; a flag left out takes its setting, and
     --ttl none / --result-ttl none mean no limit, whatever TASK_TTL / RESULT_TTL say)
 
@@ -40,7 +42,7 @@ from IPython.core.magic import Magics, line_cell_magic, magics_class
 from omniq_nb.config import WORKER_KINDS
 from omniq_nb.errors import ConfigError, OmniQError, SerializationError
 from omniq_nb.handles import GroupHandle, TaskHandle
-from omniq_nb.models import TaskStatus
+from omniq_nb.models import RUN_ON, TaskStatus
 from omniq_nb.notebook.attach import DEFAULT_SINCE, attach, nothing_found
 from omniq_nb.notebook.cells import capture, run_cell
 from omniq_nb.notebook.origin import bound_to
@@ -79,8 +81,9 @@ class OmniQMagics(Magics):
             %%omniq enqueue [--as NAME] [--retries N] [--timeout D] [--queue Q] [--priority P]
                             [--kind thread|process|async] [--delay D] [--ttl D|none]
                             [--result-ttl D|none] [--interval D] [--cron EXPR] [--at-most-once]
-                            [--shared] [--name TEXT]
-            <cell code>          names it reads are captured now; its last expression is the result
+                            [--shared] [--name TEXT] [--after NAMES] [--run-on success|any|failure]
+            <cell code>          names it reads are captured now; its last expression is the result;
+                                 a task handle it reads (or --after names) makes it wait for that task
                                  D: seconds, or 90s, 15m, 12h, 7d; a flag left out takes its
                                  setting; --ttl none / --result-ttl none: no limit
 
@@ -140,6 +143,8 @@ class OmniQMagics(Magics):
         args = _enqueue_parser().parse_args(words)
         options = {key: value for key, value in vars(args).items() if key in OPTION_NAMES}
         options["name"] = args.name or (f"cell {args.bind}" if args.bind else "notebook cell")
+        if "after" in options:  # names of variables holding handles, or task ids
+            options["after"] = [self._user.user_ns.get(name, name) for name in options["after"]]
         # the shell counts this cell already; the kernel replies with (and the prompt shows) one less
         filename = f"<omniq cell {self._user.execution_count - 1}>"
         try:
@@ -266,8 +271,18 @@ def _enqueue_parser() -> _Parser:
     parser.add_argument("--cron")
     parser.add_argument("--at-most-once", action="store_true")
     parser.add_argument("--shared", action="store_true")
+    parser.add_argument("--after", type=_names, metavar="NAMES", help="run after these handles (variables) or ids")
+    parser.add_argument("--run-on", dest="run_on", choices=RUN_ON)
     parser.add_argument("--name", default=None)
     return parser
+
+
+def _names(text: str) -> list[str]:
+    """Parse ``--after``: comma-separated variable names or task ids."""
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError("expected variable names or task ids, such as --after raw,clean")
+    return names
 
 
 def _limit(text: str) -> float | None:
