@@ -3,7 +3,7 @@
 ``with change(layout, ...) as c:`` takes the store lock, lets the body read and write records
 (``c.put``) and note events (``c.record``), then hands out sequence numbers, fsyncs the
 folders whose entries moved when the change is durable (enqueue, settle, cancel, requeue,
-expiry), and appends the events. Claims, renewals and progress are not fsync'd: a power loss
+expiry, dependency moves), and appends the events. Claims, renewals and progress are not fsync'd: a power loss
 may hand a claimed task back to ``pending`` (it runs again: delivery is at least once).
 
 An insert of several tasks is all or none: before its first record it writes (and fsyncs)
