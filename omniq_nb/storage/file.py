@@ -32,7 +32,7 @@ class FileStorage(FileQueue, FileAdmin, FileRegistry, FileMaintenance):
     is false.
 
     Durability: a task's file and its folder are fsync'd on enqueue, settle, release,
-    cancel, requeue and expiry; claims, lease renewals, progress and events are not, so
+    cancel, requeue, expiry and dependency moves; claims, lease renewals, progress and events are not, so
     after a power loss a claimed task may be pending again (it runs again: at least once).
 
     Example:

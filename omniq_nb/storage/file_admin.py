@@ -1,19 +1,21 @@
-"""The file store's other ``QueueStore`` transitions: hand-back, rescue scan, cancel, requeue, expiry.
+"""The file store's other ``QueueStore`` transitions: hand-back, rescue scan, cancel, dependents, requeue, expiry.
 
 Each is one change under the store lock (``file_change``), fsync'd, like the SQLite store's
 transactions; the task's record is read under the lock, so no other process changes it
-between the check and the write.
+between the check and the write. ``dependents`` takes no lock: it lists the dependency
+markers ``dependents/<id>/`` of each asked id (none, mostly: one failed listing) and reads
+the records they name.
 """
 
 from __future__ import annotations
 
 import builtins
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import msgspec
 
-from omniq_nb.models import EventKind, Task, TaskStatus
+from omniq_nb.models import DependencyMove, EventKind, Task, TaskStatus
 from omniq_nb.storage import lifecycle
 from omniq_nb.storage.file_base import now
 from omniq_nb.storage.file_change import change
@@ -86,7 +88,7 @@ class FileAdmin(FileResults):
                 marker.unlink(missing_ok=True)
 
     async def cancel(self, task_id: str) -> Task | None:
-        """Cancel a pending or running task, and the unfinished runs of its periodic series."""
+        """Cancel a waiting, pending or running task, and the unfinished runs of its periodic series."""
         return await self._run(self._cancel, task_id)
 
     def _cancel(self, task_id: str) -> Task | None:
@@ -108,6 +110,41 @@ class FileAdmin(FileResults):
                 if task.id == task_id:
                     result = task
             return result
+
+    async def dependents(self, task_ids: Sequence[str]) -> builtins.list[Task]:
+        """Return the tasks that depend on any of ``task_ids``, found by their dependency markers."""
+        if not task_ids:
+            return []
+        return await self._run(self._dependents, builtins.list(task_ids))
+
+    def _dependents(self, task_ids: Sequence[str]) -> builtins.list[Task]:
+        wanted = set(task_ids)
+        found = dict.fromkeys(i for task_id in task_ids for i in self._layout.dependent_ids(task_id))
+        records = (self._layout.read(task_id) for task_id in found)
+        return [r.task for r in records if r is not None and wanted.intersection(r.task.depends_on)]
+
+    async def move_dependents(self, moves: Sequence[DependencyMove]) -> builtins.list[Task]:
+        """Apply the moves whose task is still in their source status, in one change; return the tasks moved."""
+        if not moves:
+            return []
+        moved = await self._run(self._move_dependents, builtins.list(moves))
+        if any(t.status is TaskStatus.PENDING for t in moved):
+            self._notify()
+        return moved
+
+    def _move_dependents(self, moves: Sequence[DependencyMove]) -> builtins.list[Task]:
+        moved = []
+        with change(self._layout, events=self._events, durable=True) as work:
+            for move in moves:
+                record = self._layout.read(move.task_id)
+                if record is None:
+                    continue
+                task = copy(record.task)
+                if lifecycle.move_dependent(task, move, work.now):
+                    work.update(record, task)
+                    work.record(task, lifecycle.moved_event(move), message=move.error.message if move.error else None)
+                    moved.append(task)
+        return moved
 
     async def requeue(self, task_id: str) -> Task | None:
         """Put a failed, cancelled or expired task back to ``pending`` with one more attempt allowed."""

@@ -8,6 +8,7 @@ One folder holds a queue (``file:///abs/dir``)::
     ready/<queue hex>/<key>   an empty marker per pending task, named priority-eta-seq-id
     running/<id>              an empty marker per running task (what rescue scans)
     expiring/<expires>-<id>   an empty marker per pending task with a TTL (what expiry scans)
+    dependents/<dep>/<id>     an empty marker per dependency of a task, whatever its state (``dependents``)
     events/<first seq>.log    the event log, JSON lines, in segments
     workers/<id>              the registry of live worker pools
     tmp/                      files being written, renamed into place when whole
@@ -28,7 +29,9 @@ exist, so a crash leaves at worst a stale marker (checked against the record and
 never a pending or running task without one. The one exception is the claim, which renames
 the pending marker into ``running/`` (one atomic step) before it writes the record: a claim
 that dies between the two leaves a pending task whose marker is in ``running/``, and the
-rescue scan gives it its pending marker back.
+rescue scan gives it its pending marker back. A task's dependency markers are made before
+its first record and deleted after its last, so a crash leaves at worst a stale one (naming
+a task that is gone: ``dependents`` checks the record), never a dependent it cannot find.
 
 Example:
     >>> directory_of("file:///srv/queue"), directory_of("file:///tmp/a%20b")
@@ -43,7 +46,7 @@ import fcntl
 import os
 import secrets
 import struct
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -183,7 +186,7 @@ class FileLayout:
         self.root = Path(root)
         self.tasks, self.ready, self.running = self.root / "tasks", self.root / "ready", self.root / "running"
         self.events, self.workers, self.tmp = self.root / "events", self.root / "workers", self.root / "tmp"
-        self.expiring = self.root / "expiring"
+        self.expiring, self.dependents = self.root / "expiring", self.root / "dependents"
         self._lock_path = self.root / "lock"
         self._counters = self.root / "counters"
 
@@ -196,7 +199,8 @@ class FileLayout:
         """
         try:
             self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
-            for folder in (self.tasks, self.ready, self.running, self.expiring, self.events, self.workers, self.tmp):
+            folders = (self.tasks, self.ready, self.running, self.expiring, self.dependents, self.events, self.workers)
+            for folder in (*folders, self.tmp):
                 folder.mkdir(exist_ok=True, mode=0o700)
         except OSError as exc:
             raise StorageError(f"cannot create the file store's folder {self.root}: {exc.strerror}") from exc
@@ -250,7 +254,7 @@ class FileLayout:
 
     def read(self, task_id: str) -> Record | None:
         """Return the record of a task, or ``None`` when there is none (or the id cannot be a file name)."""
-        if not task_id or "/" in task_id or task_id.startswith("."):
+        if not _is_file_name(task_id):
             return None
         try:
             data = (self.tasks / task_id).read_bytes()
@@ -264,6 +268,15 @@ class FileLayout:
     def task_ids(self) -> list[str]:
         """Return the ids of every stored task."""
         return os.listdir(self.tasks)
+
+    def dependent_ids(self, task_id: str) -> list[str]:
+        """Return the ids that dependency markers name as waiting on ``task_id`` (one listing; no folder, none)."""
+        if not _is_file_name(task_id):
+            return []
+        try:
+            return os.listdir(self.dependents / task_id)
+        except (FileNotFoundError, NotADirectoryError):
+            return []
 
     def queue_folder(self, queue: str) -> Path:
         """Return the folder of a queue's pending markers (its name in hex: any queue name is safe)."""
@@ -283,30 +296,47 @@ class FileLayout:
             return {self.running / task.id}
         return set()
 
+    def links(self, task: Task) -> set[Path]:
+        """Return a task's dependency markers: ``dependents/<dependency id>/<task id>``, one per dependency."""
+        return {self.dependents / dependency / task.id for dependency in task.depends_on}
+
     def put(self, record: Record, old: Record | None, *, durable: bool) -> set[Path]:
-        """Write a task's new record: new markers first, then the record, then the old markers go.
+        """Write a task's record: new markers first (a new task's dependency ones too), the record, then old ones go.
 
         Returns:
             The folders whose entries changed (to fsync when the change must be durable).
 
         """
         new_markers, old_markers = self.markers(record), self.markers(old) if old is not None else set()
-        for marker in new_markers - old_markers:
-            marker.parent.mkdir(exist_ok=True, mode=0o700)
+        made = (new_markers - old_markers) | (self.links(record.task) if old is None else set())
+        changed = {self.tasks} | {m.parent for m in made | (old_markers - new_markers)}
+        for marker in made:
+            with contextlib.suppress(FileExistsError):
+                marker.parent.mkdir(mode=0o700)
+                changed.add(marker.parent.parent)  # a new folder: its name is an entry of its parent
             os.close(os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
         self.write(self.tasks / record.task.id, _encode(record), durable=durable)
         for marker in old_markers - new_markers:
             with contextlib.suppress(FileNotFoundError):
                 marker.unlink()
-        return {self.tasks} | {m.parent for m in new_markers ^ old_markers}
+        return changed
 
     def remove(self, record: Record) -> None:
-        """Delete a task's record and its markers."""
+        """Delete a task's markers, its record, then its dependency markers."""
         for marker in self.markers(record):
             with contextlib.suppress(FileNotFoundError):
                 marker.unlink()
         with contextlib.suppress(FileNotFoundError):
             (self.tasks / record.task.id).unlink()
+        self.drop_links(self.links(record.task))
+
+    @staticmethod
+    def drop_links(links: Iterable[Path]) -> None:
+        """Delete dependency markers; a dependency's folder goes with its last marker (call under the lock)."""
+        for link in links:
+            link.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # not empty: other tasks depend on it too
+                link.parent.rmdir()
 
     def counters(self) -> tuple[int, int]:
         """Return the last task and event sequence numbers handed out (call under the lock)."""
@@ -342,6 +372,11 @@ class FileLayout:
         self.write(self.tasks / task.id, _encode(Record(task, record.seq)), durable=False)
         for other in self.markers(record) - {marker}:  # its expiry marker
             other.unlink(missing_ok=True)
+
+
+def _is_file_name(task_id: str) -> bool:
+    """Return whether a task id can name a file of its own (see ``check_task_id``)."""
+    return bool(task_id) and "/" not in task_id and not task_id.startswith(".")
 
 
 def now() -> datetime:

@@ -3,14 +3,15 @@
 ``with change(layout, ...) as c:`` takes the store lock, lets the body read and write records
 (``c.put``) and note events (``c.record``), then hands out sequence numbers, fsyncs the
 folders whose entries moved when the change is durable (enqueue, settle, cancel, requeue,
-expiry), and appends the events. Claims, renewals and progress are not fsync'd: a power loss
+expiry, dependency moves), and appends the events. Claims, renewals and progress are not fsync'd: a power loss
 may hand a claimed task back to ``pending`` (it runs again: delivery is at least once).
 
 An insert of several tasks is all or none: before its first record it writes (and fsyncs)
-a journal naming them in ``batches/``, and deletes it once every record is on disk. A
-journal found under the lock belongs to a writer that died (or failed) mid-batch: the tasks
-it names are deleted before anything else is done (``roll_back_batches``), at every change
-and when a store opens.
+a journal naming them and their dependency markers (``<dependency id>/<task id>``: an id
+holds no ``/``) in ``batches/``, and deletes it once every record is on disk. A journal found
+under the lock belongs to a writer that died (or failed) mid-batch: the tasks and markers it
+names are deleted before anything else is done (``roll_back_batches``), at every change and
+when a store opens.
 """
 
 from __future__ import annotations
@@ -53,12 +54,13 @@ class Change:
         self._counted = (self._task_seq, self._event_seq)
         self._journal: Path | None = None
 
-    def begin_batch(self, task_ids: Sequence[str]) -> None:
-        """Make this change's inserts all or none: journal their ids (fsync'd) before the first is written."""
+    def begin_batch(self, tasks: Sequence[Task]) -> None:
+        """Make this change's inserts all or none: journal their ids and dependency markers (fsync'd) first."""
         folder = self.layout.root / _BATCHES
         folder.mkdir(exist_ok=True, mode=0o700)
         self._journal = folder / secrets.token_hex(8)
-        self.layout.write(self._journal, "\n".join(task_ids).encode(), durable=True)
+        entries = [t.id for t in tasks] + [f"{dependency}/{t.id}" for t in tasks for dependency in t.depends_on]
+        self.layout.write(self._journal, "\n".join(entries).encode(), durable=True)
         self.layout.sync_folders(folder)
 
     def next_seq(self) -> int:
@@ -121,9 +123,10 @@ def roll_back_batches(layout: FileLayout) -> None:
         return
     for name in journals:
         journal = folder / name
-        for task_id in journal.read_text().split():
-            record = layout.read(task_id)
-            if record is not None:
+        for entry in journal.read_text().split():
+            if "/" in entry:  # a dependency marker, made before its task's record
+                layout.drop_links([layout.dependents / entry])
+            elif (record := layout.read(entry)) is not None:
                 layout.remove(record)
         journal.unlink()
     if journals:

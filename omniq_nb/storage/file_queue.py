@@ -50,14 +50,14 @@ class FileQueue(FileResults):
 
     def _insert(self, tasks: Sequence[Task]) -> None:
         ids = [t.id for t in tasks]
-        for task_id in ids:
+        for task_id in ids + [dependency for t in tasks for dependency in t.depends_on]:
             check_task_id(task_id)
         with change(self._layout, events=self._events, durable=True) as work:
             clash = next((i for n, i in enumerate(ids) if i in ids[:n] or self._layout.read(i) is not None), None)
             if clash is not None:
                 raise ValueError(f"a task with id {clash!r} already exists; nothing was inserted")
             if len(tasks) > 1:
-                work.begin_batch(ids)
+                work.begin_batch(tasks)
             for task in tasks:
                 work.put(Record(task, work.next_seq()), None)
                 work.record(task, EventKind.ENQUEUED, at=task.created_at)
