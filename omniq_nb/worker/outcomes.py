@@ -54,6 +54,8 @@ class OutcomeWriter:
         self._progress: dict[str, Progress] = {}  # the latest unwritten report of each task
         self._flush = asyncio.Event()
         self._draining = False  # set once every run has ended: ``write_loop`` may then finish
+        self._finished: list[Task] = []  # finished tasks whose waiting dependents are still to move on
+        self._mover: asyncio.Task[None] | None = None
 
     def record(self, task: Task, outcome: Outcome, seconds: float) -> None:
         """Queue the result of one run of ``task`` for the next write (with its series' next run, if final)."""
@@ -107,6 +109,8 @@ class OutcomeWriter:
                 await asyncio.sleep(max(self._host.settings.poll_interval, pause))
                 self._flush.set()
             if self._draining and not self._results:
+                if self._mover is not None:
+                    await self._mover
                 return
 
     async def progress_loop(self) -> None:
@@ -145,7 +149,15 @@ class OutcomeWriter:
             else:
                 logger.warning("task %s: outcome %s discarded, the lease was lost", result.task_id, result.status)
         self._host.publish(accepted)
-        try:
-            self._host.publish(await graph.settle_dependents(self._host.storage, accepted))
-        except Exception as exc:  # the maintenance runner's sweep moves them on later
-            logger.warning("could not move on the tasks waiting for %d finished tasks: %s", len(accepted), exc)
+        self._finished += [task for task in accepted if task.status.is_terminal]
+        if self._finished and (self._mover is None or self._mover.done()):
+            self._mover = asyncio.get_running_loop().create_task(self._move_dependents(), name="omniq-pool-dependents")
+
+    async def _move_dependents(self) -> None:
+        """Move on the tasks waiting for finished ones, off the write path: batches that finish meanwhile go together."""
+        while self._finished:
+            finished, self._finished = self._finished, []
+            try:
+                self._host.publish(await graph.settle_dependents(self._host.storage, finished))
+            except Exception as exc:  # the maintenance runner's sweep moves them on later
+                logger.warning("could not move on the tasks waiting for %d finished tasks: %s", len(finished), exc)
