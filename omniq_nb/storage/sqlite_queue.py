@@ -239,6 +239,8 @@ class SQLiteQueue(SQLiteResults):
 
     async def move_dependents(self, moves: Sequence[DependencyMove]) -> builtins.list[Task]:
         """Apply the moves whose task is still in their source status, in one transaction (a hint if one may run)."""
+        if not moves:
+            return []
         for move in moves:
             check_transition(move.source, move.target)
         statements = [_move_statement(part, now=time.time()) for part in chunks(moves, CHUNK_ROWS)]
