@@ -83,7 +83,10 @@ class PostgresMaintenance(PostgresConnection):
     async def purge(
         self, *, finished_before: datetime | None = None, statuses: Sequence[TaskStatus] = (), everything: bool = False
     ) -> int:
-        """Delete finished tasks past their result TTL (or all tasks), with their events, in one transaction."""
+        """Delete finished tasks past their result TTL (or all tasks), with their events and dependency index rows.
+
+        All in one transaction.
+        """
         where, params = (
             ("", [])
             if everything
@@ -98,12 +101,16 @@ class PostgresMaintenance(PostgresConnection):
         async with self._transaction() as conn:
             if everything:  # events of tasks committed meanwhile stay with their tasks
                 gone = await self._run(conn, "WITH gone AS (DELETE FROM tasks RETURNING 1) SELECT count(*) FROM gone")
-                await self._run(conn, "DELETE FROM events WHERE NOT EXISTS (SELECT 1 FROM tasks WHERE id = task_id)")
+                for table in ("events", "task_deps"):
+                    await self._run(
+                        conn, f"DELETE FROM {table} WHERE NOT EXISTS (SELECT 1 FROM tasks WHERE id = task_id)"
+                    )
                 return int(gone[0][0])
             rows = await self._run(conn, f"DELETE FROM tasks {where} RETURNING id", params)
             ids = [row[0] for row in rows]
             if ids:
-                await self._run(conn, "DELETE FROM events WHERE task_id = ANY(%s::text[])", (ids,))
+                for table in ("events", "task_deps"):
+                    await self._run(conn, f"DELETE FROM {table} WHERE task_id = ANY(%s::text[])", (ids,))
         return len(ids)
 
     async def lead_maintenance(self, runner: str, *, term: float) -> bool:

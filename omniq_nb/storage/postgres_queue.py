@@ -13,13 +13,19 @@ import builtins
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from omniq_nb.models import Task, TaskResult
+from omniq_nb.models import DependencyMove, Task, TaskResult, TaskStatus, check_transition
 from omniq_nb.storage import lifecycle
 from omniq_nb.storage.postgres_results import PostgresResults
 from omniq_nb.storage.postgres_schema import CLOCK_SQL, NOW_SQL
-from omniq_nb.storage.postgres_statements import AFFINITY_SQL, batch_statement, insert_statement, notifying
-from omniq_nb.storage.rows import COLUMNS, encode_error, new_task_row, row_task, sort_claimed
-from omniq_nb.storage.sql_text import REQUEUEABLE_SQL, TASKS_COLUMNS, UNFINISHED_SQL
+from omniq_nb.storage.postgres_statements import (
+    AFFINITY_SQL,
+    batch_statement,
+    insert_statement,
+    link_statement,
+    notifying,
+)
+from omniq_nb.storage.rows import COLUMNS, dependency_rows, encode_error, new_task_row, row_task, sort_claimed
+from omniq_nb.storage.sql_text import REQUEUEABLE_SQL, TASKS_COLUMNS, UNFINISHED_SQL, move_assignments
 
 __all__ = ["PostgresQueue"]
 
@@ -40,15 +46,17 @@ _SETTLE = f"""
 
 
 class PostgresQueue(PostgresResults):
-    """Insert, claim, renew, progress, settle, release, cancel, requeue, expire (reads come with it)."""
+    """Insert, claim, renew, progress, settle, release, cancel, move dependents, requeue, expire (and reads)."""
 
     async def insert(self, tasks: Iterable[Task]) -> None:
-        """Add new tasks and send the wake-up hint, with one statement (one round trip)."""
+        """Add new tasks, with the wake-up hint if one is pending: one statement (one round trip) without dependencies.
+
+        Their dependency index rows go in the same transaction.
+        """
         batch = builtins.list(tasks)
-        if not batch:
-            return
-        sql, params = insert_statement(batch)
-        await self._fetch(notifying(sql), [*params, self._channel])
+        if batch:
+            pending = any(task.status is TaskStatus.PENDING for task in batch)
+            await self._insert(insert_statement(batch), dependency_rows(batch), hint=pending)
 
     async def insert_many(self, template: Task, entries: Iterable[tuple[str, bytes]]) -> None:
         """Add tasks that differ from ``template`` only by id and payload, with one statement (and the hint).
@@ -56,10 +64,24 @@ class PostgresQueue(PostgresResults):
         The shared values are bound once and only the ids and payloads as two arrays.
         """
         batch = builtins.list(entries)
-        if not batch:
+        if batch:
+            links = [(task_id, on) for task_id, _ in batch for on in template.depends_on]
+            pending = template.status is TaskStatus.PENDING
+            await self._insert(batch_statement(new_task_row(template), batch), links, hint=pending)
+
+    async def _insert(
+        self, statement: tuple[str, builtins.list[Any]], links: builtins.list[tuple[str, str]], *, hint: bool
+    ) -> None:
+        """Run an insert of new tasks (sending the wake-up hint if asked) and that of their dependency index rows."""
+        sql, params = statement
+        if hint:
+            sql, params = notifying(sql), [*params, self._channel]
+        if not links:
+            await self._fetch(sql, params)
             return
-        sql, params = batch_statement(new_task_row(template), batch)
-        await self._fetch(notifying(sql), [*params, self._channel])
+        async with self._transaction() as conn:
+            await self._run(conn, sql, params)
+            await self._run(conn, *link_statement(links))
 
     async def claim(
         self,
@@ -167,6 +189,8 @@ class PostgresQueue(PostgresResults):
         following = [task for task in following if task.series not in taken]
         if following:
             await self._run(conn, *insert_statement(following))
+        if links := dependency_rows(following):
+            await self._run(conn, *link_statement(links))
 
     async def release(self, *, leases: Mapping[str, str]) -> builtins.list[Task]:
         """Hand running tasks back to pending, giving back the attempts their claims used (one statement, a hint)."""
@@ -192,7 +216,7 @@ class PostgresQueue(PostgresResults):
         return [row_task(row) for row in rows]
 
     async def cancel(self, task_id: str) -> Task | None:
-        """Cancel a pending or running task, and the unfinished runs of its periodic series."""
+        """Cancel a waiting, pending or running task, and the unfinished runs of its periodic series."""
         rows = await self._fetch(
             f"""UPDATE tasks SET status = 'cancelled', finished_at = {NOW_SQL},
                 purge_at = {NOW_SQL} + result_ttl, lease_until = NULL
@@ -203,6 +227,43 @@ class PostgresQueue(PostgresResults):
         )
         named = [row for row in rows if row[0] == task_id]
         return row_task(named[0]) if named else await self.get(task_id)
+
+    async def dependents(self, task_ids: Sequence[str]) -> builtins.list[Task]:
+        """Return the tasks depending on any of ``task_ids``, found through the dependency index (one statement)."""
+        if not task_ids:
+            return []
+        rows = await self._fetch(
+            f"""SELECT {COLUMNS} FROM tasks
+            WHERE id IN (SELECT task_id FROM task_deps WHERE depends_on = ANY(%s::text[]))""",
+            (builtins.list(task_ids),),
+        )
+        return [row_task(row) for row in rows]
+
+    async def move_dependents(self, moves: Sequence[DependencyMove]) -> builtins.list[Task]:
+        """Apply the moves whose task is still in their source status, with one statement (a hint if one may run).
+
+        The moves go in task id order, the same in every process, so that two processes moving
+        overlapping sets meet their rows in the same order.
+        """
+        if not moves:
+            return []
+        for move in moves:
+            check_transition(move.source, move.target)
+        ordered = sorted(moves, key=lambda move: move.task_id)
+        sql = f"""UPDATE tasks SET {move_assignments(NOW_SQL)}
+            FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[]) AS v(id, source, target, error)
+            WHERE tasks.id = v.id AND tasks.status = v.source"""
+        params: builtins.list[Any] = [
+            [move.task_id for move in ordered],
+            [move.source.value for move in ordered],
+            [move.target.value for move in ordered],
+            [encode_error(move.error) for move in ordered],
+        ]
+        if any(move.target is TaskStatus.PENDING for move in ordered):
+            rows = await self._fetch(notifying(sql, returning=TASKS_COLUMNS), [*params, self._channel])
+        else:
+            rows = await self._fetch(f"{sql} RETURNING {TASKS_COLUMNS}", params)
+        return [row_task(row) for row in rows]
 
     async def requeue(self, task_id: str) -> Task | None:
         """Put a failed, cancelled or expired task back to pending, allowing one more attempt (with the hint)."""

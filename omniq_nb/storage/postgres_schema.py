@@ -14,6 +14,9 @@ writers commit one at a time (each holds the lock only from the end of its state
 its commit); readers never wait. A session with ``omniq.events = off`` records nothing.
 
 Version 2 adds ``leaders``: who holds the maintenance turn, and until when (server clock).
+Version 3 adds task dependencies: ``depends_on`` and ``run_on`` columns, ``task_deps`` (one
+row per task and task it depends on, to find dependents by dependency), and the ``ready``
+event of a waiting task that may run now.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from omniq_nb.storage.sql_text import TASK_INDEXES
 
 __all__ = ["NOW_SQL", "CLOCK_SQL", "SCHEMA_VERSION", "migrate", "schema_exists"]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """The schema version this code writes and understands."""
 NOW_SQL = "extract(epoch from now())::float8"
 """The transaction's start on the server's clock, in seconds since the epoch (usable by indexes)."""
@@ -163,6 +166,33 @@ _MIGRATIONS: dict[int, str] = {
         holder text NOT NULL,
         until float8 NOT NULL
     )
+    """,
+    3: f"""
+    ALTER TABLE tasks ADD COLUMN depends_on text, ADD COLUMN run_on text NOT NULL DEFAULT 'success';
+    CREATE TABLE task_deps (
+        task_id text NOT NULL,
+        depends_on text NOT NULL,
+        PRIMARY KEY (depends_on, task_id)
+    );
+    CREATE INDEX task_deps_task ON task_deps (task_id);
+    CREATE OR REPLACE FUNCTION omniq_transition() RETURNS trigger LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
+    BEGIN
+        IF {_EVENTS_OFF} OR NOT EXISTS (
+            SELECT 1 FROM new_rows n JOIN old_rows o ON o.seq = n.seq WHERE n.status <> o.status
+        ) THEN RETURN NULL; END IF;
+        PERFORM pg_advisory_xact_lock(hashtext('omniq.events.' || TG_TABLE_SCHEMA));
+        INSERT INTO events (task_id, kind, at, status, attempt, progress, message, run_id)
+        SELECT n.id,
+            CASE n.status
+                WHEN 'running' THEN 'started'
+                WHEN 'pending' THEN CASE WHEN o.status = 'waiting' THEN 'ready'
+                    WHEN n.attempt < o.attempt THEN 'released' ELSE 'retried' END
+                WHEN 'waiting' THEN 'retried'
+                ELSE n.status END,
+            {CLOCK_SQL}, n.status, n.attempt, n.progress, n.error::jsonb ->> 'message', n.run_id
+        FROM new_rows n JOIN old_rows o ON o.seq = n.seq WHERE n.status <> o.status ORDER BY n.seq;
+        RETURN NULL;
+    END $$
     """,
 }
 

@@ -20,7 +20,7 @@ from omniq_nb.storage.postgres_schema import NOW_SQL
 from omniq_nb.storage.rows import NEW_COLUMNS, new_task_row
 from omniq_nb.storage.sql_text import listing_filter
 
-__all__ = ["AFFINITY_SQL", "batch_statement", "filters", "insert_statement", "notifying"]
+__all__ = ["AFFINITY_SQL", "batch_statement", "filters", "insert_statement", "link_statement", "notifying"]
 
 _TYPES = {
     "priority": "integer",
@@ -51,6 +51,13 @@ def insert_statement(tasks: Sequence[Task]) -> tuple[str, list[Any]]:
     columns = [list(values) for values in zip(*map(new_task_row, tasks), strict=True)]
     arrays = ", ".join(f"%s::{cast}[]" for cast in _CASTS)
     return f"INSERT INTO tasks ({NEW_COLUMNS}) SELECT * FROM unnest({arrays})", columns
+
+
+def link_statement(links: Sequence[tuple[str, str]]) -> tuple[str, list[Any]]:
+    """Return one INSERT of dependency index rows ``(task id, id it depends on)``; a repeated pair is kept once."""
+    sql = "INSERT INTO task_deps (task_id, depends_on) SELECT * FROM unnest(%s::text[], %s::text[])"
+    sql += " ON CONFLICT DO NOTHING"
+    return sql, [[link[0] for link in links], [link[1] for link in links]]
 
 
 def batch_statement(shared: tuple[Any, ...], entries: Sequence[tuple[str, bytes]]) -> tuple[str, list[Any]]:

@@ -49,7 +49,9 @@ _SCHEMA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,56}")
 _OURS = {"schema", "pgbouncer", "listen_url"}
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"", "0", "false", "no", "off"}
-_TABLES = re.compile(r"\b(FROM|UPDATE|INTO|JOIN)\s+(tasks|events|workers|leaders|kept_results|omniq_schema)\b")
+_TABLES = re.compile(
+    r"\b(FROM|UPDATE|INTO|JOIN)\s+(tasks|task_deps|events|workers|leaders|kept_results|omniq_schema)\b"
+)
 _APP_NAME_BYTES = 63  # the server truncates longer names
 _TCP = {  # libpq's; a URL that names one of them keeps its own
     "tcp_user_timeout": 10_000,  # ms a sent request may stay unacknowledged before the connection is dropped

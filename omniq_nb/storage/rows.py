@@ -1,7 +1,8 @@
 """The Task and WorkerInfo <-> row codec every SQL backend shares, and the chunking of long inputs.
 
 A row holds plain values: text, numbers, bytes; times as float seconds since the epoch
-(UTC); ``retry_on`` and worker queues as newline-joined text; a ``TaskError`` as JSON.
+(UTC); ``retry_on``, ``depends_on`` and worker queues as newline-joined text; a ``TaskError``
+as JSON. New columns go at the end of each list, in both ``COLUMNS`` and ``NEW_COLUMNS``.
 Column lists are comma-separated names, usable in any SQL dialect; placeholders and
 statements are each backend's own (``sqlite_statements`` for SQLite).
 
@@ -33,6 +34,7 @@ __all__ = [
     "NEW_COLUMNS",
     "WORKER_COLUMNS",
     "chunks",
+    "dependency_rows",
     "encode_error",
     "new_task_row",
     "row_event",
@@ -46,13 +48,13 @@ COLUMNS = (
     "id, name, queue, status, priority, payload, attempt, retries, retry_on, timeout, eta, created_at, "
     "started_at, finished_at, expires_at, result_ttl, interval, cron, series, at_most_once, kind, "
     "lease_token, lease_until, worker, progress, progress_done, progress_total, progress_message, result, error, "
-    "origin, run_id, owner"
+    "origin, run_id, owner, depends_on, run_on"
 )
 """Every column of a task, in the order ``row_task`` reads them."""
 _PRIORITY_AT, _ETA_AT = (COLUMNS.replace(" ", "").split(",").index(name) for name in ("priority", "eta"))
 NEW_COLUMNS = (
     "id, name, queue, status, priority, payload, attempt, retries, retry_on, timeout, eta, created_at, "
-    "expires_at, result_ttl, interval, cron, series, at_most_once, kind, origin, owner"
+    "expires_at, result_ttl, interval, cron, series, at_most_once, kind, origin, owner, depends_on, run_on"
 )
 """The columns of a task that has never run (the rest keep their defaults), in ``new_task_row``'s order."""
 EVENT_COLUMNS = "seq, task_id, kind, at, status, attempt, progress, message, run_id"
@@ -81,7 +83,7 @@ def encode_error(error: TaskError | None) -> str | None:
 
 
 def new_task_row(task: Task) -> tuple[Any, ...]:
-    """Return the ``NEW_COLUMNS`` values of a task about to be inserted (pending, never run)."""
+    """Return the ``NEW_COLUMNS`` values of a task about to be inserted (pending or waiting, never run)."""
     schedule, expires = task.schedule, task.expires_at
     return (
         task.id,
@@ -105,7 +107,14 @@ def new_task_row(task: Task) -> tuple[Any, ...]:
         task.kind,
         task.origin,
         task.owner,
+        "\n".join(task.depends_on) or None,
+        task.run_on,
     )
+
+
+def dependency_rows(tasks: Iterable[Task]) -> list[tuple[str, str]]:
+    """Return the dependency index rows of ``tasks`` (``task_deps``): (task id, id it depends on), one per pair."""
+    return [(task.id, dependency) for task in tasks for dependency in task.depends_on]
 
 
 def row_task(row: Sequence[Any]) -> Task:
@@ -148,6 +157,8 @@ def row_task(row: Sequence[Any]) -> Task:
         row[30],  # origin
         row[31],  # run_id
         row[32],  # owner
+        tuple(row[33].split("\n")) if row[33] else (),  # depends_on
+        row[34],  # run_on
     )
 
 

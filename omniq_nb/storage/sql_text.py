@@ -5,7 +5,7 @@ own statements module), so SQLite and PostgreSQL agree on which statuses each ru
 
 Example:
     >>> status_list(lifecycle.UNFINISHED)
-    "('pending', 'running')"
+    "('waiting', 'pending', 'running')"
 
 """
 
@@ -28,6 +28,7 @@ __all__ = [
     "StatusMatch",
     "events_statement",
     "listing_filter",
+    "move_assignments",
     "purge_filter",
     "status_list",
 ]
@@ -55,6 +56,19 @@ TASK_INDEXES = """CREATE INDEX tasks_claim ON tasks (queue, priority DESC, eta, 
     CREATE INDEX tasks_status ON tasks (status, seq);
     CREATE INDEX tasks_series ON tasks (series) WHERE series IS NOT NULL;"""
 """The indexes of the tasks table: the claim path, lease rescue, expiry, purge, listing by status, series."""
+
+
+def move_assignments(now: str) -> str:
+    """Return the ``SET`` list of a dependency move read from ``v(target, error)``, finishing at ``now``.
+
+    The task takes the move's status and error; a finished target sets ``finished_at`` and
+    ``purge_at`` as a settled outcome does, any other clears them (the eta is kept).
+    """
+    finished = f"v.target IN {FINISHED_SQL}"
+    return (
+        f"status = v.target, error = v.error, finished_at = CASE WHEN {finished} THEN {now} END, "
+        f"purge_at = CASE WHEN {finished} THEN {now} + tasks.result_ttl END"
+    )
 
 
 def events_statement(

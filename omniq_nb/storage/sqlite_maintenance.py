@@ -65,7 +65,7 @@ class SQLiteMaintenance(SQLiteConnection):
     async def purge(
         self, *, finished_before: datetime | None = None, statuses: Sequence[TaskStatus] = (), everything: bool = False
     ) -> int:
-        """Delete finished tasks past their result TTL (or all tasks), with their events."""
+        """Delete finished tasks past their result TTL (or all tasks), with their events and dependency index rows."""
         where, params = (
             ("", [])
             if everything
@@ -84,6 +84,7 @@ class SQLiteMaintenance(SQLiteConnection):
             for chunk in chunks(ids, IDS_PER_STATEMENT):
                 marks = ", ".join("?" * len(chunk))
                 await self._run(f"DELETE FROM events WHERE task_id IN ({marks})", chunk)
+                await self._run(f"DELETE FROM task_deps WHERE task_id IN ({marks})", chunk)
             await self._run("DELETE FROM events WHERE task_id = '' AND seq < ?", (newest[0][0],))
             await self._run(KEEP_NEWEST_SEQ, (newest[0][0],))
         if self.path is not None:

@@ -13,39 +13,34 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from omniq_nb.models import Task, TaskResult
+from omniq_nb.models import DependencyMove, Task, TaskResult, TaskStatus, check_transition
 from omniq_nb.storage import lifecycle
 from omniq_nb.storage.rows import COLUMNS, chunks, encode_error, new_task_row, row_task, sort_claimed
-from omniq_nb.storage.sql_text import REQUEUEABLE_SQL, TASKS_COLUMNS, UNFINISHED_SQL
+from omniq_nb.storage.sql_text import REQUEUEABLE_SQL, TASKS_COLUMNS, UNFINISHED_SQL, move_assignments
 from omniq_nb.storage.sqlite_results import SQLiteResults
 from omniq_nb.storage.sqlite_schema import NOW_SQL
 from omniq_nb.storage.sqlite_statements import (
     AFFINITY_SQL,
     BATCH_ROWS,
     CHUNK_ROWS,
-    INSERT_ROWS,
+    IDS_PER_STATEMENT,
     batch_statement,
     duplicate_ids_refused,
-    insert_statement,
+    insert_statements,
+    link_statements,
 )
 
 __all__ = ["SQLiteQueue"]
 
 
 class SQLiteQueue(SQLiteResults):
-    """Insert, claim, renew, progress, settle, release, cancel, requeue, expire (reads come with it)."""
+    """Insert, claim, renew, progress, settle, release, cancel, move dependents, requeue, expire (and reads)."""
 
     async def insert(self, tasks: Iterable[Task]) -> None:
-        """Add new tasks in one transaction (one statement for a single task)."""
-        batches = [batch for batch in chunks(builtins.list(tasks), INSERT_ROWS) if batch]
-        with duplicate_ids_refused():
-            if len(batches) == 1:
-                await self._fetch(*insert_statement(batches[0]))
-            elif batches:
-                async with self._immediate():
-                    for batch in batches:
-                        await self._run(*insert_statement(batch))
-        if batches:
+        """Add new tasks and their dependency index rows in one transaction (one statement for a single task)."""
+        batch = builtins.list(tasks)
+        await self._write(insert_statements(batch))
+        if any(task.status is TaskStatus.PENDING for task in batch):
             self._notify()
 
     async def insert_many(self, template: Task, entries: Iterable[tuple[str, bytes]]) -> None:
@@ -55,14 +50,22 @@ class SQLiteQueue(SQLiteResults):
         which is what makes ``enqueue_many`` fast.
         """
         shared = new_task_row(template)
-        statements = [batch_statement(shared, batch) for batch in chunks(builtins.list(entries), BATCH_ROWS)]
-        if not statements:
-            return
+        batch = builtins.list(entries)
+        statements = [batch_statement(shared, part) for part in chunks(batch, BATCH_ROWS)]
+        statements += link_statements([(task_id, on) for task_id, _ in batch for on in template.depends_on])
+        await self._write(statements)
+        if batch and template.status is TaskStatus.PENDING:
+            self._notify()
+
+    async def _write(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> None:
+        """Run inserts of new tasks in one transaction (a single one by itself), refusing duplicate ids."""
         with duplicate_ids_refused():
-            async with self._immediate():
-                for statement in statements:
-                    await self._run(*statement)
-        self._notify()
+            if len(statements) == 1:
+                await self._fetch(*statements[0])
+            elif statements:
+                async with self._immediate():
+                    for statement in statements:
+                        await self._run(*statement)
 
     async def claim(
         self,
@@ -148,8 +151,8 @@ class SQLiteQueue(SQLiteResults):
                 )
                 taken = {row[0] for row in busy}
                 following = [task for task in following if task.series not in taken]
-            if following:
-                await self._run(*insert_statement(following))
+            for statement in insert_statements(following):
+                await self._run(*statement)
         return accepted
 
     async def _settle_rows(self, results: Sequence[TaskResult], *, locked: bool = False) -> builtins.list[Task]:
@@ -211,7 +214,7 @@ class SQLiteQueue(SQLiteResults):
         return [row_task(row) for row in rows]
 
     async def cancel(self, task_id: str) -> Task | None:
-        """Cancel a pending or running task, and the unfinished runs of its periodic series."""
+        """Cancel a waiting, pending or running task, and the unfinished runs of its periodic series."""
         rows = await self._fetch(
             f"""UPDATE tasks SET status = 'cancelled', finished_at = ?1, purge_at = ?1 + result_ttl,
                 lease_until = NULL
@@ -222,6 +225,34 @@ class SQLiteQueue(SQLiteResults):
         )
         named = [row for row in rows if row[0] == task_id]
         return row_task(named[0]) if named else await self.get(task_id)
+
+    async def dependents(self, task_ids: Sequence[str]) -> builtins.list[Task]:
+        """Return the tasks depending on any of ``task_ids``, found through the dependency index."""
+        found: dict[str, Task] = {}
+        for chunk in chunks(task_ids, IDS_PER_STATEMENT):
+            marks = ", ".join("?" * len(chunk))
+            sql = (
+                f"SELECT {COLUMNS} FROM tasks WHERE id IN (SELECT task_id FROM task_deps WHERE depends_on IN ({marks}))"
+            )
+            found.update((task.id, task) for task in map(row_task, await self._fetch(sql, chunk)))
+        return builtins.list(found.values())
+
+    async def move_dependents(self, moves: Sequence[DependencyMove]) -> builtins.list[Task]:
+        """Apply the moves whose task is still in their source status, in one transaction (a hint if one may run)."""
+        if not moves:
+            return []
+        for move in moves:
+            check_transition(move.source, move.target)
+        statements = [_move_statement(part, now=time.time()) for part in chunks(moves, CHUNK_ROWS)]
+        if len(statements) == 1:
+            rows = await self._fetch(*statements[0])
+        else:
+            async with self._immediate():
+                rows = [row for statement in statements for row in await self._run(*statement)]
+        moved = [row_task(row) for row in rows]
+        if any(task.status is TaskStatus.PENDING for task in moved):
+            self._notify()
+        return moved
 
     async def requeue(self, task_id: str) -> Task | None:
         """Put a failed, cancelled or expired task back to pending, allowing one more attempt."""
@@ -246,3 +277,17 @@ class SQLiteQueue(SQLiteResults):
             (time.time(),),
         )
         return [row_task(row) for row in rows]
+
+
+def _move_statement(moves: Sequence[DependencyMove], *, now: float) -> tuple[str, builtins.list[Any]]:
+    """Return the compare-and-set ``UPDATE`` of these dependency moves, from the clock ``now``."""
+    params: builtins.list[Any] = [now]
+    for move in moves:
+        params += (move.task_id, move.source.value, move.target.value, encode_error(move.error))
+    values = ", ".join(["(?, ?, ?, ?)"] * len(moves))
+    sql = f"""
+        WITH clock(now) AS (VALUES (?)), v(id, source, target, error) AS (VALUES {values})
+        UPDATE tasks SET {move_assignments("clock.now")} FROM v, clock
+        WHERE tasks.id = v.id AND tasks.status = v.source
+        RETURNING {TASKS_COLUMNS}"""
+    return sql, params

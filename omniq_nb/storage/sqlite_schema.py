@@ -1,8 +1,10 @@
 """The SQLite store's schema: DDL by version, the migration that brings a file up to date, event triggers.
 
 A file records its schema version in ``omniq_schema``; ``migrate`` applies the missing
-versions in one transaction and refuses a file newer than this code. Events are written
-by temporary triggers (per connection) in the same statement as the change they record.
+versions in one transaction and refuses a file newer than this code. Version 5 adds task
+dependencies: ``depends_on`` and ``run_on`` columns, and ``task_deps`` (one row per task and
+task it depends on) that finds dependents by dependency. Events are written by temporary
+triggers (per connection) in the same statement as the change they record.
 
 Example:
     >>> [part[:12] for part in statements("CREATE TABLE a (x); CREATE TABLE b (y);")]
@@ -28,7 +30,7 @@ __all__ = [
     "statements",
 ]
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 """The schema version this code writes and understands."""
 BUSY_TIMEOUT_MS = 15_000
 """How long a statement waits for another connection's write lock."""
@@ -124,6 +126,16 @@ _MIGRATIONS: dict[int, str] = {
     CREATE INDEX events_purge ON events (purge_at) WHERE purge_at IS NOT NULL;
     CREATE INDEX events_at ON events (at);
     """,
+    5: """
+    ALTER TABLE tasks ADD COLUMN depends_on TEXT;
+    ALTER TABLE tasks ADD COLUMN run_on TEXT NOT NULL DEFAULT 'success';
+    CREATE TABLE task_deps (
+        task_id TEXT NOT NULL,
+        depends_on TEXT NOT NULL,
+        PRIMARY KEY (depends_on, task_id)
+    ) WITHOUT ROWID;
+    CREATE INDEX task_deps_task ON task_deps (task_id);
+    """,
 }
 
 # Temporary triggers belong to this connection only, so OMNIQ_EVENTS=0 in one process
@@ -139,7 +151,9 @@ WHEN old.status IS NOT new.status BEGIN
     VALUES (new.id,
         CASE new.status
             WHEN 'running' THEN 'started'
-            WHEN 'pending' THEN CASE WHEN new.attempt < old.attempt THEN 'released' ELSE 'retried' END
+            WHEN 'pending' THEN CASE WHEN old.status = 'waiting' THEN 'ready'
+                WHEN new.attempt < old.attempt THEN 'released' ELSE 'retried' END
+            WHEN 'waiting' THEN 'retried'
             ELSE new.status END,
         {NOW_SQL}, new.status, new.attempt, new.progress, json_extract(new.error, '$.message'), new.run_id);
 END;

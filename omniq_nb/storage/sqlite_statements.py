@@ -19,7 +19,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from omniq_nb.models import Task, TaskStatus
-from omniq_nb.storage.rows import NEW_COLUMNS, new_task_row
+from omniq_nb.storage.rows import NEW_COLUMNS, chunks, dependency_rows, new_task_row
 from omniq_nb.storage.sql_text import listing_filter
 
 __all__ = [
@@ -33,14 +33,16 @@ __all__ = [
     "duplicate_ids_refused",
     "filters",
     "insert_statement",
+    "insert_statements",
+    "link_statements",
 ]
 
 CHUNK_ROWS = 400
 """Rows per multi-row statement of a transition: 400 x 12 values stays under SQLite's 32,766."""
 INSERT_ROWS = 500
-"""Rows per INSERT of new tasks: 500 x 21 values stays under SQLite's 32,766."""
+"""Rows per INSERT of new tasks: 500 x 23 values stays under SQLite's 32,766."""
 BATCH_ROWS = 5000
-"""Rows per INSERT of ``insert_many``: two values each."""
+"""Rows per INSERT of ``insert_many`` (two values each), and of dependency index rows (two each)."""
 IDS_PER_STATEMENT = 900
 """Task ids per ``IN (...)`` list."""
 # Kernel affinity: a task without an owner, of this kernel, or of a kernel with no live pool.
@@ -67,6 +69,21 @@ def insert_statement(tasks: Sequence[Task]) -> tuple[str, list[Any]]:
     marks = ", ".join(itertools.repeat(_ROW_MARKS, len(tasks)))
     params = list(itertools.chain.from_iterable(map(new_task_row, tasks)))
     return f"INSERT INTO tasks ({NEW_COLUMNS}) VALUES {marks}", params
+
+
+def insert_statements(tasks: Sequence[Task]) -> list[tuple[str, list[Any]]]:
+    """Return the INSERTs of ``tasks`` (``INSERT_ROWS`` a statement), then those of their dependency index rows."""
+    inserts = [insert_statement(batch) for batch in chunks(tasks, INSERT_ROWS)]
+    return inserts + link_statements(dependency_rows(tasks))
+
+
+def link_statements(links: Sequence[tuple[str, str]]) -> list[tuple[str, list[Any]]]:
+    """Return the INSERTs of dependency index rows ``(task id, id it depends on)``; a repeated pair is kept once."""
+    sql = "INSERT OR IGNORE INTO task_deps (task_id, depends_on) VALUES "
+    return [
+        (sql + ", ".join(itertools.repeat("(?, ?)", len(batch))), list(itertools.chain.from_iterable(batch)))
+        for batch in chunks(links, BATCH_ROWS)
+    ]
 
 
 def batch_statement(shared: tuple[Any, ...], entries: Sequence[tuple[str, bytes]]) -> tuple[str, list[Any]]:

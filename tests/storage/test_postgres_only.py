@@ -1,4 +1,7 @@
-"""What only the PostgreSQL store does: its schema option, migration lock, redaction, driver message, NOTIFY."""
+"""What only the PostgreSQL store does: its schema option, migration lock, redaction, driver message, NOTIFY.
+
+Also: a store of the previous schema version is migrated and keeps its tasks.
+"""
 
 from __future__ import annotations
 
@@ -16,15 +19,20 @@ from postgres_server import POSTGRES_URL, new_schema, postgres_schema
 
 from omniq_nb.config import Settings
 from omniq_nb.errors import StorageError
-from omniq_nb.models import EventKind, Task, TaskEvent
+from omniq_nb.models import DependencyMove, EventKind, Task, TaskEvent, TaskStatus
 from omniq_nb.storage import open_storage
+from omniq_nb.storage import postgres_schema as schema_module
 from omniq_nb.storage.postgres import PostgresStorage
+from omniq_nb.storage.postgres_schema import SCHEMA_VERSION
 from omniq_nb.storage.postgres_url import split_schema
+from omniq_nb.storage.rows import NEW_COLUMNS, new_task_row
 
 pytestmark = [pytest.mark.anyio, pytest.mark.postgres]
 
 MakeTask = Callable[..., Task]
 ROOT = Path(__file__).resolve().parents[2]
+TABLES = ["events", "kept_results", "leaders", "omniq_schema", "task_deps", "tasks", "workers"]
+EVERY_VERSION = [(version,) for version in range(1, SCHEMA_VERSION + 1)]
 
 
 @pytest.fixture
@@ -64,10 +72,37 @@ async def test_the_tables_live_in_the_named_schema_with_its_version(schema: str,
         assert isinstance(store, PostgresStorage)
         assert (store.supports_notify, store.multi_host) == (True, True)
         await store.insert([make_task()])
-    assert tables_in(schema) == ["events", "kept_results", "leaders", "omniq_schema", "tasks", "workers"]
+    assert tables_in(schema) == TABLES
     with psycopg.connect(POSTGRES_URL) as conn:
-        assert conn.execute(f'SELECT version FROM "{schema}".omniq_schema').fetchall() == [(1,), (2,)]
+        assert conn.execute(f'SELECT version FROM "{schema}".omniq_schema').fetchall() == EVERY_VERSION
         assert conn.execute(f'SELECT count(*) FROM "{schema}".tasks').fetchone() == (1,)
+
+
+async def test_a_version_2_store_gains_dependencies_and_keeps_its_tasks(
+    schema: str, make_task: MakeTask, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    old = make_task()
+    with monkeypatch.context() as patch:  # a version-2 store, as the release before dependencies made it
+        patch.setattr(schema_module, "SCHEMA_VERSION", 2)
+        async with open_storage(url_of(schema)):
+            pass
+    columns = NEW_COLUMNS.split(",")[:-2]  # the columns that release wrote: all but depends_on, run_on
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+        conn.execute(
+            f'INSERT INTO "{schema}".tasks ({", ".join(columns)}) VALUES ({", ".join(["%s"] * len(columns))})'.encode(),
+            new_task_row(old)[:-2],
+        )
+    async with open_storage(url_of(schema)) as store:
+        assert await store.get(old.id) == old  # no dependencies: depends_on (), run_on "success"
+        later = make_task(status=TaskStatus.WAITING, depends_on=(old.id,))
+        await store.insert([later])
+        assert [t.id for t in await store.dependents([old.id])] == [later.id]
+        move = DependencyMove(task_id=later.id, source=TaskStatus.WAITING, target=TaskStatus.PENDING)
+        assert [t.status for t in await store.move_dependents([move])] == [TaskStatus.PENDING]
+        assert [e.kind for e in await store.events(task_id=later.id)] == [EventKind.ENQUEUED, EventKind.READY]
+    assert tables_in(schema) == TABLES
+    with psycopg.connect(POSTGRES_URL) as conn:
+        assert conn.execute(f'SELECT version FROM "{schema}".omniq_schema').fetchall() == EVERY_VERSION
 
 
 async def test_the_url_is_redacted_and_errors_never_show_the_password() -> None:
@@ -95,7 +130,7 @@ async def test_concurrent_opens_of_a_new_schema_migrate_it_once(schema: str, mak
     finally:
         await asyncio.gather(*(store.close() for store in stores))
     with psycopg.connect(POSTGRES_URL) as conn:
-        assert conn.execute(f'SELECT version FROM "{schema}".omniq_schema').fetchall() == [(1,), (2,)]
+        assert conn.execute(f'SELECT version FROM "{schema}".omniq_schema').fetchall() == EVERY_VERSION
 
 
 def test_two_processes_open_a_new_schema_at_once(schema: str) -> None:
@@ -115,7 +150,7 @@ def test_two_processes_open_a_new_schema_at_once(schema: str) -> None:
     outputs = [child.communicate(timeout=60)[0] for child in children]
     assert [child.returncode for child in children] == [0, 0]
     assert outputs == ["0\n", "0\n"]
-    assert tables_in(schema) == ["events", "kept_results", "leaders", "omniq_schema", "tasks", "workers"]
+    assert tables_in(schema) == TABLES
 
 
 async def test_a_newer_schema_is_refused(schema: str) -> None:
@@ -139,7 +174,7 @@ async def test_an_unopened_store_is_checked_through_a_connection_of_its_own(sche
     async with open_storage(url_of(schema)) as store:
         await store.insert([make_task()])
     health = await open_storage(url_of(schema)).check(stale_after=60)
-    assert health.ok and health.schema_version == 2 and sum(health.counts.values()) == 1
+    assert health.ok and health.schema_version == SCHEMA_VERSION and sum(health.counts.values()) == 1
 
 
 async def test_a_notify_wakes_a_waiter_on_another_store_object(schema: str, make_task: MakeTask) -> None:
@@ -240,3 +275,15 @@ async def test_release_and_requeue_wake_a_waiter_too(schema: str, make_task: Mak
         assert await woken_by(writer.release(leases={task.id: running.lease_token or ""}))
         await writer.cancel(task.id)
         assert await woken_by(writer.requeue(task.id))
+
+
+async def test_a_dependent_moved_to_pending_wakes_a_waiter(schema: str, make_task: MakeTask) -> None:
+    async with open_storage(url_of(schema)) as waiter, open_storage(url_of(schema)) as writer:
+        first = make_task()
+        second = make_task(status=TaskStatus.WAITING, depends_on=(first.id,))
+        await writer.insert([first, second])
+        await waiter.wait_for_tasks(0.01)  # starts listening
+        move = DependencyMove(task_id=second.id, source=TaskStatus.WAITING, target=TaskStatus.PENDING)
+        started = time.monotonic()
+        await asyncio.gather(waiter.wait_for_tasks(30), _after(0.1, writer.move_dependents([move])))
+        assert time.monotonic() - started < 5

@@ -11,7 +11,7 @@ import pytest
 
 from omniq_nb.config import Settings
 from omniq_nb.errors import StorageError
-from omniq_nb.models import Task, TaskResult, TaskStatus
+from omniq_nb.models import DependencyMove, EventKind, Task, TaskResult, TaskStatus
 from omniq_nb.storage import Storage, open_storage
 from omniq_nb.storage.sqlite import SQLiteStorage, sqlite_path
 from omniq_nb.storage.sqlite_schema import SCHEMA_VERSION
@@ -63,6 +63,7 @@ async def test_the_schema_version_table_holds_every_applied_version(tmp_path: Pa
 
 # What each migration added, undone in reverse order to turn a store back into an older one.
 _UNDO = {
+    5: ["DROP TABLE task_deps", "ALTER TABLE tasks DROP COLUMN run_on", "ALTER TABLE tasks DROP COLUMN depends_on"],
     4: [
         "DROP TABLE kept_results",
         "DROP INDEX events_purge",
@@ -82,6 +83,26 @@ def downgrade(path: Path, version: int) -> None:
             for statement in _UNDO[undone]:
                 conn.execute(statement)
             conn.execute("DELETE FROM omniq_schema WHERE version = ?", (undone,))
+
+
+async def test_a_version_4_store_gains_dependencies_and_keeps_its_tasks(tmp_path: Path, make_task: MakeTask) -> None:
+    path = tmp_path / "omniq.db"
+    old, done = make_task(), make_task()
+    async with SQLiteStorage(url_of(path)) as store:
+        await run_one(store, done)
+        await store.insert([old])
+    downgrade(path, 4)
+    async with SQLiteStorage(url_of(path)) as store:
+        assert (await store.get(old.id)) == old  # no dependencies: depends_on (), run_on "success"
+        kept = await store.get(done.id)
+        assert kept is not None and (kept.status, kept.depends_on, kept.run_on) == (TaskStatus.SUCCEEDED, (), "success")
+        later = make_task(status=TaskStatus.WAITING, depends_on=(done.id, old.id), run_on="any")
+        await store.insert([later])
+        assert [t.id for t in await store.dependents([done.id])] == [later.id]
+        move = DependencyMove(task_id=later.id, source=TaskStatus.WAITING, target=TaskStatus.PENDING)
+        assert [t.status for t in await store.move_dependents([move])] == [TaskStatus.PENDING]
+        assert [e.kind for e in await store.events(task_id=later.id)] == [EventKind.ENQUEUED, EventKind.READY]
+    assert query(path, "SELECT version FROM omniq_schema") == EVERY_VERSION
 
 
 async def test_a_version_3_store_gains_the_tables_for_a_queue_kept_elsewhere(
