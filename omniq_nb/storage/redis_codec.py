@@ -68,12 +68,8 @@ def task_fields(task: Task) -> builtins.list[str | bytes]:
     """Return a new task's hash as a flat ``field, value, ...`` list (``None`` values left out)."""
     flat: builtins.list[str | bytes] = []
     for name, value in zip(_NEW, new_task_row(task), strict=True):
-        if value is not None:
+        if value is not None and (name != "run_on" or value != _RUN_ON):
             flat += (name, text(value))
-    if task.depends_on:
-        flat += ("depends_on", "\n".join(task.depends_on))
-    if task.run_on != _RUN_ON:
-        flat += ("run_on", task.run_on)
     return flat
 
 
@@ -93,7 +89,14 @@ for _names, _reader in (
 ):
     _DECODE.update(dict.fromkeys(_names.split(), _reader))
 _RAW = {"payload", "result", "error"}  # bytes as stored (the error's JSON decoder reads bytes)
-_DEFAULTS: dict[str, Any] = {"progress": 0.0, "progress_done": 0.0, "attempt": 0, "retries": 0, "priority": 0}
+_DEFAULTS: dict[str, Any] = {
+    "progress": 0.0,
+    "progress_done": 0.0,
+    "attempt": 0,
+    "retries": 0,
+    "priority": 0,
+    "run_on": _RUN_ON,
+}
 _SPEC = [
     (name.encode(), None if name in _RAW else _DECODE.get(name, bytes.decode), _DEFAULTS.get(name))
     for name in (column.strip() for column in COLUMNS.split(","))
@@ -103,17 +106,12 @@ _SPEC = [
 def decode_task(fields: Fields) -> Task:
     """Build a ``Task`` from its hash (on every claim, settle and read: kept lean)."""
     get = fields.get
-    task = row_task(
+    return row_task(
         [
             default if (value := get(name)) is None else value if reader is None else reader(value)
             for name, reader, default in _SPEC
         ]
     )
-    if (depends_on := get(b"depends_on")) is not None:
-        task.depends_on = tuple(depends_on.decode().split("\n"))
-    if (run_on := get(b"run_on")) is not None:
-        task.run_on = run_on.decode()
-    return task
 
 
 def pairs_to_dict(flat: Sequence[Any]) -> dict[bytes, bytes]:

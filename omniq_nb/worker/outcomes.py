@@ -154,7 +154,7 @@ class OutcomeWriter:
             self._mover = asyncio.get_running_loop().create_task(self._move_dependents(), name="omniq-pool-dependents")
 
     async def _move_dependents(self) -> None:
-        """Move on the tasks waiting for finished ones, off the write path: batches that finish meanwhile go together."""
+        """Move on the tasks waiting for finished ones, off the write path (batches finishing meanwhile go together)."""
         while self._finished:
             finished, self._finished = self._finished, []
             try:
