@@ -169,3 +169,37 @@ def later(seconds: float) -> datetime:
 def at() -> Callable[[float], datetime]:
     """Return ``at(seconds)``: now plus ``seconds`` (negative for the past), UTC."""
     return later
+
+
+@pytest.fixture(
+    params=[
+        "sqlite",
+        "file",
+        pytest.param("postgres", marks=pytest.mark.postgres),
+        pytest.param("redis", marks=pytest.mark.redis),
+        pytest.param("nats", marks=pytest.mark.nats),
+        "split",
+    ]
+)
+def shared_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A store that several processes share: a SQLite file, a file store's folder, a fresh PostgreSQL
+    schema, Redis or NATS prefix, a split spec."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'shared' / 'omniq.db'}"
+        return
+    if request.param == "file":
+        yield f"file://{tmp_path / 'shared' / 'queue'}"
+        return
+    if request.param == "split":
+        yield SPLIT_SPEC.format(tmp=tmp_path)
+        return
+    if request.param == "redis":
+        with redis_prefix() as prefix:
+            yield f"{REDIS_URL}?prefix={prefix}"
+        return
+    if request.param == "nats":
+        with nats_prefix() as prefix:
+            yield f"{NATS_URL}?prefix={prefix}"
+        return
+    with postgres_schema() as schema:
+        yield f"{POSTGRES_URL}?schema={schema}"

@@ -4,14 +4,12 @@ import importlib
 import json
 import multiprocessing
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import anyio.to_thread
 import pytest
-from postgres_server import POSTGRES_URL, postgres_schema
-from redis_server import REDIS_URL, redis_prefix
-from store_spec import SPLIT_SPEC, open_spec
+from store_spec import open_spec
 
 from omniq_nb.models import Task, TaskStatus
 
@@ -56,35 +54,6 @@ def run_processes(url: str, tmp_path: Path) -> list[list[str]]:
         )
         claimed.append(report["ids"])
     return claimed
-
-
-@pytest.fixture(
-    params=[
-        "sqlite",
-        "file",
-        pytest.param("postgres", marks=pytest.mark.postgres),
-        pytest.param("redis", marks=pytest.mark.redis),
-        "split",
-    ]
-)
-def shared_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A store that several processes share: a SQLite file, a file store's folder, a fresh PostgreSQL
-    schema or Redis prefix, a split spec."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'shared' / 'omniq.db'}"
-        return
-    if request.param == "file":
-        yield f"file://{tmp_path / 'shared' / 'queue'}"
-        return
-    if request.param == "split":
-        yield SPLIT_SPEC.format(tmp=tmp_path)
-        return
-    if request.param == "redis":
-        with redis_prefix() as prefix:
-            yield f"{REDIS_URL}?prefix={prefix}"
-        return
-    with postgres_schema() as schema:
-        yield f"{POSTGRES_URL}?schema={schema}"
 
 
 async def test_four_processes_claim_every_task_exactly_once(
