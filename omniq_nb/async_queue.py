@@ -266,7 +266,7 @@ class AsyncOmniQ(QueueAdmin, ResultReading, HistoryReading, OpensAndCloses):
         await graph.check_known(self.storage, tasks)
         await self.storage.insert(tasks)
         self.publish(tasks)
-        moved = {task.id: task for task in await graph.arm(self.storage, tasks)}
+        moved = {task.id: task for task in await graph.followed(graph.arm(self.storage, tasks), "new tasks")}
         self.publish(builtins.list(moved.values()))
         return [moved.get(task.id, task) for task in tasks]
 
@@ -318,11 +318,14 @@ class AsyncOmniQ(QueueAdmin, ResultReading, HistoryReading, OpensAndCloses):
         task = await self.storage.cancel(task_id)
         if task is None:
             raise TaskNotFound(f"no task with id {task_id!r} in {self.storage.url}")
-        self.publish([task, *await graph.settle_dependents(self.storage, [task])])
+        self.publish([task, *await graph.followed(graph.settle_dependents(self.storage, [task]), task_id)])
         return task.status is TaskStatus.CANCELLED
 
     async def retry(self, task_id: str, /) -> TaskHandle:
         """Queue a failed, cancelled or expired task again, allowing one more attempt.
+
+        A task that a dependency stopped waits again instead (and runs once its dependencies
+        succeed); the tasks a failure stopped wait again too.
 
         Raises:
             TaskNotFound: no task has this id.
@@ -335,10 +338,13 @@ class AsyncOmniQ(QueueAdmin, ResultReading, HistoryReading, OpensAndCloses):
                 f"task {task_id} is {current.status.value}; only a finished task that failed can be retried"
             )
         check_transition(current.status, TaskStatus.PENDING)
+        if rearmed := await graph.wait_again(self.storage, current):  # a dependency stopped it: it waits again
+            self.publish(rearmed)
+            return self._handle(rearmed[0])
         task = await self.storage.requeue(task_id)
         if task is None:
             raise TaskNotFound(f"no task with id {task_id!r} in {self.storage.url}")
-        self.publish([task, *await graph.rearm_dependents(self.storage, task)])
+        self.publish([task, *await graph.followed(graph.rearm_dependents(self.storage, task), task_id)])
         return self._handle(task)
 
     def follow_closely(self, handle: TaskHandle) -> None:

@@ -24,11 +24,12 @@ Example:
 from __future__ import annotations
 
 import builtins
-from collections.abc import Iterable, Mapping, Sequence
+import logging
+from collections.abc import Awaitable, Iterable, Mapping, Sequence
 
 import msgspec
 
-from omniq_nb.errors import DependencyFailed, TaskCancelled, TaskNotFound, type_name
+from omniq_nb.errors import DependencyFailed, InvalidTransition, TaskCancelled, TaskNotFound, type_name
 from omniq_nb.models import DependencyMove, Task, TaskError, TaskStatus
 from omniq_nb.storage import Storage
 
@@ -36,12 +37,16 @@ __all__ = [
     "arm",
     "check_known",
     "dependency_move",
+    "followed",
     "rearm_dependents",
     "rearm_move",
     "settle_dependents",
     "sweep",
+    "wait_again",
     "waiting_for",
 ]
+
+logger = logging.getLogger(__name__)
 
 _STOPPED_BY_DEPENDENCY = (type_name(DependencyFailed), type_name(TaskCancelled))
 _WORDS = {TaskStatus.FAILED: "failed", TaskStatus.CANCELLED: "was cancelled", TaskStatus.EXPIRED: "expired"}
@@ -127,15 +132,15 @@ async def settle_dependents(storage: Storage, finished: Iterable[Task]) -> built
         storage: the queue's store.
         finished: tasks as a transition left them (those not finished are skipped).
     """
-    frontier = [task.id for task in finished if task.status.is_terminal]
+    known = {task.id: task for task in finished if task.status.is_terminal}
     moved: builtins.list[Task] = []
-    while frontier:
-        waiting = [task for task in await storage.dependents(frontier) if task.status is TaskStatus.WAITING]
+    while known:
+        waiting = [task for task in await storage.dependents(builtins.list(known)) if task.status is TaskStatus.WAITING]
         if not waiting:
             break
-        step = await _move(storage, waiting)
+        step = await _move(storage, waiting, known)
         moved += step
-        frontier = [task.id for task in step if task.status.is_terminal]
+        known = {task.id: task for task in step if task.status.is_terminal}
     return moved
 
 
@@ -149,7 +154,10 @@ async def arm(storage: Storage, tasks: Sequence[Task]) -> builtins.list[Task]:
 
 
 async def rearm_dependents(storage: Storage, retried: Task) -> builtins.list[Task]:
-    """Make the tasks that ``retried``'s failure stopped (and those they stopped) wait again; return them."""
+    """Make the tasks that ``retried``'s failure stopped (and those they stopped) wait again; return them.
+
+    Should ``retried`` have finished again meanwhile (a fast worker), they move on at once.
+    """
     frontier = [retried.id]
     rearmed: builtins.list[Task] = []
     while frontier:
@@ -159,7 +167,48 @@ async def rearm_dependents(storage: Storage, retried: Task) -> builtins.list[Tas
         step = await storage.move_dependents(moves)
         rearmed += step
         frontier = [task.id for task in step]
-    return rearmed
+    moved = {row.id: row for row in await arm(storage, rearmed)}
+    return [moved.pop(row.id, row) for row in rearmed] + builtins.list(moved.values())
+
+
+async def wait_again(storage: Storage, task: Task) -> builtins.list[Task]:
+    """Make ``task``, stopped by a dependency, wait again (a retry); return it and every task that moved.
+
+    It moves on at once if its dependencies are all done by now; the tasks its stop stopped
+    wait again too. Returns ``[]`` when ``task`` was not stopped by a dependency.
+
+    Raises:
+        InvalidTransition: a dependency it needs still failed: that one is to be retried.
+    """
+    move = rearm_move(task)
+    if move is None:
+        return []
+    rows = {row.id: row for row in await storage.get_many(builtins.list(task.depends_on))}
+    decided = dependency_move(msgspec.structs.replace(task, status=TaskStatus.WAITING), rows)
+    if decided is not None and decided.target is not TaskStatus.PENDING:
+        reason = decided.error.message if decided.error is not None else "a dependency did not succeed"
+        raise InvalidTransition(
+            f"task {task.id} never ran: {reason}; retry that task instead (the tasks it stopped then wait again)"
+        )
+    waiting = await storage.move_dependents([move])
+    if not waiting:
+        return []
+    moved = {row.id: row for row in await arm(storage, waiting)}
+    others = [row for row in moved.values() if row.id != task.id]
+    return [moved.get(task.id, waiting[0]), *others, *await rearm_dependents(storage, task)]
+
+
+async def followed(step: Awaitable[builtins.list[Task]], what: str) -> builtins.list[Task]:
+    """Await a follow-up ``step`` of a transition that already happened; log a failure instead of raising.
+
+    The transition stands (raising would make a caller repeat it, and enqueue twice); what
+    the step did not do, the maintenance runner's sweep does later.
+    """
+    try:
+        return await step
+    except Exception as exc:
+        logger.warning("could not move on the tasks waiting for %s (the maintenance sweep will): %s", what, exc)
+        return []
 
 
 async def sweep(storage: Storage, *, limit: int = 1000) -> builtins.list[Task]:
@@ -169,20 +218,43 @@ async def sweep(storage: Storage, *, limit: int = 1000) -> builtins.list[Task]:
     return moved + await settle_dependents(storage, moved)
 
 
-async def _move(storage: Storage, waiting: Sequence[Task]) -> builtins.list[Task]:
-    """Read the dependencies of ``waiting`` tasks and apply the moves they call for."""
-    needed = sorted({task_id for task in waiting for task_id in task.depends_on})
-    rows = {row.id: row for row in await storage.get_many(needed)} if needed else {}
-    moves = [move for task in waiting if (move := dependency_move(task, rows)) is not None]
+async def _move(
+    storage: Storage, waiting: Sequence[Task], known: Mapping[str, Task] | None = None
+) -> builtins.list[Task]:
+    """Read the dependencies of ``waiting`` tasks and apply the moves they call for.
+
+    ``known`` rows (the tasks that just finished) are not read again. First each task's last
+    other dependency is read, the likeliest to be unfinished (dependencies run in enqueue
+    order): a task it shows unfinished waits on, unread further, so a task waiting for
+    thousands costs one row per wake-up, not all of them. The rest read all they need.
+    """
+    rows = dict(known or {})
+
+    async def read(task_ids: Iterable[str]) -> None:
+        unread = sorted(set(task_ids) - rows.keys())
+        if unread:
+            rows.update((row.id, row) for row in await storage.get_many(unread))
+
+    await read(
+        next(i for i in reversed(t.depends_on) if i not in rows) for t in waiting if set(t.depends_on) - rows.keys()
+    )
+    deciding = [task for task in waiting if not any(_unfinished(rows.get(i)) for i in task.depends_on)]
+    await read(task_id for task in deciding for task_id in task.depends_on)
+    moves = [move for task in deciding if (move := dependency_move(task, rows)) is not None]
     return await storage.move_dependents(moves) if moves else []
+
+
+def _unfinished(row: Task | None) -> bool:
+    """Return True for a dependency read and found not finished (unread ones are not known to be)."""
+    return row is not None and not row.status.is_terminal
 
 
 def _stopped(task: Task, dependency_id: str, dependency: Task | None) -> DependencyMove:
     """Return the move that stops ``task`` because ``dependency`` did not succeed (naming the first failed ancestor)."""
     if dependency is None:
         reason = f"dependency {dependency_id} no longer exists"
-    elif dependency.error is not None and dependency.error.type in _STOPPED_BY_DEPENDENCY:
-        reason = dependency.error.message  # it names the ancestor that failed first
+    elif dependency.error is not None and dependency.error.message.startswith("dependency "):
+        reason = dependency.error.message  # a stop of its own: it names the ancestor that failed first
     else:
         reason = f"dependency {dependency_id} ({dependency.name}) {_WORDS.get(dependency.status, 'failed')}"
         if dependency.error is not None and dependency.status is TaskStatus.FAILED:

@@ -23,10 +23,12 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from omniq_nb.errors import SerializationError
 from omniq_nb.models import Task, TaskError, TaskStatus
 
 __all__ = ["Upstream", "UpstreamGroup", "extract", "gathered", "ids_of", "substitute", "task_inputs"]
 
+_ATOMS = frozenset({int, float, str, bytes, bool, type(None), complex})
 _ENDED_AS = {TaskStatus.CANCELLED: "TaskCancelled", TaskStatus.EXPIRED: "TaskExpired"}
 
 Input = bytes | TaskError | None
@@ -79,21 +81,28 @@ def extract(args: Sequence[Any], kwargs: Mapping[str, Any]) -> tuple[tuple[Any, 
     ids: dict[str, None] = {}
 
     def walk(value: Any) -> Any:
+        kind = type(value)
+        if kind in _ATOMS:
+            return value
+        if kind is list or kind is tuple:
+            for at, item in enumerate(value):
+                if (new := walk(item)) is not item:  # copy only a container that holds a handle
+                    return kind([*value[:at], new, *(walk(rest) for rest in value[at + 1 :])])
+            return value
+        if kind is dict:
+            changed = {key: new for key, item in value.items() if (new := walk(item)) is not item}
+            return {**value, **changed} if changed else value
         found = _placeholder(value)
         if found is not None:
             ids.update(dict.fromkeys(found.task_ids if isinstance(found, UpstreamGroup) else (found.task_id,)))
             return found
-        kind = type(value)
-        if kind is list or kind is tuple:
-            items = [walk(item) for item in value]
-            return value if all(a is b for a, b in zip(items, value, strict=True)) else kind(items)
-        if kind is dict:
-            pairs = {key: walk(item) for key, item in value.items()}
-            return value if all(pairs[key] is value[key] for key in value) else pairs
         return value
 
-    new_args = tuple(walk(arg) for arg in args)
-    new_kwargs = {key: walk(value) for key, value in kwargs.items()}
+    try:
+        new_args = tuple(walk(arg) for arg in args)
+        new_kwargs = {key: walk(value) for key, value in kwargs.items()}
+    except RecursionError:  # no handle hides that deep: serializing names the argument that is too deep
+        return tuple(args), dict(kwargs), ()
     return new_args, new_kwargs, tuple(ids)
 
 
@@ -102,11 +111,17 @@ def substitute(
 ) -> tuple[tuple[Any, ...], dict[str, Any]]:
     """Return ``(args, kwargs)`` with every placeholder replaced by its value from ``values`` (by task id)."""
 
+    def value_of(task_id: str) -> Any:
+        try:
+            return values[task_id]
+        except KeyError:
+            raise SerializationError(f"the result of task {task_id}, an argument of this task, was not given") from None
+
     def walk(value: Any) -> Any:
         if isinstance(value, Upstream):
-            return values[value.task_id]
+            return value_of(value.task_id)
         if isinstance(value, UpstreamGroup):
-            return [values[task_id] for task_id in value.task_ids]
+            return [value_of(task_id) for task_id in value.task_ids]
         kind = type(value)
         if kind is list or kind is tuple:
             return kind(walk(item) for item in value)
@@ -117,9 +132,18 @@ def substitute(
     return tuple(walk(arg) for arg in args), {key: walk(value) for key, value in kwargs.items()}
 
 
-def task_inputs(rows: Iterable[Task]) -> dict[str, Input]:
-    """Return what a run gets of its dependencies' rows: each one's result, or its error."""
-    inputs: dict[str, Input] = {}
+def task_inputs(task_ids: Sequence[str], rows: Iterable[Task]) -> dict[str, Input]:
+    """Return what a run gets of its dependencies ``task_ids`` given their rows: each one's result, or its error.
+
+    A dependency without a row (purged before its dependent ran) gets an error saying so.
+    """
+    inputs: dict[str, Input] = {
+        task_id: TaskError(
+            type="omniq_nb.errors.DependencyFailed",
+            message=f"dependency {task_id} no longer exists (purged before this task ran: keep results longer)",
+        )
+        for task_id in task_ids
+    }
     for row in rows:
         if row.has_value:
             inputs[row.id] = row.result

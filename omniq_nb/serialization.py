@@ -202,10 +202,9 @@ class BlobSerializer:
         fn = pickling.load_callable(call[0])
         if not callable(fn):
             raise SerializationError(f"the payload's callable is not callable: {_describe(fn)}")
-        if not inputs:
+        if inputs is None:
             return fn, call[1], call[2]
-        values = {key: self.loads(value) if isinstance(value, bytes) else value for key, value in inputs.items()}
-        return (fn, *substitute(call[1], call[2], values))
+        return (fn, *substitute(call[1], call[2], _Loaded(self, inputs)))
 
     def _seal(self, fmt: int, body: bytes) -> bytes:
         if self._key is None:
@@ -349,3 +348,27 @@ def _blame(fn: Callable[..., Any], args: Sequence[Any], kwargs: Mapping[str, Any
 
 # pickles written before omniq_nb.pickling existed name the code rebuilder by this path: keep it loadable
 _named_code = pickling.named_code
+
+
+class _Loaded(Mapping[str, Any]):
+    """Dependencies' inputs by task id, each result unpickled when an argument first asks for it.
+
+    A dependency named only in ``after=`` is never unpickled (its class may not even be
+    importable here).
+    """
+
+    def __init__(self, serializer: BlobSerializer, inputs: Mapping[str, Input]) -> None:
+        self._serializer, self._inputs = serializer, inputs
+        self._values: dict[str, Any] = {}
+
+    def __getitem__(self, task_id: str) -> Any:
+        if task_id not in self._values:
+            value = self._inputs[task_id]
+            self._values[task_id] = self._serializer.loads(value) if isinstance(value, bytes) else value
+        return self._values[task_id]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._inputs)
+
+    def __len__(self) -> int:
+        return len(self._inputs)

@@ -20,6 +20,8 @@ _UTC = timezone.utc
 class MemoryQueue(MemoryResults):
     """``QueueStore``: the transitions, each under the lock."""
 
+    _linked = False  # whether any task ever had dependencies (``dependents`` scans only then)
+
     async def insert(self, tasks: Iterable[Task]) -> None:
         """Add new tasks, all or none."""
         tasks = builtins.list(tasks)
@@ -29,6 +31,7 @@ class MemoryQueue(MemoryResults):
                     raise ValueError(f"a task with id {task.id!r} already exists; nothing was inserted")
             for task in tasks:
                 self._tasks[task.id] = copy(task)
+                self._linked = self._linked or bool(task.depends_on)
                 self._record(task, EventKind.ENQUEUED, at=task.created_at)
 
     async def insert_many(self, template: Task, entries: Iterable[tuple[str, bytes]]) -> None:
@@ -157,9 +160,11 @@ class MemoryQueue(MemoryResults):
             return copy(task)
 
     async def dependents(self, task_ids: Sequence[str]) -> builtins.list[Task]:
-        """Return the tasks that depend on any of ``task_ids``."""
+        """Return the tasks that depend on any of ``task_ids`` (no scan while no task ever had dependencies)."""
         wanted = set(task_ids)
         with self._lock:
+            if not self._linked:
+                return []
             return [copy(t) for t in self._tasks.values() if wanted.intersection(t.depends_on)]
 
     async def move_dependents(self, moves: Sequence[DependencyMove]) -> builtins.list[Task]:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import msgspec
 
-from omniq_nb.errors import SignatureError, TaskTimeout, type_name
+from omniq_nb.errors import DependencyFailed, SignatureError, TaskTimeout, type_name
 from omniq_nb.inputs import Input
-from omniq_nb.models import TaskError
+from omniq_nb.models import Task, TaskError
 from omniq_nb.policy import describe_exception
 
 
@@ -21,7 +21,7 @@ class Call(msgspec.Struct, frozen=True, kw_only=True):
     run_id: str
     payload: bytes
     timeout: float | None
-    inputs: dict[str, Input] = {}
+    inputs: dict[str, Input] | None = None
 
 
 class Outcome(msgspec.Struct, frozen=True, kw_only=True):
@@ -84,3 +84,22 @@ def failed(exc: BaseException, attempt: int) -> Outcome:
     """Return the outcome of a call that raised ``exc`` (a bad signature is not retried)."""
     error, raised = describe_exception(exc, attempt)
     return Outcome(error=error, raised=raised, retryable=not isinstance(exc, SignatureError))
+
+
+def unmet(task: Task, inputs: Mapping[str, Input] | None) -> Outcome | None:
+    """Return the outcome of a ``run_on="success"`` task one of whose dependencies has no value, else ``None``.
+
+    The graph runs such a task only once every dependency succeeded; it can still get here
+    when retried by hand, or when a dependency's kept result is gone: it fails, without
+    running, with ``DependencyFailed`` naming that dependency (not retried).
+    """
+    if task.run_on != "success" or not inputs:
+        return None
+    for task_id, value in inputs.items():
+        if isinstance(value, TaskError):
+            message = (
+                value.message if value.type == type_name(DependencyFailed) else f"dependency {task_id}: {value.message}"
+            )
+            error = TaskError(type=type_name(DependencyFailed), message=message, attempt=task.attempt)
+            return Outcome(error=error, raised=(type_name(DependencyFailed),), retryable=False)
+    return None

@@ -203,7 +203,7 @@ def _run_in_child(
     queue: str,
     run_id: str,
     payload: bytes,
-    inputs: dict[str, Input],
+    inputs: dict[str, Input] | None,
 ) -> tuple[Any, ...]:
     token = enter(TaskContext(task_id, attempt, queue, run_id, relay.start_task()))
     streams = sys.stdout, sys.stderr

@@ -29,6 +29,7 @@ logger = logging.getLogger(__name__)
 _RESCUE_BATCH = 100  # tasks rescued per step
 _INTERVAL = 1.0  # seconds between steps of ``run``
 _PURGE_INTERVAL = 60.0  # seconds between purges of results past their result_ttl in ``run``
+_SWEEP_INTERVAL = 10.0  # seconds between sweeps of waiting tasks in ``run`` (the first one after that long)
 _TERM_STEPS = 5  # a maintenance turn lasts this many steps: a holder may miss a few renewals
 _MIN_TERM = 2.0  # seconds: the shortest turn (a step may take a moment on a loaded server)
 
@@ -79,10 +80,10 @@ class Maintenance:
         self.leading = False
         """Whether this runner held the maintenance turn at its last step."""
 
-    async def run_once(self, *, purge: bool = True) -> None:
-        """Run one step: checkpoint; and if this runner holds the maintenance turn, rescue, expire and purge.
+    async def run_once(self, *, purge: bool = True, sweep: bool = True) -> None:
+        """Run one step: checkpoint; and if this runner holds the maintenance turn, rescue, expire, sweep and purge.
 
-        ``purge=False`` leaves the purge out.
+        ``purge=False`` leaves the purge out, ``sweep=False`` the sweep of waiting tasks.
 
         Raises:
             StorageError: the store failed (the remaining parts of the step did not run).
@@ -90,7 +91,8 @@ class Maintenance:
         if await self._lead():
             await self.rescue()
             await self.expire()
-            self._host.publish(await graph.sweep(self._host.storage))
+            if sweep:
+                self._host.publish(await graph.sweep(self._host.storage))
         await self._host.storage.checkpoint()
         if purge and self.leading:
             await self._host.storage.purge()
@@ -109,14 +111,17 @@ class Maintenance:
 
     async def run(self) -> None:
         """Run a step every ``interval`` until cancelled; a failed step is logged and retried."""
-        purged_at = time.monotonic()
+        purged_at = swept_at = time.monotonic()
         while True:
             due = time.monotonic() - purged_at >= self._purge_interval
             if due:
                 purged_at = time.monotonic()
+            sweep = time.monotonic() - swept_at >= _SWEEP_INTERVAL
+            if sweep:
+                swept_at = time.monotonic()
             try:
                 with self._link.watch() if self._link is not None else contextlib.nullcontext():
-                    await self.run_once(purge=due)
+                    await self.run_once(purge=due, sweep=sweep)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:

@@ -157,7 +157,5 @@ class OutcomeWriter:
         """Move on the tasks waiting for finished ones, off the write path (batches finishing meanwhile go together)."""
         while self._finished:
             finished, self._finished = self._finished, []
-            try:
-                self._host.publish(await graph.settle_dependents(self._host.storage, finished))
-            except Exception as exc:  # the maintenance runner's sweep moves them on later
-                logger.warning("could not move on the tasks waiting for %d finished tasks: %s", len(finished), exc)
+            step = graph.settle_dependents(self._host.storage, finished)
+            self._host.publish(await graph.followed(step, f"{len(finished)} finished tasks"))

@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Any
 
+from omniq_nb import graph
 from omniq_nb.config import WORKER_KINDS, parse_setting
 from omniq_nb.context import OutputSink
 from omniq_nb.errors import ConfigError, StorageError, StoreLost
@@ -246,7 +247,8 @@ class AsyncWorkerPool:
         storage = self._host.storage
         if never_again:  # at_most_once: an interrupted run is failed, never handed back to run again
             now = await storage.now()
-            self._host.publish(await storage.settle([after_interrupt(task, now=now) for task in never_again]))
+            failed = await storage.settle([after_interrupt(task, now=now) for task in never_again])
+            self._host.publish([*failed, *await graph.followed(graph.settle_dependents(storage, failed), "them")])
         if interrupted:
             released = await storage.release(leases=interrupted)
             logger.info("worker %s handed %d running task(s) back", self.name, len(released))

@@ -22,7 +22,7 @@ import msgspec
 from omniq_nb.context import OutputSink, TaskContext
 from omniq_nb.inputs import task_inputs
 from omniq_nb.models import Task
-from omniq_nb.worker.calls import Call, Slot, failed
+from omniq_nb.worker.calls import Call, Slot, failed, unmet
 from omniq_nb.worker.executors import Executors
 from omniq_nb.worker.lease import LeaseKeeper
 from omniq_nb.worker.outcomes import OutcomeWriter
@@ -226,10 +226,14 @@ class Runs:
     async def _execute(self, task: Task, context: TaskContext, slot: Slot) -> None:
         started = time.monotonic()
         try:
-            inputs = task_inputs(await self._read(task.depends_on)) if task.depends_on else {}
+            inputs = task_inputs(task.depends_on, await self._read(task.depends_on)) if task.depends_on else None
         except Exception as exc:  # the store is unreachable: this attempt fails, retryable
             logger.warning("task %s: could not read its dependencies' results: %s", task.id, exc)
             self._writer.record(task, failed(exc, task.attempt), time.monotonic() - started)
+            return
+        stopped = unmet(task, inputs)
+        if stopped is not None:  # retried by hand, or a kept result gone: it must not run
+            self._writer.record(task, stopped, time.monotonic() - started)
             return
         call = Call(
             task_id=task.id,

@@ -64,7 +64,7 @@ def test_a_healthy_store_exits_0_with_one_line_per_fact(url: str) -> None:
     assert found["store"] == url
     assert found["integrity"] == "ok"
     assert found["schema"] == f"version {SCHEMA_VERSION}"
-    assert found["tasks"] == "pending 2, running 0, succeeded 0, failed 0, cancelled 1, expired 0"
+    assert found["tasks"] == "waiting 0, pending 2, running 0, succeeded 0, failed 0, cancelled 1, expired 0"
     assert found["leases"] == "0 expired, 0 of them over 30 s ago"
 
     as_json = run("check", "--db-url", url, "--json")
@@ -73,7 +73,15 @@ def test_a_healthy_store_exits_0_with_one_line_per_fact(url: str) -> None:
     assert report["ok"] is True
     assert report["problems"] == []
     assert report["schema_version"] == SCHEMA_VERSION
-    assert report["counts"] == {"pending": 2, "running": 0, "succeeded": 0, "failed": 0, "cancelled": 1, "expired": 0}
+    assert report["counts"] == {
+        "waiting": 0,
+        "pending": 2,
+        "running": 0,
+        "succeeded": 0,
+        "failed": 0,
+        "cancelled": 1,
+        "expired": 0,
+    }
     assert isinstance(report["wal_bytes"], int)
 
 
@@ -203,7 +211,7 @@ def test_a_worker_killed_mid_task_is_a_problem_until_a_pool_rescues_it(
         done = run("check", "--db-url", url, env={"OMNIQ_LEASE_SECONDS": "1"})
         assert done.returncode == 1, done.stdout + done.stderr
         found = fields(done.stdout)
-        assert found["tasks"].startswith("pending 0, running 1,")
+        assert found["tasks"].startswith("waiting 0, pending 0, running 1,")
         assert found["leases"] == "1 expired, 1 of them over 1 s ago"
         assert found["problem"].startswith("1 running task(s) lost their worker")
         assert found["problem"].endswith(h.id)

@@ -14,7 +14,15 @@ import pytest
 import worker_tasks as wt
 
 import omniq_nb as omniq
-from omniq_nb import AsyncOmniQ, AsyncWorkerPool, DependencyFailed, TaskCancelled, TaskNotFound, TaskStatus
+from omniq_nb import (
+    AsyncOmniQ,
+    AsyncWorkerPool,
+    DependencyFailed,
+    InvalidTransition,
+    TaskCancelled,
+    TaskNotFound,
+    TaskStatus,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -137,3 +145,32 @@ async def test_a_diamond_runs_every_task_once(q: AsyncOmniQ, tmp_path: Path) -> 
         assert await sink.result(timeout=WAIT * 2) == 202
     assert len((await anyio.Path(log).read_text()).splitlines()) == 202
     assert {h.attempt for h in middles} == {1}
+
+
+async def test_a_stopped_dependent_is_retried_through_its_failed_dependency(q: AsyncOmniQ, tmp_path: Path) -> None:
+    flaky = await q.enqueue(wt.flaky, str(tmp_path / "counter"), 1)
+    after = await flaky.then(wt.add, 10)
+    async with AsyncWorkerPool(q, concurrency=2):
+        with pytest.raises(DependencyFailed):
+            await after.result(timeout=WAIT)
+        with pytest.raises(InvalidTransition, match=f"never ran: dependency {flaky.id}.*retry that task instead"):
+            await after.retry()  # it would run with the failure as its input
+        assert (await q.get(after.id)).status is TaskStatus.FAILED
+        await flaky.retry()
+        assert await after.result(timeout=WAIT) == 12
+
+
+async def test_a_dependency_purged_before_its_dependent_ran_arrives_as_an_error(
+    q: AsyncOmniQ, tmp_path: Path
+) -> None:
+    gate = tmp_path / "gate"
+    quick = await q.enqueue(wt.add, 1, 1)
+    slow = await q.enqueue(wt.gated, str(tmp_path), "slow", str(gate))
+    both = await omniq.gather(quick, slow, run_on="any")
+    async with AsyncWorkerPool(q, concurrency=2):
+        assert await quick.result(timeout=WAIT) == 2
+        assert await q.purge(status="succeeded", older_than=0) == 1
+        await anyio.Path(gate).touch()
+        missing, value = await both.result(timeout=WAIT)
+    assert value == "slow"
+    assert missing.type == "omniq_nb.errors.DependencyFailed" and "no longer exists" in missing.message

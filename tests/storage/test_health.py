@@ -8,6 +8,8 @@ import pytest
 
 from omniq_nb.models import Task, TaskError, TaskResult, TaskStatus
 from omniq_nb.storage import Storage
+from omniq_nb.storage.postgres_schema import SCHEMA_VERSION as POSTGRES_SCHEMA
+from omniq_nb.storage.sqlite_schema import SCHEMA_VERSION as SQLITE_SCHEMA
 
 pytestmark = pytest.mark.anyio
 
@@ -50,10 +52,10 @@ async def test_a_healthy_store_reports_its_counts_and_no_problem(store: Storage,
     assert (health.expired_leases, health.stale_leases, health.stale_ids) == (0, 0, ())
     assert health.stale_after == HOUR
     if store.url.startswith("sqlite"):
-        assert health.schema_version == 4
+        assert health.schema_version == SQLITE_SCHEMA
         assert health.wal_bytes is not None and health.wal_bytes > 0  # the store is open: its WAL exists
     elif store.url.startswith("postgres"):
-        assert (health.schema_version, health.wal_bytes) == (2, None)  # the server keeps its own log
+        assert (health.schema_version, health.wal_bytes) == (POSTGRES_SCHEMA, None)  # the server keeps its own log
     else:
         assert (health.schema_version, health.wal_bytes) == (None, None)
 

@@ -25,10 +25,10 @@ def task(**overrides: Any) -> Task:
 
 def test_status_sets_and_their_sql_lists_agree() -> None:
     assert {s for s in TaskStatus if s.is_terminal} == lifecycle.FINISHED
-    assert {TaskStatus.PENDING, TaskStatus.RUNNING} == lifecycle.UNFINISHED
+    assert {TaskStatus.WAITING, TaskStatus.PENDING, TaskStatus.RUNNING} == lifecycle.UNFINISHED
     assert {TaskStatus.FAILED, TaskStatus.CANCELLED, TaskStatus.EXPIRED} == lifecycle.REQUEUEABLE
     assert FINISHED_SQL == "('succeeded', 'failed', 'cancelled', 'expired')"
-    assert UNFINISHED_SQL == "('pending', 'running')"
+    assert UNFINISHED_SQL == "('waiting', 'pending', 'running')"
     assert REQUEUEABLE_SQL == "('failed', 'cancelled', 'expired')"
 
 
