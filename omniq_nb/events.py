@@ -34,6 +34,7 @@ from omniq_nb.storage.base import Storage
 logger = logging.getLogger(__name__)
 
 _FAST_POLL = 0.02  # seconds between polls while a result is awaited
+_CLOSE_WAIT = 10.0  # seconds close() waits for the follower to stop
 _CLOSE_POLL = 0.1  # seconds between polls while a live view observes a task
 _RECHECK_EVERY = 1.0  # seconds between direct re-reads of awaited tasks
 _RECHECK_AT_MOST = 500  # awaited tasks re-read each time when events are recorded (in turn, if more)
@@ -259,7 +260,13 @@ class EventHub:
             if self._wake is not None:
                 self._wake.set()
             runner.cancel()
-            await asyncio.gather(runner, return_exceptions=True)
+            await asyncio.wait(
+                [runner], timeout=_CLOSE_WAIT
+            )  # a store call that swallowed the cancel must not hang close
+            if not runner.done():
+                logger.warning("the event follower did not stop within %s s; closing without it", _CLOSE_WAIT)
+            elif not runner.cancelled() and runner.exception() is not None:
+                logger.debug("the event follower ended with %r", runner.exception())
         for waiters in self._waiters.values():
             for waiter in waiters:
                 waiter.future.cancel()

@@ -51,6 +51,7 @@ __all__ = ["NATSConnection", "split_options"]
 logger = logging.getLogger(__name__)
 
 _UTC = timezone.utc
+_CLOSE_WAIT = 10.0  # seconds close() gives the connection to close
 _PREFIX = re.compile(r"[A-Za-z0-9_\-]{1,64}")
 _CONNECT_SECONDS = 10.0
 _REQUEST_SECONDS = 10.0
@@ -142,7 +143,7 @@ class NATSConnection(OpensAndCloses):
         nc, self._nc, self._sub = self._nc, None, None
         if nc is not None:
             with contextlib.suppress(nats.errors.Error, OSError, asyncio.TimeoutError):
-                await nc.close()
+                await asyncio.wait_for(nc.close(), _CLOSE_WAIT)  # a connection stuck mid-reconnect must not hang
 
     async def now(self) -> datetime:
         """Return this client's clock (NATS has no server time; see the module's notes on skew)."""
