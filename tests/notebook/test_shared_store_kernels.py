@@ -1,10 +1,11 @@
-"""Promise: a kernel whose queue is a NATS JetStream store submits tasks that an ``omniq-nb worker``
-process runs; the kernel reads every result, its views show progress and results, and
-``%omniq workers status`` lists the worker."""
+"""Promise: a kernel whose queue is a file store folder or a NATS prefix submits tasks that an
+``omniq-nb worker`` process runs; the kernel reads every result, its views show progress and
+results, and ``%omniq workers status`` lists the worker."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from kernel_driver import LOAD, Kernel, KernelFactory
@@ -14,13 +15,16 @@ from processes import Processes
 pytestmark = [pytest.mark.slow]
 
 
-@pytest.fixture
-def queue_url() -> Iterator[str]:
+@pytest.fixture(params=["file", pytest.param("nats", marks=pytest.mark.nats)])
+def queue_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "file":
+        yield f"file://{tmp_path / 'queue'}"
+        return
     with nats_prefix() as prefix:
         yield f"{NATS_URL}?prefix={prefix}"
 
 
-def test_a_kernel_on_nats_has_its_tasks_run_by_a_cli_worker(
+def test_a_kernel_on_a_shared_store_has_its_tasks_run_by_a_cli_worker(
     start_kernel: KernelFactory, workers: Processes, queue_url: str
 ) -> None:
     kernel: Kernel = start_kernel(OMNIQ_DB_URL=queue_url, OMNIQ_AUTOSTART="0")
