@@ -1,8 +1,6 @@
 from __future__ import annotations
 
 import importlib
-import json
-import multiprocessing
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -19,41 +17,14 @@ MakeTask = Callable[..., Task]
 
 TASKS = 5000
 PROCESSES = 4
-JOIN_SECONDS = 120
 
 
 def run_processes(url: str, tmp_path: Path) -> list[list[str]]:
     """Start the claiming processes together; return what each one claimed."""
     worker = importlib.import_module("claim_worker")
-    context = multiprocessing.get_context("spawn")
-    start = context.Barrier(PROCESSES)
-    outs = [tmp_path / f"claimed-{n}.json" for n in range(PROCESSES)]
-    processes = [
-        context.Process(
-            target=worker.claim_until_empty,
-            args=(url, f"proc{n}", 10 + 7 * n, start, str(outs[n])),
-            name=f"omniq-claim-{n}",
-        )
-        for n in range(PROCESSES)
-    ]
-    for process in processes:
-        process.start()
-    try:
-        for process in processes:
-            process.join(JOIN_SECONDS)
-    finally:
-        for process in processes:
-            if process.is_alive():
-                process.kill()
-                process.join()
-    claimed: list[list[str]] = []
-    for process, out in zip(processes, outs, strict=True):
-        report = json.loads(out.read_text()) if out.exists() else {"error": "no report written"}
-        assert process.exitcode == 0 and "ids" in report, (
-            f"{process.name} ended with exit code {process.exitcode}: {report.get('error')}"
-        )
-        claimed.append(report["ids"])
-    return claimed
+    spawned = importlib.import_module("spawned")
+    arguments = [(url, f"proc{n}", 10 + 7 * n) for n in range(PROCESSES)]
+    return [report["ids"] for report in spawned.run_together(worker.claim_until_empty, arguments, tmp_path)]
 
 
 async def test_four_processes_claim_every_task_exactly_once(

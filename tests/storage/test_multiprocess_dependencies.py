@@ -8,8 +8,6 @@ so every interleaving of the two happens somewhere among the diamonds.
 from __future__ import annotations
 
 import importlib
-import json
-import multiprocessing
 from collections.abc import Callable
 from pathlib import Path
 
@@ -23,35 +21,14 @@ pytestmark = pytest.mark.anyio
 
 MakeTask = Callable[..., Task]
 DIAMONDS = 60
-JOIN_SECONDS = 120
 
 
 def run_sides(url: str, tmp_path: Path) -> list[int]:
     """Run the two finishing processes together; return how many tasks each promoted."""
     worker = importlib.import_module("dependency_worker")
-    context = multiprocessing.get_context("spawn")
-    start = context.Barrier(2)
-    outs = [tmp_path / f"{side}.json" for side in ("left", "right")]
-    processes = [
-        context.Process(target=worker.finish_queue, args=(url, side, start, str(out)), name=f"omniq-{side}")
-        for side, out in zip(("left", "right"), outs, strict=True)
-    ]
-    for process in processes:
-        process.start()
-    try:
-        for process in processes:
-            process.join(JOIN_SECONDS)
-    finally:
-        for process in processes:
-            if process.is_alive():
-                process.kill()
-                process.join()
-    promoted = []
-    for process, out in zip(processes, outs, strict=True):
-        report = json.loads(out.read_text()) if out.exists() else {"error": "no report written"}
-        assert process.exitcode == 0 and "promoted" in report, f"{process.name}: {report.get('error')}"
-        promoted.append(report["promoted"])
-    return promoted
+    spawned = importlib.import_module("spawned")
+    reports = spawned.run_together(worker.finish_queue, [(url, "left"), (url, "right")], tmp_path)
+    return [report["promoted"] for report in reports]
 
 
 async def test_two_processes_finishing_both_dependencies_promote_each_dependent_once(
