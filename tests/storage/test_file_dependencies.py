@@ -12,6 +12,7 @@ from typing import Any
 
 import msgspec
 import pytest
+from test_file_only import fail_third_task_write
 
 from omniq_nb.errors import StorageError
 from omniq_nb.models import DependencyMove, Task, TaskStatus
@@ -118,20 +119,6 @@ async def test_a_task_file_written_before_dependencies_loads_with_the_defaults(
         assert stored is not None and (stored.depends_on, stored.run_on) == ((), "success")
         [claimed] = await store.claim(queues=["default"], limit=1, lease=30, worker="w")
         assert (claimed.id, claimed.depends_on) == (task.id, ())
-
-
-def fail_third_task_write(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Make the third task record written fail as a full disk does."""
-    real_write, calls = file_base.FileLayout.write, []
-
-    def full_disk(self: file_base.FileLayout, path: Path, data: bytes, *, durable: bool) -> None:
-        if path.parent.name == "tasks":
-            calls.append(path.name)
-            if len(calls) == 3:
-                raise OSError(28, "No space left on device")
-        real_write(self, path, data, durable=durable)
-
-    monkeypatch.setattr(file_base.FileLayout, "write", full_disk)
 
 
 async def test_a_batch_insert_that_fails_half_way_leaves_no_dependency_markers(

@@ -304,21 +304,26 @@ async def test_a_process_killed_in_the_middle_of_a_batch_insert_leaves_none_of_i
     assert list((folder / "batches").iterdir()) == []
 
 
+def fail_third_task_write(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make the third task record written fail as a full disk does."""
+    real_write, calls = file_base.FileLayout.write, []
+
+    def full_disk(self: file_base.FileLayout, path: Path, data: bytes, *, durable: bool) -> None:
+        if path.parent.name == "tasks":
+            calls.append(path.name)
+            if len(calls) == 3:
+                raise OSError(28, "No space left on device")
+        real_write(self, path, data, durable=durable)
+
+    monkeypatch.setattr(file_base.FileLayout, "write", full_disk)
+
+
 async def test_a_batch_insert_that_fails_half_way_leaves_none_of_it(
     tmp_path: Path, make_task: MakeTask, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     async with open_storage(url_of(tmp_path / "q")) as store:
         layout = file_base.FileLayout(str(tmp_path / "q"))
-        real_write, calls = file_base.FileLayout.write, []
-
-        def full_disk(self: file_base.FileLayout, path: Path, data: bytes, *, durable: bool) -> None:
-            if path.parent.name == "tasks":
-                calls.append(path.name)
-                if len(calls) == 3:
-                    raise OSError(28, "No space left on device")
-            real_write(self, path, data, durable=durable)
-
-        monkeypatch.setattr(file_base.FileLayout, "write", full_disk)
+        fail_third_task_write(monkeypatch)
         with pytest.raises(StorageError, match="is full"):
             await store.insert([make_task() for _ in range(5)])
         monkeypatch.undo()
