@@ -162,14 +162,14 @@ class TaskHandle:
         """Run a failed, cancelled or expired task again; return its handle (a coroutine from ``AsyncOmniQ``)."""
         return self._queue.bridge.call(self._queue.retry, self.id)
 
-    def then(self, fn: Callable[..., Any], /, *args: Any, **options: Any) -> Any:
-        """Queue ``fn(this task's result, *args)`` to run once this task succeeded; return its handle.
+    def then(self, fn: Callable[..., Any], /, *args: Any, kwargs: dict[str, Any] | None = None, **options: Any) -> Any:
+        """Queue ``fn(this task's result, *args, **kwargs)`` to run once this task succeeded; return its handle.
 
         ``fn`` may be an ``@omniq.task`` function (its options apply, ``options`` on top) or any
         callable; ``options`` are task options (``run_on="any"`` runs it after a failure too,
         with the ``TaskError`` as the value). A coroutine from ``AsyncOmniQ``.
         """
-        return _enqueue_after(self._queue, fn, (self, *args), options)
+        return _enqueue_after(self._queue, fn, (self, *args), options, kwargs)
 
     def __omniq_upstream__(self) -> Upstream:
         """Stand for this task's result when passed as another task's argument."""
@@ -255,11 +255,17 @@ def gather(*handles: TaskHandle | GroupHandle, **options: Any) -> Any:
     return _enqueue_after(queue, gathered, handles, options)
 
 
-def _enqueue_after(queue: QueueCalls, fn: Callable[..., Any], args: Sequence[Any], options: dict[str, Any]) -> Any:
-    """Queue ``fn(*args)`` (handles among ``args`` become its dependencies) through the queue's bridge."""
+def _enqueue_after(
+    queue: QueueCalls,
+    fn: Callable[..., Any],
+    args: Sequence[Any],
+    options: dict[str, Any],
+    kwargs: dict[str, Any] | None = None,
+) -> Any:
+    """Queue ``fn(*args, **kwargs)`` (handles among them become its dependencies) through the queue's bridge."""
     spec: Callable[[], tuple[Callable[..., Any], dict[str, Any]]] | None = getattr(fn, "__omniq_task__", None)
     target, base = spec() if spec is not None else (fn, {})
-    return queue.bridge.call(queue.enqueue_call, target, args=tuple(args), **{**base, **options})
+    return queue.bridge.call(queue.enqueue_call, target, args=tuple(args), kwargs=kwargs, **{**base, **options})
 
 
 def _discard(observers: list[Callable[[TaskHandle], None]], callback: Callable[[TaskHandle], None]) -> None:
@@ -327,12 +333,12 @@ class GroupHandle(Sequence[TaskHandle]):
             self._queue.results, self.ids, timeout=timeout, return_exceptions=return_exceptions
         )
 
-    def then(self, fn: Callable[..., Any], /, *args: Any, **options: Any) -> Any:
-        """Queue ``fn([results], *args)`` to run once every task of the group succeeded; return its handle.
+    def then(self, fn: Callable[..., Any], /, *args: Any, kwargs: dict[str, Any] | None = None, **options: Any) -> Any:
+        """Queue ``fn([results], *args, **kwargs)`` to run once every task of the group succeeded; return its handle.
 
         See ``TaskHandle.then``. A coroutine from ``AsyncOmniQ``.
         """
-        return _enqueue_after(self._queue, fn, (self, *args), options)
+        return _enqueue_after(self._queue, fn, (self, *args), options, kwargs)
 
     def __omniq_upstream__(self) -> UpstreamGroup:
         """Stand for the list of the group's results when passed as another task's argument."""

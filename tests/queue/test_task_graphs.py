@@ -45,7 +45,7 @@ async def test_groups_then_and_gather_pass_results_along(q: AsyncOmniQ) -> None:
     base = await q.enqueue(wt.add, 1, 1)
     fits = await q.enqueue_many(wt.add, [(base, n) for n in range(3)])
     summed = await fits.then(sum)
-    plus = await summed.then(wt.add, 100)
+    plus = await summed.then(wt.add, kwargs={"b": 100})
     everything = await omniq.gather(base, fits, plus)
 
     async with AsyncWorkerPool(q, concurrency=4):
