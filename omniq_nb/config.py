@@ -301,7 +301,7 @@ _keepalive_seconds = _seconds_at_least(0, "60", ", or 0 or none for no activity 
 def _keepalive(raw: Any) -> float | None:
     if raw is None or (isinstance(raw, str) and raw.strip().lower() in ("none", "off")):
         return None
-    with contextlib.suppress(TypeError, ValueError):
+    with contextlib.suppress(TypeError, ValueError, OverflowError):  # _keepalive_seconds says what is wrong
         if not isinstance(raw, bool) and float(raw) == 0:
             return None
     return _keepalive_seconds(raw)
