@@ -34,7 +34,7 @@ from omniq_nb.storage.base import Storage
 logger = logging.getLogger(__name__)
 
 _FAST_POLL = 0.02  # seconds between polls while a result is awaited
-_CLOSE_WAIT = 10.0  # seconds close() waits for the follower to stop
+_CLOSE_WAIT = 2.0  # seconds close() waits for the follower to stop (a healthy one takes milliseconds)
 _CLOSE_POLL = 0.1  # seconds between polls while a live view observes a task
 _RECHECK_EVERY = 1.0  # seconds between direct re-reads of awaited tasks
 _RECHECK_AT_MOST = 500  # awaited tasks re-read each time when events are recorded (in turn, if more)
