@@ -154,6 +154,8 @@ class Task(msgspec.Struct):
     ``depends_on`` names the tasks it waits for (status ``waiting`` until they finish), and
     ``run_on`` when it runs then: ``success`` (all succeeded), ``any`` (all finished) or
     ``failure`` (all finished, one of them not successfully).
+    ``cache_key`` is set on a task submitted with ``cache=True``: a later submission with the
+    same key reuses this task's result once it succeeded (``ResultStore.cached``).
 
     Build one with keyword arguments: the positional order serves the stores, which build a
     task per row claimed or settled (positional is several times faster), and may change.
@@ -193,6 +195,7 @@ class Task(msgspec.Struct):
     owner: str | None = None
     depends_on: tuple[str, ...] = ()
     run_on: str = "success"
+    cache_key: str | None = None
 
     @property
     def has_value(self) -> bool:
@@ -245,6 +248,30 @@ class TaskResult(msgspec.Struct, frozen=True, kw_only=True):
     eta: datetime | None = None
     rescue: bool = False
     result_ttl: float | None = None
+
+
+class OutputChunk(msgspec.Struct, frozen=True, kw_only=True):
+    """A batch of what a task printed or displayed, as a store keeps it (``TaskOutputStore``).
+
+    ``seq`` orders the chunks of one task (from 1, given by the store). ``stream`` is
+    ``stdout``, ``stderr`` or ``display``; for ``display``, ``text`` is the JSON of
+    ``{"data": ..., "metadata": ...}`` as the kernel's display publisher got them.
+    """
+
+    seq: int
+    stream: str
+    text: str
+
+
+class TaskOutput(msgspec.Struct, frozen=True, kw_only=True):
+    """A page of a task's kept output: its chunks after a ``seq``, and whether the head was dropped.
+
+    ``dropped`` is true when older output of the task was removed to keep it within its limit
+    (``OUTPUT_LIMIT``), so the first chunk kept is not the first the task wrote.
+    """
+
+    chunks: list[OutputChunk]
+    dropped: bool = False
 
 
 class TaskEvent(msgspec.Struct, frozen=True, kw_only=True):

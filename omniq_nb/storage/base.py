@@ -14,6 +14,7 @@ Roles, each named after who calls it:
 - ``EventStore``: the event stream the event hub follows.
 - ``WorkerRegistry``: the live worker pools (heartbeats, ``omniq-nb workers``, stop requests).
 - ``MaintenanceStore``: the maintenance election, purge, log checkpoints and the health check.
+- ``TaskOutputStore``: what tasks printed or displayed, bounded per task, kept with the task.
 
 Every backend implements all of them on one object (``Storage``), so the façade and the
 pool never know which backend they talk to. A backend that can also keep the results or
@@ -30,7 +31,16 @@ from types import TracebackType
 from typing import Protocol, Self, runtime_checkable
 
 from omniq_nb.errors import NotSupported, StorageError
-from omniq_nb.models import DependencyMove, StoreHealth, Task, TaskEvent, TaskResult, TaskStatus, WorkerInfo
+from omniq_nb.models import (
+    DependencyMove,
+    StoreHealth,
+    Task,
+    TaskEvent,
+    TaskOutput,
+    TaskResult,
+    TaskStatus,
+    WorkerInfo,
+)
 
 ResultKey = tuple[str, str]
 """A kept result's key: the task id and the lease token of the attempt that produced it."""
@@ -45,6 +55,7 @@ __all__ = [
     "Storage",
     "StorageError",
     "StoreConnection",
+    "TaskOutputStore",
     "WorkerRegistry",
 ]
 
@@ -205,6 +216,13 @@ class QueueStore(Protocol):
         """Move pending tasks whose ``expires_at`` has passed to ``expired``; return them."""
         ...
 
+    async def forget_cached(self, *, name: str | None = None) -> int:
+        """Clear the ``cache_key`` of tasks that have one (those named ``name``, or all); return how many.
+
+        The tasks and their results stay; only later submissions no longer reuse them.
+        """
+        ...
+
     async def wait_for_tasks(self, timeout: float) -> None:
         """Return when another process hints that it added ready tasks, or after ``timeout``.
 
@@ -232,6 +250,15 @@ class ResultStore(Protocol):
 
     async def count(self, *, task_ids: Sequence[str] | None = None) -> dict[TaskStatus, int]:
         """Return how many tasks (of ``task_ids``, or all) are in each status."""
+        ...
+
+    async def cached(self, key: str, *, finished_after: datetime | None = None) -> Task | None:
+        """Return the newest succeeded task whose ``cache_key`` is ``key``, or ``None``.
+
+        Newest by ``finished_at``; with ``finished_after``, only a task that finished at or
+        after it counts (a cache entry's ``cache_ttl``). Indexed by key: a submission with
+        ``cache=True`` asks once per task.
+        """
         ...
 
 
@@ -295,7 +322,7 @@ class MaintenanceStore(Protocol):
     async def purge(
         self, *, finished_before: datetime | None = None, statuses: Sequence[TaskStatus] = (), everything: bool = False
     ) -> int:
-        """Delete tasks and their events; return how many tasks went.
+        """Delete tasks with their events and output; return how many tasks went.
 
         With ``everything=True`` the store is emptied. Otherwise only finished tasks go: those
         past their own ``result_ttl``, plus those that finished before ``finished_before``
@@ -328,8 +355,34 @@ class MaintenanceStore(Protocol):
         ...
 
 
+class TaskOutputStore(Protocol):
+    """What tasks printed or displayed, in chunks, each task's kept within a limit and purged with it."""
+
+    async def append_output(
+        self, task_id: str, chunks: Sequence[tuple[str, str]], *, limit_bytes: int, limit_lines: int
+    ) -> None:
+        """Append ``(stream, text)`` chunks to a task's output, in this order, each with the next ``seq``.
+
+        Afterwards the oldest whole chunks are removed while the task's kept output is over
+        ``limit_bytes`` (UTF-8 bytes of ``text``) or ``limit_lines`` (newlines in ``text``; a
+        ``display`` chunk counts one line); the newest chunk is always kept. Not fenced on a
+        lease: the output of an attempt that lost its lease is still what the task printed.
+        Output of a task the store does not have is dropped.
+        """
+        ...
+
+    async def output(self, task_id: str, *, after: int = 0, limit: int = 1000) -> TaskOutput:
+        """Return up to ``limit`` kept chunks of a task with ``seq > after``, oldest first.
+
+        An unknown task has no output (empty, not an error).
+        """
+        ...
+
+
 @runtime_checkable
-class Storage(StoreConnection, QueueStore, ResultStore, EventStore, WorkerRegistry, MaintenanceStore, Protocol):
+class Storage(
+    StoreConnection, QueueStore, ResultStore, EventStore, WorkerRegistry, MaintenanceStore, TaskOutputStore, Protocol
+):
     """Every role together: what the façade and the worker pool ask of a store; every method is async.
 
     One backend object implements all of them (``SQLiteStorage``, ``MemoryStorage``).

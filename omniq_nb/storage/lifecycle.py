@@ -43,6 +43,8 @@ __all__ = [
     "UNFINISHED",
     "check_outcomes",
     "claimable",
+    "chunk_size",
+    "cached_hit",
     "due_to_expire",
     "entered",
     "event_of",
@@ -55,6 +57,7 @@ __all__ = [
     "progress_fraction",
     "purgeable",
     "requeued_expiry",
+    "trimmed_head",
     "worker_alive",
 ]
 
@@ -217,3 +220,39 @@ def move_dependent(task: Task, move: DependencyMove, now: datetime) -> bool:
     task.status, task.error = move.target, move.error
     task.finished_at = now if move.target.is_terminal else None
     return True
+
+
+def cached_hit(task: Task, key: str, finished_after: datetime | None) -> bool:
+    """Return whether ``task`` answers ``ResultStore.cached(key, finished_after=...)``."""
+    return (
+        task.cache_key == key
+        and task.status is TaskStatus.SUCCEEDED
+        and (finished_after is None or (task.finished_at is not None and task.finished_at >= finished_after))
+    )
+
+
+def chunk_size(stream: str, text: str) -> tuple[int, int]:
+    """Return an output chunk's ``(bytes, lines)`` as output limits count them (a display is one line)."""
+    return len(text.encode("utf-8", "surrogatepass")), 1 if stream == "display" else text.count("\n")
+
+
+def trimmed_head(sizes: Sequence[tuple[int, int]], *, limit_bytes: int, limit_lines: int) -> int:
+    """Return how many of a task's oldest output chunks go so the rest fits the limits.
+
+    ``sizes`` are the kept chunks' ``chunk_size``s, oldest first; the newest always stays.
+
+    Example:
+        >>> trimmed_head([(600, 1), (600, 1), (10, 1)], limit_bytes=1000, limit_lines=10)
+        2
+        >>> trimmed_head([(5000, 1)], limit_bytes=1000, limit_lines=10)
+        0
+
+    """
+    total_bytes = sum(size for size, _ in sizes)
+    total_lines = sum(lines for _, lines in sizes)
+    dropped = 0
+    while dropped < len(sizes) - 1 and (total_bytes > limit_bytes or total_lines > limit_lines):
+        total_bytes -= sizes[dropped][0]
+        total_lines -= sizes[dropped][1]
+        dropped += 1
+    return dropped

@@ -2,7 +2,8 @@
 
 ``MemoryStorage`` is assembled from one mixin per protocol role over ``memory_base.MemoryState``
 (the data and the lock), as ``SQLiteStorage`` is: ``MemoryResults`` (``memory_base``),
-``MemoryQueue`` (``memory_queue``), ``MemoryOutcomes`` (``memory_outcomes``), and here
+``MemoryQueue`` (``memory_queue``), ``MemoryOutcomes`` (``memory_outcomes``),
+``MemoryOutput`` (``memory_output``), and here
 ``MemoryRegistry`` and ``MemoryMaintenance``.
 The lifecycle rules come from ``storage.lifecycle``.
 """
@@ -18,6 +19,7 @@ from omniq_nb.storage import lifecycle
 from omniq_nb.storage.health import health_report
 from omniq_nb.storage.memory_base import MemoryResults, MemoryState, copy
 from omniq_nb.storage.memory_outcomes import MemoryOutcomes
+from omniq_nb.storage.memory_output import MemoryOutput
 from omniq_nb.storage.memory_queue import MemoryQueue
 
 __all__ = ["MemoryMaintenance", "MemoryRegistry", "MemoryStorage"]
@@ -92,6 +94,8 @@ class MemoryMaintenance(MemoryResults):
             }
             for task_id in doomed:
                 del self._tasks[task_id]
+                self._output.pop(task_id, None)
+                self._output_seq.pop(task_id, None)
             self._events = [e for e in self._events if e.task_id not in doomed]
             return len(doomed)
 
@@ -122,7 +126,7 @@ class MemoryMaintenance(MemoryResults):
         )
 
 
-class MemoryStorage(MemoryQueue, MemoryRegistry, MemoryMaintenance, MemoryOutcomes):
+class MemoryStorage(MemoryQueue, MemoryRegistry, MemoryMaintenance, MemoryOutcomes, MemoryOutput):
     """A store that lives in this process's memory (``memory://``).
 
     Args:

@@ -14,7 +14,7 @@ from typing import Self
 
 import msgspec
 
-from omniq_nb.models import EventKind, Task, TaskEvent, TaskStatus, WorkerInfo
+from omniq_nb.models import EventKind, OutputChunk, Task, TaskEvent, TaskStatus, WorkerInfo
 from omniq_nb.opening import OpensAndCloses
 from omniq_nb.storage import lifecycle
 from omniq_nb.urls import redact_url
@@ -49,6 +49,11 @@ class MemoryState(OpensAndCloses):
         """Results kept for a queue in another store: (task id, token) -> (bytes, purge time)."""
         self._event_purge: dict[str, datetime | None] = {}
         """When the events appended for a queue in another store go, by task (its newest event's mark)."""
+        self._cache: dict[str, builtins.list[str]] = {}
+        """Ids of the tasks inserted with each ``cache_key`` (an id may since have gone or been forgotten)."""
+        self._output: dict[str, builtins.list[OutputChunk]] = {}
+        self._output_seq: dict[str, int] = {}
+        """The ``seq`` of each task's newest output chunk (kept after its head was trimmed)."""
         self._lock = threading.Lock()
 
     async def open(self) -> None:
@@ -106,6 +111,17 @@ class MemoryResults(MemoryState):
                 if (not wanted or t.status in wanted) and (queue is None or t.queue == queue)
             ]
             return [copy(t) for t in found[:limit]]
+
+    async def cached(self, key: str, *, finished_after: datetime | None = None) -> Task | None:
+        """Return a copy of the newest succeeded task with this cache key, or ``None``."""
+        with self._lock:
+            hits = [
+                t
+                for t in map(self._tasks.get, self._cache.get(key, ()))
+                if t is not None and lifecycle.cached_hit(t, key, finished_after)
+            ]
+            newest = max(hits, key=lambda t: t.finished_at or t.created_at, default=None)
+            return None if newest is None else copy(newest)
 
     async def count(self, *, task_ids: Sequence[str] | None = None) -> dict[TaskStatus, int]:
         """Return the number of tasks per status."""

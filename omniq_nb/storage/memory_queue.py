@@ -32,6 +32,8 @@ class MemoryQueue(MemoryResults):
             for task in tasks:
                 self._tasks[task.id] = copy(task)
                 self._linked = self._linked or bool(task.depends_on)
+                if task.cache_key is not None:
+                    self._cache.setdefault(task.cache_key, []).append(task.id)
                 self._record(task, EventKind.ENQUEUED, at=task.created_at)
 
     async def insert_many(self, template: Task, entries: Iterable[tuple[str, bytes]]) -> None:
@@ -206,6 +208,26 @@ class MemoryQueue(MemoryResults):
                     self._record(task, EventKind.EXPIRED)
                     expired.append(copy(task))
             return expired
+
+    async def forget_cached(self, *, name: str | None = None) -> int:
+        """Clear the cache key of the tasks that have one (named ``name``, or all)."""
+        with self._lock:
+            forgotten = 0
+            for key, ids in builtins.list(self._cache.items()):
+                kept = []
+                for task_id in ids:
+                    task = self._tasks.get(task_id)
+                    if task is None or task.cache_key != key:
+                        continue
+                    if name is None or task.name == name:
+                        task.cache_key = None
+                        forgotten += 1
+                    else:
+                        kept.append(task_id)
+                self._cache[key] = kept
+                if not kept:
+                    del self._cache[key]
+            return forgotten
 
     async def wait_for_tasks(self, timeout: float) -> None:
         """Sleep ``timeout`` seconds: in one process, the queue's own wake-ups serve instead."""

@@ -98,6 +98,17 @@ async def twin(store: Storage, store_url: str, make_task: Callable[..., Task]) -
         yield other
 
 
+@pytest.fixture
+async def twin_or_store(store: Storage, store_url: str) -> AsyncIterator[Storage]:
+    """A second store object on ``store``'s URL where two objects share tasks, else ``store`` itself."""
+    async with open_spec(store_url) as other:
+        probe = _task()
+        await store.insert([probe])
+        shared = await other.get(probe.id) is not None
+        await store.purge(everything=True)
+        yield other if shared else store
+
+
 def _task(**overrides: Any) -> Task:
     now = datetime.now(timezone.utc)
     fields: dict[str, Any] = {"id": new_task_id(), "name": "tests.job", "payload": b"x", "eta": now, "created_at": now}
