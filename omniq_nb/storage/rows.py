@@ -48,13 +48,13 @@ COLUMNS = (
     "id, name, queue, status, priority, payload, attempt, retries, retry_on, timeout, eta, created_at, "
     "started_at, finished_at, expires_at, result_ttl, interval, cron, series, at_most_once, kind, "
     "lease_token, lease_until, worker, progress, progress_done, progress_total, progress_message, result, error, "
-    "origin, run_id, owner, depends_on, run_on"
+    "origin, run_id, owner, depends_on, run_on, cache_key"
 )
 """Every column of a task, in the order ``row_task`` reads them."""
 _PRIORITY_AT, _ETA_AT = (COLUMNS.replace(" ", "").split(",").index(name) for name in ("priority", "eta"))
 NEW_COLUMNS = (
     "id, name, queue, status, priority, payload, attempt, retries, retry_on, timeout, eta, created_at, "
-    "expires_at, result_ttl, interval, cron, series, at_most_once, kind, origin, owner, depends_on, run_on"
+    "expires_at, result_ttl, interval, cron, series, at_most_once, kind, origin, owner, depends_on, run_on, cache_key"
 )
 """The columns of a task that has never run (the rest keep their defaults), in ``new_task_row``'s order."""
 EVENT_COLUMNS = "seq, task_id, kind, at, status, attempt, progress, message, run_id"
@@ -109,6 +109,7 @@ def new_task_row(task: Task) -> tuple[Any, ...]:
         task.owner,
         "\n".join(task.depends_on) or None,
         task.run_on,
+        task.cache_key,
     )
 
 
@@ -159,6 +160,7 @@ def row_task(row: Sequence[Any]) -> Task:
         row[32],  # owner
         tuple(row[33].split("\n")) if row[33] else (),  # depends_on
         row[34],  # run_on
+        row[35],  # cache_key
     )
 
 
