@@ -108,7 +108,7 @@ class FileMaintenance(FileResults):
     async def purge(
         self, *, finished_before: datetime | None = None, statuses: Sequence[TaskStatus] = (), everything: bool = False
     ) -> int:
-        """Delete finished tasks past their result TTL (or everything), with their events."""
+        """Delete finished tasks past their result TTL (or everything), with their events and output."""
         picked = {TaskStatus(s) for s in statuses}
         return await self._run(self._purge, finished_before, picked, everything)
 
