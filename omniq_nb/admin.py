@@ -93,7 +93,8 @@ class QueueAdmin:
 
         """
         if cache:
-            forgot = f"forgot {await self.cache_clear()} cached results (the tasks and their results stay)"
+            count = await self.cache_clear()
+            forgot = f"forgot {count} cached result{'' if count == 1 else 's'} (the tasks and their results stay)"
             if older_than is None and status is None and not everything:
                 return forgot
             return (
