@@ -57,16 +57,15 @@ def call_keys(fn: Callable[..., Any], options: TaskOptions, calls: Sequence[Call
 async def reuse(storage: Storage, keys: Sequence[str | None], ttl: float | None) -> list[Task | None]:
     """Return, for each key, the newest succeeded task of the store with it (within ``ttl`` seconds), or ``None``.
 
-    A task whose result is no longer readable (purged from a separate result store) does not count.
+    One lookup for the whole batch. A task whose result is no longer readable (purged from a
+    separate result store) does not count.
     """
-    if not any(keys):
+    wanted = [key for key in keys if key is not None]
+    if not wanted:
         return [None] * len(keys)
     since = None if ttl is None else await storage.now() - timedelta(seconds=ttl)
-    found: list[Task | None] = []
-    for key in keys:
-        hit = None if key is None else await storage.cached(key, finished_after=since)
-        found.append(hit if hit is not None and hit.has_value else None)
-    return found
+    found = {key: task for key, task in (await storage.cached(wanted, finished_after=since)).items() if task.has_value}
+    return [None if key is None else found.get(key) for key in keys]
 
 
 def _warn(fn: Callable[..., Any], why: str) -> None:

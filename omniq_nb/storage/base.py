@@ -245,12 +245,12 @@ class ResultStore(Protocol):
         """Return how many tasks (of ``task_ids``, or all) are in each status."""
         ...
 
-    async def cached(self, key: str, *, finished_after: datetime | None = None) -> Task | None:
-        """Return the newest succeeded task whose ``cache_key`` is ``key``, or ``None``.
+    async def cached(self, keys: Sequence[str], *, finished_after: datetime | None = None) -> dict[str, Task]:
+        """Return, for each of ``keys`` some succeeded task has as ``cache_key``, the newest such task.
 
         Newest by ``finished_at``; with ``finished_after``, only a task that finished at or
-        after it counts (a cache entry's ``cache_ttl``). Indexed by key: a submission with
-        ``cache=True`` asks once per task.
+        after it counts (a cache entry's ``cache_ttl``). A key no task answers is left out.
+        Indexed by key: a submission with ``cache=True`` asks once per batch of tasks.
         """
         ...
 
