@@ -4,17 +4,23 @@ from __future__ import annotations
 
 import builtins
 from collections.abc import Sequence
+from datetime import datetime
 
 from omniq_nb.models import Task, TaskStatus
+from omniq_nb.storage import lifecycle
 from omniq_nb.storage.postgres_base import PostgresConnection
 from omniq_nb.storage.postgres_statements import filters
 from omniq_nb.storage.rows import COLUMNS, row_task
 
 __all__ = ["PostgresResults"]
 
+# The newest success of a key, through the partial index tasks_cache (read backwards).
+_CACHED = f"""SELECT {COLUMNS} FROM tasks WHERE cache_key = %s::text AND status = 'succeeded'
+    ORDER BY finished_at DESC LIMIT 1"""
+
 
 class PostgresResults(PostgresConnection):
-    """Reads of tasks: by id, by ids, listings and counts per status."""
+    """Reads of tasks: by id, by ids, a cache key, listings and counts per status."""
 
     async def get(self, task_id: str) -> Task | None:
         """Return the task with this id, or ``None``."""
@@ -27,6 +33,16 @@ class PostgresResults(PostgresConnection):
             return []
         rows = await self._fetch(f"SELECT {COLUMNS} FROM tasks WHERE id = ANY(%s::text[])", (list(task_ids),))
         return [row_task(row) for row in rows]
+
+    async def cached(self, key: str, *, finished_after: datetime | None = None) -> Task | None:
+        """Return the newest succeeded task with this cache key, if it finished at or after ``finished_after``.
+
+        The newest is read by the index; ``finished_after`` is then judged on it as the
+        memory store does (older successes cannot pass when the newest does not).
+        """
+        rows = await self._fetch(_CACHED, (key,))
+        task = row_task(rows[0]) if rows else None
+        return task if task is not None and lifecycle.cached_hit(task, key, finished_after) else None
 
     async def list(
         self, *, statuses: Sequence[TaskStatus] = (), queue: str | None = None, limit: int = 100
