@@ -15,8 +15,10 @@ from omniq_nb.storage.rows import COLUMNS, row_task
 __all__ = ["PostgresResults"]
 
 # The newest success of a key, through the partial index tasks_cache (read backwards).
-_CACHED = f"""SELECT {COLUMNS} FROM tasks WHERE cache_key = %s::text AND status = 'succeeded'
-    ORDER BY finished_at DESC LIMIT 1"""
+_CACHED = f"""SELECT newest.* FROM unnest(%s::text[]) AS asked(key) CROSS JOIN LATERAL (
+    SELECT {COLUMNS} FROM tasks WHERE cache_key = asked.key AND status = 'succeeded'
+    ORDER BY finished_at DESC LIMIT 1) AS newest"""
+"""The newest success of each asked key, one index probe per key."""
 
 
 class PostgresResults(PostgresConnection):
@@ -34,15 +36,17 @@ class PostgresResults(PostgresConnection):
         rows = await self._fetch(f"SELECT {COLUMNS} FROM tasks WHERE id = ANY(%s::text[])", (list(task_ids),))
         return [row_task(row) for row in rows]
 
-    async def cached(self, key: str, *, finished_after: datetime | None = None) -> Task | None:
-        """Return the newest succeeded task with this cache key, if it finished at or after ``finished_after``.
+    async def cached(self, keys: Sequence[str], *, finished_after: datetime | None = None) -> dict[str, Task]:
+        """Return the newest succeeded task of each key that has one, if it finished at or after ``finished_after``.
 
-        The newest is read by the index; ``finished_after`` is then judged on it as the
-        memory store does (older successes cannot pass when the newest does not).
+        The newest of each key is read by the index; ``finished_after`` is then judged on it as
+        the memory store does (older successes cannot pass when the newest does not).
         """
-        rows = await self._fetch(_CACHED, (key,))
-        task = row_task(rows[0]) if rows else None
-        return task if task is not None and lifecycle.cached_hit(task, key, finished_after) else None
+        if not keys:
+            return {}
+        rows = await self._fetch(_CACHED, (builtins.list(dict.fromkeys(keys)),))
+        found = (row_task(row) for row in rows)
+        return {t.cache_key: t for t in found if t.cache_key and lifecycle.cached_hit(t, t.cache_key, finished_after)}
 
     async def list(
         self, *, statuses: Sequence[TaskStatus] = (), queue: str | None = None, limit: int = 100

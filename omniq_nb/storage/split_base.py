@@ -135,15 +135,16 @@ class SplitParts(OpensAndCloses):
         """Return up to ``limit`` tasks, newest first, with their results."""
         return await self._with_results(await self.queue.list(statuses=statuses, queue=queue, limit=limit))
 
-    async def cached(self, key: str, *, finished_after: datetime | None = None) -> Task | None:
-        """Return the queue store's newest success with this cache key, with its result as ``get`` returns it.
+    async def cached(self, keys: Sequence[str], *, finished_after: datetime | None = None) -> dict[str, Task]:
+        """Return the queue store's newest success of each key, with its result as ``get`` returns it.
 
         A hit whose result is no longer in the result store is returned all the same, with
         no result and a ``ResultMissing`` error (``has_value`` false), as ``get`` returns it;
         a caller that needs the value checks ``has_value``.
         """
-        task = await self.queue.cached(key, finished_after=finished_after)
-        return None if task is None else (await self._with_results([task]))[0]
+        found = await self.queue.cached(keys, finished_after=finished_after)
+        filled = await self._with_results(builtins.list(found.values())) if found else []
+        return {task.cache_key or "": task for task in filled}
 
     async def count(self, *, task_ids: Sequence[str] | None = None) -> dict[TaskStatus, int]:
         """Return how many tasks are in each status."""

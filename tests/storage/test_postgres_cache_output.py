@@ -54,7 +54,7 @@ async def test_the_cache_lookup_and_forget_use_the_partial_index(store: Postgres
     with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
         conn.execute(f'ANALYZE "{store.schema}".tasks'.encode())
 
-    assert "tasks_cache" in plan(store, _CACHED, ("k1",))
+    assert "tasks_cache" in plan(store, _CACHED, (["k1"],))
     forget = "UPDATE tasks SET cache_key = NULL WHERE cache_key IS NOT NULL AND name = %s::text"
     assert "tasks_cache" in plan(store, forget, ("tests.job",))
     assert await store.forget_cached(name="tests.job") == 3

@@ -126,7 +126,7 @@ async def test_a_version_3_store_gains_the_cache_and_output_and_keeps_its_tasks(
         [claimed] = await store.claim(queues=["default"], limit=1, lease=30, worker="w")
         done = TaskResult(task_id=cached.id, lease_token=claimed.lease_token or "", status=TaskStatus.SUCCEEDED)
         assert await store.settle([done])
-        hit = await store.cached("k")
+        hit = (await store.cached(["k"])).get("k")
         assert hit is not None and hit.id == cached.id
         await store.append_output(old.id, [("stdout", "kept\n")], limit_bytes=100, limit_lines=10)
         assert [c.text for c in (await store.output(old.id)).chunks] == ["kept\n"]

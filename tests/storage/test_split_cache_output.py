@@ -47,14 +47,14 @@ async def test_a_hit_comes_with_its_result_from_the_result_store(split: SplitSto
     task = make_task(name="nb.fit", cache_key="k")
     await run(split, task, b"value")
 
-    row = await split.queue.cached("k")
+    row = (await split.queue.cached(["k"])).get("k")
     assert row is not None and kept_token(row.result) is not None  # the queue's row holds the mark
-    hit = await split.cached("k")
+    hit = (await split.cached(["k"])).get("k")
     assert hit is not None and (hit.id, hit.result, hit.has_value) == (task.id, b"value", True)
     assert hit == await split.get(task.id)
 
     assert await split.forget_cached(name="nb.fit") == 1
-    assert await split.cached("k") is None
+    assert (await split.cached(["k"])).get("k") is None
     assert await split.get(task.id) == msgspec.structs.replace(hit, cache_key=None)  # the task and result stay
 
 
@@ -66,7 +66,7 @@ async def test_a_hit_whose_result_is_gone_is_returned_as_get_returns_it(
     assert split.results is not None
     await split.results.forget_outcomes(everything=True)
 
-    hit = await split.cached("k")
+    hit = (await split.cached(["k"])).get("k")
     assert hit is not None and hit.status is TaskStatus.SUCCEEDED and not hit.has_value
     assert hit.result is None and hit.error is not None and hit.error.type == RESULT_MISSING
     assert hit == await split.get(task.id)
