@@ -94,7 +94,7 @@ class QueueAdmin:
         """
         if cache:
             count = await self.cache_clear()
-            forgot = f"forgot {count} cached result{'' if count == 1 else 's'} (the tasks and their results stay)"
+            forgot = f"forgot {count} cache entr{'y' if count == 1 else 'ies'} (the tasks and their results stay)"
             if older_than is None and status is None and not everything:
                 return forgot
             return (
@@ -129,7 +129,7 @@ class QueueAdmin:
         """Forget cached results (of ``fn``'s tasks, or all): later submissions with ``cache=True`` run again.
 
         The tasks and their results stay (``purge`` removes those); returns how many tasks
-        no longer answer for their cache key.
+        lost their cache key (finished or not: a task still running no longer becomes an entry).
 
         Args:
             fn: an ``@omniq.task`` function, a plain callable or a task name; ``None``: every task.

@@ -215,8 +215,8 @@ class AsyncOmniQ(QueueAdmin, ResultReading, HistoryReading, OpensAndCloses):
         task_options = make_options(**options)
         template = await task_template(fn, task_options, self.settings, self.storage)
         call_args, call_kwargs, upstream = extract(args, kwargs or {})
-        [key] = caching.call_keys(fn, task_options, [(call_args, call_kwargs)])
-        [hit] = await caching.reuse(self.storage, [key], task_options.cache_ttl)
+        keyed = caching.call_keys(fn, task_options, template.name, [(call_args, call_kwargs, upstream)])
+        [hit] = await caching.reuse(self.storage, keyed.keys, task_options.cache_ttl)
         if hit is not None:
             return self._handle(hit)
         template = graph.waiting_for(template, upstream)
@@ -226,8 +226,9 @@ class AsyncOmniQ(QueueAdmin, ResultReading, HistoryReading, OpensAndCloses):
             id=task_id,
             payload=self.serializer.dump_call(fn, call_args, call_kwargs),
             series=task_id if template.series is not None else None,
-            cache_key=key,
+            cache_key=keyed.keys[0],
         )
+        caching.warn(template.name, keyed)
         [task] = await self._insert([task])
         return self._handle(task)
 
@@ -252,10 +253,11 @@ class AsyncOmniQ(QueueAdmin, ResultReading, HistoryReading, OpensAndCloses):
         task_options = make_options(**options)
         template = await task_template(fn, task_options, self.settings, self.storage)
         calls = [extract(args, kwargs) for args, kwargs in checked_calls(calls)]
-        keys = caching.call_keys(fn, task_options, [(a, k) for a, k, _ in calls])
-        hits = await caching.reuse(self.storage, keys, task_options.cache_ttl)
-        missed = [(call, key) for call, key, hit in zip(calls, keys, hits, strict=True) if hit is None]
+        keyed = caching.call_keys(fn, task_options, template.name, calls)
+        hits = await caching.reuse(self.storage, keyed.keys, task_options.cache_ttl)
+        missed = [(call, key) for call, key, hit in zip(calls, keyed.keys, hits, strict=True) if hit is None]
         payloads = builtins.list(self.serializer.dump_calls(fn, ((a, k) for (a, k, _), _ in missed)))  # all fail first
+        caching.warn(template.name, keyed)
         ids = new_task_ids(len(payloads))
         periodic = template.series is not None
         tasks = [

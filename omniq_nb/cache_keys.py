@@ -11,7 +11,12 @@ added here), with what differs between two kernels for the same code left out:
 - a class pickled by value loses cloudpickle's tracker id (a random one per process), and
   a function its module's ``__file__`` (a script's path, not its code);
 - every set and frozenset (arguments, globals, code constants) is written as its items'
-  digests in sorted order (the order of a set of strings changes with each process's hash seed).
+  pickles in sorted order (the order of a set of strings changes with each process's hash seed).
+
+And what cloudpickle writes by name is followed where the user's code may change it: a
+function of a module of the user's own (not the standard library, not an installed
+package) is written by value, with the globals it reads; a wrapper such as
+``functools.cache`` by its ``__wrapped__`` function. Library code is keyed by name only.
 
 Arguments are pickled after handles became placeholders (``omniq_nb.inputs``): a
 dependency counts as its task id.
@@ -28,7 +33,12 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import os
+import pickle
+import sys
+import sysconfig
 import types
 from collections import ChainMap
 from collections.abc import Callable, Mapping, Sequence
@@ -40,7 +50,7 @@ from omniq_nb import pickling
 
 __all__ = ["KEY_VERSION", "call_key", "function_digest"]
 
-KEY_VERSION = b"omniq-cache-key-1"
+KEY_VERSION = b"omniq-cache-key-2"
 """Mixed into every key: a new way of computing keys gets new keys, never false hits."""
 
 _SKELETONS = {  # cloudpickle's class rebuilders -> the position of the tracker id in their arguments
@@ -57,6 +67,7 @@ def call_key(
     *,
     key: Callable[..., Any] | None = None,
     fn_digest: bytes | None = None,
+    context: Any = None,
 ) -> str:
     """Return the cache key of ``fn(*args, **kwargs)``: a hex digest.
 
@@ -66,6 +77,7 @@ def call_key(
         kwargs: its keyword arguments.
         key: ``cache_key=``: called with the arguments, its value stands for them in the key.
         fn_digest: ``function_digest(fn)`` when the caller has it (one per batch).
+        context: anything else the result depends on (the task's name, ``after=`` ids, ``run_on``).
 
     Raises:
         Exception: the function, the arguments or the key's value cannot be pickled, or
@@ -75,12 +87,12 @@ def call_key(
     digest = hashlib.blake2b(KEY_VERSION, digest_size=20)
     digest.update(fn_digest if fn_digest is not None else function_digest(fn))
     value = key(*args, **kwargs) if key is not None else (tuple(args), dict(kwargs))
-    _KeyPickler(_Hashing(digest), protocol=pickling.PICKLE_PROTOCOL).dump(value)
+    _KeyPickler(_Hashing(digest), protocol=pickling.PICKLE_PROTOCOL).dump((context, value))
     return digest.hexdigest()
 
 
 def function_digest(fn: Callable[..., Any]) -> bytes:
-    """Return the digest of a callable as keys see it: its pickle, plus its code when pickled by name.
+    """Return the digest of a callable as keys see it: its pickle, plus its code.
 
     Raises:
         Exception: the callable cannot be pickled.
@@ -123,11 +135,33 @@ def _never_rebuilt(*_: Any) -> None:
     raise TypeError("a cache key pickle is never unpickled")
 
 
-def _item_digest(item: Any) -> bytes:
-    """Return the key digest of one item of a set (its place in the set's fixed order)."""
+def _item_order(item: Any) -> bytes:
+    """Return a set item's place in the set's fixed order: its pickle (plain values) or its key digest."""
+    if type(item) in _PLAIN:
+        return pickle.dumps(item, pickling.PICKLE_PROTOCOL)
     digest = hashlib.blake2b(digest_size=16)
     _KeyPickler(_Hashing(digest), protocol=pickling.PICKLE_PROTOCOL).dump(item)
-    return digest.digest()
+    return b"\xff" + digest.digest()
+
+
+_NOT_WRAPPERS = (type, types.FunctionType, types.MethodType, functools.partial)
+"""Callables with a ``__wrapped__`` that cloudpickle already writes with what they hold."""
+_PLAIN = frozenset({str, bytes, int, float, bool, type(None)})
+"""Types whose standard pickle is the same in every process (a set of them is ordered by it)."""
+
+
+@functools.lru_cache(maxsize=256)
+def _users_module(name: str) -> bool:
+    """Return whether module ``name`` is the user's own code: not built in, not the standard library, not installed."""
+    module = sys.modules.get(name)
+    path = getattr(module, "__file__", None)
+    if not path or name.partition(".")[0] == "omniq_nb":
+        return False
+    folder = os.path.realpath(path)
+    if any(part in ("site-packages", "dist-packages") for part in folder.split(os.sep)):
+        return False
+    library = {os.path.realpath(sysconfig.get_paths()[kind]) for kind in ("stdlib", "platstdlib")}
+    return not any(folder.startswith(place + os.sep) for place in library)
 
 
 class _KeyPickler(pickling.Pickler):
@@ -138,14 +172,24 @@ class _KeyPickler(pickling.Pickler):
     )
 
     def persistent_id(self, obj: Any) -> Any:
-        """Write a set or frozenset as its items' digests in order (pickle sees every object here first)."""
-        if type(obj) in (set, frozenset):
-            return (type(obj).__name__, tuple(sorted(map(_item_digest, obj))))
+        """Write a set in a fixed order, and a wrapper by what it wraps (pickle sees every object here first)."""
+        kind = type(obj)
+        if kind is set or kind is frozenset:
+            return (kind.__name__, tuple(sorted(map(_item_order, obj))))
+        wrapped = getattr(obj, "__wrapped__", None) if not isinstance(obj, _NOT_WRAPPERS) and callable(obj) else None
+        if wrapped is not None:  # functools.cache, lru_cache: pickled by name, whatever they wrap
+            return ("wrapper", kind.__qualname__, wrapped)
         return None
 
     def reducer_override(self, obj: Any) -> Any:
-        """Reduce as cloudpickle does, without a class's random tracker id or a function module's ``__file__``."""
-        reduced = super().reducer_override(obj)
+        """Reduce as cloudpickle does, without a class's random tracker id or a function module's ``__file__``.
+
+        A function of the user's own module is reduced by value, as a notebook function is.
+        """
+        if isinstance(obj, types.FunctionType) and _users_module(getattr(obj, "__module__", None) or ""):
+            reduced = self._dynamic_function_reduce(obj)
+        else:
+            reduced = super().reducer_override(obj)
         if not (isinstance(reduced, tuple) and len(reduced) > 1 and isinstance(reduced[1], tuple)):
             return reduced
         rebuild, args = reduced[0], reduced[1]

@@ -182,7 +182,7 @@ def as_keywords(options: TaskOptions) -> dict[str, Any]:
         "name": options.name,
         "after": options.after,
         "run_on": options.run_on,
-        "cache": options.cache,
+        "cache": options.cache or None,  # None: not given, so cache_key= or cache_ttl= alone turn it on
         "cache_key": options.cache_key,
         "cache_ttl": options.cache_ttl,
     }

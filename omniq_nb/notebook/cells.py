@@ -34,12 +34,14 @@ def capture(source: str, namespace: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def cell_key(source: str, filename: str, namespace: Mapping[str, Any]) -> tuple[str, Mapping[str, Any]]:
+def cell_key(source: str, filename: str, namespace: Mapping[str, Any]) -> tuple[str, list[tuple[str, Any]]]:
     """Return what a cell task's cache key is made of: its code and the values it read, not its file name.
 
-    The file name counts the kernel's executions, so the same cell run again gets a new one.
+    The file name counts the kernel's executions, so the same cell run again gets a new one;
+    the values go by name, in name order (``capture`` follows a set's order, which changes
+    with every process's hash seed).
     """
-    return source, namespace
+    return source, sorted(namespace.items())
 
 
 def run_cell(source: str, filename: str, namespace: dict[str, Any]) -> Any:

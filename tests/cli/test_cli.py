@@ -332,7 +332,7 @@ def test_purge_cache_forgets_cached_results_and_deletes_nothing(tmp_path: Path) 
         assert cached.result(timeout=30) == 3
     done = run("purge", "--db-url", url, "--cache")
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "forgot 1 cached result (the tasks and their results stay)"
+    assert done.stdout.strip() == "forgot 1 cache entry (the tasks and their results stay)"
     with OmniQ(db_url=url) as q:
         assert q.get(cached.id).result(timeout=0) == 3
         assert q.enqueue_call(wt.add, args=(1, 2), cache=True).id != cached.id

@@ -97,4 +97,4 @@ def test_a_cached_cell_is_reused_with_the_same_values_and_rerun_with_others(kern
     kernel.run(cell)
     assert kernel.value("(total.id != first, total.result(timeout=60))") == [True, 10]
     assert (kernel.cwd / "cell.count").read_text() == "xx"
-    assert "forgot 2 cached results" in kernel.run("%omniq purge --cache").stdout
+    assert "forgot 2 cache entries" in kernel.run("%omniq purge --cache").stdout

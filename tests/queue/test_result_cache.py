@@ -22,6 +22,8 @@ import pytest
 import worker_tasks as wt
 
 from omniq_nb import AsyncOmniQ, AsyncWorkerPool, CacheWarning, TaskFailed, TaskStatus
+from omniq_nb import task as omniq_task
+from omniq_nb.cache_keys import call_key
 
 pytestmark = pytest.mark.anyio
 
@@ -172,7 +174,7 @@ async def test_cache_clear_and_purge_cache_forget_but_keep_the_tasks(q: AsyncOmn
         rerun = await q.enqueue_call(wt.append_line, args=(log,), cache=True)
         assert rerun.id != line.id and await rerun.result(timeout=WAIT) == 2
         assert (await q.enqueue_call(wt.add, args=(1, 1), cache=True)).id == added.id
-        assert await q.purge_report(cache=True) == "forgot 2 cached results (the tasks and their results stay)"
+        assert await q.purge_report(cache=True) == "forgot 2 cache entries (the tasks and their results stay)"
         assert (await q.enqueue_call(wt.add, args=(1, 1), cache=True)).id != added.id
     assert len(await q.list(limit=10)) == 4
 
@@ -223,3 +225,89 @@ def test_a_key_is_the_same_in_another_process(tmp_path: Path) -> None:
         outputs.append(done.stdout.split())
     assert outputs[0] == outputs[1]
     assert outputs[0][1:] == ["['alpha',", "'beta']"]
+
+
+KEY_SCRIPT = """
+import sys
+from omniq_nb.cache_keys import call_key
+from omniq_nb.notebook.cells import capture, cell_key, run_cell
+sys.path.insert(0, sys.argv[1])
+import helpers
+
+source = "frame = load(path)\\nscale * len(frame) + offset"
+namespace = {"load": helpers.load, "path": "data.csv", "scale": 3, "offset": 1}
+cell = call_key(run_cell, (source, f"<omniq cell {sys.argv[2]}>", capture(source, namespace)), {}, key=cell_key)
+print(cell, call_key(helpers.load, ("data.csv",), {}))
+"""
+
+
+def test_cells_and_functions_of_the_users_modules_keep_their_keys_until_edited(tmp_path: Path) -> None:
+    """A cell reading several names keys the same in every process; editing a module's helper changes the key."""
+    (tmp_path / "helpers.py").write_text(
+        "SCALE = 1\ndef clean(x):\n    return x + SCALE\ndef load(p):\n    return clean(p)\n"
+    )
+    script = tmp_path / "keys.py"
+    script.write_text(KEY_SCRIPT)
+
+    def keys(seed: str, count: str) -> list[str]:
+        env = {**os.environ, "PYTHONHASHSEED": seed}
+        done = subprocess.run(
+            [sys.executable, str(script), str(tmp_path), count], capture_output=True, text=True, env=env, timeout=120
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout.split()
+
+    first = keys("1", "3")
+    assert [keys(seed, count) for seed, count in (("2", "7"), ("3", "12"), ("4", "1"))] == [first] * 3
+    (tmp_path / "helpers.py").write_text(
+        "SCALE = 2\ndef clean(x):\n    return x + SCALE\ndef load(p):\n    return clean(p)\n"
+    )
+    edited = keys("1", "3")
+    assert edited[0] != first[0] and edited[1] != first[1]  # a global the helper reads changed
+
+
+def test_a_cached_helper_the_task_calls_counts_by_its_code() -> None:
+    """``functools.cache`` pickles by name; the key follows it to the code it wraps."""
+
+    def key_with(value: int) -> str:
+        source = f"import functools\n@functools.cache\ndef scale():\n    return {value}\n"
+        source += "def fit(x):\n    return x * scale()\n"
+        namespace: dict[str, Any] = {"__name__": "__main__"}
+        exec(compile(source, "<cell>", "exec"), namespace)
+        return call_key(namespace["fit"], (10,), {})
+
+    assert key_with(1) == key_with(1)
+    assert key_with(1) != key_with(1000)
+
+
+async def test_after_ids_and_the_name_are_part_of_the_key(q: AsyncOmniQ, tmp_path: Path) -> None:
+    log = str(tmp_path / "runs")
+    async with AsyncWorkerPool(q, concurrency=1):
+        one, two = await q.enqueue(wt.add, 1, 1), await q.enqueue(wt.add, 2, 2)
+        first = await q.enqueue_call(wt.append_line, args=(log,), after=[one], cache=True)
+        assert await first.result(timeout=WAIT) == 1
+        assert (await q.enqueue_call(wt.append_line, args=(log,), after=[one], cache=True)).id == first.id
+        other = await q.enqueue_call(wt.append_line, args=(log,), after=[two], cache=True)
+        assert other.id != first.id and await other.result(timeout=WAIT) == 2
+        named = await q.enqueue_call(wt.append_line, args=(log,), after=[one], cache=True, name="lines v2")
+        assert named.id != first.id and await named.result(timeout=WAIT) == 3
+
+
+async def test_run_on_any_with_dependencies_runs_uncached_each_time_with_a_warning(q: AsyncOmniQ) -> None:
+    upstream = await q.enqueue(wt.add, 1, 1)
+    for _ in range(2):
+        with pytest.warns(CacheWarning, match="run_on='any' with dependencies"):
+            handle = await q.enqueue_call(wt.add, args=(upstream, 1), run_on="any", cache=True)
+        assert (await q.get(handle.id)).task.cache_key is None
+
+
+async def test_cache_ttl_and_cache_key_alone_turn_the_cache_on_for_task_functions(q: AsyncOmniQ) -> None:
+    add = omniq_task(wt.add)
+    assert add.options(cache_ttl=60).task_options.cache
+    assert add.options(cache_key=lambda a, b: a).task_options.cache
+    assert not add.options(cache_ttl=60).options(cache=False).task_options.cache
+    upstream = await q.enqueue(wt.add, 1, 1)
+    async with AsyncWorkerPool(q, concurrency=1):
+        first = await upstream.then(wt.add, 1, cache_ttl=60)
+        assert await first.result(timeout=WAIT) == 3
+        assert (await upstream.then(wt.add, 1, cache_ttl=60)).id == first.id
