@@ -51,12 +51,19 @@ _CONSUMER_IDLE = 30.0
 class NATSCache(NATSQueue):
     """The result cache: the newest success by key from the mirror's index, and forgetting keys."""
 
-    async def cached(self, key: str, *, finished_after: datetime | None = None) -> Task | None:
-        """Return the newest succeeded task with this cache key (finished at or after ``finished_after``)."""
+    async def cached(self, keys: Sequence[str], *, finished_after: datetime | None = None) -> dict[str, Task]:
+        """Return the newest succeeded task of each key that has one (finished at or after ``finished_after``)."""
         await self._catch_up()
-        entries = (self._tasks.get(k) for k in self._cached.get(key, ()))
-        hits = [e[1].task for e in entries if e is not None and lifecycle.cached_hit(e[1].task, key, finished_after)]
-        return max(hits, key=lambda t: t.finished_at or t.created_at, default=None)
+        found: dict[str, Task] = {}
+        for key in keys:
+            entries = (self._tasks.get(k) for k in self._cached.get(key, ()))
+            hits = [
+                e[1].task for e in entries if e is not None and lifecycle.cached_hit(e[1].task, key, finished_after)
+            ]
+            newest = max(hits, key=lambda t: t.finished_at or t.created_at, default=None)
+            if newest is not None:
+                found[key] = newest
+        return found
 
     async def forget_cached(self, *, name: str | None = None) -> int:
         """Clear the cache key of the tasks that have one (named ``name``, or all), each by compare-and-set."""

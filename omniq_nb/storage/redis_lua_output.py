@@ -20,19 +20,26 @@ __all__ = ["APPEND_OUTPUT", "CACHED", "FORGET_CACHED", "OUTPUT"]
 CACHED = (
     PRELUDE
     + r"""
--- ARGV[4]: the cache key; ARGV[5]: finished_after ('' none); returns the hash of the newest
--- succeeded task with that key finished at or after it (empty: none)
-local key, after = ARGV[4], ARGV[5] ~= '' and tonumber(ARGV[5])
-local best, best_at = false, false
-for _, id in ipairs(redis.call('SMEMBERS', P .. ':cache:' .. key)) do
-  local f = redis.call('HMGET', tkey(id), 'status', 'finished_at', 'cache_key')
-  if f[1] == 'succeeded' and f[2] and f[3] == key then
-    local at = tonumber(f[2])
-    if (not after or at >= after) and (not best or at > best_at) then best, best_at = id, at end
+-- ARGV[4]: finished_after ('' none); ARGV[5] on: cache keys; returns {key, hash, key, hash, ...}:
+-- for each key some succeeded task has (finished at or after finished_after), the newest one's hash
+local after = ARGV[4] ~= '' and tonumber(ARGV[4])
+local found = {}
+for i = 5, #ARGV do
+  local key = ARGV[i]
+  local best, best_at = false, false
+  for _, id in ipairs(redis.call('SMEMBERS', P .. ':cache:' .. key)) do
+    local f = redis.call('HMGET', tkey(id), 'status', 'finished_at', 'cache_key')
+    if f[1] == 'succeeded' and f[2] and f[3] == key then
+      local at = tonumber(f[2])
+      if (not after or at >= after) and (not best or at > best_at) then best, best_at = id, at end
+    end
+  end
+  if best then
+    found[#found + 1] = key
+    found[#found + 1] = redis.call('HGETALL', tkey(best))
   end
 end
-if not best then return {} end
-return redis.call('HGETALL', tkey(best))
+return found
 """
 )
 

@@ -1,7 +1,7 @@
 """The Redis store's result cache (``cached``, ``forget_cached``) and ``TaskOutputStore`` role.
 
 Each is one Lua script of ``redis_lua_output`` (which describes the keys): the cache lookup
-reads only the tasks inserted with that key, ``forget_cached`` walks the set of tasks that
+reads only the tasks inserted with the asked keys (500 keys a call), ``forget_cached`` walks the set of tasks that
 have a key in batches (``SSCAN``, one script per batch), and an append writes its chunks and
 trims the oldest by their kept sizes, all on the server, so two store objects never hand out
 one ``seq``. Texts travel as UTF-8 bytes (lone surrogates kept, as ``lifecycle.chunk_size``
@@ -19,21 +19,29 @@ from omniq_nb.models import OutputChunk, Task, TaskOutput
 from omniq_nb.storage import lifecycle
 from omniq_nb.storage.redis_base import RedisConnection
 from omniq_nb.storage.redis_codec import decode_task, pairs_to_dict, text
+from omniq_nb.storage.rows import chunks
 
 __all__ = ["RedisCache", "RedisOutput"]
 
 _UTF8 = ("utf-8", "surrogatepass")
+_KEYS_PER_CALL = 500  # cache keys one lookup script takes
 
 
 class RedisCache(RedisConnection):
     """The result cache: the newest success by key, and forgetting keys."""
 
-    async def cached(self, key: str, *, finished_after: datetime | None = None) -> Task | None:
-        """Return the newest succeeded task with this cache key (finished at or after ``finished_after``)."""
+    async def cached(self, keys: Sequence[str], *, finished_after: datetime | None = None) -> dict[str, Task]:
+        """Return the newest succeeded task of each key that has one (finished at or after ``finished_after``)."""
         after = "" if finished_after is None else text(finished_after.timestamp())
-        reply = await self._script("CACHED", key, after)
-        task = decode_task(pairs_to_dict(reply)) if reply else None
-        return task if task is not None and lifecycle.cached_hit(task, key, finished_after) else None
+        found: dict[str, Task] = {}
+        for chunk in chunks(list(dict.fromkeys(keys)), _KEYS_PER_CALL):
+            reply = await self._script("CACHED", after, *chunk)
+            for at in range(0, len(reply), 2):
+                key = reply[at].decode() if isinstance(reply[at], bytes) else str(reply[at])
+                task = decode_task(pairs_to_dict(reply[at + 1]))
+                if lifecycle.cached_hit(task, key, finished_after):
+                    found[key] = task
+        return found
 
     async def forget_cached(self, *, name: str | None = None) -> int:
         """Clear the cache key of the tasks that have one (named ``name``, or all); return how many."""

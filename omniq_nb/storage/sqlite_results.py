@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import builtins
 from collections.abc import Sequence
+from datetime import datetime
 
 from omniq_nb.models import Task, TaskStatus
 from omniq_nb.storage.rows import COLUMNS, chunks, row_task
@@ -40,6 +41,22 @@ class SQLiteResults(SQLiteConnection):
             (*params, limit),
         )
         return [row_task(row) for row in rows]
+
+    async def cached(self, keys: Sequence[str], *, finished_after: datetime | None = None) -> dict[str, Task]:
+        """Return the newest succeeded task of each key that has one (finished at or after ``finished_after``)."""
+        since = None if finished_after is None else finished_after.timestamp()
+        found: dict[str, Task] = {}
+        for chunk in chunks(builtins.list(dict.fromkeys(keys)), IDS_PER_STATEMENT - 1):
+            marks = ", ".join("?" * len(chunk))
+            rows = await self._fetch(
+                f"SELECT {COLUMNS} FROM tasks WHERE cache_key IN ({marks}) AND status = 'succeeded' "
+                f"AND (?{len(chunk) + 1} IS NULL OR finished_at >= ?{len(chunk) + 1}) ORDER BY finished_at",
+                (*chunk, since),
+            )
+            for row in rows:  # oldest first: the newest of each key is written last
+                task = row_task(row)
+                found[task.cache_key or ""] = task
+        return found
 
     async def count(self, *, task_ids: Sequence[str] | None = None) -> dict[TaskStatus, int]:
         """Return the number of tasks per status (of ``task_ids``, or all)."""
