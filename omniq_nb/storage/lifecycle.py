@@ -243,6 +243,8 @@ def trimmed_head(sizes: Sequence[tuple[int, int]], *, limit_bytes: int, limit_li
 
     Example:
         >>> trimmed_head([(600, 1), (600, 1), (10, 1)], limit_bytes=1000, limit_lines=10)
+        1
+        >>> trimmed_head([(1, 4), (1, 4), (1, 4)], limit_bytes=1000, limit_lines=5)
         2
         >>> trimmed_head([(5000, 1)], limit_bytes=1000, limit_lines=10)
         0
