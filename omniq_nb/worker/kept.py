@@ -1,0 +1,147 @@
+"""Keep what tasks print or display with the task: collected per task, stored in batches off the hot path.
+
+A pool has one ``OutputKeeper``. Each run's context hands it everything the task writes (from
+any thread: a write costs a lock and an append); writes to one stream in a row are joined
+into chunks of at most ``CHUNK_CHARS``. One loop on the pool's loop stores the new chunks of
+every task with ``append_output`` every ``FLUSH_INTERVAL`` seconds (one round serves all the
+tasks that wrote), sooner when a task's pending output reaches its limit, and when a run ends
+(``settle``, awaited before its outcome is recorded, so a finished task's output is stored).
+The store trims each task's output to ``OUTPUT_LIMIT`` bytes and ``OUTPUT_LINES`` lines.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import threading
+from functools import partial
+from typing import Any
+
+from omniq_nb.context import OutputSink
+from omniq_nb.worker.host import PoolHost
+
+__all__ = ["CHUNK_CHARS", "FLUSH_INTERVAL", "OutputKeeper", "display_text"]
+
+logger = logging.getLogger(__name__)
+
+FLUSH_INTERVAL = 0.5  # seconds between rounds that store the output written meanwhile
+CHUNK_CHARS = 8192  # the most characters joined into one stored chunk
+
+
+def display_text(payload: Any) -> str:
+    """Return how a ``display`` is kept: the JSON of ``{"data": ..., "metadata": ...}``.
+
+    Example:
+        >>> display_text(({"text/plain": "1"}, {}))
+        '{"data": {"text/plain": "1"}, "metadata": {}}'
+    """
+    data, metadata = payload
+    return json.dumps({"data": data, "metadata": metadata}, default=repr)
+
+
+class OutputKeeper:
+    """Collect the output of a pool's runs and store it in rounds (see the module's docstring).
+
+    Args:
+        host: the pool's queue: its store, and its settings ``OUTPUT_LIMIT`` and ``OUTPUT_LINES``
+            (the most UTF-8 bytes and lines kept per task; either ``0``: nothing is kept), read at
+            each write so that ``%omniq config`` applies at once.
+    """
+
+    def __init__(self, host: PoolHost) -> None:
+        self._host = host
+        self._lock = threading.Lock()
+        self._pending: dict[str, list[list[str]]] = {}  # task id -> [[stream, text], ...], oldest first
+        self._size: dict[str, tuple[int, int]] = {}  # task id -> pending (characters, lines)
+        self._writing: set[str] = set()  # tasks whose chunks the round going on stores
+        self._wake = asyncio.Event()
+        self._round_done = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._closing = False
+        self._ended = False
+
+    def sink(self, task_id: str) -> OutputSink:
+        """Return what a run's context hands the task's output to (``TaskContext(on_keep=...)``)."""
+        return partial(self.keep, task_id)
+
+    def keep(self, task_id: str, kind: str, payload: Any) -> None:
+        """Add what a task wrote: ``("stdout" | "stderr", text)`` or ``("display", (data, metadata))``."""
+        limit_bytes, limit_lines = self._limits
+        if not limit_bytes or not limit_lines:
+            return
+        if kind == "display":
+            text = display_text(payload)
+        elif isinstance(payload, str) and payload:
+            text = payload
+        else:
+            return
+        with self._lock:
+            chunks = self._pending.setdefault(task_id, [])
+            last = chunks[-1] if chunks else None
+            if last is not None and last[0] == kind != "display" and len(last[1]) + len(text) <= CHUNK_CHARS:
+                last[1] += text
+            else:
+                chunks.append([kind, text])
+            chars, lines = self._size.get(task_id, (0, 0))
+            chars, lines = chars + len(text), lines + (1 if kind == "display" else text.count("\n"))
+            self._size[task_id] = chars, lines
+            full = chars >= limit_bytes or lines >= limit_lines
+        if full and self._loop is not None:  # store it now: the store trims it to the limits
+            with contextlib.suppress(RuntimeError):  # the loop closed: the pool is gone
+                self._loop.call_soon_threadsafe(self._wake.set)
+
+    @property
+    def _limits(self) -> tuple[int, int]:
+        settings = self._host.settings
+        return settings.output_limit, settings.output_lines
+
+    async def run(self) -> None:
+        """Store the pending output every ``FLUSH_INTERVAL`` (or when woken) until ``drain``; then store the rest."""
+        self._loop = asyncio.get_running_loop()
+        try:
+            while not self._closing:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), FLUSH_INTERVAL)
+                self._wake.clear()
+                await self._round()
+            await self._round()
+        finally:
+            self._ended = True
+            self._round_done.set()
+
+    async def settle(self, task_id: str) -> None:
+        """Return once what the task wrote so far is stored (at once when it wrote nothing new)."""
+        while not self._ended and (task_id in self._pending or task_id in self._writing):
+            done = self._round_done
+            self._wake.set()
+            await done.wait()
+
+    def drain(self) -> None:
+        """Ask the loop to store what is pending and end (it ends once ``run`` returns)."""
+        self._closing = True
+        self._wake.set()
+
+    async def _round(self) -> None:
+        with self._lock:
+            batch, self._pending = self._pending, {}
+            self._size.clear()
+        self._writing = set(batch)
+        limit_bytes, limit_lines = self._limits
+        try:
+            storage = self._host.storage
+            for task_id, chunks in batch.items():
+                try:
+                    await storage.append_output(
+                        task_id,
+                        [(stream, text) for stream, text in chunks],
+                        limit_bytes=max(1, limit_bytes),
+                        limit_lines=max(1, limit_lines),
+                    )
+                except Exception as exc:  # the output is lost, the task is not: it runs on
+                    logger.warning("task %s: could not store %d output chunk(s): %s", task_id, len(chunks), exc)
+        finally:
+            self._writing = set()
+            done, self._round_done = self._round_done, asyncio.Event()
+            done.set()
