@@ -13,7 +13,8 @@ connection, lock and file check, and the store stays one object with plain metho
 - ``sqlite_queue.SQLiteQueue``: ``QueueStore`` (the transitions; builds on the reads);
 - ``sqlite_registry.SQLiteRegistry``: ``WorkerRegistry``;
 - ``sqlite_maintenance.SQLiteEvents`` and ``SQLiteMaintenance``: ``EventStore`` and ``MaintenanceStore``;
-- ``sqlite_outcomes.SQLiteOutcomes``: ``OutcomeStore`` (results and events of a queue kept elsewhere).
+- ``sqlite_outcomes.SQLiteOutcomes``: ``OutcomeStore`` (results and events of a queue kept elsewhere);
+- ``sqlite_output.SQLiteOutput``: ``TaskOutputStore`` (what tasks printed).
 
 The file itself (URL parsing, owner-only creation) is ``sqlite_file``; the schema and its
 migrations ``sqlite_schema``; shared SQL text ``sqlite_statements``; the row codec ``rows``.
@@ -24,13 +25,14 @@ from __future__ import annotations
 from omniq_nb.storage.sqlite_file import sqlite_path
 from omniq_nb.storage.sqlite_maintenance import SQLiteEvents, SQLiteMaintenance
 from omniq_nb.storage.sqlite_outcomes import SQLiteOutcomes
+from omniq_nb.storage.sqlite_output import SQLiteOutput
 from omniq_nb.storage.sqlite_queue import SQLiteQueue
 from omniq_nb.storage.sqlite_registry import SQLiteRegistry
 
 __all__ = ["SQLiteStorage", "sqlite_path"]
 
 
-class SQLiteStorage(SQLiteQueue, SQLiteRegistry, SQLiteEvents, SQLiteMaintenance, SQLiteOutcomes):
+class SQLiteStorage(SQLiteQueue, SQLiteRegistry, SQLiteEvents, SQLiteMaintenance, SQLiteOutcomes, SQLiteOutput):
     """The default store: a SQLite file shared by the processes of one machine.
 
     Args:

@@ -65,7 +65,7 @@ class SQLiteMaintenance(SQLiteConnection):
     async def purge(
         self, *, finished_before: datetime | None = None, statuses: Sequence[TaskStatus] = (), everything: bool = False
     ) -> int:
-        """Delete finished tasks past their result TTL (or all tasks), with their events and dependency index rows."""
+        """Delete finished tasks past their result TTL (or all), with events, dependency index rows and output."""
         where, params = (
             ("", [])
             if everything
@@ -85,6 +85,8 @@ class SQLiteMaintenance(SQLiteConnection):
                 marks = ", ".join("?" * len(chunk))
                 await self._run(f"DELETE FROM events WHERE task_id IN ({marks})", chunk)
                 await self._run(f"DELETE FROM task_deps WHERE task_id IN ({marks})", chunk)
+                await self._run(f"DELETE FROM task_output WHERE task_id IN ({marks})", chunk)
+                await self._run(f"DELETE FROM task_output_seq WHERE task_id IN ({marks})", chunk)
             await self._run("DELETE FROM events WHERE task_id = '' AND seq < ?", (newest[0][0],))
             await self._run(KEEP_NEWEST_SEQ, (newest[0][0],))
         if self.path is not None:

@@ -268,6 +268,14 @@ class SQLiteQueue(SQLiteResults):
         self._notify()
         return row_task(rows[0])
 
+    async def forget_cached(self, *, name: str | None = None) -> int:
+        """Clear the cache key of the tasks that have one (named ``name``, or all); return how many."""
+        rows = await self._fetch(
+            "UPDATE tasks SET cache_key = NULL WHERE cache_key IS NOT NULL AND (?1 IS NULL OR name = ?1) RETURNING 1",
+            (name,),
+        )
+        return len(rows)
+
     async def expire(self) -> builtins.list[Task]:
         """Move pending tasks past ``expires_at`` to expired."""
         rows = await self._fetch(

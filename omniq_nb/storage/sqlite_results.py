@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import builtins
 from collections.abc import Sequence
+from datetime import datetime
 
 from omniq_nb.models import Task, TaskStatus
 from omniq_nb.storage.rows import COLUMNS, chunks, row_task
@@ -40,6 +41,16 @@ class SQLiteResults(SQLiteConnection):
             (*params, limit),
         )
         return [row_task(row) for row in rows]
+
+    async def cached(self, key: str, *, finished_after: datetime | None = None) -> Task | None:
+        """Return the newest succeeded task with this cache key (finished at or after ``finished_after``)."""
+        since = None if finished_after is None else finished_after.timestamp()
+        rows = await self._fetch(
+            f"SELECT {COLUMNS} FROM tasks WHERE cache_key = ?1 AND status = 'succeeded' "
+            "AND (?2 IS NULL OR finished_at >= ?2) ORDER BY finished_at DESC LIMIT 1",
+            (key, since),
+        )
+        return row_task(rows[0]) if rows else None
 
     async def count(self, *, task_ids: Sequence[str] | None = None) -> dict[TaskStatus, int]:
         """Return the number of tasks per status (of ``task_ids``, or all)."""

@@ -3,8 +3,11 @@
 A file records its schema version in ``omniq_schema``; ``migrate`` applies the missing
 versions in one transaction and refuses a file newer than this code. Version 5 adds task
 dependencies: ``depends_on`` and ``run_on`` columns, and ``task_deps`` (one row per task and
-task it depends on) that finds dependents by dependency. Events are written by temporary
-triggers (per connection) in the same statement as the change they record.
+task it depends on) that finds dependents by dependency. Version 6 adds the result cache's
+``cache_key`` (indexed where set) and what tasks printed: ``task_output`` (a row per chunk)
+and ``task_output_seq`` (each task's last chunk number, kept when old chunks are trimmed).
+Events are written by temporary triggers (per connection) in the same statement as the
+change they record.
 
 Example:
     >>> [part[:12] for part in statements("CREATE TABLE a (x); CREATE TABLE b (y);")]
@@ -30,7 +33,7 @@ __all__ = [
     "statements",
 ]
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 """The schema version this code writes and understands."""
 BUSY_TIMEOUT_MS = 15_000
 """How long a statement waits for another connection's write lock."""
@@ -135,6 +138,23 @@ _MIGRATIONS: dict[int, str] = {
         PRIMARY KEY (depends_on, task_id)
     ) WITHOUT ROWID;
     CREATE INDEX task_deps_task ON task_deps (task_id);
+    """,
+    6: """
+    ALTER TABLE tasks ADD COLUMN cache_key TEXT;
+    CREATE INDEX tasks_cache ON tasks (cache_key, finished_at) WHERE cache_key IS NOT NULL;
+    CREATE TABLE task_output (
+        task_id TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        stream TEXT NOT NULL,
+        text TEXT NOT NULL,
+        bytes INTEGER NOT NULL,
+        lines INTEGER NOT NULL
+    );
+    CREATE UNIQUE INDEX task_output_seq_of ON task_output (task_id, seq);
+    CREATE TABLE task_output_seq (
+        task_id TEXT PRIMARY KEY,
+        seq INTEGER NOT NULL
+    ) WITHOUT ROWID;
     """,
 }
 

@@ -63,6 +63,12 @@ async def test_the_schema_version_table_holds_every_applied_version(tmp_path: Pa
 
 # What each migration added, undone in reverse order to turn a store back into an older one.
 _UNDO = {
+    6: [
+        "DROP TABLE task_output_seq",
+        "DROP TABLE task_output",
+        "DROP INDEX tasks_cache",
+        "ALTER TABLE tasks DROP COLUMN cache_key",
+    ],
     5: ["DROP TABLE task_deps", "ALTER TABLE tasks DROP COLUMN run_on", "ALTER TABLE tasks DROP COLUMN depends_on"],
     4: [
         "DROP TABLE kept_results",
@@ -83,6 +89,31 @@ def downgrade(path: Path, version: int) -> None:
             for statement in _UNDO[undone]:
                 conn.execute(statement)
             conn.execute("DELETE FROM omniq_schema WHERE version = ?", (undone,))
+
+
+async def test_a_version_5_store_gains_the_cache_and_output_and_keeps_its_tasks(
+    tmp_path: Path, make_task: MakeTask
+) -> None:
+    path = tmp_path / "omniq.db"
+    old, done = make_task(), make_task()
+    async with SQLiteStorage(url_of(path)) as store:
+        await run_one(store, done)
+        await store.insert([old])
+    downgrade(path, 5)
+    async with SQLiteStorage(url_of(path)) as store:
+        assert (await store.get(old.id)) == old
+        kept = await store.get(done.id)
+        assert kept is not None and (kept.status, kept.cache_key) == (TaskStatus.SUCCEEDED, None)
+        await store.append_output(old.id, [("stdout", "hello\n")], limit_bytes=100, limit_lines=10)
+        assert [c.text for c in (await store.output(old.id)).chunks] == ["hello\n"]
+        await store.cancel(old.id)  # run_one claims the one pending task
+        cached = make_task(cache_key="k")
+        await run_one(store, cached)
+        hit = await store.cached("k")
+        assert hit is not None and hit.id == cached.id
+    assert query(path, "SELECT version FROM omniq_schema") == EVERY_VERSION
+    plan = query(path, "EXPLAIN QUERY PLAN SELECT id FROM tasks WHERE cache_key = 'k' AND status = 'succeeded'")
+    assert any("tasks_cache" in str(row) for row in plan)
 
 
 async def test_a_version_4_store_gains_dependencies_and_keeps_its_tasks(tmp_path: Path, make_task: MakeTask) -> None:
