@@ -311,28 +311,18 @@ def _keepalive(raw: Any) -> float | None:
     return _keepalive_seconds(raw)
 
 
-_SIZE_UNITS = {
-    "": 1,
-    "B": 1,
-    "KB": 1 << 10,
-    "KIB": 1 << 10,
-    "MB": 1 << 20,
-    "MIB": 1 << 20,
-    "GB": 1 << 30,
-    "GIB": 1 << 30,
-}
+_SIZE_UNITS = {"": 1, "B": 1, "KB": 1 << 10, "KIB": 1 << 10, "MB": 1 << 20, "MIB": 1 << 20, "GB": 1 << 30}
 
 
 def _size(raw: Any) -> int:
     """Parse a size in bytes: a whole number, or one with a unit (``512KB``, ``1MB``, ``1GB``; 1024-based)."""
-    text = str(raw).strip().upper().replace(" ", "") if isinstance(raw, str) else raw
-    if isinstance(text, str):
-        number = text.rstrip("KMGIB")
-        unit, text = text[len(number) :], number
-        if unit not in _SIZE_UNITS or not number.isdigit():
-            raise ValueError("expected a size in bytes such as 1048576, 512KB or 1MB, or 0 to keep no output")
-        return int(number) * _SIZE_UNITS[unit]
-    return _count(text)
+    if not isinstance(raw, str):
+        return _count(raw)
+    text = raw.strip().upper().replace(" ", "")
+    number = text.rstrip("KMGIB")
+    if text[len(number) :] not in _SIZE_UNITS or not number.isdigit():
+        raise ValueError("expected a size in bytes such as 1048576, 512KB or 1MB, or 0 to keep no output")
+    return int(number) * _SIZE_UNITS[text[len(number) :]]
 
 
 def _flag(raw: Any) -> bool:

@@ -1,0 +1,103 @@
+"""A task view's kept output: what the store has of it, then what it gets while the task runs.
+
+A view of a task this kernel did not launch (another kernel ran it, a previous kernel of this
+notebook, a CLI worker) gets no live output through a sink: ``StoredOutput`` reads the task's
+kept output from the store (``TaskOutputStore.output``, by pages), then, while the task runs,
+reads what was added every ``FOLLOW_INTERVAL`` seconds; after the task finished it reads once
+more (a finished task's output is stored before its outcome) and stops. Once the view gets
+output live through the kernel's sink (this kernel runs the task), it stops reading, so no
+line is shown twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+
+from omniq_nb.models import TaskOutput, TaskStatus
+from omniq_nb.storage.base import TaskOutputStore
+
+__all__ = ["FOLLOW_INTERVAL", "StoredOutput"]
+
+logger = logging.getLogger(__name__)
+
+FOLLOW_INTERVAL = 0.5  # seconds between reads of a running task's new output
+_PAGE = 1000  # chunks read at a time
+
+
+class StoredOutput:
+    """Feed a view the kept output of its task (see the module's docstring).
+
+    Args:
+        task_id: the task.
+        storage: the store that keeps its output.
+        status: returns the task's status as the view knows it now.
+        show: called on the loop with each page read (chunks after those shown before).
+    """
+
+    def __init__(
+        self,
+        task_id: str,
+        storage: TaskOutputStore,
+        status: Callable[[], TaskStatus],
+        show: Callable[[TaskOutput], None],
+    ) -> None:
+        self._task_id, self._storage, self._status, self._show = task_id, storage, status, show
+        self._after = 0
+        self._live = False
+        self._job: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+
+    def start(self) -> None:
+        """Start reading (on the running loop; without one, nothing is read)."""
+        with contextlib.suppress(RuntimeError):
+            self._job = asyncio.get_running_loop().create_task(self._follow(), name=f"omniq-output-{self._task_id}")
+
+    def live(self) -> None:
+        """Stop reading: the view now gets the task's output live from this kernel."""
+        self._live = True
+        self.stop()
+
+    def changed(self) -> None:
+        """Read again soon: the task's status changed (it started, finished, or runs again after a retry)."""
+        if self._live:
+            return
+        if self._job is None or self._job.done():
+            self.start()
+        self._wake.set()
+
+    def following(self) -> bool:
+        """Return True once the view gets the output live from this kernel (no more reads)."""
+        return self._live
+
+    def stop(self) -> None:
+        """Stop reading for good."""
+        if self._job is not None:
+            self._job.cancel()
+            self._job = None
+
+    async def _follow(self) -> None:
+        while not self.following():
+            status = self._status()  # before the read: the read after a task finished has all of it
+            try:
+                page = await self._storage.output(self._task_id, after=self._after, limit=_PAGE)
+            except Exception:  # a view never raises; it reads again later
+                logger.debug("the output of task %s could not be read", self._task_id, exc_info=True)
+                page = TaskOutput(chunks=[])
+            if self.following():
+                return
+            if page.chunks:
+                self._after = page.chunks[-1].seq
+                self._show(page)
+                if len(page.chunks) == _PAGE:
+                    continue
+            if status.is_terminal:
+                return
+            self._wake.clear()
+            if status is TaskStatus.RUNNING:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), FOLLOW_INTERVAL)
+            else:  # pending or waiting: nothing is written until it starts
+                await self._wake.wait()
