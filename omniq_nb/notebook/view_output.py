@@ -80,6 +80,7 @@ class StoredOutput:
 
     async def _follow(self) -> None:
         while not self.following():
+            self._wake.clear()  # a change from now on wakes the wait below
             status = self._status()  # before the read: the read after a task finished has all of it
             try:
                 page = await self._storage.output(self._task_id, after=self._after, limit=_PAGE)
@@ -95,7 +96,6 @@ class StoredOutput:
                     continue
             if status.is_terminal:
                 return
-            self._wake.clear()
             if status is TaskStatus.RUNNING:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), FOLLOW_INTERVAL)
