@@ -53,8 +53,8 @@ class OutputKeeper:
     def __init__(self, host: PoolHost) -> None:
         self._host = host
         self._lock = threading.Lock()
-        self._pending: dict[str, list[list[str]]] = {}  # task id -> [[stream, text], ...], oldest first
-        self._size: dict[str, tuple[int, int]] = {}  # task id -> pending (characters, lines)
+        self._pending: dict[str, _Pending] = {}  # by task id
+        self._limits = self._read_limits()  # read again at each round: a change applies within one
         self._writing: set[str] = set()  # tasks whose chunks the round going on stores
         self._wake = asyncio.Event()
         self._round_done = asyncio.Event()
@@ -78,22 +78,16 @@ class OutputKeeper:
         else:
             return
         with self._lock:
-            chunks = self._pending.setdefault(task_id, [])
-            last = chunks[-1] if chunks else None
-            if last is not None and last[0] == kind != "display" and len(last[1]) + len(text) <= CHUNK_CHARS:
-                last[1] += text
-            else:
-                chunks.append([kind, text])
-            chars, lines = self._size.get(task_id, (0, 0))
-            chars, lines = chars + len(text), lines + (1 if kind == "display" else text.count("\n"))
-            self._size[task_id] = chars, lines
-            full = chars >= limit_bytes or lines >= limit_lines
+            pending = self._pending.get(task_id)
+            if pending is None:
+                pending = self._pending[task_id] = _Pending()
+            pending.add(kind, text)
+            full = pending.chars >= limit_bytes or pending.lines >= limit_lines
         if full and self._loop is not None:  # store it now: the store trims it to the limits
             with contextlib.suppress(RuntimeError):  # the loop closed: the pool is gone
                 self._loop.call_soon_threadsafe(self._wake.set)
 
-    @property
-    def _limits(self) -> tuple[int, int]:
+    def _read_limits(self) -> tuple[int, int]:
         settings = self._host.settings
         return settings.output_limit, settings.output_lines
 
@@ -126,16 +120,16 @@ class OutputKeeper:
     async def _round(self) -> None:
         with self._lock:
             batch, self._pending = self._pending, {}
-            self._size.clear()
         self._writing = set(batch)
-        limit_bytes, limit_lines = self._limits
+        self._limits = limit_bytes, limit_lines = self._read_limits()
         try:
             storage = self._host.storage
-            for task_id, chunks in batch.items():
+            for task_id, pending in batch.items():
+                chunks = pending.take()
                 try:
                     await storage.append_output(
                         task_id,
-                        [(stream, text) for stream, text in chunks],
+                        chunks,
                         limit_bytes=max(1, limit_bytes),
                         limit_lines=max(1, limit_lines),
                     )
@@ -145,3 +139,55 @@ class OutputKeeper:
             self._writing = set()
             done, self._round_done = self._round_done, asyncio.Event()
             done.set()
+
+
+class _Pending:
+    """One task's output not stored yet: finished chunks, and the chunk being filled (parts of one stream)."""
+
+    __slots__ = ("chars", "chunks", "filled", "lines", "parts", "stream")
+
+    def __init__(self) -> None:
+        self.chunks: list[tuple[str, str]] = []
+        self.stream, self.parts, self.filled = "", list[str](), 0
+        self.chars = self.lines = 0
+
+    def add(self, stream: str, text: str) -> None:
+        """Add one write; a display is a chunk of its own, a long text is cut at line ends."""
+        size = len(text)
+        self.chars += size
+        self.lines += 1 if stream == "display" else text.count("\n")
+        if stream != self.stream or stream == "display" or self.filled + size > CHUNK_CHARS:
+            self._close()
+            if size > CHUNK_CHARS and stream != "display":  # a child's batch
+                self.chunks.extend((stream, piece) for piece in _pieces(text))
+                return
+            self.stream = stream
+        self.parts.append(text)
+        self.filled += size
+
+    def take(self) -> list[tuple[str, str]]:
+        """Return every chunk, oldest first."""
+        self._close()
+        return self.chunks
+
+    def _close(self) -> None:
+        if self.parts:
+            self.chunks.append((self.stream, "".join(self.parts)))
+            self.parts, self.filled = [], 0
+        self.stream = ""
+
+
+def _pieces(text: str) -> list[str]:
+    r"""Cut ``text`` into pieces of at most ``CHUNK_CHARS``, each ending at a line end where one is in reach.
+
+    Example:
+        >>> [len(p) for p in _pieces(("x" * 99 + "\n") * 200)]
+        [8100, 8100, 3800]
+    """
+    pieces, start = [], 0
+    while len(text) - start > CHUNK_CHARS:
+        end = text.rfind("\n", start, start + CHUNK_CHARS) + 1 or start + CHUNK_CHARS
+        pieces.append(text[start:end])
+        start = end
+    pieces.append(text[start:])
+    return pieces
