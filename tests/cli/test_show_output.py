@@ -35,7 +35,7 @@ def show(url: str, task_id: str, *flags: str) -> subprocess.CompletedProcess[str
     )
 
 
-@pytest.mark.parametrize("kind", ["thread", "process"])
+@pytest.mark.parametrize("kind", ["thread", "process", "gevent"])
 def test_show_output_prints_what_a_cli_worker_kept(
     tmp_path: Path, kind: str, wait_until_sync: Callable[..., Any]
 ) -> None:
