@@ -256,10 +256,10 @@ class Runs:
         )
         executor = self._executors.choose(task.kind or self._kind, task.payload)
         outcome = await executor.run(call, context, slot)
-        await self._kept.settle(task.id)  # what it wrote is stored before its outcome
         seconds = time.monotonic() - started
         mean = self._mean_run
         self._mean_run = seconds if mean is None else mean + _SMOOTHING * (seconds - mean)
+        await self._kept.settle(task.id)  # what it wrote is stored before its outcome
         self._writer.record(task, outcome, seconds)
 
     def _ended(self, task_id: str, token: str, context: TaskContext, slot: Slot, _: object) -> None:
