@@ -267,7 +267,10 @@ def _block(seconds: float) -> None:
 
 
 def chatter(lines: int, gate: str | None = None, every: float = 0.0) -> int:
-    """Print ``lines`` numbered lines (one in ten also to stderr), ``every`` seconds apart; then wait for ``gate``."""
+    """Print ``lines`` numbered lines (one in ten also to stderr), ``every`` seconds apart.
+
+    With a ``gate``, touch ``gate + ".printed"`` then wait for the gate.
+    """
     for i in range(lines):
         print(f"line {i}")
         if i % 10 == 0:
@@ -275,6 +278,7 @@ def chatter(lines: int, gate: str | None = None, every: float = 0.0) -> int:
         if every:
             time.sleep(every)
     if gate is not None:
+        _touch(Path(gate + ".printed"))
         _wait_for(lambda: os.path.exists(gate))
     return lines
 

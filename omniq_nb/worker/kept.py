@@ -20,6 +20,7 @@ from functools import partial
 from typing import Any
 
 from omniq_nb.context import OutputSink
+from omniq_nb.storage import lifecycle
 from omniq_nb.worker.host import PoolHost
 
 __all__ = ["CHUNK_CHARS", "FLUSH_INTERVAL", "OutputKeeper", "display_text"]
@@ -28,6 +29,7 @@ logger = logging.getLogger(__name__)
 
 FLUSH_INTERVAL = 0.5  # seconds between rounds that store the output written meanwhile
 CHUNK_CHARS = 8192  # the most characters joined into one stored chunk
+_EARLY = 4  # a task's pending output this many times its limits is stored without waiting for the round
 
 
 def display_text(payload: Any) -> str:
@@ -82,8 +84,8 @@ class OutputKeeper:
             if pending is None:
                 pending = self._pending[task_id] = _Pending()
             pending.add(kind, text)
-            full = pending.chars >= limit_bytes or pending.lines >= limit_lines
-        if full and self._loop is not None:  # store it now: the store trims it to the limits
+            full = pending.chars >= _EARLY * limit_bytes or pending.lines >= _EARLY * limit_lines
+        if full and self._loop is not None:  # store it now, to bound what waits in memory
             with contextlib.suppress(RuntimeError):  # the loop closed: the pool is gone
                 self._loop.call_soon_threadsafe(self._wake.set)
 
@@ -126,6 +128,7 @@ class OutputKeeper:
             storage = self._host.storage
             for task_id, pending in batch.items():
                 chunks = pending.take()
+                del chunks[: _over_limits(chunks, limit_bytes, limit_lines)]
                 try:
                     await storage.append_output(
                         task_id,
@@ -175,6 +178,17 @@ class _Pending:
             self.chunks.append((self.stream, "".join(self.parts)))
             self.parts, self.filled = [], 0
         self.stream = ""
+
+
+def _over_limits(chunks: list[tuple[str, str]], limit_bytes: int, limit_lines: int) -> int:
+    r"""Return how many of the oldest chunks the store would drop anyway, less one (so it says the head was dropped).
+
+    Example:
+        >>> _over_limits([("stdout", "a\n")] * 5, 100, 2)
+        2
+    """
+    sizes = [lifecycle.chunk_size(stream, text) for stream, text in chunks]
+    return max(0, lifecycle.trimmed_head(sizes, limit_bytes=max(1, limit_bytes), limit_lines=max(1, limit_lines)) - 1)
 
 
 def _pieces(text: str) -> list[str]:
