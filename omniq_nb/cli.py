@@ -171,10 +171,10 @@ async def _show(settings: Settings, args: argparse.Namespace) -> int:
 
 async def _print_output(queue: AsyncOmniQ, task_id: str) -> None:
     """Print a task's kept output, page by page: stdout and stderr to theirs, a display as its text."""
-    print("output:" if (await queue.storage.output(task_id, limit=1)).chunks else "output: none kept")
+    print("output:" if (await queue.output(task_id, limit=1)).chunks else "output: none kept")
     after, first = 0, True
     while True:
-        page = await queue.storage.output(task_id, after=after, limit=_OUTPUT_PAGE)
+        page = await queue.output(task_id, after=after, limit=_OUTPUT_PAGE)
         if first and page.dropped:
             print(OUTPUT_DROPPED)
         first = False

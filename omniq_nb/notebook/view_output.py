@@ -15,11 +15,11 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
+from typing import Protocol
 
 from omniq_nb.models import TaskOutput, TaskStatus
-from omniq_nb.storage.base import TaskOutputStore
 
-__all__ = ["FOLLOW_INTERVAL", "StoredOutput"]
+__all__ = ["FOLLOW_INTERVAL", "OutputReader", "StoredOutput"]
 
 logger = logging.getLogger(__name__)
 
@@ -27,12 +27,20 @@ FOLLOW_INTERVAL = 0.5  # seconds between reads of a running task's new output
 _PAGE = 1000  # chunks read at a time
 
 
+class OutputReader(Protocol):
+    """Reads a task's kept output (``AsyncOmniQ.output``)."""
+
+    async def output(self, task_id: str, /, *, after: int = 0, limit: int = 1000) -> TaskOutput:
+        """Return the task's kept chunks after ``seq`` ``after``."""
+        ...
+
+
 class StoredOutput:
     """Feed a view the kept output of its task (see the module's docstring).
 
     Args:
         task_id: the task.
-        storage: the store that keeps its output.
+        reader: reads its kept output (the view's queue).
         status: returns the task's status as the view knows it now.
         show: called on the loop with each page read (chunks after those shown before).
     """
@@ -40,11 +48,11 @@ class StoredOutput:
     def __init__(
         self,
         task_id: str,
-        storage: TaskOutputStore,
+        reader: OutputReader,
         status: Callable[[], TaskStatus],
         show: Callable[[TaskOutput], None],
     ) -> None:
-        self._task_id, self._storage, self._status, self._show = task_id, storage, status, show
+        self._task_id, self._reader, self._status, self._show = task_id, reader, status, show
         self._after = 0
         self._live = False
         self._job: asyncio.Task[None] | None = None
@@ -83,7 +91,7 @@ class StoredOutput:
             self._wake.clear()  # a change from now on wakes the wait below
             status = self._status()  # before the read: the read after a task finished has all of it
             try:
-                page = await self._storage.output(self._task_id, after=self._after, limit=_PAGE)
+                page = await self._reader.output(self._task_id, after=self._after, limit=_PAGE)
             except Exception:  # a view never raises; it reads again later
                 logger.debug("the output of task %s could not be read", self._task_id, exc_info=True)
                 page = TaskOutput(chunks=[])

@@ -35,7 +35,6 @@ from omniq_nb.notebook.view_text import COLORS, badge, group_elapsed, preview, s
 from omniq_nb.notebook.view_timing import MIN_INTERVAL as _MIN_INTERVAL
 from omniq_nb.notebook.view_timing import Expectations, Throttle
 from omniq_nb.serialization import BlobSerializer
-from omniq_nb.storage.base import TaskOutputStore
 from omniq_nb.terminal import OUTPUT_DROPPED, display_parts
 
 __all__ = ["Actions", "Dashboard", "Expectations", "GroupView", "TaskView", "Throttle"]
@@ -75,9 +74,8 @@ class Actions(Protocol):
         """Decodes stored results."""
         ...
 
-    @property
-    def storage(self) -> TaskOutputStore:
-        """The store that keeps what tasks printed (``OUTPUT_LIMIT``)."""
+    async def output(self, task_id: str, /, *, after: int = 0, limit: int = 1000) -> TaskOutput:
+        """Return a page of what a task printed, as kept (``OUTPUT_LIMIT``)."""
         ...
 
     @property
@@ -120,7 +118,7 @@ class TaskView:
         self._expectations = Expectations(actions.history, self.refresh)
         self._tick: asyncio.TimerHandle | None = None
         self._jobs: set[asyncio.Future[None]] = set()
-        self._stored = StoredOutput(handle.id, actions.storage, lambda: self.handle.task.status, self._show_stored)
+        self._stored = StoredOutput(handle.id, actions, lambda: self.handle.task.status, self._show_stored)
         self._render()
         handle.observe(self._changed)
         self._stored.start()
