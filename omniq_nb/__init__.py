@@ -10,6 +10,7 @@ from omniq_nb.config import Settings
 from omniq_nb.context import TaskContext, current, progress, track
 from omniq_nb.core import AsyncOmniQ, OmniQ
 from omniq_nb.errors import (
+    CacheWarning,
     ConfigError,
     DependencyFailed,
     InvalidTransition,
@@ -42,7 +43,7 @@ from omniq_nb.models import (
 from omniq_nb.options import DEFAULT
 from omniq_nb.serialization import BlobSerializer, Serializer
 from omniq_nb.storage import Storage, open_storage
-from omniq_nb.task import TaskFunction, default_queue, get, stats, task
+from omniq_nb.task import TaskFunction, cache_clear, default_queue, get, stats, task
 from omniq_nb.worker import AsyncWorkerPool, WorkerPool
 
 __version__ = "0.1.0"
@@ -73,6 +74,7 @@ __all__ = [
     "AsyncOmniQ",
     "AsyncWorkerPool",
     "BlobSerializer",
+    "CacheWarning",
     "ConfigError",
     "DEFAULT",
     "DependencyFailed",
@@ -109,6 +111,7 @@ __all__ = [
     "WorkerLost",
     "WorkerPool",
     "__version__",
+    "cache_clear",
     "current",
     "dashboard",
     "default_queue",

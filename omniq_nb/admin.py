@@ -1,4 +1,4 @@
-"""The administration role of the queue: purge, health check, worker registry, event log, kept output.
+"""The administration role of the queue: purge, the result cache, health check, worker registry, event log, output.
 
 ``QueueAdmin`` gives ``AsyncOmniQ`` these methods; ``BlockingQueueAdmin`` gives ``OmniQ``
 their blocking twins, each one call through the twin's bridge.
@@ -13,9 +13,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime, timedelta, timezone
+from typing import Any
 
 from omniq_nb.bridge import BlockingBridge
 from omniq_nb.config import Settings
+from omniq_nb.history import stats_name
 from omniq_nb.models import StoreHealth, Task, TaskEvent, TaskOutput, TaskStatus, WorkerInfo
 from omniq_nb.schedule import duration_text, seconds
 from omniq_nb.storage import Storage
@@ -64,17 +66,21 @@ class QueueAdmin:
         status: StatusFilter = None,
         everything: bool = False,
         command: str = "purge",
+        cache: bool = False,
     ) -> str:
         """Purge as ``purge`` does and return one line for people saying what went.
 
         ``omniq-nb purge``, ``%omniq purge`` and the dashboard's "Purge finished" button print
         it. When nothing went, it says why, and what to pass instead (``--older-than``, ``--all``).
+        With ``cache=True`` alone (``--cache``) only the result cache is forgotten
+        (``cache_clear``); with other arguments too, both happen.
 
         Args:
             older_than: as for ``purge``.
             status: as for ``purge``.
             everything: as for ``purge``.
             command: how the reader purges, for the suggestions (``omniq-nb purge``, ``%omniq purge``).
+            cache: forget every cached result (the tasks stay).
 
         Raises:
             ValueError: a negative ``older_than`` or an unknown status.
@@ -86,6 +92,16 @@ class QueueAdmin:
             'purged 0 finished tasks: no task has finished yet (pending and running ones go only with purge --all)'
 
         """
+        if cache:
+            count = await self.cache_clear()
+            forgot = f"forgot {count} cache entr{'y' if count == 1 else 'ies'} (the tasks and their results stay)"
+            if older_than is None and status is None and not everything:
+                return forgot
+            return (
+                forgot
+                + "; "
+                + await self.purge_report(older_than=older_than, status=status, everything=everything, command=command)
+            )
         count = await self.purge(older_than=older_than, status=status, everything=everything)
         if everything:
             return f"purged {_tasks(count)}"
@@ -108,6 +124,22 @@ class QueueAdmin:
             instead = f"a shorter --older-than deletes more ({command} --older-than 0: every finished task)"
         kept = f"{_tasks(finished, 'finished')} kept, {why}"
         return f"purged 0 finished tasks: {kept}. {instead}; {command} --all deletes every task, running ones too"
+
+    async def cache_clear(self, fn: Any = None, /) -> int:
+        """Forget cached results (of ``fn``'s tasks, or all): later submissions with ``cache=True`` run again.
+
+        The tasks and their results stay (``purge`` removes those); returns how many tasks
+        lost their cache key (finished or not: a task still running no longer becomes an entry).
+
+        Args:
+            fn: an ``@omniq.task`` function, a plain callable or a task name; ``None``: every task.
+
+        Raises:
+            TypeError: ``fn`` is neither callable nor a string.
+            ValueError: ``fn`` is an empty string.
+
+        """
+        return await self.storage.forget_cached(name=None if fn is None else stats_name(fn, caller="cache_clear()"))
 
     async def check(self, *, stale_after: float | timedelta | None = None) -> StoreHealth:
         """Report the store's health: integrity, schema version, WAL size, tasks per status, lapsed leases.
@@ -205,11 +237,21 @@ class BlockingQueueAdmin:
         status: StatusFilter = None,
         everything: bool = False,
         command: str = "purge",
+        cache: bool = False,
     ) -> str:
         """Blocking version of ``AsyncOmniQ.purge_report``."""
         return self._bridge.call(
-            self._core.purge_report, older_than=older_than, status=status, everything=everything, command=command
+            self._core.purge_report,
+            older_than=older_than,
+            status=status,
+            everything=everything,
+            command=command,
+            cache=cache,
         )
+
+    def cache_clear(self, fn: Any = None, /) -> int:
+        """Blocking version of ``AsyncOmniQ.cache_clear``."""
+        return self._bridge.call(self._core.cache_clear, fn)
 
     def check(self, *, stale_after: float | timedelta | None = None) -> StoreHealth:
         """Blocking version of ``AsyncOmniQ.check``."""

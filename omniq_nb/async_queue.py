@@ -16,7 +16,7 @@ from typing import Any
 
 import msgspec
 
-from omniq_nb import graph
+from omniq_nb import caching, graph
 from omniq_nb.admin import QueueAdmin, StatusFilter, statuses
 from omniq_nb.bridge import LoopBridge, SameLoopBridge
 from omniq_nb.building import checked_calls, task_template
@@ -212,8 +212,13 @@ class AsyncOmniQ(QueueAdmin, ResultReading, HistoryReading, OpensAndCloses):
             raise TypeError(f"args={args!r} must be a tuple or list of positional arguments")
         if kwargs is not None and not isinstance(kwargs, Mapping):
             raise TypeError(f"kwargs={kwargs!r} must be a mapping of keyword arguments")
-        template = await task_template(fn, make_options(**options), self.settings, self.storage)
+        task_options = make_options(**options)
+        template = await task_template(fn, task_options, self.settings, self.storage)
         call_args, call_kwargs, upstream = extract(args, kwargs or {})
+        keyed = caching.call_keys(fn, task_options, template.name, [(call_args, call_kwargs, upstream)])
+        [hit] = await caching.reuse(self.storage, keyed.keys, task_options.cache_ttl)
+        if hit is not None:
+            return self._handle(hit)
         template = graph.waiting_for(template, upstream)
         task_id = new_task_id()
         task = msgspec.structs.replace(
@@ -221,7 +226,9 @@ class AsyncOmniQ(QueueAdmin, ResultReading, HistoryReading, OpensAndCloses):
             id=task_id,
             payload=self.serializer.dump_call(fn, call_args, call_kwargs),
             series=task_id if template.series is not None else None,
+            cache_key=keyed.keys[0],
         )
+        caching.warn(template.name, keyed)
         [task] = await self._insert([task])
         return self._handle(task)
 
@@ -243,23 +250,33 @@ class AsyncOmniQ(QueueAdmin, ResultReading, HistoryReading, OpensAndCloses):
             SerializationError: ``fn`` or an argument cannot be serialized.
 
         """
-        template = await task_template(fn, make_options(**options), self.settings, self.storage)
-        calls = [extract(args, kwargs) for args, kwargs in checked_calls(calls)]
-        payloads = builtins.list(self.serializer.dump_calls(fn, ((a, k) for a, k, _ in calls)))  # all fail first
+        task_options = make_options(**options)
+        template = await task_template(fn, task_options, self.settings, self.storage)
+        extracted = [extract(args, kwargs) for args, kwargs in checked_calls(calls)]
+        keyed = caching.call_keys(fn, task_options, template.name, extracted)
+        hits = await caching.reuse(self.storage, keyed.keys, task_options.cache_ttl)
+        missed = [(call, key) for call, key, hit in zip(extracted, keyed.keys, hits, strict=True) if hit is None]
+        payloads = builtins.list(self.serializer.dump_calls(fn, ((a, k) for (a, k, _), _ in missed)))  # all fail first
+        caching.warn(template.name, keyed)
         ids = new_task_ids(len(payloads))
         periodic = template.series is not None
         tasks = [
             msgspec.structs.replace(
-                graph.waiting_for(template, upstream), id=task_id, payload=payload, series=task_id if periodic else None
+                graph.waiting_for(template, upstream),
+                id=task_id,
+                payload=payload,
+                series=task_id if periodic else None,
+                cache_key=key,
             )
-            for task_id, payload, (_, _, upstream) in zip(ids, payloads, calls, strict=True)
+            for task_id, payload, ((_, _, upstream), key) in zip(ids, payloads, missed, strict=True)
         ]
-        if any(task.depends_on for task in tasks):
+        if any(task.depends_on or task.cache_key for task in tasks):
             tasks = await self._insert(tasks)
         elif ids:
             await self.storage.insert_many(template, zip(ids, payloads, strict=True))
             self.publish(tasks)
-        return GroupHandle(self, [self._handle(task) for task in tasks])
+        queued = iter(tasks)
+        return GroupHandle(self, [self._handle(hit if hit is not None else next(queued)) for hit in hits])
 
     async def _insert(self, tasks: builtins.list[Task]) -> builtins.list[Task]:
         """Insert tasks; those with dependencies wait, or move on at once if these already finished."""

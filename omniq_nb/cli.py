@@ -189,7 +189,11 @@ async def _print_output(queue: AsyncOmniQ, task_id: str) -> None:
 async def _purge(settings: Settings, args: argparse.Namespace) -> int:
     async with AsyncOmniQ(settings=settings) as queue:
         report = await queue.purge_report(
-            older_than=args.older_than, status=args.status, everything=args.all, command="omniq-nb purge"
+            older_than=args.older_than,
+            status=args.status,
+            everything=args.all,
+            command="omniq-nb purge",
+            cache=args.cache,
         )
     print(report)
     return 0

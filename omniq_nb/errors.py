@@ -20,6 +20,8 @@ Hierarchy::
         └── PayloadRejected    its payload failed the signature check (also a SignatureError)
 
 Waiting too long in ``result(timeout=...)`` raises the built-in ``TimeoutError``.
+One warning category: ``CacheWarning`` (a ``UserWarning``), when a call submitted with
+``cache=True`` cannot be keyed and runs without the result cache.
 """
 
 from __future__ import annotations
@@ -32,6 +34,10 @@ if TYPE_CHECKING:
 
 class OmniQError(Exception):
     """Base class of every exception raised by omniq_nb."""
+
+
+class CacheWarning(UserWarning):
+    """A call submitted with ``cache=True`` cannot be keyed (say, an argument cannot be pickled): it runs uncached."""
 
 
 class ConfigError(OmniQError, ValueError):

@@ -38,12 +38,13 @@ FRESH_FOR_NEW = 1.0
 """Seconds a reading serves a view just made (a new task is when its estimate matters most)."""
 
 
-def stats_name(fn: Any) -> str:
-    """Return the task name whose runs ``omniq.stats(fn)`` describes.
+def stats_name(fn: Any, *, caller: str = "stats()") -> str:
+    """Return the task name whose runs ``omniq.stats(fn)`` describes (or whose cache ``cache_clear(fn)`` forgets).
 
     Args:
         fn: an ``@omniq.task`` function (its ``name``), a plain callable (the name
             ``enqueue`` gives it) or a task name.
+        caller: the public function asking, named in error messages.
 
     Raises:
         TypeError: ``fn`` is neither callable nor a string.
@@ -56,14 +57,14 @@ def stats_name(fn: Any) -> str:
     """
     if isinstance(fn, str):
         if not fn.strip():
-            raise ValueError("stats() needs a task name, got an empty string")
+            raise ValueError(f"{caller} needs a task name, got an empty string")
         return fn
     named = getattr(fn, "name", None) if hasattr(fn, "task_options") else None  # an @omniq.task function
     if isinstance(named, str):
         return named
     if callable(fn):
         return task_name(fn)
-    raise TypeError(f"stats() takes an @omniq.task function, a callable or a task name, got {fn!r}")
+    raise TypeError(f"{caller} takes an @omniq.task function, a callable or a task name, got {fn!r}")
 
 
 class RunHistory:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import enum
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 from typing import Any, Final
 
@@ -37,6 +37,9 @@ OPTION_NAMES = (
     "name",
     "after",
     "run_on",
+    "cache",
+    "cache_key",
+    "cache_ttl",
 )
 """Every task option, by name."""
 
@@ -66,6 +69,8 @@ class TaskOptions(msgspec.Struct, frozen=True, kw_only=True):
     ``ttl`` and ``result_ttl`` are ``DEFAULT`` when left to their settings and ``None`` for
     "no limit"; for ``retries``, ``queue`` and ``kind`` ``None`` means "take it from
     Settings"; for ``timeout``, ``delay``, ``eta`` and ``schedule`` it means "none".
+    ``cache`` is on when ``cache=True``, ``cache_key`` or ``cache_ttl`` was given; a
+    ``cache_ttl`` of ``None`` reuses a result of any age.
     """
 
     retries: int | None = None
@@ -84,6 +89,9 @@ class TaskOptions(msgspec.Struct, frozen=True, kw_only=True):
     name: str | None = None
     after: tuple[str, ...] = ()
     run_on: str = "success"
+    cache: bool = False
+    cache_key: Callable[..., Any] | None = None
+    cache_ttl: float | None = None
 
 
 def make_options(**options: Any) -> TaskOptions:
@@ -122,6 +130,7 @@ def make_options(**options: Any) -> TaskOptions:
         name=_optional_name(options.get("name"), "name"),
         after=_after(options.get("after")),
         run_on=_run_on(options.get("run_on", "success")),
+        **_cache(options),
     )
 
 
@@ -142,6 +151,8 @@ def merge_options(base: TaskOptions, **overrides: Any) -> TaskOptions:
         current["cron"] = None
     if "cron" in overrides:
         current["interval"] = None
+    if overrides.get("cache") is False:
+        current["cache_key"] = current["cache_ttl"] = None
     current.update(overrides)
     return make_options(**current)
 
@@ -171,6 +182,9 @@ def as_keywords(options: TaskOptions) -> dict[str, Any]:
         "name": options.name,
         "after": options.after,
         "run_on": options.run_on,
+        "cache": options.cache or None,  # None: not given, so cache_key= or cache_ttl= alone turn it on
+        "cache_key": options.cache_key,
+        "cache_ttl": options.cache_ttl,
     }
 
 
@@ -259,6 +273,21 @@ def _run_on(value: Any) -> str:
     if value not in RUN_ON:
         raise ValueError(f"run_on={value!r} must be one of {', '.join(map(repr, RUN_ON))}")
     return str(value)
+
+
+def _cache(options: dict[str, Any]) -> dict[str, Any]:
+    """Validate ``cache``, ``cache_key`` and ``cache_ttl`` together (either of the last two turns caching on)."""
+    key, ttl = options.get("cache_key"), options.get("cache_ttl")
+    if key is not None and not callable(key):
+        raise TypeError(f"cache_key={key!r} must be a callable taking the task's arguments (or None)")
+    ttl = seconds(ttl, name="cache_ttl", allow_zero=False)
+    given = options.get("cache")
+    cache = _flag(given, "cache") if given is not None else key is not None or ttl is not None
+    if given is False and (key is not None or ttl is not None):
+        raise ValueError("cache_key= and cache_ttl= need the cache: leave cache= out or pass cache=True")
+    if cache and (options.get("interval") is not None or options.get("cron") is not None):
+        raise ValueError("cache=True does not combine with interval= or cron=: a periodic task runs on its schedule")
+    return {"cache": cache, "cache_key": key, "cache_ttl": ttl}
 
 
 def _kind(value: Any) -> str | None:

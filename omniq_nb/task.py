@@ -160,6 +160,21 @@ def get(task_id: str, /) -> TaskHandle:
     return default_queue().get(task_id)
 
 
+def cache_clear(fn: Any = None, /) -> int:
+    """Forget the default queue's cached results (of ``fn``'s tasks, or all); return how many.
+
+    Later submissions with ``cache=True`` run again; the tasks and their results stay.
+
+    Args:
+        fn: an ``@omniq.task`` function, a plain callable or a task name; ``None``: every task.
+
+    Raises:
+        TypeError: ``fn`` is neither callable nor a string.
+        ValueError: ``fn`` is an empty string.
+    """
+    return default_queue().cache_clear(fn)
+
+
 def stats(fn: Any, /) -> TaskStats:
     """Return how long ``fn``'s latest successful runs took, from the default queue's store.
 

@@ -26,7 +26,7 @@ _WORKER_COLUMNS = "{id:8}  {kind:7}  {busy:>5}  {queues:16}  {where:24}  {starte
 
 
 def add_purge_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add the flags of ``purge`` (``--older-than``, ``--status``, ``--all``); ``%omniq purge`` takes the same.
+    """Add the flags of ``purge`` (``--older-than``, ``--status``, ``--all``, ``--cache``); ``%omniq purge`` too.
 
     Args:
         parser: the ``purge`` command's parser.
@@ -36,6 +36,9 @@ def add_purge_arguments(parser: argparse.ArgumentParser) -> None:
         "--status", action="append", choices=[s.value for s in TaskStatus if s.is_terminal], help="with --older-than"
     )
     parser.add_argument("--all", action="store_true", help="delete every task, running ones too")
+    parser.add_argument(
+        "--cache", action="store_true", help="forget every cached result (tasks stay); alone, nothing is deleted"
+    )
 
 
 def format_tasks(tasks: Sequence[Task]) -> str:

@@ -1,7 +1,7 @@
 """The NATS test server (127.0.0.1:4222, JetStream on, no password) and a store prefix per test.
 
 Tests isolate themselves by prefix: the server's configuration is never changed; a test's
-bucket and event stream (named from its prefix) are deleted afterwards. When the server
+bucket and streams (named from its prefix) are deleted afterwards. When the server
 cannot be reached, NATS tests fail (they are never skipped).
 """
 
@@ -60,7 +60,7 @@ def stream_names(prefix: str, url: str = NATS_URL) -> list[str]:
 
 
 def drop_prefix(prefix: str, url: str = NATS_URL) -> int:
-    """Delete the bucket and event stream of ``prefix``; return how many streams went."""
+    """Delete the bucket, event stream and output stream of ``prefix``; return how many streams went."""
 
     async def drop() -> int:
         import nats
@@ -69,7 +69,7 @@ def drop_prefix(prefix: str, url: str = NATS_URL) -> int:
         try:
             js = nc.jetstream()
             gone = 0
-            for name in (f"KV_omniq_{prefix}", f"omniq_{prefix}_events"):
+            for name in (f"KV_omniq_{prefix}", f"omniq_{prefix}_events", f"omniq_{prefix}_output"):
                 with contextlib.suppress(Exception):
                     gone += bool(await js.delete_stream(name))
             return gone

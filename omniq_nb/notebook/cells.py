@@ -34,6 +34,16 @@ def capture(source: str, namespace: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+def cell_key(source: str, filename: str, namespace: Mapping[str, Any]) -> tuple[str, list[tuple[str, Any]]]:
+    """Return what a cell task's cache key is made of: its code and the values it read, not its file name.
+
+    The file name counts the kernel's executions, so the same cell run again gets a new one;
+    the values go by name, in name order (``capture`` follows a set's order, which changes
+    with every process's hash seed).
+    """
+    return source, sorted(namespace.items())
+
+
 def run_cell(source: str, filename: str, namespace: dict[str, Any]) -> Any:
     """Run a cell's code in ``namespace``; return the value of its last expression, if any.
 

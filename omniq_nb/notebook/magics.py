@@ -5,9 +5,10 @@ Usage::
     %%omniq enqueue [--as NAME] [--retries N] [--timeout D] [--queue Q] [--priority P]
                     [--kind thread|process|async] [--delay D] [--ttl D|none] [--result-ttl D|none]
                     [--interval D] [--cron EXPR] [--at-most-once] [--shared] [--name TEXT]
-                    [--after NAMES] [--run-on success|any|failure]
+                    [--after NAMES] [--run-on success|any|failure] [--cache] [--cache-ttl D]
     <cell code: names it reads are captured now (a task handle among them: the cell waits for
-    that task and reads its result); its last expression is the task's result>
+    that task and reads its result); its last expression is the task's result; --cache: the
+    same code with the same values of the names it reads reuses a stored result at once>
     (D, a duration: seconds, or 90s, 15m, 12h, 7d; a flag left out takes its setting, and
     --ttl none / --result-ttl none mean no limit, whatever TASK_TTL / RESULT_TTL say)
 
@@ -18,8 +19,9 @@ Usage::
     %omniq show ID
     %omniq cancel ID
     %omniq retry ID
-    %omniq purge [--older-than AGE] [--status S] [--all]
-                                         (no flags: finished tasks past their result_ttl,
+    %omniq purge [--older-than AGE] [--status S] [--all] [--cache]
+                                         (--cache: forget cached results, tasks stay;
+                                         no flags: finished tasks past their result_ttl,
                                          RESULT_TTL default 7d; AGE: seconds, or 90s, 15m, 12h, 7d)
     %omniq dashboard                     (live tables of the workers and recent tasks, with actions)
     %omniq config [KEY=VALUE]            (the notebook's settings: interrupt=wait|cancel, keepalive=SECONDS|none)
@@ -44,7 +46,7 @@ from omniq_nb.errors import ConfigError, OmniQError, SerializationError
 from omniq_nb.handles import GroupHandle, TaskHandle
 from omniq_nb.models import RUN_ON, TaskStatus
 from omniq_nb.notebook.attach import DEFAULT_SINCE, attach, nothing_found
-from omniq_nb.notebook.cells import capture, run_cell
+from omniq_nb.notebook.cells import capture, cell_key, run_cell
 from omniq_nb.notebook.origin import bound_to
 from omniq_nb.notebook.runner import NOTEBOOK_SETTINGS, KernelRunner
 from omniq_nb.notebook.widgets import Dashboard
@@ -82,8 +84,10 @@ class OmniQMagics(Magics):
                             [--kind thread|process|async] [--delay D] [--ttl D|none]
                             [--result-ttl D|none] [--interval D] [--cron EXPR] [--at-most-once]
                             [--shared] [--name TEXT] [--after NAMES] [--run-on success|any|failure]
+                            [--cache] [--cache-ttl D]
             <cell code>          names it reads are captured now; its last expression is the result;
-                                 a task handle it reads (or --after names) makes it wait for that task
+                                 a task handle it reads (or --after names) makes it wait for that task;
+                                 --cache: the same code and values reuse a stored result at once
                                  D: seconds, or 90s, 15m, 12h, 7d; a flag left out takes its
                                  setting; --ttl none / --result-ttl none: no limit
 
@@ -97,7 +101,7 @@ class OmniQMagics(Magics):
             %omniq show ID
             %omniq cancel ID
             %omniq retry ID
-            %omniq purge [--older-than AGE] [--status S] [--all]
+            %omniq purge [--older-than AGE] [--status S] [--all] [--cache]
                                  no flags: finished tasks past their result_ttl (RESULT_TTL, 7d
                                  unless set); --older-than AGE: also those finished over AGE ago
                                  (AGE: seconds, or 90s, 15m, 12h, 7d; 0: all finished, --status
@@ -143,6 +147,8 @@ class OmniQMagics(Magics):
         args = _enqueue_parser().parse_args(words)
         options = {key: value for key, value in vars(args).items() if key in OPTION_NAMES}
         options["name"] = args.name or (f"cell {args.bind}" if args.bind else "notebook cell")
+        if options.get("cache") or "cache_ttl" in options:  # the key: the code and the values it reads
+            options["cache_key"] = cell_key
         if "after" in options:  # names of variables holding handles, or task ids
             options["after"] = [self._user.user_ns.get(name, name) for name in options["after"]]
         # the shell counts this cell already; the kernel replies with (and the prompt shows) one less
@@ -250,7 +256,11 @@ class OmniQMagics(Magics):
         args = _purge_parser().parse_args(words)
         print(
             self.runner.queue.purge_report(
-                older_than=args.older_than, status=args.status, everything=args.all, command="%omniq purge"
+                older_than=args.older_than,
+                status=args.status,
+                everything=args.all,
+                command="%omniq purge",
+                cache=args.cache,
             )
         )
 
@@ -273,6 +283,8 @@ def _enqueue_parser() -> _Parser:
     parser.add_argument("--shared", action="store_true")
     parser.add_argument("--after", type=_names, metavar="NAMES", help="run after these handles (variables) or ids")
     parser.add_argument("--run-on", dest="run_on", choices=RUN_ON)
+    parser.add_argument("--cache", action="store_true")
+    parser.add_argument("--cache-ttl", dest="cache_ttl", type=duration)
     parser.add_argument("--name", default=None)
     return parser
 

@@ -12,9 +12,9 @@ Roles, each named after who calls it:
   requeue, expiry) the façade and the worker pool make, and the wake-up wait.
 - ``ResultStore``: reads of tasks and their outcomes (handles, the event hub, listings).
 - ``EventStore``: the event stream the event hub follows.
-- ``WorkerRegistry``: the live worker pools (heartbeats, ``omniq-nb workers``, stop requests).
+- ``WorkerRegistry`` (``registry_role``): the live worker pools (heartbeats, ``omniq-nb workers``, stop requests).
 - ``MaintenanceStore``: the maintenance election, purge, log checkpoints and the health check.
-- ``TaskOutputStore``: what tasks printed or displayed, bounded per task, kept with the task.
+- ``TaskOutputStore`` (``output_role``): what tasks printed or displayed, bounded per task, kept with the task.
 
 Every backend implements all of them on one object (``Storage``), so the façade and the
 pool never know which backend they talk to. A backend that can also keep the results or
@@ -31,16 +31,9 @@ from types import TracebackType
 from typing import Protocol, Self, runtime_checkable
 
 from omniq_nb.errors import NotSupported, StorageError
-from omniq_nb.models import (
-    DependencyMove,
-    StoreHealth,
-    Task,
-    TaskEvent,
-    TaskOutput,
-    TaskResult,
-    TaskStatus,
-    WorkerInfo,
-)
+from omniq_nb.models import DependencyMove, StoreHealth, Task, TaskEvent, TaskResult, TaskStatus
+from omniq_nb.storage.output_role import TaskOutputStore
+from omniq_nb.storage.registry_role import WorkerRegistry
 
 ResultKey = tuple[str, str]
 """A kept result's key: the task id and the lease token of the attempt that produced it."""
@@ -252,12 +245,12 @@ class ResultStore(Protocol):
         """Return how many tasks (of ``task_ids``, or all) are in each status."""
         ...
 
-    async def cached(self, key: str, *, finished_after: datetime | None = None) -> Task | None:
-        """Return the newest succeeded task whose ``cache_key`` is ``key``, or ``None``.
+    async def cached(self, keys: Sequence[str], *, finished_after: datetime | None = None) -> dict[str, Task]:
+        """Return, for each of ``keys`` some succeeded task has as ``cache_key``, the newest such task.
 
         Newest by ``finished_at``; with ``finished_after``, only a task that finished at or
-        after it counts (a cache entry's ``cache_ttl``). Indexed by key: a submission with
-        ``cache=True`` asks once per task.
+        after it counts (a cache entry's ``cache_ttl``). A key no task answers is left out.
+        Indexed by key: a submission with ``cache=True`` asks once per batch of tasks.
         """
         ...
 
@@ -273,30 +266,6 @@ class EventStore(Protocol):
 
     async def last_event_seq(self) -> int:
         """Return the ``seq`` of the newest recorded event (0 when there is none)."""
-        ...
-
-
-class WorkerRegistry(Protocol):
-    """The registry of live worker pools: heartbeats, listing, stop requests."""
-
-    async def heartbeat(self, worker: WorkerInfo) -> bool:
-        """Record a live worker pool (insert or refresh its registry row); return whether it must stop.
-
-        The store sets ``heartbeat`` to its own clock and keeps the row's ``started_at`` and
-        ``stop_requested``. Rows whose heartbeat is older than their ``ttl`` are removed.
-        """
-        ...
-
-    async def workers(self) -> builtins.list[WorkerInfo]:
-        """Return the live worker pools of the registry, oldest first (dead rows are left out)."""
-        ...
-
-    async def request_stop(self, worker_id: str) -> bool:
-        """Ask a live pool to drain and stop (at its next heartbeat); return whether it was found."""
-        ...
-
-    async def unregister(self, worker_id: str) -> None:
-        """Remove a pool's registry row (it stopped gracefully)."""
         ...
 
 
@@ -351,30 +320,6 @@ class MaintenanceStore(Protocol):
         Raises:
             StorageError: there is no store at the URL (nothing is created), or it cannot be reached.
 
-        """
-        ...
-
-
-class TaskOutputStore(Protocol):
-    """What tasks printed or displayed, in chunks, each task's kept within a limit and purged with it."""
-
-    async def append_output(
-        self, task_id: str, chunks: Sequence[tuple[str, str]], *, limit_bytes: int, limit_lines: int
-    ) -> None:
-        """Append ``(stream, text)`` chunks to a task's output, in this order, each with the next ``seq``.
-
-        Afterwards the oldest whole chunks are removed while the task's kept output is over
-        ``limit_bytes`` (UTF-8 bytes of ``text``) or ``limit_lines`` (newlines in ``text``; a
-        ``display`` chunk counts one line); the newest chunk is always kept. Not fenced on a
-        lease: the output of an attempt that lost its lease is still what the task printed.
-        Output of a task the store does not have is dropped.
-        """
-        ...
-
-    async def output(self, task_id: str, *, after: int = 0, limit: int = 1000) -> TaskOutput:
-        """Return up to ``limit`` kept chunks of a task with ``seq > after``, oldest first.
-
-        An unknown task has no output (empty, not an error).
         """
         ...
 

@@ -8,19 +8,20 @@ layout, the store lock and the write order that survives a crash at any point.
 ``FileStorage`` is assembled from one mixin per protocol role over ``file_results.FileState``,
 as ``MemoryStorage`` and ``SQLiteStorage`` are: ``FileResults`` (``file_results``),
 ``FileQueue`` (``file_queue``), ``FileAdmin`` (``file_admin``), ``FileRegistry`` and ``FileMaintenance``
-(``file_maintenance``). The lifecycle rules come from ``storage.lifecycle``.
+(``file_maintenance``), ``FileOutput`` (``file_output``). The lifecycle rules come from ``storage.lifecycle``.
 """
 
 from __future__ import annotations
 
 from omniq_nb.storage.file_admin import FileAdmin
 from omniq_nb.storage.file_maintenance import FileMaintenance, FileRegistry
+from omniq_nb.storage.file_output import FileOutput
 from omniq_nb.storage.file_queue import FileQueue
 
 __all__ = ["FileStorage"]
 
 
-class FileStorage(FileQueue, FileAdmin, FileRegistry, FileMaintenance):
+class FileStorage(FileQueue, FileAdmin, FileRegistry, FileMaintenance, FileOutput):
     """A queue kept as files in a local folder (``file:///absolute/folder``).
 
     Args:

@@ -1,4 +1,4 @@
-"""The file store's other ``QueueStore`` transitions: hand-back, rescue scan, cancel, dependents, requeue, expiry.
+"""The file store's other ``QueueStore`` transitions: hand-back, rescue, cancel, dependents, requeue, expiry, forget.
 
 Each is one change under the store lock (``file_change``), fsync'd, like the SQLite store's
 transactions; the task's record is read under the lock, so no other process changes it
@@ -10,6 +10,7 @@ the records they name.
 from __future__ import annotations
 
 import builtins
+import contextlib
 import os
 from collections.abc import Mapping, Sequence
 
@@ -145,6 +146,24 @@ class FileAdmin(FileResults):
                     work.record(task, lifecycle.moved_event(move), message=move.error.message if move.error else None)
                     moved.append(task)
         return moved
+
+    async def forget_cached(self, *, name: str | None = None) -> int:
+        """Clear the cache key of the tasks that have one (named ``name``, or all), found by their cache markers."""
+        return await self._run(self._forget_cached, name)
+
+    def _forget_cached(self, name: str | None) -> int:
+        forgotten = 0
+        with change(self._layout, events=self._events, durable=True) as work:
+            for folder in os.listdir(self._layout.cache):
+                with contextlib.suppress(FileNotFoundError):
+                    for task_id in os.listdir(self._layout.cache / folder):
+                        record = self._layout.read(task_id)
+                        if record is None or record.task.cache_key is None or name not in (None, record.task.name):
+                            continue
+                        self._layout.drop_links([self._layout.cache / folder / task_id])  # before the record
+                        work.update(record, copy(record.task, cache_key=None))
+                        forgotten += 1
+        return forgotten
 
     async def requeue(self, task_id: str) -> Task | None:
         """Put a failed, cancelled or expired task back to ``pending`` with one more attempt allowed."""

@@ -9,6 +9,8 @@ One folder holds a queue (``file:///abs/dir``)::
     running/<id>              an empty marker per running task (what rescue scans)
     expiring/<expires>-<id>   an empty marker per pending task with a TTL (what expiry scans)
     dependents/<dep>/<id>     an empty marker per dependency of a task, whatever its state (``dependents``)
+    cache/<key sha256>/<id>   an empty marker per task with a ``cache_key`` (what ``cached`` lists)
+    output/<id>/              a task's kept output: ``log`` (appended, trimmed by rewrite) and ``index``
     events/<first seq>.log    the event log, JSON lines, in segments
     workers/<id>              the registry of live worker pools
     tmp/                      files being written, renamed into place when whole
@@ -43,8 +45,10 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import os
 import secrets
+import shutil
 import struct
 from collections.abc import Iterable, Iterator
 from datetime import datetime, timezone
@@ -187,6 +191,7 @@ class FileLayout:
         self.tasks, self.ready, self.running = self.root / "tasks", self.root / "ready", self.root / "running"
         self.events, self.workers, self.tmp = self.root / "events", self.root / "workers", self.root / "tmp"
         self.expiring, self.dependents = self.root / "expiring", self.root / "dependents"
+        self.cache, self.output = self.root / "cache", self.root / "output"
         self._lock_path = self.root / "lock"
         self._counters = self.root / "counters"
 
@@ -200,7 +205,7 @@ class FileLayout:
         try:
             self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
             folders = (self.tasks, self.ready, self.running, self.expiring, self.dependents, self.events, self.workers)
-            for folder in (*folders, self.tmp):
+            for folder in (*folders, self.cache, self.output, self.tmp):
                 folder.mkdir(exist_ok=True, mode=0o700)
         except OSError as exc:
             raise StorageError(f"cannot create the file store's folder {self.root}: {exc.strerror}") from exc
@@ -300,6 +305,14 @@ class FileLayout:
         """Return a task's dependency markers: ``dependents/<dependency id>/<task id>``, one per dependency."""
         return {self.dependents / dependency / task.id for dependency in task.depends_on}
 
+    def cache_folder(self, key: str) -> Path:
+        """Return the folder of a cache key's markers, named by the key's SHA-256 (any key makes a file name)."""
+        return self.cache / hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
+
+    def cache_marker(self, task: Task) -> Path | None:
+        """Return a task's result-cache marker ``cache/<key sha256>/<id>``, or ``None`` when it has no key."""
+        return None if task.cache_key is None else self.cache_folder(task.cache_key) / task.id
+
     def put(self, record: Record, old: Record | None, *, durable: bool) -> set[Path]:
         """Write a task's record: new markers first (a new task's dependency ones too), the record, then old ones go.
 
@@ -322,17 +335,20 @@ class FileLayout:
         return changed
 
     def remove(self, record: Record) -> None:
-        """Delete a task's markers, its record, then its dependency markers."""
+        """Delete a task's markers (its cache marker too), its record, its output, then its dependency markers."""
+        cached = self.cache_marker(record.task)
+        self.drop_links([cached] if cached is not None else [])  # before the record: never a marker of a gone task
         for marker in self.markers(record):
             with contextlib.suppress(FileNotFoundError):
                 marker.unlink()
         with contextlib.suppress(FileNotFoundError):
             (self.tasks / record.task.id).unlink()
+        shutil.rmtree(self.output / record.task.id, ignore_errors=True)
         self.drop_links(self.links(record.task))
 
     @staticmethod
     def drop_links(links: Iterable[Path]) -> None:
-        """Delete dependency markers; a dependency's folder goes with its last marker (call under the lock)."""
+        """Delete dependency (or cache) markers; a folder goes with its last marker (call under the lock)."""
         for link in links:
             link.unlink(missing_ok=True)
             with contextlib.suppress(OSError):  # not empty: other tasks depend on it too

@@ -12,6 +12,10 @@ holds no ``/``) in ``batches/``, and deletes it once every record is on disk. A 
 under the lock belongs to a writer that died (or failed) mid-batch: the tasks and markers it
 names are deleted before anything else is done (``roll_back_batches``), at every change and
 when a store opens.
+
+A new task with a ``cache_key`` gets its cache marker (``cache/<key sha256>/<id>``) after its
+record, and ``FileLayout.remove`` deletes it before the record: a crash leaves at worst a task
+that ``cached`` does not find (it runs again), never a marker naming a task that is gone.
 """
 
 from __future__ import annotations
@@ -69,8 +73,12 @@ class Change:
         return self._task_seq
 
     def put(self, record: Record, old: Record | None) -> None:
-        """Write a task's record (and move its markers) as part of this change."""
+        """Write a task's record (and move its markers; a new one's cache marker after it) as part of this change."""
         self._folders |= self.layout.put(record, old, durable=self.durable)
+        if old is None and (cached := self.layout.cache_marker(record.task)) is not None:
+            cached.parent.mkdir(mode=0o700, exist_ok=True)
+            os.close(os.open(cached, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
+            self._folders |= {cached.parent, self.layout.cache}
 
     def claim(self, record: Record, task: Task, marker: Path) -> None:
         """Write ``task`` (now running) as the new state of the pending task ``record`` whose marker is ``marker``."""

@@ -1,7 +1,7 @@
 """The file store's ``WorkerRegistry``, ``EventStore`` and ``MaintenanceStore`` roles.
 
 The registry is a file per live pool (``workers/<id>``); events are the log of
-``file_events``; purge deletes task records with their events; every caller leads the
+``file_events``; purge deletes task records with their events and output; every caller leads the
 maintenance (one machine: its pools are few, and every rescue is fenced on its lease).
 """
 
@@ -108,7 +108,7 @@ class FileMaintenance(FileResults):
     async def purge(
         self, *, finished_before: datetime | None = None, statuses: Sequence[TaskStatus] = (), everything: bool = False
     ) -> int:
-        """Delete finished tasks past their result TTL (or everything), with their events."""
+        """Delete finished tasks past their result TTL (or everything), with their events and output."""
         picked = {TaskStatus(s) for s in statuses}
         return await self._run(self._purge, finished_before, picked, everything)
 

@@ -187,6 +187,27 @@ class FileResults(FileState):
         ]
         return found[:limit]
 
+    async def cached(self, keys: Sequence[str], *, finished_after: datetime | None = None) -> dict[str, Task]:
+        """Return the newest succeeded task of each key that has one, found by its markers (``cache/<key sha256>/``)."""
+        return await self._run(self._cached, keys, finished_after)
+
+    def _cached(self, keys: Sequence[str], finished_after: datetime | None) -> dict[str, Task]:
+        found: dict[str, Task] = {}
+        for key in keys:
+            try:
+                task_ids = os.listdir(self._layout.cache_folder(key))
+            except FileNotFoundError:
+                continue
+            hits = [
+                r.task
+                for r in map(self._layout.read, task_ids)
+                if r is not None and lifecycle.cached_hit(r.task, key, finished_after)
+            ]
+            newest = max(hits, key=lambda t: t.finished_at or t.created_at, default=None)
+            if newest is not None:
+                found[key] = newest
+        return found
+
     async def count(self, *, task_ids: Sequence[str] | None = None) -> dict[TaskStatus, int]:
         """Return how many tasks (of ``task_ids``, or all) are in each status."""
         if task_ids is None:

@@ -96,6 +96,10 @@ class MemoryMaintenance(MemoryResults):
                 del self._tasks[task_id]
                 self._output.pop(task_id, None)
                 self._output_seq.pop(task_id, None)
+            if doomed:
+                self._cache = {
+                    k: kept for k, ids in self._cache.items() if (kept := [i for i in ids if i not in doomed])
+                }
             self._events = [e for e in self._events if e.task_id not in doomed]
             return len(doomed)
 

@@ -112,16 +112,20 @@ class MemoryResults(MemoryState):
             ]
             return [copy(t) for t in found[:limit]]
 
-    async def cached(self, key: str, *, finished_after: datetime | None = None) -> Task | None:
-        """Return a copy of the newest succeeded task with this cache key, or ``None``."""
+    async def cached(self, keys: Sequence[str], *, finished_after: datetime | None = None) -> dict[str, Task]:
+        """Return copies of the newest succeeded task of each key that has one."""
+        found: dict[str, Task] = {}
         with self._lock:
-            hits = [
-                t
-                for t in map(self._tasks.get, self._cache.get(key, ()))
-                if t is not None and lifecycle.cached_hit(t, key, finished_after)
-            ]
-            newest = max(hits, key=lambda t: t.finished_at or t.created_at, default=None)
-            return None if newest is None else copy(newest)
+            for key in keys:
+                hits = [
+                    t
+                    for t in map(self._tasks.get, self._cache.get(key, ()))
+                    if t is not None and lifecycle.cached_hit(t, key, finished_after)
+                ]
+                newest = max(hits, key=lambda t: t.finished_at or t.created_at, default=None)
+                if newest is not None:
+                    found[key] = copy(newest)
+        return found
 
     async def count(self, *, task_ids: Sequence[str] | None = None) -> dict[TaskStatus, int]:
         """Return the number of tasks per status."""

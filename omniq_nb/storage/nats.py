@@ -15,7 +15,8 @@ ever trusted); events go to a stream whose sequence is the event's ``seq``. See
 - ``nats_results.NATSResults``: ``ResultStore`` and ``EventStore``;
 - ``nats_queue.NATSQueue``: ``QueueStore``;
 - ``nats_maintenance.NATSRegistry`` and ``NATSMaintenance``: ``WorkerRegistry`` and ``MaintenanceStore``;
-- ``nats_outcomes.NATSOutcomes``: ``OutcomeStore`` (results and events of a queue kept elsewhere).
+- ``nats_outcomes.NATSOutcomes``: ``OutcomeStore`` (results and events of a queue kept elsewhere);
+- ``nats_output.NATSCache`` and ``NATSOutput``: the result cache and ``TaskOutputStore``.
 
 The codec of entries and events is ``nats_codec``.
 """
@@ -24,12 +25,12 @@ from __future__ import annotations
 
 from omniq_nb.storage.nats_maintenance import NATSMaintenance, NATSRegistry
 from omniq_nb.storage.nats_outcomes import NATSOutcomes
-from omniq_nb.storage.nats_queue import NATSQueue
+from omniq_nb.storage.nats_output import NATSCache, NATSOutput
 
 __all__ = ["NATSStorage"]
 
 
-class NATSStorage(NATSQueue, NATSRegistry, NATSMaintenance, NATSOutcomes):
+class NATSStorage(NATSCache, NATSRegistry, NATSMaintenance, NATSOutcomes, NATSOutput):
     """A store under one prefix of a NATS JetStream server, shared by workers on any number of machines.
 
     Args:

@@ -6,7 +6,9 @@ share one server and nothing outside them is touched:
 - the key-value bucket ``omniq_PREFIX`` (stream ``KV_omniq_PREFIX``, one revision per key):
   ``t.ID`` a task (``nats_codec.Stored``), ``w.ID`` a worker pool, ``lead`` the maintenance turn;
 - the stream ``omniq_PREFIX_events`` on subjects ``omniq.PREFIX.ev.ID``: one message per
-  event, whose stream sequence is the event's ``seq``.
+  event, whose stream sequence is the event's ``seq``;
+- the stream ``omniq_PREFIX_output`` on subjects ``omniq.PREFIX.out.ID``: one message per kept
+  chunk of a task's output (``nats_output``).
 
 Every transition is a compare-and-set on the task key's revision (``update(key, value,
 last=revision)``): the fence. A worker that lost its lease cannot write, because a rescue,
@@ -101,6 +103,9 @@ class NATSConnection(OpensAndCloses):
         self.events_stream = f"omniq_{self.prefix}_events"
         """The event stream's name."""
         self._events_subject = f"omniq.{self.prefix}.ev"
+        self.output_stream = f"omniq_{self.prefix}_output"
+        """The stream of the tasks' kept output."""
+        self._output_subject = f"omniq.{self.prefix}.out"
         self._nc: Client | None = None
         self._js: JetStreamContext | None = None
         self._kv: KeyValue | None = None
@@ -124,6 +129,7 @@ class NATSConnection(OpensAndCloses):
                 self._js = nc.jetstream(timeout=_REQUEST_SECONDS)
                 self._kv = await self._bucket(create=create)
                 await self._event_stream(create=create)
+                await self._output_stream(create=create)
                 self._nc = nc
                 await self._started()
         except BaseException:
@@ -205,6 +211,16 @@ class NATSConnection(OpensAndCloses):
             max_msgs=self._events_max,
             discard=api.DiscardPolicy.OLD,
         )
+
+    async def _output_stream(self, *, create: bool) -> None:
+        """Create the output stream if missing (a store made before it existed gets it at its next open)."""
+        with contextlib.suppress(nats.js.errors.NotFoundError):
+            await self._jet.stream_info(self.output_stream)
+            return
+        if create:
+            await self._jet.add_stream(
+                name=self.output_stream, subjects=[f"{self._output_subject}.>"], storage=api.StorageType.FILE
+            )
 
     @property
     def _jet(self) -> JetStreamContext:

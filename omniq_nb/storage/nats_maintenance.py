@@ -3,7 +3,7 @@
 A pool's entry is the key ``w.ID`` of the bucket; it is live while its heartbeat (this
 client's clock) is younger than its ttl, and dead entries are removed at the next
 heartbeat. The maintenance turn is the key ``lead``, taken and extended by compare-and-set.
-A purge removes each task's key (fenced on the revision it judged) and its events.
+A purge removes each task's key (fenced on the revision it judged), its events and its output.
 """
 
 from __future__ import annotations
@@ -124,7 +124,7 @@ class NATSMaintenance(NATSResults):
     async def purge(
         self, *, finished_before: datetime | None = None, statuses: Sequence[TaskStatus] = (), everything: bool = False
     ) -> int:
-        """Delete finished tasks past their result TTL (or everything), with their events."""
+        """Delete finished tasks past their result TTL (or everything), with their events and output."""
         await self._catch_up()
         now = datetime.now(_UTC)
         picked = {TaskStatus(s) for s in statuses}
@@ -138,13 +138,17 @@ class NATSMaintenance(NATSResults):
                 *(self._remove(key, last=None if everything else rev) for key, rev, _ in doomed)
             )
             if everything:
-                await self._jet.purge_stream(self.events_stream)
+                await asyncio.gather(*(self._jet.purge_stream(s) for s in (self.events_stream, self.output_stream)))
             else:
                 await asyncio.gather(
                     *(
-                        self._jet.purge_stream(self.events_stream, subject=f"{self._events_subject}.{token(task_id)}")
+                        self._jet.purge_stream(stream, subject=f"{subject}.{token(task_id)}")
                         for (_, _, task_id), went in zip(doomed, gone, strict=True)
                         if went
+                        for stream, subject in (
+                            (self.events_stream, self._events_subject),
+                            (self.output_stream, self._output_subject),
+                        )
                     )
                 )
         return sum(gone)

@@ -8,8 +8,9 @@ from the mirror as it is (catching up first only when it offers none) and win th
 revision check, so a stale mirror costs a lost race, never a double claim.
 This store's own writes go into the mirror at once (by revision, so a late delivery of an
 older one changes nothing). A change that leaves a task pending wakes ``wait_for_tasks``.
-The mirror also indexes tasks by the dependencies they name (``depends_on``), so finding the
-dependents of a finished task reads a few keys, not every task.
+The mirror also indexes tasks by the dependencies they name (``depends_on``) and by their
+``cache_key``, so finding the dependents of a finished task, or a cached result, reads a few
+keys, not every task.
 A mirror that is behind and receives nothing for a few seconds (its consumer was lost with
 the connection) is rebuilt from a new consumer; a slow one is waited for.
 """
@@ -70,6 +71,8 @@ class NATSMirror(NATSConnection):
         """The keys of pending tasks, each with its claim order: priority (highest first), eta, enqueue order."""
         self._dependents: dict[str, set[str]] = {}
         """Dependency id -> the keys of the tasks whose ``depends_on`` names it."""
+        self._cached: dict[str, set[str]] = {}
+        """Cache key -> the keys of the tasks that have it (``cached``, ``forget_cached``)."""
         self._seen = 0
         self._moved = asyncio.Event()
         self._wake = asyncio.Event()
@@ -90,7 +93,7 @@ class NATSMirror(NATSConnection):
             with contextlib.suppress(nats.errors.Error, OSError, asyncio.TimeoutError):
                 await old.unsubscribe()
         self._tasks, self._workers, self._marks, self._removed, self._seen = {}, {}, {}, {}, 0
-        self._pending, self._dependents = {}, {}
+        self._pending, self._dependents, self._cached = {}, {}, {}
         self._sub = await self._jet.subscribe(
             f"$KV.{self.bucket}.>",
             stream=f"KV_{self.bucket}",
@@ -143,18 +146,14 @@ class NATSMirror(NATSConnection):
             self._marks[key] = (revision, decode_until(data))
 
     def _index(self, key: str, before: tuple[int, Stored] | None, after: Stored | None) -> None:
-        """Move task ``key`` in the index of dependents from ``before``'s dependencies to ``after``'s."""
-        old = before[1].task.depends_on if before is not None else ()
-        new = after.task.depends_on if after is not None else ()
-        if old == new:
-            return
-        for dependency in old:
-            keys = self._dependents[dependency]
-            keys.discard(key)
-            if not keys:
-                del self._dependents[dependency]
-        for dependency in new:
-            self._dependents.setdefault(dependency, set()).add(key)
+        """Move task ``key`` in the indexes (dependents, cache keys) from ``before``'s values to ``after``'s."""
+        old, new = before[1].task if before is not None else None, after.task if after is not None else None
+        old_deps, new_deps = old.depends_on if old is not None else (), new.depends_on if new is not None else ()
+        if old_deps != new_deps:
+            _move(self._dependents, key, old_deps, new_deps)
+        old_cache, new_cache = ((t.cache_key,) if t is not None and t.cache_key is not None else () for t in (old, new))
+        if old_cache != new_cache:
+            _move(self._cached, key, old_cache, new_cache)
 
     async def _catch_up(self) -> None:
         """Wait until the mirror holds every change the server acknowledged before this call."""
@@ -230,3 +229,14 @@ class NATSMirror(NATSConnection):
             await self._jet.publish(*batch[-1])
         except (nats.errors.Error, OSError, asyncio.TimeoutError) as exc:
             logger.warning("NATS store %s: events were lost: %s", self.url, self._message(exc))
+
+
+def _move(index: dict[str, set[str]], key: str, old: Iterable[str], new: Iterable[str]) -> None:
+    """Move ``key`` in an index (value -> keys) from the ``old`` values to the ``new`` ones."""
+    for value in old:
+        keys = index[value]
+        keys.discard(key)
+        if not keys:
+            del index[value]
+    for value in new:
+        index.setdefault(value, set()).add(key)

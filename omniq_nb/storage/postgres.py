@@ -16,7 +16,8 @@ through ``PostgresConnection``, as ``SQLiteStorage`` is:
 - ``postgres_registry.PostgresRegistry``: ``WorkerRegistry``;
 - ``postgres_maintenance.PostgresEvents`` and ``PostgresMaintenance``: ``EventStore`` and ``MaintenanceStore``
   (with the maintenance election, a leader row that works through PgBouncer);
-- ``postgres_outcomes.PostgresOutcomes``: ``OutcomeStore`` (results and events of a queue kept elsewhere).
+- ``postgres_outcomes.PostgresOutcomes``: ``OutcomeStore`` (results and events of a queue kept elsewhere);
+- ``postgres_output.PostgresOutput``: ``TaskOutputStore`` (what tasks printed, trimmed to its limits).
 
 The schema, its migrations and event triggers are ``postgres_schema``; shared SQL text
 ``postgres_statements`` and ``sql_text``; the row codec ``rows``.
@@ -26,13 +27,16 @@ from __future__ import annotations
 
 from omniq_nb.storage.postgres_maintenance import PostgresEvents, PostgresMaintenance
 from omniq_nb.storage.postgres_outcomes import PostgresOutcomes
+from omniq_nb.storage.postgres_output import PostgresOutput
 from omniq_nb.storage.postgres_queue import PostgresQueue
 from omniq_nb.storage.postgres_registry import PostgresRegistry
 
 __all__ = ["PostgresStorage"]
 
 
-class PostgresStorage(PostgresQueue, PostgresRegistry, PostgresEvents, PostgresMaintenance, PostgresOutcomes):
+class PostgresStorage(
+    PostgresQueue, PostgresRegistry, PostgresEvents, PostgresMaintenance, PostgresOutcomes, PostgresOutput
+):
     """A store in one schema of a PostgreSQL database, shared by workers on any number of machines.
 
     Args:

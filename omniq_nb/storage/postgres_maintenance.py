@@ -43,6 +43,9 @@ from omniq_nb.storage.sql_text import events_statement, purge_filter
 __all__ = ["PostgresEvents", "PostgresMaintenance"]
 
 
+_TASK_TABLES = ("events", "task_deps", "task_output", "output_seq")
+"""The tables whose rows belong to a task (by ``task_id``): they go with it."""
+
 _Run = Callable[[str, Sequence[Any]], Awaitable[builtins.list[Any]]]
 
 _LEAD = f"""
@@ -83,7 +86,7 @@ class PostgresMaintenance(PostgresConnection):
     async def purge(
         self, *, finished_before: datetime | None = None, statuses: Sequence[TaskStatus] = (), everything: bool = False
     ) -> int:
-        """Delete finished tasks past their result TTL (or all tasks), with their events and dependency index rows.
+        """Delete finished tasks past their result TTL (or all tasks), with their events, dependency index rows, output.
 
         All in one transaction.
         """
@@ -101,7 +104,7 @@ class PostgresMaintenance(PostgresConnection):
         async with self._transaction() as conn:
             if everything:  # events of tasks committed meanwhile stay with their tasks
                 gone = await self._run(conn, "WITH gone AS (DELETE FROM tasks RETURNING 1) SELECT count(*) FROM gone")
-                for table in ("events", "task_deps"):
+                for table in _TASK_TABLES:
                     await self._run(
                         conn, f"DELETE FROM {table} WHERE NOT EXISTS (SELECT 1 FROM tasks WHERE id = task_id)"
                     )
@@ -109,7 +112,7 @@ class PostgresMaintenance(PostgresConnection):
             rows = await self._run(conn, f"DELETE FROM tasks {where} RETURNING id", params)
             ids = [row[0] for row in rows]
             if ids:
-                for table in ("events", "task_deps"):
+                for table in _TASK_TABLES:
                     await self._run(conn, f"DELETE FROM {table} WHERE task_id = ANY(%s::text[])", (ids,))
         return len(ids)
 

@@ -46,7 +46,7 @@ _SETTLE = f"""
 
 
 class PostgresQueue(PostgresResults):
-    """Insert, claim, renew, progress, settle, release, cancel, move dependents, requeue, expire (and reads)."""
+    """Insert, claim, renew, progress, settle, release, cancel, move dependents, requeue, expire, forget_cached."""
 
     async def insert(self, tasks: Iterable[Task]) -> None:
         """Add new tasks, with the wake-up hint if one is pending: one statement (one round trip) without dependencies.
@@ -288,6 +288,16 @@ class PostgresQueue(PostgresResults):
             RETURNING {COLUMNS}"""
         )
         return [row_task(row) for row in rows]
+
+    async def forget_cached(self, *, name: str | None = None) -> int:
+        """Clear the cache keys of the tasks that have one (named ``name``, or all), found by the cache index."""
+        named = "" if name is None else " AND name = %s::text"
+        rows = await self._fetch(
+            f"WITH f AS (UPDATE tasks SET cache_key = NULL WHERE cache_key IS NOT NULL{named} RETURNING 1) "
+            "SELECT count(*) FROM f",
+            () if name is None else (name,),
+        )
+        return int(rows[0][0])
 
 
 def _settle_params(results: Sequence[TaskResult]) -> builtins.list[Any]:

@@ -4,17 +4,25 @@ from __future__ import annotations
 
 import builtins
 from collections.abc import Sequence
+from datetime import datetime
 
 from omniq_nb.models import Task, TaskStatus
+from omniq_nb.storage import lifecycle
 from omniq_nb.storage.postgres_base import PostgresConnection
 from omniq_nb.storage.postgres_statements import filters
 from omniq_nb.storage.rows import COLUMNS, row_task
 
 __all__ = ["PostgresResults"]
 
+# The newest success of a key, through the partial index tasks_cache (read backwards).
+_CACHED = f"""SELECT newest.* FROM unnest(%s::text[]) AS asked(key) CROSS JOIN LATERAL (
+    SELECT {COLUMNS} FROM tasks WHERE cache_key = asked.key AND status = 'succeeded'
+    ORDER BY finished_at DESC LIMIT 1) AS newest"""
+"""The newest success of each asked key, one index probe per key."""
+
 
 class PostgresResults(PostgresConnection):
-    """Reads of tasks: by id, by ids, listings and counts per status."""
+    """Reads of tasks: by id, by ids, a cache key, listings and counts per status."""
 
     async def get(self, task_id: str) -> Task | None:
         """Return the task with this id, or ``None``."""
@@ -27,6 +35,18 @@ class PostgresResults(PostgresConnection):
             return []
         rows = await self._fetch(f"SELECT {COLUMNS} FROM tasks WHERE id = ANY(%s::text[])", (list(task_ids),))
         return [row_task(row) for row in rows]
+
+    async def cached(self, keys: Sequence[str], *, finished_after: datetime | None = None) -> dict[str, Task]:
+        """Return the newest succeeded task of each key that has one, if it finished at or after ``finished_after``.
+
+        The newest of each key is read by the index; ``finished_after`` is then judged on it as
+        the memory store does (older successes cannot pass when the newest does not).
+        """
+        if not keys:
+            return {}
+        rows = await self._fetch(_CACHED, (builtins.list(dict.fromkeys(keys)),))
+        found = (row_task(row) for row in rows)
+        return {t.cache_key: t for t in found if t.cache_key and lifecycle.cached_hit(t, t.cache_key, finished_after)}
 
     async def list(
         self, *, statuses: Sequence[TaskStatus] = (), queue: str | None = None, limit: int = 100

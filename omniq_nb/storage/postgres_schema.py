@@ -17,6 +17,11 @@ Version 2 adds ``leaders``: who holds the maintenance turn, and until when (serv
 Version 3 adds task dependencies: ``depends_on`` and ``run_on`` columns, ``task_deps`` (one
 row per task and task it depends on, to find dependents by dependency), and the ``ready``
 event of a waiting task that may run now.
+Version 4 adds the result cache and kept task output: a ``cache_key`` column with a partial
+index (only tasks submitted with ``cache=True`` have an entry: ``cached`` is one index probe),
+``task_output`` (a task's chunks by ``seq``, the text as UTF-8 bytes so any string comes back
+as it went in) and ``output_seq`` (each task's newest chunk ``seq``, a counter row that
+concurrent writers update in turn).
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ from omniq_nb.storage.sql_text import TASK_INDEXES
 
 __all__ = ["NOW_SQL", "CLOCK_SQL", "SCHEMA_VERSION", "migrate", "schema_exists"]
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 """The schema version this code writes and understands."""
 NOW_SQL = "extract(epoch from now())::float8"
 """The transaction's start on the server's clock, in seconds since the epoch (usable by indexes)."""
@@ -193,6 +198,22 @@ _MIGRATIONS: dict[int, str] = {
         FROM new_rows n JOIN old_rows o ON o.seq = n.seq WHERE n.status <> o.status ORDER BY n.seq;
         RETURN NULL;
     END $$
+    """,
+    4: """
+    ALTER TABLE tasks ADD COLUMN cache_key text;
+    CREATE INDEX tasks_cache ON tasks (cache_key, finished_at) WHERE cache_key IS NOT NULL;
+    CREATE TABLE task_output (
+        task_id text NOT NULL,
+        seq bigint NOT NULL,
+        stream text NOT NULL,
+        data bytea NOT NULL,
+        lines integer NOT NULL,
+        PRIMARY KEY (task_id, seq)
+    );
+    CREATE TABLE output_seq (
+        task_id text PRIMARY KEY,
+        seq bigint NOT NULL
+    )
     """,
 }
 

@@ -26,22 +26,24 @@ through ``RedisConnection``, as ``PostgresStorage`` is:
 - ``redis_base.RedisConnection``: URL, client, scripts, open/close/clone, the clock, errors, wake-ups;
 - ``redis_results.RedisResults``: ``ResultStore`` and ``EventStore``;
 - ``redis_queue.RedisQueue``: ``QueueStore`` (builds on the reads);
-- ``redis_maintenance.RedisRegistry`` and ``RedisMaintenance``: ``WorkerRegistry`` and ``MaintenanceStore``.
+- ``redis_maintenance.RedisRegistry`` and ``RedisMaintenance``: ``WorkerRegistry`` and ``MaintenanceStore``;
+- ``redis_output.RedisCache`` and ``RedisOutput``: the result cache and ``TaskOutputStore``.
 
 The scripts are ``redis_lua`` (insert, claim, settle: the hot path, and the key layout) and
-``redis_lua_admin`` (the rest); the hash codec is ``redis_codec``.
+``redis_lua_admin`` (the rest; the cache and output in ``redis_lua_output``); the hash codec is ``redis_codec``.
 """
 
 from __future__ import annotations
 
 from omniq_nb.storage.redis_maintenance import RedisMaintenance, RedisRegistry
 from omniq_nb.storage.redis_outcomes import RedisOutcomes
+from omniq_nb.storage.redis_output import RedisCache, RedisOutput
 from omniq_nb.storage.redis_queue import RedisQueue
 
 __all__ = ["RedisStorage"]
 
 
-class RedisStorage(RedisQueue, RedisRegistry, RedisMaintenance, RedisOutcomes):
+class RedisStorage(RedisQueue, RedisRegistry, RedisMaintenance, RedisOutcomes, RedisCache, RedisOutput):
     """A store under one key prefix of a Redis server, shared by workers on any number of machines.
 
     Args:

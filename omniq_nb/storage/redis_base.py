@@ -5,12 +5,12 @@ One ``redis.asyncio.Redis`` client (its own connection pool) per store object, n
 that meets a dropped connection (a server restart, ``CLIENT KILL``) reconnects and is sent
 again, up to three times: a dropped connection almost always fails before the server ran
 the command; in the rare case that only the reply was lost, a claim's tasks are rescued
-after their lease and an outcome sent again is refused by its fence. Every
-transition is one Lua script (``redis_lua``, ``redis_lua_admin``, ``redis_lua_outcomes``) registered with
-``register_script`` and run by ``EVALSHA`` (loaded again if the server forgot it), so each is
-atomic and reads the server's clock (``TIME``), never this machine's. Keys all start with the
-prefix (``?prefix=NAME``, default ``omniq``), so several stores share one server; the store is
-not for Redis Cluster (scripts touch keys they compute).
+after their lease and an outcome sent again is refused by its fence. Every transition is
+one Lua script (``redis_lua``, ``redis_lua_admin``, ``redis_lua_outcomes``, ``redis_lua_output``)
+registered with ``register_script`` and run by ``EVALSHA`` (loaded again if the server forgot
+it), so each is atomic and reads the server's clock (``TIME``), never this machine's. Keys all
+start with the prefix (``?prefix=NAME``, default ``omniq``), so several stores share one
+server; the store is not for Redis Cluster (scripts touch keys they compute).
 
 Wake-up hints: scripts that make tasks ready ``PUBLISH`` on ``PREFIX:wake`` (once per
 committed batch); ``wait_for_tasks`` listens on a subscribed connection of its own. When that
@@ -41,7 +41,7 @@ from redis.exceptions import RedisError, ResponseError
 
 from omniq_nb.errors import StorageError
 from omniq_nb.opening import OpensAndCloses
-from omniq_nb.storage import redis_lua, redis_lua_admin, redis_lua_outcomes
+from omniq_nb.storage import redis_lua, redis_lua_admin, redis_lua_outcomes, redis_lua_output
 from omniq_nb.urls import redact_url, split_prefix_options
 
 __all__ = ["STORE_VERSION", "RedisConnection", "split_options"]
@@ -58,7 +58,7 @@ _RESUBSCRIBE_PAUSE = 0.05
 _RETRIES = 3  # a command on a connection the server dropped (restart, CLIENT KILL) reconnects and is sent again
 _SCRIPTS = {
     name: getattr(module, name)
-    for module in (redis_lua, redis_lua_admin, redis_lua_outcomes)
+    for module in (redis_lua, redis_lua_admin, redis_lua_outcomes, redis_lua_output)
     for name in module.__all__
     if name != "PRELUDE"
 }

@@ -20,6 +20,8 @@ Keys, all under the prefix ``P``:
 - ``P:series:SERIES`` the unfinished runs of a periodic series;
 - ``P:dependents:ID`` the ids of the tasks whose ``depends_on`` names ``ID`` (written at insert,
   removed with the dependent; a ``waiting`` task is in no ready or delayed set);
+- ``P:cache:KEY``, ``P:cached`` the result cache's index, and ``P:o:ID``, ``P:os:ID``,
+  ``P:om:ID`` a task's kept output (see ``redis_lua_output``);
 - ``P:ev`` the event stream (entry id ``SEQ-0``), ``P:evseq`` its counter, ``P:te:ID`` a task's event seqs;
 - ``P:seq`` the enqueue counter, ``P:meta`` the layout version, ``P:w:ID`` and ``P:workers``
   the worker registry, ``P:lead`` the maintenance turn, and the pub/sub channel ``P:wake``.
@@ -141,6 +143,10 @@ local function insert_task(id, own, shared)
   end
   for dependency in string.gmatch(values.depends_on or '', '[^\n]+') do
     redis.call('SADD', P .. ':dependents:' .. dependency, id)
+  end
+  if values.cache_key then
+    redis.call('SADD', P .. ':cache:' .. values.cache_key, id)
+    redis.call('SADD', P .. ':cached', id)
   end
   event(id, 'enqueued', values.created_at, values.status, values.attempt)
   return true

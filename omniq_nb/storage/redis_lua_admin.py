@@ -198,7 +198,7 @@ for i = 7, #ARGV do wanted[ARGV[i]] = true end
 
 local function remove(id)
   local key = tkey(id)
-  local f = redis.call('HMGET', key, 'status', 'queue', 'eta', 'seq', 'series', 'depends_on')
+  local f = redis.call('HMGET', key, 'status', 'queue', 'eta', 'seq', 'series', 'depends_on', 'cache_key')
   for _, set in ipairs({'all', 'delayed', 'running', 'expiry', 'done', 'ttl'}) do
     redis.call('ZREM', P .. ':' .. set, id)
   end
@@ -209,10 +209,14 @@ local function remove(id)
   for dependency in string.gmatch(f[6] or '', '[^\n]+') do
     redis.call('SREM', P .. ':dependents:' .. dependency, id)
   end
+  if f[7] then
+    redis.call('SREM', P .. ':cache:' .. f[7], id)
+    redis.call('SREM', P .. ':cached', id)
+  end
   for _, seq in ipairs(redis.call('LRANGE', P .. ':te:' .. id, 0, -1)) do
     redis.call('XDEL', P .. ':ev', seq .. '-0')
   end
-  redis.call('DEL', key, P .. ':te:' .. id)
+  redis.call('DEL', key, P .. ':te:' .. id, P .. ':o:' .. id, P .. ':os:' .. id, P .. ':om:' .. id)
   return 1
 end
 

@@ -29,7 +29,7 @@ import msgspec
 from omniq_nb.errors import StorageError
 from omniq_nb.models import DependencyMove, EventKind, StoreHealth, Task, TaskEvent, TaskResult, TaskStatus
 from omniq_nb.storage import lifecycle
-from omniq_nb.storage.split_base import SplitParts, kept_mark
+from omniq_nb.storage.split_base import SplitOutput, SplitParts, kept_mark
 
 __all__ = ["SplitStorage"]
 
@@ -49,7 +49,7 @@ def _purge_times(tasks: Iterable[Task]) -> dict[str, datetime]:
     }
 
 
-class SplitStorage(SplitParts):
+class SplitStorage(SplitParts, SplitOutput):
     """The ``Storage`` of a queue whose results or events live in stores of their own.
 
     Built by ``open_stores`` from the settings; see ``SplitParts`` for the arguments.
@@ -208,6 +208,10 @@ class SplitStorage(SplitParts):
         expired = await self.queue.expire()
         await self._record((_event(task, EventKind.EXPIRED, task.finished_at) for task in expired), expired)
         return expired
+
+    async def forget_cached(self, *, name: str | None = None) -> int:
+        """Clear cache keys in the queue's store (the results stay where they are)."""
+        return await self.queue.forget_cached(name=name)
 
     async def wait_for_tasks(self, timeout: float) -> None:
         """Wait for a wake-up hint of the queue's store."""

@@ -5,6 +5,8 @@ and a result kept apart is found by the mark that the queue's row holds in its p
 (``kept_mark``): the lease token of the attempt whose outcome the queue accepted, so a
 worker that lost its lease may write a result but can never make it the one that is read.
 Events and their cursor come from the events store. The transitions are ``split``'s.
+A task's output lives with the task, in the queue's store (``SplitOutput``), and so does its
+cache key: ``cached`` asks the queue's store and fills in the result as ``get`` does.
 
 Example:
     >>> kept_token(kept_mark("abc"))
@@ -24,12 +26,12 @@ from typing import Self
 
 from msgspec.structs import replace
 
-from omniq_nb.models import Task, TaskError, TaskEvent, TaskStatus, WorkerInfo
+from omniq_nb.models import Task, TaskError, TaskEvent, TaskOutput, TaskStatus, WorkerInfo
 from omniq_nb.opening import OpensAndCloses
 from omniq_nb.serialization import KEPT_RESULT_MARK
 from omniq_nb.storage.base import OutcomeStore, ResultKey, Storage
 
-__all__ = ["RESULT_MISSING", "SplitParts", "kept_mark", "kept_token"]
+__all__ = ["RESULT_MISSING", "SplitOutput", "SplitParts", "kept_mark", "kept_token"]
 
 logger = logging.getLogger("omniq_nb.storage.split")
 
@@ -133,6 +135,17 @@ class SplitParts(OpensAndCloses):
         """Return up to ``limit`` tasks, newest first, with their results."""
         return await self._with_results(await self.queue.list(statuses=statuses, queue=queue, limit=limit))
 
+    async def cached(self, keys: Sequence[str], *, finished_after: datetime | None = None) -> dict[str, Task]:
+        """Return the queue store's newest success of each key, with its result as ``get`` returns it.
+
+        A hit whose result is no longer in the result store is returned all the same, with
+        no result and a ``ResultMissing`` error (``has_value`` false), as ``get`` returns it;
+        a caller that needs the value checks ``has_value``.
+        """
+        found = await self.queue.cached(keys, finished_after=finished_after)
+        filled = await self._with_results(builtins.list(found.values())) if found else []
+        return {task.cache_key or "": task for task in filled}
+
     async def count(self, *, task_ids: Sequence[str] | None = None) -> dict[TaskStatus, int]:
         """Return how many tasks are in each status."""
         return await self.queue.count(task_ids=task_ids)
@@ -197,3 +210,19 @@ class SplitParts(OpensAndCloses):
             attempt=task.attempt,
         )
         return replace(task, result=None, error=error)
+
+
+class SplitOutput:
+    """The ``TaskOutputStore`` role of a split store: output lives with the tasks, in the queue's store."""
+
+    queue: Storage
+
+    async def append_output(
+        self, task_id: str, chunks: Sequence[tuple[str, str]], *, limit_bytes: int, limit_lines: int
+    ) -> None:
+        """Append a task's output in the queue's store (trimmed there to the limits)."""
+        await self.queue.append_output(task_id, chunks, limit_bytes=limit_bytes, limit_lines=limit_lines)
+
+    async def output(self, task_id: str, *, after: int = 0, limit: int = 1000) -> TaskOutput:
+        """Return a page of a task's kept output from the queue's store."""
+        return await self.queue.output(task_id, after=after, limit=limit)

@@ -1,5 +1,8 @@
 """The SQLite store's ``TaskOutputStore`` role: what tasks printed, a row per chunk, trimmed per task.
 
+A chunk's text is kept as its UTF-8 bytes (lone surrogates passed through), so any ``str``
+a task wrote comes back as written.
+
 ``task_output_seq`` keeps each task's last chunk number, so numbers keep counting after the
 oldest chunks were trimmed; each append is one write transaction, so two processes never
 hand out the same number.
@@ -33,9 +36,10 @@ class SQLiteOutput(SQLiteConnection):
             rows = []
             for stream, text in chunks:
                 seq += 1
-                rows.append((task_id, seq, stream, text, *lifecycle.chunk_size(stream, text)))
+                data = text.encode("utf-8", "surrogatepass")  # any str, lone surrogates too
+                rows.append((task_id, seq, stream, data, *lifecycle.chunk_size(stream, text)))
             await self._db.executemany(
-                "INSERT INTO task_output (task_id, seq, stream, text, bytes, lines) VALUES (?, ?, ?, ?, ?, ?)", rows
+                "INSERT INTO task_output (task_id, seq, stream, data, bytes, lines) VALUES (?, ?, ?, ?, ?, ?)", rows
             )
             await self._run("INSERT OR REPLACE INTO task_output_seq (task_id, seq) VALUES (?, ?)", (task_id, seq))
             [(total_bytes, total_lines)] = await self._run(
@@ -55,7 +59,7 @@ class SQLiteOutput(SQLiteConnection):
     async def output(self, task_id: str, *, after: int = 0, limit: int = 1000) -> TaskOutput:
         """Return up to ``limit`` kept chunks with ``seq > after``, and whether the head was trimmed."""
         rows = await self._fetch(
-            "SELECT seq, stream, text, (SELECT min(seq) FROM task_output WHERE task_id = ?1) FROM task_output "
+            "SELECT seq, stream, data, (SELECT min(seq) FROM task_output WHERE task_id = ?1) FROM task_output "
             "WHERE task_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
             (task_id, after, limit),
         )
@@ -63,5 +67,8 @@ class SQLiteOutput(SQLiteConnection):
             first = rows[0][3]
         else:
             [(first,)] = await self._fetch("SELECT min(seq) FROM task_output WHERE task_id = ?", (task_id,))
-        chunks = [OutputChunk(seq=seq, stream=stream, text=text) for seq, stream, text, _ in rows]
+        chunks = [
+            OutputChunk(seq=seq, stream=stream, text=bytes(data).decode("utf-8", "surrogatepass"))
+            for seq, stream, data, _ in rows
+        ]
         return TaskOutput(chunks=chunks, dropped=(first or 1) > 1)

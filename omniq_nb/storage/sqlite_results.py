@@ -42,15 +42,21 @@ class SQLiteResults(SQLiteConnection):
         )
         return [row_task(row) for row in rows]
 
-    async def cached(self, key: str, *, finished_after: datetime | None = None) -> Task | None:
-        """Return the newest succeeded task with this cache key (finished at or after ``finished_after``)."""
+    async def cached(self, keys: Sequence[str], *, finished_after: datetime | None = None) -> dict[str, Task]:
+        """Return the newest succeeded task of each key that has one (finished at or after ``finished_after``)."""
         since = None if finished_after is None else finished_after.timestamp()
-        rows = await self._fetch(
-            f"SELECT {COLUMNS} FROM tasks WHERE cache_key = ?1 AND status = 'succeeded' "
-            "AND (?2 IS NULL OR finished_at >= ?2) ORDER BY finished_at DESC LIMIT 1",
-            (key, since),
-        )
-        return row_task(rows[0]) if rows else None
+        found: dict[str, Task] = {}
+        for chunk in chunks(builtins.list(dict.fromkeys(keys)), IDS_PER_STATEMENT - 1):
+            marks = ", ".join("?" * len(chunk))
+            rows = await self._fetch(
+                f"SELECT {COLUMNS} FROM tasks WHERE cache_key IN ({marks}) AND status = 'succeeded' "
+                f"AND (?{len(chunk) + 1} IS NULL OR finished_at >= ?{len(chunk) + 1}) ORDER BY finished_at",
+                (*chunk, since),
+            )
+            for row in rows:  # oldest first: the newest of each key is written last
+                task = row_task(row)
+                found[task.cache_key or ""] = task
+        return found
 
     async def count(self, *, task_ids: Sequence[str] | None = None) -> dict[TaskStatus, int]:
         """Return the number of tasks per status (of ``task_ids``, or all)."""

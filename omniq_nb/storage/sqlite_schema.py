@@ -146,7 +146,7 @@ _MIGRATIONS: dict[int, str] = {
         task_id TEXT NOT NULL,
         seq INTEGER NOT NULL,
         stream TEXT NOT NULL,
-        text TEXT NOT NULL,
+        data BLOB NOT NULL,
         bytes INTEGER NOT NULL,
         lines INTEGER NOT NULL
     );

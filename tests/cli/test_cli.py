@@ -323,3 +323,16 @@ def test_format_workers_marks_this_kernels_pool_and_a_stopping_one() -> None:
     assert notebook.split()[3] == "q1,q2" and notebook.endswith("work/b.ipynb")
     assert stopping.endswith("all tasks (stopping)")
     assert format_workers([]).startswith("no live worker pools in this store")
+
+
+def test_purge_cache_forgets_cached_results_and_deletes_nothing(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'cache.db'}"
+    with OmniQ(db_url=url) as q, WorkerPool(q, concurrency=1):
+        cached = q.enqueue_call(wt.add, args=(1, 2), cache=True)
+        assert cached.result(timeout=30) == 3
+    done = run("purge", "--db-url", url, "--cache")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "forgot 1 cache entry (the tasks and their results stay)"
+    with OmniQ(db_url=url) as q:
+        assert q.get(cached.id).result(timeout=0) == 3
+        assert q.enqueue_call(wt.add, args=(1, 2), cache=True).id != cached.id

@@ -68,6 +68,12 @@ EXPECTED = {
     ],
     "04-cpu-bound-and-fan-out.ipynb": ["True", "332833500"],
     "05-beyond-the-kernel.ipynb": ["42", "(True,", "file store: ['pending']"],
+    "06-pipelines-and-cache.ipynb": [
+        "49500 ran: ['compare', 'fit', 'fit', 'fit', 'load']",
+        "[True, True, True, True, True] 49500 ran: []",
+        "49501 ran: ['compare', 'fit', 'fit', 'fit']",
+        "forgot 1",
+    ],
 }
 
 

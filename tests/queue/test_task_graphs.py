@@ -160,9 +160,7 @@ async def test_a_stopped_dependent_is_retried_through_its_failed_dependency(q: A
         assert await after.result(timeout=WAIT) == 12
 
 
-async def test_a_dependency_purged_before_its_dependent_ran_arrives_as_an_error(
-    q: AsyncOmniQ, tmp_path: Path
-) -> None:
+async def test_a_dependency_purged_before_its_dependent_ran_arrives_as_an_error(q: AsyncOmniQ, tmp_path: Path) -> None:
     gate = tmp_path / "gate"
     quick = await q.enqueue(wt.add, 1, 1)
     slow = await q.enqueue(wt.gated, str(tmp_path), "slow", str(gate))

@@ -1,6 +1,6 @@
 """Contract: the result cache's lookup (``cached``) and ``forget_cached``.
 
-A task inserted with a ``cache_key`` answers ``cached(key)`` once it succeeded, newest
+A task inserted with a ``cache_key`` answers ``cached([key])`` once it succeeded, newest
 first, within ``finished_after``; ``forget_cached`` clears keys (all, or one function's) so
 later submissions run again; purge takes the entries with the tasks.
 """
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
+from typing import Any
 
 import pytest
 
@@ -18,6 +19,13 @@ from omniq_nb.storage import Storage
 pytestmark = pytest.mark.anyio
 
 MakeTask = Callable[..., Task]
+
+
+async def cached(store: Storage, key: str, **options: Any) -> Task | None:
+    """Ask the store for one key."""
+    found = await store.cached([key], **options)
+    assert set(found) <= {key}
+    return found.get(key)
 
 
 async def run(store: Storage, *tasks: Task, status: TaskStatus = TaskStatus.SUCCEEDED) -> None:
@@ -37,10 +45,10 @@ async def run(store: Storage, *tasks: Task, status: TaskStatus = TaskStatus.SUCC
 async def test_a_succeeded_task_answers_its_key_with_its_result(store: Storage, make_task: MakeTask) -> None:
     task = make_task(cache_key="k1")
     await store.insert([make_task()])  # no key: never an answer
-    assert await store.cached("k1") is None  # not inserted yet
+    assert await cached(store, "k1") is None  # not inserted yet
     await run(store, task)
 
-    hit = await store.cached("k1")
+    hit = await cached(store, "k1")
     assert hit is not None
     assert (hit.id, hit.status, hit.cache_key, hit.result) == (
         task.id,
@@ -48,7 +56,7 @@ async def test_a_succeeded_task_answers_its_key_with_its_result(store: Storage, 
         "k1",
         b"r-" + task.id.encode(),
     )
-    assert await store.cached("k2") is None
+    assert await cached(store, "k2") is None
     assert (await store.get(task.id)) == hit
 
 
@@ -58,12 +66,12 @@ async def test_only_a_success_counts_and_the_newest_wins(store: Storage, make_ta
     await store.insert([waiting])
     failed, old, new = make_task(cache_key="k"), make_task(cache_key="k"), make_task(cache_key="k")
     await run(store, failed, status=TaskStatus.FAILED)
-    assert await store.cached("k") is None
+    assert await cached(store, "k") is None
     await run(store, old)
     await run(store, new)
     await store.insert([pending])
 
-    hit = await store.cached("k")
+    hit = await cached(store, "k")
     assert hit is not None and hit.id == new.id
 
 
@@ -74,8 +82,8 @@ async def test_finished_after_leaves_older_successes_out(store: Storage, make_ta
     assert stored is not None and stored.finished_at is not None
 
     # a second before: stores keep times as floats, so the exact instant may round either way
-    assert (await store.cached("k", finished_after=stored.finished_at - timedelta(seconds=1))) is not None
-    assert await store.cached("k", finished_after=datetime(2999, 1, 1, tzinfo=timezone.utc)) is None
+    assert (await cached(store, "k", finished_after=stored.finished_at - timedelta(seconds=1))) is not None
+    assert await cached(store, "k", finished_after=datetime(2999, 1, 1, tzinfo=timezone.utc)) is None
 
 
 async def test_forget_cached_clears_one_name_or_all(store: Storage, make_task: MakeTask) -> None:
@@ -88,11 +96,11 @@ async def test_forget_cached_clears_one_name_or_all(store: Storage, make_task: M
     await run(store, fit_a, fit_b, load, plain)
 
     assert await store.forget_cached(name="nb.fit") == 2
-    assert await store.cached("a") is None and await store.cached("b") is None
-    assert (await store.cached("c")) is not None
+    assert await cached(store, "a") is None and await cached(store, "b") is None
+    assert (await cached(store, "c")) is not None
     assert await store.forget_cached(name="nb.fit") == 0
     assert await store.forget_cached() == 1
-    assert await store.cached("c") is None
+    assert await cached(store, "c") is None
     kept = await store.get(load.id)
     assert kept is not None and (kept.status, kept.cache_key, kept.result) == (
         TaskStatus.SUCCEEDED,
@@ -102,7 +110,7 @@ async def test_forget_cached_clears_one_name_or_all(store: Storage, make_task: M
 
     again = make_task(name="nb.load", cache_key="c")  # a new entry after a forget is found
     await run(store, again)
-    hit = await store.cached("c")
+    hit = await cached(store, "c")
     assert hit is not None and hit.id == again.id
 
 
@@ -110,11 +118,11 @@ async def test_purge_takes_the_cache_entries_with_the_tasks(store: Storage, make
     task = make_task(cache_key="k", result_ttl=0.0)
     await run(store, task)
     assert await store.purge() == 1
-    assert await store.cached("k") is None
+    assert await cached(store, "k") is None
     assert await store.forget_cached() == 0
 
 
-async def test_many_keys_each_find_their_own_task(store: Storage, make_task: MakeTask) -> None:
+async def test_one_call_answers_many_keys(store: Storage, make_task: MakeTask) -> None:
     tasks = [make_task(cache_key=f"key-{n}") for n in range(30)]
     await store.insert(tasks)
     claimed = await store.claim(queues=["default"], limit=30, lease=30, worker="w")
@@ -124,6 +132,7 @@ async def test_many_keys_each_find_their_own_task(store: Storage, make_task: Mak
             for t in claimed
         ]
     )
-    for n, task in enumerate(tasks):
-        hit = await store.cached(f"key-{n}")
-        assert hit is not None and hit.id == task.id
+    asked = [f"key-{n}" for n in range(1000)] + ["key-3", "unknown"]  # past any statement's parameter limit
+    found = await store.cached(asked)
+    assert {key: task.id for key, task in found.items()} == {f"key-{n}": t.id for n, t in enumerate(tasks)}
+    assert await store.cached([]) == {}

@@ -69,7 +69,7 @@ async def test_errors_never_show_the_password() -> None:
     await store.close()
 
 
-async def test_a_prefix_owns_one_bucket_and_one_stream_and_prefixes_do_not_mix(
+async def test_a_prefix_owns_one_bucket_and_its_streams_and_prefixes_do_not_mix(
     store: NATSStorage, prefix: str, make_task: MakeTask
 ) -> None:
     other = new_prefix()
@@ -81,7 +81,7 @@ async def test_a_prefix_owns_one_bucket_and_one_stream_and_prefixes_do_not_mix(
             assert await elsewhere.claim(queues=["default"], limit=10, lease=30, worker="w") == []
             await elsewhere.purge(everything=True)
             assert [t.id for t in await store.claim(queues=["default"], limit=10, lease=30, worker="w")] == [task.id]
-        assert stream_names(prefix) == [f"KV_omniq_{prefix}", f"omniq_{prefix}_events"]
+        assert stream_names(prefix) == [f"KV_omniq_{prefix}", f"omniq_{prefix}_events", f"omniq_{prefix}_output"]
     finally:
         drop_prefix(other)
 

@@ -1,6 +1,6 @@
 """What only the PostgreSQL store does: its schema option, migration lock, redaction, driver message, NOTIFY.
 
-Also: a store of the previous schema version is migrated and keeps its tasks.
+Also: a store of an earlier schema version (2, 3) is migrated and keeps its tasks.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from postgres_server import POSTGRES_URL, new_schema, postgres_schema
 
 from omniq_nb.config import Settings
 from omniq_nb.errors import StorageError
-from omniq_nb.models import DependencyMove, EventKind, Task, TaskEvent, TaskStatus
+from omniq_nb.models import DependencyMove, EventKind, Task, TaskEvent, TaskResult, TaskStatus
 from omniq_nb.storage import open_storage
 from omniq_nb.storage import postgres_schema as schema_module
 from omniq_nb.storage.postgres import PostgresStorage
@@ -31,7 +31,17 @@ pytestmark = [pytest.mark.anyio, pytest.mark.postgres]
 
 MakeTask = Callable[..., Task]
 ROOT = Path(__file__).resolve().parents[2]
-TABLES = ["events", "kept_results", "leaders", "omniq_schema", "task_deps", "tasks", "workers"]
+TABLES = [
+    "events",
+    "kept_results",
+    "leaders",
+    "omniq_schema",
+    "output_seq",
+    "task_deps",
+    "task_output",
+    "tasks",
+    "workers",
+]
 EVERY_VERSION = [(version,) for version in range(1, SCHEMA_VERSION + 1)]
 
 
@@ -86,12 +96,7 @@ async def test_a_version_2_store_gains_dependencies_and_keeps_its_tasks(
         patch.setattr(schema_module, "SCHEMA_VERSION", 2)
         async with open_storage(url_of(schema)):
             pass
-    columns = NEW_COLUMNS.split(",")[:-2]  # the columns that release wrote: all but depends_on, run_on
-    with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
-        conn.execute(
-            f'INSERT INTO "{schema}".tasks ({", ".join(columns)}) VALUES ({", ".join(["%s"] * len(columns))})'.encode(),
-            new_task_row(old)[:-2],
-        )
+    insert_as_before(schema, old, newer_columns=3)  # that release wrote all but depends_on, run_on, cache_key
     async with open_storage(url_of(schema)) as store:
         assert await store.get(old.id) == old  # no dependencies: depends_on (), run_on "success"
         later = make_task(status=TaskStatus.WAITING, depends_on=(old.id,))
@@ -103,6 +108,42 @@ async def test_a_version_2_store_gains_dependencies_and_keeps_its_tasks(
     assert tables_in(schema) == TABLES
     with psycopg.connect(POSTGRES_URL) as conn:
         assert conn.execute(f'SELECT version FROM "{schema}".omniq_schema').fetchall() == EVERY_VERSION
+
+
+async def test_a_version_3_store_gains_the_cache_and_output_and_keeps_its_tasks(
+    schema: str, make_task: MakeTask, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    old = make_task(status=TaskStatus.WAITING, depends_on=("d" * 32,))
+    with monkeypatch.context() as patch:  # a version-3 store, as the release before the result cache made it
+        patch.setattr(schema_module, "SCHEMA_VERSION", 3)
+        async with open_storage(url_of(schema)):
+            pass
+    insert_as_before(schema, old, newer_columns=1)  # that release wrote all but cache_key
+    async with open_storage(url_of(schema)) as store:
+        assert await store.get(old.id) == old  # no cache key
+        cached = make_task(cache_key="k")
+        await store.insert([cached])
+        [claimed] = await store.claim(queues=["default"], limit=1, lease=30, worker="w")
+        done = TaskResult(task_id=cached.id, lease_token=claimed.lease_token or "", status=TaskStatus.SUCCEEDED)
+        assert await store.settle([done])
+        hit = (await store.cached(["k"])).get("k")
+        assert hit is not None and hit.id == cached.id
+        await store.append_output(old.id, [("stdout", "kept\n")], limit_bytes=100, limit_lines=10)
+        assert [c.text for c in (await store.output(old.id)).chunks] == ["kept\n"]
+        assert await store.forget_cached() == 1
+    assert tables_in(schema) == TABLES
+    with psycopg.connect(POSTGRES_URL) as conn:
+        assert conn.execute(f'SELECT version FROM "{schema}".omniq_schema').fetchall() == EVERY_VERSION
+
+
+def insert_as_before(schema: str, task: Task, *, newer_columns: int) -> None:
+    """Insert ``task`` as an earlier release did: without the last ``newer_columns`` of ``NEW_COLUMNS``."""
+    columns = NEW_COLUMNS.split(",")[:-newer_columns]
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+        conn.execute(
+            f'INSERT INTO "{schema}".tasks ({", ".join(columns)}) VALUES ({", ".join(["%s"] * len(columns))})'.encode(),
+            new_task_row(task)[:-newer_columns],
+        )
 
 
 async def test_the_url_is_redacted_and_errors_never_show_the_password() -> None:

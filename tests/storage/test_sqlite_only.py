@@ -109,8 +109,7 @@ async def test_a_version_5_store_gains_the_cache_and_output_and_keeps_its_tasks(
         await store.cancel(old.id)  # run_one claims the one pending task
         cached = make_task(cache_key="k")
         await run_one(store, cached)
-        hit = await store.cached("k")
-        assert hit is not None and hit.id == cached.id
+        assert [t.id for t in (await store.cached(["k"])).values()] == [cached.id]
     assert query(path, "SELECT version FROM omniq_schema") == EVERY_VERSION
     plan = query(path, "EXPLAIN QUERY PLAN SELECT id FROM tasks WHERE cache_key = 'k' AND status = 'succeeded'")
     assert any("tasks_cache" in str(row) for row in plan)

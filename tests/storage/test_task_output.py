@@ -90,3 +90,12 @@ async def test_output_goes_with_its_task(store: Storage, make_task: MakeTask) ->
     assert (await store.output(task.id)).chunks == []
     assert (await store.output("u" * 32)).chunks == []
     assert [c.text for c in (await store.output(other.id)).chunks] == ["stay\n"]
+
+
+async def test_any_text_comes_back_as_written(store: Storage, make_task: MakeTask) -> None:
+    task = make_task()
+    await store.insert([task])
+    odd = ["nul \x00 inside\n", "lone \ud800 surrogate\n", "emoji \U0001f600 and é\n"]
+    await store.append_output(task.id, [("stdout", text) for text in odd], limit_bytes=BIG, limit_lines=BIG)
+
+    assert [c.text for c in (await store.output(task.id)).chunks] == odd
