@@ -1,4 +1,4 @@
-"""The administration role of the queue: purge, the result cache, health check, worker registry, event log.
+"""The administration role of the queue: purge, the result cache, health check, worker registry, event log, output.
 
 ``QueueAdmin`` gives ``AsyncOmniQ`` these methods; ``BlockingQueueAdmin`` gives ``OmniQ``
 their blocking twins, each one call through the twin's bridge.
@@ -18,7 +18,7 @@ from typing import Any
 from omniq_nb.bridge import BlockingBridge
 from omniq_nb.config import Settings
 from omniq_nb.history import stats_name
-from omniq_nb.models import StoreHealth, Task, TaskEvent, TaskStatus, WorkerInfo
+from omniq_nb.models import StoreHealth, Task, TaskEvent, TaskOutput, TaskStatus, WorkerInfo
 from omniq_nb.schedule import duration_text, seconds
 from omniq_nb.storage import Storage
 
@@ -205,6 +205,14 @@ class QueueAdmin:
         """Return the tasks that depend on task ``task_id`` (waiting for it, or done), oldest first."""
         return sorted(await self.storage.dependents([task_id]), key=lambda task: task.created_at)
 
+    async def output(self, task_id: str, /, *, after: int = 0, limit: int = 1000) -> TaskOutput:
+        """Return what the task printed or displayed, as kept (``OUTPUT_LIMIT``): chunks after ``seq`` ``after``.
+
+        Pass the last chunk's ``seq`` back as ``after`` for the next page; ``dropped`` says the
+        oldest output was dropped to keep within the limits. An unknown task has none.
+        """
+        return await self.storage.output(task_id, after=after, limit=limit)
+
 
 class BlockingQueueAdmin:
     """The administration role of ``OmniQ``: ``QueueAdmin``'s methods, each blocking on the bridge."""
@@ -260,6 +268,10 @@ class BlockingQueueAdmin:
     def events(self, *, task_id: str | None = None, since: int = 0, limit: int = 1000) -> list[TaskEvent]:
         """Blocking version of ``AsyncOmniQ.events``."""
         return self._bridge.call(self._core.events, task_id=task_id, since=since, limit=limit)
+
+    def output(self, task_id: str, /, *, after: int = 0, limit: int = 1000) -> TaskOutput:
+        """Blocking version of ``AsyncOmniQ.output``."""
+        return self._bridge.call(self._core.output, task_id, after=after, limit=limit)
 
     def dependents(self, task_id: str, /) -> list[Task]:
         """Blocking version of ``AsyncOmniQ.dependents``."""

@@ -20,11 +20,21 @@ from omniq_nb.config import WORKER_KINDS, Settings
 from omniq_nb.core import AsyncOmniQ
 from omniq_nb.errors import OmniQError
 from omniq_nb.models import TaskStatus
-from omniq_nb.terminal import add_purge_arguments, format_health, format_task, format_tasks, format_workers
+from omniq_nb.terminal import (
+    OUTPUT_DROPPED,
+    add_purge_arguments,
+    format_health,
+    format_task,
+    format_tasks,
+    format_workers,
+    plain_output,
+)
 from omniq_nb.worker import AsyncWorkerPool, serve_until_signal
 from omniq_nb.worker.signals import StopSignals
 
 logger = logging.getLogger(__name__)
+
+_OUTPUT_PAGE = 1000  # kept output chunks read at a time by show --output
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -100,6 +110,7 @@ def _parser() -> argparse.ArgumentParser:
     show = commands.add_parser("show", help="show one task")
     _store_arguments(show)
     show.add_argument("task_id")
+    show.add_argument("--output", action="store_true", help="also print what the task printed or displayed (kept)")
     show.set_defaults(run=_show)
 
     purge = commands.add_parser(
@@ -152,8 +163,27 @@ async def _show(settings: Settings, args: argparse.Namespace) -> int:
         value = queue.serializer.loads(task.result) if task.result is not None else None
         stats = None if task.status.is_terminal else await queue.stats(task.name)
         dependents = [t.id for t in await queue.dependents(task.id)]
-    print(format_task(task, value, stats, dependents))
+        print(format_task(task, value, stats, dependents))
+        if args.output:
+            await _print_output(queue, task.id)
     return 0
+
+
+async def _print_output(queue: AsyncOmniQ, task_id: str) -> None:
+    """Print a task's kept output, page by page: stdout and stderr to theirs, a display as its text."""
+    print("output:" if (await queue.output(task_id, limit=1)).chunks else "output: none kept")
+    after, first = 0, True
+    while True:
+        page = await queue.output(task_id, after=after, limit=_OUTPUT_PAGE)
+        if first and page.dropped:
+            print(OUTPUT_DROPPED)
+        first = False
+        for stream, text in plain_output(page.chunks):
+            (sys.stderr if stream == "stderr" else sys.stdout).write(text)
+        if len(page.chunks) < _OUTPUT_PAGE:
+            break
+        after = page.chunks[-1].seq
+    sys.stdout.flush()
 
 
 async def _purge(settings: Settings, args: argparse.Namespace) -> int:

@@ -26,6 +26,8 @@ arguments given in code. This is the only module that reads ``OMNIQ_*`` or YAML.
 | ``SQLITE_SYNCHRONOUS`` | ``NORMAL`` | ``FULL`` also survives power loss, at some speed |
 | ``INTERRUPT`` | ``wait`` | a kernel interrupt stops the cell (``wait``), or also cancels its tasks (``cancel``) |
 | ``KEEPALIVE`` | ``60`` | seconds between activity signals while the kernel's pool works (``0``, ``none``: off) |
+| ``OUTPUT_LIMIT`` | ``1MB`` | output kept per task, newest first: bytes, ``512KB``, ``2MB`` (1024-based); ``0``: none |
+| ``OUTPUT_LINES`` | ``10000`` | lines of output kept per task, newest first; ``0``: none |
 """
 
 from __future__ import annotations
@@ -93,6 +95,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     sqlite_synchronous: str = "NORMAL"
     interrupt: str = "wait"
     keepalive: float | None = 60.0
+    output_limit: int = 1 << 20
+    output_lines: int = 10_000
 
     def __repr__(self) -> str:
         """Return a repr that never shows the secret or a URL's password."""
@@ -307,6 +311,20 @@ def _keepalive(raw: Any) -> float | None:
     return _keepalive_seconds(raw)
 
 
+_SIZE_UNITS = {"": 1, "B": 1, "KB": 1 << 10, "KIB": 1 << 10, "MB": 1 << 20, "MIB": 1 << 20, "GB": 1 << 30}
+
+
+def _size(raw: Any) -> int:
+    """Parse a size in bytes: a whole number, or one with a unit (``512KB``, ``1MB``, ``1GB``; 1024-based)."""
+    if not isinstance(raw, str):
+        return _count(raw)
+    text = raw.strip().upper().replace(" ", "")
+    number = text.rstrip("KMGIB")
+    if text[len(number) :] not in _SIZE_UNITS or not number.isdigit():
+        raise ValueError("expected a size in bytes such as 1048576, 512KB or 1MB, or 0 to keep no output")
+    return int(number) * _SIZE_UNITS[text[len(number) :]]
+
+
 def _flag(raw: Any) -> bool:
     if isinstance(raw, bool):
         return raw
@@ -376,4 +394,6 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "sqlite_synchronous": _choice(_SYNCHRONOUS, upper=True),
     "interrupt": _choice(INTERRUPT_MODES),
     "keepalive": _keepalive,
+    "output_limit": _size,
+    "output_lines": _count,
 }

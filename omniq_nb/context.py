@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextvars
 import math
-import sys
 from collections.abc import Callable, Iterable, Iterator, Sized
 from typing import Any, TypeVar
 
@@ -40,9 +39,11 @@ class TaskContext:
         queue: the task's queue.
         run_id: unique per claim, so two runs of a task never share it: the idempotency key.
         on_progress: called with each report (must be cheap and thread-safe).
+        on_output: where the task's output goes live (its notebook cell or view), or ``None``.
+        on_keep: also called with all of the task's output, to keep it with the task (``OUTPUT_LIMIT``).
     """
 
-    __slots__ = ("_cancelled", "_on_output", "_on_progress", "attempt", "queue", "run_id", "task_id")
+    __slots__ = ("_cancelled", "_on_keep", "_on_output", "_on_progress", "attempt", "queue", "run_id", "task_id")
 
     def __init__(
         self,
@@ -52,10 +53,12 @@ class TaskContext:
         run_id: str,
         on_progress: Callable[[Progress], None] | None = None,
         on_output: OutputSink | None = None,
+        on_keep: OutputSink | None = None,
     ) -> None:
         self.task_id, self.attempt, self.queue, self.run_id = task_id, attempt, queue, run_id
         self._on_progress = on_progress
         self._on_output = on_output
+        self._on_keep = on_keep
         self._cancelled = False
 
     @property
@@ -79,19 +82,22 @@ class TaskContext:
 
     @property
     def captures_output(self) -> bool:
-        """Return True when this task's output is routed somewhere (e.g. its notebook cell)."""
-        return self._on_output is not None
+        """Return True when this task's output is kept or routed somewhere (e.g. its notebook cell)."""
+        return self._on_output is not None or self._on_keep is not None
 
-    def output(self, kind: str, payload: Any) -> None:
-        """Route what the task wrote: ``("stdout" | "stderr", text)`` or ``("display", (data, metadata))``.
+    def output(self, kind: str, payload: Any) -> bool:
+        """Keep and route what the task wrote: ``("stdout" | "stderr", text)`` or ``("display", (data, metadata))``.
 
-        Without a sink, text goes to this process's own stdout or stderr.
+        Returns:
+            Whether a sink took it; if not, the caller shows it where it would have gone
+            (this process's stdout or stderr, the kernel's display).
         """
-        if self._on_output is not None:
-            self._on_output(kind, payload)
-        elif kind in ("stdout", "stderr"):
-            stream = sys.stdout if kind == "stdout" else sys.stderr
-            stream.write(payload)
+        if self._on_keep is not None:
+            self._on_keep(kind, payload)
+        if self._on_output is None:
+            return False
+        self._on_output(kind, payload)
+        return True
 
     def __repr__(self) -> str:
         """Return ``TaskContext(task_id=..., attempt=..., queue=..., run_id=...)``."""

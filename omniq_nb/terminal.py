@@ -1,7 +1,7 @@
 """Text for people, shared by the ``omniq-nb`` command and the ``%omniq`` magics.
 
-Tables of tasks and worker pools, one task in full, a store's health report, and the
-``purge`` flags both command lines take. Pure: no I/O, no queue.
+Tables of tasks and worker pools, one task in full, a store's health report, a task's kept
+output as plain text, and the ``purge`` flags both command lines take. Pure: no I/O, no queue.
 
 Example:
     >>> print(format_workers([]))
@@ -12,12 +12,13 @@ Example:
 from __future__ import annotations
 
 import argparse
+import json
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
 from omniq_nb.estimates import TaskStats, estimate_parts
-from omniq_nb.models import StoreHealth, Task, TaskStatus, WorkerInfo
+from omniq_nb.models import OutputChunk, StoreHealth, Task, TaskStatus, WorkerInfo
 from omniq_nb.schedule import duration
 
 _LIST_COLUMNS = "{id:32}  {status:9}  {attempt:>7}  {queue:12}  {created:19}  {name}"
@@ -185,3 +186,42 @@ def _aligned(fields: Iterable[tuple[str, Any]]) -> list[str]:
 
 def _when(moment: datetime | None) -> str:
     return "" if moment is None else moment.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+
+
+OUTPUT_DROPPED = "[earlier output was dropped: a task keeps its last OUTPUT_LIMIT bytes and OUTPUT_LINES lines]"
+"""The line shown above a task's kept output when its head was dropped."""
+
+
+def display_parts(text: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Return the ``(data, metadata)`` of a kept ``display`` chunk (its text is their JSON).
+
+    Example:
+        >>> display_parts('{"data": {"text/plain": "7"}, "metadata": {}}')
+        ({'text/plain': '7'}, {})
+    """
+    try:
+        kept = json.loads(text)
+        data, metadata = kept.get("data"), kept.get("metadata")
+    except (ValueError, AttributeError):
+        return {"text/plain": text}, {}
+    return (data if isinstance(data, dict) else {}), (metadata if isinstance(metadata, dict) else {})
+
+
+def plain_output(chunks: Iterable[OutputChunk]) -> list[tuple[str, str]]:
+    r"""Return a task's kept output as ``(stream, text)`` to print: a display as its ``text/plain`` on stdout.
+
+    Example:
+        >>> plain_output([OutputChunk(seq=1, stream="stderr", text="oops\n"),
+        ...               OutputChunk(seq=2, stream="display", text='{"data": {"text/plain": "7"}}')])
+        [('stderr', 'oops\n'), ('stdout', '7\n')]
+    """
+    parts: list[tuple[str, str]] = []
+    for chunk in chunks:
+        if chunk.stream != "display":
+            parts.append((chunk.stream, chunk.text))
+            continue
+        data, _ = display_parts(chunk.text)
+        plain = data.get("text/plain", f"<display of {', '.join(data) or 'nothing'}>")
+        plain = "\n".join(plain) if isinstance(plain, list) else str(plain)
+        parts.append(("stdout", plain + "\n"))
+    return parts

@@ -264,3 +264,38 @@ async def async_block_loop(folder: str, seconds: float) -> int:
 
 def _block(seconds: float) -> None:
     time.sleep(seconds)
+
+
+def chatter(lines: int, gate: str | None = None, every: float = 0.0) -> int:
+    """Print ``lines`` numbered lines (one in ten also to stderr), ``every`` seconds apart.
+
+    With a ``gate``, touch ``gate + ".printed"`` then wait for the gate.
+    """
+    for i in range(lines):
+        print(f"line {i}")
+        if i % 10 == 0:
+            print(f"err {i}", file=sys.stderr)
+        if every:
+            time.sleep(every)
+    if gate is not None:
+        _touch(Path(gate + ".printed"))
+        _wait_for(lambda: os.path.exists(gate))
+    return lines
+
+
+async def async_chatter(lines: int) -> int:
+    """Print ``lines`` numbered lines from a coroutine, yielding to the loop between them."""
+    for i in range(lines):
+        print(f"line {i}")
+        await asyncio.sleep(0)
+    return lines
+
+
+def show_something(text: str) -> str:
+    """Print a line, display ``text`` through IPython's display, and print another line."""
+    from IPython.display import display
+
+    print("before")
+    display({"text/plain": text}, raw=True)
+    print("after")
+    return text

@@ -5,7 +5,7 @@ that started the thread (for a pool, the cell that started the pool): neither is
 that launched the task. So each cell's parent message is remembered when it starts, each
 task records its origin cell at enqueue (the text is made and read by
 ``omniq_nb.notebook.origin``), and while a task runs, ``sys.stdout``,
-``sys.stderr`` and the display publisher hand what it writes to a sink that sends it with
+``sys.stderr`` (``omniq_nb.worker.capture``) and the display publisher hand what it writes to a sink that sends it with
 the launching cell's parent header. Child processes send their output to the pool, which
 uses the same sink.
 """
@@ -13,13 +13,12 @@ uses the same sink.
 from __future__ import annotations
 
 import dataclasses
-import io
-import sys
 from collections import OrderedDict
 from typing import Any
 
 from omniq_nb.context import OutputSink, current
 from omniq_nb.notebook.origin import Origin, kernel_place, parse
+from omniq_nb.worker.capture import route_streams, unroute_streams
 
 _REMEMBERED_CELLS = 2000  # launching cells whose parent header is kept for routing
 
@@ -94,46 +93,20 @@ class CellSink:
         return stream
 
 
-class _RoutedStream(io.TextIOBase):
-    """Stands in for ``sys.stdout`` / ``sys.stderr``: a running task's writes go to its sink."""
-
-    def __init__(self, name: str, original: Any) -> None:
-        self._name, self.original = name, original
-
-    def write(self, text: str) -> int:
-        context = current()
-        if context is not None and context.captures_output:
-            context.output(self._name, text)
-            return len(text)
-        written: int = self.original.write(text)
-        return written
-
-    def flush(self) -> None:
-        self.original.flush()
-
-    def writable(self) -> bool:
-        return True
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.original, name)
-
-
 def install_routing(shell: Any) -> None:
     """Put the routing stand-ins in place of ``sys.stdout``, ``sys.stderr`` and ``display``."""
-    for name in ("stdout", "stderr"):
-        stream = getattr(sys, name)
-        if not isinstance(stream, _RoutedStream):
-            setattr(sys, name, _RoutedStream(name, stream))
     publisher: Any = getattr(shell, "display_pub", None)
-    if publisher is None or hasattr(publisher, "_omniq_original_publish"):
+    if publisher is not None and hasattr(publisher, "_omniq_original_publish"):
+        return  # installed already
+    route_streams()
+    if publisher is None:
         return
     original = publisher.publish
 
     def publish(data: Any, metadata: Any = None, *args: Any, **kwargs: Any) -> Any:
         context = current()
-        if context is not None and context.captures_output:
-            context.output("display", (data, metadata or {}))
-            return None
+        if context is not None and context.captures_output and context.output("display", (data, metadata or {})):
+            return None  # a sink took it; else it is shown here as before (and kept all the same)
         return original(data, metadata, *args, **kwargs)
 
     publisher._omniq_original_publish = original
@@ -142,12 +115,10 @@ def install_routing(shell: Any) -> None:
 
 def remove_routing(shell: Any) -> None:
     """Undo ``install_routing``."""
-    for name in ("stdout", "stderr"):
-        stream = getattr(sys, name)
-        if isinstance(stream, _RoutedStream):
-            setattr(sys, name, stream.original)
     publisher: Any = getattr(shell, "display_pub", None)
     original = getattr(publisher, "_omniq_original_publish", None)
+    if publisher is None or original is not None:
+        unroute_streams()
     if original is not None:
         publisher.publish = original
         del publisher._omniq_original_publish

@@ -31,7 +31,7 @@ from omniq_nb.worker import AsyncWorkerPool
 
 logger = logging.getLogger(__name__)
 
-NOTEBOOK_SETTINGS = ("interrupt", "keepalive")
+NOTEBOOK_SETTINGS = ("interrupt", "keepalive", "output_limit", "output_lines")
 """The settings ``%omniq config`` shows and changes in a running kernel."""
 _SHUTDOWN_TIMEOUT = 10.0  # seconds the kernel's shutdown waits for the pool to hand work back
 _GEVENT_DEFAULT = (

@@ -7,7 +7,9 @@ view stops sending. The live part is one HTML widget, so a frame is one message 
 many fields changed. Every view also has a one-line ``str()`` and a text/HTML repr for
 frontends without widgets.
 
-The views' HTML comes from ``omniq_nb.notebook.view_text``; the ``Dashboard`` lives in
+The views' HTML comes from ``omniq_nb.notebook.view_text``, their pacing (``Throttle``,
+``Expectations``) from ``omniq_nb.notebook.view_timing``, a view's kept output read from the
+store from ``omniq_nb.notebook.view_output``; the ``Dashboard`` lives in
 ``omniq_nb.notebook.dashboard_view`` and is importable from here too. These two are the only
 modules that import ipywidgets.
 """
@@ -16,10 +18,8 @@ from __future__ import annotations
 
 import asyncio
 import builtins
-import contextlib
 import html
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
@@ -27,19 +27,22 @@ import ipywidgets as widgets
 
 from omniq_nb.estimates import TaskStats, elapsed, estimate_parts, group_time_left, seconds_text
 from omniq_nb.handles import GroupHandle, TaskHandle
-from omniq_nb.history import FRESH, FRESH_FOR_NEW, RunHistory
-from omniq_nb.models import Task, TaskStatus, WorkerInfo
+from omniq_nb.history import RunHistory
+from omniq_nb.models import Task, TaskOutput, TaskStatus, WorkerInfo
 from omniq_nb.notebook.dashboard_view import Dashboard
+from omniq_nb.notebook.view_output import StoredOutput
 from omniq_nb.notebook.view_text import COLORS, badge, group_elapsed, preview, status_text, task_table
+from omniq_nb.notebook.view_timing import MIN_INTERVAL as _MIN_INTERVAL
+from omniq_nb.notebook.view_timing import Expectations, Throttle
 from omniq_nb.serialization import BlobSerializer
+from omniq_nb.terminal import OUTPUT_DROPPED, display_parts
 
 __all__ = ["Actions", "Dashboard", "Expectations", "GroupView", "TaskView", "Throttle"]
 
 logger = logging.getLogger(__name__)
 
-_MIN_INTERVAL = 0.2  # seconds between frames of one view
 _TICK = 1.0  # seconds between redraws of a running view's clock
-_MAX_OUTPUT_CHARS = 100_000  # output kept in a view; older text is dropped
+_MAX_OUTPUT_CHARS = 1 << 20  # output kept in a view (as OUTPUT_LIMIT by default); older text is dropped
 _GROUP_ROWS = 50  # rows shown in a group's task table
 
 
@@ -71,76 +74,21 @@ class Actions(Protocol):
         """Decodes stored results."""
         ...
 
+    async def output(self, task_id: str, /, *, after: int = 0, limit: int = 1000) -> TaskOutput:
+        """Return a page of what a task printed, as kept (``OUTPUT_LIMIT``)."""
+        ...
+
     @property
     def history(self) -> RunHistory:
         """The durations of past runs, for expected durations and ETAs."""
         ...
 
 
-class Throttle:
-    """Call ``render`` at most once per ``min_interval`` on the loop; never drop the last call."""
-
-    def __init__(self, render: Callable[[], None], min_interval: float = _MIN_INTERVAL) -> None:
-        self._render, self._min_interval = render, min_interval
-        self._sent_at = 0.0
-        self._timer: asyncio.TimerHandle | None = None
-
-    def request(self, *, final: bool = False) -> None:
-        """Ask for a frame: now if the last one is old enough (or ``final``), else a bit later."""
-        wait = self._sent_at + self._min_interval - time.monotonic()
-        if wait > 0 and not final:
-            if self._timer is None:
-                self._timer = asyncio.get_running_loop().call_later(wait, self._fire)
-            return
-        self._fire()
-
-    def cancel(self) -> None:
-        """Drop a frame scheduled for later."""
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-
-    def _fire(self) -> None:
-        self.cancel()
-        self._sent_at = time.monotonic()
-        self._render()
-
-
-class Expectations:
-    """A view's reading of its queue's run history: answers from memory, re-reads the store in the background.
-
-    Its first answer is from a reading at most ``FRESH_FOR_NEW`` seconds old (runs that other
-    processes finished just before count), later ones at most ``FRESH`` seconds old.
-
-    Args:
-        history: the queue's run history.
-        redraw: called on the loop after a reading of the store finished.
-    """
-
-    def __init__(self, history: RunHistory, redraw: Callable[[], None]) -> None:
-        self._history, self._redraw = history, redraw
-        self._max_age = FRESH_FOR_NEW
-        self._reading: asyncio.Task[None] | None = None
-
-    def of(self, name: str) -> TaskStats | None:
-        """Return what is known of ``name``'s past runs; start a reading of the store when it is due."""
-        if self._reading is None and self._history.stale(self._max_age):
-            with contextlib.suppress(RuntimeError):  # no loop here (a repr from another thread): memory only
-                self._reading = asyncio.get_running_loop().create_task(self._read(self._max_age))
-        return self._history.known(name)
-
-    async def _read(self, max_age: float) -> None:
-        try:
-            await self._history.refresh(max_age=max_age)
-        except Exception:  # a view never raises; it shows no estimate until a reading works
-            logger.debug("the run history could not be read", exc_info=True)
-        finally:
-            self._reading, self._max_age = None, FRESH
-        self._redraw()
-
-
 class TaskView:
     """Live view of one task: status badge, progress, output, result or error, cancel and retry.
+
+    Its output comes live from this kernel when this kernel runs the task, else from the
+    store, which keeps it (``StoredOutput``: what was kept so far, then what is added).
 
     Args:
         handle: the task's handle (kept current by its queue).
@@ -170,8 +118,10 @@ class TaskView:
         self._expectations = Expectations(actions.history, self.refresh)
         self._tick: asyncio.TimerHandle | None = None
         self._jobs: set[asyncio.Future[None]] = set()
+        self._stored = StoredOutput(handle.id, actions, lambda: self.handle.task.status, self._show_stored)
         self._render()
         handle.observe(self._changed)
+        self._stored.start()
 
     def refresh(self) -> None:
         """Redraw soon (throttled); the frame after the task finishes is sent at once."""
@@ -182,15 +132,33 @@ class TaskView:
         # a finished task still changes: its stored row (result, times) follows the event that
         # finished it when another process ran it, and a retry brings it back
         self._finished = False
+        self._stored.changed()
         self.refresh()
 
     def write(self, name: str, text: str) -> None:
-        """Add what the task wrote to its output area (from the loop; batched per frame)."""
+        """Add what the task wrote to its output area (from the loop, live from this kernel; batched per frame)."""
+        self._stored.live()
         self._pending_text.append((name, text))
         self._throttle.request()
 
     def display(self, data: dict[str, Any], metadata: dict[str, Any]) -> None:
-        """Show something the task displayed in its output area."""
+        """Show something the task displayed in its output area (live from this kernel)."""
+        self._stored.live()
+        self._show_display(data, metadata)
+
+    def _show_stored(self, page: TaskOutput) -> None:
+        """Add kept output read from the store; say first when its head was dropped."""
+        if page.dropped and not self._output.outputs and not self._pending_text:
+            self._pending_text.append(("stderr", OUTPUT_DROPPED + "\n"))
+        for chunk in page.chunks:
+            if chunk.stream == "display":
+                self._flush_text()
+                self._show_display(*display_parts(chunk.text))
+            else:
+                self._pending_text.append((chunk.stream, chunk.text))
+        self._throttle.request()
+
+    def _show_display(self, data: dict[str, Any], metadata: dict[str, Any]) -> None:
         self._output.outputs = (
             *self._output.outputs,
             {"output_type": "display_data", "data": data, "metadata": metadata},

@@ -30,8 +30,11 @@ from omniq_nb.inputs import Input
 from omniq_nb.models import TaskError
 from omniq_nb.serialization import BlobSerializer
 from omniq_nb.worker.calls import RESULT_LABEL, Call, Outcome, failed, timed_out
+from omniq_nb.worker.capture import unrouted
 
 _CHILD_PROGRESS_INTERVAL = 0.05  # seconds between progress messages from a child
+_CHILD_OUTPUT_INTERVAL = 0.05  # seconds a child holds what a task writes before sending it
+_CHILD_OUTPUT_CHARS = 65536  # characters a child sends at once, without waiting for the interval
 _PARENT_CHECK_INTERVAL = 0.5  # seconds between a child's checks that its parent lives
 _TERMINATE_GRACE = 1.0  # seconds a terminated child gets before SIGKILL
 _PR_SET_PDEATHSIG = 1
@@ -124,7 +127,7 @@ class ChildProcess:
         if kind == "progress":
             context.report(Progress(*message[1:]))
         elif kind == "output":
-            context.output(message[1], message[2])
+            _forward(context, message[1])
         elif outcome.done():
             return
         elif kind == "ok":
@@ -156,6 +159,13 @@ class ChildProcess:
         self.terminate()
 
 
+def _forward(context: TaskContext, batch: list[tuple[str, str]]) -> None:
+    """Hand a batch of a child's writes (``[(stream, text), ...]``, in order) to the task's context."""
+    for name, text in batch:
+        if not context.output(name, text):  # no sink took it: this process's own stream
+            unrouted(name).write(text)
+
+
 def _wait(process: subprocess.Popen[bytes]) -> int | None:
     try:
         return process.wait(_TERMINATE_GRACE)
@@ -184,6 +194,7 @@ def child_main(fd: int, parent_pid: int) -> None:
             conn.send(message)
 
     relay = _ProgressRelay(send)
+    batch = _OutputBatch(send)
     while True:
         try:
             message = conn.recv()
@@ -191,12 +202,12 @@ def child_main(fd: int, parent_pid: int) -> None:
             return
         if message[0] == "stop":
             return
-        send(_run_in_child(serializer, send, relay, *message[1:]))
+        send(_run_in_child(serializer, batch, relay, *message[1:]))
 
 
 def _run_in_child(
     serializer: BlobSerializer,
-    send: Callable[[tuple[Any, ...]], None],
+    batch: _OutputBatch,
     relay: _ProgressRelay,
     task_id: str,
     attempt: int,
@@ -207,7 +218,7 @@ def _run_in_child(
 ) -> tuple[Any, ...]:
     token = enter(TaskContext(task_id, attempt, queue, run_id, relay.start_task()))
     streams = sys.stdout, sys.stderr
-    sys.stdout, sys.stderr = _ToParent("stdout", send), _ToParent("stderr", send)
+    sys.stdout, sys.stderr = _ToParent("stdout", batch), _ToParent("stderr", batch)
     try:
         fn, args, kwargs = serializer.load_call(payload, inputs)
         value = fn(*args, **kwargs)
@@ -219,7 +230,8 @@ def _run_in_child(
         return ("error", outcome.error, outcome.raised, outcome.retryable)
     finally:
         sys.stdout, sys.stderr = streams
-        relay.end_task()  # the last report goes out before the outcome
+        batch.flush()  # what it wrote, and its last report, go out before the outcome
+        relay.end_task()
         leave(token)
 
 
@@ -272,18 +284,65 @@ class _ProgressRelay:
             self._send(("progress", latest.done, latest.total, latest.message))
 
 
-class _ToParent(io.TextIOBase):
-    """A child's stdout or stderr during a task: each write goes to the parent, which routes it."""
+class _OutputBatch:
+    """What a child's task writes, sent to the parent in batches (one message per batch, not per write).
 
-    def __init__(self, name: str, send: Callable[[tuple[Any, ...]], None]) -> None:
-        self._name, self._send = name, send
+    A batch goes out ``_CHILD_OUTPUT_INTERVAL`` after its first write, at once when it reaches
+    ``_CHILD_OUTPUT_CHARS``, and at the task's end (``flush``, before the outcome). Writes to
+    one stream in a row are joined; the order of stdout and stderr is kept.
+    """
+
+    def __init__(self, send: Callable[[tuple[Any, ...]], None]) -> None:
+        self._send = send
+        self._parts: list[tuple[str, list[str]]] = []
+        self._chars = 0
+        self._lock = threading.Lock()
+        self._pending = threading.Event()
+        threading.Thread(target=self._every_interval, name="omniq-output", daemon=True).start()
+
+    def write(self, name: str, text: str) -> None:
+        """Add a write to the batch (from any thread of the task)."""
+        with self._lock:
+            if self._parts and self._parts[-1][0] == name:
+                self._parts[-1][1].append(text)
+            else:
+                self._parts.append((name, [text]))
+            self._chars += len(text)
+            if self._chars >= _CHILD_OUTPUT_CHARS:
+                self._flush()
+            else:
+                self._pending.set()
+
+    def flush(self) -> None:
+        """Send the batch now."""
+        with self._lock:
+            self._flush()
+
+    def _every_interval(self) -> None:
+        while True:
+            self._pending.wait()  # an idle child sleeps here
+            time.sleep(_CHILD_OUTPUT_INTERVAL)
+            self.flush()
+
+    def _flush(self) -> None:
+        self._pending.clear()
+        parts, self._parts, self._chars = self._parts, [], 0
+        if parts:
+            self._send(("output", [(name, "".join(texts)) for name, texts in parts]))
+
+
+class _ToParent(io.TextIOBase):
+    """A child's stdout or stderr during a task: writes go to the parent in batches, which routes them."""
+
+    def __init__(self, name: str, batch: _OutputBatch) -> None:
+        self._name, self._batch = name, batch
 
     def writable(self) -> bool:
         return True
 
     def write(self, text: str) -> int:
         if text:
-            self._send(("output", self._name, text))
+            self._batch.write(self._name, text)
         return len(text)
 
 

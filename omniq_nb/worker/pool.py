@@ -24,9 +24,11 @@ from omniq_nb.context import OutputSink
 from omniq_nb.errors import ConfigError, StorageError, StoreLost
 from omniq_nb.models import Task, TaskStatus, WorkerInfo
 from omniq_nb.policy import after_interrupt
+from omniq_nb.worker.capture import route_streams, unroute_streams
 from omniq_nb.worker.executors import Executors
 from omniq_nb.worker.greenlets import check_gevent_allowed
 from omniq_nb.worker.host import PoolHost
+from omniq_nb.worker.kept import OutputKeeper
 from omniq_nb.worker.lease import LeaseKeeper
 from omniq_nb.worker.link import StoreLink
 from omniq_nb.worker.maintenance import Maintenance
@@ -121,12 +123,14 @@ class AsyncWorkerPool:
         self._writer = OutcomeWriter(
             queue, self.name, lambda: len(self._runs.by_task), lambda task_id: self._runs.lease_of(task_id), self._link
         )
+        self._kept = OutputKeeper(queue)
         self._runs = Runs(
-            self.concurrency, self.kind, self._executors, self._writer, output, lambda ids: queue.storage.get_many(ids)
+            self.concurrency, self.kind, self._executors, self._writer, output, queue.storage.get_many, self._kept
         )
         self._maintenance = Maintenance(queue, interval=min(_MAINTENANCE_INTERVAL, self.lease / 2), link=self._link)
         self._keeper: LeaseKeeper | None = None
         self._loops: list[asyncio.Task[None]] = []
+        self._keeping: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._stopping = False
         self._ended = asyncio.Event()
@@ -172,6 +176,8 @@ class AsyncWorkerPool:
         )
         self._runs.keeper = self._keeper
         self._keeper.start()
+        route_streams()  # what tasks print is kept (and still shown where it went before)
+        self._keeping = loop.create_task(self._kept.run(), name="omniq-pool-output")
         self._unsubscribe = self._host.on_local_write(self._on_local_write)
         for body, label in (
             (self._claim_loop, "claim"),
@@ -215,6 +221,9 @@ class AsyncWorkerPool:
         await asyncio.gather(self._loops[0], return_exceptions=True)
         await self._hand_back_unstarted(self._runs.overdue(0.0))  # before their leases can lapse
         interrupted, never_again = await self._runs.interrupt(timeout, self.name)
+        self._kept.drain()  # the output of every run is stored, that of interrupted ones too
+        if self._keeping is not None:
+            await asyncio.gather(self._keeping, return_exceptions=True)
         self._writer.drain()  # the writer stores what is recorded (and what it is writing), then ends
         await asyncio.gather(self._loops[1], return_exceptions=True)
         try:
@@ -263,6 +272,7 @@ class AsyncWorkerPool:
         if self._keeper is not None:
             await asyncio.get_running_loop().run_in_executor(None, self._keeper.stop)
         self._executors.close()
+        unroute_streams()
         logger.info("worker %s stopped", self.name)
         self._ended.set()
 

@@ -24,6 +24,7 @@ from omniq_nb.inputs import task_inputs
 from omniq_nb.models import Task
 from omniq_nb.worker.calls import Call, Slot, failed, unmet
 from omniq_nb.worker.executors import Executors
+from omniq_nb.worker.kept import OutputKeeper
 from omniq_nb.worker.lease import LeaseKeeper
 from omniq_nb.worker.outcomes import OutcomeWriter
 
@@ -55,6 +56,7 @@ class Runs:
         writer: records outcomes and progress.
         output: given a claimed task, where its output goes (``None``: this process's streams).
         read: reads tasks by id (a run's dependencies, whose results become its arguments).
+        kept: keeps each run's output with its task (stored before the run's outcome is recorded).
     """
 
     def __init__(
@@ -65,9 +67,11 @@ class Runs:
         writer: OutcomeWriter,
         output: Callable[[Task], OutputSink | None] | None,
         read: Callable[[Sequence[str]], Awaitable[list[Task]]],
+        kept: OutputKeeper,
     ) -> None:
         self._concurrency, self._kind = concurrency, kind
         self._executors, self._writer, self._output, self._read = executors, writer, output, read
+        self._kept = kept
         self.keeper: LeaseKeeper | None = None
         """Renews the leases of runs; set before the first ``launch``."""
         self.by_task: dict[str, Run] = {}
@@ -144,7 +148,13 @@ class Runs:
         self.busy += 1
         sink = self._task_output(task)
         context = TaskContext(
-            task.id, task.attempt, task.queue, task.run_id or "", self._writer.reporter(task.id), sink
+            task.id,
+            task.attempt,
+            task.queue,
+            task.run_id or "",
+            self._writer.reporter(task.id),
+            sink,
+            self._kept.sink(task.id),
         )
         token = task.lease_token or ""
         assert self.keeper is not None
@@ -249,6 +259,7 @@ class Runs:
         seconds = time.monotonic() - started
         mean = self._mean_run
         self._mean_run = seconds if mean is None else mean + _SMOOTHING * (seconds - mean)
+        await self._kept.settle(task.id)  # what it wrote is stored before its outcome
         self._writer.record(task, outcome, seconds)
 
     def _ended(self, task_id: str, token: str, context: TaskContext, slot: Slot, _: object) -> None:

@@ -83,7 +83,9 @@ def test_an_interrupt_cancels_the_process_tasks_of_the_cell_not_an_earlier_cells
 
 def test_wait_keeps_the_tasks_and_cancel_also_stops_a_cell_that_sleeps_or_awaits(kernel: Kernel) -> None:
     kernel.run(LOAD)
-    assert kernel.run("%omniq config").stdout == "interrupt=wait\nkeepalive=60\n"
+    assert kernel.run("%omniq config").stdout == (
+        "interrupt=wait\nkeepalive=60\noutput_limit=1048576\noutput_lines=10000\n"
+    )
     kernel.run(NAP)
     # the default, wait: the interrupt stops the cell, its tasks go on
     kernel.run("import contextlib, time")
@@ -126,4 +128,6 @@ def test_wait_keeps_the_tasks_and_cancel_also_stops_a_cell_that_sleeps_or_awaits
     assert "keepalive='-1' is not valid: expected seconds > 0 such as 60, or 0 or none" in negative
     assert "takes nothing or one KEY=VALUE" in usage_error(kernel, "interrupt")
     assert kernel.run("%omniq config keepalive=none").stdout == "keepalive=none\n"
-    assert kernel.run("%omniq config").stdout == "interrupt=cancel\nkeepalive=none\n"
+    assert kernel.run("%omniq config").stdout == (
+        "interrupt=cancel\nkeepalive=none\noutput_limit=1048576\noutput_lines=10000\n"
+    )

@@ -66,7 +66,9 @@ def signals(messages: list[Message]) -> list[Message]:
 def test_the_kernel_signals_activity_while_its_pool_works_and_only_then(start_kernel: KernelFactory) -> None:
     kernel = start_kernel(OMNIQ_KEEPALIVE="0.1", OMNIQ_INTERRUPT="cancel")  # both settings from the environment
     kernel.run(LOAD)
-    assert kernel.run("%omniq config").stdout == "interrupt=cancel\nkeepalive=0.1\n"
+    assert kernel.run("%omniq config").stdout == (
+        "interrupt=cancel\nkeepalive=0.1\noutput_limit=1048576\noutput_lines=10000\n"
+    )
     kernel.run(WAIT_FOR_GO + "from omniq_nb.notebook.runner import KernelRunner")
     working = kernel.mark()
     kernel.run("h = wait_for_go.submit()")
