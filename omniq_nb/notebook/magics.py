@@ -24,7 +24,8 @@ Usage::
                                          no flags: finished tasks past their result_ttl,
                                          RESULT_TTL default 7d; AGE: seconds, or 90s, 15m, 12h, 7d)
     %omniq dashboard                     (live tables of the workers and recent tasks, with actions)
-    %omniq config [KEY=VALUE]            (the notebook's settings: interrupt=wait|cancel, keepalive=SECONDS|none)
+    %omniq config [KEY=VALUE]            (the notebook's settings: interrupt=wait|cancel, keepalive=SECONDS|none,
+                                         output_limit=SIZE (1MB, 0: keep none), output_lines=N)
     %omniq attach [--since D | --all]    (in a new kernel: the tasks earlier kernels of this notebook
                                          launched, as one group; binds their --as names again;
                                          unfinished ones, and finished ones of the last 24h, or D;
@@ -111,7 +112,9 @@ class OmniQMagics(Magics):
                                  no argument: print the notebook's settings; KEY=VALUE sets one:
                                  interrupt=wait|cancel (cancel: a kernel interrupt also cancels the
                                  cell's unfinished tasks), keepalive=SECONDS|none (activity signals
-                                 while the pool runs tasks, so the server does not cull the kernel)
+                                 while the pool runs tasks, so the server does not cull the kernel),
+                                 output_limit=SIZE (a task's kept output: 1MB, 512KB, 0 keeps none),
+                                 output_lines=N (and at most N lines)
             %omniq attach [--since D | --all]
                                  in a new kernel: the tasks earlier kernels of this notebook launched
                                  (unfinished ones, and finished ones of the last 24h, or D, or
