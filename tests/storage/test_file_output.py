@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -87,17 +86,3 @@ async def test_a_lost_index_is_rebuilt_after_a_trim(store: FileStorage, make_tas
     await store.append_output(task.id, [("stdout", "5\n")], limit_bytes=BIG, limit_lines=2)
     page = await store.output(task.id)
     assert [(c.seq, c.text) for c in page.chunks] == [(5, "4\n"), (6, "5\n")] and page.dropped
-
-
-async def test_concurrent_writers_never_share_a_seq(store: FileStorage, make_task: MakeTask, tmp_path: Path) -> None:
-    task = make_task()
-    await store.insert([task])
-    async with FileStorage(f"file://{tmp_path}/queue") as other:
-        writes = [
-            writer.append_output(task.id, [("stdout", f"{n}\n")], limit_bytes=BIG, limit_lines=30)
-            for n in range(40)
-            for writer in (store, other)
-        ]
-        await asyncio.gather(*writes)
-    page = await store.output(task.id)
-    assert [c.seq for c in page.chunks] == list(range(51, 81)) and page.dropped

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Callable, Iterator
 
 import pytest
@@ -48,21 +47,6 @@ async def test_the_stream_holds_only_the_kept_chunks(store: NATSStorage, make_ta
     await store.append_output(task.id, [("stdout", "x" * 50), ("stdout", "y" * 60)], limit_bytes=40, limit_lines=BIG)
     assert [(c.seq, c.text) for c in (await store.output(task.id)).chunks] == [(26, "y" * 60)]
     assert await messages(store) == 1
-
-
-async def test_concurrent_writers_never_share_a_seq(store: NATSStorage, prefix: str, make_task: MakeTask) -> None:
-    task = make_task()
-    await store.insert([task])
-    async with NATSStorage(f"{NATS_URL}?prefix={prefix}") as other:
-        writes = [
-            writer.append_output(task.id, [("stdout", f"{n}\n")], limit_bytes=BIG, limit_lines=30)
-            for n in range(40)
-            for writer in (store, other)
-        ]
-        await asyncio.gather(*writes)
-    page = await store.output(task.id)
-    assert [c.seq for c in page.chunks] == list(range(51, 81)) and page.dropped
-    assert await messages(store) == 30
 
 
 async def test_purge_takes_the_output_of_its_tasks(store: NATSStorage, make_task: MakeTask) -> None:

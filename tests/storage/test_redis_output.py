@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Callable, Iterator
 
 import pytest
@@ -76,17 +75,3 @@ async def test_purge_everything_and_forget_leave_no_index_key(
     await store.append_output(again.id, [("display", '{"data": {}}')], limit_bytes=BIG, limit_lines=BIG)
     await store.purge(everything=True)
     assert keys_of(prefix) == empty
-
-
-async def test_concurrent_appends_never_share_a_seq(store: RedisStorage, prefix: str, make_task: MakeTask) -> None:
-    task = make_task()
-    await store.insert([task])
-    async with RedisStorage(f"{REDIS_URL}?prefix={prefix}") as other:
-        writes = [
-            writer.append_output(task.id, [("stdout", f"{n}\n")], limit_bytes=BIG, limit_lines=30)
-            for n in range(50)
-            for writer in (store, other)
-        ]
-        await asyncio.gather(*writes)
-    page = await store.output(task.id)
-    assert [c.seq for c in page.chunks] == list(range(71, 101)) and page.dropped

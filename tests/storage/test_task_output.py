@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 
 import pytest
@@ -76,6 +77,22 @@ async def test_seq_keeps_counting_across_writers(store: Storage, make_task: Make
         (3, "3\n"),
         (4, "4\n"),
     ]
+
+
+async def test_concurrent_writers_never_share_a_seq(
+    store: Storage, make_task: MakeTask, twin_or_store: Storage
+) -> None:
+    task = make_task()
+    await store.insert([task])
+    writes = [
+        writer.append_output(task.id, [("stdout", f"{n}\n")], limit_bytes=BIG, limit_lines=30)
+        for n in range(40)
+        for writer in (store, twin_or_store)
+    ]
+    await asyncio.gather(*writes)
+
+    page = await store.output(task.id)
+    assert [c.seq for c in page.chunks] == list(range(51, 81)) and page.dropped
 
 
 async def test_output_goes_with_its_task(store: Storage, make_task: MakeTask) -> None:
