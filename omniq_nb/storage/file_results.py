@@ -198,12 +198,8 @@ class FileResults(FileState):
                 task_ids = os.listdir(self._layout.cache_folder(key))
             except FileNotFoundError:
                 continue
-            hits = [
-                r.task
-                for r in map(self._layout.read, task_ids)
-                if r is not None and lifecycle.cached_hit(r.task, key, finished_after)
-            ]
-            newest = max(hits, key=lambda t: t.finished_at or t.created_at, default=None)
+            records = map(self._layout.read, task_ids)
+            newest = lifecycle.newest_cached((r.task for r in records if r is not None), key, finished_after)
             if newest is not None:
                 found[key] = newest
         return found

@@ -45,6 +45,7 @@ __all__ = [
     "claimable",
     "chunk_size",
     "cached_hit",
+    "newest_cached",
     "due_to_expire",
     "entered",
     "event_of",
@@ -229,6 +230,15 @@ def cached_hit(task: Task, key: str, finished_after: datetime | None) -> bool:
         and task.status is TaskStatus.SUCCEEDED
         and (finished_after is None or (task.finished_at is not None and task.finished_at >= finished_after))
     )
+
+
+def newest_cached(candidates: Iterable[Task | None], key: str, finished_after: datetime | None) -> Task | None:
+    """Return the newest (by ``finished_at``) of ``candidates`` that answers ``cached`` for ``key``, or ``None``.
+
+    For stores that find a key's tasks by an index of ids (some may have gone: ``None``).
+    """
+    hits = [task for task in candidates if task is not None and cached_hit(task, key, finished_after)]
+    return max(hits, key=lambda task: task.finished_at or task.created_at, default=None)
 
 
 def chunk_size(stream: str, text: str) -> tuple[int, int]:

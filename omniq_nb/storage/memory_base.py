@@ -117,12 +117,7 @@ class MemoryResults(MemoryState):
         found: dict[str, Task] = {}
         with self._lock:
             for key in keys:
-                hits = [
-                    t
-                    for t in map(self._tasks.get, self._cache.get(key, ()))
-                    if t is not None and lifecycle.cached_hit(t, key, finished_after)
-                ]
-                newest = max(hits, key=lambda t: t.finished_at or t.created_at, default=None)
+                newest = lifecycle.newest_cached(map(self._tasks.get, self._cache.get(key, ())), key, finished_after)
                 if newest is not None:
                     found[key] = copy(newest)
         return found

@@ -57,10 +57,7 @@ class NATSCache(NATSQueue):
         found: dict[str, Task] = {}
         for key in keys:
             entries = (self._tasks.get(k) for k in self._cached.get(key, ()))
-            hits = [
-                e[1].task for e in entries if e is not None and lifecycle.cached_hit(e[1].task, key, finished_after)
-            ]
-            newest = max(hits, key=lambda t: t.finished_at or t.created_at, default=None)
+            newest = lifecycle.newest_cached((e[1].task for e in entries if e is not None), key, finished_after)
             if newest is not None:
                 found[key] = newest
         return found
