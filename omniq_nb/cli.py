@@ -171,18 +171,16 @@ async def _show(settings: Settings, args: argparse.Namespace) -> int:
 
 async def _print_output(queue: AsyncOmniQ, task_id: str) -> None:
     """Print a task's kept output, page by page: stdout and stderr to theirs, a display as its text."""
-    print("output:" if (await queue.output(task_id, limit=1)).chunks else "output: none kept")
-    after, first = 0, True
+    page = await queue.output(task_id, limit=_OUTPUT_PAGE)
+    print("output:" if page.chunks else "output: none kept")
+    if page.dropped:
+        print(OUTPUT_DROPPED)
     while True:
-        page = await queue.output(task_id, after=after, limit=_OUTPUT_PAGE)
-        if first and page.dropped:
-            print(OUTPUT_DROPPED)
-        first = False
         for stream, text in plain_output(page.chunks):
             (sys.stderr if stream == "stderr" else sys.stdout).write(text)
         if len(page.chunks) < _OUTPUT_PAGE:
             break
-        after = page.chunks[-1].seq
+        page = await queue.output(task_id, after=page.chunks[-1].seq, limit=_OUTPUT_PAGE)
     sys.stdout.flush()
 
 

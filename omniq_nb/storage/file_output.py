@@ -51,8 +51,11 @@ _encode_index = msgspec.msgpack.Encoder().encode
 _decode_index = msgspec.msgpack.Decoder(_Index).decode
 
 
-def _frames(data: bytes) -> builtins.list[tuple[int, int, int, int, str, str]]:
-    """Return a log's whole frames as ``(seq, frame length, bytes, lines, stream, text)``, without a torn tail."""
+def _frames(data: bytes) -> builtins.list[tuple[int, int, int, int, str, bytes]]:
+    """Return a log's whole frames as ``(seq, frame length, bytes, lines, stream, text)``, without a torn tail.
+
+    The text stays UTF-8 bytes: only the frames a reader keeps are decoded.
+    """
     found, at = [], 0
     while at + _HEADER.size <= len(data):
         seq, size, lines, stream_size = _HEADER.unpack_from(data, at)
@@ -61,7 +64,7 @@ def _frames(data: bytes) -> builtins.list[tuple[int, int, int, int, str, str]]:
         if end > len(data):
             break
         stream = data[start : start + stream_size].decode()
-        text = data[start + stream_size : end].decode("utf-8", "surrogatepass")
+        text = data[start + stream_size : end]
         found.append((seq, end - at, size, lines, stream, text))
         at = end
     return found
@@ -149,5 +152,9 @@ class FileOutput(FileResults):
         except (ValueError, FileNotFoundError, NotADirectoryError):
             return TaskOutput(chunks=[])
         frames = _frames(data)
-        chunks = [OutputChunk(seq=seq, stream=stream, text=text) for seq, *_, stream, text in frames if seq > after]
-        return TaskOutput(chunks=chunks[:limit], dropped=bool(frames) and frames[0][0] > 1)
+        kept = [frame for frame in frames if frame[0] > after][:limit]
+        chunks = [
+            OutputChunk(seq=seq, stream=stream, text=text.decode("utf-8", "surrogatepass"))
+            for seq, *_, stream, text in kept
+        ]
+        return TaskOutput(chunks=chunks, dropped=bool(frames) and frames[0][0] > 1)
