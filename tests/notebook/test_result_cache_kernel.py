@@ -8,8 +8,13 @@ added); editing ``fit`` reruns ``fit``, ``compare`` and ``render``, not ``load``
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
-from kernel_driver import LOAD, Kernel
+from kernel_driver import LOAD, Kernel, KernelFactory
+from processes import Processes
 
 pytestmark = [pytest.mark.slow]
 
@@ -98,3 +103,34 @@ def test_a_cached_cell_is_reused_with_the_same_values_and_rerun_with_others(kern
     assert kernel.value("(total.id != first, total.result(timeout=60))") == [True, 10]
     assert (kernel.cwd / "cell.count").read_text() == "xx"
     assert "forgot 2 cache entries" in kernel.run("%omniq purge --cache").stdout
+
+
+def test_cached_steps_run_by_cli_workers_are_reused_by_a_restarted_kernel(
+    start_kernel: KernelFactory, workers: Processes, tmp_path: Path
+) -> None:
+    """A kernel with no pool, two CLI workers and ``omniq-nb list`` on one SQLite file."""
+    url = f"sqlite:///{tmp_path / 'jobs.db'}"
+    first, second = workers.worker(url, concurrency=2), workers.worker(url, concurrency=2)
+    kernel = start_kernel(OMNIQ_DB_URL=url, OMNIQ_AUTOSTART="0")  # the CLI workers run every step
+    kernel.run(LOAD)
+    kernel.run(STEPS.format(edit=""))
+    kernel.run(PIPELINE)
+    assert kernel.value("report.result(timeout=60)") == "best=900"
+    assert counts(kernel) == {"load": 1, "preprocess": 1, "fit": 3, "compare": 1, "render": 1}
+    listed = subprocess.run(
+        [sys.executable, "-m", "omniq_nb", "list", "--db-url", url, "--limit", "100"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert listed.returncode == 0, listed.stderr
+    assert len(listed.stdout.splitlines()) == 1 + 7  # a header, then the 7 tasks
+
+    kernel.restart()
+    kernel.run(LOAD)
+    kernel.run(STEPS.format(edit=""))
+    kernel.run(PIPELINE)
+    assert kernel.value(DONE) == [True] * 7
+    assert kernel.value(TASKS) == 7
+    assert counts(kernel) == {"load": 1, "preprocess": 1, "fit": 3, "compare": 1, "render": 1}
+    assert first.alive() and second.alive(), first.text() + second.text()
