@@ -78,7 +78,7 @@ async def omniq_e2e(url: str, tasks: int) -> float:
             await pool.stop()
         return tasks / elapsed
     finally:
-        await drop_streams(url, f"KV_omniq_{prefix}", f"omniq_{prefix}_events")
+        await drop_streams(url, f"KV_omniq_{prefix}", f"omniq_{prefix}_events", f"omniq_{prefix}_output")
 
 
 async def main() -> None:

@@ -112,7 +112,7 @@ class NATSConnection(OpensAndCloses):
         self._sub: Any = None
 
     async def open(self) -> None:
-        """Connect, create the bucket and the event stream if missing, and start the mirror.
+        """Connect, and create the bucket and the streams if missing (the mirror starts at its first read).
 
         Raises:
             StorageError: the server cannot be reached, refuses the login, or has no JetStream.
@@ -131,14 +131,10 @@ class NATSConnection(OpensAndCloses):
                 await self._event_stream(create=create)
                 await self._output_stream(create=create)
                 self._nc = nc
-                await self._started()
         except BaseException:
             self._nc = None
             await nc.close()
             raise
-
-    async def _started(self) -> None:
-        """Start what follows the bucket once connected (the mirror does)."""
 
     def clone(self) -> Self:
         """Return a new, unopened store on the same server and prefix (its own connection)."""

@@ -41,7 +41,7 @@ class NATSRegistry(NATSMirror):
     """Heartbeats, the list of live pools, stop requests; an entry is live while its heartbeat is fresh."""
 
     async def heartbeat(self, worker: WorkerInfo) -> bool:
-        """Insert or refresh the pool's entry (and drop dead ones); return whether it must stop."""
+        """Insert or refresh the pool's entry (and drop the dead ones its mirror holds); return whether it must stop."""
         key = worker_key(worker.id)
         async with self._errors():
             for _ in range(_TRIES):
@@ -69,10 +69,6 @@ class NATSRegistry(NATSMirror):
         except nats.js.errors.KeyWrongLastSequenceError:
             return False
         return True
-
-    async def _drop_dead(self, now: datetime) -> None:
-        dead = [(k, rev) for k, (rev, w) in self._workers.items() if not lifecycle.worker_alive(w, now)]
-        await asyncio.gather(*(self._remove(k, last=rev) for k, rev in dead))  # unless it came back meanwhile
 
     async def workers(self) -> builtins.list[WorkerInfo]:
         """Return the live pools, oldest first."""
@@ -124,9 +120,10 @@ class NATSMaintenance(NATSResults):
     async def purge(
         self, *, finished_before: datetime | None = None, statuses: Sequence[TaskStatus] = (), everything: bool = False
     ) -> int:
-        """Delete finished tasks past their result TTL (or everything), with their events and output."""
+        """Delete finished tasks past their result TTL (or all), with their events and output; drop dead pools."""
         await self._catch_up()
         now = datetime.now(_UTC)
+        await self._drop_dead(now)
         picked = {TaskStatus(s) for s in statuses}
         doomed = [
             (key, revision, stored.task.id)

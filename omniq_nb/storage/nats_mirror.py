@@ -1,7 +1,9 @@
 """The NATS store's mirror of its bucket, and the writes that keep it current.
 
 Each store object follows the bucket with an ordered push consumer (the last entry per key,
-then every change) and keeps the current entries in memory. Listings and counts read the
+then every change) and keeps the current entries in memory, from the first read that needs
+them on: a store that only writes and reads keys (a pool's lease keeper, renewing leases
+beside its pool) never pays for following every change. Listings and counts read the
 mirror after catching up to the bucket's last sequence (one stream-info request), so they
 see every write acknowledged before them; ``get`` reads the server. Claims pick candidates
 from the mirror as it is (catching up first only when it offers none) and win them by the
@@ -21,6 +23,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Iterable
+from datetime import datetime
 
 import nats.errors
 import nats.js.errors
@@ -28,6 +31,7 @@ from nats.aio.msg import Msg
 from nats.js import api
 
 from omniq_nb.models import TaskEvent, TaskStatus, WorkerInfo
+from omniq_nb.storage import lifecycle
 from omniq_nb.storage.nats_base import NATSConnection
 from omniq_nb.storage.nats_codec import (
     KEPT,
@@ -77,11 +81,15 @@ class NATSMirror(NATSConnection):
         self._moved = asyncio.Event()
         self._wake = asyncio.Event()
 
-    async def _started(self) -> None:
-        await self._follow()
+    async def _mirrored(self) -> None:
+        """Start following the bucket unless the mirror does already."""
+        if self._sub is None:
+            async with self._errors():
+                await self._follow()
 
     async def wait_for_tasks(self, timeout: float) -> None:
         """Return when the mirror sees a pending task change (a hint), or after ``timeout``."""
+        await self._mirrored()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), timeout)
         self._wake.clear()
@@ -155,8 +163,14 @@ class NATSMirror(NATSConnection):
         if old_cache != new_cache:
             _move(self._cached, key, old_cache, new_cache)
 
+    async def _drop_dead(self, now: datetime) -> None:
+        """Remove the entries of pools whose heartbeat lapsed, as this mirror holds them (none unless it follows)."""
+        dead = [(k, rev) for k, (rev, w) in self._workers.items() if not lifecycle.worker_alive(w, now)]
+        await asyncio.gather(*(self._remove(k, last=rev) for k, rev in dead))  # unless it came back meanwhile
+
     async def _catch_up(self) -> None:
         """Wait until the mirror holds every change the server acknowledged before this call."""
+        await self._mirrored()
         async with self._errors():
             info = await self._jet.stream_info(f"KV_{self.bucket}")
         last = info.state.last_seq or 0

@@ -244,6 +244,7 @@ class NATSQueue(NATSResults):
 
     async def expired_leases(self, *, limit: int) -> builtins.list[Task]:
         """Return running tasks whose lease ran out (on this client's clock; the mirror may lag: a rescue is fenced)."""
+        await self._mirrored()
         now = datetime.now(_UTC)
         return [s.task for _, s in self._tasks.values() if lifecycle.lease_lapsed(s.task, now)][:limit]
 

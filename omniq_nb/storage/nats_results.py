@@ -1,7 +1,8 @@
 """The NATS store's ``ResultStore`` and ``EventStore`` roles: tasks from the server or the caught-up mirror, events.
 
-``get`` and ``get_many`` read each key from the server (direct gets); listings and counts
-read the mirror once it caught up with the bucket.
+``get`` and a ``get_many`` of a few ids read each key from the server (direct gets); a
+``get_many`` of more ids, listings and counts read the mirror once it caught up with the
+bucket (as current: it then holds every write acknowledged before the call).
 
 Events are read through a short-lived pull consumer of the event stream that starts at the
 cursor (``opt_start_seq``) and acknowledges nothing; when the stream holds nothing past the
@@ -25,6 +26,7 @@ from omniq_nb.storage.nats_mirror import NATSMirror
 __all__ = ["NATSResults"]
 
 _FETCH = 1000  # events per fetch request
+_DIRECT_GETS = 16  # a get_many of more ids than this reads the caught-up mirror instead of each key
 _FETCH_SECONDS = 5.0
 _CONSUMER_IDLE = 30.0  # a reader's consumer the server deletes if it was left behind
 
@@ -38,9 +40,13 @@ class NATSResults(NATSMirror):
         return found[0] if found else None
 
     async def get_many(self, task_ids: Sequence[str]) -> builtins.list[Task]:
-        """Return the tasks with these ids that exist (each read from the server)."""
+        """Return the tasks with these ids that exist, as current as the server has them."""
+        keys = [task_key(task_id) for task_id in dict.fromkeys(task_ids)]
+        if len(keys) > _DIRECT_GETS:
+            await self._catch_up()
+            return [entry[1].task for entry in map(self._tasks.get, keys) if entry is not None]
         async with self._errors():
-            found = await asyncio.gather(*(self._read(task_key(task_id)) for task_id in dict.fromkeys(task_ids)))
+            found = await asyncio.gather(*map(self._read, keys))
         return [decode_stored(entry[1]).task for entry in found if entry is not None]
 
     async def list(
