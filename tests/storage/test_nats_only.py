@@ -162,6 +162,41 @@ async def test_another_store_object_sees_every_acknowledged_write(prefix: str, m
         assert (await reader.count())[TaskStatus.PENDING] == 20
 
 
+async def test_a_read_of_many_ids_sees_every_acknowledged_write_of_another_store_object(
+    prefix: str, make_task: MakeTask
+) -> None:
+    async with NATSStorage(url_of(prefix)) as writer, NATSStorage(url_of(prefix)) as reader:
+        tasks = [make_task(name=f"job{n}") for n in range(40)]
+        await writer.insert(tasks)
+        assert await reader.get_many([t.id for t in tasks] + ["no-such-task"]) == tasks
+        claimed = await writer.claim(queues=["default"], limit=40, lease=30.0, worker="w1")
+        assert len(claimed) == 40
+        await writer.settle(
+            [TaskResult(task_id=t.id, lease_token=t.lease_token or "", status=TaskStatus.SUCCEEDED) for t in claimed]
+        )
+        statuses = {t.status for t in await reader.get_many([t.id for t in tasks])}
+        assert statuses == {TaskStatus.SUCCEEDED}  # the reader's mirror caught up before answering
+
+
+async def kv_consumers(prefix: str) -> int:
+    nc = await nats.connect(NATS_URL, connect_timeout=10, allow_reconnect=False)
+    try:
+        return len(await nc.jetstream().consumers_info(f"KV_omniq_{prefix}"))
+    finally:
+        await nc.close()
+
+
+async def test_a_store_object_follows_the_bucket_only_once_a_read_needs_it(prefix: str, make_task: MakeTask) -> None:
+    async with NATSStorage(url_of(prefix)) as store:
+        task = make_task()
+        await store.insert([task])
+        await store.renew(leases={task.id: "not-held"}, lease=30.0)
+        assert await store.get(task.id) == task
+        assert await kv_consumers(prefix) == 0  # writes and reads by id need no mirror
+        assert (await store.count())[TaskStatus.PENDING] == 1
+        assert await kv_consumers(prefix) == 1
+
+
 async def test_a_change_wakes_a_waiter_on_another_store_object(prefix: str, make_task: MakeTask) -> None:
     async with NATSStorage(url_of(prefix)) as waiter, NATSStorage(url_of(prefix)) as writer:
         await waiter.wait_for_tasks(0.01)
