@@ -35,6 +35,7 @@ logger = logging.getLogger(__name__)
 
 _FAST_POLL = 0.02  # seconds between polls while a result is awaited
 _CLOSE_WAIT = 2.0  # seconds close() waits for the follower to stop (a healthy one takes milliseconds)
+_CANCEL_AGAIN = 0.05  # seconds after which close cancels a follower again that went on despite the cancel
 _CLOSE_POLL = 0.1  # seconds between polls while a live view observes a task
 _RECHECK_EVERY = 1.0  # seconds between direct re-reads of awaited tasks
 _RECHECK_AT_MOST = 500  # awaited tasks re-read each time when events are recorded (in turn, if more)
@@ -259,10 +260,7 @@ class EventHub:
         if runner is not None:
             if self._wake is not None:
                 self._wake.set()
-            runner.cancel()
-            await asyncio.wait(
-                [runner], timeout=_CLOSE_WAIT
-            )  # a store call that swallowed the cancel must not hang close
+            await _cancel(runner, within=_CLOSE_WAIT)
             if not runner.done():
                 logger.warning("the event follower did not stop within %s s; closing without it", _CLOSE_WAIT)
             elif not runner.cancelled() and runner.exception() is not None:
@@ -382,6 +380,19 @@ class EventHub:
                 logger.exception(
                     "on_event listener %r failed on event %s of task %s", listener, event.kind, event.task_id
                 )
+
+
+async def _cancel(job: asyncio.Task[None], *, within: float) -> None:
+    """Cancel ``job`` and wait up to ``within`` seconds for it to end, cancelling it again meanwhile.
+
+    A library's ``asyncio.wait_for`` can swallow a cancel whose inner wait just finished
+    (Python 3.11; nats-py's ``next_msg`` is one): the job then goes on to its next wait, which
+    the repeated cancel interrupts, so that ``close`` neither hangs nor leaves the job behind.
+    """
+    deadline = asyncio.get_running_loop().time() + within
+    while (left := deadline - asyncio.get_running_loop().time()) > 0 and not job.done():
+        job.cancel()
+        await asyncio.wait([job], timeout=min(_CANCEL_AGAIN, left))
 
 
 def _alive(followed: dict[str, list[weakref.ref[Watched]]]) -> dict[str, list[weakref.ref[Watched]]]:

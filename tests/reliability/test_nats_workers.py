@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import shutil
 import signal
 import socket
@@ -29,7 +30,7 @@ import pytest
 from harness import DRAIN_WAIT, START_WAIT, Processes
 from nats_server import NATS_URL, nats_prefix
 
-from omniq_nb import AsyncOmniQ, OmniQ, TaskStatus
+from omniq_nb import AsyncOmniQ, AsyncWorkerPool, OmniQ, TaskStatus
 from omniq_nb.errors import StorageError
 from omniq_nb.models import TaskResult
 from omniq_nb.storage import open_storage
@@ -185,3 +186,25 @@ async def test_a_restarted_server_loses_no_acknowledged_task_and_the_worker_reco
     assert done_before <= {task_id for task_id, t in stored.items() if t.status is TaskStatus.SUCCEEDED}
     ran = {run.task_id for run in harness.runs(log)}
     assert set(acknowledged) <= ran
+
+
+async def nothing() -> None:
+    return None
+
+
+@pytest.mark.anyio
+async def test_closing_a_queue_that_awaited_results_ends_its_event_follower_at_once(
+    nurl: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """nats-py's fetch can swallow the follower's cancel (a ``wait_for`` whose wait had just ended, Python 3.11).
+
+    Close cancels it again: before, most closes here waited 2 s, warned that the follower
+    did not stop, and the follower then failed on the closed connection.
+    """
+    caplog.set_level(logging.WARNING, logger="omniq_nb")
+    for _ in range(4):
+        async with AsyncOmniQ(db_url=nurl) as q, AsyncWorkerPool(q, concurrency=100, kind="async"):
+            group = await q.enqueue_many(nothing, [() for _ in range(1000)])
+            assert await group.result(timeout=120) == [None] * 1000
+    await asyncio.sleep(0)
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("omniq_nb")] == []
