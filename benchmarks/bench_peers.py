@@ -13,11 +13,12 @@ value, as notebook functions do), every result awaited:
   concurrency 2: (drain) nobody waits, an ``on_local_write`` callback counts finished rows;
   (group) ``GroupHandle.result()`` of ``enqueue_many``; (gather) ``asyncio.gather`` of every
   ``TaskHandle.result()``. omniq's clock runs from pool start (tasks enqueued before);
-  ProcessPoolExecutor(2) ``map`` and joblib (loky, 2 jobs) are timed from executor creation,
-  submission included.
-- ``noop-thread``: the same with ``kind="thread"`` and 32 threads (drain, group, gather), and
-  with default settings (``MAX_WORKERS`` threads): drain and ``@omniq.task`` ``.map(...).result()``
-  on the blocking ``OmniQ``. Peers: ThreadPoolExecutor(32) ``map``; dask ``LocalCluster``
+  ProcessPoolExecutor(2) ``map`` (chunksize 1) and joblib (loky, 2 jobs, its default automatic
+  batching of quick calls) are timed from executor creation, submission included.
+- ``noop-thread``: the same with ``kind="thread"`` and 32 threads (drain, group, gather), with
+  ``kind="async"`` and 32 slots (an ``async def`` no-op; drain, group, gather), and with default
+  settings (thread kind, ``MAX_WORKERS`` threads): drain and ``@omniq.task``
+  ``.map(...).result()`` on the blocking ``OmniQ``. Peers: ThreadPoolExecutor(32) ``map``; dask ``LocalCluster``
   (in-process, 1 worker of 32 threads; ``client.map`` + ``wait``; the cluster is started once,
   before the clock); ipyparallel (2 engines, load-balanced ``map``, started once); huey's
   SqliteHuey consumer (4 threads, 10 ms poll, as in bench_pool.py), tasks enqueued first.
@@ -68,6 +69,10 @@ PEERS = {"joblib": "joblib", "dask": "distributed", "ipyparallel": "ipyparallel"
 
 
 def noop(i: int = 0) -> int:
+    return i
+
+
+async def noop_async(i: int = 0) -> int:
     return i
 
 
@@ -165,6 +170,9 @@ ROWS = [
     Row("noop-thread", "omniq_thread32_group", "dask_32threads"),
     Row("noop-thread", "omniq_thread32_group", "ipyparallel_2engines"),
     Row("noop-thread", "omniq_thread32_gather", "omniq_thread32_group", ">=", 0.9),
+    Row("noop-thread", "omniq_async32_group", "ThreadPool32"),
+    Row("noop-thread", "omniq_async32_group", "omniq_async32_drain"),
+    Row("noop-thread", "omniq_async32_gather", "omniq_async32_group", ">=", 0.9),
     Row("cpu", "omniq_process2_speedup", "ProcessPool2_speedup", ">=", 0.95),
     Row("cpu", "omniq_process2_speedup", "joblib_loky2_speedup"),
     Row("round-trip", "omniq_default_p50", "ProcessPool2_p50", "<=", 1.5),
@@ -342,6 +350,9 @@ def noop_thread(run: Run) -> None:
     run.add("omniq_thread32_drain", "rate", asyncio.run(throughput(run.url(), "thread", n, 32, fn=noop)))
     run.add("omniq_thread32_group", "rate", asyncio.run(group(run.url(), "thread", n, noop, 32)))
     run.add("omniq_thread32_gather", "rate", asyncio.run(gather(run.url(), "thread", n, noop, 32)))
+    run.add("omniq_async32_drain", "rate", asyncio.run(throughput(run.url(), "async", n, 32, fn=noop_async)))
+    run.add("omniq_async32_group", "rate", asyncio.run(group(run.url(), "async", n, noop_async, 32)))
+    run.add("omniq_async32_gather", "rate", asyncio.run(gather(run.url(), "async", n, noop_async, 32)))
     run.add("ThreadPool32", "rate", pool_rate(lambda: ThreadPoolExecutor(32), n))
     if "noop-process" not in run.args.only:
         run.add("ProcessPool2", "rate", pool_rate(lambda: ProcessPoolExecutor(2), n))
