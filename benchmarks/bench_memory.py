@@ -24,7 +24,7 @@ import tempfile
 from pathlib import Path
 
 _CHILD = r"""
-import gc, json, os, sys, tracemalloc
+import gc, json, os, pickle, sys, tracemalloc
 
 def rss():
     with open("/proc/self/statm") as f:
@@ -39,10 +39,14 @@ def held():
     gc.collect()
     return tracemalloc.get_traced_memory()[0] if traced else rss()
 
+def store():
+    return sum(entry.stat().st_size for entry in os.scandir(folder) if entry.is_file())
+
 if peer == "omniq":
     import omniq_nb as omniq
     with omniq.OmniQ(db_url=f"sqlite:///{folder}/omniq.db") as q:
         tracemalloc.start() if traced else None
+        stored = store()
         before = held()
         kept = q.enqueue_many(noop, [(n,) for n in range(tasks)])
         after = held()
@@ -51,16 +55,28 @@ else:
     from huey import SqliteHuey
     huey = SqliteHuey(filename=os.environ["HUEY_DB"])
     task = huey.task()(noop)
+    stored = store()
     tracemalloc.start() if traced else None
     before = held()
     kept = [task(n) for n in range(tasks)]
     after = held()
-print(json.dumps({"grown": after - before}))
+    huey.storage.close()
+args = sum(len(pickle.dumps(((n,), {}))) for n in range(tasks))
+print(json.dumps({"grown": after - before, "store": store() - stored, "args": args}))
 """
 
 
 def measure(peer: str, tasks: int, how: str) -> int:
     """Return the bytes one fresh process grew by while submitting ``tasks`` (``how``: rss or traced)."""
+    return measure_all(peer, tasks, how)["grown"]
+
+
+def measure_all(peer: str, tasks: int, how: str) -> dict[str, int]:
+    """Return what one fresh process submitting ``tasks`` grew by, in bytes.
+
+    Keys: ``grown`` (RSS or traced memory, per ``how``), ``store`` (the store's files, once
+    closed, beyond their size before the submission), ``args`` (the arguments, pickled).
+    """
     with tempfile.TemporaryDirectory() as folder:
         done = subprocess.run(
             [sys.executable, "-c", _CHILD, peer, folder, str(tasks), how],
@@ -69,8 +85,8 @@ def measure(peer: str, tasks: int, how: str) -> int:
             check=True,
             env={**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), *sys.path])},
         )
-    grown: int = json.loads(done.stdout.splitlines()[-1])["grown"]
-    return grown
+    figures: dict[str, int] = json.loads(done.stdout.splitlines()[-1])
+    return figures
 
 
 def main() -> None:

@@ -18,14 +18,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import os
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
+from subprocess import Popen
+from types import ModuleType
 
 import omniq_nb as omniq
 from omniq_nb.models import Task
@@ -41,9 +45,14 @@ def noop_sync() -> None:
     return None
 
 
-async def throughput(url: str, kind: str, tasks: int, concurrency: int | None) -> float:
-    """Tasks/s of a pool draining ``tasks`` no-op tasks while nobody waits (``None``: the default slots)."""
-    fn = noop_async if kind == "async" else noop_sync
+async def throughput(
+    url: str, kind: str, tasks: int, concurrency: int | None, fn: Callable[[], object] | None = None
+) -> float:
+    """Tasks/s of a pool draining ``tasks`` no-op tasks while nobody waits (``None``: the default slots).
+
+    ``fn``: the no-op, called with no argument (default: this module's, for ``kind``).
+    """
+    fn = fn or (noop_async if kind == "async" else noop_sync)
     async with omniq.AsyncOmniQ(db_url=url) as q:
         await q.enqueue_many(fn, [() for _ in range(tasks)])
         finished = 0
@@ -59,9 +68,11 @@ async def throughput(url: str, kind: str, tasks: int, concurrency: int | None) -
         pool = omniq.AsyncWorkerPool(q, concurrency=concurrency, kind=kind)
         start = time.perf_counter()
         await pool.start()
-        await all_done.wait()
-        elapsed = time.perf_counter() - start
-        await pool.stop()
+        try:
+            await asyncio.wait_for(all_done.wait(), timeout=600)
+        finally:
+            elapsed = time.perf_counter() - start
+            await pool.stop()
         return tasks / elapsed
 
 
@@ -112,19 +123,42 @@ def huey_consumer(db: Path) -> subprocess.Popen[bytes]:
     return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-def huey_run(db: Path, tasks: int, samples: int, idle: float) -> tuple[float, list[float], float]:
+def huey_app_at(db: Path) -> ModuleType:
+    """Return ``huey_app`` with its SqliteHuey on ``db`` (re-imported when an earlier run used another file)."""
     os.environ["HUEY_DB"] = str(db)
-    sys.path.insert(0, str(HERE))
+    if str(HERE) not in sys.path:
+        sys.path.insert(0, str(HERE))
     import huey_app
 
+    if huey_app.huey.storage.filename != str(db):
+        huey_app = importlib.reload(huey_app)
+    return huey_app
+
+
+@contextmanager
+def huey_draining(db: Path, tasks: int, timeout: float = 600) -> Iterator[tuple[float, ModuleType, Popen[bytes]]]:
+    """Enqueue ``tasks`` no-op huey tasks, start the consumer and yield its drain rate, the app and the consumer.
+
+    The consumer is stopped on exit.
+    """
+    app = huey_app_at(db)
     for _ in range(tasks):
-        huey_app.noop()
+        app.noop()
     consumer = huey_consumer(db)
     try:
         start = time.perf_counter()
-        while huey_app.huey.result_count() < tasks:
+        while app.huey.result_count() < tasks:
+            if time.perf_counter() - start > timeout:
+                raise TimeoutError(f"huey drained {app.huey.result_count()} of {tasks} tasks in {timeout} s")
             time.sleep(0.005)
-        rate = tasks / (time.perf_counter() - start)
+        yield tasks / (time.perf_counter() - start), app, consumer
+    finally:
+        consumer.terminate()
+        consumer.wait(30)
+
+
+def huey_run(db: Path, tasks: int, samples: int, idle: float) -> tuple[float, list[float], float]:
+    with huey_draining(db, tasks) as (rate, huey_app, consumer):
         huey_app.started_at()(blocking=True, timeout=30)
         share = idle_cpu_share(consumer.pid, idle)
         latencies = []
@@ -133,9 +167,6 @@ def huey_run(db: Path, tasks: int, samples: int, idle: float) -> tuple[float, li
             started = huey_app.started_at()(blocking=True, timeout=30)
             latencies.append((started - submitted) * 1000)
         return rate, latencies, share
-    finally:
-        consumer.terminate()
-        consumer.wait(30)
 
 
 def percentiles(values: list[float]) -> str:

@@ -53,31 +53,46 @@ async def drain(url: str, kind: str, tasks: int) -> float:
     return await throughput(url, kind, tasks, None)
 
 
-async def timed_wait(url: str, kind: str, tasks: int, wait: Callable[[GroupHandle], Awaitable[list[Any]]]) -> float:
-    """Tasks/s from pool start until ``wait`` returns every result of an ``enqueue_many`` of ``tasks``."""
+async def timed_wait(
+    url: str,
+    kind: str,
+    tasks: int,
+    wait: Callable[[GroupHandle], Awaitable[list[Any]]],
+    fn: Callable[[int], Any] | None = None,
+    concurrency: int | None = None,
+) -> float:
+    """Tasks/s from pool start until ``wait`` returns every result of an ``enqueue_many`` of ``tasks``.
+
+    ``fn``: the no-op, ``fn(i) == i`` (default: this module's, for ``kind``); ``concurrency``:
+    the pool's slots (default: ``MAX_WORKERS``).
+    """
     async with omniq.AsyncOmniQ(db_url=url) as q:
-        handles = await q.enqueue_many(function(kind), [(i,) for i in range(tasks)])  # type: ignore[arg-type]
-        pool = omniq.AsyncWorkerPool(q, kind=kind)
+        handles = await q.enqueue_many(fn or function(kind), [(i,) for i in range(tasks)])  # type: ignore[arg-type]
+        pool = omniq.AsyncWorkerPool(q, kind=kind, concurrency=concurrency)
         start = time.perf_counter()
         await pool.start()
-        values = await wait(handles)
-        elapsed = time.perf_counter() - start
-        await pool.stop()
+        try:
+            values = await wait(handles)
+        finally:
+            elapsed = time.perf_counter() - start
+            await pool.stop()
         assert values == list(range(tasks))
         return tasks / elapsed
 
 
-async def group(url: str, kind: str, tasks: int) -> float:
+async def group(
+    url: str, kind: str, tasks: int, fn: Callable[[int], Any] | None = None, concurrency: int | None = None
+) -> float:
     """(b): tasks/s of ``GroupHandle.result()`` on ``enqueue_many``."""
-    return await timed_wait(url, kind, tasks, lambda handles: handles.result(timeout=600))
+    return await timed_wait(url, kind, tasks, lambda handles: handles.result(timeout=600), fn, concurrency)
 
 
-def mapped(url: str, tasks: int) -> float:
+def mapped(url: str, tasks: int, fn: Callable[[int], Any] | None = None) -> float:
     """(b) through the blocking queue: ``fn.map(...).result()`` (thread kind, the default)."""
     with omniq.OmniQ(db_url=url) as q:
         use_queue(q)
         try:
-            handles = omniq.task(noop_sync).map(range(tasks))
+            handles = omniq.task(fn or noop_sync).map(range(tasks))
             with WorkerPool(q):
                 start = time.perf_counter()
                 values = handles.result(timeout=600)
@@ -88,9 +103,13 @@ def mapped(url: str, tasks: int) -> float:
         return tasks / elapsed
 
 
-async def gather(url: str, kind: str, tasks: int) -> float:
+async def gather(
+    url: str, kind: str, tasks: int, fn: Callable[[int], Any] | None = None, concurrency: int | None = None
+) -> float:
     """(c): tasks/s of ``asyncio.gather`` over one ``TaskHandle.result()`` per task."""
-    return await timed_wait(url, kind, tasks, lambda handles: asyncio.gather(*(h.result(timeout=600) for h in handles)))
+    return await timed_wait(
+        url, kind, tasks, lambda handles: asyncio.gather(*(h.result(timeout=600) for h in handles)), fn, concurrency
+    )
 
 
 def main() -> None:
