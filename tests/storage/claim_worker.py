@@ -17,9 +17,11 @@ from store_spec import open_spec
 from omniq_nb.models import TaskResult, TaskStatus
 
 
-async def _drain(url: str, worker: str, limit: int) -> list[str]:
+async def _drain(url: str, worker: str, limit: int, start: Any) -> list[str]:
     claimed_ids: list[str] = []
     async with open_spec(url) as store:
+        await store.now()  # connected: a sibling that is slow to connect under load must not find the queue drained
+        start.wait(timeout=120)
         while claimed := await store.claim(queues=["default"], limit=limit, lease=120, worker=worker):
             claimed_ids.extend(task.id for task in claimed)
             results = [
@@ -33,10 +35,9 @@ async def _drain(url: str, worker: str, limit: int) -> list[str]:
 
 
 def claim_until_empty(url: str, worker: str, limit: int, start: Any, out: str) -> None:
-    """Wait for every sibling at ``start`` (a barrier), then claim; write the claimed ids to ``out`` as JSON."""
+    """Connect, wait for every sibling at ``start`` (a barrier), then claim; write the claimed ids to ``out``."""
     try:
-        start.wait(timeout=120)
-        ids = asyncio.run(_drain(url, worker, limit))
+        ids = asyncio.run(_drain(url, worker, limit, start))
         Path(out).write_text(json.dumps({"ids": ids}))
     except BaseException:
         Path(out).write_text(json.dumps({"error": traceback.format_exc()}))
