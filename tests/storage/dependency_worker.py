@@ -18,10 +18,12 @@ from omniq_nb import graph
 from omniq_nb.models import TaskResult, TaskStatus
 
 
-async def _finish(url: str, queue: str) -> int:
-    """Claim the tasks of ``queue`` one at a time; settle each, then move its dependents on."""
+async def _finish(url: str, queue: str, start: Any) -> int:
+    """Connect, wait for the sibling, claim the tasks of ``queue`` one by one; settle each, move its dependents on."""
     promoted = 0
     async with open_spec(url) as store:
+        await store.now()  # connected, so that the two sides race from the start
+        start.wait(timeout=120)
         while claimed := await store.claim(queues=[queue], limit=1, lease=120, worker=queue):
             [task] = claimed
             result = TaskResult(task_id=task.id, lease_token=task.lease_token or "", status=TaskStatus.SUCCEEDED)
@@ -30,10 +32,9 @@ async def _finish(url: str, queue: str) -> int:
 
 
 def finish_queue(url: str, queue: str, start: Any, out: str) -> None:
-    """Wait for the sibling at ``start`` (a barrier), then finish ``queue``; write how many it promoted to ``out``."""
+    """Finish ``queue`` together with the sibling (``start``: a barrier); write how many it promoted to ``out``."""
     try:
-        start.wait(timeout=120)
-        Path(out).write_text(json.dumps({"promoted": asyncio.run(_finish(url, queue))}))
+        Path(out).write_text(json.dumps({"promoted": asyncio.run(_finish(url, queue, start))}))
     except BaseException:
         Path(out).write_text(json.dumps({"error": traceback.format_exc()}))
         raise
