@@ -32,7 +32,7 @@ from omniq_nb.worker.child import CHILD_ENTRY, HEADER, frame
 
 _TERMINATE_GRACE = 1.0  # seconds a terminated child gets before SIGKILL
 _READ_SIZE = 1 << 16  # bytes read from a child's socket at once (into one reused buffer: no allocation)
-_LOW_WATER = 1  # calls a child has in hand (sent to it, outcome not back) below which new ones go at once
+_LOW_WATER = 2  # calls a child has in hand (sent to it, outcome not back) below which new ones go at once
 _sequence = itertools.count(1)
 
 
