@@ -218,14 +218,15 @@ class ChildProcess:
     def _take_messages(self) -> None:
         """Handle every whole frame received (a partial one waits for the rest)."""
         buffer, start = self._received, 0
+        self._received = bytearray()  # a nested loop reading meanwhile appends here, after the rest
         while len(buffer) - start >= HEADER.size:
             (size,) = HEADER.unpack_from(buffer, start)
             end = start + HEADER.size + size
             if len(buffer) < end:
                 break
-            self._message(pickle.loads(memoryview(buffer)[start + HEADER.size : end]))
+            self._message(pickle.loads(buffer[start + HEADER.size : end]))
             start = end
-        del buffer[:start]
+        self._received[:0] = buffer[start:]
 
     def _message(self, message: tuple[Any, ...]) -> None:
         kind = message[0]

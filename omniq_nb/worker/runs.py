@@ -286,6 +286,7 @@ class Runs:
             task, _ = next(iter(self.waiting.values()))
             if self.free <= 0 and not (  # a process call may queue in a child while runs are quick
                 self.busy < self._concurrency + self._sent_ahead
+                and not task.at_most_once  # (it would be failed unrun if this process died meanwhile)
                 and self._ahead()
                 and executors.choose(task.kind or self._kind, task.payload) is executors.processes
             ):

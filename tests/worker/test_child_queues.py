@@ -3,7 +3,8 @@
 ``ProcessExecutor`` with one child gets several calls at once (as a process pool sends them
 ahead while runs are quick): they run in order; a child killed, cancelled or timed out fails
 only the call it ran, and the calls queued behind it run in a new child; a queued call's
-timeout counts from its own start; output and progress go to the call that made them.
+timeout counts from its own start; output and progress go to the call that made them. A
+process pool sends calls ahead only while runs are quick, and never ``at_most_once`` ones.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 import pytest
 import worker_tasks as wt
 
+from omniq_nb import AsyncOmniQ, AsyncWorkerPool
 from omniq_nb.context import Progress, TaskContext
 from omniq_nb.errors import TaskTimeout, WorkerLost, type_name
 from omniq_nb.serialization import BlobSerializer
@@ -140,3 +142,33 @@ async def test_output_and_progress_of_queued_calls_go_to_their_own_context(tmp_p
         printed = "".join(text for kind, text in seen[n].output if kind == "stdout")
         assert printed == "".join(f"line {i}\n" for i in range(n + 1))
     assert seen[3].progress == [Progress(1, 1, "step 1")]
+
+
+def spy_on_sends(pool: AsyncWorkerPool, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Record, for each call the pool's process executor sends, how many its child already had."""
+    loads: list[int] = []
+    executor = pool._executors.processes
+    pick = executor._child
+
+    def recording_pick() -> Any:
+        child = pick()
+        loads.append(child.load)
+        return child
+
+    monkeypatch.setattr(executor, "_child", recording_pick)
+    return loads
+
+
+async def test_a_process_pool_of_quick_runs_sends_calls_ahead_but_not_at_most_once_ones(
+    q: AsyncOmniQ, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with AsyncWorkerPool(q, concurrency=1, kind="process", lease=5) as pool:
+        loads = spy_on_sends(pool, monkeypatch)
+        handles = await q.enqueue_many(wt.add, [(i, 1) for i in range(200)])
+        assert await handles.result(timeout=WAIT) == [i + 1 for i in range(200)]
+        assert max(loads) > 1  # queued behind the running call in the one child
+        loads.clear()
+        handles = await q.enqueue_many(wt.add, [(i, 2) for i in range(50)], at_most_once=True)
+        assert await handles.result(timeout=WAIT) == [i + 2 for i in range(50)]
+        assert loads and max(loads) == 0  # each waited for the child to be idle
+    assert {t.attempt for t in await q.list(limit=1000)} == {1}  # each ran once
