@@ -8,7 +8,8 @@ frame each, and every frame the socket holds is read at once.
 A call's timeout counts from when it is first in its child's line (the call before it
 returned). A timed-out, cancelled or dead child fails only the call it was running: calls
 queued behind it, which never started, are handed back (``run`` returns ``None``) and the
-executor sends them to another child.
+executor sends them to another child. So are the calls queued behind one that runs longer
+than ``_STUCK_AFTER``: nothing waits long behind a slow call while another child is free.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import pickle
 import socket
 import subprocess
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from omniq_nb.context import Progress, TaskContext
@@ -32,6 +34,7 @@ from omniq_nb.worker.child import CHILD_ENTRY, HEADER, frame
 
 _TERMINATE_GRACE = 1.0  # seconds a terminated child gets before SIGKILL
 _READ_SIZE = 1 << 16  # bytes read from a child's socket at once (into one reused buffer: no allocation)
+_STUCK_AFTER = 0.25  # seconds a call may run before the calls queued behind it go to another child
 _LOW_WATER = 2  # calls a child has in hand (sent to it, outcome not back) below which new ones go at once
 _sequence = itertools.count(1)
 
@@ -39,11 +42,12 @@ _sequence = itertools.count(1)
 class _Sent:
     """One call sent to a child: its future outcome (``None``: send it elsewhere), and its time limit."""
 
-    __slots__ = ("abandoned", "call", "context", "future", "seq", "timer")
+    __slots__ = ("abandoned", "call", "context", "future", "message", "seq", "timer")
 
     def __init__(self, seq: int, call: Call, context: TaskContext, future: asyncio.Future[Outcome | None]) -> None:
         self.seq, self.call, self.context, self.future = seq, call, context, future
-        self.abandoned = False  # its run was cancelled: what the child still says of it is ignored
+        self.message = ("run", seq, call.task_id, call.attempt, call.queue, call.run_id, call.payload, call.inputs)
+        self.abandoned = False  # taken back (cancelled, or sent elsewhere): what the child says of it is ignored
         self.timer: asyncio.TimerHandle | None = None
 
 
@@ -56,9 +60,10 @@ class ChildProcess:
 
     Args:
         secret: ``OMNIQ_SECRET``, so the child verifies payloads and signs results itself.
+        on_idle: called when the child has no call left, or is gone.
     """
 
-    def __init__(self, secret: str | None) -> None:
+    def __init__(self, secret: str | None, on_idle: Callable[[], None] = lambda: None) -> None:
         parent_end, child_end = socket.socketpair()
         with parent_end, child_end:
             self._process = subprocess.Popen(
@@ -73,12 +78,15 @@ class ChildProcess:
         self._outbox: list[tuple[object, ...]] = []  # messages for the next frame
         self._held = 0  # calls in the outbox
         self._flushing = False  # a flush is scheduled
-        self._unwritten = bytearray()  # what the socket did not take yet
         self._received = bytearray()
         self._chunk = bytearray(_READ_SIZE)
+        self._on_idle = on_idle
+        self._head_since = 0.0  # when the first call in line became first (loop time)
+        self._watch: asyncio.TimerHandle | None = None  # checks that calls queued behind it do not wait long
         self.dead = False
         """Set once the child is gone (or being terminated): it takes no more calls."""
-        self._write(frame((list(sys.path), secret)))
+        self._writer = _Writer(self._fd, self._loop)
+        self._writer.write(frame((list(sys.path), secret)))
         self._loop.add_reader(self._fd, self._readable)
 
     @property
@@ -90,6 +98,11 @@ class ChildProcess:
     def load(self) -> int:
         """Return how many calls the child has to run (the running one too)."""
         return len(self._sent)
+
+    @property
+    def stuck(self) -> bool:
+        """Return True if the call it runs has run longer than ``_STUCK_AFTER``: queue nothing behind it."""
+        return bool(self._sent) and self._loop.time() - self._head_since > _STUCK_AFTER
 
     async def run(self, call: Call, context: TaskContext) -> Outcome | None:
         """Send one call and wait for its outcome (progress and output go to ``context``).
@@ -105,30 +118,54 @@ class ChildProcess:
         seq = next(_sequence)
         sent = _Sent(seq, call, context, self._loop.create_future())
         self._sent[seq] = sent
-        message = ("run", seq, call.task_id, call.attempt, call.queue, call.run_id, call.payload, call.inputs)
         self._held += 1
-        self._post(message)
+        self._post(sent.message)
         if len(self._sent) == 1:
             self._arm(sent)
+        elif self._watch is None:
+            self._watch = self._loop.call_at(self._head_since + _STUCK_AFTER, self._unstick)
         try:
             return await sent.future
         except asyncio.CancelledError:
-            self._abandon(sent, message)
+            self._abandon(sent)
             raise
 
-    def _abandon(self, sent: _Sent, message: tuple[object, ...]) -> None:
+    def _unstick(self) -> None:
+        """Send the calls queued behind a call that runs long elsewhere (``run`` returns ``None`` for them)."""
+        self._watch = None
+        if self.dead or len(self._sent) < 2:
+            return
+        if not self.stuck:  # the first in line changed since: look again when this one is due
+            self._watch = self._loop.call_at(self._head_since + _STUCK_AFTER, self._unstick)
+            return
+        for sent in list(self._sent.values())[1:]:
+            if not sent.abandoned:
+                self._withdraw(sent)
+                if not sent.future.done():
+                    sent.future.set_result(None)
+
+    def _withdraw(self, sent: _Sent) -> None:
+        """Take back a call that has not started: dropped if unsent, else skipped (its child exits if it just began).
+
+        A skipped call keeps its place until the child says it skipped it: should the child exit
+        because the call had just begun, the call before it is not taken for the one it ran.
+        """
+        if any(queued is sent.message for queued in self._outbox):
+            self._outbox = [queued for queued in self._outbox if queued is not sent.message]
+            self._held -= 1
+            del self._sent[sent.seq]
+        else:
+            sent.abandoned = True
+            self._post(("skip", sent.seq))
+
+    def _abandon(self, sent: _Sent) -> None:
         """Stop a cancelled call: unsent, it is dropped; waiting in the child, skipped; running, its child ends."""
         if sent.seq not in self._sent:
             return
         if next(iter(self._sent.values())) is sent:
             self.terminate()  # it runs (or is about to): stop it
-        elif any(queued is message for queued in self._outbox):
-            self._outbox = [queued for queued in self._outbox if queued is not message]
-            self._held -= 1
-            del self._sent[sent.seq]
         else:
-            sent.abandoned = True
-            self._post(("skip", sent.seq))  # skipped, or, if it just began, its child exits
+            self._withdraw(sent)
 
     def terminate(self) -> None:
         """Stop the child at once (SIGTERM, then SIGKILL after a grace period); calls it had go elsewhere."""
@@ -165,33 +202,8 @@ class ChildProcess:
     def _flush(self) -> None:
         self._flushing = False
         if self._outbox and not self.dead:
-            self._write(frame(self._outbox))
+            self._writer.write(frame(self._outbox))
         self._outbox, self._held = [], 0
-
-    def _write(self, data: bytes) -> None:
-        if self._unwritten:
-            self._unwritten += data
-            return
-        try:
-            written = os.write(self._fd, data)
-        except BlockingIOError:
-            written = 0
-        except OSError:  # the child is gone: the reader sees it
-            return
-        if written < len(data):
-            self._unwritten += data[written:]
-            self._loop.add_writer(self._fd, self._writable)
-
-    def _writable(self) -> None:
-        try:
-            written = os.write(self._fd, self._unwritten)
-        except BlockingIOError:
-            return
-        except OSError:
-            written = len(self._unwritten)
-        del self._unwritten[:written]
-        if not self._unwritten:
-            self._loop.remove_writer(self._fd)
 
     def _readable(self) -> None:
         """Take every message the socket holds: progress and output go on at once, outcomes end their calls."""
@@ -244,11 +256,14 @@ class ChildProcess:
             sent.future.set_result(_outcome(kind, message[2:]))
         if self._sent:
             self._arm(next(iter(self._sent.values())))
+        else:
+            self._on_idle()
         if self._held and len(self._sent) - self._held <= _LOW_WATER:
             self._flush_soon()
 
     def _arm(self, sent: _Sent) -> None:
         """Start the time limit of the call now first in line."""
+        self._head_since = self._loop.time()
         if sent.call.timeout is not None:
             sent.timer = self._loop.call_later(sent.call.timeout, self._timed_out, sent)
 
@@ -278,16 +293,58 @@ class ChildProcess:
             self.dead = True
             with contextlib.suppress(ValueError, OSError):
                 self._loop.remove_reader(self._fd)
-            if self._unwritten:
-                with contextlib.suppress(ValueError, OSError):
-                    self._loop.remove_writer(self._fd)
+            self._writer.stop()
             os.close(self._fd)
+        if self._watch is not None:
+            self._watch.cancel()
         sent, self._sent = self._sent, {}
+        self._on_idle()
         for call in sent.values():
             if call.timer is not None:
                 call.timer.cancel()
             if not call.future.done():
                 call.future.set_result(None)
+
+
+class _Writer:
+    """Writes to a child's non-blocking socket: what it does not take now waits, in order, for it to be writable."""
+
+    def __init__(self, fd: int, loop: asyncio.AbstractEventLoop) -> None:
+        self._fd, self._loop = fd, loop
+        self._unwritten = bytearray()
+
+    def write(self, data: bytes) -> None:
+        """Write ``data`` after what waits (a child that is gone is seen by the reader, not here)."""
+        if self._unwritten:
+            self._unwritten += data
+            return
+        try:
+            written = os.write(self._fd, data)
+        except BlockingIOError:
+            written = 0
+        except OSError:
+            return
+        if written < len(data):
+            self._unwritten += data[written:]
+            self._loop.add_writer(self._fd, self._writable)
+
+    def stop(self) -> None:
+        """Drop what waits (before the socket is closed)."""
+        if self._unwritten:
+            self._unwritten.clear()
+            with contextlib.suppress(ValueError, OSError):
+                self._loop.remove_writer(self._fd)
+
+    def _writable(self) -> None:
+        try:
+            written = os.write(self._fd, self._unwritten)
+        except BlockingIOError:
+            return
+        except OSError:
+            written = len(self._unwritten)
+        del self._unwritten[:written]
+        if not self._unwritten:
+            self._loop.remove_writer(self._fd)
 
 
 def _report(context: TaskContext, kind: str, body: tuple[Any, ...]) -> None:

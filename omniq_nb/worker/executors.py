@@ -125,9 +125,10 @@ class ProcessExecutor:
     """Run calls in long-lived child processes: at most ``processes`` of them, each fed a short queue.
 
     A call goes to an idle child, else to a new one while there are fewer than ``processes``,
-    else behind the call of the least loaded child (the pool lets a few more calls run than
-    it has slots only while runs are quick: ``Runs``). A call whose child ended before it
-    started goes to another.
+    else behind the calls of the least loaded child whose call has not run long (the pool
+    lets a few more calls run than it has slots only while runs are quick: ``Runs``), else
+    it waits for a child to be free. A call whose child ended before it started, or that
+    was taken back from behind a long call, goes to another.
 
     Args:
         secret: ``OMNIQ_SECRET``, so children verify payloads and sign results themselves.
@@ -137,6 +138,7 @@ class ProcessExecutor:
     def __init__(self, secret: str | None, processes: int) -> None:
         self._secret = secret
         self._processes = processes
+        self._freed = asyncio.Event()  # a child has no call left, or is gone
         self.children: list[ChildProcess] = []
         """The children started and not known to be gone."""
 
@@ -148,7 +150,12 @@ class ProcessExecutor:
     async def run(self, call: Call, context: TaskContext, slot: Slot) -> Outcome:
         """Run ``call`` in a child (see ``Executor.run``); a timed-out or cancelled child is terminated."""
         while True:
-            outcome = await self._child().run(call, context)
+            child = self._child()
+            if child is None:
+                self._freed.clear()
+                await self._freed.wait()
+                continue
+            outcome = await child.run(call, context)
             if outcome is not None:
                 return outcome
 
@@ -158,8 +165,8 @@ class ProcessExecutor:
             child.close()
         self.children.clear()
 
-    def _child(self) -> ChildProcess:
-        """Return the child to send the next call to, starting one if it should (dead ones are dropped)."""
+    def _child(self) -> ChildProcess | None:
+        """Return the child to send the next call to, starting one if it should, or ``None``: wait for one."""
         children = self.children
         if any(child.dead for child in children):
             for child in children:
@@ -167,11 +174,13 @@ class ProcessExecutor:
                     child.terminate()  # reaped
             children[:] = [child for child in children if not child.dead]
         least = min(children, key=lambda child: child.load, default=None)
-        if least is not None and (not least.load or len(children) >= self._processes):
+        if least is not None and not least.load:
             return least
-        child = ChildProcess(self._secret)
-        children.append(child)
-        return child
+        if len(children) < self._processes:
+            child = ChildProcess(self._secret, self._freed.set)
+            children.append(child)
+            return child
+        return min((child for child in children if not child.stuck), key=lambda child: child.load, default=None)
 
 
 class Executors:

@@ -127,6 +127,26 @@ async def test_a_queued_call_times_out_from_its_own_start(tmp_path: Path, wait_u
     assert value(last) == 9  # behind the timed-out call: run in a new child
 
 
+async def test_calls_queued_behind_a_long_call_go_to_a_free_child(tmp_path: Path) -> None:
+    executor = ProcessExecutor(None, 2)
+    gate = tmp_path / "gate"
+    try:
+        runs, _ = start(
+            executor, [call(0, wt.gated, str(tmp_path), "long", str(gate)), call(1, wt.pid), call(2, wt.pid)]
+        )
+        await asyncio.sleep(0)  # one turn of the loop: the three runs send their calls
+        first, second = executor.children
+        assert (first.load, second.load) == (2, 1)  # the third call queued behind the first
+        assert value(await asyncio.wait_for(runs[2], WAIT)) == second._process.pid  # taken back, run by the other
+        assert not runs[0].done()
+        gate.touch()
+        assert value(await asyncio.wait_for(runs[0], WAIT)) == "long"
+        assert value(await asyncio.wait_for(runs[1], WAIT)) == second._process.pid
+        assert executor.children == [first, second]  # nobody was terminated
+    finally:
+        executor.close()
+
+
 async def test_output_and_progress_of_queued_calls_go_to_their_own_context(tmp_path: Path) -> None:
     executor = ProcessExecutor(None, 1)
     try:
