@@ -26,7 +26,8 @@ Everything runs in one process on one machine against one PostgreSQL server:
 
 Targets (issue 15, same run): omniq-PG >= 10x SAQ-PG and >= 5x procrastinate; 4 CLI workers on
 PostgreSQL drain >= 2x what one drains (measured twice: on the no-op tasks, where one worker
-already keeps both cores of a 2-core machine busy with the server and the client, and on
+already keeps both cores of a 2-core machine busy with the server and the client (the
+table's "CPU busy": the machine's busy share of CPU time during each omniq run), and on
 2,000 tasks that each wait 20 ms of I/O, where only claims that serialise workers could hold
 four workers back); PostgreSQL pickup p50 <= 15 ms cross-process and
 <= 5 ms in-process. With ``--repeat K`` each throughput is the median of K runs and the
@@ -50,7 +51,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from bench_pool import HERE, one_latency, start_worker
+from bench_pool import HERE, cpu_ticks, one_latency, start_worker
 
 import omniq_nb as omniq
 
@@ -78,6 +79,8 @@ class Row:
     name: str
     rates: list[float] = field(default_factory=list)
     pickups: list[float] = field(default_factory=list)
+    busy: list[float] = field(default_factory=list)
+    """The machine's busy share of CPU time during each throughput run (omniq rows)."""
 
     @property
     def rate(self) -> float | None:
@@ -136,15 +139,18 @@ async def workers(q: omniq.AsyncOmniQ, url: str, cli: int) -> AsyncIterator[None
             p.wait(30)
 
 
-async def omniq_e2e(url: str, tasks: int, cli: int, fn: Any = noop) -> float:
-    """Tasks/s from ``enqueue_many`` until ``GroupHandle.result()`` returns, workers idle at the start."""
+async def omniq_e2e(url: str, tasks: int, cli: int, fn: Any = noop) -> tuple[float, float]:
+    """Tasks/s from ``enqueue_many`` until ``GroupHandle.result()`` returns, workers idle at the start.
+
+    Also returns the busy share of the machine's CPU time meanwhile.
+    """
     async with omniq.AsyncOmniQ(db_url=url) as q, workers(q, url, cli):
-        start = time.perf_counter()
+        start, (total, idle) = time.perf_counter(), cpu_ticks()
         handles = await q.enqueue_many(fn, [(i,) for i in range(tasks)])
         values = await handles.result(timeout=TIMEOUT)
-        elapsed = time.perf_counter() - start
+        elapsed, (total_after, idle_after) = time.perf_counter() - start, cpu_ticks()
     assert values == list(range(tasks))
-    return tasks / elapsed
+    return tasks / elapsed, 1 - (idle_after - idle) / max(total_after - total, 1)
 
 
 async def omniq_pickup(url: str, samples: int, cli: int) -> list[float]:
@@ -161,12 +167,16 @@ async def omniq_backend(backend: str, stores: Stores, rows: dict[str, Row], args
     label = "SQLite" if backend == "sqlite" else "PG"
     for cli, what in ((0, "in-process pool"), (1, "1 CLI worker"), (4, "4 CLI workers")):
         row = rows.setdefault(f"{backend}:{cli}", Row(f"omniq {label}, {what}"))
-        row.rates.append(await omniq_e2e(stores.url(backend), args.tasks, cli))
+        rate, busy = await omniq_e2e(stores.url(backend), args.tasks, cli)
+        row.rates.append(rate)
+        row.busy.append(busy)
         if cli < 4:
             row.pickups += await omniq_pickup(stores.url(backend), args.samples, cli)
     for cli in (1, 4):  # tasks that wait 20 ms: four workers drain four times the slots, unless claims serialise them
         row = rows.setdefault(f"{backend}:{cli}:io", Row(f"omniq {label}, {cli} CLI worker(s), 20 ms I/O tasks"))
-        row.rates.append(await omniq_e2e(stores.url(backend), IO_TASKS, cli, wait_io))
+        rate, busy = await omniq_e2e(stores.url(backend), IO_TASKS, cli, wait_io)
+        row.rates.append(rate)
+        row.busy.append(busy)
 
 
 # ---- peers ----
@@ -286,10 +296,11 @@ def ratio(rows: dict[str, Row], top: str, bottom: str) -> float | None:
 
 
 def report(rows: dict[str, Row], args: argparse.Namespace) -> None:
-    print(f"\n{'backend':<56} {'tasks/s':>9} {'pickup p50':>11} {'p90':>9}")
+    print(f"\n{'backend':<56} {'tasks/s':>9} {'pickup p50':>11} {'p90':>9} {'CPU busy':>9}")
     for row in rows.values():
         p50, p90 = fmt(row.pickup(50), "8.2f"), fmt(row.pickup(90), "6.2f")
-        print(f"{row.name:<56} {fmt(row.rate, '9,.0f')} {p50} ms {p90} ms")
+        busy = f"{statistics.median(row.busy):8.0%}" if row.busy else "-".rjust(8)
+        print(f"{row.name:<56} {fmt(row.rate, '9,.0f')} {p50} ms {p90} ms {busy}")
     checks = [  # label, numerator row, denominator row, target (0: none)
         ("omniq-PG in-process pool / SAQ-PG", "postgres:0", "saq", 10),
         ("omniq-PG 1 CLI worker / SAQ-PG (1 worker)", "postgres:1", "saq", 10),

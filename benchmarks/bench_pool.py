@@ -99,6 +99,13 @@ def idle_cpu_share(pid: int, seconds: float) -> float:
     return (cpu_seconds(pid) - before) / (time.monotonic() - start)
 
 
+def cpu_ticks() -> tuple[int, int]:
+    """Return the machine's CPU time so far and the idle part of it, in clock ticks (``/proc/stat``)."""
+    with open("/proc/stat") as stat:
+        ticks = [int(field) for field in stat.readline().split()[1:]]
+    return sum(ticks), ticks[3] + ticks[4]
+
+
 def start_worker(url: str) -> subprocess.Popen[bytes]:
     command = [sys.executable, "-m", "omniq_nb", "worker", "--db-url", url, "--concurrency", "4"]
     return subprocess.Popen([*command, "--log-level", "WARNING"])

@@ -35,6 +35,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import redis
+from bench_pool import cpu_ticks
 
 import omniq_nb as omniq
 from omniq_nb.models import TaskStatus
@@ -189,13 +190,6 @@ async def pickup_latency(url: str, samples: int) -> list[float]:
                 stop(workers)
     finally:
         drop(url, f"{prefix}:*")
-
-
-def cpu_ticks() -> tuple[int, int]:
-    """Return the machine's CPU time so far and the idle part of it, in clock ticks (``/proc/stat``)."""
-    with open("/proc/stat") as stat:
-        ticks = [int(field) for field in stat.readline().split()[1:]]
-    return sum(ticks), ticks[3] + ticks[4]
 
 
 async def drain_rate(url: str, tasks: int, count: int, fn: Callable[[], None] = noop_sync) -> tuple[float, float]:
