@@ -7,11 +7,10 @@ this process is seen at once; what other processes do is seen at the next poll. 
 nobody listens or watches, the follower only moves its cursor to the newest event (one
 cheap query per poll), so a listener that subscribes later misses nothing from then on.
 
-Waiting costs what changed, not what is followed: a poll reads the new events and touches
-only their tasks' handles and waiters; ``wait_many`` waits for a set of tasks with one
-waiter, reads the unfinished ones in one batch, and answers from a handle that already holds
-a task's finished row without asking the store. Handles whose owner dropped them are
-forgotten at most once a second.
+Waiting costs what changed, not what is followed: a poll reads the new events and touches only their
+tasks' handles and waiters; ``wait_many`` waits for a set of tasks with one waiter, reads the
+unfinished ones in one batch, and answers from a handle that already holds a task's finished row
+without asking the store. Handles whose owner dropped them are forgotten at most once a second.
 
 Handles of finished tasks are remembered too (weakly): a finished task can come back
 (retried, here or by another process), and its handles then follow it again.
@@ -35,7 +34,6 @@ logger = logging.getLogger(__name__)
 
 _FAST_POLL = 0.02  # seconds between polls while a result is awaited
 _CLOSE_WAIT = 2.0  # seconds close() waits for the follower to stop (a healthy one takes milliseconds)
-_CANCEL_AGAIN = 0.05  # seconds after which close cancels a follower again that went on despite the cancel
 _CLOSE_POLL = 0.1  # seconds between polls while a live view observes a task
 _RECHECK_EVERY = 1.0  # seconds between direct re-reads of awaited tasks
 _RECHECK_AT_MOST = 500  # awaited tasks re-read each time when events are recorded (in turn, if more)
@@ -382,17 +380,12 @@ class EventHub:
                 )
 
 
-async def _cancel(job: asyncio.Task[None], *, within: float) -> None:
-    """Cancel ``job`` and wait up to ``within`` seconds for it to end, cancelling it again meanwhile.
-
-    A library's ``asyncio.wait_for`` can swallow a cancel whose inner wait just finished
-    (Python 3.11; nats-py's ``next_msg`` is one): the job then goes on to its next wait, which
-    the repeated cancel interrupts, so that ``close`` neither hangs nor leaves the job behind.
-    """
+async def _cancel(job: asyncio.Task[None], *, within: float, every: float = 0.05) -> None:
+    """Cancel ``job`` every ``every`` s until it ends (``wait_for`` can swallow a cancel), for ``within`` s at most."""
     deadline = asyncio.get_running_loop().time() + within
     while (left := deadline - asyncio.get_running_loop().time()) > 0 and not job.done():
         job.cancel()
-        await asyncio.wait([job], timeout=min(_CANCEL_AGAIN, left))
+        await asyncio.wait([job], timeout=min(every, left))
 
 
 def _alive(followed: dict[str, list[weakref.ref[Watched]]]) -> dict[str, list[weakref.ref[Watched]]]:
