@@ -1,15 +1,9 @@
-"""The child side of ``kind="process"``: a fresh interpreter that runs the calls its parent sends, in order.
+"""Child processes for ``kind="process"``: one call at a time, in a fresh interpreter.
 
 Each child gets its payloads as bytes through the importable trampoline ``child_main``,
 verifies and unpickles them itself (the parent never unpickles a process call), ignores
 SIGINT (a kernel interrupt reaches the whole process group) and exits when the parent dies.
-
-Calls come in batches (a frame holds every call the parent sent in one turn of its loop) and
-may queue up behind the one running: a thread reads them as they come, so the next one starts
-as soon as the last ends. Each outcome goes back at once, in order, tagged with its call's
-sequence number, as do a running call's output and progress. A call the parent no longer
-wants is skipped if it has not started, and the child exits if it has (a cancelled call's
-process is terminated). The parent's side is ``children.py``.
+A timed-out or cancelled child is terminated.
 """
 
 from __future__ import annotations
@@ -19,112 +13,168 @@ import contextlib
 import inspect
 import io
 import os
-import pickle
-import queue
 import signal
-import struct
+import socket
+import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable
 from functools import partial
+from multiprocessing.connection import Connection
 from typing import Any
 
 from omniq_nb.context import Progress, TaskContext, enter, leave
+from omniq_nb.errors import WorkerLost, type_name
 from omniq_nb.inputs import Input
+from omniq_nb.models import TaskError
 from omniq_nb.serialization import BlobSerializer
-from omniq_nb.worker.calls import RESULT_LABEL, failed
+from omniq_nb.worker.calls import RESULT_LABEL, Call, Outcome, failed, timed_out
+from omniq_nb.worker.capture import unrouted
 
 _CHILD_PROGRESS_INTERVAL = 0.05  # seconds between progress messages from a child
 _CHILD_OUTPUT_INTERVAL = 0.05  # seconds a child holds what a task writes before sending it
 _CHILD_OUTPUT_CHARS = 65536  # characters a child sends at once, without waiting for the interval
 _PARENT_CHECK_INTERVAL = 0.5  # seconds between a child's checks that its parent lives
+_TERMINATE_GRACE = 1.0  # seconds a terminated child gets before SIGKILL
 _PR_SET_PDEATHSIG = 1
-CHILD_ENTRY = "import sys; from omniq_nb.worker.child import child_main; child_main(int(sys.argv[1]), int(sys.argv[2]))"
-"""The code a child interpreter runs (``python -c``), given its socket's descriptor and its parent's pid."""
-
-HEADER = struct.Struct("!Q")
-"""Each message between parent and child: its length, then its pickle."""
+_CHILD_ENTRY = (
+    "import sys; from omniq_nb.worker.child import child_main; child_main(int(sys.argv[1]), int(sys.argv[2]))"
+)
 
 
-def frame(message: Any) -> bytes:
-    """Return ``message`` as one frame: its length, then its pickle."""
-    body = pickle.dumps(message, pickle.HIGHEST_PROTOCOL)
-    return HEADER.pack(len(body)) + body
+class ChildProcess:
+    """One long-lived child process that runs calls sent to it, one at a time.
 
+    The child is a fresh interpreter (``python -c`` running ``child_main``), not a
+    multiprocessing child: it never re-imports the parent's ``__main__`` (a script without a
+    ``__name__`` guard, or a notebook kernel), and gets the parent's ``sys.path``.
 
-def _read_exactly(fd: int, size: int) -> bytes:
-    parts, left = [], size
-    while left:
-        part = os.read(fd, left)
-        if not part:
-            raise EOFError
-        parts.append(part)
-        left -= len(part)
-    return b"".join(parts)
+    Args:
+        secret: ``OMNIQ_SECRET``, so the child verifies payloads and signs results itself.
+    """
 
+    def __init__(self, secret: str | None) -> None:
+        parent_end, child_end = socket.socketpair()
+        with parent_end, child_end:
+            self._process = subprocess.Popen(
+                [sys.executable, "-c", _CHILD_ENTRY, str(child_end.fileno()), str(os.getpid())],
+                pass_fds=(child_end.fileno(),),
+                stdin=subprocess.DEVNULL,
+            )
+            self._conn = Connection(os.dup(parent_end.fileno()))
+        os.set_blocking(self._conn.fileno(), True)  # as a plain socketpair's, even where gevent patched socket
+        self._conn.send((list(sys.path), secret))
+        self._running: tuple[asyncio.Future[Outcome], Call, TaskContext] | None = None
+        self._loop = asyncio.get_running_loop()
+        self._loop.add_reader(self._conn.fileno(), self._readable)
 
-def _read_frame(fd: int) -> Any:
-    (size,) = HEADER.unpack(_read_exactly(fd, HEADER.size))
-    return pickle.loads(_read_exactly(fd, size))
+    @property
+    def alive(self) -> bool:
+        """Return True while the child runs."""
+        return self._process.poll() is None
 
+    async def run(self, call: Call, context: TaskContext) -> Outcome:
+        """Send one call to the child and wait for its outcome (progress goes to ``context``).
 
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
-
-
-class _Started:
-    """Which call the child runs, and which the parent skipped; shared by the reader thread and the runner."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._running: int | None = None
-        self._skipped: set[int] = set()
-
-    def start(self, seq: int) -> bool:
-        """Mark ``seq`` running; return False if the parent skipped it (it must not run)."""
-        with self._lock:
-            if seq in self._skipped:
-                self._skipped.discard(seq)
-                return False
-            self._running = seq
-            return True
-
-    def end(self) -> None:
-        """Mark the running call ended (before its outcome is sent: a later skip of it changes nothing)."""
-        with self._lock:
+        Raises:
+            asyncio.CancelledError: the caller was cancelled; the child is then terminated.
+        """
+        try:
+            self._conn.send(("run", call.task_id, call.attempt, call.queue, call.run_id, call.payload, call.inputs))
+        except OSError:  # the child died after it was handed out
+            return self._died(call)
+        outcome: asyncio.Future[Outcome] = self._loop.create_future()
+        self._running = (outcome, call, context)
+        try:
+            return await asyncio.wait_for(outcome, call.timeout)
+        except TimeoutError:
+            context.cancel()
+            self.terminate()
+            return timed_out(call)
+        except asyncio.CancelledError:
+            self.terminate()
+            raise
+        finally:
             self._running = None
 
-    def skip(self, seq: int) -> None:
-        """Skip ``seq`` if it has not started; exit now if it runs (as a terminated child would)."""
-        with self._lock:
-            if self._running == seq:
-                os._exit(1)
-            self._skipped.add(seq)
+    def _died(self, call: Call) -> Outcome:
+        code = _wait(self._process)
+        error = TaskError(
+            type=type_name(WorkerLost),
+            message=f"worker lost: the child process running the task exited with code {code}",
+            attempt=call.attempt,
+        )
+        self._stop_reading()
+        return Outcome(error=error, raised=(type_name(WorkerLost),))
 
-
-def _read_calls(fd: int, calls: queue.SimpleQueue[tuple[Any, ...] | None], started: _Started) -> None:
-    """Take the parent's batches as they come (the reader thread); ``None`` once it says stop or is gone."""
-    while True:
+    def _readable(self) -> None:
+        """Take one message from the child: progress and output go on at once, an outcome ends the call."""
+        # A nested loop (nest_asyncio2, while a notebook cell waits) can select the socket again
+        # before the callback the outer loop queued has run: the second call then finds the
+        # message already read, and a blocking recv() would hang the kernel.
+        if self._conn.closed or not self._conn.poll(0):
+            return
         try:
-            batch = _read_frame(fd)
+            message = self._conn.recv()
         except (EOFError, OSError):
-            break
-        for message in batch:
-            if message[0] == "run":
-                calls.put(message[1:])
-            elif message[0] == "skip":
-                started.skip(message[1])
-            else:  # "stop"
-                calls.put(None)
-                return
-    calls.put(None)
+            self._stop_reading()
+            message = ("eof",)
+        if self._running is None:
+            return  # the child died (or spoke) between calls: the next run finds it dead
+        outcome, call, context = self._running
+        kind = message[0]
+        if kind == "progress":
+            context.report(Progress(*message[1:]))
+        elif kind == "output":
+            _forward(context, message[1])
+        elif outcome.done():
+            return
+        elif kind == "ok":
+            outcome.set_result(Outcome(result=message[1]))
+        elif kind == "error":
+            outcome.set_result(Outcome(error=message[1], raised=message[2], retryable=message[3]))
+        else:  # "eof": the child died
+            outcome.set_result(self._died(call))
+
+    def _stop_reading(self) -> None:
+        with contextlib.suppress(ValueError, OSError):
+            self._loop.remove_reader(self._conn.fileno())
+
+    def terminate(self) -> None:
+        """Stop the child at once (SIGTERM, then SIGKILL after a grace period)."""
+        self._stop_reading()
+        if self._process.poll() is None:
+            self._process.terminate()
+            if _wait(self._process) is None:
+                self._process.kill()
+                _wait(self._process)
+        self._conn.close()
+
+    def close(self) -> None:
+        """Ask an idle child to exit, and make sure it does."""
+        with contextlib.suppress(OSError, ValueError):
+            self._conn.send(("stop",))
+        _wait(self._process)
+        self.terminate()
+
+
+def _forward(context: TaskContext, batch: list[tuple[str, str]]) -> None:
+    """Hand a batch of a child's writes (``[(stream, text), ...]``, in order) to the task's context."""
+    for name, text in batch:
+        if not context.output(name, text):  # no sink took it: this process's own stream
+            unrouted(name).write(text)
+
+
+def _wait(process: subprocess.Popen[bytes]) -> int | None:
+    try:
+        return process.wait(_TERMINATE_GRACE)
+    except subprocess.TimeoutExpired:
+        return None
 
 
 def child_main(fd: int, parent_pid: int) -> None:
-    """Run calls sent by the parent, in order, until told to stop or the parent dies (the trampoline).
+    """Run calls sent by the parent until told to stop or the parent dies (the trampoline).
 
     Args:
         fd: this end of the socket pair shared with the parent.
@@ -133,36 +183,32 @@ def child_main(fd: int, parent_pid: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a kernel interrupt reaches the whole group
     _die_with_parent(parent_pid)
     os.set_blocking(fd, True)  # a gevent worker's socket pair is non-blocking, and a child reads it plainly
-    path, secret = _read_frame(fd)
+    conn = Connection(fd)
+    path, secret = conn.recv()
     sys.path[:] = path
     serializer = BlobSerializer(secret)
     send_lock = threading.Lock()
 
     def send(message: tuple[Any, ...]) -> None:
-        data = frame(message)
         with send_lock:
-            _write_all(fd, data)
+            conn.send(message)
 
     relay = _ProgressRelay(send)
     batch = _OutputBatch(send)
-    calls: queue.SimpleQueue[tuple[Any, ...] | None] = queue.SimpleQueue()
-    started = _Started()
-    threading.Thread(target=_read_calls, args=(fd, calls, started), name="omniq-calls", daemon=True).start()
-    while (call := calls.get()) is not None:
-        seq = call[0]
-        if not started.start(seq):
-            send(("skipped", seq))
-            continue
-        outcome = _run_in_child(serializer, batch, relay, *call)
-        started.end()
-        send(outcome)
+    while True:
+        try:
+            message = conn.recv()
+        except EOFError:
+            return
+        if message[0] == "stop":
+            return
+        send(_run_in_child(serializer, batch, relay, *message[1:]))
 
 
 def _run_in_child(
     serializer: BlobSerializer,
     batch: _OutputBatch,
     relay: _ProgressRelay,
-    seq: int,
     task_id: str,
     attempt: int,
     queue: str,
@@ -170,8 +216,7 @@ def _run_in_child(
     payload: bytes,
     inputs: dict[str, Input] | None,
 ) -> tuple[Any, ...]:
-    token = enter(TaskContext(task_id, attempt, queue, run_id, relay.start_task(seq)))
-    batch.seq = seq
+    token = enter(TaskContext(task_id, attempt, queue, run_id, relay.start_task()))
     streams = sys.stdout, sys.stderr
     sys.stdout, sys.stderr = _ToParent("stdout", batch), _ToParent("stderr", batch)
     try:
@@ -179,10 +224,10 @@ def _run_in_child(
         value = fn(*args, **kwargs)
         if inspect.isawaitable(value):
             value = asyncio.run(_awaited(value))
-        return ("ok", seq, serializer.dumps(value, label=RESULT_LABEL))
+        return ("ok", serializer.dumps(value, label=RESULT_LABEL))
     except BaseException as exc:
         outcome = failed(exc, attempt)
-        return ("error", seq, outcome.error, outcome.raised, outcome.retryable)
+        return ("error", outcome.error, outcome.raised, outcome.retryable)
     finally:
         sys.stdout, sys.stderr = streams
         batch.flush()  # what it wrote, and its last report, go out before the outcome
@@ -201,23 +246,23 @@ class _ProgressRelay:
     def __init__(self, send: Callable[[tuple[Any, ...]], None]) -> None:
         self._send = send
         self._latest: Progress | None = None
-        self._task: int | None = None  # the running call's sequence number
+        self._task = 0
         self._lock = threading.Lock()
         self._pending = threading.Event()
         self._timer = threading.Thread(target=self._every_interval, name="omniq-progress", daemon=True)
         self._timer.start()
 
-    def start_task(self, seq: int) -> Callable[[Progress], None]:
-        """Begin the call ``seq``; return the function its context reports progress with."""
+    def start_task(self) -> Callable[[Progress], None]:
+        """Begin a task; return the function its context reports progress with."""
         with self._lock:
-            self._task = seq
-            return partial(self._report, seq)
+            self._task += 1
+            return partial(self._report, self._task)
 
     def end_task(self) -> None:
         """Send the ended task's last report now, and ignore its later ones."""
         with self._lock:
+            self._task += 1
             self._flush()
-            self._task = None
 
     def _report(self, task: int, progress: Progress) -> None:
         with self._lock:
@@ -236,7 +281,7 @@ class _ProgressRelay:
         self._pending.clear()
         latest, self._latest = self._latest, None
         if latest is not None:
-            self._send(("progress", self._task, latest.done, latest.total, latest.message))
+            self._send(("progress", latest.done, latest.total, latest.message))
 
 
 class _OutputBatch:
@@ -249,8 +294,6 @@ class _OutputBatch:
 
     def __init__(self, send: Callable[[tuple[Any, ...]], None]) -> None:
         self._send = send
-        self.seq = 0
-        """The sequence number of the call whose writes the batch holds."""
         self._parts: list[tuple[str, list[str]]] = []
         self._chars = 0
         self._lock = threading.Lock()
@@ -285,7 +328,7 @@ class _OutputBatch:
         self._pending.clear()
         parts, self._parts, self._chars = self._parts, [], 0
         if parts:
-            self._send(("output", self.seq, [(name, "".join(texts)) for name, texts in parts]))
+            self._send(("output", [(name, "".join(texts)) for name, texts in parts]))
 
 
 class _ToParent(io.TextIOBase):

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 from omniq_nb.context import TaskContext, enter, leave
 from omniq_nb.serialization import BlobSerializer, is_coroutine_call
 from omniq_nb.worker.calls import RESULT_LABEL, Call, Outcome, Slot, failed, timed_out
-from omniq_nb.worker.children import ChildProcess
+from omniq_nb.worker.child import ChildProcess
 from omniq_nb.worker.greenlets import GeventExecutor, GreenletHub
 from omniq_nb.worker.threads import TaskThreads
 
@@ -122,65 +122,43 @@ class ThreadExecutor:
 
 
 class ProcessExecutor:
-    """Run calls in long-lived child processes: at most ``processes`` of them, each fed a short queue.
-
-    A call goes to an idle child, else to a new one while there are fewer than ``processes``,
-    else behind the calls of the least loaded child whose call has not run long (the pool
-    lets a few more calls run than it has slots only while runs are quick: ``Runs``), else
-    it waits for a child to be free. A call whose child ended before it started, or that
-    was taken back from behind a long call, goes to another.
+    """Run calls in long-lived child processes, one call per child at a time.
 
     Args:
         secret: ``OMNIQ_SECRET``, so children verify payloads and sign results themselves.
-        processes: the most child processes at once.
     """
 
-    def __init__(self, secret: str | None, processes: int) -> None:
+    def __init__(self, secret: str | None) -> None:
         self._secret = secret
-        self._processes = processes
-        self._freed = asyncio.Event()  # a child has no call left, or is gone
-        self.children: list[ChildProcess] = []
-        """The children started and not known to be gone."""
-
-    @property
-    def idle(self) -> list[ChildProcess]:
-        """Return the children that have no call to run."""
-        return [child for child in self.children if not child.load]
+        self.idle: list[ChildProcess] = []
+        """Children waiting for their next call."""
 
     async def run(self, call: Call, context: TaskContext, slot: Slot) -> Outcome:
-        """Run ``call`` in a child (see ``Executor.run``); a timed-out or cancelled child is terminated."""
-        while True:
-            child = self._child()
-            if child is None:
-                self._freed.clear()
-                await self._freed.wait()
-                continue
+        """Run ``call`` in an idle child (see ``Executor.run``); a timed-out or cancelled child is terminated."""
+        child = self._idle_child()
+        try:
             outcome = await child.run(call, context)
-            if outcome is not None:
-                return outcome
+        except BaseException:
+            child.terminate()
+            raise
+        if child.alive:
+            self.idle.append(child)
+        return outcome
 
     def close(self) -> None:
-        """Stop every child."""
-        for child in self.children:
+        """Stop every idle child."""
+        for child in self.idle:
             child.close()
-        self.children.clear()
+        self.idle.clear()
 
-    def _child(self) -> ChildProcess | None:
-        """Return the child to send the next call to, starting one if it should, or ``None``: wait for one."""
-        children = self.children
-        if any(child.dead for child in children):
-            for child in children:
-                if child.dead:
-                    child.terminate()  # reaped
-            children[:] = [child for child in children if not child.dead]
-        least = min(children, key=lambda child: child.load, default=None)
-        if least is not None and not least.load:
-            return least
-        if len(children) < self._processes:
-            child = ChildProcess(self._secret, self._freed.set)
-            children.append(child)
-            return child
-        return min((child for child in children if not child.stuck), key=lambda child: child.load, default=None)
+    def _idle_child(self) -> ChildProcess:
+        """Return a live idle child, starting one if none is left (dead ones are reaped)."""
+        while self.idle:
+            child = self.idle.pop()
+            if child.alive:
+                return child
+            child.terminate()
+        return ChildProcess(self._secret)
 
 
 class Executors:
@@ -189,7 +167,7 @@ class Executors:
     Args:
         serializer: verifies and loads payloads, serializes results.
         secret: ``OMNIQ_SECRET``, for child processes.
-        threads: the most threads for sync calls, and the most child processes (started as needed).
+        threads: the most threads for sync calls (started as needed).
 
     Example:
         >>> from omniq_nb.serialization import BlobSerializer
@@ -206,7 +184,7 @@ class Executors:
         self._serializer = serializer
         self._thread_count = threads
         self.loop = LoopExecutor(serializer)
-        self.processes = ProcessExecutor(secret, threads)
+        self.processes = ProcessExecutor(secret)
         self._threads: ThreadExecutor | None = None
         self._greenlets: GeventExecutor | None = None
 

@@ -33,7 +33,6 @@ logger = logging.getLogger(__name__)
 QUICK_RUN = 0.01  # seconds: runs this short (on average) are worth claiming ahead for
 AHEAD_PER_SLOT = 8  # tasks claimed ahead per slot while runs are quick (at most MAX_AHEAD)
 MAX_AHEAD = 128
-SENT_AHEAD = 4  # calls per slot a process pool sends to its children ahead, while runs are quick
 HAND_BACK_AFTER = 1.0  # seconds claimed tasks may wait for a slot before they go back to the queue
 _SMOOTHING = 0.2  # weight of the latest run in the running mean of run times
 
@@ -83,9 +82,6 @@ class Runs:
         """Claimed tasks waiting for a slot, by id in claim order, with when they were claimed (monotonic)."""
         self._slot_free = asyncio.Event()
         self._mean_run: float | None = None  # running mean of run times, seconds
-        # A process pool's children each get calls queued behind the one they run (one frame
-        # for many, and no wait for the parent between two calls): a few runs beyond the slots.
-        self._sent_ahead = concurrency * SENT_AHEAD if kind == "process" else 0
 
     @property
     def free(self) -> int:
@@ -280,18 +276,8 @@ class Runs:
         self._slot_free.set()
 
     def _start_waiting(self) -> None:
-        """Launch waiting tasks in claim order while slots are free (and, in a process pool, a few beyond)."""
-        executors = self._executors
-        while self.waiting:
-            task, _ = next(iter(self.waiting.values()))
-            if self.free <= 0 and not (  # a process call may queue in a child while runs are quick
-                self.busy < self._concurrency + self._sent_ahead
-                and not task.at_most_once  # (it would be failed unrun if this process died meanwhile)
-                and self._ahead()
-                and executors.choose(task.kind or self._kind, task.payload) is executors.processes
-            ):
-                return
-            del self.waiting[task.id]
+        while self.waiting and self.free > 0:
+            task, _ = self.waiting.pop(next(iter(self.waiting)))
             self.launch(task)
 
     def _drop(self, task_id: str) -> Task:
