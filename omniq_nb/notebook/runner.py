@@ -34,6 +34,7 @@ logger = logging.getLogger(__name__)
 NOTEBOOK_SETTINGS = ("interrupt", "keepalive", "output_limit", "output_lines")
 """The settings ``%omniq config`` shows and changes in a running kernel."""
 _SHUTDOWN_TIMEOUT = 10.0  # seconds the kernel's shutdown waits for the pool to hand work back
+_SHUTDOWN_GRACE = 1.0  # seconds running tasks get to finish when the kernel goes; then they are handed back
 _GEVENT_DEFAULT = (
     "DEFAULT_WORKER=gevent applies to omniq-nb worker only: this kernel's pool runs sync tasks on threads; "
     "tasks with kind='gevent' wait for omniq-nb worker --kind gevent"
@@ -127,7 +128,9 @@ class KernelRunner:
             dashboard.close()
         pool, self.pool = self.pool, None
         if pool is not None:
-            await pool.stop(timeout=_SHUTDOWN_TIMEOUT / 2)
+            # a frontend's restart or shutdown signals the kernel after 2.5 s (jupyter_client's
+            # default wait of 5 s): hand running tasks back well before, to run again elsewhere
+            await pool.stop(timeout=_SHUTDOWN_GRACE)
         await self.core.close()
 
     def configure(self, **changes: Any) -> Settings:

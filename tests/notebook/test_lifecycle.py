@@ -33,6 +33,23 @@ def test_a_result_survives_a_kernel_restart(kernel: Kernel) -> None:
     ]
 
 
+def test_a_task_running_at_a_kernel_restart_is_handed_back_and_runs_again_without_using_an_attempt(
+    kernel: Kernel,
+) -> None:
+    kernel.km.shutdown_wait_time = 5.0  # jupyter_client's default, as JupyterLab restarts: SIGTERM after 2.5 s
+    kernel.run(LOAD)
+    kernel.run(
+        WAIT_FOR_GO + "@omniq.task(retries=0)\ndef long():\n    wait_for_go()\n    return omniq.current().attempt\n"
+    )
+    task_id = kernel.value("long.submit().id")
+    kernel.wait_for(lambda: kernel.value(f"omniq.get({task_id!r}).status.value") == "running", 30, "the task to run")
+
+    kernel.restart()
+    (kernel.cwd / "go").touch()
+    kernel.run(LOAD)
+    assert kernel.run(f"omniq.get({task_id!r}).result(timeout=60)").result == "1"  # run again, at attempt 1
+
+
 LOST_TASKS = (
     WAIT_FOR_GO
     + """
