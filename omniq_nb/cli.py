@@ -11,15 +11,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 import msgspec
 
 from omniq_nb.config import WORKER_KINDS, Settings
 from omniq_nb.core import AsyncOmniQ
-from omniq_nb.errors import OmniQError
+from omniq_nb.errors import OmniQError, StorageError
 from omniq_nb.models import TaskStatus
+from omniq_nb.storage.sqlite_file import sqlite_path
 from omniq_nb.terminal import (
     OUTPUT_DROPPED,
     add_purge_arguments,
@@ -51,11 +55,34 @@ def main(argv: Sequence[str] | None = None) -> int:
         _install_log_handler(settings)
         status: int = asyncio.run(args.run(settings, args))
         return status
-    except OmniQError as exc:
+    except (OmniQError, ValueError) as exc:  # bad input or a store problem: one line, no traceback
         print(f"omniq-nb: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # the reader went away (``| head``): stop quietly, as a program killed by SIGPIPE
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python flushes stdout at exit
+        return 141
+
+
+def _missing(settings: Settings) -> str | None:
+    """Say so when ``settings.db_url`` is a local store (a SQLite file, a store folder) that does not exist.
+
+    The inspecting commands then answer as for an empty store and create nothing: opening
+    the store would create it, at what is often a mistyped path.
+    """
+    parts = urlsplit(settings.db_url)
+    if parts.scheme == "sqlite":
+        try:
+            path = sqlite_path(settings.db_url)
+        except StorageError:
+            return None  # opening says what is wrong with the URL
+        missing = path is not None and not Path(path).exists()
+    elif parts.scheme == "file":
+        missing = not (Path(unquote(parts.path)) / "tasks").is_dir()
+    else:
+        return None
+    return f"no store at {settings.db_url} (nothing was created; a queue or a worker creates it)" if missing else None
 
 
 _STORE_URLS = {
@@ -144,20 +171,32 @@ async def _worker(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _workers(settings: Settings, args: argparse.Namespace) -> int:
-    async with AsyncOmniQ(settings=settings) as queue:
-        pools = await queue.workers()
+    if missing := _missing(settings):
+        print(missing, file=sys.stderr)
+        pools = []
+    else:
+        async with AsyncOmniQ(settings=settings) as queue:
+            pools = await queue.workers()
     print(msgspec.json.encode(pools).decode() if args.json else format_workers(pools))
     return 0
 
 
 async def _list(settings: Settings, args: argparse.Namespace) -> int:
-    async with AsyncOmniQ(settings=settings) as queue:
-        tasks = await queue.list(status=args.status, queue=args.queue, limit=args.limit)
+    if args.limit < 1:
+        raise ValueError(f"--limit {args.limit}: list at least 1 task")
+    if missing := _missing(settings):
+        print(missing, file=sys.stderr)
+        tasks = []
+    else:
+        async with AsyncOmniQ(settings=settings) as queue:
+            tasks = await queue.list(status=args.status, queue=args.queue, limit=args.limit)
     print(format_tasks(tasks))
     return 0
 
 
 async def _show(settings: Settings, args: argparse.Namespace) -> int:
+    if missing := _missing(settings):
+        raise StorageError(f"no task with id {args.task_id!r}: {missing}")
     async with AsyncOmniQ(settings=settings) as queue:
         task = (await queue.get(args.task_id)).task
         value = queue.serializer.loads(task.result) if task.result is not None else None
@@ -185,6 +224,9 @@ async def _print_output(queue: AsyncOmniQ, task_id: str) -> None:
 
 
 async def _purge(settings: Settings, args: argparse.Namespace) -> int:
+    if missing := _missing(settings):
+        print(f"nothing purged: {missing}")
+        return 0
     async with AsyncOmniQ(settings=settings) as queue:
         report = await queue.purge_report(
             older_than=args.older_than,

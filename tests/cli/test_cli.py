@@ -165,7 +165,7 @@ def test_a_bad_store_url_is_a_one_line_error(tmp_path: Path) -> None:
     assert "Traceback" not in done.stderr
     (tmp_path / "a-file").write_text("not a folder")
     missing = run("list", "--db-url", f"sqlite:///{tmp_path / 'a-file' / 'x.db'}")
-    assert missing.returncode != 0
+    assert missing.stderr.startswith("no store at ")  # and none can be made there
     assert len(missing.stderr.strip().splitlines()) == 1, missing.stderr
     assert "Traceback" not in missing.stderr
 
@@ -336,3 +336,37 @@ def test_purge_cache_forgets_cached_results_and_deletes_nothing(tmp_path: Path) 
     with OmniQ(db_url=url) as q:
         assert q.get(cached.id).result(timeout=0) == 3
         assert q.enqueue_call(wt.add, args=(1, 2), cache=True).id != cached.id
+
+
+@pytest.mark.parametrize("url", ["sqlite:///{tmp}/jbos.db", "sqlite:///{tmp}/nope/dir/x.db", "file://{tmp}/nostore"])
+def test_inspecting_a_store_that_does_not_exist_creates_nothing_and_says_so(tmp_path: Path, url: str) -> None:
+    """A mistyped --db-url made an empty store there, and the commands answered as if the tasks were gone."""
+    url = url.format(tmp=tmp_path)
+    listing = run("list", "--db-url", url)
+    assert (listing.returncode, listing.stdout.split()[:2]) == (0, ["ID", "STATUS"])
+    assert listing.stderr.strip() == f"no store at {url} (nothing was created; a queue or a worker creates it)"
+    workers = run("workers", "--db-url", url)
+    assert workers.returncode == 0 and "no store at" in workers.stderr
+    purge = run("purge", "--all", "--db-url", url)
+    assert (purge.returncode, purge.stdout.startswith("nothing purged: no store at")) == (0, True)
+    show = run("show", "0123", "--db-url", url)
+    assert (show.returncode, show.stderr.count("\n")) == (2, 1)
+    assert show.stderr.startswith("omniq-nb: no task with id '0123': no store at")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_bad_list_limit_is_a_one_line_error(made: Made) -> None:
+    done = run("list", "--limit", "0", "--db-url", made.url)
+    assert (done.returncode, done.stderr) == (2, "omniq-nb: --limit 0: list at least 1 task\n")
+
+
+def test_output_into_a_closed_pipe_ends_quietly(made: Made) -> None:
+    """``omniq-nb show ID --output | head`` printed a BrokenPipeError traceback."""
+    reader, writer = os.pipe()
+    os.close(reader)  # the reader is gone before the command writes
+    try:
+        command = [OMNIQ_NB, "list", "--db-url", made.url]
+        done = subprocess.run(command, stdout=writer, stderr=subprocess.PIPE, text=True, timeout=RUN_WAIT)
+    finally:
+        os.close(writer)
+    assert (done.returncode, done.stderr) == (141, "")
