@@ -40,6 +40,7 @@ from anyio.from_thread import start_blocking_portal
 T = TypeVar("T")
 
 _FROM_ASYNC = "{owner} (sync) was called from async code on its own loop; use {alternative} and await it."
+_CLOSED = "this {owner} is closed (its with block ended, or close() was called); open a new one to go on"
 
 
 class LoopBridge(Protocol):
@@ -92,16 +93,19 @@ class ThreadBridge:
         self._stack = ExitStack()
         self._anyio_portal = self._stack.enter_context(start_blocking_portal(name=name))
         self._thread_id: int | None = self._anyio_portal.call(threading.get_ident)
+        self._closed = False
 
     def call(self, fn: Callable[..., Awaitable[T]], /, *args: Any, **kwargs: Any) -> T:
         """Run ``fn(*args, **kwargs)`` on the bridge's loop and block until it returns.
 
         Raises:
-            RuntimeError: called from the bridge's own loop (which would deadlock).
+            RuntimeError: called from the bridge's own loop (which would deadlock), or after ``close()``.
 
         """
         if threading.get_ident() == self._thread_id:
             raise RuntimeError(_FROM_ASYNC.format(owner=self._owner, alternative=self._alternative))
+        if self._closed:
+            raise RuntimeError(_CLOSED.format(owner=self._owner))
         return self._anyio_portal.call(partial(fn, *args, **kwargs))
 
     def enter(self, manager: AbstractAsyncContextManager[T]) -> T:
@@ -135,7 +139,7 @@ class ThreadBridge:
 
     def close(self) -> None:
         """Exit what was entered (on the bridge's loop), then stop the loop and its thread."""
-        self._thread_id = None
+        self._thread_id, self._closed = None, True
         self._stack.close()
 
 

@@ -256,3 +256,16 @@ def test_import_pulls_in_no_widget_or_driver(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+def test_a_closed_omniq_says_it_is_closed(sqlite_url: str) -> None:
+    """It raised anyio's "This portal is not running", which named nothing the user knows."""
+    with OmniQ(db_url=sqlite_url) as q:
+        h = q.enqueue(triple, 1)
+    closed = "this OmniQ is closed (its with block ended, or close() was called); open a new one to go on"
+    for call in (lambda: q.enqueue(triple, 2), q.list, lambda: h.result(timeout=1)):
+        with pytest.raises(RuntimeError) as caught:
+            call()
+        assert str(caught.value) == closed
+    with OmniQ(db_url=sqlite_url) as again:  # the task is still there
+        assert again.get(h.id).status is TaskStatus.PENDING
