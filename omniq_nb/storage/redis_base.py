@@ -152,6 +152,12 @@ class RedisConnection(OpensAndCloses):
             async with self._errors():
                 await client.hsetnx(f"{self.prefix}:meta", "version", STORE_VERSION)
                 version = int(await client.hget(f"{self.prefix}:meta", "version") or STORE_VERSION)
+        except TypeError as exc:  # redis-py takes the URL's other options as connection arguments
+            await client.aclose()
+            raise StorageError(
+                f"the Redis store URL {self.url!r} has an option neither omniq_nb (prefix, events_max) nor "
+                f"redis-py takes: {exc}"
+            ) from None
         except BaseException:
             await client.aclose()
             raise

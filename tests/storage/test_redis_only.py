@@ -60,6 +60,17 @@ def test_a_prefix_with_other_characters_is_refused(bad: str) -> None:
         open_storage(f"{REDIS_URL}?prefix={bad}")
 
 
+@pytest.mark.anyio
+async def test_a_mistyped_url_option_is_named_in_a_storage_error(prefix: str) -> None:
+    """redis-py takes unknown query options as connection arguments: it raised a bare TypeError."""
+    store = open_storage(f"{url_of(prefix)}&prefx=other")
+    with pytest.raises(
+        StorageError, match=r"has an option neither omniq_nb \(prefix, events_max\) nor redis-py takes.*prefx"
+    ):
+        await store.open()
+    assert keys_of(prefix) == []
+
+
 def test_every_scheme_opens_a_redis_store_and_the_password_is_redacted() -> None:
     for url in ("redis://:hunter2@h:6379/0", "rediss://u:hunter2@h/1", "unix://:hunter2@/tmp/r.sock?db=0"):
         store = open_storage(url)
