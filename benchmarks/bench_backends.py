@@ -51,7 +51,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from bench_pool import HERE, cpu_ticks, one_latency, start_worker
+from bench_pool import HERE, busy_since, cpu_ticks, one_latency, start_worker
 
 import omniq_nb as omniq
 
@@ -81,6 +81,11 @@ class Row:
     pickups: list[float] = field(default_factory=list)
     busy: list[float] = field(default_factory=list)
     """The machine's busy share of CPU time during each throughput run (omniq rows)."""
+
+    def add(self, rate: float, busy: float) -> None:
+        """Record one throughput run: its rate and the machine's busy CPU share meanwhile."""
+        self.rates.append(rate)
+        self.busy.append(busy)
 
     @property
     def rate(self) -> float | None:
@@ -145,12 +150,12 @@ async def omniq_e2e(url: str, tasks: int, cli: int, fn: Any = noop) -> tuple[flo
     Also returns the busy share of the machine's CPU time meanwhile.
     """
     async with omniq.AsyncOmniQ(db_url=url) as q, workers(q, url, cli):
-        start, (total, idle) = time.perf_counter(), cpu_ticks()
+        start, ticks = time.perf_counter(), cpu_ticks()
         handles = await q.enqueue_many(fn, [(i,) for i in range(tasks)])
         values = await handles.result(timeout=TIMEOUT)
-        elapsed, (total_after, idle_after) = time.perf_counter() - start, cpu_ticks()
+        elapsed, busy = time.perf_counter() - start, busy_since(ticks)
     assert values == list(range(tasks))
-    return tasks / elapsed, 1 - (idle_after - idle) / max(total_after - total, 1)
+    return tasks / elapsed, busy
 
 
 async def omniq_pickup(url: str, samples: int, cli: int) -> list[float]:
@@ -167,16 +172,12 @@ async def omniq_backend(backend: str, stores: Stores, rows: dict[str, Row], args
     label = "SQLite" if backend == "sqlite" else "PG"
     for cli, what in ((0, "in-process pool"), (1, "1 CLI worker"), (4, "4 CLI workers")):
         row = rows.setdefault(f"{backend}:{cli}", Row(f"omniq {label}, {what}"))
-        rate, busy = await omniq_e2e(stores.url(backend), args.tasks, cli)
-        row.rates.append(rate)
-        row.busy.append(busy)
+        row.add(*await omniq_e2e(stores.url(backend), args.tasks, cli))
         if cli < 4:
             row.pickups += await omniq_pickup(stores.url(backend), args.samples, cli)
     for cli in (1, 4):  # tasks that wait 20 ms: four workers drain four times the slots, unless claims serialise them
         row = rows.setdefault(f"{backend}:{cli}:io", Row(f"omniq {label}, {cli} CLI worker(s), 20 ms I/O tasks"))
-        rate, busy = await omniq_e2e(stores.url(backend), IO_TASKS, cli, wait_io)
-        row.rates.append(rate)
-        row.busy.append(busy)
+        row.add(*await omniq_e2e(stores.url(backend), IO_TASKS, cli, wait_io))
 
 
 # ---- peers ----

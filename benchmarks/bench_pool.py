@@ -106,6 +106,12 @@ def cpu_ticks() -> tuple[int, int]:
     return sum(ticks), ticks[3] + ticks[4]
 
 
+def busy_since(before: tuple[int, int]) -> float:
+    """Return the busy share of the machine's CPU time since ``before`` (a ``cpu_ticks()`` reading)."""
+    total, idle = cpu_ticks()
+    return 1 - (idle - before[1]) / max(total - before[0], 1)
+
+
 def start_worker(url: str) -> subprocess.Popen[bytes]:
     command = [sys.executable, "-m", "omniq_nb", "worker", "--db-url", url, "--concurrency", "4"]
     return subprocess.Popen([*command, "--log-level", "WARNING"])

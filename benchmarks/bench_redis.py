@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import statistics
 import subprocess
 import sys
 import time
@@ -35,7 +34,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import redis
-from bench_pool import cpu_ticks
+from bench_pool import busy_since, cpu_ticks, one_latency, percentiles
 
 import omniq_nb as omniq
 from omniq_nb.models import TaskStatus
@@ -170,13 +169,6 @@ def stop(workers: list[subprocess.Popen[bytes]]) -> None:
         worker.wait(60)
 
 
-async def one_latency(q: omniq.AsyncOmniQ) -> float:
-    submitted = time.monotonic()
-    h = await q.enqueue(time.monotonic)  # returns when the worker started it (CLOCK_MONOTONIC is system-wide)
-    started: float = await h.result(timeout=30)
-    return (started - submitted) * 1000
-
-
 async def pickup_latency(url: str, samples: int) -> list[float]:
     prefix = f"bench-{uuid.uuid4().hex[:8]}"
     store = f"{url}?prefix={prefix}"
@@ -212,20 +204,14 @@ async def drain_rate(url: str, tasks: int, count: int, fn: Callable[[], None] = 
                     return (await q.storage.count())[TaskStatus.SUCCEEDED] >= tasks
 
                 await until(serving, 0.05)
-                start, (total, idle) = time.perf_counter(), cpu_ticks()
+                start, ticks = time.perf_counter(), cpu_ticks()
                 await q.enqueue_many(fn, [() for _ in range(tasks)])
                 await until(drained, 0.01)
-                elapsed, (total_after, idle_after) = time.perf_counter() - start, cpu_ticks()
-                return tasks / elapsed, 1 - (idle_after - idle) / max(total_after - total, 1)
+                return tasks / (time.perf_counter() - start), busy_since(ticks)
             finally:
                 stop(workers)
     finally:
         drop(url, f"{prefix}:*")
-
-
-def percentiles(values: list[float]) -> str:
-    cuts = statistics.quantiles(values, n=20)
-    return f"p50 {statistics.median(values):6.2f} ms  p95 {cuts[18]:6.2f} ms"
 
 
 async def main() -> None:
