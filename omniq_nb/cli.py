@@ -15,7 +15,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
 import msgspec
 
@@ -23,6 +23,7 @@ from omniq_nb.config import WORKER_KINDS, Settings
 from omniq_nb.core import AsyncOmniQ
 from omniq_nb.errors import OmniQError, StorageError
 from omniq_nb.models import TaskStatus
+from omniq_nb.storage.file_base import FileLayout, directory_of
 from omniq_nb.storage.sqlite_file import sqlite_path
 from omniq_nb.terminal import (
     OUTPUT_DROPPED,
@@ -71,17 +72,17 @@ def _missing(settings: Settings) -> str | None:
     The inspecting commands then answer as for an empty store and create nothing: opening
     the store would create it, at what is often a mistyped path.
     """
-    parts = urlsplit(settings.db_url)
-    if parts.scheme == "sqlite":
-        try:
+    scheme = urlsplit(settings.db_url).scheme
+    try:
+        if scheme == "sqlite":
             path = sqlite_path(settings.db_url)
-        except StorageError:
-            return None  # opening says what is wrong with the URL
-        missing = path is not None and not Path(path).exists()
-    elif parts.scheme == "file":
-        missing = not (Path(unquote(parts.path)) / "tasks").is_dir()
-    else:
-        return None
+            missing = path is not None and not Path(path).exists()
+        elif scheme == "file":
+            missing = not FileLayout(directory_of(settings.db_url)).exists()
+        else:
+            return None
+    except StorageError:
+        return None  # opening says what is wrong with the URL
     return f"no store at {settings.db_url} (nothing was created; a queue or a worker creates it)" if missing else None
 
 
