@@ -24,6 +24,7 @@ import aiosqlite
 from omniq_nb.errors import StorageError, StoreLost
 from omniq_nb.opening import OpensAndCloses
 from omniq_nb.storage.sqlite_file import prepare_file, sqlite_path, storage_error
+from omniq_nb.storage.sqlite_inline import InlineConnection
 from omniq_nb.storage.sqlite_schema import BUSY_TIMEOUT_MS, EVENT_TRIGGERS, JOURNAL_SIZE_LIMIT, migrate
 from omniq_nb.storage.wakeup import WakeChannel
 from omniq_nb.urls import redact_url
@@ -55,6 +56,7 @@ class SQLiteConnection(OpensAndCloses):
         self._events = events
         self._synchronous = synchronous
         self._conn: aiosqlite.Connection | None = None
+        self._inline: InlineConnection | None = None  # lone quick statements, run on the loop's thread
         self._transaction = asyncio.Lock()
 
     async def open(self) -> None:
@@ -74,6 +76,8 @@ class SQLiteConnection(OpensAndCloses):
                 opened = os.stat(self._file)
                 self._identity = (opened.st_dev, opened.st_ino)
             await self._configure()
+            if self._file is not None and self._synchronous != "FULL":
+                self._inline = InlineConnection(self._file, synchronous=self._synchronous, events=self._events)
         except sqlite3.Error as exc:
             await self.close()
             raise StorageError(f"cannot open the SQLite store at {self._file or ':memory:'}: {exc}") from exc
@@ -101,6 +105,9 @@ class SQLiteConnection(OpensAndCloses):
         """Close the connection (its thread ends with it)."""
         if self._wakeups is not None:
             self._wakeups.close()
+        if self._inline is not None:
+            self._inline.close()
+            self._inline = None
         conn, self._conn = self._conn, None
         if conn is not None:
             await conn.close()
@@ -146,9 +153,15 @@ class SQLiteConnection(OpensAndCloses):
         return self._conn
 
     async def _fetch(self, sql: str, params: Sequence[Any] = ()) -> builtins.list[Any]:
-        """Run one statement (atomic by itself) under this store's lock; return its rows."""
+        """Run one statement (atomic by itself) under this store's lock; return its rows.
+
+        A quick one runs inline, on the loop's thread (see ``sqlite_inline``); the rest, and any
+        that cannot run there at once, on aiosqlite's thread.
+        """
         async with self._transaction:
             self._check_file()
+            if self._inline is not None and (rows := self._inline.fetch(sql, params)) is not None:
+                return rows
             return await self._run(sql, params)
 
     def _check_file(self) -> None:

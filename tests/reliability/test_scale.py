@@ -70,8 +70,11 @@ async def _get_statements(url: str, task_id: str) -> list[str]:
     async with AsyncOmniQ(db_url=url) as q:
         statements: list[str] = []
         connection = q.storage._db  # type: ignore[attr-defined]  # the real connection: trace, do not replace
+        inline = q.storage._inline._conn  # type: ignore[attr-defined]  # where lone quick statements run
         await connection.set_trace_callback(statements.append)
+        inline.set_trace_callback(statements.append)
         handle = await q.get(task_id)
+        inline.set_trace_callback(None)
         await connection.set_trace_callback(None)
     assert handle.id == task_id
     return statements
