@@ -24,11 +24,11 @@ import logging
 import time
 import weakref
 from collections.abc import Callable, Iterable
-from typing import Protocol
 
 from omniq_nb.errors import StorageError
 from omniq_nb.models import EventKind, Task, TaskEvent
 from omniq_nb.storage.base import Storage
+from omniq_nb.waiters import Waiter, Watched, alive, live
 
 logger = logging.getLogger(__name__)
 
@@ -44,46 +44,6 @@ _PRUNE_AT_LEAST = 1000  # followed ids before ``watch`` drops those whose handle
 
 EventListener = Callable[[TaskEvent], object]
 """A callable given each event; it may be a coroutine function."""
-
-
-class Watched(Protocol):
-    """What the hub keeps current: anything holding a task snapshot (a handle)."""
-
-    id: str
-
-    def _apply_event(self, event: TaskEvent) -> None: ...
-
-    def _apply_task(self, task: Task) -> None: ...
-
-    def done(self) -> bool:
-        """Return True once the task has finished."""
-        ...
-
-    def _finished_row(self) -> Task | None:
-        """Return the task's stored row if it is finished (not a snapshot folded from events)."""
-        ...
-
-
-class _Waiter:
-    """One ``wait_many`` call: the tasks it still waits for and the finished rows it got."""
-
-    __slots__ = ("found", "future", "pending", "until_failure")
-
-    def __init__(self, task_ids: Iterable[str], *, until_failure: bool) -> None:
-        self.pending = set(task_ids)
-        self.found: dict[str, Task | None] = {}
-        self.until_failure = until_failure
-        self.future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-
-    def settle(self, task_id: str, task: Task | None) -> None:
-        """Take one task's outcome (``None``: no such task); wake the caller when it is done waiting."""
-        if task_id not in self.pending:
-            return
-        self.pending.discard(task_id)
-        self.found[task_id] = task
-        failed = task is None or not task.has_value  # no such task: no result either
-        if (not self.pending or (failed and self.until_failure)) and not self.future.done():
-            self.future.set_result(None)
 
 
 class EventHub:
@@ -106,7 +66,7 @@ class EventHub:
         self._finished: dict[str, list[weakref.ref[Watched]]] = {}
         self._swept_at = self._pruned_at = time.monotonic()
         self._prune_at = _PRUNE_AT_LEAST
-        self._waiters: dict[str, list[_Waiter]] = {}
+        self._waiters: dict[str, list[Waiter]] = {}
         self._batch: asyncio.Task[dict[str, Task]] | None = None  # the next read of tasks waits start on
         self._batch_ids: set[str] = set()
         self._cursor = 0
@@ -117,10 +77,12 @@ class EventHub:
         self._pending_callbacks: set[asyncio.Future[object]] = set()
         self._close: dict[str, weakref.ref[Watched]] = {}
         self._closing = False
+        self._hurried = False  # the follower was woken only because a wait began (it then polls sooner, not now)
 
     async def start(self) -> None:
         """Place the cursor at the newest event and start following the store."""
         self._cursor = await self._storage.last_event_seq()
+        self._checked_at = time.monotonic()  # the first safety re-read of awaited tasks comes a second from now
         self._wake = asyncio.Event()
         self._runner = asyncio.get_running_loop().create_task(self._follow(), name="omniq-event-hub")
 
@@ -158,7 +120,7 @@ class EventHub:
         events it read): a process that keeps enqueuing would otherwise keep one entry per
         task ever enqueued between two prunes.
         """
-        self._watched, self._finished = _alive(self._watched), _alive(self._finished)
+        self._watched, self._finished = alive(self._watched), alive(self._finished)
         self._prune_at = max(_PRUNE_AT_LEAST, 2 * (len(self._watched) + len(self._finished)))
 
     def watch_closely(self, handle: Watched) -> None:
@@ -175,7 +137,8 @@ class EventHub:
 
         A task whose finished row a live handle already holds is answered from it (as fresh as
         the handle: a retry by another process is seen at the next poll); the others are read
-        from the store in one batch, then followed through local writes and the store's events.
+        from the store in one batch (but for those a live handle follows through the events),
+        then followed through local writes, the store's events and a re-read once a second.
 
         Args:
             task_ids: the tasks' ids.
@@ -187,24 +150,28 @@ class EventHub:
             TimeoutError: not all finished in time.
 
         """
-        waiter = _Waiter(task_ids, until_failure=until_failure)
+        waiter = Waiter(task_ids, until_failure=until_failure)
         for task_id in list(waiter.pending):
             if (task := self._finished_row(task_id)) is not None:
                 waiter.settle(task_id, task)
         unknown = list(waiter.pending)
         if not unknown or waiter.future.done():
             return waiter.found
-        if not self._waiters and self._wake is not None:
-            self._wake.set()  # poll fast from now on
+        if not self._waiters and self._wake is not None and not self._wake.is_set():
+            self._hurried = True  # poll fast from now on, first in _FAST_POLL: the read below covers now
+            self._wake.set()
         for task_id in unknown:
             self._waiters.setdefault(task_id, []).append(waiter)
+        followed = self._events_recorded and self._runner is not None  # events keep live handles' snapshots current
+        unread = [task_id for task_id in unknown if not (followed and live(self._watched.get(task_id, ())))]
         try:
-            rows = await asyncio.shield(self._batched_read(unknown))
-            for task_id in unknown:
+            rows = await asyncio.shield(self._batched_read(unread)) if unread else {}
+            for task_id in unread:
                 task = rows.get(task_id)
                 if task is None or task.status.is_terminal:
                     waiter.settle(task_id, task)
-            await asyncio.wait_for(waiter.future, timeout)
+            async with asyncio.timeout(timeout):  # awaits the future itself: woken one step sooner than wait_for
+                await waiter.future
             return waiter.found
         finally:
             self._forget(waiter, unknown)
@@ -223,7 +190,7 @@ class EventHub:
         task_ids, self._batch = list(self._batch_ids), None
         return {task.id: task for task in await self._storage.get_many(task_ids)}
 
-    def _forget(self, waiter: _Waiter, task_ids: Iterable[str]) -> None:
+    def _forget(self, waiter: Waiter, task_ids: Iterable[str]) -> None:
         """Stop telling ``waiter`` about ``task_ids``, the tasks it was registered for (it returned or gave up)."""
         for task_id in task_ids:
             waiters = self._waiters.get(task_id, [])
@@ -249,6 +216,7 @@ class EventHub:
         pool settles), and what other processes do through the fast poll.
         """
         if self._wake is not None and (self._listeners or self._close):
+            self._hurried = False
             self._wake.set()
 
     async def close(self) -> None:
@@ -269,7 +237,6 @@ class EventHub:
         self._waiters.clear()
 
     async def _follow(self) -> None:
-        assert self._wake is not None
         failing = False  # a store that stays unreachable is reported once, not at every poll
         while not self._closing:
             try:
@@ -282,13 +249,27 @@ class EventHub:
                 failing = True
             except Exception:
                 logger.exception("polling the store for events failed; retrying")
+            await self._pause()
+
+    async def _pause(self) -> None:
+        """Wait for a nudge or the interval, which follows who waits (a wait that begins restarts it)."""
+        assert self._wake is not None
+        clock = asyncio.get_running_loop().time
+        start = clock()
+        while True:
             self._wake.clear()
             interval = _FAST_POLL if self._waiters else _CLOSE_POLL if self._close else self._poll_interval
+            if (left := start + interval - clock()) <= 0:
+                return
             woken = asyncio.ensure_future(self._wake.wait())
             try:
-                await asyncio.wait({woken}, timeout=interval)
+                nudged, _ = await asyncio.wait({woken}, timeout=left)
             finally:
                 woken.cancel()
+            if self._closing or (nudged and not self._hurried):
+                return
+            if self._hurried:
+                start, self._hurried = clock(), False
 
     async def _poll(self) -> None:
         if self._events_recorded:
@@ -299,11 +280,11 @@ class EventHub:
             self.deliver(await self._storage.get_many(self._to_recheck()))
         if not self._waiters or now - self._pruned_at >= _PRUNE_EVERY:  # while results are awaited, once a second
             self._pruned_at = now
-            self._watched = _alive(self._watched)
+            self._watched = alive(self._watched)
         self._close = {i: ref for i, ref in self._close.items() if (h := ref()) is not None and not h.done()}
         if now - self._swept_at >= _SWEEP_EVERY:
             self._swept_at = now
-            self._finished = _alive(self._finished)
+            self._finished = alive(self._finished)
         if not self._events_recorded and self._watched:
             self.deliver(await self._storage.get_many(list(self._watched)))
 
@@ -331,7 +312,7 @@ class EventHub:
             self._cursor = events[-1].seq
             reread: set[str] = set()  # tasks whose row handles need: finished ones, and finished ones retried
             for event in events:
-                for handle in self._handles(event.task_id):
+                for handle in live(self._watched.get(event.task_id, ())):
                     handle._apply_event(event)
                 self._tell_listeners(event)
                 awaited = event.task_id in self._waiters or event.task_id in self._watched
@@ -363,9 +344,6 @@ class EventHub:
                 for waiter in self._waiters.pop(task.id, ()):
                     waiter.settle(task.id, task)
 
-    def _handles(self, task_id: str) -> list[Watched]:
-        return [handle for ref in self._watched.get(task_id, ()) if (handle := ref()) is not None]
-
     def _tell_listeners(self, event: TaskEvent) -> None:
         for listener in list(self._listeners):
             try:
@@ -386,11 +364,6 @@ async def _cancel(job: asyncio.Task[None], *, within: float, every: float = 0.05
     while (left := deadline - asyncio.get_running_loop().time()) > 0 and not job.done():
         job.cancel()
         await asyncio.wait([job], timeout=min(every, left))
-
-
-def _alive(followed: dict[str, list[weakref.ref[Watched]]]) -> dict[str, list[weakref.ref[Watched]]]:
-    """Return ``followed`` without the tasks all of whose handles are gone."""
-    return {i: refs for i, refs in followed.items() if any(ref() is not None for ref in refs)}
 
 
 def _retrieve(read: asyncio.Task[dict[str, Task]]) -> None:

@@ -152,7 +152,7 @@ class TaskHandle:
             TimeoutError: the task did not finish within ``timeout``.
 
         """
-        return self._queue.bridge.call(self._queue.result, self.id, timeout=timeout)
+        return self._queue.bridge.call(_result_of, self, timeout)
 
     def cancel(self) -> Any:
         """Cancel the task; return True if it is now cancelled (a coroutine from ``AsyncOmniQ``)."""
@@ -381,3 +381,8 @@ async def _on_queue_loop(queue: QueueCalls, coroutine: Coroutine[Any, Any, Any])
     if asyncio.get_running_loop() is queue.loop:
         return await coroutine
     return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coroutine, queue.loop))
+
+
+async def _result_of(handle: TaskHandle, timeout: float | None) -> Any:
+    """Wait for ``handle``'s result, keeping the handle alive meanwhile (the hub follows it, no read needed)."""
+    return await handle._queue.result(handle.id, timeout=timeout)

@@ -41,6 +41,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
         (
             "bridge",
             "events",
+            "waiters",
             "handles",
             "building",
             "results",

@@ -51,6 +51,17 @@ async def test_result_of_a_task_finished_in_this_process_reads_no_row(sqlite_url
         assert store.reads == before
 
 
+async def test_awaiting_handles_this_process_follows_reads_no_row(sqlite_url: str) -> None:
+    store = CountingStorage(sqlite_url)
+    async with AsyncOmniQ(storage=store) as q:
+        handles = [await q.enqueue(add, i, 1) for i in range(5)]
+        before = store.reads
+        async with AsyncWorkerPool(q, concurrency=2, kind="async"):
+            assert [await h.result(timeout=10) for h in handles] == [1, 2, 3, 4, 5]
+            assert await (await q.enqueue(add, 2, 2)).result(timeout=10) == 4  # the handle lives while it waits
+        assert store.reads == before  # the events keep their snapshots current: no read when a wait begins
+
+
 async def test_waits_started_together_read_their_rows_in_one_batch(sqlite_url: str) -> None:
     store = CountingStorage(sqlite_url)
     async with AsyncOmniQ(storage=store) as q:
