@@ -58,6 +58,8 @@ class WakeChannel:
             self._sender = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
             self._sender.setblocking(False)
         for name in self._peers:
+            if self._entry is not None and name == self._entry.name:
+                continue  # this store's own writes wake its pools directly (``on_local_write``)
             try:
                 self._sender.sendto(b"!", "\0" + self._prefix + name)
             except ConnectionRefusedError:  # its process is gone: forget it
