@@ -284,7 +284,8 @@ class AsyncOmniQ(QueueAdmin, ResultReading, HistoryReading, OpensAndCloses):
         await self.storage.insert(tasks)
         self.publish(tasks)
         moved = {task.id: task for task in await graph.followed(graph.arm(self.storage, tasks), "new tasks")}
-        self.publish(builtins.list(moved.values()))
+        if moved:
+            self.publish(builtins.list(moved.values()))
         return [moved.get(task.id, task) for task in tasks]
 
     async def get(self, task_id: str, /) -> TaskHandle:

@@ -138,19 +138,24 @@ async def settle_dependents(storage: Storage, finished: Iterable[Task]) -> built
         waiting = [task for task in await storage.dependents(builtins.list(known)) if task.status is TaskStatus.WAITING]
         if not waiting:
             break
-        step = await _move(storage, waiting, known)
+        step, _ = await _move(storage, waiting, known)
         moved += step
         known = {task.id: task for task in step if task.status.is_terminal}
     return moved
 
 
 async def arm(storage: Storage, tasks: Sequence[Task]) -> builtins.list[Task]:
-    """Move on the just-inserted waiting ``tasks`` whose dependencies already finished; return those moved."""
+    """Move on the just-inserted waiting ``tasks`` whose dependencies already finished; return those moved.
+
+    Those that the follow-up of a dependency finishing meanwhile moved first are returned too,
+    read again: the caller makes handles of them, which must not show them still waiting.
+    """
     waiting = [task for task in tasks if task.status is TaskStatus.WAITING]
     if not waiting:
         return []
-    moved = await _move(storage, waiting)
-    return moved + await settle_dependents(storage, moved)
+    moved, taken = await _move(storage, waiting)
+    fresh = await storage.get_many(taken) if taken else []  # their rows as they are now, for the new handles
+    return moved + await settle_dependents(storage, moved) + fresh
 
 
 async def rearm_dependents(storage: Storage, retried: Task) -> builtins.list[Task]:
@@ -214,19 +219,23 @@ async def followed(step: Awaitable[builtins.list[Task]], what: str) -> builtins.
 async def sweep(storage: Storage, *, limit: int = 1000) -> builtins.list[Task]:
     """Move on waiting tasks whose dependencies all finished (a process died before it did); return them."""
     waiting = await storage.list(statuses=[TaskStatus.WAITING], limit=limit)
-    moved = await _move(storage, waiting)
+    moved, _ = await _move(storage, waiting)
     return moved + await settle_dependents(storage, moved)
 
 
 async def _move(
     storage: Storage, waiting: Sequence[Task], known: Mapping[str, Task] | None = None
-) -> builtins.list[Task]:
+) -> tuple[builtins.list[Task], builtins.list[str]]:
     """Read the dependencies of ``waiting`` tasks and apply the moves they call for.
 
     ``known`` rows (the tasks that just finished) are not read again. First each task's last
     other dependency is read, the likeliest to be unfinished (dependencies run in enqueue
     order): a task it shows unfinished waits on, unread further, so a task waiting for
     thousands costs one row per wake-up, not all of them. The rest read all they need.
+
+    Returns:
+        The tasks moved, and the ids of those another writer moved first (the follow-up of a
+        dependency that finished meanwhile).
     """
     rows = dict(known or {})
 
@@ -241,7 +250,8 @@ async def _move(
     deciding = [task for task in waiting if not any(_unfinished(rows.get(i)) for i in task.depends_on)]
     await read(task_id for task in deciding for task_id in task.depends_on)
     moves = [move for task in deciding if (move := dependency_move(task, rows)) is not None]
-    return await storage.move_dependents(moves) if moves else []
+    applied = await storage.move_dependents(moves) if moves else []
+    return applied, sorted({move.task_id for move in moves} - {task.id for task in applied})
 
 
 def _unfinished(row: Task | None) -> bool:

@@ -322,6 +322,7 @@ class AsyncWorkerPool:
             if tasks:
                 self._host.publish(tasks)
                 await self._hand_back_unstarted(unstarted)
+                await asyncio.sleep(0)  # the new runs start (a thread gets its call) before the next claim
                 continue
             await self._idle()
 
