@@ -7,7 +7,8 @@ statement here, on a connection of its own run inline, that may neither wait nor
 
 - its busy timeout is 0: a write lock held by another connection fails it at once;
 - a progress handler interrupts it after ``_BUDGET`` steps of SQLite's virtual machine
-  (well under a millisecond); statements with many parameters (batches) are not tried;
+  (well under a millisecond), and the same statement is not tried inline again for its next
+  ``_LONG_SKIPS`` runs; statements with many parameters (batches) are not tried;
 - it runs only the first ``_BURST`` statements after the store was quiet for ``_QUIET``
   seconds: a lone enqueue, claim and settle, where a person waits for the answer. A busy
   store keeps using aiosqlite's thread, where the statements run beside the loop's own work
@@ -37,6 +38,8 @@ _STEPS = 1_000  # virtual-machine steps between calls of the progress handler
 _BUDGET = 20  # calls of the progress handler before a statement is interrupted (about 20,000 steps)
 _MAX_PARAMS = 64  # statements with more parameters are batches: straight to the thread
 _THREAD_EVERY = 64  # one statement in this many goes to the thread, whose commits checkpoint the log
+_LONG_SKIPS = 64  # runs of an interrupted statement that go straight to the thread
+_LONG_KEPT = 256  # interrupted statements remembered at most (then forgotten all at once)
 _QUIET = 0.005  # seconds without a statement after which the next ones run inline
 _BURST = 8  # statements run inline after a quiet spell (an enqueue, its claim and its settle fit)
 _QUICK = ("SELECT", "INSERT", "UPDATE", "DELETE", "WITH")  # not PRAGMA: checkpoints and checks stay on the thread
@@ -74,6 +77,7 @@ class InlineConnection:
         self._quiet, self._burst_size = quiet, burst
         self._last = -math.inf  # when the previous statement was asked for (monotonic)
         self._burst = 0  # statements still to run inline in this burst
+        self._long: dict[str, int] = {}  # statements interrupted here: runs left before the next try
 
     def fetch(self, sql: str, params: Sequence[Any]) -> list[Any] | None:
         """Run one statement here and return its rows, or ``None``: run it on the thread instead.
@@ -95,12 +99,19 @@ class InlineConnection:
             return None
         if not sql.lstrip()[:6].upper().startswith(_QUICK):
             return None
+        if skips := self._long.get(sql):
+            self._long[sql] = skips - 1
+            return None
         self._steps = 0
         try:
             return self._conn.execute(sql, params).fetchall()
         except sqlite3.IntegrityError:
             raise
         except sqlite3.Error:
+            if self._steps > _BUDGET:  # interrupted: it is long, at least with such parameters
+                if len(self._long) >= _LONG_KEPT:
+                    self._long.clear()
+                self._long[sql] = _LONG_SKIPS
             return None
 
     def close(self) -> None:
