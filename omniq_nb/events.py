@@ -25,7 +25,7 @@ import time
 import weakref
 from collections.abc import Callable, Iterable
 
-from omniq_nb.errors import StorageError
+from omniq_nb.errors import StorageError, StoreLost
 from omniq_nb.models import EventKind, Task, TaskEvent
 from omniq_nb.storage.base import Storage
 from omniq_nb.waiters import Waiter, Watched, alive, live
@@ -78,6 +78,7 @@ class EventHub:
         self._close: dict[str, weakref.ref[Watched]] = {}
         self._closing = False
         self._hurried = False  # the follower was woken only because a wait began (it then polls sooner, not now)
+        self._failure: StorageError | None = None  # why the follower's last poll failed
 
     async def start(self) -> None:
         """Place the cursor at the newest event and start following the store."""
@@ -162,7 +163,8 @@ class EventHub:
             self._wake.set()
         for task_id in unknown:
             self._waiters.setdefault(task_id, []).append(waiter)
-        followed = self._events_recorded and self._runner is not None  # events keep live handles' snapshots current
+        # the events keep live handles' snapshots current, as long as the follower reads them
+        followed = self._events_recorded and self._runner is not None and self._failure is None
         unread = [task_id for task_id in unknown if not (followed and live(self._watched.get(task_id, ())))]
         try:
             rows = await asyncio.shield(self._batched_read(unread)) if unread else {}
@@ -241,12 +243,16 @@ class EventHub:
         while not self._closing:
             try:
                 await self._poll()
-                failing = False
+                failing, self._failure = False, None
             except asyncio.CancelledError:
                 raise
             except StorageError as exc:  # the store's own one-line message says what is wrong
                 (logger.debug if failing else logger.error)("polling the store for events failed; retrying: %s", exc)
-                failing = True
+                failing, self._failure = True, exc
+                if isinstance(exc, StoreLost):  # for good: no awaited task can finish any more
+                    for waiters in list(self._waiters.values()):
+                        for waiter in waiters:
+                            waiter.fail(exc)
             except Exception:
                 logger.exception("polling the store for events failed; retrying")
             await self._pause()
@@ -255,7 +261,7 @@ class EventHub:
         """Wait for a nudge or the interval, which follows who waits (a wait that begins restarts it)."""
         assert self._wake is not None
         clock = asyncio.get_running_loop().time
-        start = clock()
+        start, self._hurried = clock(), False
         while True:
             self._wake.clear()
             interval = _FAST_POLL if self._waiters else _CLOSE_POLL if self._close else self._poll_interval
@@ -268,7 +274,7 @@ class EventHub:
                 woken.cancel()
             if self._closing or (nudged and not self._hurried):
                 return
-            if self._hurried:
+            if nudged:  # only a wait began: the fast interval, from now
                 start, self._hurried = clock(), False
 
     async def _poll(self) -> None:
@@ -277,7 +283,12 @@ class EventHub:
         now = time.monotonic()
         if self._waiters and (not self._events_recorded or now - self._checked_at >= _RECHECK_EVERY):
             self._checked_at = now
-            self.deliver(await self._storage.get_many(self._to_recheck()))
+            wanted = self._to_recheck()
+            rows = await self._storage.get_many(wanted)
+            self.deliver(rows)
+            for task_id in set(wanted) - {task.id for task in rows}:  # purged: there is no result to wait for
+                for waiter in self._waiters.pop(task_id, ()):
+                    waiter.settle(task_id, None)
         if not self._waiters or now - self._pruned_at >= _PRUNE_EVERY:  # while results are awaited, once a second
             self._pruned_at = now
             self._watched = alive(self._watched)

@@ -60,6 +60,11 @@ class Waiter:
         if (not self.pending or (failed and self.until_failure)) and not self.future.done():
             self.future.set_result(None)
 
+    def fail(self, exc: BaseException) -> None:
+        """End the wait with ``exc`` (the store is gone: nothing awaited can finish any more)."""
+        if not self.future.done():
+            self.future.set_exception(exc)
+
 
 def alive(followed: dict[str, list[weakref.ref[Watched]]]) -> dict[str, list[weakref.ref[Watched]]]:
     """Return ``followed`` without the tasks all of whose handles are gone."""

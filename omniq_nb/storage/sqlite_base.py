@@ -76,7 +76,7 @@ class SQLiteConnection(OpensAndCloses):
                 opened = os.stat(self._file)
                 self._identity = (opened.st_dev, opened.st_ino)
             await self._configure()
-            if self._file is not None and self._synchronous != "FULL":
+            if self._file is not None and self._synchronous.upper() != "FULL":
                 self._inline = InlineConnection(self._file, synchronous=self._synchronous, events=self._events)
         except sqlite3.Error as exc:
             await self.close()

@@ -13,9 +13,12 @@ statement here, on a connection of its own run inline, that may neither wait nor
   seconds: a lone enqueue, claim and settle, where a person waits for the answer. A busy
   store keeps using aiosqlite's thread, where the statements run beside the loop's own work
   (on two cores that is faster than running both on the loop's thread);
+- statements with a large value (an argument or result of more than ``_MAX_BYTES``) go to
+  the thread: writing it is long whatever the steps say;
 - it never checkpoints the write-ahead log (that copies and syncs pages): every
-  ``_THREAD_EVERY``-th statement goes to the thread's connection, whose commits run
-  SQLite's automatic checkpoints as before.
+  ``_THREAD_EVERY``-th write goes to the thread's connection, whose commits run SQLite's
+  automatic checkpoints as before (and shrink the log to ``journal_size_limit``, which this
+  connection keeps too).
 
 A statement that fails here for any reason but a constraint was rolled back as a whole (it
 is one statement in autocommit mode): the caller runs it on aiosqlite's thread, which waits
@@ -32,12 +35,13 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from omniq_nb.storage.sqlite_schema import EVENT_TRIGGERS
+from omniq_nb.storage.sqlite_schema import BUSY_TIMEOUT_MS, EVENT_TRIGGERS, JOURNAL_SIZE_LIMIT
 
 _STEPS = 1_000  # virtual-machine steps between calls of the progress handler
 _BUDGET = 20  # calls of the progress handler before a statement is interrupted (about 20,000 steps)
 _MAX_PARAMS = 64  # statements with more parameters are batches: straight to the thread
-_THREAD_EVERY = 64  # one statement in this many goes to the thread, whose commits checkpoint the log
+_MAX_BYTES = 64 * 1024  # statements with a longer bytes or str value: straight to the thread
+_THREAD_EVERY = 64  # one write in this many goes to the thread, whose commits checkpoint the log
 _LONG_SKIPS = 64  # runs of an interrupted statement that go straight to the thread
 _LONG_KEPT = 256  # interrupted statements remembered at most (then forgotten all at once)
 _QUIET = 0.005  # seconds without a statement after which the next ones run inline
@@ -61,19 +65,20 @@ class InlineConnection:
     def __init__(
         self, path: str, *, synchronous: str, events: bool, quiet: float = _QUIET, burst: int = _BURST
     ) -> None:
-        self._conn = sqlite3.connect(path, isolation_level=None)
+        self._conn = sqlite3.connect(path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000)
         try:
-            self._conn.execute("PRAGMA busy_timeout = 0")
             self._conn.execute("PRAGMA wal_autocheckpoint = 0")
+            self._conn.execute(f"PRAGMA journal_size_limit = {JOURNAL_SIZE_LIMIT}")
             self._conn.execute(f"PRAGMA synchronous = {synchronous}")
             if events:
                 self._conn.executescript(EVENT_TRIGGERS)
+            self._conn.execute("PRAGMA busy_timeout = 0")  # from now on: set up, it may wait like the store
         except BaseException:
             self._conn.close()
             raise
         self._conn.set_progress_handler(self._step, _STEPS)
         self._steps = 0
-        self._count = 0
+        self._writes = 0
         self._quiet, self._burst_size = quiet, burst
         self._last = -math.inf  # when the previous statement was asked for (monotonic)
         self._burst = 0  # statements still to run inline in this burst
@@ -83,24 +88,15 @@ class InlineConnection:
         """Run one statement here and return its rows, or ``None``: run it on the thread instead.
 
         ``None`` when the store is busy (no quiet spell before this burst), when the statement
-        is a batch or not a plain query, when it is this one's turn for the thread, or when it
-        failed here (busy, too long, or any other error).
+        is a batch, holds a large value or is not a plain query, when it is this write's turn
+        for the thread, or when it failed here (busy, too long, or any other error).
 
         Raises:
             sqlite3.IntegrityError: a constraint refused the statement (a duplicate id), as
                 the thread's connection would have said.
 
         """
-        now, self._count = time.monotonic(), self._count + 1
-        if now - self._last > self._quiet:
-            self._burst = self._burst_size
-        self._last, self._burst = now, self._burst - 1
-        if self._burst < 0 or self._count % _THREAD_EVERY == 0 or len(params) > _MAX_PARAMS:
-            return None
-        if not sql.lstrip()[:6].upper().startswith(_QUICK):
-            return None
-        if skips := self._long.get(sql):
-            self._long[sql] = skips - 1
+        if not self._eligible(sql, params):
             return None
         self._steps = 0
         try:
@@ -113,6 +109,26 @@ class InlineConnection:
                     self._long.clear()
                 self._long[sql] = _LONG_SKIPS
             return None
+
+    def _eligible(self, sql: str, params: Sequence[Any]) -> bool:
+        """Return whether to try this statement here (counting it in the burst, the writes, the skips)."""
+        now = time.monotonic()
+        if now - self._last > self._quiet:
+            self._burst = self._burst_size
+        self._last, self._burst = now, self._burst - 1
+        verb = sql.lstrip()[:6].upper()
+        if self._burst < 0 or len(params) > _MAX_PARAMS or not verb.startswith(_QUICK):
+            return False
+        if any(isinstance(value, (bytes, str)) and len(value) > _MAX_BYTES for value in params):
+            return False
+        if verb != "SELECT":
+            self._writes += 1
+            if self._writes % _THREAD_EVERY == 0:
+                return False
+        if skips := self._long.get(sql):
+            self._long[sql] = skips - 1
+            return False
+        return True
 
     def close(self) -> None:
         """Close the connection."""

@@ -15,6 +15,7 @@ from emulated_worker import add, boom_error, claim, fail, succeed
 from processes import Processes
 
 from omniq_nb import AsyncOmniQ, AsyncWorkerPool, GroupHandle, Task, TaskFailed, TaskNotFound
+from omniq_nb.errors import StoreLost
 from omniq_nb.storage.sqlite import SQLiteStorage
 
 pytestmark = pytest.mark.anyio
@@ -60,6 +61,23 @@ async def test_awaiting_handles_this_process_follows_reads_no_row(sqlite_url: st
             assert [await h.result(timeout=10) for h in handles] == [1, 2, 3, 4, 5]
             assert await (await q.enqueue(add, 2, 2)).result(timeout=10) == 4  # the handle lives while it waits
         assert store.reads == before  # the events keep their snapshots current: no read when a wait begins
+
+
+async def test_a_followed_handle_whose_task_is_purged_ends_its_wait_with_task_not_found(sqlite_url: str) -> None:
+    async with AsyncOmniQ(db_url=sqlite_url) as q:
+        h = await q.enqueue(add, 1, 2)  # no worker: it stays pending, followed through the events
+        assert await q.purge(everything=True) == 1
+        with pytest.raises(TaskNotFound):
+            await h.result(timeout=30)  # the safety re-read finds no row (a purge records no event)
+
+
+async def test_a_followed_handle_whose_store_file_is_deleted_ends_its_wait_with_store_lost(tmp_path: Path) -> None:
+    path = tmp_path / "q.db"
+    async with AsyncOmniQ(db_url=f"sqlite:///{path}") as q:
+        h = await q.enqueue(add, 1, 2)
+        path.unlink()
+        with pytest.raises(StoreLost):
+            await h.result(timeout=30)  # the follower's next poll finds the store gone, and says so
 
 
 async def test_waits_started_together_read_their_rows_in_one_batch(sqlite_url: str) -> None:

@@ -12,7 +12,8 @@ import pytest
 
 from omniq_nb.models import Task, TaskStatus
 from omniq_nb.storage.sqlite import SQLiteStorage
-from omniq_nb.storage.sqlite_inline import InlineConnection
+from omniq_nb.storage.sqlite_inline import _MAX_BYTES, InlineConnection
+from omniq_nb.storage.sqlite_schema import JOURNAL_SIZE_LIMIT
 
 pytestmark = pytest.mark.anyio
 
@@ -76,6 +77,10 @@ def test_the_inline_connection_gives_up_a_long_statement_and_runs_short_ones(tmp
         assert conn.fetch("SELECT 1 + ?", (1,)) == [(2,)]
         assert conn.fetch("PRAGMA wal_checkpoint(TRUNCATE)", ()) is None  # checkpoints never run inline
         assert conn.fetch("SELECT " + ", ".join("?" * 65), tuple(range(65))) is None  # a batch goes to the thread
+        assert conn.fetch("SELECT length(?)", (b"x" * (_MAX_BYTES + 1),)) is None  # so does a large value
+        assert conn.fetch("SELECT length(?)", (b"x" * _MAX_BYTES,)) == [(_MAX_BYTES,)]
+        # when this connection restarts the log, it shrinks it as the store's own connection would
+        assert conn._conn.execute("PRAGMA journal_size_limit").fetchall() == [(JOURNAL_SIZE_LIMIT,)]
     finally:
         conn.close()
 
