@@ -239,16 +239,17 @@ class EventHub:
         self._waiters.clear()
 
     async def _follow(self) -> None:
-        failing = False  # a store that stays unreachable is reported once, not at every poll
         while not self._closing:
             try:
                 await self._poll()
-                failing, self._failure = False, None
+                self._failure = None
             except asyncio.CancelledError:
                 raise
             except StorageError as exc:  # the store's own one-line message says what is wrong
-                (logger.debug if failing else logger.error)("polling the store for events failed; retrying: %s", exc)
-                failing, self._failure = True, exc
+                # a store that stays unreachable is reported once, not at every poll
+                log = logger.debug if self._failure is not None else logger.error
+                log("polling the store for events failed; retrying: %s", exc)
+                self._failure = exc
                 if isinstance(exc, StoreLost):  # for good: no awaited task can finish any more
                     for waiters in list(self._waiters.values()):
                         for waiter in waiters:
