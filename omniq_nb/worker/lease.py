@@ -74,6 +74,11 @@ class LeaseKeeper:
             if self._leases.get(task_id) == token:
                 del self._leases[task_id]
 
+    def held(self) -> dict[str, str]:
+        """Return the leases being renewed: ``{task_id: lease_token}``."""
+        with self._lock:
+            return dict(self._leases)
+
     def stop(self) -> None:
         """Stop renewing and wait for the thread to close its connection."""
         self._stopped.set()

@@ -5,8 +5,11 @@ loop of the pool fail at once: the claims, the outcome writes, the lease renewal
 heartbeats (on their own thread), the upkeep. They all report to one ``StoreLink``, which
 logs the change of state once ("lost", then "back") and the repeated failures in between
 only at debug level. Running tasks go on meanwhile; their outcomes wait in the writer, and
-their leases are renewed again once the store answers (a lease that ran out meanwhile was
-rescued elsewhere, and the late outcome is refused by its fence).
+their leases (held until the outcome is stored) are renewed again once the store answers.
+The pool's own upkeep never rescues a lease the pool renews, and rescues nothing else for
+one lease after the store came back, so that workers cut off by the same outage renew first.
+A lease rescued elsewhere all the same (that worker was cut off longer) refuses the late
+outcome by its fence.
 
 A failure counts only if its call began after the last change of state, and so does a
 success: a call that was already waiting when the store came back (or went away) says
@@ -42,12 +45,20 @@ class StoreLink:
         self._lock = threading.Lock()
         self._lost_at: float | None = None
         self._changed_at = time.monotonic()
+        self._back_at: float | None = None
         self._failures = 0
 
     @property
     def lost(self) -> bool:
         """Return whether the store is unreachable (since the last failure, with no success after it)."""
         return self._lost_at is not None
+
+    def steady_for(self) -> float:
+        """Return the seconds since the store answered again after its last outage (infinite if none; 0 while lost)."""
+        with self._lock:
+            if self._lost_at is not None:
+                return 0.0
+            return float("inf") if self._back_at is None else time.monotonic() - self._back_at
 
     def backoff(self) -> float:
         """Return how long a loop should pause before trying again (grows while the store stays lost)."""
@@ -92,4 +103,5 @@ class StoreLink:
             if self._lost_at is None or started < self._changed_at:
                 return
             down, self._lost_at, self._changed_at, self._failures = now - self._lost_at, None, now, 0
+            self._back_at = now
         logger.warning("worker %s reached its store %s again after %.1f s; resuming", self._name, self._url, down)

@@ -16,6 +16,7 @@ import os
 import secrets
 import socket
 import time
+from collections.abc import Callable, Mapping
 
 from omniq_nb import graph
 from omniq_nb.errors import StorageError
@@ -52,6 +53,11 @@ class Maintenance:
             token); unique per runner.
         link: the pool's ``StoreLink``: store failures are reported there (logged once per
             outage) instead of each being logged.
+        held: returns the leases this process's pool renews (``{task_id: lease_token}``): they
+            are alive, and never rescued here, even when the store saw them run out (an outage
+            kept their renewals, or their outcomes, from reaching it).
+        grace: seconds after the link's store answers again during which nothing is rescued,
+            so that workers cut off by the same outage renew their leases first.
 
     Example:
         >>> import asyncio, omniq_nb as omniq
@@ -69,8 +75,10 @@ class Maintenance:
         purge_interval: float = _PURGE_INTERVAL,
         runner: str | None = None,
         link: StoreLink | None = None,
+        held: Callable[[], Mapping[str, str]] = dict,
+        grace: float = 0.0,
     ) -> None:
-        self._host, self._link = host, link
+        self._host, self._link, self._held, self._grace = host, link, held, grace
         self._interval = interval
         self._purge_interval = purge_interval
         self.runner = runner or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
@@ -130,9 +138,15 @@ class Maintenance:
             await asyncio.sleep(self._interval)
 
     async def rescue(self) -> None:
-        """Settle up to a batch of tasks whose lease ran out: retried with backoff, or failed as lost."""
+        """Settle up to a batch of tasks whose lease ran out: retried with backoff, or failed as lost.
+
+        Leases this process renews are left alone, and so is everything within ``grace`` of an outage.
+        """
+        if self._link is not None and self._link.steady_for() < self._grace:
+            return
         storage = self._host.storage
-        lost = await storage.expired_leases(limit=_RESCUE_BATCH)
+        held = self._held()
+        lost = [t for t in await storage.expired_leases(limit=_RESCUE_BATCH) if held.get(t.id) != t.lease_token]
         if not lost:
             return
         now = await storage.now()

@@ -36,6 +36,9 @@ class OutcomeWriter:
             outcomes while many are), and ``lease_of(task_id)``: the lease token of a running
             task, or ``None`` once it ended.
         lease_of: see ``running``.
+        written: called with ``(task_id, lease_token)`` once an outcome was stored (or refused by
+            its fence): until then the run's lease is renewed, so that an outcome waiting out a
+            store outage is not rescued from under it.
         link: where store failures are reported (logged once per outage), or ``None``: log each.
     """
 
@@ -45,12 +48,14 @@ class OutcomeWriter:
         name: str,
         running: Callable[[], int],
         lease_of: Callable[[str], str | None],
+        written: Callable[[str, str], None],
         link: StoreLink | None = None,
     ) -> None:
         self._host, self._name, self._link = host, name, link
-        self._running, self._lease_of = running, lease_of
+        self._running, self._lease_of, self._written = running, lease_of, written
         # result, successor, seconds run, attempt (two attempts of one task may share a batch)
         self._results: list[tuple[TaskResult, Task | None, float, int]] = []
+        self._unwritten: set[tuple[str, str]] = set()  # (task id, lease token) of the outcomes in _results
         self._progress: dict[str, Progress] = {}  # the latest unwritten report of each task
         self._flush = asyncio.Event()
         self._draining = False  # set once every run has ended: ``write_loop`` may then finish
@@ -73,7 +78,12 @@ class OutcomeWriter:
             )
         final = result.status is not TaskStatus.PENDING
         self._results.append((result, successor(task, now=now) if final else None, seconds, task.attempt))
+        self._unwritten.add((result.task_id, result.lease_token))
         self._flush.set()
+
+    def holds(self, task_id: str, lease_token: str) -> bool:
+        """Return whether an outcome of this lease waits to be stored (``written`` is called once it is)."""
+        return (task_id, lease_token) in self._unwritten
 
     def reporter(self, task_id: str) -> Callable[[Progress], None]:
         """Return the progress callback of one task: callable from any thread (one dict assignment)."""
@@ -144,6 +154,8 @@ class OutcomeWriter:
             raise
         kept = {(t.id, t.attempt) for t in accepted}  # a rescued attempt's late outcome shares its task id
         for result, _, seconds, attempt in batch:
+            self._unwritten.discard((result.task_id, result.lease_token))
+            self._written(result.task_id, result.lease_token)
             if (result.task_id, attempt) in kept:
                 logger.info("task %s %s in %.3f s", result.task_id, result.status.value, seconds)
             else:

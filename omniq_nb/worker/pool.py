@@ -121,13 +121,24 @@ class AsyncWorkerPool:
         self._executors = Executors(queue.serializer, settings.secret, self.concurrency)
         self._link = StoreLink(self.name, queue.storage.url)
         self._writer = OutcomeWriter(
-            queue, self.name, lambda: len(self._runs.by_task), lambda task_id: self._runs.lease_of(task_id), self._link
+            queue,
+            self.name,
+            lambda: len(self._runs.by_task),
+            lambda task_id: self._runs.lease_of(task_id),
+            lambda task_id, token: self._runs.written(task_id, token),
+            self._link,
         )
         self._kept = OutputKeeper(queue)
         self._runs = Runs(
             self.concurrency, self.kind, self._executors, self._writer, output, queue.storage.get_many, self._kept
         )
-        self._maintenance = Maintenance(queue, interval=min(_MAINTENANCE_INTERVAL, self.lease / 2), link=self._link)
+        self._maintenance = Maintenance(
+            queue,
+            interval=min(_MAINTENANCE_INTERVAL, self.lease / 2),
+            link=self._link,
+            held=lambda: self._keeper.held() if self._keeper is not None else {},
+            grace=self.lease,
+        )
         self._keeper: LeaseKeeper | None = None
         self._loops: list[asyncio.Task[None]] = []
         self._keeping: asyncio.Task[None] | None = None

@@ -178,7 +178,10 @@ async def test_a_restarted_server_loses_no_acknowledged_task_and_the_worker_reco
 
         deadline = time.monotonic() + DRAIN_WAIT
         while not await all_done():
-            assert time.monotonic() < deadline, f"not all acknowledged tasks ran: {await q.storage.count()}"
+            if time.monotonic() > deadline:
+                failed = await q.storage.list(statuses=[TaskStatus.FAILED], limit=10)
+                errors = [t.error.message for t in failed if t.error]
+                raise AssertionError(f"not all acknowledged tasks ran: {await q.storage.count()}; {errors}")
             await asyncio.sleep(0.1)
         stored = {t.id: t for t in await q.storage.get_many(acknowledged)}
     assert len(acknowledged) >= (BATCHES - 2) * BATCH
@@ -186,6 +189,33 @@ async def test_a_restarted_server_loses_no_acknowledged_task_and_the_worker_reco
     assert done_before <= {task_id for task_id, t in stored.items() if t.status is TaskStatus.SUCCEEDED}
     ran = {run.task_id for run in harness.runs(log)}
     assert set(acknowledged) <= ran
+
+
+def test_an_outcome_that_waited_out_a_server_restart_keeps_its_lease_and_lands(
+    private_server: PrivateServer, procs: Processes, tmp_path: Path, wait_until_sync
+) -> None:
+    """The run ended while the server was down, and stayed down past the lease: the outcome still counts.
+
+    The worker renews the lease of a run until its outcome is stored, and its own upkeep never
+    rescues a lease it renews, so the task is not failed as "worker lost" (no retries) when the
+    server comes back: its result is the one the run returned.
+    """
+    url = f"{private_server.url}?prefix=outage"
+    log, gate, lease = tmp_path / "runs.log", tmp_path / "gate", 2.0
+    worker = procs.worker(url, concurrency=1, lease=lease)
+    with OmniQ(db_url=url) as q:
+        task_id = q.enqueue_call(harness.gated, args=(str(log), str(gate))).id
+        wait_until_sync(lambda: len(harness.runs(log)) == 1, timeout=START_WAIT)
+        private_server.kill()
+        gate.touch()
+        wait_until_sync(lambda: len(harness.runs(Path(f"{log}.end"))) == 1, timeout=60)
+        time.sleep(2 * lease)  # the store's lease runs out while the outcome waits in the worker
+        private_server.start()
+        wait_until_sync(lambda: q.get(task_id).done(), timeout=DRAIN_WAIT)
+        task = q.get(task_id).task
+        assert (task.status, task.attempt, task.error) == ("succeeded", 1, None)
+        assert q.get(task_id).result(timeout=10) == [1, worker.pid]
+    assert len(harness.runs(log)) == 1
 
 
 async def nothing() -> None:

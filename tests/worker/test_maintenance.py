@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timezone
+from pathlib import Path
 
 import pytest
 
 import omniq_nb as omniq
+from omniq_nb.errors import StorageError
 from omniq_nb.models import Task, TaskStatus
 from omniq_nb.worker import Maintenance
+from omniq_nb.worker.link import StoreLink
 
 pytestmark = pytest.mark.anyio
 
@@ -44,6 +48,37 @@ async def test_run_once_fails_an_at_most_once_task_whose_lease_ran_out() -> None
         await Maintenance(q).run_once()
         with pytest.raises(omniq.WorkerLost):
             await h.result(timeout=5)
+
+
+async def test_a_lapsed_lease_this_process_still_renews_is_not_rescued(tmp_path: Path) -> None:
+    """An outage kept its renewals (or its outcome) from the store: the holder is alive, here."""
+    async with omniq.AsyncOmniQ(db_url=f"sqlite:///{tmp_path / 'q.db'}") as q:
+        h = await q.enqueue_call(add, args=(1, 2))
+        [claimed] = await q.storage.claim(queues=["default"], limit=1, lease=0.05, worker="here")
+        await asyncio.sleep(0.2)  # the lease lapses in the store's eyes
+        assert [t.id for t in await q.storage.expired_leases(limit=10)] == [h.id]
+
+        await Maintenance(q, held=lambda: {h.id: claimed.lease_token or ""}).run_once()
+        assert (await q.get(h.id)).status == TaskStatus.RUNNING
+        await Maintenance(q, held=lambda: {h.id: "an older lease"}).run_once()
+        assert (await q.get(h.id)).status == TaskStatus.FAILED  # no retries left: lost
+
+
+async def test_nothing_is_rescued_within_the_grace_after_the_store_came_back(tmp_path: Path) -> None:
+    """Workers cut off by the same outage get one lease to renew before their tasks are rescued."""
+    async with omniq.AsyncOmniQ(db_url=f"sqlite:///{tmp_path / 'q.db'}") as q:
+        h = await q.enqueue_call(add, args=(1, 2), retries=1)
+        await q.storage.claim(queues=["default"], limit=1, lease=0.05, worker="cut off")
+        await asyncio.sleep(0.2)
+        link = StoreLink("pool", q.storage.url)
+        started = time.monotonic()
+        link.failed(StorageError("the server went away"), started)
+        link.succeeded(time.monotonic())  # back
+
+        await Maintenance(q, link=link, grace=3600).run_once()
+        assert (await q.get(h.id)).status == TaskStatus.RUNNING
+        await Maintenance(q, link=link, grace=0).run_once()
+        assert (await q.get(h.id)).task.status == TaskStatus.PENDING  # rescued: its retry waits
 
 
 async def test_run_once_expires_a_pending_task_and_keeps_its_schedule_going() -> None:
