@@ -26,6 +26,7 @@ import weakref
 from collections.abc import Callable, Iterable
 
 from omniq_nb.errors import StorageError, StoreLost
+from omniq_nb.jobs import cancel_and_wait
 from omniq_nb.models import EventKind, Task, TaskEvent
 from omniq_nb.storage.base import Storage
 from omniq_nb.waiters import Waiter, Watched, alive, live
@@ -228,8 +229,7 @@ class EventHub:
         if runner is not None:
             if self._wake is not None:
                 self._wake.set()
-            await _cancel(runner, within=_CLOSE_WAIT)
-            if not runner.done():
+            if not await cancel_and_wait([runner], within=_CLOSE_WAIT):
                 logger.warning("the event follower did not stop within %s s; closing without it", _CLOSE_WAIT)
             elif not runner.cancelled() and runner.exception() is not None:
                 logger.debug("the event follower ended with %r", runner.exception())
@@ -368,14 +368,6 @@ class EventHub:
                 logger.exception(
                     "on_event listener %r failed on event %s of task %s", listener, event.kind, event.task_id
                 )
-
-
-async def _cancel(job: asyncio.Task[None], *, within: float, every: float = 0.05) -> None:
-    """Cancel ``job`` every ``every`` s until it ends (``wait_for`` can swallow a cancel), for ``within`` s at most."""
-    deadline = asyncio.get_running_loop().time() + within
-    while (left := deadline - asyncio.get_running_loop().time()) > 0 and not job.done():
-        job.cancel()
-        await asyncio.wait([job], timeout=min(every, left))
 
 
 def _retrieve(read: asyncio.Task[dict[str, Task]]) -> None:

@@ -22,8 +22,10 @@ from omniq_nb import graph
 from omniq_nb.config import WORKER_KINDS, parse_setting
 from omniq_nb.context import OutputSink
 from omniq_nb.errors import ConfigError, StorageError, StoreLost
+from omniq_nb.jobs import cancel_and_wait
 from omniq_nb.models import Task, TaskStatus, WorkerInfo
 from omniq_nb.policy import after_interrupt
+from omniq_nb.worker.arguments import positive_int, queue_names
 from omniq_nb.worker.capture import route_streams, unroute_streams
 from omniq_nb.worker.executors import Executors
 from omniq_nb.worker.greenlets import check_gevent_allowed
@@ -40,6 +42,7 @@ logger = logging.getLogger(__name__)
 
 STOP_TIMEOUT = 10.0  # seconds ``stop()`` waits for running tasks by default
 _MAINTENANCE_INTERVAL = 1.0  # seconds between rescues of lost leases and TTL expiry
+_LOOPS_END_WAIT = 10.0  # seconds a stopping pool waits for its background loops once cancelled
 _MAX_RENEW_INTERVAL = 2.0  # renew at least this often, so a cancel from elsewhere is seen soon
 _CLAIM_GATHER = 0.001  # seconds a busy pool waits for more free slots before claiming
 _REGISTRY_LEASES = 3  # a pool silent for this many lease periods counts as dead in the registry
@@ -101,13 +104,13 @@ class AsyncWorkerPool:
     ) -> None:
         settings = queue.settings
         self._host = queue
-        self.concurrency = _positive_int(settings.max_workers if concurrency is None else concurrency, "concurrency")
+        self.concurrency = positive_int(settings.max_workers if concurrency is None else concurrency, "concurrency")
         self.kind = kind or settings.default_worker
         if self.kind not in WORKER_KINDS:
             raise ConfigError(f"kind={self.kind!r} must be one of {', '.join(WORKER_KINDS)}")
         if self.kind == "gevent":
             check_gevent_allowed()
-        self.queues = [settings.default_queue] if queues is None else _queue_names(queues)
+        self.queues = [settings.default_queue] if queues is None else queue_names(queues)
         self.lease: float = settings.lease_seconds if lease is None else parse_setting("lease_seconds", lease, "lease=")
         self.id = secrets.token_hex(4)
         """The pool's id in the store's registry: 8 hex digits (``%omniq workers stop ID``)."""
@@ -125,7 +128,7 @@ class AsyncWorkerPool:
             self.name,
             lambda: len(self._runs.by_task),
             lambda task_id: self._runs.lease_of(task_id),
-            lambda task_id, token: self._runs.written(task_id, token),
+            lambda task_id, token: self._keeper.release(task_id, token) if self._keeper is not None else None,
             self._link,
         )
         self._kept = OutputKeeper(queue)
@@ -275,9 +278,11 @@ class AsyncWorkerPool:
             self._host.publish(released)
 
     async def _shutdown(self) -> None:
-        for job in self._loops[2:]:
-            job.cancel()
-        await asyncio.gather(*self._loops[2:], return_exceptions=True)
+        if not await cancel_and_wait(self._loops[2:], within=_LOOPS_END_WAIT):
+            logger.warning(
+                "worker %s: a background loop did not end within %s s; stopping without it", self.name, _LOOPS_END_WAIT
+            )
+        await asyncio.gather(*(job for job in self._loops[2:] if job.done()), return_exceptions=True)
         if self._unsubscribe is not None:
             self._unsubscribe()
         if self._keeper is not None:
@@ -389,18 +394,3 @@ class AsyncWorkerPool:
         finally:
             for waiting in waits:
                 waiting.cancel()
-
-
-def _positive_int(value: Any, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"{name}={value!r} must be a whole number >= 1")
-    return value
-
-
-def _queue_names(queues: Sequence[str]) -> list[str]:
-    if isinstance(queues, str):
-        queues = [queues]
-    names = [q for q in queues if isinstance(q, str) and q.strip()]
-    if not names or len(names) != len(queues):
-        raise ConfigError(f"queues={queues!r} must be one or more non-empty queue names")
-    return names

@@ -266,14 +266,10 @@ class Runs:
         run = self.by_task.get(task_id)
         if run is not None and run.context is context:
             del self.by_task[task_id]
-        if not self._writer.holds(task_id, token):  # else it is released once its outcome is stored
-            self.written(task_id, token)
-        slot.release()
-
-    def written(self, task_id: str, token: str) -> None:
-        """Stop renewing this lease: its run ended and its outcome, if any, is stored (a newer lease stays)."""
         assert self.keeper is not None
-        self.keeper.release(task_id, token)
+        if not self._writer.holds(task_id, token):  # else the writer releases it once the outcome is stored
+            self.keeper.release(task_id, token)  # only this run's lease: a newer one stays renewed
+        slot.release()
 
     def _free_slot(self) -> None:
         self.busy -= 1

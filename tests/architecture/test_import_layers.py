@@ -33,6 +33,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "estimates",
             "inputs",
             "cache_keys",
+            "jobs",
         ),
     ),
     ("storage", ("storage",)),

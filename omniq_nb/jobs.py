@@ -1,0 +1,28 @@
+"""Ending background jobs (``asyncio`` tasks) whose code may swallow a cancel.
+
+A store client can swallow a cancel: nats-py's ``wait_for`` whose wait had just ended, on
+Python 3.11, returns its result and drops the ``CancelledError``. A job that loops around
+such a call then runs on, and whoever awaits its end after one ``cancel()`` waits for ever
+(a pool's upkeep loop did, on a NATS store, and its pool never stopped).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+
+async def cancel_and_wait(jobs: Sequence[asyncio.Task[Any]], *, within: float, every: float = 0.05) -> bool:
+    """Cancel ``jobs`` again every ``every`` seconds until all have ended, for ``within`` seconds at most.
+
+    Returns:
+        Whether every job ended in time (one that did not is left running).
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while (pending := [job for job in jobs if not job.done()]) and (left := deadline - loop.time()) > 0:
+        for job in pending:
+            job.cancel()
+        await asyncio.wait(pending, timeout=min(every, left))
+    return all(job.done() for job in jobs)
