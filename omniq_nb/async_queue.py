@@ -19,14 +19,14 @@ import msgspec
 from omniq_nb import caching, graph
 from omniq_nb.admin import QueueAdmin, StatusFilter, statuses
 from omniq_nb.bridge import LoopBridge, SameLoopBridge
-from omniq_nb.building import checked_calls, task_template
+from omniq_nb.building import BatchRows, checked_calls, task_template
 from omniq_nb.config import Settings, configure_logging
 from omniq_nb.errors import InvalidTransition, TaskNotFound
 from omniq_nb.events import EventHub, EventListener
 from omniq_nb.handles import GroupHandle, TaskHandle
 from omniq_nb.history import HistoryReading, RunHistory
 from omniq_nb.inputs import extract
-from omniq_nb.models import Task, TaskStatus, check_transition, new_task_id, new_task_ids
+from omniq_nb.models import Task, TaskStatus, batch_row, check_transition, new_task_id, new_task_ids
 from omniq_nb.opening import OpensAndCloses
 from omniq_nb.options import make_options
 from omniq_nb.results import ResultReading
@@ -256,27 +256,26 @@ class AsyncOmniQ(QueueAdmin, ResultReading, HistoryReading, OpensAndCloses):
         keyed = caching.call_keys(fn, task_options, template.name, extracted)
         hits = await caching.reuse(self.storage, keyed.keys, task_options.cache_ttl)
         missed = [(call, key) for call, key, hit in zip(extracted, keyed.keys, hits, strict=True) if hit is None]
-        payloads = builtins.list(self.serializer.dump_calls(fn, ((a, k) for (a, k, _), _ in missed)))  # all fail first
+        payloads = self.serializer.dump_calls(fn, ((a, k) for (a, k, _), _ in missed))  # lazy: one failing inserts none
         caching.warn(template.name, keyed)
-        ids = new_task_ids(len(payloads))
-        periodic = template.series is not None
-        tasks = [
-            msgspec.structs.replace(
-                graph.waiting_for(template, upstream),
-                id=task_id,
-                payload=payload,
-                series=task_id if periodic else None,
-                cache_key=key,
+        ids = new_task_ids(len(missed))
+        if template.depends_on or any(upstream or key for (_, _, upstream), key in missed):
+            rows = zip(ids, payloads, missed, strict=True)
+            tasks = await self._insert(
+                [
+                    msgspec.structs.replace(
+                        batch_row(graph.waiting_for(template, upstream), task_id), payload=payload, cache_key=key
+                    )
+                    for task_id, payload, ((_, _, upstream), key) in rows
+                ]
             )
-            for task_id, payload, ((_, _, upstream), key) in zip(ids, payloads, missed, strict=True)
-        ]
-        if any(task.depends_on or task.cache_key for task in tasks):
-            tasks = await self._insert(tasks)
-        elif ids:
-            await self.storage.insert_many(template, zip(ids, payloads, strict=True))
-            self.publish(tasks)
-        queued = iter(tasks)
-        return GroupHandle(self, [self._handle(hit if hit is not None else next(queued)) for hit in hits])
+            queued = iter([(task, task.id) for task in tasks])
+        else:  # rows that differ only by id and payload: the payloads go to the store, the handles share a row
+            if ids:  # the store reads the payloads as it writes them: a large batch never holds them all
+                await self.storage.insert_many(template, zip(ids, payloads, strict=True))
+            self.publish(BatchRows(template, ids))
+            queued = iter([(template, task_id) for task_id in ids])
+        return GroupHandle(self, [self._handle(*next(queued)) if hit is None else self._handle(hit) for hit in hits])
 
     async def _insert(self, tasks: builtins.list[Task]) -> builtins.list[Task]:
         """Insert tasks; those with dependencies wait, or move on at once if these already finished."""
@@ -387,7 +386,7 @@ class AsyncOmniQ(QueueAdmin, ResultReading, HistoryReading, OpensAndCloses):
             raise TaskNotFound(f"no task with id {task_id!r} in {self.storage.url}")
         return task
 
-    def _handle(self, task: Task) -> TaskHandle:
-        handle = TaskHandle(self, task)
+    def _handle(self, task: Task, task_id: str | None = None) -> TaskHandle:
+        handle = TaskHandle(self, task, task_id)
         self._hub.watch(handle)
         return handle

@@ -15,14 +15,45 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, overload
 
 from omniq_nb.config import Settings
 from omniq_nb.context import origin, owner
-from omniq_nb.models import Task, TaskStatus, new_task_id
+from omniq_nb.models import Task, TaskStatus, batch_row, new_task_id
 from omniq_nb.options import DEFAULT, TaskOptions, deadline
 from omniq_nb.schedule import first_run, next_run
 from omniq_nb.storage import Storage
+
+
+class BatchRows(Sequence[Task]):
+    """The rows of a batch that differ from ``template`` only by id (and a periodic one's series).
+
+    Each row is made when asked for, so that a hundred thousand handles of a ``.map()`` share
+    one snapshot until their task changes (``TaskHandle`` takes ``template`` and its id).
+
+    Args:
+        template: the row the batch shares (``task_template``).
+        ids: the tasks' ids, in order.
+    """
+
+    def __init__(self, template: Task, ids: Sequence[str]) -> None:
+        self.template, self.ids = template, ids
+
+    def __len__(self) -> int:
+        """Return how many rows the batch has."""
+        return len(self.ids)
+
+    @overload
+    def __getitem__(self, index: int) -> Task: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[Task]: ...
+
+    def __getitem__(self, index: int | slice) -> Task | Sequence[Task]:
+        """Return the row at ``index`` (a list of rows for a slice)."""
+        if isinstance(index, slice):
+            return [batch_row(self.template, task_id) for task_id in self.ids[index]]
+        return batch_row(self.template, self.ids[index])
 
 
 async def task_template(fn: Callable[..., Any], options: TaskOptions, settings: Settings, storage: Storage) -> Task:

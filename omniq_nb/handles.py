@@ -20,7 +20,7 @@ import msgspec
 from omniq_nb.bridge import LoopBridge
 from omniq_nb.history import RunHistory
 from omniq_nb.inputs import Upstream, UpstreamGroup, gathered
-from omniq_nb.models import EventKind, Task, TaskError, TaskEvent, TaskStatus
+from omniq_nb.models import EventKind, Task, TaskError, TaskEvent, TaskStatus, batch_row
 
 logger = logging.getLogger(__name__)
 
@@ -90,7 +90,8 @@ class TaskHandle:
 
     Args:
         queue: the queue that made it.
-        task: the task's latest snapshot.
+        task: the task's latest snapshot, or the row its batch shares (``BatchRows.template``).
+        task_id: the task's id, when ``task`` is its batch's shared row (its own is made on first use).
 
     Example:
         >>> # h = await q.enqueue(fn, 1); value = await h   (AsyncOmniQ)
@@ -100,12 +101,12 @@ class TaskHandle:
 
     __slots__ = ("__weakref__", "_folded", "_observers", "_queue", "_task", "id")
 
-    def __init__(self, queue: QueueCalls, task: Task) -> None:
+    def __init__(self, queue: QueueCalls, task: Task, task_id: str | None = None) -> None:
         self._queue = queue
-        self._task = _without_payload(task)
+        self._task = _without_payload(task)  # until the task changes, maybe the row its batch shares
         self._folded = False  # whether events were folded into the snapshot since the last row
-        self._observers: list[Callable[[TaskHandle], None]] = []
-        self.id: str = task.id
+        self._observers: list[Callable[[TaskHandle], None]] | None = None
+        self.id: str = task.id if task_id is None else task_id
 
     @property
     def task(self) -> Task:
@@ -114,6 +115,8 @@ class TaskHandle:
         A handle never keeps the pickled call: a hundred thousand handles of a ``.map()``
         would otherwise hold every argument twice (the store has it).
         """
+        if self._task.id != self.id:  # the row its batch shares: its own is made once, now
+            self._task = batch_row(self._task, self.id)
         return self._task
 
     @property
@@ -195,6 +198,8 @@ class TaskHandle:
         Returns:
             A function that stops the calls.
         """
+        if self._observers is None:
+            self._observers = []
         self._observers.append(callback)
         self._queue.follow_closely(self)
         return partial(_discard, self._observers, callback)
@@ -202,7 +207,7 @@ class TaskHandle:
     def _apply_event(self, event: TaskEvent) -> None:
         """Fold an event into the snapshot until the hub brings the task's row (result, error)."""
         if event.task_id == self.id and not self._task.status.is_terminal:
-            task = self._task
+            task = self.task
             self._task = msgspec.structs.replace(
                 task,
                 status=event.status,
@@ -229,7 +234,7 @@ class TaskHandle:
         return self._task if self._task.status.is_terminal and not self._folded else None
 
     def _changed(self) -> None:
-        for callback in list(self._observers):
+        for callback in list(self._observers or ()):
             callback(self)
 
 

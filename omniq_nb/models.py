@@ -96,6 +96,11 @@ def new_task_id() -> str:
     return f"{time.time_ns() // 1_000_000:012x}{random.getrandbits(80):020x}"
 
 
+def batch_row(template: Task, task_id: str) -> Task:
+    """Return the row of ``task_id`` in a batch whose rows differ from ``template`` only by id (and series)."""
+    return msgspec.structs.replace(template, id=task_id, series=task_id if template.series is not None else None)
+
+
 def new_task_ids(count: int) -> list[str]:
     """Return ``count`` new task ids made at once, in increasing order.
 

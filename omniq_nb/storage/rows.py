@@ -20,7 +20,8 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import itertools
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -33,6 +34,7 @@ __all__ = [
     "EVENT_COLUMNS",
     "NEW_COLUMNS",
     "WORKER_COLUMNS",
+    "batches",
     "chunks",
     "dependency_rows",
     "encode_error",
@@ -75,6 +77,13 @@ _error_decoder = msgspec.json.Decoder(TaskError)
 def chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
     """Return ``items`` in consecutive slices of at most ``size`` (a statement's parameter limit)."""
     return (items[i : i + size] for i in range(0, len(items), size))
+
+
+def batches(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    """Yield ``items`` (maybe lazy) in consecutive lists of at most ``size``, each taken only when asked for."""
+    items = iter(items)
+    while batch := list(itertools.islice(items, size)):
+        yield batch
 
 
 def encode_error(error: TaskError | None) -> str | None:

@@ -10,12 +10,12 @@ from __future__ import annotations
 import builtins
 import itertools
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from omniq_nb.models import DependencyMove, Task, TaskResult, TaskStatus, check_transition
 from omniq_nb.storage import lifecycle
-from omniq_nb.storage.rows import COLUMNS, chunks, encode_error, new_task_row, row_task, sort_claimed
+from omniq_nb.storage.rows import COLUMNS, batches, chunks, encode_error, new_task_row, row_task, sort_claimed
 from omniq_nb.storage.sql_text import REQUEUEABLE_SQL, TASKS_COLUMNS, UNFINISHED_SQL, move_assignments
 from omniq_nb.storage.sqlite_results import SQLiteResults
 from omniq_nb.storage.sqlite_schema import NOW_SQL
@@ -47,25 +47,40 @@ class SQLiteQueue(SQLiteResults):
         """Add tasks that differ from ``template`` only by id and payload, in one transaction.
 
         The shared values are bound once per statement and only ``(id, payload)`` per row,
-        which is what makes ``enqueue_many`` fast.
+        which is what makes ``enqueue_many`` fast. ``entries`` is read a statement's rows at a
+        time inside the transaction (a large lazy batch never sits in memory whole); if reading
+        it raises, nothing is inserted.
         """
         shared = new_task_row(template)
-        batch = builtins.list(entries)
-        statements = [batch_statement(shared, part) for part in chunks(batch, BATCH_ROWS)]
-        statements += link_statements([(task_id, on) for task_id, _ in batch for on in template.depends_on])
-        await self._write(statements)
-        if batch and template.status is TaskStatus.PENDING:
+        ids: builtins.list[str] = []
+
+        def statements() -> Iterator[tuple[str, Sequence[Any]]]:
+            for part in batches(entries, BATCH_ROWS):
+                ids.extend(task_id for task_id, _ in part)
+                yield batch_statement(shared, part)
+            yield from link_statements([(task_id, on) for task_id in ids for on in template.depends_on])
+
+        await self._write(statements())
+        if ids and template.status is TaskStatus.PENDING:
             self._notify()
 
-    async def _write(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> None:
-        """Run inserts of new tasks in one transaction (a single one by itself), refusing duplicate ids."""
+    async def _write(self, statements: Iterable[tuple[str, Sequence[Any]]]) -> None:
+        """Run inserts of new tasks in one transaction (a single one by itself), refusing duplicate ids.
+
+        ``statements`` may be lazy: each is made just before it runs, and one that cannot be
+        made rolls back what ran.
+        """
+        statements = iter(statements)
+        first, second = next(statements, None), next(statements, None)
         with duplicate_ids_refused():
-            if len(statements) == 1:
-                await self._fetch(*statements[0])
-            elif statements:
-                async with self._immediate():
-                    for statement in statements:
-                        await self._run(*statement)
+            if first is None:
+                return
+            if second is None:
+                await self._fetch(*first)
+                return
+            async with self._immediate():
+                for statement in itertools.chain((first, second), statements):
+                    await self._run(*statement)
 
     async def claim(
         self,

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 
 import pytest
@@ -49,6 +49,38 @@ async def test_insert_many_is_all_or_nothing(store: Storage, make_task: Callable
     with pytest.raises(ValueError, match="already exists"):
         await store.insert_many(make_task(), [*((task_id, b"x") for task_id in fresh), (existing.id, b"dup")])
     assert await store.get_many(fresh) == []
+
+
+@pytest.mark.parametrize("fail_at", [0, 3, 5001, 10_500])
+async def test_lazy_entries_that_raise_insert_nothing(
+    store: Storage, make_task: Callable[..., Task], fail_at: int
+) -> None:
+    """``enqueue_many`` pickles each call as the store reads it: one that cannot be pickled inserts none.
+
+    Past 5,000 and 10,000 the SQLite store has already run statements of the same transaction.
+    """
+
+    class Unpicklable(Exception):
+        pass
+
+    ids = new_task_ids(11_000)
+
+    def entries() -> Iterator[tuple[str, bytes]]:
+        for n, task_id in enumerate(ids):
+            if n == fail_at:
+                raise Unpicklable(f"call {n}")
+            yield task_id, b"x"
+
+    with pytest.raises(Unpicklable):
+        await store.insert_many(make_task(), entries())
+    assert await store.count() == dict.fromkeys(TaskStatus, 0)
+    assert await store.events() == []
+
+
+async def test_lazy_entries_are_all_inserted(store: Storage, make_task: Callable[..., Task]) -> None:
+    ids = new_task_ids(10_001)
+    await store.insert_many(make_task(), ((task_id, b"x") for task_id in ids))
+    assert (await store.count())[TaskStatus.PENDING] == 10_001
 
 
 async def test_insert_many_of_nothing_does_nothing(store: Storage, make_task: Callable[..., Task]) -> None:
