@@ -43,6 +43,11 @@ class BatchRows(Sequence[Task]):
         """Return how many rows the batch has."""
         return len(self.ids)
 
+    def __iter__(self) -> Iterator[Task]:
+        """Yield the rows in order, each made as it is reached."""
+        template = self.template
+        return (batch_row(template, task_id) for task_id in self.ids)
+
     @overload
     def __getitem__(self, index: int) -> Task: ...
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import operator
 import tracemalloc
+from datetime import datetime, timezone
 from pathlib import Path
 
 import msgspec
@@ -17,6 +18,10 @@ from omniq_nb import (
     TaskFailed,
     TaskStatus,
 )
+from omniq_nb.building import BatchRows, new_task
+from omniq_nb.config import Settings
+from omniq_nb.models import new_task_ids
+from omniq_nb.options import make_options
 
 pytestmark = pytest.mark.anyio
 
@@ -105,3 +110,16 @@ async def test_a_batch_of_handles_keeps_no_row_of_its_own_per_task(tmp_path: Pat
             tracemalloc.stop()
         assert len(group) == 20_000
         assert kept / 20_000 < 600, f"{kept / 20_000:.0f} bytes kept per task"
+
+
+def test_batch_rows_make_each_row_from_the_shared_one() -> None:
+    template = new_task(operator.mul, b"", make_options(interval=60), Settings(), datetime.now(timezone.utc))
+    ids = new_task_ids(3)
+    rows = BatchRows(template, ids)
+    assert len(rows) == 3
+    assert [(row.id, row.series) for row in rows] == [(i, i) for i in ids]
+    assert rows[1] == msgspec.structs.replace(template, id=ids[1], series=ids[1])
+    assert [row.id for row in rows[1:]] == ids[1:]
+    assert rows[-1].id == ids[-1]
+    with pytest.raises(IndexError):
+        rows[3]
