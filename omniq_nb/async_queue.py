@@ -273,7 +273,7 @@ class AsyncOmniQ(QueueAdmin, ResultReading, HistoryReading, OpensAndCloses):
         else:  # rows that differ only by id and payload: the payloads go to the store, the handles share a row
             if ids:  # the store reads the payloads as it writes them: a large batch never holds them all
                 await self.storage.insert_many(template, zip(ids, payloads, strict=True))
-            self.publish(BatchRows(template, ids))
+                self.publish(BatchRows(template, ids))
             queued = iter([(template, task_id) for task_id in ids])
         return GroupHandle(self, [self._handle(*next(queued)) if hit is None else self._handle(hit) for hit in hits])
 

@@ -229,7 +229,7 @@ class EventHub:
         if runner is not None:
             if self._wake is not None:
                 self._wake.set()
-            if not await cancel_and_wait([runner], within=_CLOSE_WAIT):
+            if not await cancel_and_wait([runner], within=_CLOSE_WAIT, patience=0.05):  # it holds nothing to clean up
                 logger.warning("the event follower did not stop within %s s; closing without it", _CLOSE_WAIT)
             elif not runner.cancelled() and runner.exception() is not None:
                 logger.debug("the event follower ended with %r", runner.exception())

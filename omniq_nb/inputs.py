@@ -77,7 +77,8 @@ def extract(args: Sequence[Any], kwargs: Mapping[str, Any]) -> tuple[tuple[Any, 
     """Swap the handles in a call's arguments for placeholders; return the new arguments and the ids, in order.
 
     Only lists, tuples and dicts are looked into (not their subclasses, nor other objects).
-    Arguments without a handle come back as they are (a ``tuple`` and a ``dict`` are not copied).
+    Positional arguments without a handle come back as they are (a ``tuple`` is not copied), and so
+    does an empty ``dict`` of keyword arguments.
     """
     ids: dict[str, None] = {}
 
@@ -101,7 +102,7 @@ def extract(args: Sequence[Any], kwargs: Mapping[str, Any]) -> tuple[tuple[Any, 
 
     try:
         new_args = walk(args) if type(args) is tuple else tuple(walk(arg) for arg in args)
-        new_kwargs = walk(kwargs) if type(kwargs) is dict else {key: walk(value) for key, value in kwargs.items()}
+        new_kwargs = kwargs if type(kwargs) is dict and not kwargs else {key: walk(v) for key, v in kwargs.items()}
     except RecursionError:  # no handle hides that deep: serializing names the argument that is too deep
         return tuple(args), dict(kwargs), ()
     return new_args, new_kwargs, tuple(ids)

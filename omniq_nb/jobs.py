@@ -13,16 +13,27 @@ from collections.abc import Sequence
 from typing import Any
 
 
-async def cancel_and_wait(jobs: Sequence[asyncio.Task[Any]], *, within: float, every: float = 0.05) -> bool:
-    """Cancel ``jobs`` again every ``every`` seconds until all have ended, for ``within`` seconds at most.
+async def cancel_and_wait(
+    jobs: Sequence[asyncio.Task[Any]], *, within: float, patience: float = 1.0, every: float = 0.05
+) -> bool:
+    """Cancel ``jobs``; cancel those still running again every ``every`` seconds until all have ended.
+
+    Args:
+        jobs: the jobs.
+        within: seconds to wait at most.
+        patience: seconds before the first cancel is repeated (a job's own cleanup, such as a
+            rollback, may take a moment: a repeated cancel would cut it short).
+        every: seconds between later cancels.
 
     Returns:
         Whether every job ended in time (one that did not is left running).
     """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + within
+    pause = patience
     while (pending := [job for job in jobs if not job.done()]) and (left := deadline - loop.time()) > 0:
         for job in pending:
             job.cancel()
-        await asyncio.wait(pending, timeout=min(every, left))
+        await asyncio.wait(pending, timeout=min(pause, left))
+        pause = every
     return all(job.done() for job in jobs)

@@ -157,17 +157,23 @@ class BlobSerializer:
             fn: the callable.
             calls: ``(args, kwargs)`` pairs.
 
-        Yields:
-            One blob per call, in order.
+        Returns:
+            One blob per call, in order, each made as it is reached (a large batch need not be
+            held whole): an argument that cannot be pickled raises when its call is reached.
 
         Raises:
-            SerializationError: the callable or an argument cannot be pickled.
+            SerializationError: the callable (at once) or an argument cannot be pickled.
 
         """
         try:
             fn_body = pickling.dumps(fn)
         except Exception as exc:
             raise SerializationError(_blame(fn, (), {}, exc)) from exc
+        return self._dump_each(fn, fn_body, calls)
+
+    def _dump_each(
+        self, fn: Callable[..., Any], fn_body: bytes, calls: Iterable[tuple[Sequence[Any], Mapping[str, Any]]]
+    ) -> Iterator[bytes]:
         fmt = _COROUTINE_CALL if inspect.iscoroutinefunction(fn) else _CALL
         for args, kwargs in calls:
             call = (fn_body, tuple(args), dict(kwargs))

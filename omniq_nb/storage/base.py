@@ -111,7 +111,8 @@ class QueueStore(Protocol):
         """Add tasks equal to ``template`` but for ``(id, payload)``, all in one transaction.
 
         ``series`` is each task's own id when ``template.series`` is set. Each task gets an
-        ``enqueued`` event.
+        ``enqueued`` event. ``entries`` may be lazy (``enqueue_many`` pickles each call as it is
+        read) and is read once; if reading it raises, nothing is inserted.
         """
         ...
 

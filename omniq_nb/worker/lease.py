@@ -75,7 +75,9 @@ class LeaseKeeper:
                 del self._leases[task_id]
 
     def held(self) -> dict[str, str]:
-        """Return the leases being renewed: ``{task_id: lease_token}``."""
+        """Return the leases being renewed: ``{task_id: lease_token}`` (none once the thread has ended)."""
+        if not self._thread.is_alive():
+            return {}
         with self._lock:
             return dict(self._leases)
 

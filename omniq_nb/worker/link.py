@@ -38,10 +38,12 @@ class StoreLink:
     Args:
         name: the pool's name, for the log lines.
         url: the store's (redacted) URL, for the log lines.
+        long_outage: seconds an outage must last to count for ``steady_for`` (a short one
+            lets no lease run out).
     """
 
-    def __init__(self, name: str, url: str) -> None:
-        self._name, self._url = name, url
+    def __init__(self, name: str, url: str, long_outage: float = 0.0) -> None:
+        self._name, self._url, self._long_outage = name, url, long_outage
         self._lock = threading.Lock()
         self._lost_at: float | None = None
         self._changed_at = time.monotonic()
@@ -54,7 +56,7 @@ class StoreLink:
         return self._lost_at is not None
 
     def steady_for(self) -> float:
-        """Return the seconds since the store answered again after its last outage (infinite if none; 0 while lost)."""
+        """Return the seconds since the store answered after its last long outage (infinite if none; 0 while lost)."""
         with self._lock:
             if self._lost_at is not None:
                 return 0.0
@@ -103,5 +105,6 @@ class StoreLink:
             if self._lost_at is None or started < self._changed_at:
                 return
             down, self._lost_at, self._changed_at, self._failures = now - self._lost_at, None, now, 0
-            self._back_at = now
+            if down >= self._long_outage:
+                self._back_at = now
         logger.warning("worker %s reached its store %s again after %.1f s; resuming", self._name, self._url, down)

@@ -146,7 +146,8 @@ class Maintenance:
             return
         storage = self._host.storage
         held = self._held()
-        lost = [t for t in await storage.expired_leases(limit=_RESCUE_BATCH) if held.get(t.id) != t.lease_token]
+        lapsed = await storage.expired_leases(limit=_RESCUE_BATCH + len(held))  # held ones must not crowd out the rest
+        lost = [task for task in lapsed if held.get(task.id) != task.lease_token]
         if not lost:
             return
         now = await storage.now()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable
 from datetime import datetime, timezone
 from functools import partial
@@ -24,6 +25,7 @@ _UTC = timezone.utc
 _PROGRESS_INTERVAL = 0.2  # seconds between progress writes of one task
 _FLUSH_GATHER = 0.001  # seconds a busy pool waits for more outcomes before writing
 _STOP_WRITE_TRIES = 3  # tries a stopping pool makes to store the last outcomes
+HOLD_AT_MOST = 300.0  # seconds an unstored outcome keeps its lease renewed (a store outage); then it is rescued
 
 
 class OutcomeWriter:
@@ -38,7 +40,8 @@ class OutcomeWriter:
         lease_of: see ``running``.
         written: called with ``(task_id, lease_token)`` once an outcome was stored (or refused by
             its fence): until then the run's lease is renewed, so that an outcome waiting out a
-            store outage is not rescued from under it.
+            store outage is not rescued from under it. An outcome that could not be stored for
+            ``HOLD_AT_MOST`` lets its lease go (it is still tried): its task is rescued as lost.
         link: where store failures are reported (logged once per outage), or ``None``: log each.
     """
 
@@ -55,7 +58,7 @@ class OutcomeWriter:
         self._running, self._lease_of, self._written = running, lease_of, written
         # result, successor, seconds run, attempt (two attempts of one task may share a batch)
         self._results: list[tuple[TaskResult, Task | None, float, int]] = []
-        self._unwritten: set[tuple[str, str]] = set()  # (task id, lease token) of the outcomes in _results
+        self._unwritten: dict[tuple[str, str], float] = {}  # (task id, lease token) in _results: when recorded
         self._progress: dict[str, Progress] = {}  # the latest unwritten report of each task
         self._flush = asyncio.Event()
         self._draining = False  # set once every run has ended: ``write_loop`` may then finish
@@ -78,7 +81,7 @@ class OutcomeWriter:
             )
         final = result.status is not TaskStatus.PENDING
         self._results.append((result, successor(task, now=now) if final else None, seconds, task.attempt))
-        self._unwritten.add((result.task_id, result.lease_token))
+        self._unwritten[result.task_id, result.lease_token] = time.monotonic()
         self._flush.set()
 
     def holds(self, task_id: str, lease_token: str) -> bool:
@@ -115,6 +118,7 @@ class OutcomeWriter:
                     logger.exception("worker %s: storing outcomes failed (try %d); retrying", self._name, failures)
                 if self._draining and failures >= _STOP_WRITE_TRIES:
                     return  # their leases run out and other workers run them again: nothing is lost
+                self._let_go(time.monotonic() - HOLD_AT_MOST)
                 pause = self._link.backoff() if self._link is not None and self._link.lost else 0.0
                 await asyncio.sleep(max(self._host.settings.poll_interval, pause))
                 self._flush.set()
@@ -142,6 +146,13 @@ class OutcomeWriter:
                     )
             self._host.publish()
 
+    def _let_go(self, recorded_before: float) -> None:
+        """Stop renewing the leases of outcomes recorded before then and still not stored (they are still tried)."""
+        for key, recorded in list(self._unwritten.items()):
+            if recorded < recorded_before:
+                del self._unwritten[key]
+                self._written(*key)
+
     async def _write(self) -> None:
         batch, self._results = self._results, []
         if not batch:
@@ -154,7 +165,7 @@ class OutcomeWriter:
             raise
         kept = {(t.id, t.attempt) for t in accepted}  # a rescued attempt's late outcome shares its task id
         for result, _, seconds, attempt in batch:
-            self._unwritten.discard((result.task_id, result.lease_token))
+            self._unwritten.pop((result.task_id, result.lease_token), None)
             self._written(result.task_id, result.lease_token)
             if (result.task_id, attempt) in kept:
                 logger.info("task %s %s in %.3f s", result.task_id, result.status.value, seconds)

@@ -122,7 +122,7 @@ class AsyncWorkerPool:
         self.failure: StoreLost | None = None
         """Why the pool stopped on its own (its store went away), or ``None``."""
         self._executors = Executors(queue.serializer, settings.secret, self.concurrency)
-        self._link = StoreLink(self.name, queue.storage.url)
+        self._link = StoreLink(self.name, queue.storage.url, long_outage=self.lease / 2)
         self._writer = OutcomeWriter(
             queue,
             self.name,

@@ -157,3 +157,16 @@ async def test_unpicklable_argument_fails_at_enqueue(q: AsyncOmniQ) -> None:
     with pytest.raises(SerializationError, match="'b'"):
         await q.enqueue_call(add, args=(1,), kwargs={"b": threading.Lock()})
     assert await q.list() == []
+
+
+async def test_enqueue_many_refuses_an_unpicklable_function_or_argument_and_inserts_nothing(q: AsyncOmniQ) -> None:
+    lock = threading.Lock()
+
+    def holds_a_lock(n: int) -> bool:
+        return lock.locked() or n > 0
+
+    with pytest.raises(SerializationError):
+        await q.enqueue_many(holds_a_lock, [])  # the function is pickled even for no calls
+    with pytest.raises(SerializationError, match="argument 1"):
+        await q.enqueue_many(add, [(n, n) for n in range(6000)] + [(1, threading.Lock())])
+    assert await q.list() == []

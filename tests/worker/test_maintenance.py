@@ -140,3 +140,11 @@ async def test_run_steps_until_cancelled_and_survives_a_failing_step(
     with pytest.raises(asyncio.CancelledError):
         await runner
     assert "store upkeep failed" in caplog.text
+
+
+def test_only_an_outage_long_enough_to_let_a_lease_run_out_starts_a_grace() -> None:
+    link = StoreLink("pool", "sqlite:///q.db", long_outage=3600)
+    link.failed(StorageError("a hiccup"), time.monotonic())
+    assert link.steady_for() == 0.0  # lost
+    link.succeeded(time.monotonic())
+    assert link.steady_for() == float("inf")  # a short outage: nothing to wait for
