@@ -34,7 +34,6 @@ __all__ = [
     "EVENT_COLUMNS",
     "NEW_COLUMNS",
     "WORKER_COLUMNS",
-    "batches",
     "chunks",
     "dependency_rows",
     "encode_error",
@@ -75,13 +74,11 @@ _error_encoder = msgspec.json.Encoder()
 _error_decoder = msgspec.json.Decoder(TaskError)
 
 
-def chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
-    """Return ``items`` in consecutive slices of at most ``size`` (a statement's parameter limit)."""
-    return (items[i : i + size] for i in range(0, len(items), size))
+def chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    """Yield ``items`` in consecutive lists of at most ``size`` (a statement's parameter limit).
 
-
-def batches(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
-    """Yield ``items`` (maybe lazy) in consecutive lists of at most ``size``, each taken only when asked for."""
+    A lazy ``items`` is read one list at a time, as each is asked for.
+    """
     items = iter(items)
     while batch := list(itertools.islice(items, size)):
         yield batch

@@ -15,7 +15,7 @@ from typing import Any
 
 from omniq_nb.models import DependencyMove, Task, TaskResult, TaskStatus, check_transition
 from omniq_nb.storage import lifecycle
-from omniq_nb.storage.rows import COLUMNS, batches, chunks, encode_error, new_task_row, row_task, sort_claimed
+from omniq_nb.storage.rows import COLUMNS, chunks, encode_error, new_task_row, row_task, sort_claimed
 from omniq_nb.storage.sql_text import REQUEUEABLE_SQL, TASKS_COLUMNS, UNFINISHED_SQL, move_assignments
 from omniq_nb.storage.sqlite_results import SQLiteResults
 from omniq_nb.storage.sqlite_schema import NOW_SQL
@@ -55,7 +55,7 @@ class SQLiteQueue(SQLiteResults):
         ids: builtins.list[str] = []
 
         def statements() -> Iterator[tuple[str, Sequence[Any]]]:
-            for part in batches(entries, BATCH_ROWS):
+            for part in chunks(entries, BATCH_ROWS):
                 ids.extend(task_id for task_id, _ in part)
                 yield batch_statement(shared, part)
             yield from link_statements([(task_id, on) for task_id in ids for on in template.depends_on])
