@@ -32,8 +32,17 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
-from omniq_nb.models import EventKind, Task, TaskEvent, TaskStatus, WorkerInfo
-from omniq_nb.storage.rows import COLUMNS, NEW_COLUMNS, WORKER_COLUMNS, new_task_row, row_task, row_worker
+from omniq_nb.models import Task, TaskEvent, WorkerInfo
+from omniq_nb.storage.rows import (
+    COLUMNS,
+    EVENT_KIND_OF,
+    NEW_COLUMNS,
+    STATUS_OF,
+    WORKER_COLUMNS,
+    new_task_row,
+    row_task,
+    row_worker,
+)
 
 __all__ = [
     "Fields",
@@ -156,9 +165,9 @@ def decode_event(entry_id: bytes, fields: Fields) -> TaskEvent:
     return TaskEvent(
         seq=int(entry_id.split(b"-", 1)[0]),
         task_id=fields[b"t"].decode(),
-        kind=EventKind(fields[b"k"].decode()),
+        kind=EVENT_KIND_OF[fields[b"k"].decode()],
         at=datetime.fromtimestamp(float(fields[b"a"]), _UTC),
-        status=TaskStatus(fields[b"s"].decode()),
+        status=STATUS_OF[fields[b"s"].decode()],
         attempt=int(fields[b"n"]),
         progress=None if progress is None else float(progress),
         message=None if message is None else message.decode(),

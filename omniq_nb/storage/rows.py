@@ -32,7 +32,9 @@ from omniq_nb.models import EventKind, Schedule, Task, TaskError, TaskEvent, Tas
 __all__ = [
     "COLUMNS",
     "EVENT_COLUMNS",
+    "EVENT_KIND_OF",
     "NEW_COLUMNS",
+    "STATUS_OF",
     "WORKER_COLUMNS",
     "chunks",
     "dependency_rows",
@@ -67,8 +69,10 @@ WORKER_COLUMNS = (
 """The columns of a worker registry row, in the order ``row_worker`` reads them."""
 
 _UTC = timezone.utc
-_STATUSES = {status.value: status for status in TaskStatus}
-_KINDS = {kind.value: kind for kind in EventKind}  # a dict lookup: an Enum call costs a microsecond per row
+STATUS_OF = {status.value: status for status in TaskStatus}
+"""Each stored status text's ``TaskStatus`` (see ``EVENT_KIND_OF``)."""
+EVENT_KIND_OF = {kind.value: kind for kind in EventKind}
+"""Each stored kind text's ``EventKind``: a dict lookup, where an Enum call costs a microsecond a row."""
 _from_stamp = datetime.fromtimestamp
 _error_encoder = msgspec.json.Encoder()
 _error_decoder = msgspec.json.Decoder(TaskError)
@@ -138,7 +142,7 @@ def row_task(row: Sequence[Any]) -> Task:
         _from_stamp(row[10], _UTC),  # eta
         _from_stamp(row[11], _UTC),  # created_at
         row[2],  # queue
-        _STATUSES[row[3]],
+        STATUS_OF[row[3]],
         row[4],  # priority
         row[5],  # payload
         row[6],  # attempt
@@ -177,9 +181,9 @@ def row_event(row: Sequence[Any]) -> TaskEvent:
     return TaskEvent(
         seq=seq,
         task_id=task_id,
-        kind=_KINDS[kind],
+        kind=EVENT_KIND_OF[kind],
         at=_from_stamp(at, _UTC),
-        status=_STATUSES[status],
+        status=STATUS_OF[status],
         attempt=attempt,
         progress=progress,
         message=message,
