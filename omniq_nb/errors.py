@@ -10,7 +10,8 @@ Hierarchy::
     ├── InvalidTransition      a status change the lifecycle forbids
     ├── StorageError           the store failed or cannot be opened
     │   ├── NotSupported       the backend lacks a capability
-    │   └── StoreLost          the store went away under an open connection (file deleted or moved)
+    │   ├── StoreLost          the store went away under an open connection (file deleted or moved)
+    │   └── RecordTooLarge     the store refused a record larger than it accepts (writing it again fails too)
     └── TaskFailed             result() of a task that did not succeed
         ├── TaskCancelled      the task was cancelled
         ├── TaskTimeout        the task ran longer than its timeout
@@ -76,6 +77,14 @@ class StoreLost(StorageError):
     """The store went away while open (its file deleted or moved): nothing written now would last.
 
     A worker pool that meets it stops serving; reopen the queue to use the store's new file.
+    """
+
+
+class RecordTooLarge(StorageError):
+    """The store refused one record larger than it accepts (a NATS server's ``max_payload``).
+
+    Unlike other ``StorageError``s it is no outage: writing the same record again fails the
+    same way. A worker whose outcome meets it fails that task with it and stores the others.
     """
 
 

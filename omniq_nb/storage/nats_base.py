@@ -44,7 +44,7 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext, api
 from nats.js.kv import KeyValue
 
-from omniq_nb.errors import StorageError
+from omniq_nb.errors import RecordTooLarge, StorageError
 from omniq_nb.opening import OpensAndCloses
 from omniq_nb.urls import redact_url, split_prefix_options
 
@@ -235,6 +235,13 @@ class NATSConnection(OpensAndCloses):
         """Turn driver errors into one-line ``StorageError``s that never show the password."""
         try:
             yield
+        except nats.errors.MaxPayloadError:
+            limit = self._nc.max_payload if self._nc is not None else 0
+            raise RecordTooLarge(
+                f"the NATS store {self.url} refused a task or result larger than the server's max_payload"
+                f" ({limit:,} bytes): raise max_payload in the nats-server configuration (up to 64 MB),"
+                " or keep results in another store (result_url)"
+            ) from None
         except (nats.errors.Error, OSError, asyncio.TimeoutError) as exc:
             raise StorageError(f"the NATS store {self.url} failed: {self._message(exc)}") from None
 

@@ -10,10 +10,12 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from functools import partial
 
+import msgspec
+
 from omniq_nb import graph
 from omniq_nb.context import Progress
-from omniq_nb.errors import StorageError
-from omniq_nb.models import Task, TaskResult, TaskStatus
+from omniq_nb.errors import RecordTooLarge, StorageError, type_name
+from omniq_nb.models import Task, TaskError, TaskResult, TaskStatus
 from omniq_nb.policy import after_failure, succeeded, successor
 from omniq_nb.worker.calls import Outcome
 from omniq_nb.worker.host import PoolHost
@@ -25,6 +27,7 @@ _UTC = timezone.utc
 _PROGRESS_INTERVAL = 0.2  # seconds between progress writes of one task
 _FLUSH_GATHER = 0.001  # seconds a busy pool waits for more outcomes before writing
 _STOP_WRITE_TRIES = 3  # tries a stopping pool makes to store the last outcomes
+_Entry = tuple[TaskResult, Task | None, float, int]  # an outcome to store: result, successor, seconds run, attempt
 HOLD_AT_MOST = 300.0  # seconds an unstored outcome keeps its lease renewed (a store outage); then it is rescued
 
 
@@ -56,8 +59,7 @@ class OutcomeWriter:
     ) -> None:
         self._host, self._name, self._link = host, name, link
         self._running, self._lease_of, self._written = running, lease_of, written
-        # result, successor, seconds run, attempt (two attempts of one task may share a batch)
-        self._results: list[tuple[TaskResult, Task | None, float, int]] = []
+        self._results: list[_Entry] = []  # two attempts of one task may share a batch
         self._unwritten: dict[tuple[str, str], float] = {}  # (task id, lease token) in _results: when recorded
         self._progress: dict[str, Progress] = {}  # the latest unwritten report of each task
         self._flush = asyncio.Event()
@@ -158,11 +160,39 @@ class OutcomeWriter:
         if not batch:
             return
         try:
-            successors = {r.task_id: s for r, s, _, _ in batch if s is not None}
-            accepted = await self._host.storage.settle([r for r, _, _, _ in batch], successors=successors)
+            try:
+                self._stored(batch, await self._settle(batch))
+            except RecordTooLarge:
+                await self._write_apart(batch)
         except BaseException:
-            self._results[:0] = batch  # keep them for the next try: nothing is lost
+            self._results[:0] = batch  # keep what is not stored for the next try: nothing is lost
             raise
+
+    async def _write_apart(self, batch: list[_Entry]) -> None:
+        """Store outcomes one at a time, taking each out of ``batch`` once stored (the store refused them together).
+
+        One the store refuses as too large (``RecordTooLarge``) fails its task with that error:
+        writing it again would fail the same way, and would hold back every later outcome.
+        """
+        while batch:
+            entry = batch[0]
+            try:
+                accepted = await self._settle([entry])
+            except RecordTooLarge as exc:
+                result, following, seconds, attempt = entry
+                error = TaskError(type=type_name(RecordTooLarge), message=str(exc), attempt=attempt)
+                refused = msgspec.structs.replace(result, status=TaskStatus.FAILED, result=None, error=error, eta=None)
+                entry = (refused, following, seconds, attempt)
+                accepted = await self._settle([entry])
+            self._stored([entry], accepted)
+            del batch[0]
+
+    async def _settle(self, batch: list[_Entry]) -> list[Task]:
+        successors = {r.task_id: s for r, s, _, _ in batch if s is not None}
+        return await self._host.storage.settle([r for r, _, _, _ in batch], successors=successors)
+
+    def _stored(self, batch: list[_Entry], accepted: list[Task]) -> None:
+        """Account for a stored batch: its leases let go, its tasks published, their dependents to move on."""
         kept = {(t.id, t.attempt) for t in accepted}  # a rescued attempt's late outcome shares its task id
         for result, _, seconds, attempt in batch:
             self._unwritten.pop((result.task_id, result.lease_token), None)
