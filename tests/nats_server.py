@@ -60,7 +60,7 @@ def stream_names(prefix: str, url: str = NATS_URL) -> list[str]:
 
 
 def drop_prefix(prefix: str, url: str = NATS_URL) -> int:
-    """Delete the bucket, event stream and output stream of ``prefix``; return how many streams went."""
+    """Delete the bucket, object store, event stream and output stream of ``prefix``; return how many streams went."""
 
     async def drop() -> int:
         import nats
@@ -69,7 +69,8 @@ def drop_prefix(prefix: str, url: str = NATS_URL) -> int:
         try:
             js = nc.jetstream()
             gone = 0
-            for name in (f"KV_omniq_{prefix}", f"omniq_{prefix}_events", f"omniq_{prefix}_output"):
+            bucket = f"omniq_{prefix}"
+            for name in (f"KV_{bucket}", f"OBJ_{bucket}", f"{bucket}_events", f"{bucket}_output"):
                 with contextlib.suppress(Exception):
                     gone += bool(await js.delete_stream(name))
             return gone

@@ -12,6 +12,7 @@ ever trusted); events go to a stream whose sequence is the event's ``seq``. See
 
 - ``nats_base.NATSConnection``: URL, connection, bucket and stream, clock, errors;
 - ``nats_mirror.NATSMirror``: the bucket's mirror, the fenced writes, event records, wake-ups;
+- ``nats_objects.NATSObjects``: arguments and results too large for an entry, in an object store;
 - ``nats_results.NATSResults``: ``ResultStore`` and ``EventStore``;
 - ``nats_queue.NATSQueue``: ``QueueStore``;
 - ``nats_maintenance.NATSRegistry`` and ``NATSMaintenance``: ``WorkerRegistry`` and ``MaintenanceStore``;

@@ -126,7 +126,7 @@ class NATSMaintenance(NATSResults):
         await self._drop_dead(now)
         picked = {TaskStatus(s) for s in statuses}
         doomed = [
-            (key, revision, stored.task.id)
+            (key, revision, stored.task)
             for key, (revision, stored) in self._tasks.items()
             if everything or lifecycle.purgeable(stored.task, now, finished_before=finished_before, statuses=picked)
         ]
@@ -136,12 +136,14 @@ class NATSMaintenance(NATSResults):
             )
             if everything:
                 await asyncio.gather(*(self._jet.purge_stream(s) for s in (self.events_stream, self.output_stream)))
+                await self._drop_all_objects()
             else:
+                went = [task for (_, _, task), removed in zip(doomed, gone, strict=True) if removed]
+                await self._drop_objects(value for task in went for value in (task.payload, task.result))
                 await asyncio.gather(
                     *(
-                        self._jet.purge_stream(stream, subject=f"{subject}.{token(task_id)}")
-                        for (_, _, task_id), went in zip(doomed, gone, strict=True)
-                        if went
+                        self._jet.purge_stream(stream, subject=f"{subject}.{token(task.id)}")
+                        for task in went
                         for stream, subject in (
                             (self.events_stream, self._events_subject),
                             (self.output_stream, self._output_subject),

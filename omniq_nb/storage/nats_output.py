@@ -60,7 +60,7 @@ class NATSCache(NATSQueue):
             newest = lifecycle.newest_cached((e[1].task for e in entries if e is not None), key, finished_after)
             if newest is not None:
                 found[key] = newest
-        return found
+        return dict(zip(found, await self._filled(builtins.list(found.values())), strict=True))
 
     async def forget_cached(self, *, name: str | None = None) -> int:
         """Clear the cache key of the tasks that have one (named ``name``, or all), each by compare-and-set."""

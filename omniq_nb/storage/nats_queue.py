@@ -58,15 +58,17 @@ class NATSQueue(NATSResults):
         if not batch:
             return
         keys = [task_key(t.id) for t in batch]
+        kept = await self._kept_apart(batch)
         async with self._errors():
             outcomes = await asyncio.gather(
-                *(self._create(key, encode_stored(next_order(), t)) for key, t in zip(keys, batch, strict=True)),
+                *(self._create(key, encode_stored(next_order(), t)) for key, t in zip(keys, kept, strict=True)),
                 return_exceptions=True,
             )
             failures = [(key, o) for key, o in zip(keys, outcomes, strict=True) if isinstance(o, BaseException)]
             if failures:
                 made = [key for key, o in zip(keys, outcomes, strict=True) if not isinstance(o, BaseException)]
                 await asyncio.gather(*(self._remove(key) for key in made))
+                await self._drop_objects(t.payload for t in kept)
                 key, error = failures[0]
                 if isinstance(error, nats.js.errors.KeyWrongLastSequenceError):
                     raise ValueError(
@@ -103,7 +105,7 @@ class NATSQueue(NATSResults):
         if not claimed:
             await self._catch_up()
             claimed = await self._claim_from_mirror(chosen, limit=limit, lease=lease, worker=worker)
-        return claimed
+        return await self._filled(claimed)
 
     async def _claim_from_mirror(
         self, chosen: tuple[Sequence[str], bool, str | None, Sequence[str]], *, limit: int, lease: float, worker: str
@@ -201,8 +203,9 @@ class NATSQueue(NATSResults):
     ) -> builtins.list[Task]:
         """Apply attempt outcomes, each fenced on its lease; insert accepted tasks' successors."""
         lifecycle.check_outcomes(results)
-        changes = await asyncio.gather(*(self._change(r.task_id, _outcome(r)) for r in results))
-        accepted = [task for task, changed in changes if changed and task is not None]
+        kept = await self._kept_apart_results(results)
+        changes = await asyncio.gather(*(self._change(r.task_id, _outcome(r)) for r in kept))
+        accepted = await self._applied(results, kept, changes)
         events = [
             lifecycle.event_of(t, lifecycle.entered(t.status), message=t.error.message if t.error else None)
             for t in accepted
@@ -218,10 +221,12 @@ class NATSQueue(NATSResults):
         return accepted
 
     async def _insert_quietly(self, task: Task) -> None:
+        [kept] = await self._kept_apart([task])
         async with self._errors():
             try:
-                await self._create(task_key(task.id), encode_stored(next_order(), task))
+                await self._create(task_key(task.id), encode_stored(next_order(), kept))
             except nats.js.errors.KeyWrongLastSequenceError:
+                await self._drop_objects([kept.payload])
                 return  # the same successor was inserted already
 
     async def release(self, *, leases: Mapping[str, str]) -> builtins.list[Task]:
@@ -240,13 +245,14 @@ class NATSQueue(NATSResults):
         changes = await asyncio.gather(*(self._change(i, hand_back(token)) for i, token in leases.items()))
         released = [task for task, changed in changes if changed and task is not None]
         await self._record(lifecycle.event_of(t, EventKind.RELEASED) for t in released)
-        return released
+        return await self._filled(released)
 
     async def expired_leases(self, *, limit: int) -> builtins.list[Task]:
         """Return running tasks whose lease ran out (on this client's clock; the mirror may lag: a rescue is fenced)."""
         await self._mirrored()
         now = datetime.now(_UTC)
-        return [s.task for _, s in self._tasks.values() if lifecycle.lease_lapsed(s.task, now)][:limit]
+        lapsed = [s.task for _, s in self._tasks.values() if lifecycle.lease_lapsed(s.task, now)]
+        return await self._filled(lapsed[:limit])
 
     async def cancel(self, task_id: str) -> Task | None:
         """Cancel a waiting, pending or running task, and the unfinished runs of its periodic series."""
@@ -267,7 +273,7 @@ class NATSQueue(NATSResults):
 
         changes = await asyncio.gather(*(self._change(i, decide) for i in [task_id, *others]))
         await self._record(lifecycle.event_of(t, EventKind.CANCELLED) for t, changed in changes if changed and t)
-        return changes[0][0]
+        return await self._filled_one(changes[0][0])
 
     async def dependents(self, task_ids: Sequence[str]) -> builtins.list[Task]:
         """Return the tasks whose ``depends_on`` names any of ``task_ids``, oldest first.
@@ -279,7 +285,9 @@ class NATSQueue(NATSResults):
             return []
         await self._catch_up()
         keys = set[str]().union(*(self._dependents.get(task_id, ()) for task_id in task_ids))
-        return [stored.task for stored in sorted((self._tasks[key][1] for key in keys), key=attrgetter("order"))]
+        return await self._filled(
+            [stored.task for stored in sorted((self._tasks[key][1] for key in keys), key=attrgetter("order"))]
+        )
 
     async def move_dependents(self, moves: Sequence[DependencyMove]) -> builtins.list[Task]:
         """Apply each move whose task is still in ``move.source``, one compare-and-set per task.
@@ -301,7 +309,7 @@ class NATSQueue(NATSResults):
             lifecycle.event_of(task, lifecycle.moved_event(move), message=move.error.message if move.error else None)
             for move, task in moved
         )
-        return [task for _, task in moved]
+        return await self._filled([task for _, task in moved])
 
     async def requeue(self, task_id: str) -> Task | None:
         """Put a failed, cancelled or expired task back to pending with one more attempt allowed."""
@@ -319,7 +327,7 @@ class NATSQueue(NATSResults):
         task, changed = await self._change(task_id, decide)
         if changed and task is not None:
             await self._record([lifecycle.event_of(task, EventKind.RETRIED)])
-        return task
+        return await self._filled_one(task)
 
     async def expire(self) -> builtins.list[Task]:
         """Move pending tasks past ``expires_at`` to expired."""
@@ -336,7 +344,7 @@ class NATSQueue(NATSResults):
         changes = await asyncio.gather(*(self._change(i, decide) for i in due))
         expired = [task for task, changed in changes if changed and task is not None]
         await self._record(lifecycle.event_of(t, EventKind.EXPIRED) for t in expired)
-        return expired
+        return await self._filled(expired)
 
     async def _change(self, task_id: str, decide: Decide) -> tuple[Task | None, bool]:
         """Apply ``decide`` to the task by compare-and-set; return ``(task as it is now, whether it changed)``.

@@ -21,7 +21,7 @@ from nats.js import api
 
 from omniq_nb.models import Task, TaskEvent, TaskStatus
 from omniq_nb.storage.nats_codec import decode_event, decode_stored, task_key, token
-from omniq_nb.storage.nats_mirror import NATSMirror
+from omniq_nb.storage.nats_objects import NATSObjects
 
 __all__ = ["NATSResults"]
 
@@ -31,7 +31,7 @@ _FETCH_SECONDS = 5.0
 _CONSUMER_IDLE = 30.0  # a reader's consumer the server deletes if it was left behind
 
 
-class NATSResults(NATSMirror):
+class NATSResults(NATSObjects):
     """``ResultStore`` and ``EventStore``: tasks from the mirror (after catching up), events from the stream."""
 
     async def get(self, task_id: str) -> Task | None:
@@ -44,10 +44,10 @@ class NATSResults(NATSMirror):
         keys = [task_key(task_id) for task_id in dict.fromkeys(task_ids)]
         if len(keys) > _DIRECT_GETS:
             await self._catch_up()
-            return [entry[1].task for entry in map(self._tasks.get, keys) if entry is not None]
+            return await self._filled([entry[1].task for entry in map(self._tasks.get, keys) if entry is not None])
         async with self._errors():
             found = await asyncio.gather(*map(self._read, keys))
-        return [decode_stored(entry[1]).task for entry in found if entry is not None]
+        return await self._filled([decode_stored(entry[1]).task for entry in found if entry is not None])
 
     async def list(
         self, *, statuses: Sequence[TaskStatus] = (), queue: str | None = None, limit: int = 100
@@ -61,7 +61,7 @@ class NATSResults(NATSMirror):
             if (not wanted or stored.task.status in wanted) and (queue is None or stored.task.queue == queue)
         ]
         found.sort(key=lambda stored: stored.order, reverse=True)
-        return [stored.task for stored in found[:limit]]
+        return await self._filled([stored.task for stored in found[:limit]])
 
     async def count(self, *, task_ids: Sequence[str] | None = None) -> dict[TaskStatus, int]:
         """Return the number of tasks per status (of ``task_ids``, or all)."""

@@ -1,0 +1,183 @@
+"""The NATS store's large values: arguments and results too large for a bucket entry, kept in an object store.
+
+A bucket entry travels as one message, at most the server's ``max_payload`` (1 MB by
+default), and the mirror of every store object keeps every entry in memory. So a payload or
+a result larger than ``LARGE`` bytes goes to the prefix's object store bucket (its stream
+``OBJ_omniq_PREFIX``, made at the first such value), and the entry keeps a reference in its
+place: ``REF`` and the object's name. The store reads the objects back before it returns a
+task (``_filled``): no caller ever sees a reference.
+
+Names are ``ID.p.NONCE`` (a payload) and ``ID.r.NONCE`` (a result), new for every write: an
+object is written before the entry that names it, so a write that loses (an insert of an id
+that exists, an outcome whose lease was lost) deletes its own object and never another's.
+A task's objects go when the task is purged. A process killed between writing an object and
+its entry leaves that object behind, until ``purge(everything=True)`` empties the bucket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import contextlib
+import secrets
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TypeGuard
+
+import msgspec
+import nats.errors
+import nats.js.errors
+from nats.js import api
+from nats.js.object_store import ObjectStore
+
+from omniq_nb.errors import StorageError
+from omniq_nb.models import Task, TaskResult
+from omniq_nb.storage.nats_codec import token
+from omniq_nb.storage.nats_mirror import NATSMirror
+
+__all__ = ["LARGE", "REF", "NATSObjects", "is_ref"]
+
+LARGE = 256 * 1024
+"""Bytes above which a payload or result is kept in the object store, not in the task's entry."""
+REF = b"\x00omniq-nats-object:"
+"""The start of a reference to an object (never the start of a serialized value)."""
+
+
+class NATSObjects(NATSMirror):
+    """Keep large payloads and results in the prefix's object store; read them back into tasks."""
+
+    _objects: ObjectStore | None = None
+
+    async def close(self) -> None:
+        """Forget the object store (it belongs to the connection that closes), then close."""
+        self._objects = None
+        await super().close()
+
+    async def _kept_apart(self, tasks: Sequence[Task]) -> builtins.list[Task]:
+        """Return ``tasks`` as their entries keep them: each large payload or result written as an object first."""
+        large = [i for i, task in enumerate(tasks) if _large(task)]
+        if not large:
+            return builtins.list(tasks)
+        kept = builtins.list(tasks)
+        for i, task in zip(large, await asyncio.gather(*(self._keep_apart(tasks[i]) for i in large)), strict=True):
+            kept[i] = task
+        return kept
+
+    async def _keep_apart(self, task: Task) -> Task:
+        payload, result = task.payload, task.result
+        if len(payload) > LARGE:
+            payload = await self._put_object(task.id, "p", payload)
+        if result is not None and len(result) > LARGE:
+            result = await self._put_object(task.id, "r", result)
+        if payload is task.payload and result is task.result:
+            return task
+        return msgspec.structs.replace(task, payload=payload, result=result)
+
+    async def _kept_apart_results(self, results: Sequence[TaskResult]) -> builtins.list[TaskResult]:
+        """Return ``results`` with each large result written as an object first, a reference in its place."""
+
+        async def keep(result: TaskResult) -> TaskResult:
+            if result.result is None or len(result.result) <= LARGE:
+                return result
+            return msgspec.structs.replace(result, result=await self._put_object(result.task_id, "r", result.result))
+
+        if not any(r.result is not None and len(r.result) > LARGE for r in results):
+            return builtins.list(results)
+        return await asyncio.gather(*map(keep, results))
+
+    async def _applied(
+        self, results: Sequence[TaskResult], kept: Sequence[TaskResult], changes: Sequence[tuple[Task | None, bool]]
+    ) -> builtins.list[Task]:
+        """Return the tasks the outcomes changed, with their results' bytes; delete the objects of the others.
+
+        ``kept`` are ``results`` as written (``_kept_apart_results``), ``changes`` what each write did.
+        """
+        await self._drop_objects(k.result for k, (_, changed) in zip(kept, changes, strict=True) if not changed)
+        known = {k.result: r.result or b"" for k, r in zip(kept, results, strict=True) if is_ref(k.result)}
+        return await self._filled([task for task, changed in changes if changed and task is not None], known)
+
+    async def _put_object(self, task_id: str, part: str, value: bytes) -> bytes:
+        """Write ``value`` as a new object of the task; return the reference its entry keeps."""
+        name = f"{token(task_id)}.{part}.{secrets.token_hex(6)}"
+        async with self._errors():
+            store = await self._made_object_store()
+            await store.put(name, value)
+        return REF + name.encode()
+
+    async def _filled(self, tasks: Sequence[Task], known: Mapping[bytes, bytes] = {}) -> builtins.list[Task]:
+        """Return ``tasks`` with every reference replaced by its object's bytes (``known`` ones not read).
+
+        Raises:
+            StorageError: an object a task names is gone (its task was purged meanwhile).
+
+        """
+        refs = {value for task in tasks for value in (task.payload, task.result) if is_ref(value)}
+        if not refs:
+            return builtins.list(tasks)
+        values = {ref: known[ref] for ref in refs if ref in known}
+        unread = [ref for ref in refs if ref not in values]
+        if unread:
+            async with self._errors():
+                store = await self._object_store()
+                found = await asyncio.gather(*(self._get_object(store, ref) for ref in unread))
+            values.update(zip(unread, found, strict=True))
+        return [_with_values(task, values) for task in tasks]
+
+    async def _filled_one(self, task: Task | None) -> Task | None:
+        """Return ``task`` (or ``None``) with its references replaced by its objects' bytes."""
+        return None if task is None else (await self._filled([task]))[0]
+
+    async def _get_object(self, store: ObjectStore | None, ref: bytes) -> bytes:
+        name = ref[len(REF) :].decode()
+        try:
+            if store is None:
+                raise nats.js.errors.ObjectNotFoundError
+            return (await store.get(name)).data or b""
+        except nats.js.errors.NotFoundError:
+            raise StorageError(f"the NATS store {self.url} has no object {name} (its task was purged)") from None
+
+    async def _drop_objects(self, values: Iterable[bytes | None]) -> None:
+        """Delete the objects these references name (best effort: one left behind only takes space)."""
+        names = {value[len(REF) :].decode() for value in values if is_ref(value)}
+        if not names:
+            return
+        with contextlib.suppress(nats.errors.Error, OSError, asyncio.TimeoutError):
+            store = await self._object_store()
+            if store is not None:
+                await asyncio.gather(*(store.delete(name) for name in names), return_exceptions=True)
+
+    async def _object_store(self) -> ObjectStore | None:
+        """Return the prefix's object store, or ``None`` when it has none (no large value yet)."""
+        if self._objects is None:
+            with contextlib.suppress(nats.js.errors.BucketNotFoundError):
+                self._objects = await self._jet.object_store(self.bucket)
+        return self._objects
+
+    async def _made_object_store(self) -> ObjectStore:
+        """Return the prefix's object store, made if it has none."""
+        if (store := await self._object_store()) is not None:
+            return store
+        config = api.ObjectStoreConfig(storage=api.StorageType.FILE)
+        self._objects = await self._jet.create_object_store(self.bucket, config=config)
+        return self._objects
+
+    async def _drop_all_objects(self) -> None:
+        """Empty the object store, if the prefix has one."""
+        if await self._object_store() is not None:
+            await self._jet.purge_stream(f"OBJ_{self.bucket}")
+
+
+def is_ref(value: bytes | None) -> TypeGuard[bytes]:
+    """Return whether a payload or result is a reference to an object."""
+    return value is not None and value.startswith(REF)
+
+
+def _large(task: Task) -> bool:
+    return len(task.payload) > LARGE or (task.result is not None and len(task.result) > LARGE)
+
+
+def _with_values(task: Task, values: Mapping[bytes, bytes]) -> Task:
+    payload = values.get(task.payload, task.payload)
+    result = values.get(task.result, task.result) if task.result is not None else None
+    if payload is task.payload and result is task.result:
+        return task
+    return msgspec.structs.replace(task, payload=payload, result=result)
