@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import contextlib
+import secrets
 from collections.abc import Sequence
 
 import nats.errors
@@ -83,19 +84,23 @@ class NATSResults(NATSObjects):
             info = await self._jet.stream_info(self.events_stream)
             if limit <= 0 or not info.state.messages or since >= (info.state.last_seq or 0):
                 return []
-            subject = f"{self._events_subject}.{token(task_id) if task_id is not None else '>'}"
-            reader = await self._jet.pull_subscribe(
-                subject,
-                stream=self.events_stream,
+            name = secrets.token_hex(8)
+            await self._jet.add_consumer(
+                self.events_stream,
                 config=api.ConsumerConfig(
+                    name=name,
                     deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE,
                     opt_start_seq=since + 1,
                     ack_policy=api.AckPolicy.NONE,
                     inactive_threshold=_CONSUMER_IDLE,
                     mem_storage=True,
                     num_replicas=1,
+                    # every message of the stream is an event: a filter for all of them would only make
+                    # the server count the pending ones subject by subject (nats-server 2.9 does, at each fetch)
+                    filter_subject=None if task_id is None else f"{self._events_subject}.{token(task_id)}",
                 ),
             )
+            reader = await self._jet.pull_subscribe_bind(name=name, stream=self.events_stream)
             try:
                 return await self._fetch_events(reader, limit)
             finally:
