@@ -20,6 +20,10 @@ from omniq_nb.tracebacks import format_task_traceback
 logger = logging.getLogger(__name__)
 
 
+ERROR_TEXT_AT_MOST = 65_536
+"""Characters of a failed attempt's message, and of its traceback, that are stored (a longer one: its start and end)."""
+
+
 def describe_exception(exc: BaseException, attempt: int) -> tuple[TaskError, tuple[str, ...]]:
     """Return the stored error for ``exc`` and the names of its classes (for ``retry_on``).
 
@@ -35,11 +39,29 @@ def describe_exception(exc: BaseException, attempt: int) -> tuple[TaskError, tup
         message = "<exception str() failed>"  # what the traceback module shows then
     error = TaskError(
         type=type_name(type(exc)),
-        message=message,
-        traceback=format_task_traceback(exc),
+        message=clipped(message),
+        traceback=clipped(format_task_traceback(exc)),
         attempt=attempt,
     )
     return error, tuple(type_name(kind) for kind in type(exc).__mro__)
+
+
+def clipped(text: str, at_most: int = ERROR_TEXT_AT_MOST) -> str:
+    """Return ``text``, or its start and its end when longer than ``at_most`` characters.
+
+    An exception's message can be megabytes (a repr of a whole array); the stored error need not.
+
+    Example:
+        >>> print(clipped("abcdefghij", at_most=4))
+        ab
+        … [6 characters cut] …
+        ij
+
+    """
+    if len(text) <= at_most:
+        return text
+    half = at_most // 2
+    return f"{text[:half]}\n… [{len(text) - 2 * half:,} characters cut] …\n{text[-half:]}"
 
 
 def succeeded(task: Task, result: bytes) -> TaskResult:

@@ -27,7 +27,7 @@ _UTC = timezone.utc
 _PROGRESS_INTERVAL = 0.2  # seconds between progress writes of one task
 _FLUSH_GATHER = 0.001  # seconds a busy pool waits for more outcomes before writing
 _STOP_WRITE_TRIES = 3  # tries a stopping pool makes to store the last outcomes
-_Entry = tuple[TaskResult, Task | None, float, int]  # an outcome to store: result, successor, seconds run, attempt
+_Entry = tuple[TaskResult, Task | None, float, int]  # an outcome: result, next periodic run, seconds run, attempt
 HOLD_AT_MOST = 300.0  # seconds an unstored outcome keeps its lease renewed (a store outage); then it is rescued
 
 
@@ -81,8 +81,8 @@ class OutcomeWriter:
                 backoff_base=self._host.settings.retry_backoff,
                 retryable=outcome.retryable,
             )
-        final = result.status is not TaskStatus.PENDING
-        self._results.append((result, successor(task, now=now) if final else None, seconds, task.attempt))
+        # the next run of a periodic task is inserted once this run is final (a retry refused as too large is)
+        self._results.append((result, successor(task, now=now), seconds, task.attempt))
         self._unwritten[result.task_id, result.lease_token] = time.monotonic()
         self._flush.set()
 
@@ -188,7 +188,7 @@ class OutcomeWriter:
             del batch[0]
 
     async def _settle(self, batch: list[_Entry]) -> list[Task]:
-        successors = {r.task_id: s for r, s, _, _ in batch if s is not None}
+        successors = {r.task_id: s for r, s, _, _ in batch if s is not None and r.status is not TaskStatus.PENDING}
         return await self._host.storage.settle([r for r, _, _, _ in batch], successors=successors)
 
     def _stored(self, batch: list[_Entry], accepted: list[Task]) -> None:
