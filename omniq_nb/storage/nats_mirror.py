@@ -223,6 +223,15 @@ class NATSMirror(NATSConnection):
             return None
         return entry.revision or 0, entry.value or b""
 
+    async def _fetch(self, key: str) -> tuple[int, Stored] | None:
+        """Return ``(revision, entry)`` of a task's key from the server, or ``None`` when it has none."""
+        found = await self._read(key)
+        return None if found is None else (found[0], decode_stored(found[1]))
+
+    def _series_busy(self, series: str | None) -> bool:
+        """Return True when the series already has an unfinished run in the mirror (it must not fork)."""
+        return any(s.task.series == series and s.task.status in lifecycle.UNFINISHED for _, s in self._tasks.values())
+
     async def _record(self, events: Iterable[TaskEvent]) -> None:
         """Append events to the stream, in order; a failure loses them (logged) and never fails the caller.
 

@@ -5,7 +5,9 @@ default), and the mirror of every store object keeps every entry in memory. So a
 a result larger than ``LARGE`` bytes goes to the prefix's object store bucket (its stream
 ``OBJ_omniq_PREFIX``, made at the first such value), and the entry keeps a reference in its
 place: ``REF`` and the object's name. The store reads the objects back before it returns a
-task (``_filled``): no caller ever sees a reference.
+task from a read or a claim (``_filled``); the tasks a transition returns (a settle, cancel,
+release...) get their results back but keep large arguments as references: their payload is
+never read (handles drop it), and a transition that landed must not fail on a read after it.
 
 Names are ``ID.p.NONCE`` (a payload) and ``ID.r.NONCE`` (a result), new for every write: an
 object is written before the entry that names it, so a write that loses (an insert of an id
@@ -19,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import contextlib
+import logging
 import secrets
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TypeGuard
@@ -35,6 +38,8 @@ from omniq_nb.storage.nats_codec import token
 from omniq_nb.storage.nats_mirror import NATSMirror
 
 __all__ = ["LARGE", "REF", "NATSObjects", "is_ref"]
+
+logger = logging.getLogger(__name__)
 
 LARGE = 256 * 1024
 """Bytes above which a payload or result is kept in the object store, not in the task's entry."""
@@ -85,15 +90,25 @@ class NATSObjects(NATSMirror):
         return await asyncio.gather(*map(keep, results))
 
     async def _applied(
-        self, results: Sequence[TaskResult], kept: Sequence[TaskResult], changes: Sequence[tuple[Task | None, bool]]
+        self,
+        results: Sequence[TaskResult],
+        kept: Sequence[TaskResult],
+        changes: Sequence[tuple[Task | None, bool] | BaseException],
     ) -> builtins.list[Task]:
-        """Return the tasks the outcomes changed, with their results' bytes; delete the objects of the others.
+        """Return the tasks the outcomes changed, with their results' bytes; delete the objects of the refused.
 
-        ``kept`` are ``results`` as written (``_kept_apart_results``), ``changes`` what each write did.
+        ``kept`` are ``results`` as written (``_kept_apart_results``), ``changes`` what each write
+        did (an exception: unknown, so its object stays). Large arguments stay references: whoever
+        gets a settled task (the pool, its handles) never reads its payload.
         """
-        await self._drop_objects(k.result for k, (_, changed) in zip(kept, changes, strict=True) if not changed)
+        refused = [
+            k.result for k, c in zip(kept, changes, strict=True) if not isinstance(c, BaseException) and not c[1]
+        ]
+        await self._drop_objects(refused)
         known = {k.result: r.result or b"" for k, r in zip(kept, results, strict=True) if is_ref(k.result)}
-        return await self._filled([task for task, changed in changes if changed and task is not None], known)
+        return [
+            _with_values(c[0], known) for c in changes if not isinstance(c, BaseException) and c[1] and c[0] is not None
+        ]
 
     async def _put_object(self, task_id: str, part: str, value: bytes) -> bytes:
         """Write ``value`` as a new object of the task; return the reference its entry keeps."""
@@ -103,14 +118,19 @@ class NATSObjects(NATSMirror):
             await store.put(name, value)
         return REF + name.encode()
 
-    async def _filled(self, tasks: Sequence[Task], known: Mapping[bytes, bytes] = {}) -> builtins.list[Task]:
+    async def _filled(
+        self, tasks: Sequence[Task], known: Mapping[bytes, bytes] = {}, *, payloads: bool = True
+    ) -> builtins.list[Task]:
         """Return ``tasks`` with every reference replaced by its object's bytes (``known`` ones not read).
+
+        With ``payloads=False`` large arguments stay references: for the tasks a transition
+        returns, whose payload nobody reads (handles drop it).
 
         Raises:
             StorageError: an object a task names is gone (its task was purged meanwhile).
 
         """
-        refs = {value for task in tasks for value in (task.payload, task.result) if is_ref(value)}
+        refs = {value for task in tasks for value in (task.payload if payloads else None, task.result) if is_ref(value)}
         if not refs:
             return builtins.list(tasks)
         values = {ref: known[ref] for ref in refs if ref in known}
@@ -122,9 +142,20 @@ class NATSObjects(NATSMirror):
             values.update(zip(unread, found, strict=True))
         return [_with_values(task, values) for task in tasks]
 
+    async def _filled_each(self, tasks: Sequence[Task]) -> tuple[builtins.list[Task], builtins.list[Task]]:
+        """Return ``(tasks filled, tasks whose objects could not be read now)``: each read on its own."""
+        if not any(is_ref(task.payload) or is_ref(task.result) for task in tasks):
+            return builtins.list(tasks), []
+        filled = await asyncio.gather(*(self._filled([task]) for task in tasks), return_exceptions=True)
+        unread = [task for task, got in zip(tasks, filled, strict=True) if isinstance(got, BaseException)]
+        for task, got in zip(tasks, filled, strict=True):
+            if isinstance(got, BaseException):
+                logger.warning("NATS store %s: task %s: %s", self.url, task.id, got)
+        return [got[0] for got in filled if not isinstance(got, BaseException)], unread
+
     async def _filled_one(self, task: Task | None) -> Task | None:
-        """Return ``task`` (or ``None``) with its references replaced by its objects' bytes."""
-        return None if task is None else (await self._filled([task]))[0]
+        """Return a task a transition returned (or ``None``) with its result's bytes (``_filled``, no payload)."""
+        return None if task is None else (await self._filled([task], payloads=False))[0]
 
     async def _get_object(self, store: ObjectStore | None, ref: bytes) -> bytes:
         name = ref[len(REF) :].decode()

@@ -28,7 +28,7 @@ import nats.js.errors
 from omniq_nb.errors import StorageError
 from omniq_nb.models import DependencyMove, EventKind, Task, TaskResult, TaskStatus
 from omniq_nb.storage import lifecycle
-from omniq_nb.storage.nats_codec import Stored, decode_stored, encode_stored, next_order, task_key
+from omniq_nb.storage.nats_codec import Stored, encode_stored, next_order, task_key
 from omniq_nb.storage.nats_results import NATSResults
 
 __all__ = ["NATSQueue"]
@@ -105,7 +105,10 @@ class NATSQueue(NATSResults):
         if not claimed:
             await self._catch_up()
             claimed = await self._claim_from_mirror(chosen, limit=limit, lease=lease, worker=worker)
-        return await self._filled(claimed)
+        usable, unread = await self._filled_each(claimed)
+        if unread:  # their large arguments could not be read now: back to the queue, no attempt used
+            await self.release(leases={t.id: t.lease_token or "" for t in unread})
+        return usable
 
     async def _claim_from_mirror(
         self, chosen: tuple[Sequence[str], bool, str | None, Sequence[str]], *, limit: int, lease: float, worker: str
@@ -201,11 +204,16 @@ class NATSQueue(NATSResults):
     async def settle(
         self, results: Sequence[TaskResult], *, successors: Mapping[str, Task] = {}
     ) -> builtins.list[Task]:
-        """Apply attempt outcomes, each fenced on its lease; insert accepted tasks' successors."""
+        """Apply attempt outcomes, each fenced on its lease; insert accepted tasks' successors.
+
+        A write that fails raises once the others are done, their events and successors written
+        (no transaction holds them back: the outcomes that landed stay).
+        """
         lifecycle.check_outcomes(results)
         kept = await self._kept_apart_results(results)
-        changes = await asyncio.gather(*(self._change(r.task_id, _outcome(r)) for r in kept))
+        changes = await asyncio.gather(*(self._change(r.task_id, _outcome(r)) for r in kept), return_exceptions=True)
         accepted = await self._applied(results, kept, changes)
+        failure = next((change for change in changes if isinstance(change, BaseException)), None)
         events = [
             lifecycle.event_of(t, lifecycle.entered(t.status), message=t.error.message if t.error else None)
             for t in accepted
@@ -218,6 +226,8 @@ class NATSQueue(NATSResults):
                     await self._insert_quietly(task)
                     events.append(lifecycle.event_of(task, EventKind.ENQUEUED, at=task.created_at))
         await self._record(events)
+        if failure is not None:
+            raise failure
         return accepted
 
     async def _insert_quietly(self, task: Task) -> None:
@@ -245,14 +255,14 @@ class NATSQueue(NATSResults):
         changes = await asyncio.gather(*(self._change(i, hand_back(token)) for i, token in leases.items()))
         released = [task for task, changed in changes if changed and task is not None]
         await self._record(lifecycle.event_of(t, EventKind.RELEASED) for t in released)
-        return await self._filled(released)
+        return await self._filled(released, payloads=False)
 
     async def expired_leases(self, *, limit: int) -> builtins.list[Task]:
         """Return running tasks whose lease ran out (on this client's clock; the mirror may lag: a rescue is fenced)."""
         await self._mirrored()
         now = datetime.now(_UTC)
         lapsed = [s.task for _, s in self._tasks.values() if lifecycle.lease_lapsed(s.task, now)]
-        return await self._filled(lapsed[:limit])
+        return await self._filled(lapsed[:limit], payloads=False)
 
     async def cancel(self, task_id: str) -> Task | None:
         """Cancel a waiting, pending or running task, and the unfinished runs of its periodic series."""
@@ -285,9 +295,8 @@ class NATSQueue(NATSResults):
             return []
         await self._catch_up()
         keys = set[str]().union(*(self._dependents.get(task_id, ()) for task_id in task_ids))
-        return await self._filled(
-            [stored.task for stored in sorted((self._tasks[key][1] for key in keys), key=attrgetter("order"))]
-        )
+        found = sorted((self._tasks[key][1] for key in keys), key=attrgetter("order"))
+        return await self._filled([stored.task for stored in found], payloads=False)
 
     async def move_dependents(self, moves: Sequence[DependencyMove]) -> builtins.list[Task]:
         """Apply each move whose task is still in ``move.source``, one compare-and-set per task.
@@ -309,7 +318,7 @@ class NATSQueue(NATSResults):
             lifecycle.event_of(task, lifecycle.moved_event(move), message=move.error.message if move.error else None)
             for move, task in moved
         )
-        return await self._filled([task for _, task in moved])
+        return await self._filled([task for _, task in moved], payloads=False)
 
     async def requeue(self, task_id: str) -> Task | None:
         """Put a failed, cancelled or expired task back to pending with one more attempt allowed."""
@@ -344,7 +353,7 @@ class NATSQueue(NATSResults):
         changes = await asyncio.gather(*(self._change(i, decide) for i in due))
         expired = [task for task, changed in changes if changed and task is not None]
         await self._record(lifecycle.event_of(t, EventKind.EXPIRED) for t in expired)
-        return await self._filled(expired)
+        return await self._filled(expired, payloads=False)
 
     async def _change(self, task_id: str, decide: Decide) -> tuple[Task | None, bool]:
         """Apply ``decide`` to the task by compare-and-set; return ``(task as it is now, whether it changed)``.
@@ -371,14 +380,6 @@ class NATSQueue(NATSResults):
                     return task, True
                 entry, from_server = await self._fetch(key), True
         raise StorageError(f"task {task_id}: its key in {self.url} kept changing; gave up after {_TRIES} tries")
-
-    async def _fetch(self, key: str) -> tuple[int, Stored] | None:
-        found = await self._read(key)
-        return None if found is None else (found[0], decode_stored(found[1]))
-
-    def _series_busy(self, series: str | None) -> bool:
-        """Return True when the series already has an unfinished run (it must not fork)."""
-        return any(s.task.series == series and s.task.status in lifecycle.UNFINISHED for _, s in self._tasks.values())
 
 
 def _outcome(result: TaskResult) -> Decide:

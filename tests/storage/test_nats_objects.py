@@ -111,3 +111,22 @@ async def test_purging_everything_empties_the_object_store() -> None:
             assert len(await object_names(prefix)) == 1
             await q.storage.purge(everything=True)
             assert await object_names(prefix) == set()
+
+
+async def test_a_task_whose_argument_is_unreadable_goes_back_to_the_queue_and_the_claim_hands_out_the_rest() -> None:
+    with nats_prefix() as prefix:
+        async with omniq.AsyncOmniQ(db_url=f"{NATS_URL}?prefix={prefix}") as q:
+            broken = await q.enqueue(grown, b"b" * BIG)
+            fine = await q.enqueue(grown, b"f")
+            [name] = await object_names(prefix)
+            nc = await nats.connect(NATS_URL)
+            try:
+                await (await nc.jetstream().object_store(f"omniq_{prefix}")).delete(name)
+            finally:
+                await nc.close()
+            claimed = await q.storage.claim(queues=["default"], limit=2, lease=60, worker="w")
+            assert [t.id for t in claimed] == [fine.id]
+            counts = await q.storage.count(task_ids=[broken.id])
+            assert (counts[TaskStatus.PENDING], counts[TaskStatus.RUNNING]) == (1, 0)  # handed back
+            with pytest.raises(omniq.StorageError, match="has no object"):
+                await q.storage.get(broken.id)  # says why, rather than hand out a task without its arguments

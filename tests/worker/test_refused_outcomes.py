@@ -7,12 +7,14 @@ error message is kept in the task's entry, so a huge one is what a NATS store st
 from __future__ import annotations
 
 import asyncio
+from datetime import datetime, timezone
 
 import pytest
 from nats_server import NATS_URL, nats_prefix
 
 import omniq_nb as omniq
-from omniq_nb.models import TaskError, TaskStatus
+from omniq_nb.models import EventKind, TaskError, TaskResult, TaskStatus
+from omniq_nb.policy import succeeded, successor
 from omniq_nb.worker.calls import Outcome
 from omniq_nb.worker.outcomes import OutcomeWriter
 
@@ -60,7 +62,23 @@ async def test_a_result_too_large_for_the_store_fails_its_task_and_its_batch_mat
             assert sorted(stored) == sorted((t.id, t.lease_token or "") for t in claimed.values())
 
 
-async def test_a_pool_on_nats_fails_a_task_whose_outcome_is_too_large_and_goes_on() -> None:
+async def test_a_refused_retry_of_a_periodic_task_still_schedules_its_next_run() -> None:
+    with nats_prefix() as prefix:
+        async with omniq.AsyncOmniQ(db_url=f"{NATS_URL}?prefix={prefix}") as q:
+            run = await q.enqueue_call(add, args=(1, 2), retries=3, interval=3600, delay=0)
+            [claimed] = await q.storage.claim(queues=["default"], limit=1, lease=60, worker="here")
+            writer = OutcomeWriter(q, "here", running=lambda: 0, lease_of=lambda _: None, written=lambda *_: None)
+            huge = TaskError(type="ValueError", message="x" * TOO_LARGE)  # retryable: a retry, not final
+            writer.record(claimed, Outcome(error=huge, raised=("ValueError",)), 0.1)
+            writer.drain()
+            await asyncio.wait_for(writer.write_loop(), 30)
+
+            assert (await q.get(run.id)).task.status == TaskStatus.FAILED  # refused: final, so the series goes on
+            following = [t for t in await q.storage.list() if t.id != run.id]
+            assert [(t.status, t.series) for t in following] == [(TaskStatus.PENDING, claimed.series)]
+
+
+async def test_a_task_raising_a_huge_message_fails_with_it_clipped_and_the_pool_goes_on() -> None:
     with nats_prefix() as prefix:
         async with omniq.AsyncOmniQ(db_url=f"{NATS_URL}?prefix={prefix}") as q:
             pool = omniq.AsyncWorkerPool(q, concurrency=4, kind="thread")
@@ -79,4 +97,28 @@ async def test_a_pool_on_nats_fails_a_task_whose_outcome_is_too_large_and_goes_o
                 omniq.TaskFailed,
                 30,
             ]
-            assert all("RecordTooLarge" in str(o) for o in outcomes if not isinstance(o, int))
+            for failure in (o for o in outcomes if isinstance(o, omniq.TaskFailed)):
+                assert failure.error.type == "ValueError"
+                assert "characters cut" in failure.error.message and len(failure.error.message) < 70_000
+
+
+async def test_a_nats_settle_that_one_outcome_fails_still_records_what_the_others_did() -> None:
+    with nats_prefix() as prefix:
+        async with omniq.AsyncOmniQ(db_url=f"{NATS_URL}?prefix={prefix}") as q:
+            periodic = await q.enqueue_call(add, args=(1, 2), interval=3600, delay=0)
+            other = await q.enqueue(add, 3, 4)
+            claimed = {t.id: t for t in await q.storage.claim(queues=["default"], limit=2, lease=60, worker="here")}
+            done = succeeded(claimed[periodic.id], q.serializer.dumps(3))
+            huge = TaskError(type="ValueError", message="x" * TOO_LARGE)
+            refused = TaskResult(
+                task_id=other.id, lease_token=claimed[other.id].lease_token or "", status=TaskStatus.FAILED, error=huge
+            )
+            following = successor(claimed[periodic.id], now=datetime.now(timezone.utc))
+            assert following is not None
+            with pytest.raises(omniq.RecordTooLarge):
+                await q.storage.settle([done, refused], successors={periodic.id: following})
+
+            assert (await q.get(periodic.id)).task.status == TaskStatus.SUCCEEDED  # it landed: no transaction
+            assert await q.storage.get(following.id) is not None  # and so did its next run
+            kinds = [e.kind for e in await q.storage.events(task_id=periodic.id)]
+            assert kinds[-1] == EventKind.SUCCEEDED
