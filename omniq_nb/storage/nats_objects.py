@@ -59,20 +59,13 @@ class NATSObjects(NATSMirror):
 
     async def _kept_apart(self, tasks: Sequence[Task]) -> builtins.list[Task]:
         """Return ``tasks`` as their entries keep them: each large payload or result written as an object first."""
-        large = [i for i, task in enumerate(tasks) if _large(task)]
-        if not large:
+        if not any(_is_large(task.payload) or _is_large(task.result) for task in tasks):
             return builtins.list(tasks)
-        kept = builtins.list(tasks)
-        for i, task in zip(large, await asyncio.gather(*(self._keep_apart(tasks[i]) for i in large)), strict=True):
-            kept[i] = task
-        return kept
+        return await asyncio.gather(*map(self._keep_apart, tasks))
 
     async def _keep_apart(self, task: Task) -> Task:
-        payload, result = task.payload, task.result
-        if len(payload) > LARGE:
-            payload = await self._put_object(task.id, "p", payload)
-        if result is not None and len(result) > LARGE:
-            result = await self._put_object(task.id, "r", result)
+        payload = await self._put_object(task.id, "p", task.payload) if _is_large(task.payload) else task.payload
+        result = await self._put_object(task.id, "r", task.result) if _is_large(task.result) else task.result
         if payload is task.payload and result is task.result:
             return task
         return msgspec.structs.replace(task, payload=payload, result=result)
@@ -81,11 +74,11 @@ class NATSObjects(NATSMirror):
         """Return ``results`` with each large result written as an object first, a reference in its place."""
 
         async def keep(result: TaskResult) -> TaskResult:
-            if result.result is None or len(result.result) <= LARGE:
+            if not _is_large(result.result):
                 return result
             return msgspec.structs.replace(result, result=await self._put_object(result.task_id, "r", result.result))
 
-        if not any(r.result is not None and len(r.result) > LARGE for r in results):
+        if not any(_is_large(result.result) for result in results):
             return builtins.list(results)
         return await asyncio.gather(*map(keep, results))
 
@@ -146,12 +139,16 @@ class NATSObjects(NATSMirror):
         """Return ``(tasks filled, tasks whose objects could not be read now)``: each read on its own."""
         if not any(is_ref(task.payload) or is_ref(task.result) for task in tasks):
             return builtins.list(tasks), []
+        usable: builtins.list[Task] = []
+        unread: builtins.list[Task] = []
         filled = await asyncio.gather(*(self._filled([task]) for task in tasks), return_exceptions=True)
-        unread = [task for task, got in zip(tasks, filled, strict=True) if isinstance(got, BaseException)]
         for task, got in zip(tasks, filled, strict=True):
             if isinstance(got, BaseException):
                 logger.warning("NATS store %s: task %s: %s", self.url, task.id, got)
-        return [got[0] for got in filled if not isinstance(got, BaseException)], unread
+                unread.append(task)
+            else:
+                usable += got
+        return usable, unread
 
     async def _filled_one(self, task: Task | None) -> Task | None:
         """Return a task a transition returned (or ``None``) with its result's bytes (``_filled``, no payload)."""
@@ -202,8 +199,8 @@ def is_ref(value: bytes | None) -> TypeGuard[bytes]:
     return value is not None and value.startswith(REF)
 
 
-def _large(task: Task) -> bool:
-    return len(task.payload) > LARGE or (task.result is not None and len(task.result) > LARGE)
+def _is_large(value: bytes | None) -> TypeGuard[bytes]:
+    return value is not None and len(value) > LARGE
 
 
 def _with_values(task: Task, values: Mapping[bytes, bytes]) -> Task:
