@@ -256,9 +256,13 @@ class AsyncOmniQ(QueueAdmin, ResultReading, HistoryReading, OpensAndCloses):
         keyed = caching.call_keys(fn, task_options, template.name, extracted)
         hits = await caching.reuse(self.storage, keyed.keys, task_options.cache_ttl)
         missed = [(call, key) for call, key, hit in zip(extracted, keyed.keys, hits, strict=True) if hit is None]
-        payloads = self.serializer.dump_calls(fn, ((a, k) for (a, k, _), _ in missed))  # lazy: one failing inserts none
+        shared = self.serializer.share_callable(fn) if len(missed) > 1 else None  # kept once, named by each row
+        # lazy: the store pickles each call as it reads it, and one that fails inserts none
+        payloads = self.serializer.dump_calls(fn, ((a, k) for (a, k, _), _ in missed), shared)
         caching.warn(template.name, keyed)
         ids = new_task_ids(len(missed))
+        if shared is not None:
+            await self.storage.keep_callable(*shared)
         if template.depends_on or any(upstream or key for (_, _, upstream), key in missed):
             rows = zip(ids, payloads, missed, strict=True)
             tasks = await self._insert(

@@ -1,13 +1,10 @@
 """Turn calls and results into self-describing blobs, and back, with optional HMAC signing.
 
-A blob is ``b"OQ" + version + format + flag [+ 32-byte HMAC-SHA256] + body``. The format
-byte says how the body was written: msgpack (msgspec) for plain data, cloudpickle for
-everything else (functions defined in ``__main__`` or a notebook travel by value). A call's
-format byte also says whether its callable is a coroutine function (``is_coroutine_call``
-reads it without unpickling anything), so a worker knows where the call runs before it
-loads it; calls written before that byte existed use the plain pickle format. With a
-secret, every blob is signed when written and its signature is checked *before* the body is
-decoded, so a tampered or unsigned payload is never unpickled.
+Plain data is written with msgpack (msgspec), everything else with cloudpickle (functions
+defined in ``__main__`` or a notebook travel by value); ``omniq_nb.blob_format`` is the
+layout, and what a worker reads from a header before it loads a call. With a secret, every
+blob is signed when written and its signature is checked *before* the body is decoded, so a
+tampered or unsigned payload is never unpickled.
 
 The callable of a call is pickled apart from its arguments, so a worker unpickles each plain
 function once and reuses it for every task that calls it (as dask's workers do): a function
@@ -15,6 +12,11 @@ sent by value then keeps its module-level state between tasks in one worker, as 
 function always does. Callables that carry state of their own (closures, bound methods,
 ``functools.partial``, callable objects) are unpickled afresh for every task. How cloudpickle
 is used (code keeps its file name, a cell's source travels, the reuse) is ``omniq_nb.pickling``.
+
+The calls of one batch (``enqueue_many``, ``.map()``) share their callable: ``share_callable``
+pickles it once, the store keeps those bytes once under their SHA-256 digest, and each call's
+blob names that digest; ``load_call`` takes the kept bytes and refuses them unless they hash
+to the digest, which the blob's signature covers.
 """
 
 from __future__ import annotations
@@ -23,36 +25,51 @@ import hashlib
 import hmac
 import inspect
 import pickle
-import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import cloudpickle
 import msgspec
 
 from omniq_nb import pickling
+from omniq_nb.blob_format import (
+    CALL,
+    COROUTINE_CALL,
+    DIGEST_SIZE,
+    FORMATS,
+    HEADER_SIZE,
+    MAGIC,
+    MSGPACK,
+    PICKLE,
+    SHARED_CALL,
+    SHARED_COROUTINE_CALL,
+    SHARED_FORMATS,
+    SIGNATURE_SIZE,
+    SIGNED,
+    UNSIGNED,
+    VERSION,
+)
 from omniq_nb.errors import SerializationError, SignatureError
 from omniq_nb.inputs import Input, substitute
+from omniq_nb.unpicklable import blame, cannot, describe
 
-_MAGIC = b"OQ"
 KEPT_RESULT_MARK = b"ORkept:"
 """How a result kept in a separate result store is marked in its queue's row (never a blob: not ``OQ``)."""
-_VERSION = 1
-_MSGPACK = ord("m")
-_PICKLE = ord("p")
-_CALL = ord("c")  # a pickled call whose callable is not a coroutine function
-_COROUTINE_CALL = ord("a")  # a pickled call whose callable is a coroutine function
-_FORMATS = (_MSGPACK, _PICKLE, _CALL, _COROUTINE_CALL)
-_SIGNED = ord("s")
-_UNSIGNED = ord("-")
-_HEADER_SIZE = 5
-_SIGNATURE_SIZE = 32
 _MAX_PLAIN_DEPTH = 64
 _PLAIN_SCALARS = (type(None), bool, int, float, str, bytes)
 _MAX_MSGPACK_INT = 2**64
 
 _msgpack_encoder = msgspec.msgpack.Encoder()
 _msgpack_decoder = msgspec.msgpack.Decoder()
+
+
+class SharedCallable(NamedTuple):
+    """A batch's callable pickled once: the bytes a store keeps, and the digest its calls name."""
+
+    digest: str
+    """SHA-256 of ``body``, in hex: the key the store keeps ``body`` under."""
+    body: bytes
+    """The callable as ``omniq_nb.pickling.dumps`` pickled it."""
 
 
 class Serializer(Protocol):
@@ -100,12 +117,12 @@ class BlobSerializer:
 
         """
         if _is_plain(value, 0):
-            return self._seal(_MSGPACK, _msgpack_encoder.encode(value))
+            return self._seal(MSGPACK, _msgpack_encoder.encode(value))
         try:
             body = pickling.dumps(value)
         except Exception as exc:
-            raise SerializationError(_cannot(label, value, exc)) from exc
-        return self._seal(_PICKLE, body)
+            raise SerializationError(cannot(label, value, exc)) from exc
+        return self._seal(PICKLE, body)
 
     def loads(self, blob: bytes) -> Any:
         """Check the signature of ``blob`` (when a secret is set), then decode it.
@@ -121,11 +138,7 @@ class BlobSerializer:
             SerializationError: ``blob`` is not an omniq blob.
 
         """
-        fmt, body = self._open(blob)
-        try:
-            return _msgpack_decoder.decode(body) if fmt == _MSGPACK else cloudpickle.loads(body)
-        except (msgspec.DecodeError, pickle.UnpicklingError, EOFError) as exc:
-            raise SerializationError(f"corrupt omniq_nb blob: {type(exc).__name__}: {exc}") from exc
+        return _decode(*self._open(blob))
 
     def dump_call(self, fn: Callable[..., Any], args: Sequence[Any], kwargs: Mapping[str, Any]) -> bytes:
         """Serialize a call ``fn(*args, **kwargs)`` as one pickled blob.
@@ -145,8 +158,27 @@ class BlobSerializer:
         """
         return next(self.dump_calls(fn, [(args, kwargs)]))
 
+    def share_callable(self, fn: Callable[..., Any]) -> SharedCallable:
+        """Pickle a batch's callable once, for a store to keep apart from its calls (see ``dump_calls``).
+
+        Args:
+            fn: the callable.
+
+        Returns:
+            Its pickled bytes and their SHA-256 digest.
+
+        Raises:
+            SerializationError: the callable cannot be pickled.
+
+        """
+        body = _callable_body(fn)
+        return SharedCallable(hashlib.sha256(body).hexdigest(), body)
+
     def dump_calls(
-        self, fn: Callable[..., Any], calls: Iterable[tuple[Sequence[Any], Mapping[str, Any]]]
+        self,
+        fn: Callable[..., Any],
+        calls: Iterable[tuple[Sequence[Any], Mapping[str, Any]]],
+        shared: SharedCallable | None = None,
     ) -> Iterator[bytes]:
         """Serialize many calls of one callable, pickling the callable only once.
 
@@ -156,6 +188,8 @@ class BlobSerializer:
         Args:
             fn: the callable.
             calls: ``(args, kwargs)`` pairs.
+            shared: ``share_callable(fn)``: each blob then names the callable by its digest
+                instead of carrying it, and whoever loads it passes the kept bytes.
 
         Returns:
             One blob per call, in order, each made as it is reached (a large batch need not be
@@ -165,57 +199,71 @@ class BlobSerializer:
             SerializationError: the callable (at once) or an argument cannot be pickled.
 
         """
-        try:
-            fn_body = pickling.dumps(fn)
-        except Exception as exc:
-            raise SerializationError(_blame(fn, (), {}, exc)) from exc
-        return self._dump_each(fn, fn_body, calls)
+        coroutine = inspect.iscoroutinefunction(fn)
+        if shared is None:
+            return self._dump_each(fn, COROUTINE_CALL if coroutine else CALL, _callable_body(fn), calls)
+        return self._dump_each(fn, SHARED_COROUTINE_CALL if coroutine else SHARED_CALL, shared.digest, calls)
 
     def _dump_each(
-        self, fn: Callable[..., Any], fn_body: bytes, calls: Iterable[tuple[Sequence[Any], Mapping[str, Any]]]
+        self,
+        fn: Callable[..., Any],
+        fmt: int,
+        callable_part: bytes | str,
+        calls: Iterable[tuple[Sequence[Any], Mapping[str, Any]]],
     ) -> Iterator[bytes]:
-        fmt = _COROUTINE_CALL if inspect.iscoroutinefunction(fn) else _CALL
+        """Yield each call's blob: ``(body, args, kwargs)`` pickled; for a digest, it then ``(args, kwargs)``."""
+        prefix = bytes.fromhex(callable_part) if isinstance(callable_part, str) else b""
         for args, kwargs in calls:
-            call = (fn_body, tuple(args), dict(kwargs))
-            simple = _is_simple(call[1], 0) and _is_simple(call[2], 0)
+            arguments = (tuple(args), dict(kwargs))
+            call = arguments if prefix else (callable_part, *arguments)
+            simple = _is_simple(arguments[0], 0) and _is_simple(arguments[1], 0)
             try:
                 body = pickle.dumps(call, pickling.PICKLE_PROTOCOL) if simple else pickling.dumps(call)
             except Exception as exc:
-                raise SerializationError(_blame(fn, args, kwargs, exc)) from exc
-            yield self._seal(fmt, body)
+                raise SerializationError(blame(fn, args, kwargs, exc)) from exc
+            yield self._seal(fmt, prefix + body if prefix else body)
 
     def load_call(
-        self, blob: bytes, inputs: Mapping[str, Input] | None = None
+        self, blob: bytes, inputs: Mapping[str, Input] | None = None, stored: bytes | None = None
     ) -> tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]:
-        """Verify and decode a blob made by ``dump_call``.
+        """Verify and decode a blob made by ``dump_call`` or ``dump_calls``.
 
         Args:
             blob: the task's payload.
             inputs: its dependencies' results (serialized) or errors, by task id: they take the
                 places of the placeholders in its arguments (see ``omniq_nb.inputs``).
+            stored: the callable's bytes, kept apart by the store, when the blob names them by
+                digest (``callable_digest``).
 
         Returns:
             ``(fn, args, kwargs)``.
 
         Raises:
-            SignatureError: see ``loads``.
-            SerializationError: the blob does not hold a call.
+            SignatureError: see ``loads``; or ``stored`` does not hash to the blob's digest.
+            SerializationError: the blob does not hold a call, or names a callable by digest
+                and ``stored`` is missing.
 
         """
-        call = self.loads(blob)
+        fmt, body = self._open(blob)
+        if fmt in SHARED_FORMATS:
+            fn_body = _checked_callable(body[:DIGEST_SIZE], stored)
+            arguments = _decode(PICKLE, body[DIGEST_SIZE:])
+            call = (fn_body, *arguments) if isinstance(arguments, tuple) and len(arguments) == 2 else None
+        else:
+            call = _decode(fmt, body)
         if not (isinstance(call, tuple) and len(call) == 3 and isinstance(call[0], bytes)):
             raise SerializationError("the payload does not hold a call (fn, args, kwargs)")
         fn = pickling.load_callable(call[0])
         if not callable(fn):
-            raise SerializationError(f"the payload's callable is not callable: {_describe(fn)}")
+            raise SerializationError(f"the payload's callable is not callable: {describe(fn)}")
         if inputs is None:
             return fn, call[1], call[2]
         return (fn, *substitute(call[1], call[2], _Loaded(self, inputs)))
 
     def _seal(self, fmt: int, body: bytes) -> bytes:
         if self._key is None:
-            return bytes((*_MAGIC, _VERSION, fmt, _UNSIGNED)) + body
-        header = bytes((*_MAGIC, _VERSION, fmt, _SIGNED))
+            return bytes((*MAGIC, VERSION, fmt, UNSIGNED)) + body
+        header = bytes((*MAGIC, VERSION, fmt, SIGNED))
         return header + hmac.digest(self._key, header + body, hashlib.sha256) + body
 
     def _open(self, blob: bytes) -> tuple[int, memoryview]:
@@ -225,26 +273,26 @@ class BlobSerializer:
                 "this result is kept in a separate result store, which this queue was not opened with: "
                 "set result_url (OMNIQ_RESULT_URL, --result-url) as the workers do"
             )
-        if len(view) < _HEADER_SIZE or view[:2] != _MAGIC or view[2] != _VERSION:
+        if len(view) < HEADER_SIZE or view[:2] != MAGIC or view[2] != VERSION:
             raise SerializationError("not an omniq_nb blob (bad header); was it written by another program?")
         fmt, flag = view[3], view[4]
-        if fmt not in _FORMATS:
+        if fmt not in FORMATS:
             raise SerializationError(f"unknown blob format {fmt!r}")
-        if flag == _UNSIGNED:
+        if flag == UNSIGNED:
             if self._key is not None:
                 raise SignatureError(
                     "payload signature missing: OMNIQ_SECRET is set here but the payload was "
                     "written unsigned; it was not unpickled"
                 )
-            return fmt, view[_HEADER_SIZE:]
-        body = view[_HEADER_SIZE + _SIGNATURE_SIZE :]
+            return fmt, view[HEADER_SIZE:]
+        body = view[HEADER_SIZE + SIGNATURE_SIZE :]
         if self._key is None:
             raise SignatureError(
                 "payload signature cannot be checked: it was signed but OMNIQ_SECRET is not set "
                 "in this process; set the same OMNIQ_SECRET everywhere"
             )
-        expected = hmac.digest(self._key, bytes(view[:_HEADER_SIZE]) + bytes(body), hashlib.sha256)
-        if not hmac.compare_digest(expected, bytes(view[_HEADER_SIZE : _HEADER_SIZE + _SIGNATURE_SIZE])):
+        expected = hmac.digest(self._key, bytes(view[:HEADER_SIZE]) + bytes(body), hashlib.sha256)
+        if not hmac.compare_digest(expected, bytes(view[HEADER_SIZE : HEADER_SIZE + SIGNATURE_SIZE])):
             raise SignatureError(
                 "payload signature mismatch: the payload was altered or signed with another "
                 "OMNIQ_SECRET; it was not unpickled"
@@ -252,33 +300,35 @@ class BlobSerializer:
         return fmt, body
 
 
-def is_coroutine_call(blob: bytes) -> bool | None:
-    """Return whether a call blob's callable is a coroutine function, from its header alone.
+def _callable_body(fn: Callable[..., Any]) -> bytes:
+    """Return ``fn`` pickled for a call (see ``omniq_nb.pickling``), or raise ``SerializationError``."""
+    try:
+        return pickling.dumps(fn)
+    except Exception as exc:
+        raise SerializationError(blame(fn, (), {}, exc)) from exc
 
-    Nothing is unpickled and the signature is not checked: the answer only says where the
-    call should run; whoever loads the call checks its signature first, so a forged header
-    can misroute a call but never gets it unpickled.
 
-    Args:
-        blob: a payload made by ``BlobSerializer.dump_call`` or ``dump_calls``.
+def _checked_callable(digest: memoryview, stored: bytes | None) -> bytes:
+    """Return ``stored`` once it hashes to ``digest``; raise when it is missing or does not."""
+    if stored is None:
+        raise SerializationError(
+            f"the call names its function by digest {bytes(digest).hex()} and the store does not keep it "
+            "(was the store purged of everything since?)"
+        )
+    if not hmac.compare_digest(hashlib.sha256(stored).digest(), bytes(digest)):
+        raise SignatureError(
+            "the function the store keeps for this call does not match the digest its payload names: "
+            "it was altered; it was not unpickled"
+        )
+    return stored
 
-    Returns:
-        True or False as recorded at enqueue; ``None`` when the blob does not say (written
-        before the flag existed, or not a call blob): then only loading the call tells.
 
-    Example:
-        >>> async def fetch() -> None: ...
-        >>> s = BlobSerializer()
-        >>> is_coroutine_call(s.dump_call(fetch, (), {})), is_coroutine_call(s.dump_call(len, ([],), {}))
-        (True, False)
-        >>> is_coroutine_call(s.dumps([1])) is None
-        True
-
-    """
-    if len(blob) < _HEADER_SIZE or blob[:2] != _MAGIC or blob[2] != _VERSION:
-        return None
-    fmt = blob[3]
-    return True if fmt == _COROUTINE_CALL else False if fmt == _CALL else None
+def _decode(fmt: int, body: memoryview | bytes) -> Any:
+    """Decode a blob's body written in format ``fmt`` (msgpack, else a pickle)."""
+    try:
+        return _msgpack_decoder.decode(body) if fmt == MSGPACK else cloudpickle.loads(body)
+    except (msgspec.DecodeError, pickle.UnpicklingError, EOFError) as exc:
+        raise SerializationError(f"corrupt omniq_nb blob: {type(exc).__name__}: {exc}") from exc
 
 
 def _is_plain(value: Any, depth: int) -> bool:
@@ -313,43 +363,6 @@ def _is_simple(value: Any, depth: int) -> bool:
                 return False
         return True
     return False
-
-
-def _describe(value: Any) -> str:
-    try:
-        text = repr(value)
-    except Exception:  # a repr that fails (or recurses too deeply) must not hide the real error
-        text = "<unrepresentable>"
-    if len(text) > 80:
-        text = text[:77] + "..."
-    return f"{text} (a {type(value).__module__}.{type(value).__qualname__})"
-
-
-def _cannot(label: str, value: Any, exc: BaseException) -> str:
-    """Return the one-line message for ``value`` (``label``) that pickling failed with ``exc``."""
-    cause: BaseException | None = exc
-    while cause is not None and not isinstance(cause, RecursionError):
-        cause = cause.__cause__ or cause.__context__
-    if cause is not None:
-        return (
-            f"cannot serialize {label}: it is too deeply nested to pickle (more levels than Python's "
-            f"recursion limit of {sys.getrecursionlimit()} allows); pass a flatter structure"
-        )
-    return f"cannot serialize {label}: {_describe(value)}: {type(exc).__name__}: {exc}"
-
-
-def _blame(fn: Callable[..., Any], args: Sequence[Any], kwargs: Mapping[str, Any], exc: Exception) -> str:
-    """Name the first part of a call that cloudpickle cannot serialize."""
-    name = getattr(fn, "__qualname__", repr(fn))
-    suspects: list[tuple[str, Any]] = [(f"the callable {name}", fn)]
-    suspects += [(f"argument {i} of {name}()", arg) for i, arg in enumerate(args)]
-    suspects += [(f"keyword argument {key!r} of {name}()", arg) for key, arg in kwargs.items()]
-    for label, suspect in suspects:
-        try:
-            pickling.dumps(suspect)
-        except Exception as inner:
-            return _cannot(label, suspect, inner)
-    return _cannot(f"the call to {name}()", (tuple(args), dict(kwargs)), exc)
 
 
 # pickles written before omniq_nb.pickling existed name the code rebuilder by this path: keep it loadable

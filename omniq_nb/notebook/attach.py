@@ -16,11 +16,12 @@ import inspect
 import logging
 import textwrap
 import types
-from collections.abc import Iterable, MutableMapping
+from collections.abc import Iterable, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from omniq_nb.blob_format import callable_digest
 from omniq_nb.core import AsyncOmniQ
 from omniq_nb.errors import TaskNotFound
 from omniq_nb.handles import GroupHandle, TaskHandle
@@ -134,15 +135,23 @@ async def attach(
             continue
         namespace[name] = handles[task.id]
         attached.bound.append(name)
-    attached.notes += source_notes(tasks, namespace, core.serializer)
+    digests = {digest for task in tasks if (digest := callable_digest(task.payload)) is not None}
+    kept = await core.storage.kept_callables(digests) if digests else {}
+    attached.notes += source_notes(tasks, namespace, core.serializer, kept)
     return attached
 
 
-def source_notes(tasks: Iterable[Task], namespace: MutableMapping[str, Any], serializer: BlobSerializer) -> list[str]:
+def source_notes(
+    tasks: Iterable[Task],
+    namespace: MutableMapping[str, Any],
+    serializer: BlobSerializer,
+    kept: Mapping[str, bytes] | None = None,
+) -> list[str]:
     """Return ``"NAME: source changed since submitted"`` for each function defined here anew.
 
     The newest task of each name is compared with the function of that name in
     ``namespace``, if there is one; tasks of other names (notebook cells) are not read.
+    ``kept`` holds the store's kept callables that batch payloads name, by digest.
     """
     newest = {task.name: task for task in tasks}
     notes = []
@@ -151,7 +160,9 @@ def source_notes(tasks: Iterable[Task], namespace: MutableMapping[str, Any], ser
         if present is None:
             continue
         try:
-            submitted = _function(serializer.load_call(task.payload)[0])
+            digest = callable_digest(task.payload)
+            stored = (kept or {}).get(digest) if digest is not None else None
+            submitted = _function(serializer.load_call(task.payload, stored=stored)[0])
         except Exception as exc:  # a payload that cannot be read here must not stop attach
             logger.debug("cannot read the payload of task %s", task.id, exc_info=True)
             notes.append(f"{name}: source not compared (its payload cannot be read here: {type(exc).__name__})")

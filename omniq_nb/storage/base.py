@@ -25,7 +25,7 @@ implements ``OutcomeStore`` too; ``storage.split`` joins such stores into one ``
 from __future__ import annotations
 
 import builtins
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from datetime import datetime
 from types import TracebackType
 from typing import Protocol, Self, runtime_checkable
@@ -114,6 +114,19 @@ class QueueStore(Protocol):
         ``enqueued`` event. ``entries`` may be lazy (``enqueue_many`` pickles each call as it is
         read) and is read once; if reading it raises, nothing is inserted.
         """
+        ...
+
+    async def keep_callable(self, digest: str, body: bytes) -> None:
+        """Keep a batch's pickled callable under its SHA-256 ``digest``, before the tasks that name it.
+
+        ``enqueue_many`` calls it first, so no stored task names a callable the store lacks;
+        keeping one already kept changes nothing. Kept callables stay until ``purge`` of
+        everything (each distinct function is kept once, however many batches call it).
+        """
+        ...
+
+    async def kept_callables(self, digests: Collection[str]) -> dict[str, bytes]:
+        """Return the kept callables of these digests; a digest the store does not keep is left out."""
         ...
 
     async def claim(

@@ -191,7 +191,7 @@ class FileLayout:
         self.tasks, self.ready, self.running = self.root / "tasks", self.root / "ready", self.root / "running"
         self.events, self.workers, self.tmp = self.root / "events", self.root / "workers", self.root / "tmp"
         self.expiring, self.dependents = self.root / "expiring", self.root / "dependents"
-        self.cache, self.output = self.root / "cache", self.root / "output"
+        self.cache, self.output, self.callables = self.root / "cache", self.root / "output", self.root / "callables"
         self._lock_path = self.root / "lock"
         self._counters = self.root / "counters"
 

@@ -108,7 +108,7 @@ class FileMaintenance(FileResults):
     async def purge(
         self, *, finished_before: datetime | None = None, statuses: Sequence[TaskStatus] = (), everything: bool = False
     ) -> int:
-        """Delete finished tasks past their result TTL (or everything), with their events and output."""
+        """Delete finished tasks past their result TTL (or everything, kept callables too), with events and output."""
         picked = {TaskStatus(s) for s in statuses}
         return await self._run(self._purge, finished_before, picked, everything)
 
@@ -122,6 +122,9 @@ class FileMaintenance(FileResults):
                 self._layout.remove(record)
             if doomed or everything:
                 drop_events(self._layout, None if everything else {r.task.id for r in doomed})
+            if everything:
+                for kept in self._layout.callables.glob("*"):
+                    kept.unlink(missing_ok=True)
             return len(doomed)
 
     @staticmethod

@@ -11,10 +11,11 @@ separated by another process's change.
 from __future__ import annotations
 
 import builtins
+import contextlib
 import logging
 import os
 import secrets
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from datetime import timedelta
 from pathlib import Path
 
@@ -32,6 +33,14 @@ logger = logging.getLogger(__name__)
 __all__ = ["FileQueue"]
 
 copy = msgspec.structs.replace
+_HEX = frozenset("0123456789abcdef")
+
+
+def _checked_digest(digest: str) -> str:
+    """Return ``digest`` once it is a SHA-256 digest in hex (it names a file)."""
+    if len(digest) != 64 or not _HEX.issuperset(digest):
+        raise ValueError(f"not a SHA-256 digest in hex: {digest!r}")
+    return digest
 
 
 class FileQueue(FileResults):
@@ -47,6 +56,28 @@ class FileQueue(FileResults):
     async def insert_many(self, template: Task, entries: Iterable[tuple[str, bytes]]) -> None:
         """Add tasks equal to ``template`` but for id and payload."""
         await self.insert(lifecycle.batch_tasks(template, entries))
+
+    async def keep_callable(self, digest: str, body: bytes) -> None:
+        """Keep a batch's pickled callable in ``callables/DIGEST`` (written once, whole, durably)."""
+        await self._run(self._keep_callable, digest, body)
+
+    def _keep_callable(self, digest: str, body: bytes) -> None:
+        path = self._layout.callables / _checked_digest(digest)
+        if not path.exists():
+            self._layout.callables.mkdir(exist_ok=True, mode=0o700)
+            self._layout.write(path, body, durable=True)
+            self._layout.sync_folders(self._layout.callables)
+
+    async def kept_callables(self, digests: Collection[str]) -> dict[str, bytes]:
+        """Return the kept callables of these digests (those not kept are left out)."""
+        return await self._run(self._kept_callables, builtins.list(digests))
+
+    def _kept_callables(self, digests: builtins.list[str]) -> dict[str, bytes]:
+        found = {}
+        for digest in digests:
+            with contextlib.suppress(FileNotFoundError):
+                found[digest] = (self._layout.callables / _checked_digest(digest)).read_bytes()
+        return found
 
     def _insert(self, tasks: Sequence[Task]) -> None:
         ids = [t.id for t in tasks]

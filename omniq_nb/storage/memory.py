@@ -83,7 +83,7 @@ class MemoryMaintenance(MemoryResults):
     async def purge(
         self, *, finished_before: datetime | None = None, statuses: Sequence[TaskStatus] = (), everything: bool = False
     ) -> int:
-        """Delete finished tasks past their result TTL (or everything), with their events."""
+        """Delete finished tasks past their result TTL (or everything, kept callables too), with their events."""
         with self._lock:
             now = datetime.now(_UTC)
             picked = {TaskStatus(s) for s in statuses}
@@ -101,6 +101,8 @@ class MemoryMaintenance(MemoryResults):
                     k: kept for k, ids in self._cache.items() if (kept := [i for i in ids if i not in doomed])
                 }
             self._events = [e for e in self._events if e.task_id not in doomed]
+            if everything:
+                self._callables.clear()
             return len(doomed)
 
     async def lead_maintenance(self, runner: str, *, term: float) -> bool:

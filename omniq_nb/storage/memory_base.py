@@ -54,6 +54,8 @@ class MemoryState(OpensAndCloses):
         self._output: dict[str, builtins.list[OutputChunk]] = {}
         self._output_seq: dict[str, int] = {}
         """The ``seq`` of each task's newest output chunk (kept after its head was trimmed)."""
+        self._callables: dict[str, bytes] = {}
+        """Batches' pickled callables, by digest."""
         self._lock = threading.Lock()
 
     async def open(self) -> None:

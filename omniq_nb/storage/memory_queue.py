@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import secrets
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta, timezone
 
 from omniq_nb.models import DependencyMove, EventKind, Task, TaskResult, TaskStatus
@@ -39,6 +39,16 @@ class MemoryQueue(MemoryResults):
     async def insert_many(self, template: Task, entries: Iterable[tuple[str, bytes]]) -> None:
         """Add tasks equal to ``template`` but for id and payload, all or none."""
         await self.insert(lifecycle.batch_tasks(template, entries))
+
+    async def keep_callable(self, digest: str, body: bytes) -> None:
+        """Keep a batch's pickled callable under its digest."""
+        with self._lock:
+            self._callables.setdefault(digest, body)
+
+    async def kept_callables(self, digests: Collection[str]) -> dict[str, bytes]:
+        """Return the kept callables of these digests (those not kept are left out)."""
+        with self._lock:
+            return {digest: self._callables[digest] for digest in digests if digest in self._callables}
 
     async def claim(
         self,

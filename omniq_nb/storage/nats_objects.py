@@ -14,6 +14,9 @@ object is written before the entry that names it, so a write that loses (an inse
 that exists, an outcome whose lease was lost) deletes its own object and never another's.
 A task's objects go when the task is purged. A process killed between writing an object and
 its entry leaves that object behind, until ``purge(everything=True)`` empties the bucket.
+
+A batch's pickled callable (``keep_callable``) is the object ``fn.DIGEST``, written once;
+it stays until that purge too.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import builtins
 import contextlib
 import logging
 import secrets
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import TypeGuard
 
 import msgspec
@@ -110,6 +113,32 @@ class NATSObjects(NATSMirror):
             store = await self._made_object_store()
             await store.put(name, value)
         return REF + name.encode()
+
+    async def keep_callable(self, digest: str, body: bytes) -> None:
+        """Keep a batch's pickled callable as the object ``fn.DIGEST`` (written once)."""
+        name = f"fn.{digest}"
+        async with self._errors():
+            store = await self._made_object_store()
+            with contextlib.suppress(nats.js.errors.NotFoundError, nats.js.errors.ObjectDeletedError):
+                await store.get_info(name)
+                return
+            await store.put(name, body)
+
+    async def kept_callables(self, digests: Collection[str]) -> dict[str, bytes]:
+        """Return the kept callables of these digests (those not kept are left out)."""
+        wanted = builtins.list(digests)
+
+        async def read(store: ObjectStore, digest: str) -> bytes | None:
+            with contextlib.suppress(nats.js.errors.NotFoundError, nats.js.errors.ObjectDeletedError):
+                return (await store.get(f"fn.{digest}")).data or b""
+            return None
+
+        async with self._errors():
+            store = await self._object_store()
+            if store is None:
+                return {}
+            found = await asyncio.gather(*(read(store, digest) for digest in wanted))
+        return {digest: body for digest, body in zip(wanted, found, strict=True) if body is not None}
 
     async def _filled(
         self, tasks: Sequence[Task], known: Mapping[bytes, bytes] = {}, *, payloads: bool = True

@@ -86,7 +86,7 @@ class PostgresMaintenance(PostgresConnection):
     async def purge(
         self, *, finished_before: datetime | None = None, statuses: Sequence[TaskStatus] = (), everything: bool = False
     ) -> int:
-        """Delete finished tasks past their result TTL (or all tasks), with their events, dependency index rows, output.
+        """Delete finished tasks past their result TTL (or all, kept callables too), with events, index rows, output.
 
         All in one transaction.
         """
@@ -108,6 +108,7 @@ class PostgresMaintenance(PostgresConnection):
                     await self._run(
                         conn, f"DELETE FROM {table} WHERE NOT EXISTS (SELECT 1 FROM tasks WHERE id = task_id)"
                     )
+                await self._run(conn, "DELETE FROM callables")
                 return int(gone[0][0])
             rows = await self._run(conn, f"DELETE FROM tasks {where} RETURNING id", params)
             ids = [row[0] for row in rows]

@@ -10,7 +10,7 @@ ready send one ``NOTIFY`` from the same statement (``postgres_statements.notifyi
 from __future__ import annotations
 
 import builtins
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 from omniq_nb.models import DependencyMove, Task, TaskResult, TaskStatus, check_transition
@@ -68,6 +68,17 @@ class PostgresQueue(PostgresResults):
             links = [(task_id, on) for task_id, _ in batch for on in template.depends_on]
             pending = template.status is TaskStatus.PENDING
             await self._insert(batch_statement(new_task_row(template), batch), links, hint=pending)
+
+    async def keep_callable(self, digest: str, body: bytes) -> None:
+        """Keep a batch's pickled callable under its digest (once: keeping it again changes nothing)."""
+        await self._fetch(
+            "INSERT INTO callables (digest, body) VALUES (%s, %s) ON CONFLICT (digest) DO NOTHING", (digest, body)
+        )
+
+    async def kept_callables(self, digests: Collection[str]) -> dict[str, bytes]:
+        """Return the kept callables of these digests (those not kept are left out)."""
+        rows = await self._fetch("SELECT digest, body FROM callables WHERE digest = ANY(%s::text[])", (list(digests),))
+        return {digest: bytes(body) for digest, body in rows}
 
     async def _insert(
         self, statement: tuple[str, builtins.list[Any]], links: builtins.list[tuple[str, str]], *, hint: bool

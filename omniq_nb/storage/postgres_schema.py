@@ -22,6 +22,8 @@ index (only tasks submitted with ``cache=True`` have an entry: ``cached`` is one
 ``task_output`` (a task's chunks by ``seq``, the text as UTF-8 bytes so any string comes back
 as it went in) and ``output_seq`` (each task's newest chunk ``seq``, a counter row that
 concurrent writers update in turn).
+Version 5 adds ``callables``: a batch's pickled callable, kept once under its SHA-256 digest
+(``enqueue_many`` rows name it instead of carrying it).
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from omniq_nb.storage.sql_text import TASK_INDEXES
 
 __all__ = ["NOW_SQL", "CLOCK_SQL", "SCHEMA_VERSION", "migrate", "schema_exists"]
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 """The schema version this code writes and understands."""
 NOW_SQL = "extract(epoch from now())::float8"
 """The transaction's start on the server's clock, in seconds since the epoch (usable by indexes)."""
@@ -213,6 +215,12 @@ _MIGRATIONS: dict[int, str] = {
     CREATE TABLE output_seq (
         task_id text PRIMARY KEY,
         seq bigint NOT NULL
+    )
+    """,
+    5: """
+    CREATE TABLE callables (
+        digest text PRIMARY KEY,
+        body bytea NOT NULL
     )
     """,
 }

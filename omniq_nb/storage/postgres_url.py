@@ -51,7 +51,7 @@ _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"", "0", "false", "no", "off"}
 _TABLES = re.compile(
     r"\b(FROM|UPDATE|INTO|JOIN)\s+"
-    r"(tasks|task_deps|task_output|output_seq|events|workers|leaders|kept_results|omniq_schema)\b"
+    r"(tasks|task_deps|task_output|output_seq|events|workers|leaders|kept_results|callables|omniq_schema)\b"
 )
 _APP_NAME_BYTES = 63  # the server truncates longer names
 _TCP = {  # libpq's; a URL that names one of them keeps its own

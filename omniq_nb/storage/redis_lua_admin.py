@@ -227,7 +227,7 @@ if everything then
     if #ids == 0 then break end
     for _, id in ipairs(ids) do gone = gone + remove(id) end
   end
-  redis.call('DEL', P .. ':ev')
+  redis.call('DEL', P .. ':ev', P .. ':fn')
   return {gone, 0}
 end
 local due = redis.call('ZRANGEBYSCORE', P .. ':ttl', '-inf', NOW, 'LIMIT', 0, limit)

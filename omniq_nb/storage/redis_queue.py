@@ -14,7 +14,7 @@ index sets and the tasks' hashes in one script.
 from __future__ import annotations
 
 import builtins
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 import msgspec
@@ -77,6 +77,20 @@ class RedisQueue(RedisResults):
         for entry in batch:
             args += entry
         await self._script("INSERT_MANY", *args)
+
+    async def keep_callable(self, digest: str, body: bytes) -> None:
+        """Keep a batch's pickled callable under its digest, in the prefix's ``fn`` hash (once)."""
+        async with self._errors():
+            await self._redis.hsetnx(f"{self.prefix}:fn", digest, body)
+
+    async def kept_callables(self, digests: Collection[str]) -> dict[str, bytes]:
+        """Return the kept callables of these digests (those not kept are left out)."""
+        wanted = builtins.list(digests)
+        if not wanted:
+            return {}
+        async with self._errors():
+            bodies = await self._redis.hmget(f"{self.prefix}:fn", wanted)
+        return {digest: body for digest, body in zip(wanted, bodies, strict=True) if body is not None}
 
     async def claim(
         self,

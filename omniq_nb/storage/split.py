@@ -29,7 +29,7 @@ import msgspec
 from omniq_nb.errors import StorageError
 from omniq_nb.models import DependencyMove, EventKind, StoreHealth, Task, TaskEvent, TaskResult, TaskStatus
 from omniq_nb.storage import lifecycle
-from omniq_nb.storage.split_base import SplitOutput, SplitParts, kept_mark
+from omniq_nb.storage.split_base import SplitParts, SplitQueueSide, kept_mark
 
 __all__ = ["SplitStorage"]
 
@@ -49,7 +49,7 @@ def _purge_times(tasks: Iterable[Task]) -> dict[str, datetime]:
     }
 
 
-class SplitStorage(SplitParts, SplitOutput):
+class SplitStorage(SplitParts, SplitQueueSide):
     """The ``Storage`` of a queue whose results or events live in stores of their own.
 
     Built by ``open_stores`` from the settings; see ``SplitParts`` for the arguments.

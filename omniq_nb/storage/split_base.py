@@ -5,7 +5,8 @@ and a result kept apart is found by the mark that the queue's row holds in its p
 (``kept_mark``): the lease token of the attempt whose outcome the queue accepted, so a
 worker that lost its lease may write a result but can never make it the one that is read.
 Events and their cursor come from the events store. The transitions are ``split``'s.
-A task's output lives with the task, in the queue's store (``SplitOutput``), and so does its
+A task's output lives with the task, in the queue's store (``SplitQueueSide``, with batches'
+callables), and so does its
 cache key: ``cached`` asks the queue's store and fills in the result as ``get`` does.
 
 Example:
@@ -20,7 +21,7 @@ from __future__ import annotations
 
 import builtins
 import logging
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Self
 
@@ -31,7 +32,7 @@ from omniq_nb.opening import OpensAndCloses
 from omniq_nb.serialization import KEPT_RESULT_MARK
 from omniq_nb.storage.base import OutcomeStore, ResultKey, Storage
 
-__all__ = ["RESULT_MISSING", "SplitOutput", "SplitParts", "kept_mark", "kept_token"]
+__all__ = ["RESULT_MISSING", "SplitQueueSide", "SplitParts", "kept_mark", "kept_token"]
 
 logger = logging.getLogger("omniq_nb.storage.split")
 
@@ -212,8 +213,8 @@ class SplitParts(OpensAndCloses):
         return replace(task, result=None, error=error)
 
 
-class SplitOutput:
-    """The ``TaskOutputStore`` role of a split store: output lives with the tasks, in the queue's store."""
+class SplitQueueSide:
+    """What a split store keeps with the tasks in the queue's store: their output, batches' callables."""
 
     queue: Storage
 
@@ -226,3 +227,11 @@ class SplitOutput:
     async def output(self, task_id: str, *, after: int = 0, limit: int = 1000) -> TaskOutput:
         """Return a page of a task's kept output from the queue's store."""
         return await self.queue.output(task_id, after=after, limit=limit)
+
+    async def keep_callable(self, digest: str, body: bytes) -> None:
+        """Keep a batch's pickled callable in the queue's store."""
+        await self.queue.keep_callable(digest, body)
+
+    async def kept_callables(self, digests: Collection[str]) -> dict[str, bytes]:
+        """Return the callables the queue's store keeps for these digests."""
+        return await self.queue.kept_callables(digests)

@@ -65,7 +65,7 @@ class SQLiteMaintenance(SQLiteConnection):
     async def purge(
         self, *, finished_before: datetime | None = None, statuses: Sequence[TaskStatus] = (), everything: bool = False
     ) -> int:
-        """Delete finished tasks past their result TTL (or all), with events, dependency index rows and output."""
+        """Delete finished tasks past their result TTL (or all, kept callables too), with events, index rows, output."""
         where, params = (
             ("", [])
             if everything
@@ -89,6 +89,8 @@ class SQLiteMaintenance(SQLiteConnection):
                 await self._run(f"DELETE FROM task_output_seq WHERE task_id IN ({marks})", chunk)
             await self._run("DELETE FROM events WHERE task_id = '' AND seq < ?", (newest[0][0],))
             await self._run(KEEP_NEWEST_SEQ, (newest[0][0],))
+            if everything:
+                await self._run("DELETE FROM callables", ())
         if self.path is not None:
             await self._fetch("PRAGMA wal_checkpoint(PASSIVE)")
         return len(ids)

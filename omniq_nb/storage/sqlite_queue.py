@@ -10,7 +10,7 @@ from __future__ import annotations
 import builtins
 import itertools
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from omniq_nb.models import DependencyMove, Task, TaskResult, TaskStatus, check_transition
@@ -63,6 +63,18 @@ class SQLiteQueue(SQLiteResults):
         await self._write(statements())
         if ids and template.status is TaskStatus.PENDING:
             self._notify()
+
+    async def keep_callable(self, digest: str, body: bytes) -> None:
+        """Keep a batch's pickled callable under its digest (once: keeping it again changes nothing)."""
+        await self._fetch("INSERT OR IGNORE INTO callables (digest, body) VALUES (?, ?)", (digest, body))
+
+    async def kept_callables(self, digests: Collection[str]) -> dict[str, bytes]:
+        """Return the kept callables of these digests (those not kept are left out)."""
+        found: dict[str, bytes] = {}
+        for part in chunks(digests, IDS_PER_STATEMENT):
+            marks = ", ".join("?" * len(part))
+            found.update(await self._fetch(f"SELECT digest, body FROM callables WHERE digest IN ({marks})", part))
+        return found
 
     async def _write(self, statements: Iterable[tuple[str, Sequence[Any]]]) -> None:
         """Run inserts of new tasks in one transaction (a single one by itself), refusing duplicate ids.

@@ -6,6 +6,8 @@ dependencies: ``depends_on`` and ``run_on`` columns, and ``task_deps`` (one row 
 task it depends on) that finds dependents by dependency. Version 6 adds the result cache's
 ``cache_key`` (indexed where set) and what tasks printed: ``task_output`` (a row per chunk)
 and ``task_output_seq`` (each task's last chunk number, kept when old chunks are trimmed).
+Version 7 adds ``callables``: a batch's pickled callable, kept once under its SHA-256 digest
+(``enqueue_many`` rows name it instead of carrying it).
 Events are written by temporary triggers (per connection) in the same statement as the
 change they record.
 
@@ -33,7 +35,7 @@ __all__ = [
     "statements",
 ]
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 """The schema version this code writes and understands."""
 BUSY_TIMEOUT_MS = 15_000
 """How long a statement waits for another connection's write lock."""
@@ -154,6 +156,12 @@ _MIGRATIONS: dict[int, str] = {
     CREATE TABLE task_output_seq (
         task_id TEXT PRIMARY KEY,
         seq INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    """,
+    7: """
+    CREATE TABLE callables (
+        digest TEXT PRIMARY KEY,
+        body BLOB NOT NULL
     ) WITHOUT ROWID;
     """,
 }

@@ -13,7 +13,7 @@ from omniq_nb.policy import describe_exception
 
 
 class Call(msgspec.Struct, frozen=True, kw_only=True):
-    """One run of a task to make: the task's identity, its payload, its time limit and its dependencies' results."""
+    """One run of a task to make: its identity, payload (and kept callable), time limit and dependencies' results."""
 
     task_id: str
     attempt: int
@@ -22,6 +22,8 @@ class Call(msgspec.Struct, frozen=True, kw_only=True):
     payload: bytes
     timeout: float | None
     inputs: dict[str, Input] | None = None
+    stored: bytes | None = None
+    """The kept callable the payload names by digest (``None`` when it carries its own)."""
 
 
 class Outcome(msgspec.Struct, frozen=True, kw_only=True):

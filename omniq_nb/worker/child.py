@@ -81,7 +81,9 @@ class ChildProcess:
             asyncio.CancelledError: the caller was cancelled; the child is then terminated.
         """
         try:
-            self._conn.send(("run", call.task_id, call.attempt, call.queue, call.run_id, call.payload, call.inputs))
+            self._conn.send(
+                ("run", call.task_id, call.attempt, call.queue, call.run_id, call.payload, call.inputs, call.stored)
+            )
         except OSError:  # the child died after it was handed out
             return self._died(call)
         outcome: asyncio.Future[Outcome] = self._loop.create_future()
@@ -215,12 +217,13 @@ def _run_in_child(
     run_id: str,
     payload: bytes,
     inputs: dict[str, Input] | None,
+    stored: bytes | None,
 ) -> tuple[Any, ...]:
     token = enter(TaskContext(task_id, attempt, queue, run_id, relay.start_task()))
     streams = sys.stdout, sys.stderr
     sys.stdout, sys.stderr = _ToParent("stdout", batch), _ToParent("stderr", batch)
     try:
-        fn, args, kwargs = serializer.load_call(payload, inputs)
+        fn, args, kwargs = serializer.load_call(payload, inputs, stored)
         value = fn(*args, **kwargs)
         if inspect.isawaitable(value):
             value = asyncio.run(_awaited(value))

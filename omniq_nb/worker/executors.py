@@ -15,8 +15,9 @@ import asyncio
 import inspect
 from typing import Any, Protocol
 
+from omniq_nb.blob_format import is_coroutine_call
 from omniq_nb.context import TaskContext, enter, leave
-from omniq_nb.serialization import BlobSerializer, is_coroutine_call
+from omniq_nb.serialization import BlobSerializer
 from omniq_nb.worker.calls import RESULT_LABEL, Call, Outcome, Slot, failed, timed_out
 from omniq_nb.worker.child import ChildProcess
 from omniq_nb.worker.greenlets import GeventExecutor, GreenletHub
@@ -51,7 +52,7 @@ class LoopExecutor:
     async def run(self, call: Call, context: TaskContext, slot: Slot) -> Outcome:
         """Run ``call`` on this loop (see ``Executor.run``); a sync function blocks the loop while it runs."""
         try:
-            fn, args, kwargs = self._serializer.load_call(call.payload, call.inputs)
+            fn, args, kwargs = self._serializer.load_call(call.payload, call.inputs, call.stored)
         except Exception as exc:
             return failed(exc, call.attempt)
         token = enter(context)
@@ -91,7 +92,7 @@ class ThreadExecutor:
     async def run(self, call: Call, context: TaskContext, slot: Slot) -> Outcome:
         """Run ``call`` on a thread (see ``Executor.run``); on a time-out the thread runs on, flagged."""
         try:
-            fn, args, kwargs = self._serializer.load_call(call.payload, call.inputs)
+            fn, args, kwargs = self._serializer.load_call(call.payload, call.inputs, call.stored)
         except Exception as exc:
             return failed(exc, call.attempt)
 

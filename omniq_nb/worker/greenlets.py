@@ -179,7 +179,7 @@ class GeventExecutor:
     async def run(self, call: Call, context: TaskContext, slot: Slot) -> Outcome:
         """Run ``call`` as a greenlet (see ``Executor.run``); a timed-out or cancelled greenlet is killed."""
         try:
-            fn, args, kwargs = self._serializer.load_call(call.payload, call.inputs)
+            fn, args, kwargs = self._serializer.load_call(call.payload, call.inputs, call.stored)
         except Exception as exc:
             return failed(exc, call.attempt)
 

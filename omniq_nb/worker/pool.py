@@ -132,9 +132,7 @@ class AsyncWorkerPool:
             self._link,
         )
         self._kept = OutputKeeper(queue)
-        self._runs = Runs(
-            self.concurrency, self.kind, self._executors, self._writer, output, queue.storage.get_many, self._kept
-        )
+        self._runs = Runs(self.concurrency, self.kind, self._executors, self._writer, output, queue.storage, self._kept)
         self._maintenance = Maintenance(
             queue,
             interval=min(_MAINTENANCE_INTERVAL, self.lease / 2),

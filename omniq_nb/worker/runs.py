@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable
 from functools import partial
 
 import msgspec
@@ -22,6 +22,8 @@ import msgspec
 from omniq_nb.context import OutputSink, TaskContext
 from omniq_nb.inputs import task_inputs
 from omniq_nb.models import Task
+from omniq_nb.storage import Storage
+from omniq_nb.worker.callables import StoredCallables
 from omniq_nb.worker.calls import Call, Slot, failed, unmet
 from omniq_nb.worker.executors import Executors
 from omniq_nb.worker.kept import OutputKeeper
@@ -55,7 +57,8 @@ class Runs:
         executors: the executors to run calls on.
         writer: records outcomes and progress.
         output: given a claimed task, where its output goes (``None``: this process's streams).
-        read: reads tasks by id (a run's dependencies, whose results become its arguments).
+        store: reads a run's dependencies (their results become its arguments) and the kept
+            callable its payload names (read once per pool, see ``StoredCallables``).
         kept: keeps each run's output with its task (stored before the run's outcome is recorded).
     """
 
@@ -66,12 +69,12 @@ class Runs:
         executors: Executors,
         writer: OutcomeWriter,
         output: Callable[[Task], OutputSink | None] | None,
-        read: Callable[[Sequence[str]], Awaitable[list[Task]]],
+        store: Storage,
         kept: OutputKeeper,
     ) -> None:
         self._concurrency, self._kind = concurrency, kind
-        self._executors, self._writer, self._output, self._read = executors, writer, output, read
-        self._kept = kept
+        self._executors, self._writer, self._output, self._read = executors, writer, output, store.get_many
+        self._kept, self._callables = kept, StoredCallables(store.kept_callables)
         self.keeper: LeaseKeeper | None = None
         """Renews the leases of runs; set before the first ``launch``."""
         self.by_task: dict[str, Run] = {}
@@ -237,8 +240,9 @@ class Runs:
         started = time.monotonic()
         try:
             inputs = task_inputs(task.depends_on, await self._read(task.depends_on)) if task.depends_on else None
+            stored = await self._callables.body(task.payload)
         except Exception as exc:  # the store is unreachable: this attempt fails, retryable
-            logger.warning("task %s: could not read its dependencies' results: %s", task.id, exc)
+            logger.warning("task %s: could not read its function or its dependencies' results: %s", task.id, exc)
             self._writer.record(task, failed(exc, task.attempt), time.monotonic() - started)
             return
         stopped = unmet(task, inputs)
@@ -253,6 +257,7 @@ class Runs:
             payload=task.payload,
             timeout=task.timeout,
             inputs=inputs,
+            stored=stored,
         )
         executor = self._executors.choose(task.kind or self._kind, task.payload)
         outcome = await executor.run(call, context, slot)

@@ -23,6 +23,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
         (
             "config",
             "serialization",
+            "blob_format",
+            "unpicklable",
             "pickling",
             "schedule",
             "policy",

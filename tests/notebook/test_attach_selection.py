@@ -86,3 +86,18 @@ def test_a_function_redefined_since_it_was_submitted_is_noted_and_an_unreadable_
     assert source_notes(tasks, {"double": changed}, signed) == [
         "double: source not compared (its payload cannot be read here: SignatureError)"
     ]
+
+
+def test_a_function_a_batch_kept_in_the_store_is_compared_too() -> None:
+    """A ``.map()`` row names its function by digest: the store's kept bytes are what is compared."""
+    submitted = define("def double(x):\n    return 2 * x\n", "<attach-test cell 4>")
+    changed = define("def double(x):\n    return x + x\n", "<attach-test cell 5>")
+    serializer = BlobSerializer()
+    shared = serializer.share_callable(submitted)
+    [payload] = serializer.dump_calls(submitted, [((1,), {})], shared)
+    tasks = [msgspec.structs.replace(task(None, name="double"), payload=payload)]
+    kept = {shared.digest: shared.body}
+    assert source_notes(tasks, {"double": changed}, serializer, kept) == ["double: source changed since submitted"]
+    assert source_notes(tasks, {"double": changed}, serializer, {}) == [
+        "double: source not compared (its payload cannot be read here: SerializationError)"
+    ]

@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 
 import omniq_nb as omniq
-from omniq_nb.serialization import BlobSerializer, is_coroutine_call
+from omniq_nb.blob_format import is_coroutine_call
+from omniq_nb.serialization import BlobSerializer
 from omniq_nb.worker.executors import Executors, LoopExecutor, ProcessExecutor, ThreadExecutor
 
 pytestmark = pytest.mark.anyio
