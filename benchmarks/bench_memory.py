@@ -83,6 +83,7 @@ def measure_all(peer: str, tasks: int, how: str) -> dict[str, int]:
             capture_output=True,
             text=True,
             check=True,
+            cwd=folder,  # not this folder: "python -c" puts the working directory first on sys.path
             env={**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), *sys.path])},
         )
     figures: dict[str, int] = json.loads(done.stdout.splitlines()[-1])
