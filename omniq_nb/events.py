@@ -63,8 +63,8 @@ class EventHub:
         self._poll_interval = poll_interval
         self._events_recorded = events_recorded
         self._listeners: list[EventListener] = []
-        self._watched: dict[str, list[weakref.ref[Watched]]] = {}
-        self._finished: dict[str, list[weakref.ref[Watched]]] = {}
+        self._watched: dict[str, tuple[weakref.ref[Watched], ...]] = {}  # tuples: a task has one handle, mostly
+        self._finished: dict[str, tuple[weakref.ref[Watched], ...]] = {}
         self._swept_at = self._pruned_at = time.monotonic()
         self._prune_at = _PRUNE_AT_LEAST
         self._waiters: dict[str, list[Waiter]] = {}
@@ -107,10 +107,11 @@ class EventHub:
 
     def watch(self, handle: Watched) -> None:
         """Keep ``handle``'s snapshot current while it lives (a finished task's only if it is retried)."""
-        followed = (self._finished if handle.done() else self._watched).setdefault(handle.id, [])
-        if followed and any(ref() is handle for ref in followed):
+        followed = self._finished if handle.done() else self._watched
+        refs = followed.get(handle.id, ())
+        if refs and any(ref() is handle for ref in refs):
             return  # already followed (a new handle, the common case, skips this scan)
-        followed.append(weakref.ref(handle))
+        followed[handle.id] = (*refs, weakref.ref(handle))
         if len(self._watched) + len(self._finished) > self._prune_at:
             self._prune()  # amortized: a stream of enqueues outpaces the follower, whose poll also prunes
 
@@ -344,12 +345,12 @@ class EventHub:
         """
         for task in tasks:
             handles: list[Watched] = []
-            for ref in self._watched.pop(task.id, []) + self._finished.pop(task.id, []):
+            for ref in self._watched.pop(task.id, ()) + self._finished.pop(task.id, ()):
                 if (handle := ref()) is not None and all(handle is not seen for seen in handles):
                     handles.append(handle)
             if handles:
                 followed = self._finished if task.status.is_terminal else self._watched
-                followed[task.id] = [weakref.ref(handle) for handle in handles]
+                followed[task.id] = tuple(weakref.ref(handle) for handle in handles)
             for handle in handles:
                 handle._apply_task(task)
             if task.status.is_terminal:

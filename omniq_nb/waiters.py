@@ -66,7 +66,9 @@ class Waiter:
             self.future.set_exception(exc)
 
 
-def alive(followed: dict[str, list[weakref.ref[Watched]]]) -> dict[str, list[weakref.ref[Watched]]]:
+def alive(
+    followed: dict[str, tuple[weakref.ref[Watched], ...]],
+) -> dict[str, tuple[weakref.ref[Watched], ...]]:
     """Return ``followed`` without the tasks all of whose handles are gone."""
     return {i: refs for i, refs in followed.items() if any(ref() is not None for ref in refs)}
 
