@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import logging
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from functools import partial
 from typing import Any
 
@@ -255,22 +255,27 @@ class AsyncOmniQ(QueueAdmin, ResultReading, HistoryReading, OpensAndCloses):
         extracted = [extract(args, kwargs) for args, kwargs in checked_calls(calls)]
         keyed = caching.call_keys(fn, task_options, template.name, extracted)
         hits = await caching.reuse(self.storage, keyed.keys, task_options.cache_ttl)
-        missed = [(call, key) for call, key, hit in zip(extracted, keyed.keys, hits, strict=True) if hit is None]
-        shared = self.serializer.share_callable(fn) if len(missed) > 1 else None  # kept once, named by each row
+        if any(hit is not None for hit in hits):
+            missed = [(call, key) for call, key, hit in zip(extracted, keyed.keys, hits, strict=True) if hit is None]
+            todo, keys = [call for call, _ in missed], [key for _, key in missed]
+        else:  # the common case: no pair per call (a large batch would hold them all at once)
+            todo, keys = extracted, keyed.keys
+        shared = self.serializer.share_callable(fn) if len(todo) > 1 else None  # kept once, named by each row
         # lazy: the store pickles each call as it reads it, and one that fails inserts none
-        payloads = self.serializer.dump_calls(fn, ((a, k) for (a, k, _), _ in missed), shared)
+        payloads = self.serializer.dump_calls(fn, ((a, k) for a, k, _ in todo), shared)
         caching.warn(template.name, keyed)
-        ids = new_task_ids(len(missed))
+        ids = new_task_ids(len(todo))
         if shared is not None:
             await self.storage.keep_callable(*shared)
-        if template.depends_on or any(upstream or key for (_, _, upstream), key in missed):
-            rows = zip(ids, payloads, missed, strict=True)
+        queued: Iterator[tuple[Task, str]]
+        if template.depends_on or any(upstream for _, _, upstream in todo) or any(keys):
+            rows = zip(ids, payloads, todo, keys, strict=True)
             tasks = await self._insert(
                 [
                     msgspec.structs.replace(
                         batch_row(graph.waiting_for(template, upstream), task_id), payload=payload, cache_key=key
                     )
-                    for task_id, payload, ((_, _, upstream), key) in rows
+                    for task_id, payload, (_, _, upstream), key in rows
                 ]
             )
             queued = iter([(task, task.id) for task in tasks])
@@ -278,7 +283,7 @@ class AsyncOmniQ(QueueAdmin, ResultReading, HistoryReading, OpensAndCloses):
             if ids:  # the store reads the payloads as it writes them: a large batch never holds them all
                 await self.storage.insert_many(template, zip(ids, payloads, strict=True))
                 self.publish(BatchRows(template, ids))
-            queued = iter([(template, task_id) for task_id in ids])
+            queued = ((template, task_id) for task_id in ids)
         return GroupHandle(self, [self._handle(*next(queued)) if hit is None else self._handle(hit) for hit in hits])
 
     async def _insert(self, tasks: builtins.list[Task]) -> builtins.list[Task]:

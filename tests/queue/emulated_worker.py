@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from omniq_nb import (
@@ -11,6 +12,7 @@ from omniq_nb import (
     TaskResult,
     TaskStatus,
 )
+from omniq_nb.blob_format import callable_digest
 
 
 def announce(q: AsyncOmniQ, tasks: list[Task]) -> None:
@@ -20,6 +22,13 @@ def announce(q: AsyncOmniQ, tasks: list[Task]) -> None:
 
 async def claim(q: AsyncOmniQ, queue: str = "default", limit: int = 1) -> list[Task]:
     return await q.storage.claim(queues=[queue], limit=limit, lease=30, worker="w")
+
+
+async def loaded(q: AsyncOmniQ, task: Task) -> tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]:
+    """Return a task's call as a pool loads it: a batch's rows name their function, kept once in the store."""
+    digest = callable_digest(task.payload)
+    kept = (await q.storage.kept_callables([digest])).get(digest) if digest else None
+    return q.serializer.load_call(task.payload, stored=kept)
 
 
 async def succeed(q: AsyncOmniQ, task: Task, value: Any) -> None:

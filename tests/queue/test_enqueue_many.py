@@ -10,7 +10,7 @@ from pathlib import Path
 
 import msgspec
 import pytest
-from emulated_worker import add, boom_error, claim, fail, succeed
+from emulated_worker import add, boom_error, claim, fail, loaded, succeed
 
 from omniq_nb import (
     AsyncOmniQ,
@@ -37,14 +37,14 @@ async def test_enqueue_many_returns_a_group_in_input_order(q: AsyncOmniQ) -> Non
     for handle, i in zip(group, range(5), strict=True):
         stored = await q.storage.get(handle.id)
         assert stored is not None and handle.task.payload == b""  # a handle keeps no payload; the store does
-        fn, args, _ = q.serializer.load_call(stored.payload)
+        fn, args, _ = await loaded(q, stored)
         assert args == (i, 10)
         assert handle.task.priority == 1
 
     tasks = await claim(q, limit=10)
     assert len(tasks) == 5
     for task in reversed(tasks):  # finish out of order
-        fn, args, kwargs = q.serializer.load_call(task.payload)
+        fn, args, kwargs = await loaded(q, task)
         await succeed(q, task, fn(*args, **kwargs))
     assert await group.result(timeout=5) == [0, 10, 20, 30, 40]
     assert await group == [0, 10, 20, 30, 40]

@@ -8,12 +8,11 @@ from typing import Any
 import anyio
 import anyio.lowlevel
 import pytest
-from emulated_worker import add, announce, claim, succeed
+from emulated_worker import add, announce, claim, loaded, succeed
 
 from omniq_nb import (
     AsyncOmniQ,
 )
-from omniq_nb.blob_format import callable_digest
 
 pytestmark = pytest.mark.anyio
 
@@ -48,10 +47,8 @@ async def test_a_handle_keeps_no_payload_bytes_from_enqueue_to_result(q: AsyncOm
     stored = await q.storage.get(h.id)
     assert stored is not None and len(stored.payload) > 200_000  # the store has it, for the worker
 
-    for task in await claim(q, limit=10):  # a batch's rows name its function, kept once in the store
-        digest = callable_digest(task.payload)
-        kept = (await q.storage.kept_callables([digest])).get(digest) if digest else None
-        fn, args, kwargs = q.serializer.load_call(task.payload, stored=kept)
+    for task in await claim(q, limit=10):
+        fn, args, kwargs = await loaded(q, task)
         await succeed(q, task, fn(*args, **kwargs))
     assert await h.result(timeout=10) == big + "y"
     assert await group.result(timeout=10) == [big + str(n) for n in range(3)]
