@@ -32,6 +32,7 @@ pytestmark = [pytest.mark.anyio, pytest.mark.postgres]
 MakeTask = Callable[..., Task]
 ROOT = Path(__file__).resolve().parents[2]
 TABLES = [
+    "callables",
     "events",
     "kept_results",
     "leaders",
@@ -131,6 +132,24 @@ async def test_a_version_3_store_gains_the_cache_and_output_and_keeps_its_tasks(
         await store.append_output(old.id, [("stdout", "kept\n")], limit_bytes=100, limit_lines=10)
         assert [c.text for c in (await store.output(old.id)).chunks] == ["kept\n"]
         assert await store.forget_cached() == 1
+    assert tables_in(schema) == TABLES
+    with psycopg.connect(POSTGRES_URL) as conn:
+        assert conn.execute(f'SELECT version FROM "{schema}".omniq_schema').fetchall() == EVERY_VERSION
+
+
+async def test_a_version_4_store_gains_kept_callables_and_keeps_its_tasks(
+    schema: str, make_task: MakeTask, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    old = make_task()
+    with monkeypatch.context() as patch:  # a version-4 store, as the release before kept callables made it
+        patch.setattr(schema_module, "SCHEMA_VERSION", 4)
+        async with open_storage(url_of(schema)) as store:
+            await store.insert([old])
+    assert "callables" not in tables_in(schema)
+    async with open_storage(url_of(schema)) as store:
+        assert await store.get(old.id) == old
+        await store.keep_callable("ab" * 32, b"a function")
+        assert await store.kept_callables(["ab" * 32]) == {"ab" * 32: b"a function"}
     assert tables_in(schema) == TABLES
     with psycopg.connect(POSTGRES_URL) as conn:
         assert conn.execute(f'SELECT version FROM "{schema}".omniq_schema').fetchall() == EVERY_VERSION

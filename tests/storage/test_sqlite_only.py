@@ -63,6 +63,7 @@ async def test_the_schema_version_table_holds_every_applied_version(tmp_path: Pa
 
 # What each migration added, undone in reverse order to turn a store back into an older one.
 _UNDO = {
+    7: ["DROP TABLE callables"],
     6: [
         "DROP TABLE task_output_seq",
         "DROP TABLE task_output",
@@ -89,6 +90,19 @@ def downgrade(path: Path, version: int) -> None:
             for statement in _UNDO[undone]:
                 conn.execute(statement)
             conn.execute("DELETE FROM omniq_schema WHERE version = ?", (undone,))
+
+
+async def test_a_version_6_store_gains_kept_callables_and_keeps_its_tasks(tmp_path: Path, make_task: MakeTask) -> None:
+    path = tmp_path / "omniq.db"
+    old = make_task()
+    async with SQLiteStorage(url_of(path)) as store:
+        await store.insert([old])
+    downgrade(path, 6)
+    async with SQLiteStorage(url_of(path)) as store:
+        assert (await store.get(old.id)) == old
+        await store.keep_callable("ab" * 32, b"a function")
+        assert await store.kept_callables(["ab" * 32]) == {"ab" * 32: b"a function"}
+    assert query(path, "SELECT version FROM omniq_schema") == EVERY_VERSION
 
 
 async def test_a_version_5_store_gains_the_cache_and_output_and_keeps_its_tasks(
