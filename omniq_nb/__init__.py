@@ -11,6 +11,7 @@ from omniq_nb.context import TaskContext, current, progress, track
 from omniq_nb.core import AsyncOmniQ, OmniQ
 from omniq_nb.errors import (
     CacheWarning,
+    CallableMissing,
     ConfigError,
     DependencyFailed,
     InvalidTransition,
@@ -76,6 +77,7 @@ __all__ = [
     "AsyncWorkerPool",
     "BlobSerializer",
     "CacheWarning",
+    "CallableMissing",
     "ConfigError",
     "DEFAULT",
     "DependencyFailed",

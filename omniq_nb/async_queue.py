@@ -255,20 +255,16 @@ class AsyncOmniQ(QueueAdmin, ResultReading, HistoryReading, OpensAndCloses):
         extracted = [extract(args, kwargs) for args, kwargs in checked_calls(calls)]
         keyed = caching.call_keys(fn, task_options, template.name, extracted)
         hits = await caching.reuse(self.storage, keyed.keys, task_options.cache_ttl)
-        if any(hit is not None for hit in hits):
-            missed = [(call, key) for call, key, hit in zip(extracted, keyed.keys, hits, strict=True) if hit is None]
-            todo, keys = [call for call, _ in missed], [key for _, key in missed]
-        else:  # the common case: no pair per call (a large batch would hold them all at once)
-            todo, keys = extracted, keyed.keys
-        shared = self.serializer.share_callable(fn) if len(todo) > 1 else None  # kept once, named by each row
+        todo, keys = caching.unanswered(extracted, keyed.keys, hits)
+        each_own_row = bool(template.depends_on or any(upstream for _, _, upstream in todo) or any(keys))
+        # a plain batch's rows name its function, kept once with them (insert_many); other rows carry it
+        shared = self.serializer.share_callable(fn) if not each_own_row and len(todo) > 1 else None
         # lazy: the store pickles each call as it reads it, and one that fails inserts none
         payloads = self.serializer.dump_calls(fn, ((a, k) for a, k, _ in todo), shared)
         caching.warn(template.name, keyed)
         ids = new_task_ids(len(todo))
-        if shared is not None:
-            await self.storage.keep_callable(*shared)
         queued: Iterator[tuple[Task, str]]
-        if template.depends_on or any(upstream for _, _, upstream in todo) or any(keys):
+        if each_own_row:
             rows = zip(ids, payloads, todo, keys, strict=True)
             tasks = await self._insert(
                 [
@@ -281,7 +277,7 @@ class AsyncOmniQ(QueueAdmin, ResultReading, HistoryReading, OpensAndCloses):
             queued = iter([(task, task.id) for task in tasks])
         else:  # rows that differ only by id and payload: the payloads go to the store, the handles share a row
             if ids:  # the store reads the payloads as it writes them: a large batch never holds them all
-                await self.storage.insert_many(template, zip(ids, payloads, strict=True))
+                await self.storage.insert_many(template, zip(ids, payloads, strict=True), shared)
                 self.publish(BatchRows(template, ids))
             queued = ((template, task_id) for task_id in ids)
         return GroupHandle(self, [self._handle(*next(queued)) if hit is None else self._handle(hit) for hit in hits])

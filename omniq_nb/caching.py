@@ -86,6 +86,16 @@ async def reuse(storage: Storage, keys: Sequence[str | None], ttl: float | None)
     return [None if key is None else found.get(key) for key in keys]
 
 
+def unanswered(
+    calls: Sequence[Call], keys: Sequence[str | None], hits: Sequence[Task | None]
+) -> tuple[Sequence[Call], Sequence[str | None]]:
+    """Return the calls the cache did not answer and their keys (the lists given, when it answered none)."""
+    if all(hit is None for hit in hits):  # the common case: a large batch is not copied
+        return calls, keys
+    kept = [n for n, hit in enumerate(hits) if hit is None]
+    return [calls[n] for n in kept], [keys[n] for n in kept]
+
+
 def warn(name: str, keys: Keys) -> None:
     """Issue the ``CacheWarning`` of a submission some of whose calls run uncached (each time, not once per place)."""
     if keys.problem is not None:

@@ -53,6 +53,14 @@ class SerializationError(OmniQError, TypeError):
     """A callable, argument or result cannot be serialized."""
 
 
+class CallableMissing(SerializationError):
+    """A task names its function by digest (a batch's, kept once) and the store does not keep it.
+
+    Only a purge of everything between a batch's insert and its run does that; running the
+    task again fails the same way, so it is not retried.
+    """
+
+
 class TaskNotFound(OmniQError, KeyError):
     """No task with the given id exists in the store."""
 

@@ -49,7 +49,7 @@ from omniq_nb.blob_format import (
     UNSIGNED,
     VERSION,
 )
-from omniq_nb.errors import SerializationError, SignatureError
+from omniq_nb.errors import CallableMissing, SerializationError, SignatureError
 from omniq_nb.inputs import Input, substitute
 from omniq_nb.unpicklable import blame, cannot, describe
 
@@ -311,7 +311,7 @@ def _callable_body(fn: Callable[..., Any]) -> bytes:
 def _checked_callable(digest: memoryview, stored: bytes | None) -> bytes:
     """Return ``stored`` once it hashes to ``digest``; raise when it is missing or does not."""
     if stored is None:
-        raise SerializationError(
+        raise CallableMissing(
             f"the call names its function by digest {bytes(digest).hex()} and the store does not keep it "
             "(was the store purged of everything since?)"
         )

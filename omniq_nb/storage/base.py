@@ -107,21 +107,18 @@ class QueueStore(Protocol):
         """
         ...
 
-    async def insert_many(self, template: Task, entries: Iterable[tuple[str, bytes]]) -> None:
+    async def insert_many(
+        self, template: Task, entries: Iterable[tuple[str, bytes]], kept: tuple[str, bytes] | None = None
+    ) -> None:
         """Add tasks equal to ``template`` but for ``(id, payload)``, all in one transaction.
 
         ``series`` is each task's own id when ``template.series`` is set. Each task gets an
         ``enqueued`` event. ``entries`` may be lazy (``enqueue_many`` pickles each call as it is
-        read) and is read once; if reading it raises, nothing is inserted.
-        """
-        ...
-
-    async def keep_callable(self, digest: str, body: bytes) -> None:
-        """Keep a batch's pickled callable under its SHA-256 ``digest``, before the tasks that name it.
-
-        ``enqueue_many`` calls it first, so no stored task names a callable the store lacks;
-        keeping one already kept changes nothing. Kept callables stay until ``purge`` of
-        everything (each distinct function is kept once, however many batches call it).
+        read) and is read once; if reading it raises, nothing is inserted. ``kept`` is the
+        ``(digest, body)`` of the batch's pickled callable, which the payloads name by its
+        SHA-256 digest: it is kept in the same transaction (once: keeping it again changes
+        nothing), so no stored task names a callable the store lacks. Kept callables stay
+        until ``purge`` of everything.
         """
         ...
 

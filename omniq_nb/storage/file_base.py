@@ -205,7 +205,7 @@ class FileLayout:
         try:
             self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
             folders = (self.tasks, self.ready, self.running, self.expiring, self.dependents, self.events, self.workers)
-            for folder in (*folders, self.cache, self.output, self.tmp):
+            for folder in (*folders, self.cache, self.output, self.callables, self.tmp):
                 folder.mkdir(exist_ok=True, mode=0o700)
         except OSError as exc:
             raise StorageError(f"cannot create the file store's folder {self.root}: {exc.strerror}") from exc

@@ -53,18 +53,18 @@ class FileQueue(FileResults):
             await self._run(self._insert, batch)
             self._notify()
 
-    async def insert_many(self, template: Task, entries: Iterable[tuple[str, bytes]]) -> None:
-        """Add tasks equal to ``template`` but for id and payload."""
-        await self.insert(lifecycle.batch_tasks(template, entries))
-
-    async def keep_callable(self, digest: str, body: bytes) -> None:
-        """Keep a batch's pickled callable in ``callables/DIGEST`` (written once, whole, durably)."""
-        await self._run(self._keep_callable, digest, body)
+    async def insert_many(
+        self, template: Task, entries: Iterable[tuple[str, bytes]], kept: tuple[str, bytes] | None = None
+    ) -> None:
+        """Add tasks equal to ``template`` but for id and payload, keeping ``kept`` under the same lock."""
+        batch = builtins.list(lifecycle.batch_tasks(template, entries))
+        if batch:
+            await self._run(self._insert, batch, kept)
+            self._notify()
 
     def _keep_callable(self, digest: str, body: bytes) -> None:
         path = self._layout.callables / _checked_digest(digest)
         if not path.exists():
-            self._layout.callables.mkdir(exist_ok=True, mode=0o700)
             self._layout.write(path, body, durable=True)
             self._layout.sync_folders(self._layout.callables)
 
@@ -79,7 +79,7 @@ class FileQueue(FileResults):
                 found[digest] = (self._layout.callables / _checked_digest(digest)).read_bytes()
         return found
 
-    def _insert(self, tasks: Sequence[Task]) -> None:
+    def _insert(self, tasks: Sequence[Task], kept: tuple[str, bytes] | None = None) -> None:
         ids = [t.id for t in tasks]
         for task_id in ids + [dependency for t in tasks for dependency in t.depends_on]:
             check_task_id(task_id)
@@ -87,6 +87,8 @@ class FileQueue(FileResults):
             clash = next((i for n, i in enumerate(ids) if i in ids[:n] or self._layout.read(i) is not None), None)
             if clash is not None:
                 raise ValueError(f"a task with id {clash!r} already exists; nothing was inserted")
+            if kept is not None:  # before the tasks that name it, durable with them
+                self._keep_callable(*kept)
             if len(tasks) > 1:
                 work.begin_batch(tasks)
             for task in tasks:

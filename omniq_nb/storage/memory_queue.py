@@ -26,24 +26,29 @@ class MemoryQueue(MemoryResults):
         """Add new tasks, all or none."""
         tasks = builtins.list(tasks)
         with self._lock:
-            for task in tasks:
-                if task.id in self._tasks:
-                    raise ValueError(f"a task with id {task.id!r} already exists; nothing was inserted")
-            for task in tasks:
-                self._tasks[task.id] = copy(task)
-                self._linked = self._linked or bool(task.depends_on)
-                if task.cache_key is not None:
-                    self._cache.setdefault(task.cache_key, []).append(task.id)
-                self._record(task, EventKind.ENQUEUED, at=task.created_at)
+            self._add(tasks)
 
-    async def insert_many(self, template: Task, entries: Iterable[tuple[str, bytes]]) -> None:
-        """Add tasks equal to ``template`` but for id and payload, all or none."""
-        await self.insert(lifecycle.batch_tasks(template, entries))
+    def _add(self, tasks: Sequence[Task]) -> None:
+        """Add new tasks, all or none (the caller holds the lock)."""
+        for task in tasks:
+            if task.id in self._tasks:
+                raise ValueError(f"a task with id {task.id!r} already exists; nothing was inserted")
+        for task in tasks:
+            self._tasks[task.id] = copy(task)
+            self._linked = self._linked or bool(task.depends_on)
+            if task.cache_key is not None:
+                self._cache.setdefault(task.cache_key, []).append(task.id)
+            self._record(task, EventKind.ENQUEUED, at=task.created_at)
 
-    async def keep_callable(self, digest: str, body: bytes) -> None:
-        """Keep a batch's pickled callable under its digest."""
+    async def insert_many(
+        self, template: Task, entries: Iterable[tuple[str, bytes]], kept: tuple[str, bytes] | None = None
+    ) -> None:
+        """Add tasks equal to ``template`` but for id and payload, all or none, keeping ``kept`` with them."""
+        tasks = builtins.list(lifecycle.batch_tasks(template, entries))
         with self._lock:
-            self._callables.setdefault(digest, body)
+            self._add(tasks)
+            if kept is not None:
+                self._callables.setdefault(*kept)
 
     async def kept_callables(self, digests: Collection[str]) -> dict[str, bytes]:
         """Return the kept callables of these digests (those not kept are left out)."""

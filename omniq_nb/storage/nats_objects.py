@@ -15,8 +15,10 @@ that exists, an outcome whose lease was lost) deletes its own object and never a
 A task's objects go when the task is purged. A process killed between writing an object and
 its entry leaves that object behind, until ``purge(everything=True)`` empties the bucket.
 
-A batch's pickled callable (``keep_callable``) is the object ``fn.DIGEST``, written once;
-it stays until that purge too.
+A batch's pickled callable (``insert_many``'s ``kept``) is the object ``fn.DIGEST``, written
+once before the batch's entries; it stays until that purge too. With no transaction, a
+``purge(everything=True)`` that runs between the two leaves the batch's tasks naming a gone
+callable: they fail, as tasks whose large argument was purged that way are handed back.
 """
 
 from __future__ import annotations
@@ -114,8 +116,11 @@ class NATSObjects(NATSMirror):
             await store.put(name, value)
         return REF + name.encode()
 
-    async def keep_callable(self, digest: str, body: bytes) -> None:
-        """Keep a batch's pickled callable as the object ``fn.DIGEST`` (written once)."""
+    async def _keep_callable(self, kept: tuple[str, bytes] | None) -> None:
+        """Keep a batch's pickled callable (if any) as the object ``fn.DIGEST`` (written once), before its tasks."""
+        if kept is None:
+            return
+        digest, body = kept
         name = f"fn.{digest}"
         async with self._errors():
             store = await self._made_object_store()

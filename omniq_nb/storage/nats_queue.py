@@ -7,9 +7,8 @@ accept, and the revision check makes sure no write lands on a state it was not d
 
 An insert creates each key (``create`` fails on an existing key); when one fails, the keys
 the batch created are purged before the error is raised, so the batch lands whole or not at
-all, though another reader may glimpse part of it meanwhile (there is no multi-key
-transaction in JetStream 2.9). For the same reason ``move_dependents`` moves its tasks one
-compare-and-set at a time.
+all, though another reader may glimpse part of it meanwhile (JetStream 2.9 has no multi-key
+transaction): ``move_dependents`` moves its tasks one compare-and-set at a time likewise.
 """
 
 from __future__ import annotations
@@ -77,8 +76,11 @@ class NATSQueue(NATSResults):
                 raise error
         await self._record(lifecycle.event_of(t, EventKind.ENQUEUED, at=t.created_at) for t in batch)
 
-    async def insert_many(self, template: Task, entries: Iterable[tuple[str, bytes]]) -> None:
-        """Add tasks equal to ``template`` but for id and payload, all or none."""
+    async def insert_many(
+        self, template: Task, entries: Iterable[tuple[str, bytes]], kept: tuple[str, bytes] | None = None
+    ) -> None:
+        """Add tasks equal to ``template`` but for id and payload, all or none (``kept`` first: ``nats_objects``)."""
+        await self._keep_callable(kept)
         await self.insert(lifecycle.batch_tasks(template, entries))
 
     async def claim(

@@ -103,12 +103,14 @@ class PostgresMaintenance(PostgresConnection):
         )
         async with self._transaction() as conn:
             if everything:  # events of tasks committed meanwhile stay with their tasks
+                # callables first: a batch that kept one waits for this delete, or this delete for its
+                # commit (its upsert locks the row), so its rows are gone too or keep their callable
+                await self._run(conn, "DELETE FROM callables")
                 gone = await self._run(conn, "WITH gone AS (DELETE FROM tasks RETURNING 1) SELECT count(*) FROM gone")
                 for table in _TASK_TABLES:
                     await self._run(
                         conn, f"DELETE FROM {table} WHERE NOT EXISTS (SELECT 1 FROM tasks WHERE id = task_id)"
                     )
-                await self._run(conn, "DELETE FROM callables")
                 return int(gone[0][0])
             rows = await self._run(conn, f"DELETE FROM tasks {where} RETURNING id", params)
             ids = [row[0] for row in rows]

@@ -45,6 +45,12 @@ _SETTLE = f"""
     RETURNING {TASKS_COLUMNS}"""
 
 
+# an upsert that locks a kept row (DO NOTHING would not), so a purge of everything deleting it waits for this batch
+_KEEP_CALLABLE = (
+    "INSERT INTO callables (digest, body) VALUES (%s, %s) ON CONFLICT (digest) DO UPDATE SET digest = EXCLUDED.digest"
+)
+
+
 class PostgresQueue(PostgresResults):
     """Insert, claim, renew, progress, settle, release, cancel, move dependents, requeue, expire, forget_cached."""
 
@@ -58,22 +64,19 @@ class PostgresQueue(PostgresResults):
             pending = any(task.status is TaskStatus.PENDING for task in batch)
             await self._insert(insert_statement(batch), dependency_rows(batch), hint=pending)
 
-    async def insert_many(self, template: Task, entries: Iterable[tuple[str, bytes]]) -> None:
+    async def insert_many(
+        self, template: Task, entries: Iterable[tuple[str, bytes]], kept: tuple[str, bytes] | None = None
+    ) -> None:
         """Add tasks that differ from ``template`` only by id and payload, with one statement (and the hint).
 
-        The shared values are bound once and only the ids and payloads as two arrays.
+        The shared values are bound once and only the ids and payloads as two arrays; ``kept``
+        goes in the same transaction.
         """
         batch = builtins.list(entries)
         if batch:
             links = [(task_id, on) for task_id, _ in batch for on in template.depends_on]
             pending = template.status is TaskStatus.PENDING
-            await self._insert(batch_statement(new_task_row(template), batch), links, hint=pending)
-
-    async def keep_callable(self, digest: str, body: bytes) -> None:
-        """Keep a batch's pickled callable under its digest (once: keeping it again changes nothing)."""
-        await self._fetch(
-            "INSERT INTO callables (digest, body) VALUES (%s, %s) ON CONFLICT (digest) DO NOTHING", (digest, body)
-        )
+            await self._insert(batch_statement(new_task_row(template), batch), links, hint=pending, kept=kept)
 
     async def kept_callables(self, digests: Collection[str]) -> dict[str, bytes]:
         """Return the kept callables of these digests (those not kept are left out)."""
@@ -81,18 +84,26 @@ class PostgresQueue(PostgresResults):
         return {digest: bytes(body) for digest, body in rows}
 
     async def _insert(
-        self, statement: tuple[str, builtins.list[Any]], links: builtins.list[tuple[str, str]], *, hint: bool
+        self,
+        statement: tuple[str, builtins.list[Any]],
+        links: builtins.list[tuple[str, str]],
+        *,
+        hint: bool,
+        kept: tuple[str, bytes] | None = None,
     ) -> None:
-        """Run an insert of new tasks (sending the wake-up hint if asked) and that of their dependency index rows."""
+        """Run an insert of new tasks (sending the wake-up hint if asked), their dependency index rows, ``kept``."""
         sql, params = statement
         if hint:
             sql, params = notifying(sql), [*params, self._channel]
-        if not links:
+        if not links and kept is None:
             await self._fetch(sql, params)
             return
         async with self._transaction() as conn:
+            if kept is not None:
+                await self._run(conn, _KEEP_CALLABLE, kept)
             await self._run(conn, sql, params)
-            await self._run(conn, *link_statement(links))
+            if links:
+                await self._run(conn, *link_statement(links))
 
     async def claim(
         self,

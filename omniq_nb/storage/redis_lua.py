@@ -192,16 +192,18 @@ return #tasks
 INSERT_MANY = (
     PRELUDE
     + r"""
--- ARGV[4]: periodic ('1': each task is its own series); ARGV[5]: m, then m field/value pairs
--- every task shares; then id, payload per task. All or none.
-local periodic, m = ARGV[4] == '1', tonumber(ARGV[5])
+-- ARGV[4]: periodic ('1': each task is its own series); ARGV[5], ARGV[6]: the digest ('' none)
+-- and body of the callable the payloads name; ARGV[7]: m, then m field/value pairs every task
+-- shares; then id, payload per task. All or none.
+local periodic, m = ARGV[4] == '1', tonumber(ARGV[7])
 local shared = {}
-for i = 6, 5 + 2 * m do shared[#shared + 1] = ARGV[i] end
+for i = 8, 7 + 2 * m do shared[#shared + 1] = ARGV[i] end
 local ids = {}
-for i = 6 + 2 * m, #ARGV, 2 do ids[#ids + 1] = ARGV[i] end
+for i = 8 + 2 * m, #ARGV, 2 do ids[#ids + 1] = ARGV[i] end
 local refused = refuse_duplicates(ids)
 if refused then return refused end
-for i = 6 + 2 * m, #ARGV, 2 do
+if ARGV[5] ~= '' then redis.call('HSETNX', P .. ':fn', ARGV[5], ARGV[6]) end
+for i = 8 + 2 * m, #ARGV, 2 do
   local id = ARGV[i]
   local own = {'id', id, 'payload', ARGV[i + 1]}
   if periodic then own[5] = 'series'; own[6] = id end

@@ -61,10 +61,13 @@ class RedisQueue(RedisResults):
             args += _task_args(task)
         await self._script("INSERT", *args)
 
-    async def insert_many(self, template: Task, entries: Iterable[tuple[str, bytes]]) -> None:
+    async def insert_many(
+        self, template: Task, entries: Iterable[tuple[str, bytes]], kept: tuple[str, bytes] | None = None
+    ) -> None:
         """Add tasks equal to ``template`` but for id and payload (and series, when periodic), with one script.
 
-        The shared values are sent once; each task adds only its id and payload.
+        The shared values are sent once; each task adds only its id and payload. The script
+        also keeps ``kept`` in the prefix's ``fn`` hash.
         """
         batch = builtins.list(entries)
         if not batch:
@@ -73,15 +76,11 @@ class RedisQueue(RedisResults):
         own = {"id", "payload", "series"} if periodic else {"id", "payload"}
         flat = task_fields(template)
         shared = [item for n in range(0, len(flat), 2) if flat[n] not in own for item in flat[n : n + 2]]
-        args: builtins.list[Any] = ["1" if periodic else "0", len(shared) // 2, *shared]
+        digest, body = kept or ("", b"")
+        args: builtins.list[Any] = ["1" if periodic else "0", digest, body, len(shared) // 2, *shared]
         for entry in batch:
             args += entry
         await self._script("INSERT_MANY", *args)
-
-    async def keep_callable(self, digest: str, body: bytes) -> None:
-        """Keep a batch's pickled callable under its digest, in the prefix's ``fn`` hash (once)."""
-        async with self._errors():
-            await self._redis.hsetnx(f"{self.prefix}:fn", digest, body)
 
     async def kept_callables(self, digests: Collection[str]) -> dict[str, bytes]:
         """Return the kept callables of these digests (those not kept are left out)."""

@@ -81,10 +81,12 @@ class SplitStorage(SplitParts, SplitQueueSide):
         await self.queue.insert(listed)
         await self._record(_event(task, EventKind.ENQUEUED, task.created_at) for task in listed)
 
-    async def insert_many(self, template: Task, entries: Iterable[tuple[str, bytes]]) -> None:
-        """Add tasks like ``template`` to the queue's store, then record their events."""
+    async def insert_many(
+        self, template: Task, entries: Iterable[tuple[str, bytes]], kept: tuple[str, bytes] | None = None
+    ) -> None:
+        """Add tasks like ``template`` (and ``kept``) to the queue's store, then record their events."""
         listed = builtins.list(entries)
-        await self.queue.insert_many(template, listed)
+        await self.queue.insert_many(template, listed, kept)
         at = template.created_at
         await self._record(
             _event(msgspec.structs.replace(template, id=task_id), EventKind.ENQUEUED, at) for task_id, _ in listed

@@ -228,10 +228,6 @@ class SplitQueueSide:
         """Return a page of a task's kept output from the queue's store."""
         return await self.queue.output(task_id, after=after, limit=limit)
 
-    async def keep_callable(self, digest: str, body: bytes) -> None:
-        """Keep a batch's pickled callable in the queue's store."""
-        await self.queue.keep_callable(digest, body)
-
     async def kept_callables(self, digests: Collection[str]) -> dict[str, bytes]:
         """Return the callables the queue's store keeps for these digests."""
         return await self.queue.kept_callables(digests)

@@ -43,8 +43,10 @@ class SQLiteQueue(SQLiteResults):
         if any(task.status is TaskStatus.PENDING for task in batch):
             self._notify()
 
-    async def insert_many(self, template: Task, entries: Iterable[tuple[str, bytes]]) -> None:
-        """Add tasks that differ from ``template`` only by id and payload, in one transaction.
+    async def insert_many(
+        self, template: Task, entries: Iterable[tuple[str, bytes]], kept: tuple[str, bytes] | None = None
+    ) -> None:
+        """Add tasks that differ from ``template`` only by id and payload, in one transaction (with ``kept``).
 
         The shared values are bound once per statement and only ``(id, payload)`` per row,
         which is what makes ``enqueue_many`` fast. ``entries`` is read a statement's rows at a
@@ -55,6 +57,8 @@ class SQLiteQueue(SQLiteResults):
         ids: builtins.list[str] = []
 
         def statements() -> Iterator[tuple[str, Sequence[Any]]]:
+            if kept is not None:
+                yield "INSERT OR IGNORE INTO callables (digest, body) VALUES (?, ?)", kept
             for part in chunks(entries, BATCH_ROWS):
                 ids.extend(task_id for task_id, _ in part)
                 yield batch_statement(shared, part)
@@ -63,10 +67,6 @@ class SQLiteQueue(SQLiteResults):
         await self._write(statements())
         if ids and template.status is TaskStatus.PENDING:
             self._notify()
-
-    async def keep_callable(self, digest: str, body: bytes) -> None:
-        """Keep a batch's pickled callable under its digest (once: keeping it again changes nothing)."""
-        await self._fetch("INSERT OR IGNORE INTO callables (digest, body) VALUES (?, ?)", (digest, body))
 
     async def kept_callables(self, digests: Collection[str]) -> dict[str, bytes]:
         """Return the kept callables of these digests (those not kept are left out)."""

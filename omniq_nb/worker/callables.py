@@ -15,10 +15,12 @@ from collections.abc import Awaitable, Callable, Collection
 
 from omniq_nb.blob_format import callable_digest
 
-__all__ = ["KEPT_CALLABLES", "StoredCallables"]
+__all__ = ["KEPT_BYTES", "KEPT_CALLABLES", "StoredCallables"]
 
 KEPT_CALLABLES = 64
 """The most callables a pool keeps in memory (the least recently used go first)."""
+KEPT_BYTES = 64 * 1024 * 1024
+"""The most bytes of callables a pool keeps (a function pickled with a large global is large)."""
 
 
 class StoredCallables:
@@ -27,6 +29,7 @@ class StoredCallables:
     Args:
         read: the store's ``kept_callables``.
         keep: how many callables to keep in memory.
+        keep_bytes: how many bytes of them (one larger than that is read again by each run).
 
     Example:
         >>> import asyncio
@@ -47,9 +50,13 @@ class StoredCallables:
     """
 
     def __init__(
-        self, read: Callable[[Collection[str]], Awaitable[dict[str, bytes]]], keep: int = KEPT_CALLABLES
+        self,
+        read: Callable[[Collection[str]], Awaitable[dict[str, bytes]]],
+        keep: int = KEPT_CALLABLES,
+        keep_bytes: int = KEPT_BYTES,
     ) -> None:
-        self._read, self._keep = read, keep
+        self._read, self._keep, self._keep_bytes = read, keep, keep_bytes
+        self._bytes = 0
         self._kept: OrderedDict[str, bytes] = OrderedDict()
         self._reading: dict[str, asyncio.Future[bytes | None]] = {}
 
@@ -80,8 +87,9 @@ class StoredCallables:
 
     async def _read_one(self, digest: str) -> bytes | None:
         body = (await self._read([digest])).get(digest)
-        if body is not None:  # one the store lacks is asked again next time (it may be kept by then)
+        if body is not None and len(body) <= self._keep_bytes and digest not in self._kept:
             self._kept[digest] = body
-            while len(self._kept) > self._keep:
-                self._kept.popitem(last=False)
+            self._bytes += len(body)
+            while len(self._kept) > self._keep or self._bytes > self._keep_bytes:
+                self._bytes -= len(self._kept.popitem(last=False)[1])
         return body

@@ -6,7 +6,7 @@ from collections.abc import Callable, Mapping
 
 import msgspec
 
-from omniq_nb.errors import DependencyFailed, SignatureError, TaskTimeout, type_name
+from omniq_nb.errors import CallableMissing, DependencyFailed, SignatureError, TaskTimeout, type_name
 from omniq_nb.inputs import Input
 from omniq_nb.models import Task, TaskError
 from omniq_nb.policy import describe_exception
@@ -83,9 +83,9 @@ def timed_out(call: Call) -> Outcome:
 
 
 def failed(exc: BaseException, attempt: int) -> Outcome:
-    """Return the outcome of a call that raised ``exc`` (a bad signature is not retried)."""
+    """Return the outcome of a call that raised ``exc`` (a bad signature or a missing callable is not retried)."""
     error, raised = describe_exception(exc, attempt)
-    return Outcome(error=error, raised=raised, retryable=not isinstance(exc, SignatureError))
+    return Outcome(error=error, raised=raised, retryable=not isinstance(exc, (SignatureError, CallableMissing)))
 
 
 def unmet(task: Task, inputs: Mapping[str, Input] | None) -> Outcome | None:

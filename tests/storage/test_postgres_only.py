@@ -19,7 +19,7 @@ from postgres_server import POSTGRES_URL, new_schema, postgres_schema
 
 from omniq_nb.config import Settings
 from omniq_nb.errors import StorageError
-from omniq_nb.models import DependencyMove, EventKind, Task, TaskEvent, TaskResult, TaskStatus
+from omniq_nb.models import DependencyMove, EventKind, Task, TaskEvent, TaskResult, TaskStatus, new_task_ids
 from omniq_nb.storage import open_storage
 from omniq_nb.storage import postgres_schema as schema_module
 from omniq_nb.storage.postgres import PostgresStorage
@@ -148,7 +148,7 @@ async def test_a_version_4_store_gains_kept_callables_and_keeps_its_tasks(
     assert "callables" not in tables_in(schema)
     async with open_storage(url_of(schema)) as store:
         assert await store.get(old.id) == old
-        await store.keep_callable("ab" * 32, b"a function")
+        await store.insert_many(make_task(), [(new_task_ids(1)[0], b"x")], ("ab" * 32, b"a function"))
         assert await store.kept_callables(["ab" * 32]) == {"ab" * 32: b"a function"}
     assert tables_in(schema) == TABLES
     with psycopg.connect(POSTGRES_URL) as conn:

@@ -11,7 +11,7 @@ import pytest
 
 from omniq_nb.config import Settings
 from omniq_nb.errors import StorageError
-from omniq_nb.models import DependencyMove, EventKind, Task, TaskResult, TaskStatus
+from omniq_nb.models import DependencyMove, EventKind, Task, TaskResult, TaskStatus, new_task_ids
 from omniq_nb.storage import Storage, open_storage
 from omniq_nb.storage.sqlite import SQLiteStorage, sqlite_path
 from omniq_nb.storage.sqlite_schema import SCHEMA_VERSION
@@ -100,7 +100,7 @@ async def test_a_version_6_store_gains_kept_callables_and_keeps_its_tasks(tmp_pa
     downgrade(path, 6)
     async with SQLiteStorage(url_of(path)) as store:
         assert (await store.get(old.id)) == old
-        await store.keep_callable("ab" * 32, b"a function")
+        await store.insert_many(make_task(), [(new_task_ids(1)[0], b"x")], ("ab" * 32, b"a function"))
         assert await store.kept_callables(["ab" * 32]) == {"ab" * 32: b"a function"}
     assert query(path, "SELECT version FROM omniq_schema") == EVERY_VERSION
 

@@ -138,16 +138,19 @@ async def test_an_altered_kept_function_is_refused_and_never_runs(
     assert not marker.exists(), "the altered function was executed"
 
 
-async def test_a_function_the_store_no_longer_keeps_fails_its_tasks_with_a_clear_message(
+async def test_a_function_the_store_no_longer_keeps_fails_its_tasks_at_once_with_a_clear_message(
     q: AsyncOmniQ, db_url: str
 ) -> None:
-    group = await q.enqueue_many(notebook_function("shifted"), [(1,), (2,)])
+    group = await q.enqueue_many(notebook_function("shifted"), [(1,), (2,)], retries=3)
     with kept_rows(db_url) as db:
         db.execute("DELETE FROM callables")
     async with AsyncWorkerPool(q, concurrency=2, lease=5):
         for handle in group.handles:
-            with pytest.raises(TaskFailed, match="does not keep it"):
+            with pytest.raises(TaskFailed, match="does not keep it") as info:
                 await handle.result(timeout=RESULT_WAIT)
+            assert info.value.error.type == "omniq_nb.errors.CallableMissing"
+    tasks = await q.storage.get_many([h.id for h in group.handles])
+    assert [t.attempt for t in tasks] == [1, 1], "it would fail the same way again: not retried"
 
 
 def test_a_kept_function_is_checked_against_the_digest_its_payload_names() -> None:
@@ -163,3 +166,34 @@ def test_a_kept_function_is_checked_against_the_digest_its_payload_names() -> No
         serializer.load_call(blob, stored=cloudpickle.dumps(wt.touch))
     with pytest.raises(TypeError, match="does not keep it"):
         serializer.load_call(blob)
+
+
+async def test_rows_with_values_of_their_own_carry_their_function(q: AsyncOmniQ) -> None:
+    """A batch with cache keys or dependencies writes each row apart (``insert``): each carries its function."""
+    shifted = notebook_function("shifted")
+    cached = await q.enqueue_many(shifted, [(1,), (2,)], cache=True)
+    for handle in cached.handles:
+        task = await q.storage.get(handle.id)
+        assert task is not None and callable_digest(task.payload) is None
+    async with AsyncWorkerPool(q, concurrency=2, lease=5):
+        assert await cached.result(timeout=RESULT_WAIT) == [8, 9]
+
+
+async def test_a_pool_keeps_few_bytes_of_functions_and_reads_a_larger_one_each_time() -> None:
+    from omniq_nb.serialization import BlobSerializer
+    from omniq_nb.worker.callables import StoredCallables
+
+    serializer = BlobSerializer()
+    small, large = (serializer.share_callable(fn) for fn in (wt.add, notebook_function("shifted")))
+    blobs = {shared.digest: next(serializer.dump_calls(len, [(([1],), {})], shared)) for shared in (small, large)}
+    reads: list[str] = []
+
+    async def read(digests: Any) -> dict[str, bytes]:
+        reads.extend(digests)
+        return {shared.digest: shared.body for shared in (small, large) if shared.digest in digests}
+
+    callables = StoredCallables(read, keep_bytes=len(small.body))
+    for _ in range(3):
+        assert await callables.body(blobs[small.digest]) == small.body
+        assert await callables.body(blobs[large.digest]) == large.body
+    assert reads.count(small.digest) == 1 and reads.count(large.digest) == 3
