@@ -280,6 +280,7 @@ class AsyncOmniQ(QueueAdmin, ResultReading, HistoryReading, OpensAndCloses):
                 await self.storage.insert_many(template, zip(ids, payloads, strict=True), shared)
                 self.publish(BatchRows(template, ids))
             queued = ((template, task_id) for task_id in ids)
+        del extracted, todo, keys, keyed, payloads  # freed before the handles are made: they reuse that memory
         return GroupHandle(self, [self._handle(*next(queued)) if hit is None else self._handle(hit) for hit in hits])
 
     async def _insert(self, tasks: builtins.list[Task]) -> builtins.list[Task]:

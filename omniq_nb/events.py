@@ -29,7 +29,7 @@ from omniq_nb.errors import StorageError, StoreLost
 from omniq_nb.jobs import cancel_and_wait
 from omniq_nb.models import EventKind, Task, TaskEvent
 from omniq_nb.storage.base import Storage
-from omniq_nb.waiters import Waiter, Watched, alive, live
+from omniq_nb.waiters import Followed, Waiter, Watched, alive, followed_by, live, refs_of
 
 logger = logging.getLogger(__name__)
 
@@ -63,8 +63,8 @@ class EventHub:
         self._poll_interval = poll_interval
         self._events_recorded = events_recorded
         self._listeners: list[EventListener] = []
-        self._watched: dict[str, tuple[weakref.ref[Watched], ...]] = {}  # tuples: a task has one handle, mostly
-        self._finished: dict[str, tuple[weakref.ref[Watched], ...]] = {}
+        self._watched: dict[str, Followed] = {}
+        self._finished: dict[str, Followed] = {}
         self._swept_at = self._pruned_at = time.monotonic()
         self._prune_at = _PRUNE_AT_LEAST
         self._waiters: dict[str, list[Waiter]] = {}
@@ -108,10 +108,10 @@ class EventHub:
     def watch(self, handle: Watched) -> None:
         """Keep ``handle``'s snapshot current while it lives (a finished task's only if it is retried)."""
         followed = self._finished if handle.done() else self._watched
-        refs = followed.get(handle.id, ())
+        refs = refs_of(followed.get(handle.id))
         if refs and any(ref() is handle for ref in refs):
             return  # already followed (a new handle, the common case, skips this scan)
-        followed[handle.id] = (*refs, weakref.ref(handle))
+        followed[handle.id] = followed_by((*refs, weakref.ref(handle)))
         if len(self._watched) + len(self._finished) > self._prune_at:
             self._prune()  # amortized: a stream of enqueues outpaces the follower, whose poll also prunes
 
@@ -167,7 +167,7 @@ class EventHub:
             self._waiters.setdefault(task_id, []).append(waiter)
         # the events keep live handles' snapshots current, as long as the follower reads them
         followed = self._events_recorded and self._runner is not None and self._failure is None
-        unread = [task_id for task_id in unknown if not (followed and live(self._watched.get(task_id, ())))]
+        unread = [task_id for task_id in unknown if not (followed and live(self._watched.get(task_id)))]
         try:
             rows = await asyncio.shield(self._batched_read(unread)) if unread else {}
             for task_id in unread:
@@ -207,7 +207,7 @@ class EventHub:
     def _finished_row(self, task_id: str) -> Task | None:
         """Return the finished row a live handle holds, if events are recorded (so a retry is seen)."""
         if self._events_recorded:
-            for ref in self._finished.get(task_id, ()):
+            for ref in refs_of(self._finished.get(task_id)):
                 if (handle := ref()) is not None and (task := handle._finished_row()) is not None:
                     return task
         return None
@@ -325,7 +325,7 @@ class EventHub:
             self._cursor = events[-1].seq
             reread: set[str] = set()  # tasks whose row handles need: finished ones, and finished ones retried
             for event in events:
-                for handle in live(self._watched.get(event.task_id, ())):
+                for handle in live(self._watched.get(event.task_id)):
                     handle._apply_event(event)
                 self._tell_listeners(event)
                 awaited = event.task_id in self._waiters or event.task_id in self._watched
@@ -345,12 +345,12 @@ class EventHub:
         """
         for task in tasks:
             handles: list[Watched] = []
-            for ref in self._watched.pop(task.id, ()) + self._finished.pop(task.id, ()):
+            for ref in refs_of(self._watched.pop(task.id, None)) + refs_of(self._finished.pop(task.id, None)):
                 if (handle := ref()) is not None and all(handle is not seen for seen in handles):
                     handles.append(handle)
             if handles:
                 followed = self._finished if task.status.is_terminal else self._watched
-                followed[task.id] = tuple(weakref.ref(handle) for handle in handles)
+                followed[task.id] = followed_by([weakref.ref(handle) for handle in handles])
             for handle in handles:
                 handle._apply_task(task)
             if task.status.is_terminal:
