@@ -99,5 +99,5 @@ def test_a_function_a_batch_kept_in_the_store_is_compared_too() -> None:
     kept = {shared.digest: shared.body}
     assert source_notes(tasks, {"double": changed}, serializer, kept) == ["double: source changed since submitted"]
     assert source_notes(tasks, {"double": changed}, serializer, {}) == [
-        "double: source not compared (its payload cannot be read here: SerializationError)"
+        "double: source not compared (its payload cannot be read here: CallableMissing)"
     ]
