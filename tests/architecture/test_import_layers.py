@@ -36,6 +36,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "inputs",
             "cache_keys",
             "jobs",
+            "log_lines",
         ),
     ),
     ("storage", ("storage",)),
