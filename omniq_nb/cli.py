@@ -19,7 +19,6 @@ from urllib.parse import urlsplit
 
 import msgspec
 
-from omniq_nb import log_lines
 from omniq_nb.config import WORKER_KINDS, Settings
 from omniq_nb.core import AsyncOmniQ
 from omniq_nb.errors import OmniQError, StorageError
@@ -248,4 +247,8 @@ async def _check(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _install_log_handler(settings: Settings) -> None:
-    log_lines.install(logging.getLogger("omniq_nb"), sys.stderr, settings.log_level)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger("omniq_nb")
+    root.addHandler(handler)
+    root.setLevel(settings.log_level)

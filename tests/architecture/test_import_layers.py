@@ -36,7 +36,6 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "inputs",
             "cache_keys",
             "jobs",
-            "log_lines",
         ),
     ),
     ("storage", ("storage",)),
