@@ -46,8 +46,13 @@ from omniq_nb.urls import redact_url, split_prefix_options
 
 __all__ = ["STORE_VERSION", "RedisConnection", "split_options"]
 
-STORE_VERSION = 1
-"""The key layout version this code writes and understands (in ``PREFIX:meta``)."""
+STORE_VERSION = 2
+"""The key layout version this code writes and understands (in ``PREFIX:meta``).
+
+Layout 2 keeps batches' functions in ``PREFIX:fn`` and tasks that name them: opening a
+layout-1 store marks it 2, so that an omniq_nb that knows only layout 1 refuses it (and
+says to upgrade) instead of failing those tasks.
+"""
 
 _UTC = timezone.utc
 _PREFIX = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
@@ -152,6 +157,8 @@ class RedisConnection(OpensAndCloses):
             async with self._errors():
                 await client.hsetnx(f"{self.prefix}:meta", "version", STORE_VERSION)
                 version = int(await client.hget(f"{self.prefix}:meta", "version") or STORE_VERSION)
+                if version < STORE_VERSION:  # an older layout this code extends (see STORE_VERSION)
+                    await client.hset(f"{self.prefix}:meta", "version", STORE_VERSION)
         except TypeError as exc:  # redis-py takes the URL's other options as connection arguments
             await client.aclose()
             raise StorageError(

@@ -23,6 +23,7 @@ Keys, all under the prefix ``P``:
 - ``P:cache:KEY``, ``P:cached`` the result cache's index, and ``P:o:ID``, ``P:os:ID``,
   ``P:om:ID`` a task's kept output (see ``redis_lua_output``);
 - ``P:ev`` the event stream (entry id ``SEQ-0``), ``P:evseq`` its counter, ``P:te:ID`` a task's event seqs;
+- ``P:fn`` batches' pickled functions by digest (kept by ``INSERT_MANY``, until a purge of everything);
 - ``P:seq`` the enqueue counter, ``P:meta`` the layout version, ``P:w:ID`` and ``P:workers``
   the worker registry, ``P:lead`` the maintenance turn, and the pub/sub channel ``P:wake``.
 """

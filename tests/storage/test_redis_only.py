@@ -17,7 +17,7 @@ from omniq_nb.errors import StorageError
 from omniq_nb.models import Task, TaskResult, TaskStatus
 from omniq_nb.storage import open_storage
 from omniq_nb.storage.redis import RedisStorage
-from omniq_nb.storage.redis_base import split_options
+from omniq_nb.storage.redis_base import STORE_VERSION, split_options
 from omniq_nb.storage.redis_maintenance import persistence_warnings
 
 pytestmark = [pytest.mark.anyio, pytest.mark.redis]
@@ -253,6 +253,21 @@ async def test_one_runner_leads_maintenance_until_its_term_runs_out(prefix: str,
 
         await eventually(b_leads, what="runner b to take the turn once a's term ran out")
         assert not await one.lead_maintenance("a", term=0.5)
+
+
+async def test_an_older_layout_is_marked_as_this_one_so_that_older_code_refuses_it(
+    prefix: str, make_task: MakeTask
+) -> None:
+    task = make_task()
+    async with open_storage(url_of(prefix)) as store:
+        await store.insert([task])
+    with server() as client:
+        client.hset(f"{prefix}:meta", "version", 1)  # as a store made before batches kept their functions
+    async with open_storage(url_of(prefix)) as store:
+        assert await store.get(task.id) == task
+    with server() as client:
+        assert client.hget(f"{prefix}:meta", "version") == str(STORE_VERSION).encode()
+    assert STORE_VERSION == 2
 
 
 async def test_a_newer_layout_is_refused(prefix: str) -> None:
