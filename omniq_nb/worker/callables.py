@@ -1,7 +1,7 @@
 """The callables that batch payloads name by digest, read from the store once per pool.
 
 ``enqueue_many`` keeps a batch's pickled callable once in the store and each task's payload
-names it by its SHA-256 digest (``omniq_nb.serialization.callable_digest``). A pool reads
+names it by its SHA-256 digest (``omniq_nb.blob_format.callable_digest``). A pool reads
 each digest's bytes once, however many of its runs need them at the same moment, and keeps
 the most recently used ones; the serializer checks them against the digest before it
 unpickles them.
