@@ -52,9 +52,7 @@ def is_coroutine_call(blob: bytes) -> bool | None:
         True
 
     """
-    if len(blob) < HEADER_SIZE or blob[:2] != MAGIC or blob[2] != VERSION:
-        return None
-    fmt = blob[3]
+    fmt = _format(blob)
     return True if fmt in (COROUTINE_CALL, SHARED_COROUTINE_CALL) else False if fmt in (CALL, SHARED_CALL) else None
 
 
@@ -79,8 +77,15 @@ def callable_digest(blob: bytes) -> str | None:
         (True, None)
 
     """
-    if len(blob) < HEADER_SIZE or blob[:2] != MAGIC or blob[2] != VERSION or blob[3] not in SHARED_FORMATS:
+    if _format(blob) not in SHARED_FORMATS:
         return None
     start = HEADER_SIZE + (SIGNATURE_SIZE if blob[4] == SIGNED else 0)
     digest = blob[start : start + DIGEST_SIZE]
     return digest.hex() if len(digest) == DIGEST_SIZE else None
+
+
+def _format(blob: bytes) -> int | None:
+    """Return a blob's format byte, or ``None`` when it has no omniq_nb header of this version."""
+    if len(blob) < HEADER_SIZE or blob[:2] != MAGIC or blob[2] != VERSION:
+        return None
+    return blob[3]
