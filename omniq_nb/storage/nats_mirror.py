@@ -22,8 +22,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from datetime import datetime
+from itertools import islice
 
 import nats.errors
 import nats.js.errors
@@ -46,7 +47,7 @@ from omniq_nb.storage.nats_codec import (
     token,
 )
 
-__all__ = ["NATSMirror"]
+__all__ = ["NATSMirror", "Order", "PendingOrder"]
 
 logger = logging.getLogger(__name__)
 
@@ -71,8 +72,7 @@ class NATSMirror(NATSConnection):
         self._removed: dict[str, int] = {}
         self._marks: dict[str, tuple[int, float | None]] = {}
         """Kept results and event purge marks (``nats_outcomes``): key -> (revision, when it goes)."""
-        self._pending: dict[str, tuple[int, float, int]] = {}
-        """The keys of pending tasks, each with its claim order: priority (highest first), eta, enqueue order."""
+        self._pending = PendingOrder()
         self._dependents: dict[str, set[str]] = {}
         """Dependency id -> the keys of the tasks whose ``depends_on`` names it."""
         self._cached: dict[str, set[str]] = {}
@@ -101,7 +101,7 @@ class NATSMirror(NATSConnection):
             with contextlib.suppress(nats.errors.Error, OSError, asyncio.TimeoutError):
                 await old.unsubscribe()
         self._tasks, self._workers, self._marks, self._removed, self._seen = {}, {}, {}, {}, 0
-        self._pending, self._dependents, self._cached = {}, {}, {}
+        self._pending, self._dependents, self._cached = PendingOrder(), {}, {}
         self._sub = await self._jet.subscribe(
             f"$KV.{self.bucket}.>",
             stream=f"KV_{self.bucket}",
@@ -132,7 +132,7 @@ class NATSMirror(NATSConnection):
             return
         if data is None:
             self._index(key, self._tasks.pop(key, None), None)
-            self._pending.pop(key, None)
+            self._pending.discard(key)
             self._workers.pop(key, None)
             self._marks.pop(key, None)
             self._removed[key] = revision
@@ -144,10 +144,10 @@ class NATSMirror(NATSConnection):
             self._tasks[key] = (revision, stored)
             if stored.task.status is TaskStatus.PENDING:
                 task = stored.task
-                self._pending[key] = (-task.priority, task.eta.timestamp(), stored.order)
+                self._pending.put(key, (-task.priority, task.eta.timestamp(), stored.order))
                 self._wake.set()
             else:
-                self._pending.pop(key, None)
+                self._pending.discard(key)
         elif key.startswith(WORKER):
             self._workers[key] = (revision, decode_worker(data))
         elif key.startswith((KEPT, MARK)):
@@ -252,6 +252,61 @@ class NATSMirror(NATSConnection):
             await self._jet.publish(*batch[-1])
         except (nats.errors.Error, OSError, asyncio.TimeoutError) as exc:
             logger.warning("NATS store %s: events were lost: %s", self.url, self._message(exc))
+
+
+Order = tuple[int, float, int]
+"""A pending task's place in claim order: priority (negated: highest first), eta, enqueue order."""
+
+
+class PendingOrder:
+    """The keys of pending tasks in claim order, for a claim to walk from the front.
+
+    A list sorted when a claim needs it: a change appends an entry, a claim sorts (a sorted
+    list with a few entries appended sorts in about linear time, in C) and drops the stale
+    entries at its front (tasks claimed since the last claim), so a claim pays for what
+    changed, not for sorting every pending task again. Stale entries elsewhere (a task
+    cancelled in the middle, one whose order changed) are passed over, and the list is built
+    anew once they outnumber the live ones.
+    """
+
+    def __init__(self) -> None:
+        self._orders: dict[str, Order] = {}
+        self._entries: list[tuple[Order, str]] = []
+        self._unsorted = False
+
+    def put(self, key: str, order: Order) -> None:
+        """Mark ``key`` pending, in ``order`` (a key already pending moves)."""
+        if self._orders.get(key) != order:
+            self._orders[key] = order
+            self._entries.append((order, key))
+            self._unsorted = True
+
+    def discard(self, key: str) -> None:
+        """Mark ``key`` no longer pending (no error when it was not)."""
+        self._orders.pop(key, None)
+
+    def __iter__(self) -> Iterator[str]:
+        """Yield the keys pending when the walk began, in claim order, each once, less those no longer pending."""
+        entries = self._tidied()
+        orders, previous = self._orders, None
+        for entry in islice(entries, len(entries)):
+            if entry != previous and orders.get(entry[1]) == entry[0]:
+                yield entry[1]
+            previous = entry
+
+    def _tidied(self) -> list[tuple[Order, str]]:
+        entries, orders = self._entries, self._orders
+        if len(entries) > 2 * len(orders) + 1024:
+            entries, self._unsorted = [(order, key) for key, order in orders.items()], True
+        if self._unsorted:
+            entries, self._unsorted = sorted(entries), False  # a new list: a walk under way keeps its own
+        stale = 0
+        for order, key in entries:
+            if orders.get(key) == order:
+                break
+            stale += 1
+        self._entries = entries = entries[stale:] if stale else entries
+        return entries
 
 
 def _move(index: dict[str, set[str]], key: str, old: Iterable[str], new: Iterable[str]) -> None:

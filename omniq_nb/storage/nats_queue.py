@@ -19,7 +19,7 @@ import secrets
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta, timezone
 from itertools import islice
-from operator import attrgetter, itemgetter
+from operator import attrgetter
 
 import msgspec
 import nats.js.errors
@@ -138,7 +138,7 @@ class NATSQueue(NATSResults):
         """Yield the mirror's claimable tasks in claim order (looked at lazily: a claim stops when it has enough)."""
         queues, unowned_only, owner, skip_kinds = chosen
         live = {w.kernel for _, w in self._workers.values() if lifecycle.worker_alive(w, now)} if unowned_only else ()
-        for key, _ in sorted(self._pending.items(), key=itemgetter(1)):
+        for key in self._pending:
             entry = self._tasks.get(key)
             if entry is None:
                 continue
