@@ -2,6 +2,8 @@
 
 Connections come from a ``psycopg_pool.AsyncConnectionPool`` in autocommit mode: single
 statements are atomic by themselves, and multi-statement writes use ``_transaction()``.
+The busiest statements (claims, outcomes, dependents, event reads) run on a connection kept
+for each of them (``_fetch_on_lane``), which skips the pool's liveness round trip.
 No session state is relied on: ``_run`` names the store's tables with their schema
 (``postgres_url.qualify``), so the pool may sit behind PgBouncer in transaction mode
 (``?pgbouncer=1``: no prepared statements either). Times are the server's (``now()`` and
@@ -26,6 +28,7 @@ from urllib.parse import quote, urlsplit
 
 import psycopg
 from psycopg import sql
+from psycopg.pq import TransactionStatus
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from omniq_nb.errors import StorageError
@@ -41,6 +44,7 @@ _CONNECT_SECONDS = 10
 _POOL_SIZE = 8
 _POOL_WAIT = 10.0  # seconds a statement waits for a pooled connection (longer: the server is gone)
 _POOL_NAME = "omniq-nb/"  # + schema: names this store's pools in psycopg_pool's log records
+_EVENTS_OFF = "SET LOCAL omniq.events = 'off'"
 
 
 class _QuietReconnects(logging.Filter):
@@ -57,6 +61,14 @@ class _QuietReconnects(logging.Filter):
 
 
 logging.getLogger("psycopg.pool").addFilter(_QuietReconnects())
+
+
+class _Lane:
+    """A connection kept for one busy path (claims, outcomes, dependents, event reads), one statement at a time."""
+
+    def __init__(self) -> None:
+        self.lock = asyncio.Lock()
+        self.conn: psycopg.AsyncConnection[Any] | None = None
 
 
 class PostgresConnection(OpensAndCloses):
@@ -88,6 +100,7 @@ class PostgresConnection(OpensAndCloses):
         self._channel = f"omniq_{self.schema}"
         self._pool: AsyncConnectionPool | None = None
         self._listener: psycopg.AsyncConnection[Any] | None = None
+        self._lanes: dict[str, _Lane] = {}
 
     async def open(self) -> None:
         """Connect, create or migrate the schema (under an advisory lock), then open the pool.
@@ -123,11 +136,13 @@ class PostgresConnection(OpensAndCloses):
         return type(self)(self._url, events=self._events)
 
     async def close(self) -> None:
-        """Close the listener and the pool."""
-        listener, self._listener = self._listener, None
-        if listener is not None:
-            with contextlib.suppress(psycopg.Error):
-                await listener.close()
+        """Close the listener, the lanes' connections and the pool."""
+        kept = [lane.conn for lane in self._lanes.values()]
+        listener, self._listener, self._lanes = self._listener, None, {}
+        for conn in [listener, *kept]:
+            if conn is not None:
+                with contextlib.suppress(psycopg.Error):
+                    await conn.close()
         pool, self._pool = self._pool, None
         if pool is not None:
             await pool.close()
@@ -174,8 +189,11 @@ class PostgresConnection(OpensAndCloses):
     @property
     def _connections(self) -> AsyncConnectionPool:
         if self._pool is None:
-            raise StorageError(f"the PostgreSQL store {self.url} is not open (use 'async with' or await open())")
+            raise self._not_open()
         return self._pool
+
+    def _not_open(self) -> StorageError:
+        return StorageError(f"the PostgreSQL store {self.url} is not open (use 'async with' or await open())")
 
     async def _fetch(self, query: str, params: Sequence[Any] | dict[str, Any] = ()) -> builtins.list[Any]:
         """Run one statement (atomic by itself) on a pooled connection; return its rows."""
@@ -184,6 +202,53 @@ class PostgresConnection(OpensAndCloses):
                 return await self._run(conn, query, params)
         async with self._errors(), self._connections.connection() as conn:
             return await self._run(conn, query, params)
+
+    async def _fetch_on_lane(
+        self, lane: str, query: str, params: Sequence[Any] | dict[str, Any] = ()
+    ) -> builtins.list[Any]:
+        """Run one statement (atomic by itself) on the connection this store keeps for ``lane``; return its rows.
+
+        A worker's claim and outcome loops, and the event hub's reader, each run a statement
+        every few milliseconds. The pool checks a connection with a round trip each time it
+        lends one (so that one the server dropped is never used), about a tenth of a busy
+        worker's time; a lane keeps one connection and uses it unchecked. A statement that
+        finds it broken (the server dropped it while it sat idle) runs once more on a new
+        connection: a lane's statements only read, or are fenced (a claim by its lease, an
+        outcome by the lease token), and their callers repeat a failed one anyway, so running
+        it again only spares them a backoff. A connection left in doubt (a statement cancelled
+        mid-way, a broken one) is closed, never used again.
+        """
+        held = self._lanes.setdefault(lane, _Lane())
+        async with held.lock:
+            reused = held.conn if held.conn is not None and not held.conn.closed else None
+            try:
+                async with self._errors():
+                    return await self._run_kept(held, query, params)
+            except StorageError:
+                if reused is None or not reused.broken:
+                    raise
+            async with self._errors():
+                return await self._run_kept(held, query, params)
+
+    async def _run_kept(self, held: _Lane, query: str, params: Sequence[Any] | dict[str, Any]) -> builtins.list[Any]:
+        """Run one statement on ``held``'s connection (opened first if need be); close it if left in doubt."""
+        conn = held.conn
+        if conn is None or conn.closed:
+            if self._pool is None:  # closed: no lane opens a connection again
+                raise self._not_open()
+            held.conn = conn = await self._connect()
+        try:
+            if not self._events_local:
+                return await self._run(conn, query, params)
+            async with conn.transaction():
+                await conn.execute(_EVENTS_OFF)
+                return await self._run(conn, query, params)
+        except BaseException:
+            if conn.info.transaction_status is not TransactionStatus.IDLE:  # cancelled mid-way, or broken
+                held.conn = None
+                with contextlib.suppress(psycopg.Error):
+                    await conn.close()
+            raise
 
     async def _run(
         self, conn: psycopg.AsyncConnection[Any], query: str, params: Sequence[Any] | dict[str, Any] = ()
@@ -208,7 +273,7 @@ class PostgresConnection(OpensAndCloses):
         """Yield a pooled connection inside one transaction: committed at the end, rolled back on error."""
         async with self._errors(), self._connections.connection() as conn, conn.transaction():
             if self._events_local:
-                await conn.execute("SET LOCAL omniq.events = 'off'")
+                await conn.execute(_EVENTS_OFF)
             yield conn
 
     @contextlib.asynccontextmanager

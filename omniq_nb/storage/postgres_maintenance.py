@@ -71,7 +71,9 @@ class PostgresEvents(PostgresConnection):
         """Return events with ``seq > since``, oldest first."""
         return [
             row_event(row)
-            for row in await self._fetch(*events_statement("%s", task_id=task_id, since=since, limit=limit))
+            for row in await self._fetch_on_lane(
+                "events", *events_statement("%s", task_id=task_id, since=since, limit=limit)
+            )
         ]
 
     async def last_event_seq(self) -> int:

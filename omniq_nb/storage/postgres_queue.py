@@ -144,7 +144,7 @@ class PostgresQueue(PostgresResults):
             RETURNING {TASKS_COLUMNS}, tasks.seq"""
         params = {"queues": builtins.list(queues), "limit": limit, "lease": lease, "worker": worker, "owner": owner}
         params["skip_kinds"] = builtins.list(skip_kinds)
-        rows = await self._fetch(sql, params)
+        rows = await self._fetch_on_lane("claims", sql, params)
         sort_claimed(rows)
         return [row_task(row) for row in rows]
 
@@ -186,7 +186,7 @@ class PostgresQueue(PostgresResults):
             return []
         params = _settle_params(results)
         if not successors:
-            return [row_task(row) for row in await self._fetch(_SETTLE, params)]
+            return [row_task(row) for row in await self._fetch_on_lane("outcomes", _SETTLE, params)]
         async with self._transaction() as conn:
             accepted = [row_task(row) for row in await self._run(conn, _SETTLE, params)]
             following = [successors[t.id] for t in accepted if t.id in successors]
@@ -254,7 +254,8 @@ class PostgresQueue(PostgresResults):
         """Return the tasks depending on any of ``task_ids``, found through the dependency index (one statement)."""
         if not task_ids:
             return []
-        rows = await self._fetch(
+        rows = await self._fetch_on_lane(
+            "dependents",
             f"""SELECT {COLUMNS} FROM tasks
             WHERE id IN (SELECT task_id FROM task_deps WHERE depends_on = ANY(%s::text[]))""",
             (builtins.list(task_ids),),

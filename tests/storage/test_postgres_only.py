@@ -6,6 +6,7 @@ Also: a store of an earlier schema version (2, 3) is migrated and keeps its task
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import subprocess
 import sys
@@ -318,6 +319,43 @@ async def test_connections_the_server_dropped_are_replaced(schema: str, make_tas
         task = make_task()
         await store.insert([task])
         assert await store.get(task.id) is not None
+
+
+async def test_a_claim_or_an_outcome_whose_kept_connection_the_server_dropped_runs_on_a_new_one(
+    schema: str, make_task: MakeTask
+) -> None:
+    async with open_storage(url_of(schema)) as store:
+        assert isinstance(store, PostgresStorage)
+        tasks = [make_task() for _ in range(3)]
+        await store.insert(tasks)
+        [first] = await store.claim(queues=["default"], limit=1, lease=30, worker="w")
+        [second] = await store.claim(queues=["default"], limit=1, lease=30, worker="w")
+        await store.settle([TaskResult(task_id=first.id, lease_token=first.lease_token, status=TaskStatus.SUCCEEDED)])
+        lanes = {name: lane.conn for name, lane in store._lanes.items()}
+        assert set(lanes) == {"claims", "outcomes"} and all(conn is not None for conn in lanes.values())
+        with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+            for kept in lanes.values():
+                assert kept is not None
+                conn.execute("SELECT pg_terminate_backend(%s)", (kept.info.backend_pid,))
+        [third] = await store.claim(queues=["default"], limit=1, lease=30, worker="w")
+        result = TaskResult(task_id=second.id, lease_token=second.lease_token, status=TaskStatus.SUCCEEDED)
+        assert [t.id for t in await store.settle([result])] == [second.id]
+        assert third.id not in {first.id, second.id}
+        assert all(store._lanes[name].conn is not lanes[name] for name in lanes)  # replaced, not reused
+
+
+async def test_a_claim_cancelled_mid_way_leaves_the_next_claim_a_working_connection(
+    schema: str, make_task: MakeTask
+) -> None:
+    async with open_storage(url_of(schema)) as store:
+        assert isinstance(store, PostgresStorage)
+        await store.insert([make_task() for _ in range(50)])
+        claimed: list[Task] = []
+        for wait in (0.0, 0.0005, 0.001, 0.002, 0.005):  # cancelled at some point of its round trip, or done
+            with contextlib.suppress(TimeoutError):
+                claimed += await asyncio.wait_for(store.claim(queues=["default"], limit=1, lease=30, worker="w"), wait)
+            claimed += await store.claim(queues=["default"], limit=1, lease=30, worker="w")
+        assert len({t.id for t in claimed}) == len(claimed) >= 5
 
 
 async def test_release_and_requeue_wake_a_waiter_too(schema: str, make_task: MakeTask) -> None:
