@@ -33,7 +33,7 @@ from omniq_nb.worker.outcomes import OutcomeWriter
 logger = logging.getLogger(__name__)
 
 QUICK_RUN = 0.01  # seconds: runs this short (on average) are worth claiming ahead for
-AHEAD_PER_SLOT = 8  # tasks claimed ahead per slot while runs are quick (at most MAX_AHEAD)
+AHEAD_PER_SLOT = 16  # tasks claimed ahead per slot while runs are quick (at most MAX_AHEAD)
 MAX_AHEAD = 128
 HAND_BACK_AFTER = 1.0  # seconds claimed tasks may wait for a slot before they go back to the queue
 _SMOOTHING = 0.2  # weight of the latest run in the running mean of run times
