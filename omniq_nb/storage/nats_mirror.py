@@ -266,7 +266,7 @@ class PendingOrder:
     entries at its front (tasks claimed since the last claim), so a claim pays for what
     changed, not for sorting every pending task again. Stale entries elsewhere (a task
     cancelled in the middle, one whose order changed) are passed over, and the list is built
-    anew once they outnumber the live ones.
+    anew once they outnumber the live ones, whether or not anything claims.
     """
 
     def __init__(self) -> None:
@@ -276,10 +276,14 @@ class PendingOrder:
 
     def put(self, key: str, order: Order) -> None:
         """Mark ``key`` pending, in ``order`` (a key already pending moves)."""
-        if self._orders.get(key) != order:
-            self._orders[key] = order
+        if self._orders.get(key) == order:
+            return
+        self._orders[key] = order
+        self._unsorted = True
+        if len(self._entries) < 2 * len(self._orders) + 1024:
             self._entries.append((order, key))
-            self._unsorted = True
+        else:  # a new list: a walk under way keeps its own
+            self._entries = [(order, key) for key, order in self._orders.items()]
 
     def discard(self, key: str) -> None:
         """Mark ``key`` no longer pending (no error when it was not)."""
@@ -288,16 +292,14 @@ class PendingOrder:
     def __iter__(self) -> Iterator[str]:
         """Yield the keys pending when the walk began, in claim order, each once, less those no longer pending."""
         entries = self._tidied()
-        orders, previous = self._orders, None
-        for entry in islice(entries, len(entries)):
-            if entry != previous and orders.get(entry[1]) == entry[0]:
-                yield entry[1]
-            previous = entry
+        orders, seen = self._orders, set[str]()
+        for order, key in islice(entries, len(entries)):
+            if key not in seen and orders.get(key) == order:
+                seen.add(key)
+                yield key
 
     def _tidied(self) -> list[tuple[Order, str]]:
         entries, orders = self._entries, self._orders
-        if len(entries) > 2 * len(orders) + 1024:
-            entries, self._unsorted = [(order, key) for key, order in orders.items()], True
         if self._unsorted:
             entries, self._unsorted = sorted(entries), False  # a new list: a walk under way keeps its own
         stale = 0

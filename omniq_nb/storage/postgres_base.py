@@ -21,6 +21,7 @@ import asyncio
 import builtins
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Sequence
 from datetime import datetime, timezone
 from typing import Any, Self
@@ -45,6 +46,7 @@ _POOL_SIZE = 8
 _POOL_WAIT = 10.0  # seconds a statement waits for a pooled connection (longer: the server is gone)
 _POOL_NAME = "omniq-nb/"  # + schema: names this store's pools in psycopg_pool's log records
 _EVENTS_OFF = "SET LOCAL omniq.events = 'off'"
+_LANE_LIFETIME = 3600.0  # seconds a lane keeps one connection (psycopg_pool's max_lifetime for the pool's)
 
 
 class _QuietReconnects(logging.Filter):
@@ -69,6 +71,15 @@ class _Lane:
     def __init__(self) -> None:
         self.lock = asyncio.Lock()
         self.conn: psycopg.AsyncConnection[Any] | None = None
+        self.opened = 0.0  # time.monotonic() when ``conn`` connected
+        self.closed = asyncio.Event()  # set when the store closed: the statement under way closes ``conn`` as it ends
+
+    async def drop(self) -> None:
+        """Close the lane's connection (no error if the server already dropped it)."""
+        conn, self.conn = self.conn, None
+        if conn is not None:
+            with contextlib.suppress(psycopg.Error):
+                await conn.close()
 
 
 class PostgresConnection(OpensAndCloses):
@@ -136,13 +147,16 @@ class PostgresConnection(OpensAndCloses):
         return type(self)(self._url, events=self._events)
 
     async def close(self) -> None:
-        """Close the listener, the lanes' connections and the pool."""
-        kept = [lane.conn for lane in self._lanes.values()]
-        listener, self._listener, self._lanes = self._listener, None, {}
-        for conn in [listener, *kept]:
-            if conn is not None:
-                with contextlib.suppress(psycopg.Error):
-                    await conn.close()
+        """Close the listener, the lanes' connections (a busy one once its statement ends) and the pool."""
+        lanes, self._lanes = builtins.list(self._lanes.values()), {}
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            with contextlib.suppress(psycopg.Error):
+                await listener.close()
+        for lane in lanes:
+            lane.closed.set()
+            if not lane.lock.locked():
+                await lane.drop()
         pool, self._pool = self._pool, None
         if pool is not None:
             await pool.close()
@@ -220,23 +234,33 @@ class PostgresConnection(OpensAndCloses):
         """
         held = self._lanes.setdefault(lane, _Lane())
         async with held.lock:
-            reused = held.conn if held.conn is not None and not held.conn.closed else None
             try:
+                reused = held.conn if held.conn is not None and not held.conn.closed else None
+                try:
+                    async with self._errors():
+                        return await self._run_kept(held, query, params)
+                except StorageError:
+                    if reused is None or not reused.broken:
+                        raise
                 async with self._errors():
                     return await self._run_kept(held, query, params)
-            except StorageError:
-                if reused is None or not reused.broken:
-                    raise
-            async with self._errors():
-                return await self._run_kept(held, query, params)
+            finally:
+                if held.closed.is_set():  # the store closed meanwhile
+                    await held.drop()
 
     async def _run_kept(self, held: _Lane, query: str, params: Sequence[Any] | dict[str, Any]) -> builtins.list[Any]:
         """Run one statement on ``held``'s connection (opened first if need be); close it if left in doubt."""
+        if held.conn is not None and time.monotonic() - held.opened > _LANE_LIFETIME:
+            await held.drop()  # renewed now and then, as the pool's are
         conn = held.conn
         if conn is None or conn.closed:
-            if self._pool is None:  # closed: no lane opens a connection again
+            if held.closed.is_set() or self._pool is None:  # closed: no lane opens a connection again
                 raise self._not_open()
-            held.conn = conn = await self._connect()
+            held.conn, held.opened = await self._connect(), time.monotonic()
+            if held.closed.is_set():  # the store closed while this one connected
+                await held.drop()
+                raise self._not_open()
+            conn = held.conn
         try:
             if not self._events_local:
                 return await self._run(conn, query, params)

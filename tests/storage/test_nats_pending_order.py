@@ -50,6 +50,18 @@ def test_a_walk_under_way_passes_over_keys_claimed_meanwhile_and_does_not_see_ne
     assert list(pending) == ["t10", "t0", *(f"t{n}" for n in range(2, 10))]
 
 
+def test_a_key_that_moves_back_during_a_walk_comes_once() -> None:
+    pending = PendingOrder()
+    pending.put("a", (0, 2.0, 1))
+    pending.put("b", (0, 1.5, 2))
+    list(pending)
+    pending.put("a", (0, 1.0, 1))  # moved first: the list now holds an older entry of it, further on
+    walk = iter(pending)
+    assert next(walk) == "a"
+    pending.put("a", (0, 2.0, 1))  # and back, while the walk is under way: that older entry is current again
+    assert list(walk) == ["b"]
+
+
 def test_stale_entries_do_not_pile_up_while_tasks_come_and_go() -> None:
     pending = PendingOrder()
     for n in range(100_000):
@@ -59,4 +71,14 @@ def test_stale_entries_do_not_pile_up_while_tasks_come_and_go() -> None:
         if n % 1_000 == 0:
             list(pending)
     assert list(pending) == [f"t{n}" for n in range(0, 100_000, 2)]
-    assert len(pending._entries) <= 2 * 50_000 + 1024
+
+
+def test_stale_entries_do_not_pile_up_in_a_mirror_that_never_claims() -> None:
+    pending = PendingOrder()
+    for n in range(10):
+        pending.put(f"live{n}", (0, 0.0, n))
+    for n in range(50_000):  # tasks pending for a moment, claimed by other workers
+        pending.put(f"t{n}", (0, 1.0, n))
+        pending.discard(f"t{n}")
+    assert len(pending._entries) < 5_000
+    assert list(pending) == [f"live{n}" for n in range(10)]
