@@ -269,9 +269,7 @@ class PostgresConnection(OpensAndCloses):
                 return await self._run(conn, query, params)
         except BaseException:
             if conn.info.transaction_status is not TransactionStatus.IDLE:  # cancelled mid-way, or broken
-                held.conn = None
-                with contextlib.suppress(psycopg.Error):
-                    await conn.close()
+                await held.drop()
             raise
 
     async def _run(
