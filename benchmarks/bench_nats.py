@@ -2,7 +2,7 @@
 
 Run: ``python benchmarks/bench_nats.py [--url nats://127.0.0.1:4222] [--tasks 10000]``
 (needs ``pip install 'omniq-nb[nats]'``; every system gets streams of its own, named from a
-fresh prefix, deleted afterwards).
+fresh prefix, deleted afterwards: the bucket, the object store of kept functions, events, output).
 
 Prints:
 - the floor: ``--tasks`` messages published to a work-queue stream (each publish awaited
@@ -78,7 +78,9 @@ async def omniq_e2e(url: str, tasks: int) -> float:
             await pool.stop()
         return tasks / elapsed
     finally:
-        await drop_streams(url, f"KV_omniq_{prefix}", f"omniq_{prefix}_events", f"omniq_{prefix}_output")
+        await drop_streams(
+            url, f"KV_omniq_{prefix}", f"OBJ_omniq_{prefix}", f"omniq_{prefix}_events", f"omniq_{prefix}_output"
+        )
 
 
 async def main() -> None:
