@@ -45,7 +45,6 @@ _CONNECT_SECONDS = 10
 _POOL_SIZE = 8
 _POOL_WAIT = 10.0  # seconds a statement waits for a pooled connection (longer: the server is gone)
 _POOL_NAME = "omniq-nb/"  # + schema: names this store's pools in psycopg_pool's log records
-_EVENTS_OFF = "SET LOCAL omniq.events = 'off'"
 _LANE_LIFETIME = 3600.0  # seconds a lane keeps one connection (psycopg_pool's max_lifetime for the pool's)
 
 
@@ -232,7 +231,7 @@ class PostgresConnection(OpensAndCloses):
         it again only spares them a backoff. A connection left in doubt (a statement cancelled
         mid-way, a broken one) is closed, never used again.
         """
-        held = self._lanes.setdefault(lane, _Lane())
+        held = self._lanes.get(lane) or self._lanes.setdefault(lane, _Lane())
         async with held.lock:
             try:
                 reused = held.conn if held.conn is not None and not held.conn.closed else None
@@ -264,8 +263,7 @@ class PostgresConnection(OpensAndCloses):
         try:
             if not self._events_local:
                 return await self._run(conn, query, params)
-            async with conn.transaction():
-                await conn.execute(_EVENTS_OFF)
+            async with self._transaction_on(conn):
                 return await self._run(conn, query, params)
         except BaseException:
             if conn.info.transaction_status is not TransactionStatus.IDLE:  # cancelled mid-way, or broken
@@ -293,10 +291,16 @@ class PostgresConnection(OpensAndCloses):
     @contextlib.asynccontextmanager
     async def _transaction(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
         """Yield a pooled connection inside one transaction: committed at the end, rolled back on error."""
-        async with self._errors(), self._connections.connection() as conn, conn.transaction():
-            if self._events_local:
-                await conn.execute(_EVENTS_OFF)
+        async with self._errors(), self._connections.connection() as conn, self._transaction_on(conn):
             yield conn
+
+    @contextlib.asynccontextmanager
+    async def _transaction_on(self, conn: psycopg.AsyncConnection[Any]) -> AsyncIterator[None]:
+        """Hold one transaction on ``conn`` (this store's events switched off in it, if need be)."""
+        async with conn.transaction():
+            if self._events_local:
+                await conn.execute("SET LOCAL omniq.events = 'off'")
+            yield
 
     @contextlib.asynccontextmanager
     async def _errors(self) -> AsyncIterator[None]:
