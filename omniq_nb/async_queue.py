@@ -32,6 +32,7 @@ from omniq_nb.options import make_options
 from omniq_nb.results import ResultReading
 from omniq_nb.serialization import BlobSerializer
 from omniq_nb.storage import Storage, open_stores
+from omniq_nb.waiters import HandleBatch
 
 logger = logging.getLogger(__name__)
 LIST_LIMIT = 100
@@ -281,7 +282,11 @@ class AsyncOmniQ(QueueAdmin, ResultReading, HistoryReading, OpensAndCloses):
                 self.publish(BatchRows(template, ids))
             queued = ((template, task_id) for task_id in ids)
         del extracted, todo, keys, keyed, payloads  # freed before the handles are made: they reuse that memory
-        return GroupHandle(self, [self._handle(*next(queued)) if hit is None else self._handle(hit) for hit in hits])
+        batch = HandleBatch()  # the new tasks' handles, in id order: the hub follows them as one
+        handles = [TaskHandle(self, *next(queued), batch=batch) if hit is None else self._handle(hit) for hit in hits]
+        batch.handles = [handle for handle, hit in zip(handles, hits, strict=True) if hit is None]
+        self._hub.watch_batch(batch)
+        return GroupHandle(self, handles)
 
     async def _insert(self, tasks: builtins.list[Task]) -> builtins.list[Task]:
         """Insert tasks; those with dependencies wait, or move on at once if these already finished."""

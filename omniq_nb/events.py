@@ -11,6 +11,8 @@ Waiting costs what changed, not what is followed: a poll reads the new events an
 tasks' handles and waiters; ``wait_many`` waits for a set of tasks with one waiter, reads the
 unfinished ones in one batch, and answers from a handle that already holds a task's finished row
 without asking the store. Handles whose owner dropped them are forgotten at most once a second.
+The handles of one ``enqueue_many`` are followed through their ``HandleBatch`` (one weak
+reference for the batch, not one per handle), which lives as long as any of them.
 
 Handles of finished tasks are remembered too (weakly): a finished task can come back
 (retried, here or by another process), and its handles then follow it again.
@@ -29,7 +31,7 @@ from omniq_nb.errors import StorageError, StoreLost
 from omniq_nb.jobs import cancel_and_wait
 from omniq_nb.models import EventKind, Task, TaskEvent
 from omniq_nb.storage.base import Storage
-from omniq_nb.waiters import Followed, Waiter, Watched, alive, followed_by, live, refs_of
+from omniq_nb.waiters import Followed, Follower, HandleBatch, Waiter, Watched, alive, followed_by, live, refs_of
 
 logger = logging.getLogger(__name__)
 
@@ -108,10 +110,20 @@ class EventHub:
     def watch(self, handle: Watched) -> None:
         """Keep ``handle``'s snapshot current while it lives (a finished task's only if it is retried)."""
         followed = self._finished if handle.done() else self._watched
-        refs = refs_of(followed.get(handle.id))
-        if refs and any(ref() is handle for ref in refs):
+        entry = followed.get(handle.id)
+        if entry is not None and any(known is handle for known in live(entry, handle.id)):
             return  # already followed (a new handle, the common case, skips this scan)
-        followed[handle.id] = followed_by((*refs, weakref.ref(handle)))
+        self._follow_with(followed, handle.id, weakref.ref(handle))
+
+    def watch_batch(self, batch: HandleBatch) -> None:
+        """Keep the snapshots of ``batch``'s handles current while the batch lives (one weak reference for all)."""
+        ref: Follower = weakref.ref(batch)
+        for handle in batch.handles:
+            self._follow_with(self._finished if handle.done() else self._watched, handle.id, ref)
+
+    def _follow_with(self, followed: dict[str, Followed], task_id: str, ref: Follower) -> None:
+        """Add ``ref`` to who follows ``task_id`` in ``followed``."""
+        followed[task_id] = followed_by((*refs_of(followed.get(task_id)), ref))
         if len(self._watched) + len(self._finished) > self._prune_at:
             self._prune()  # amortized: a stream of enqueues outpaces the follower, whose poll also prunes
 
@@ -167,7 +179,7 @@ class EventHub:
             self._waiters.setdefault(task_id, []).append(waiter)
         # the events keep live handles' snapshots current, as long as the follower reads them
         followed = self._events_recorded and self._runner is not None and self._failure is None
-        unread = [task_id for task_id in unknown if not (followed and live(self._watched.get(task_id)))]
+        unread = [task_id for task_id in unknown if not (followed and live(self._watched.get(task_id), task_id))]
         try:
             rows = await asyncio.shield(self._batched_read(unread)) if unread else {}
             for task_id in unread:
@@ -207,8 +219,8 @@ class EventHub:
     def _finished_row(self, task_id: str) -> Task | None:
         """Return the finished row a live handle holds, if events are recorded (so a retry is seen)."""
         if self._events_recorded:
-            for ref in refs_of(self._finished.get(task_id)):
-                if (handle := ref()) is not None and (task := handle._finished_row()) is not None:
+            for handle in live(self._finished.get(task_id), task_id):
+                if (task := handle._finished_row()) is not None:
                     return task
         return None
 
@@ -325,7 +337,7 @@ class EventHub:
             self._cursor = events[-1].seq
             reread: set[str] = set()  # tasks whose row handles need: finished ones, and finished ones retried
             for event in events:
-                for handle in live(self._watched.get(event.task_id)):
+                for handle in live(self._watched.get(event.task_id), event.task_id):
                     handle._apply_event(event)
                 self._tell_listeners(event)
                 awaited = event.task_id in self._waiters or event.task_id in self._watched
@@ -344,15 +356,15 @@ class EventHub:
         Handles of a finished task get it too: a retried task's handles follow it again.
         """
         for task in tasks:
-            handles: list[Watched] = []
+            refs: list[Follower] = []
             for ref in refs_of(self._watched.pop(task.id, None)) + refs_of(self._finished.pop(task.id, None)):
-                if (handle := ref()) is not None and all(handle is not seen for seen in handles):
-                    handles.append(handle)
-            if handles:
-                followed = self._finished if task.status.is_terminal else self._watched
-                followed[task.id] = followed_by([weakref.ref(handle) for handle in handles])
-            for handle in handles:
-                handle._apply_task(task)
+                if ref() is not None and all(ref is not seen for seen in refs):
+                    refs.append(ref)
+            if refs:
+                entry = followed_by(refs)
+                (self._finished if task.status.is_terminal else self._watched)[task.id] = entry
+                for handle in live(entry, task.id):
+                    handle._apply_task(task)
             if task.status.is_terminal:
                 for waiter in self._waiters.pop(task.id, ()):
                     waiter.settle(task.id, task)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -13,6 +15,7 @@ from emulated_worker import add, announce, claim, loaded, succeed
 from omniq_nb import (
     AsyncOmniQ,
 )
+from omniq_nb.waiters import HandleBatch
 
 pytestmark = pytest.mark.anyio
 
@@ -53,3 +56,51 @@ async def test_a_handle_keeps_no_payload_bytes_from_enqueue_to_result(q: AsyncOm
     assert await h.result(timeout=10) == big + "y"
     assert await group.result(timeout=10) == [big + str(n) for n in range(3)]
     assert h.task.payload == b"" and all(member.task.payload == b"" for member in group)  # rows read again
+
+
+async def test_a_member_kept_without_its_group_is_still_followed(sqlite_url: str, wait_until: Wait) -> None:
+    async with AsyncOmniQ(db_url=sqlite_url) as q, AsyncOmniQ(db_url=sqlite_url) as other:
+        group = await q.enqueue_many(add, [(n, n) for n in range(5)])
+        kept, dropped = group[3], weakref.ref(group[1])
+        del group
+        gc.collect()
+        assert dropped() is not None  # a kept member keeps its batch, which the hub follows
+        await anyio.lowlevel.checkpoint()  # the hub's first poll sets its cursor
+        await q.list()
+        await other.cancel(kept.id)  # only the events tell q's hub
+        await wait_until(lambda: kept.status == "cancelled", timeout=5)
+
+
+async def test_a_dropped_group_and_its_handles_are_freed(q: AsyncOmniQ) -> None:
+    group = await q.enqueue_many(add, [(n, n) for n in range(5)])
+    member = weakref.ref(group[2])
+    del group
+    gc.collect()
+    assert member() is None
+
+
+async def test_fresh_members_among_cache_hits_follow_their_own_tasks(sqlite_url: str, wait_until: Wait) -> None:
+    async with AsyncOmniQ(db_url=sqlite_url) as q, AsyncOmniQ(db_url=sqlite_url) as other:
+        answered = await q.enqueue_many(add, [(1, 1), (3, 3)], cache=True)
+        for task in await claim(q, limit=10):
+            fn, args, kwargs = await loaded(q, task)
+            await succeed(q, task, fn(*args, **kwargs))
+        assert await answered.result(timeout=10) == [2, 6]
+        group = await q.enqueue_many(add, [(n, n) for n in range(5)], cache=True)
+        assert [h.id for h in group][1::2] == answered.ids  # hits, between new tasks
+        await anyio.lowlevel.checkpoint()
+        await q.list()
+        for handle in group[0::2]:
+            await other.cancel(handle.id)
+        await wait_until(lambda: [h.status for h in group] == ["cancelled", "succeeded"] * 2 + ["cancelled"], timeout=5)
+
+
+def test_a_batch_finds_its_handles_by_id() -> None:
+    class Held:
+        def __init__(self, task_id: str) -> None:
+            self.id = task_id
+
+    handles = [Held(f"{n:04x}") for n in range(0, 100, 3)]
+    batch = HandleBatch(handles)  # type: ignore[arg-type]
+    assert all(batch.member(h.id) is h for h in handles)
+    assert batch.member("0001") is None and batch.member("ffff") is None and batch.member("") is None
