@@ -282,11 +282,12 @@ class AsyncOmniQ(QueueAdmin, ResultReading, HistoryReading, OpensAndCloses):
                 self.publish(BatchRows(template, ids))
             queued = ((template, task_id) for task_id in ids)
         del extracted, todo, keys, keyed, payloads  # freed before the handles are made: they reuse that memory
-        batch = HandleBatch()  # the new tasks' handles, in id order: the hub follows them as one
-        handles = [TaskHandle(self, *next(queued), batch=batch) if hit is None else self._handle(hit) for hit in hits]
-        batch.handles = [handle for handle, hit in zip(handles, hits, strict=True) if hit is None]
-        self._hub.watch_batch(batch)
-        return GroupHandle(self, handles)
+        group = GroupHandle(
+            self, [TaskHandle(self, *next(queued)) if hit is None else self._handle(hit) for hit in hits]
+        )
+        new = group.handles if len(hits) == len(ids) else [h for h, hit in zip(group, hits, strict=True) if hit is None]
+        self._hub.watch_batch(HandleBatch(new), group)  # followed as one, in id order, while the group lives
+        return group
 
     async def _insert(self, tasks: builtins.list[Task]) -> builtins.list[Task]:
         """Insert tasks; those with dependencies wait, or move on at once if these already finished."""

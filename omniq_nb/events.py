@@ -21,6 +21,7 @@ Handles of finished tasks are remembered too (weakly): a finished task can come 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
 import time
@@ -75,6 +76,7 @@ class EventHub:
         self._cursor = 0
         self._wake: asyncio.Event | None = None
         self._runner: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._checked_at = 0.0
         self._recheck_from = 0  # where the next bounded re-read of awaited tasks starts
         self._pending_callbacks: set[asyncio.Future[object]] = set()
@@ -88,7 +90,8 @@ class EventHub:
         self._cursor = await self._storage.last_event_seq()
         self._checked_at = time.monotonic()  # the first safety re-read of awaited tasks comes a second from now
         self._wake = asyncio.Event()
-        self._runner = asyncio.get_running_loop().create_task(self._follow(), name="omniq-event-hub")
+        self._loop = asyncio.get_running_loop()
+        self._runner = self._loop.create_task(self._follow(), name="omniq-event-hub")
 
     def subscribe(self, listener: EventListener) -> Callable[[], None]:
         """Call ``listener`` with every event from now on; return a function that unsubscribes.
@@ -115,11 +118,29 @@ class EventHub:
             return  # already followed (a new handle, the common case, skips this scan)
         self._follow_with(followed, handle.id, weakref.ref(handle))
 
-    def watch_batch(self, batch: HandleBatch) -> None:
-        """Keep the snapshots of ``batch``'s handles current while the batch lives (one weak reference for all)."""
+    def watch_batch(self, batch: HandleBatch, group: object) -> None:
+        """Keep the snapshots of ``batch``'s handles current while ``group`` lives (one weak reference for all).
+
+        When the group goes, so does the batch; its handles still held elsewhere are then
+        followed one by one (``list(group)`` outlives the group).
+        """
         ref: Follower = weakref.ref(batch)
         for handle in batch.handles:
             self._follow_with(self._finished if handle.done() else self._watched, handle.id, ref)
+        weakref.finalize(group, self._batch_dropped, batch).atexit = False
+
+    def _batch_dropped(self, batch: HandleBatch) -> None:
+        """Follow one by one, on the hub's loop, the handles of ``batch`` that outlive it (any thread)."""
+        if self._loop is None:
+            return
+        survivors = [weakref.ref(handle) for handle in batch.handles]  # the batch and its list go after this
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nothing is followed any more
+            self._loop.call_soon_threadsafe(self._watch_survivors, survivors)
+
+    def _watch_survivors(self, refs: list[weakref.ref[Watched]]) -> None:
+        for ref in refs:
+            if (handle := ref()) is not None:
+                self.watch(handle)
 
     def _follow_with(self, followed: dict[str, Followed], task_id: str, ref: Follower) -> None:
         """Add ``ref`` to who follows ``task_id`` in ``followed``."""

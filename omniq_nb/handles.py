@@ -21,7 +21,6 @@ from omniq_nb.bridge import LoopBridge
 from omniq_nb.history import RunHistory
 from omniq_nb.inputs import Upstream, UpstreamGroup, gathered
 from omniq_nb.models import EventKind, Task, TaskError, TaskEvent, TaskStatus, batch_row
-from omniq_nb.waiters import HandleBatch
 
 logger = logging.getLogger(__name__)
 
@@ -93,8 +92,6 @@ class TaskHandle:
         queue: the queue that made it.
         task: the task's latest snapshot, or the row its batch shares (``BatchRows.template``).
         task_id: the task's id, when ``task`` is its batch's shared row (its own is made on first use).
-        batch: the ``enqueue_many`` batch it belongs to, which the hub follows for all its handles
-            (the handle keeps it alive).
 
     Example:
         >>> # h = await q.enqueue(fn, 1); value = await h   (AsyncOmniQ)
@@ -102,13 +99,10 @@ class TaskHandle:
 
     """
 
-    __slots__ = ("__weakref__", "_batch", "_folded", "_observers", "_queue", "_task", "id")
+    __slots__ = ("__weakref__", "_folded", "_observers", "_queue", "_task", "id")
 
-    def __init__(
-        self, queue: QueueCalls, task: Task, task_id: str | None = None, *, batch: HandleBatch | None = None
-    ) -> None:
+    def __init__(self, queue: QueueCalls, task: Task, task_id: str | None = None) -> None:
         self._queue = queue
-        self._batch = batch
         self._task = _without_payload(task)  # until the task changes, maybe the row its batch shares
         self._folded = False  # whether events were folded into the snapshot since the last row
         self._observers: list[Callable[[TaskHandle], None]] | None = None

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import operator
 import weakref
 from collections.abc import Iterable, Sequence
 from typing import Protocol
@@ -68,32 +69,32 @@ class Waiter:
 
 
 class HandleBatch:
-    """The handles of one ``enqueue_many`` batch, followed as one: the hub keeps one weak reference for all.
+    """The new tasks' handles of one ``enqueue_many``, followed as one: the hub keeps one weak reference for all.
 
-    A weak reference and its slot in the hub cost more than the handle itself (100,000
-    handles of a ``.map()``: 8 MB of them); each handle keeps its batch alive instead, so
-    a handle kept without its group is still followed.
+    A weak reference per handle cost more than the handle itself (100,000 handles of a
+    ``.map()``: 8 MB of them). The batch lives as long as its group; members still held
+    when the group goes are then followed one by one (``EventHub.watch_batch``).
 
     Args:
-        handles: the batch's handles, in increasing id order (``new_task_ids`` makes them so).
+        handles: the batch's handles, in increasing id order (``new_task_ids`` makes them so);
+            the list is kept, not copied.
 
     """
 
     __slots__ = ("__weakref__", "handles")
 
-    def __init__(self, handles: Sequence[Watched] = ()) -> None:
-        self.handles = list(handles)
+    def __init__(self, handles: Sequence[Watched]) -> None:
+        self.handles = handles
 
     def member(self, task_id: str) -> Watched | None:
         """Return the handle of ``task_id``, or ``None`` if it is not in this batch."""
-        index = bisect.bisect_left(self.handles, task_id, key=_id_of)
+        index = bisect.bisect_left(self.handles, task_id, key=_ID_OF)
         if index < len(self.handles) and (handle := self.handles[index]).id == task_id:
             return handle
         return None
 
 
-def _id_of(handle: Watched) -> str:
-    return handle.id
+_ID_OF = operator.attrgetter("id")
 
 
 Follower = weakref.ref[Watched | HandleBatch]
@@ -125,8 +126,10 @@ def alive(followed: dict[str, Followed]) -> dict[str, Followed]:
 
 def live(followed: Followed | None, task_id: str) -> list[Watched]:
     """Return the live handles of task ``task_id`` in its ``Followed`` entry."""
+    if followed is None:
+        return []
     found: list[Watched] = []
-    for ref in refs_of(followed):
+    for ref in (followed,) if isinstance(followed, weakref.ref) else followed:
         held = ref()
         handle = held.member(task_id) if isinstance(held, HandleBatch) else held
         if handle is not None:
