@@ -32,7 +32,18 @@ from omniq_nb.errors import StorageError, StoreLost
 from omniq_nb.jobs import cancel_and_wait
 from omniq_nb.models import EventKind, Task, TaskEvent
 from omniq_nb.storage.base import Storage
-from omniq_nb.waiters import Followed, Follower, HandleBatch, Waiter, Watched, alive, followed_by, live, refs_of
+from omniq_nb.waiters import (
+    Followed,
+    Follower,
+    HandleBatch,
+    Waiter,
+    Watched,
+    alive,
+    followed_by,
+    live,
+    merged,
+    refs_of,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -207,8 +218,13 @@ class EventHub:
                 task = rows.get(task_id)
                 if task is None or task.status.is_terminal:
                     waiter.settle(task_id, task)
-            async with asyncio.timeout(timeout):  # awaits the future itself: woken one step sooner than wait_for
+            # a timer on the future itself: cheaper than asyncio.timeout, and woken one step sooner than wait_for
+            expiry = None if timeout is None else asyncio.get_running_loop().call_later(timeout, waiter.expire)
+            try:
                 await waiter.future
+            finally:
+                if expiry is not None:
+                    expiry.cancel()
             return waiter.found
         finally:
             self._forget(waiter, unknown)
@@ -376,19 +392,19 @@ class EventHub:
 
         Handles of a finished task get it too: a retried task's handles follow it again.
         """
+        watched, finished, waiters = self._watched, self._finished, self._waiters
         for task in tasks:
-            refs: list[Follower] = []
-            for ref in refs_of(self._watched.pop(task.id, None)) + refs_of(self._finished.pop(task.id, None)):
-                if ref() is not None and all(ref is not seen for seen in refs):
-                    refs.append(ref)
-            if refs:
-                entry = followed_by(refs)
-                (self._finished if task.status.is_terminal else self._watched)[task.id] = entry
-                for handle in live(entry, task.id):
+            task_id, terminal = task.id, task.status.is_terminal
+            entry, other = watched.pop(task_id, None), finished.pop(task_id, None)
+            if other is not None:  # rare: handles of one task on both sides (one saw it finish, one not yet)
+                entry = other if entry is None else merged(entry, other)
+            if entry is not None and (handles := live(entry, task_id)):
+                (finished if terminal else watched)[task_id] = entry
+                for handle in handles:
                     handle._apply_task(task)
-            if task.status.is_terminal:
-                for waiter in self._waiters.pop(task.id, ()):
-                    waiter.settle(task.id, task)
+            if terminal and waiters:
+                for waiter in waiters.pop(task_id, ()):
+                    waiter.settle(task_id, task)
 
     def _tell_listeners(self, event: TaskEvent) -> None:
         for listener in list(self._listeners):

@@ -112,6 +112,20 @@ def new_task_ids(count: int) -> list[str]:
     return [f"{prefix}{n:08x}{bits(48):012x}" for n in range(count)]
 
 
+def batch_position(task_id: str) -> int:
+    """Return the position in its batch of an id made by ``new_task_ids`` (a guess for any other id; -1 if none).
+
+    Example:
+        >>> [batch_position(task_id) for task_id in new_task_ids(3)]
+        [0, 1, 2]
+
+    """
+    try:
+        return int(task_id[12:20], 16)
+    except ValueError:
+        return -1
+
+
 class EventKind(str, enum.Enum):
     """What happened to a task; one ``TaskEvent`` is recorded per transition."""
 

@@ -20,7 +20,7 @@ import weakref
 from collections.abc import Iterable, Sequence
 from typing import Protocol
 
-from omniq_nb.models import Task, TaskEvent
+from omniq_nb.models import Task, TaskEvent, batch_position
 
 
 class Watched(Protocol):
@@ -62,6 +62,11 @@ class Waiter:
         if (not self.pending or (failed and self.until_failure)) and not self.future.done():
             self.future.set_result(None)
 
+    def expire(self) -> None:
+        """End the wait with ``TimeoutError`` (its time is up), unless it ended already."""
+        if not self.future.done():
+            self.future.set_exception(TimeoutError())
+
     def fail(self, exc: BaseException) -> None:
         """End the wait with ``exc`` (the store is gone: nothing awaited can finish any more)."""
         if not self.future.done():
@@ -88,8 +93,11 @@ class HandleBatch:
 
     def member(self, task_id: str) -> Watched | None:
         """Return the handle of ``task_id``, or ``None`` if it is not in this batch."""
-        index = bisect.bisect_left(self.handles, task_id, key=_ID_OF)
-        if index < len(self.handles) and (handle := self.handles[index]).id == task_id:
+        handles = self.handles
+        index = batch_position(task_id)  # where new_task_ids put it: found at once
+        if not (0 <= index < len(handles) and handles[index].id == task_id):
+            index = bisect.bisect_left(handles, task_id, key=_ID_OF)
+        if index < len(handles) and (handle := handles[index]).id == task_id:
             return handle
         return None
 
@@ -117,6 +125,13 @@ def refs_of(followed: Followed | None) -> tuple[Follower, ...]:
 def followed_by(refs: Sequence[Follower]) -> Followed:
     """Return the ``Followed`` entry of ``refs`` (at least one)."""
     return refs[0] if len(refs) == 1 else tuple(refs)
+
+
+def merged(first: Followed, second: Followed) -> Followed:
+    """Return one ``Followed`` entry with the references of both, each once."""
+    refs = list(refs_of(first))
+    refs += [ref for ref in refs_of(second) if all(ref is not known for known in refs)]
+    return followed_by(refs)
 
 
 def alive(followed: dict[str, Followed]) -> dict[str, Followed]:

@@ -15,6 +15,7 @@ from emulated_worker import add, announce, claim, loaded, succeed
 from omniq_nb import (
     AsyncOmniQ,
 )
+from omniq_nb.models import new_task_ids
 from omniq_nb.waiters import HandleBatch
 
 pytestmark = pytest.mark.anyio
@@ -115,3 +116,9 @@ def test_a_batch_finds_its_handles_by_id() -> None:
     batch = HandleBatch(handles)  # type: ignore[arg-type]
     assert all(batch.member(h.id) is h for h in handles)
     assert batch.member("0001") is None and batch.member("ffff") is None and batch.member("") is None
+
+    ids = new_task_ids(10)
+    whole, some = [Held(i) for i in ids], [Held(i) for i in ids[1::3]]  # some: the rest were cache hits
+    assert all(HandleBatch(whole).member(h.id) is h for h in whole)  # type: ignore[arg-type]
+    assert all(HandleBatch(some).member(h.id) is h for h in some)  # type: ignore[arg-type]
+    assert HandleBatch(some).member(ids[0]) is None and HandleBatch(some).member(ids[2]) is None  # type: ignore[arg-type]
