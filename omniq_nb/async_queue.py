@@ -32,7 +32,6 @@ from omniq_nb.options import make_options
 from omniq_nb.results import ResultReading
 from omniq_nb.serialization import BlobSerializer
 from omniq_nb.storage import Storage, open_stores
-from omniq_nb.waiters import HandleBatch
 
 logger = logging.getLogger(__name__)
 LIST_LIMIT = 100
@@ -282,12 +281,9 @@ class AsyncOmniQ(QueueAdmin, ResultReading, HistoryReading, OpensAndCloses):
                 self.publish(BatchRows(template, ids))
             queued = ((template, task_id) for task_id in ids)
         del extracted, todo, keys, keyed, payloads  # freed before the handles are made: they reuse that memory
-        group = GroupHandle(
-            self, [TaskHandle(self, *next(queued)) if hit is None else self._handle(hit) for hit in hits]
-        )
-        new = group.handles if len(hits) == len(ids) else [h for h, hit in zip(group, hits, strict=True) if hit is None]
-        self._hub.watch_batch(HandleBatch(new), group)  # followed as one, in id order, while the group lives
-        return group
+        made = [TaskHandle(self, *next(queued)) if t is None else self._handle(t) for t in hits]
+        new = made if len(hits) == len(ids) else [h for h, t in zip(made, hits, strict=True) if t is None]
+        return GroupHandle(self, made, self._hub.followers.watch_batch(new))  # followed as one, in id order
 
     async def _insert(self, tasks: builtins.list[Task]) -> builtins.list[Task]:
         """Insert tasks; those with dependencies wait, or move on at once if these already finished."""
@@ -398,7 +394,6 @@ class AsyncOmniQ(QueueAdmin, ResultReading, HistoryReading, OpensAndCloses):
             raise TaskNotFound(f"no task with id {task_id!r} in {self.storage.url}")
         return task
 
-    def _handle(self, task: Task, task_id: str | None = None) -> TaskHandle:
-        handle = TaskHandle(self, task, task_id)
-        self._hub.watch(handle)
+    def _handle(self, task: Task) -> TaskHandle:
+        self._hub.followers.watch(handle := TaskHandle(self, task))
         return handle

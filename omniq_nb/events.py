@@ -11,8 +11,8 @@ Waiting costs what changed, not what is followed: a poll reads the new events an
 tasks' handles and waiters; ``wait_many`` waits for a set of tasks with one waiter, reads the
 unfinished ones in one batch, and answers from a handle that already holds a task's finished row
 without asking the store. Handles whose owner dropped them are forgotten at most once a second.
-The handles of one ``enqueue_many`` are followed through their ``HandleBatch`` (one weak
-reference for the batch, not one per handle), which lives as long as any of them.
+The new handles of one ``enqueue_many`` are followed through their ``HandleBatch`` (one weak
+reference for the batch, not one per handle), which their group holds (``following.py``).
 
 Handles of finished tasks are remembered too (weakly): a finished task can come back
 (retried, here or by another process), and its handles then follow it again.
@@ -21,7 +21,6 @@ Handles of finished tasks are remembered too (weakly): a finished task can come 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import inspect
 import logging
 import time
@@ -29,21 +28,11 @@ import weakref
 from collections.abc import Callable, Iterable
 
 from omniq_nb.errors import StorageError, StoreLost
+from omniq_nb.following import Followers, Watched, live
 from omniq_nb.jobs import cancel_and_wait
 from omniq_nb.models import EventKind, Task, TaskEvent
 from omniq_nb.storage.base import Storage
-from omniq_nb.waiters import (
-    Followed,
-    Follower,
-    HandleBatch,
-    Waiter,
-    Watched,
-    alive,
-    followed_by,
-    live,
-    merged,
-    refs_of,
-)
+from omniq_nb.waiters import Expiries, Waiter
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +44,6 @@ _RECHECK_AT_MOST = 500  # awaited tasks re-read each time when events are record
 _EVENT_BATCH = 1000
 _SWEEP_EVERY = 30.0  # seconds between sweeps of the handles of finished tasks that were dropped
 _PRUNE_EVERY = 1.0  # seconds between sweeps of dropped handles of unfinished tasks, while results are awaited
-_PRUNE_AT_LEAST = 1000  # followed ids before ``watch`` drops those whose handles are gone
 
 EventListener = Callable[[TaskEvent], object]
 """A callable given each event; it may be a coroutine function."""
@@ -77,17 +65,16 @@ class EventHub:
         self._poll_interval = poll_interval
         self._events_recorded = events_recorded
         self._listeners: list[EventListener] = []
-        self._watched: dict[str, Followed] = {}
-        self._finished: dict[str, Followed] = {}
+        self.followers = Followers()
+        """The handles this hub keeps current (``watch``, ``watch_batch``)."""
         self._swept_at = self._pruned_at = time.monotonic()
-        self._prune_at = _PRUNE_AT_LEAST
         self._waiters: dict[str, list[Waiter]] = {}
+        self._expiries = Expiries()
         self._batch: asyncio.Task[dict[str, Task]] | None = None  # the next read of tasks waits start on
         self._batch_ids: set[str] = set()
         self._cursor = 0
         self._wake: asyncio.Event | None = None
         self._runner: asyncio.Task[None] | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
         self._checked_at = 0.0
         self._recheck_from = 0  # where the next bounded re-read of awaited tasks starts
         self._pending_callbacks: set[asyncio.Future[object]] = set()
@@ -101,8 +88,8 @@ class EventHub:
         self._cursor = await self._storage.last_event_seq()
         self._checked_at = time.monotonic()  # the first safety re-read of awaited tasks comes a second from now
         self._wake = asyncio.Event()
-        self._loop = asyncio.get_running_loop()
-        self._runner = self._loop.create_task(self._follow(), name="omniq-event-hub")
+        self.followers.loop = asyncio.get_running_loop()
+        self._runner = self.followers.loop.create_task(self._follow(), name="omniq-event-hub")
 
     def subscribe(self, listener: EventListener) -> Callable[[], None]:
         """Call ``listener`` with every event from now on; return a function that unsubscribes.
@@ -121,58 +108,9 @@ class EventHub:
 
         return unsubscribe
 
-    def watch(self, handle: Watched) -> None:
-        """Keep ``handle``'s snapshot current while it lives (a finished task's only if it is retried)."""
-        followed = self._finished if handle.done() else self._watched
-        entry = followed.get(handle.id)
-        if entry is not None and any(known is handle for known in live(entry, handle.id)):
-            return  # already followed (a new handle, the common case, skips this scan)
-        self._follow_with(followed, handle.id, weakref.ref(handle))
-
-    def watch_batch(self, batch: HandleBatch, group: object) -> None:
-        """Keep the snapshots of ``batch``'s handles current while ``group`` lives (one weak reference for all).
-
-        When the group goes, so does the batch; its handles still held elsewhere are then
-        followed one by one (``list(group)`` outlives the group).
-        """
-        ref: Follower = weakref.ref(batch)
-        for handle in batch.handles:
-            self._follow_with(self._finished if handle.done() else self._watched, handle.id, ref)
-        weakref.finalize(group, self._batch_dropped, batch).atexit = False
-
-    def _batch_dropped(self, batch: HandleBatch) -> None:
-        """Follow one by one, on the hub's loop, the handles of ``batch`` that outlive it (any thread)."""
-        if self._loop is None:
-            return
-        survivors = [weakref.ref(handle) for handle in batch.handles]  # the batch and its list go after this
-        with contextlib.suppress(RuntimeError):  # the loop is closed: nothing is followed any more
-            self._loop.call_soon_threadsafe(self._watch_survivors, survivors)
-
-    def _watch_survivors(self, refs: list[weakref.ref[Watched]]) -> None:
-        for ref in refs:
-            if (handle := ref()) is not None:
-                self.watch(handle)
-
-    def _follow_with(self, followed: dict[str, Followed], task_id: str, ref: Follower) -> None:
-        """Add ``ref`` to who follows ``task_id`` in ``followed``."""
-        followed[task_id] = followed_by((*refs_of(followed.get(task_id)), ref))
-        if len(self._watched) + len(self._finished) > self._prune_at:
-            self._prune()  # amortized: a stream of enqueues outpaces the follower, whose poll also prunes
-
-    def _prune(self) -> None:
-        """Forget ids none of whose handles are alive; prune again once twice as many are followed.
-
-        The poll prunes too, on each poll while nobody awaits a result and once a second while
-        results are awaited (a scan of every followed id on each fast poll cost more than the
-        events it read): a process that keeps enqueuing would otherwise keep one entry per
-        task ever enqueued between two prunes.
-        """
-        self._watched, self._finished = alive(self._watched), alive(self._finished)
-        self._prune_at = max(_PRUNE_AT_LEAST, 2 * (len(self._watched) + len(self._finished)))
-
     def watch_closely(self, handle: Watched) -> None:
         """Keep ``handle`` current promptly: local writes wake the follower, which polls often."""
-        self.watch(handle)
+        self.followers.watch(handle)
         if not handle.done():
             self._close[handle.id] = weakref.ref(handle)
             self.nudge()
@@ -211,20 +149,21 @@ class EventHub:
             self._waiters.setdefault(task_id, []).append(waiter)
         # the events keep live handles' snapshots current, as long as the follower reads them
         followed = self._events_recorded and self._runner is not None and self._failure is None
-        unread = [task_id for task_id in unknown if not (followed and live(self._watched.get(task_id), task_id))]
+        unread = [
+            task_id for task_id in unknown if not (followed and live(self.followers.watched.get(task_id), task_id))
+        ]
         try:
             rows = await asyncio.shield(self._batched_read(unread)) if unread else {}
             for task_id in unread:
                 task = rows.get(task_id)
                 if task is None or task.status.is_terminal:
                     waiter.settle(task_id, task)
-            # a timer on the future itself: cheaper than asyncio.timeout, and woken one step sooner than wait_for
-            expiry = None if timeout is None else asyncio.get_running_loop().call_later(timeout, waiter.expire)
+            tick = None if timeout is None else self._expiries.add(waiter, timeout)
             try:
                 await waiter.future
             finally:
-                if expiry is not None:
-                    expiry.cancel()
+                if tick is not None:
+                    self._expiries.discard(waiter, tick)
             return waiter.found
         finally:
             self._forget(waiter, unknown)
@@ -256,7 +195,7 @@ class EventHub:
     def _finished_row(self, task_id: str) -> Task | None:
         """Return the finished row a live handle holds, if events are recorded (so a retry is seen)."""
         if self._events_recorded:
-            for handle in live(self._finished.get(task_id), task_id):
+            for handle in live(self.followers.finished.get(task_id), task_id):
                 if (task := handle._finished_row()) is not None:
                     return task
         return None
@@ -342,13 +281,13 @@ class EventHub:
                     waiter.settle(task_id, None)
         if not self._waiters or now - self._pruned_at >= _PRUNE_EVERY:  # while results are awaited, once a second
             self._pruned_at = now
-            self._watched = alive(self._watched)
+            self.followers.forget_dropped()
         self._close = {i: ref for i, ref in self._close.items() if (h := ref()) is not None and not h.done()}
         if now - self._swept_at >= _SWEEP_EVERY:
             self._swept_at = now
-            self._finished = alive(self._finished)
-        if not self._events_recorded and self._watched:
-            self.deliver(await self._storage.get_many(list(self._watched)))
+            self.followers.forget_dropped(finished=True)
+        if not self._events_recorded and self.followers.watched:
+            self.deliver(await self._storage.get_many(list(self.followers.watched)))
 
     def _to_recheck(self) -> list[str]:
         """Return the awaited tasks to re-read: all without events, else a bounded share in turn.
@@ -364,7 +303,8 @@ class EventHub:
         return awaited[start : self._recheck_from]
 
     async def _read_events(self) -> None:
-        if not (self._listeners or self._watched or self._waiters or self._finished):
+        followers = self.followers
+        if not (self._listeners or followers.watched or self._waiters or followers.finished):
             self._cursor = await self._storage.last_event_seq()
             return
         while True:
@@ -374,12 +314,12 @@ class EventHub:
             self._cursor = events[-1].seq
             reread: set[str] = set()  # tasks whose row handles need: finished ones, and finished ones retried
             for event in events:
-                for handle in live(self._watched.get(event.task_id), event.task_id):
+                for handle in live(followers.watched.get(event.task_id), event.task_id):
                     handle._apply_event(event)
                 self._tell_listeners(event)
-                awaited = event.task_id in self._waiters or event.task_id in self._watched
+                awaited = event.task_id in self._waiters or event.task_id in followers.watched
                 if (event.status.is_terminal and awaited) or (
-                    event.kind is EventKind.RETRIED and event.task_id in self._finished
+                    event.kind is EventKind.RETRIED and event.task_id in followers.finished
                 ):
                     reread.add(event.task_id)
             if reread:
@@ -392,19 +332,13 @@ class EventHub:
 
         Handles of a finished task get it too: a retried task's handles follow it again.
         """
-        watched, finished, waiters = self._watched, self._finished, self._waiters
+        take, waiters = self.followers.take, self._waiters
         for task in tasks:
-            task_id, terminal = task.id, task.status.is_terminal
-            entry, other = watched.pop(task_id, None), finished.pop(task_id, None)
-            if other is not None:  # rare: handles of one task on both sides (one saw it finish, one not yet)
-                entry = other if entry is None else merged(entry, other)
-            if entry is not None and (handles := live(entry, task_id)):
-                (finished if terminal else watched)[task_id] = entry
-                for handle in handles:
-                    handle._apply_task(task)
-            if terminal and waiters:
-                for waiter in waiters.pop(task_id, ()):
-                    waiter.settle(task_id, task)
+            for handle in take(task):
+                handle._apply_task(task)
+            if waiters and task.status.is_terminal:
+                for waiter in waiters.pop(task.id, ()):
+                    waiter.settle(task.id, task)
 
     def _tell_listeners(self, event: TaskEvent) -> None:
         for listener in list(self._listeners):

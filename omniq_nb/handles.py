@@ -18,6 +18,7 @@ from typing import Any, Protocol, overload
 import msgspec
 
 from omniq_nb.bridge import LoopBridge
+from omniq_nb.following import HandleBatch
 from omniq_nb.history import RunHistory
 from omniq_nb.inputs import Upstream, UpstreamGroup, gathered
 from omniq_nb.models import EventKind, Task, TaskError, TaskEvent, TaskStatus, batch_row
@@ -288,12 +289,18 @@ class GroupHandle(Sequence[TaskHandle]):
     Args:
         queue: the queue that made them.
         handles: one handle per input.
+        batch: what follows the new tasks' handles as one (``enqueue_many``), dropped with the group.
 
     """
 
-    def __init__(self, queue: QueueCalls, handles: Sequence[TaskHandle]) -> None:
-        self._queue = queue
+    def __init__(self, queue: QueueCalls, handles: Sequence[TaskHandle], batch: HandleBatch | None = None) -> None:
+        self._batch, self._queue = batch, queue
         self.handles: list[TaskHandle] = list(handles)
+
+    def __del__(self) -> None:
+        """Drop the batch: the hub then follows one by one the handles still held elsewhere."""
+        if (batch := getattr(self, "_batch", None)) is not None:  # None too if __init__ failed
+            batch.drop()
 
     @property
     def queue(self) -> QueueCalls:

@@ -1,4 +1,4 @@
-"""What the event hub keeps: the handles it follows (``Watched``, ``HandleBatch``) and each wait (``Waiter``).
+"""The event hub's waits: each ``wait_many`` call (``Waiter``) and their time-outs (``Expiries``).
 
 Example:
     >>> import asyncio
@@ -14,31 +14,12 @@ Example:
 from __future__ import annotations
 
 import asyncio
-import bisect
-import operator
-import weakref
-from collections.abc import Iterable, Sequence
-from typing import Protocol
+import math
+from collections.abc import Iterable
 
-from omniq_nb.models import Task, TaskEvent, batch_position
+from omniq_nb.models import Task
 
-
-class Watched(Protocol):
-    """What the hub keeps current: anything holding a task snapshot (a handle)."""
-
-    id: str
-
-    def _apply_event(self, event: TaskEvent) -> None: ...
-
-    def _apply_task(self, task: Task) -> None: ...
-
-    def done(self) -> bool:
-        """Return True once the task has finished."""
-        ...
-
-    def _finished_row(self) -> Task | None:
-        """Return the task's stored row if it is finished (not a snapshot folded from events)."""
-        ...
+_EXPIRY_STEP = 0.002  # seconds: waits whose time-outs end within one step share a timer
 
 
 class Waiter:
@@ -73,80 +54,37 @@ class Waiter:
             self.future.set_exception(exc)
 
 
-class HandleBatch:
-    """The new tasks' handles of one ``enqueue_many``, followed as one: the hub keeps one weak reference for all.
+class Expiries:
+    """The time-outs of waits: waits ending within one ``_EXPIRY_STEP`` share one timer of the loop.
 
-    A weak reference per handle cost more than the handle itself (100,000 handles of a
-    ``.map()``: 8 MB of them). The batch lives as long as its group; members still held
-    when the group goes are then followed one by one (``EventHub.watch_batch``).
-
-    Args:
-        handles: the batch's handles, in increasing id order (``new_task_ids`` makes them so);
-            the list is kept, not copied.
-
+    An ``asyncio.gather`` of 10,000 results makes a handful of timers, not 10,000: each
+    timer costs the loop's heap a Python comparison per level, in and out. A wait times out
+    up to one step late, never early.
     """
 
-    __slots__ = ("__weakref__", "handles")
+    def __init__(self) -> None:
+        self._by_tick: dict[int, tuple[set[Waiter], asyncio.TimerHandle]] = {}
 
-    def __init__(self, handles: Sequence[Watched]) -> None:
-        self.handles = handles
+    def add(self, waiter: Waiter, timeout: float) -> int:
+        """Have ``waiter`` time out in ``timeout`` seconds; return its tick, for ``discard`` (on the loop)."""
+        loop = asyncio.get_running_loop()
+        tick = math.ceil((loop.time() + timeout) / _EXPIRY_STEP)
+        expiring = self._by_tick.get(tick)
+        if expiring is None:
+            expiring = self._by_tick[tick] = (set(), loop.call_at(tick * _EXPIRY_STEP, self._expire, tick))
+        expiring[0].add(waiter)
+        return tick
 
-    def member(self, task_id: str) -> Watched | None:
-        """Return the handle of ``task_id``, or ``None`` if it is not in this batch."""
-        handles = self.handles
-        index = batch_position(task_id)  # where new_task_ids put it: found at once
-        if not (0 <= index < len(handles) and handles[index].id == task_id):
-            index = bisect.bisect_left(handles, task_id, key=_ID_OF)
-        if index < len(handles) and (handle := handles[index]).id == task_id:
-            return handle
-        return None
+    def discard(self, waiter: Waiter, tick: int) -> None:
+        """Take an ended wait off its timer; the timer goes with the last wait it was for."""
+        expiring = self._by_tick.get(tick)
+        if expiring is not None:
+            expiring[0].discard(waiter)
+            if not expiring[0]:
+                expiring[1].cancel()
+                del self._by_tick[tick]
 
-
-_ID_OF = operator.attrgetter("id")
-
-
-Follower = weakref.ref[Watched | HandleBatch]
-"""A weak reference to a followed handle, or to the batch of handles it belongs to."""
-Followed = Follower | tuple[Follower, ...]
-"""Who follows one task: a weak reference (to a handle or its batch), or a tuple of them when there are several.
-
-One handle per task is the rule (100,000 submitted tasks, 100,000 handles): a bare weak
-reference saves a container per task.
-"""
-
-
-def refs_of(followed: Followed | None) -> tuple[Follower, ...]:
-    """Return the weak references of one task's ``Followed`` entry (none for ``None``)."""
-    if followed is None:
-        return ()
-    return (followed,) if isinstance(followed, weakref.ref) else followed
-
-
-def followed_by(refs: Sequence[Follower]) -> Followed:
-    """Return the ``Followed`` entry of ``refs`` (at least one)."""
-    return refs[0] if len(refs) == 1 else tuple(refs)
-
-
-def merged(first: Followed, second: Followed) -> Followed:
-    """Return one ``Followed`` entry with the references of both, each once."""
-    refs = list(refs_of(first))
-    refs += [ref for ref in refs_of(second) if all(ref is not known for known in refs)]
-    return followed_by(refs)
-
-
-def alive(followed: dict[str, Followed]) -> dict[str, Followed]:
-    """Return ``followed`` without the tasks all of whose handles (or batches) are gone."""
-    return {i: refs for i, refs in followed.items() if any(ref() is not None for ref in refs_of(refs))}
-
-
-def live(followed: Followed | None, task_id: str) -> list[Watched]:
-    """Return the live handles of task ``task_id`` in its ``Followed`` entry."""
-    if followed is None:
-        return []
-    found: list[Watched] = []
-    for ref in (followed,) if isinstance(followed, weakref.ref) else followed:
-        held = ref()
-        handle = held.member(task_id) if isinstance(held, HandleBatch) else held
-        if handle is not None:
-            found.append(handle)
-    return found
+    def _expire(self, tick: int) -> None:
+        waiters, _ = self._by_tick.pop(tick, (set(), None))
+        for waiter in waiters:
+            waiter.expire()

@@ -44,6 +44,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
         (
             "bridge",
             "events",
+            "following",
             "waiters",
             "handles",
             "building",

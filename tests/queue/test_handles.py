@@ -15,8 +15,6 @@ from emulated_worker import add, announce, claim, loaded, succeed
 from omniq_nb import (
     AsyncOmniQ,
 )
-from omniq_nb.models import new_task_ids
-from omniq_nb.waiters import HandleBatch
 
 pytestmark = pytest.mark.anyio
 
@@ -64,8 +62,7 @@ async def test_a_member_kept_without_its_group_is_still_followed(sqlite_url: str
         group = await q.enqueue_many(add, [(n, n) for n in range(5)])
         kept, dropped = group[3], weakref.ref(group[1])
         del group  # the hub followed the members as one batch, which goes with the group
-        gc.collect()
-        assert dropped() is None
+        await wait_until(lambda: gc.collect() >= 0 and dropped() is None, timeout=5)
         await anyio.lowlevel.checkpoint()  # the hub's first poll sets its cursor
         await q.list()
         await other.cancel(kept.id)  # only the events tell q's hub
@@ -83,12 +80,11 @@ async def test_handles_listed_out_of_a_dropped_group_are_all_followed(sqlite_url
         await wait_until(lambda: all(h.status == "cancelled" for h in handles), timeout=5)
 
 
-async def test_a_dropped_group_and_its_handles_are_freed(q: AsyncOmniQ) -> None:
+async def test_a_dropped_group_and_its_handles_are_freed(q: AsyncOmniQ, wait_until: Wait) -> None:
     group = await q.enqueue_many(add, [(n, n) for n in range(5)])
     member = weakref.ref(group[2])
     del group
-    gc.collect()
-    assert member() is None
+    await wait_until(lambda: gc.collect() >= 0 and member() is None, timeout=5)
 
 
 async def test_fresh_members_among_cache_hits_follow_their_own_tasks(sqlite_url: str, wait_until: Wait) -> None:
@@ -107,18 +103,21 @@ async def test_fresh_members_among_cache_hits_follow_their_own_tasks(sqlite_url:
         await wait_until(lambda: [h.status for h in group] == ["cancelled", "succeeded"] * 2 + ["cancelled"], timeout=5)
 
 
-def test_a_batch_finds_its_handles_by_id() -> None:
-    class Held:
-        def __init__(self, task_id: str) -> None:
-            self.id = task_id
+async def test_a_group_its_handles_observe_is_freed_once_dropped(q: AsyncOmniQ, wait_until: Wait) -> None:
+    group = await q.enqueue_many(add, [(n, n) for n in range(5)])
+    for handle in group:
+        handle.observe(lambda _, g=group: g.done())  # as a notebook view does: the handles refer to their group
+    gone = weakref.ref(group)
+    del group, handle
+    await wait_until(lambda: gc.collect() >= 0 and gone() is None, timeout=5)
 
-    handles = [Held(f"{n:04x}") for n in range(0, 100, 3)]
-    batch = HandleBatch(handles)  # type: ignore[arg-type]
-    assert all(batch.member(h.id) is h for h in handles)
-    assert batch.member("0001") is None and batch.member("ffff") is None and batch.member("") is None
 
-    ids = new_task_ids(10)
-    whole, some = [Held(i) for i in ids], [Held(i) for i in ids[1::3]]  # some: the rest were cache hits
-    assert all(HandleBatch(whole).member(h.id) is h for h in whole)  # type: ignore[arg-type]
-    assert all(HandleBatch(some).member(h.id) is h for h in some)  # type: ignore[arg-type]
-    assert HandleBatch(some).member(ids[0]) is None and HandleBatch(some).member(ids[2]) is None  # type: ignore[arg-type]
+async def test_reordering_a_groups_list_keeps_its_handles_followed(sqlite_url: str, wait_until: Wait) -> None:
+    async with AsyncOmniQ(db_url=sqlite_url) as q, AsyncOmniQ(db_url=sqlite_url) as other:
+        group = await q.enqueue_many(add, [(n, n) for n in range(5)])
+        group.handles.reverse()
+        await anyio.lowlevel.checkpoint()
+        await q.list()
+        for handle in group:
+            await other.cancel(handle.id)
+        await wait_until(lambda: all(h.status == "cancelled" for h in group), timeout=5)

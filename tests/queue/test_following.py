@@ -1,0 +1,97 @@
+"""Promise: the hub's ``Followers`` find each live handle of a task once, forget dropped ones, and follow a batch's
+handles as one until its group drops it, then the ones still held one by one."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import weakref
+from datetime import UTC, datetime
+
+import pytest
+
+from omniq_nb.following import Followers, HandleBatch, live, refs_of
+from omniq_nb.models import Task, TaskEvent, TaskStatus, new_task_ids
+
+
+class Held:
+    """A stand-in for a handle: what the hub needs of one."""
+
+    def __init__(self, task_id: str, status: TaskStatus = TaskStatus.PENDING) -> None:
+        self.id = task_id
+        self.status = status
+        self.rows: list[Task] = []
+
+    def done(self) -> bool:
+        return self.status.is_terminal
+
+    def _apply_event(self, event: TaskEvent) -> None:
+        self.status = event.status
+
+    def _apply_task(self, task: Task) -> None:
+        self.rows.append(task)
+        self.status = task.status
+
+    def _finished_row(self) -> Task | None:
+        return None
+
+
+def _row(task_id: str, status: TaskStatus) -> Task:
+    now = datetime.now(UTC)
+    return Task(id=task_id, name="t", eta=now, created_at=now, status=status, payload=b"")
+
+
+def test_a_batch_finds_its_handles_by_id() -> None:
+    handles = [Held(f"{n:04x}") for n in range(0, 100, 3)]  # not ids of new_task_ids: found by bisection
+    batch = HandleBatch(handles, on_drop=print)
+    assert all(batch.member(h.id) is h for h in handles)
+    assert batch.member("0001") is None and batch.member("ffff") is None and batch.member("") is None
+
+    ids = new_task_ids(10)
+    whole, some = [Held(i) for i in ids], [Held(i) for i in ids[1::3]]  # some: the rest were cache hits
+    assert all(HandleBatch(whole, on_drop=print).member(h.id) is h for h in whole)
+    assert all(HandleBatch(some, on_drop=print).member(h.id) is h for h in some)
+    assert HandleBatch(some, on_drop=print).member(ids[0]) is None
+    assert HandleBatch(some, on_drop=print).member(ids[2]) is None
+
+
+def test_dropped_handles_do_not_pile_up_beside_a_kept_one() -> None:
+    followers = Followers()
+    kept = Held("t1")
+    followers.watch(kept)
+    for _ in range(1000):
+        followers.watch(Held("t1"))  # q.get(id) in a polling cell: each handle dropped at once
+    assert len(refs_of(followers.watched["t1"])) <= 2
+    assert followers.take(_row("t1", TaskStatus.RUNNING)) == [kept]
+    assert len(refs_of(followers.watched["t1"])) == 1
+
+
+def test_a_handle_followed_through_its_batch_and_by_itself_is_updated_once() -> None:
+    followers = Followers()
+    [task_id] = new_task_ids(1)
+    handle = Held(task_id)
+    batch = followers.watch_batch([handle])
+    handle.status = TaskStatus.SUCCEEDED  # folded from an event: the hub has not moved it to ``finished`` yet
+    followers.watch(handle)  # a live view, from the finished side
+    assert followers.take(_row(task_id, TaskStatus.SUCCEEDED)) == [handle]
+    assert live(followers.finished[task_id], task_id) == [handle]
+    del batch
+
+
+@pytest.mark.anyio
+async def test_a_dropped_batch_hands_its_held_handles_over_one_by_one() -> None:
+    followers = Followers()
+    followers.loop = asyncio.get_running_loop()
+    ids = new_task_ids(3)
+    handles = [Held(task_id) for task_id in ids]
+    batch = followers.watch_batch(handles)
+    kept, gone = handles[1], weakref.ref(handles[0])
+    del handles
+    batch.drop()  # the group went: until the loop releases it, the batch still follows them all
+    assert live(followers.watched[ids[1]], ids[1]) == [kept]
+    del batch
+    await asyncio.sleep(0)
+    gc.collect()
+    assert gone() is None
+    assert live(followers.watched[ids[1]], ids[1]) == [kept]  # followed by itself now
+    assert live(followers.watched[ids[0]], ids[0]) == []
