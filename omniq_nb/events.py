@@ -185,11 +185,13 @@ class EventHub:
     def _forget(self, waiter: Waiter, task_ids: Iterable[str]) -> None:
         """Stop telling ``waiter`` about ``task_ids``, the tasks it was registered for (it returned or gave up)."""
         for task_id in task_ids:
-            waiters = self._waiters.get(task_id, [])
+            waiters = self._waiters.get(task_id)
+            if waiters is None:  # the common case: its finished row took them all
+                continue
             if waiter in waiters:
                 waiters.remove(waiter)
             if not waiters:
-                self._waiters.pop(task_id, None)
+                del self._waiters[task_id]
         waiter.future.cancel()
 
     def _finished_row(self, task_id: str) -> Task | None:
