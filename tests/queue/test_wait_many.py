@@ -117,6 +117,23 @@ async def test_a_finished_wait_leaves_no_waiter_behind(q: AsyncOmniQ) -> None:
     assert not q._hub._waiters
 
 
+async def test_waits_that_time_out_together_leave_no_timer_behind(q: AsyncOmniQ, wait_until: Any) -> None:
+    """Waits ending within a step share one timer: it fires for those still waiting, and goes with the last."""
+    group = await q.enqueue_many(add, [(i,) for i in range(200)])
+    for task in await claim(q, limit=100):
+        await succeed(q, task, 0)
+    outcomes = await asyncio.gather(*(h.result(timeout=0.3) for h in group), return_exceptions=True)
+    assert outcomes.count(0) == 100 and sum(isinstance(o, TimeoutError) for o in outcomes) == 100
+    assert not q._hub._expiries._by_tick and not q._hub._waiters
+
+    waiting = asyncio.ensure_future(group[150].result(timeout=60))
+    await wait_until(lambda: bool(q._hub._expiries._by_tick), timeout=5)  # the wait holds its timer
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    assert not q._hub._expiries._by_tick and not q._hub._waiters
+
+
 async def test_a_failure_does_not_wait_for_the_tasks_after_it(q: AsyncOmniQ) -> None:
     """The first failure in order is raised once the tasks before it succeed, not after the rest finish."""
     first, failing, last = [await q.enqueue(add, i) for i in range(3)]
