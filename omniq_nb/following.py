@@ -127,8 +127,12 @@ def live(followed: Followed | None, task_id: str) -> list[Watched]:
     """
     if followed is None:
         return []
+    if isinstance(followed, weakref.ref):  # the rule: one handle, or one batch
+        held = followed()
+        handle = held.member(task_id) if isinstance(held, HandleBatch) else held
+        return [] if handle is None else [handle]
     found: list[Watched] = []
-    for ref in (followed,) if isinstance(followed, weakref.ref) else followed:
+    for ref in followed:
         held = ref()
         handle = held.member(task_id) if isinstance(held, HandleBatch) else held
         if handle is not None and all(handle is not known for known in found):
