@@ -67,6 +67,7 @@ class EventHub:
         self._listeners: list[EventListener] = []
         self.followers = Followers()
         """The handles this hub keeps current (``watch``, ``watch_batch``)."""
+        self.followers.refresh = self._refresh
         self._swept_at = self._pruned_at = time.monotonic()
         self._waiters: dict[str, list[Waiter]] = {}
         self._expiries = Expiries()
@@ -341,6 +342,19 @@ class EventHub:
             if waiters and task.status.is_terminal:
                 for waiter in waiters.pop(task.id, ()):
                     waiter.settle(task.id, task)
+
+    def _refresh(self, task_ids: list[str]) -> None:
+        """Read these tasks' rows again and deliver them (their handles may have missed a change); on the loop."""
+
+        async def reread() -> None:
+            try:
+                self.deliver(await self._storage.get_many(task_ids))
+            except StorageError as exc:  # the next change or a wait's re-read brings them
+                logger.debug("reading %d followed tasks again failed: %s", len(task_ids), exc)
+
+        reading: asyncio.Future[object] = asyncio.ensure_future(reread())
+        self._pending_callbacks.add(reading)
+        reading.add_done_callback(self._pending_callbacks.discard)
 
     def _tell_listeners(self, event: TaskEvent) -> None:
         for listener in list(self._listeners):

@@ -3,9 +3,10 @@
 The hub holds handles weakly, by task id, unfinished and finished apart (a finished task's
 handles only need its retry). One weak reference per handle cost more than the handle
 (100,000 handles of a ``.map()``: 8 MB), so the new handles of one ``enqueue_many`` are
-followed through their ``HandleBatch``, one reference for all, which their group holds; when
-the group goes, the batch is released on the hub's loop and the members still held elsewhere
-are followed one by one from then on (the batch follows them until that moment).
+followed through their ``HandleBatch``, one reference for all, which their group holds. When
+the group goes, the members still held elsewhere are followed one by one from the next turn
+of the hub's loop: until then the batch follows them, or, when the cyclic garbage collector
+took the group (weak references to garbage are cleared first), their rows are read again.
 
 Example:
     >>> class Held:
@@ -29,7 +30,7 @@ from typing import Protocol
 
 from omniq_nb.models import Task, TaskEvent, batch_position
 
-_PRUNE_AT_LEAST = 1000  # followed ids before ``watch`` drops those whose handles are gone
+_PRUNE_AT_LEAST = 1000  # followed ids before ``_add`` first forgets those whose handles are gone
 
 
 class Watched(Protocol):
@@ -63,11 +64,13 @@ class HandleBatch:
 
     """
 
-    __slots__ = ("__weakref__", "_on_drop", "handles")
+    __slots__ = ("__weakref__", "_on_drop", "handles", "ref")
 
     def __init__(self, handles: Sequence[Watched], on_drop: Callable[[HandleBatch], object]) -> None:
         self.handles = tuple(handles)  # its own: reordering the group's list must not hide a handle
         self._on_drop = on_drop
+        self.ref: Follower = weakref.ref(self)
+        """The reference the hub follows the handles by (dead once the garbage collector took the batch)."""
 
     def drop(self) -> None:
         """Say that the group is gone (any thread): its handles still held are to be followed one by one."""
@@ -152,6 +155,8 @@ class Followers:
         self.finished: dict[str, Followed] = {}
         self.loop: asyncio.AbstractEventLoop | None = None
         """The hub's loop (set when it starts): where a dropped batch's survivors are followed."""
+        self.refresh: Callable[[list[str]], object] = _nothing
+        """Called on the loop with ids whose handles may have missed a change: the hub reads their rows again."""
         self._prune_at = _PRUNE_AT_LEAST
 
     def watch(self, handle: Watched) -> None:
@@ -170,9 +175,8 @@ class Followers:
         elsewhere (``list(group)`` outlives the group) are followed one by one.
         """
         batch = HandleBatch(handles, self._dropped)
-        ref: Follower = weakref.ref(batch)
         for handle in handles:
-            self._add(self.finished if handle.done() else self.watched, handle.id, ref)
+            self._add(self.finished if handle.done() else self.watched, handle.id, batch.ref)
         return batch
 
     def take(self, task: Task) -> list[Watched]:
@@ -209,17 +213,38 @@ class Followers:
             self._prune_at = max(_PRUNE_AT_LEAST, 2 * (len(self.watched) + len(self.finished)))
 
     def _dropped(self, batch: HandleBatch) -> None:
-        """Hand a dropped batch to the loop (any thread); it follows its handles until ``_release`` runs there."""
-        if self.loop is not None:
-            with contextlib.suppress(RuntimeError):  # the loop is closed: nothing is followed any more
+        """Hand a dropped batch over to the loop (any thread), which follows its surviving handles one by one.
+
+        Dropped by its group's last reference, the batch itself goes: it follows its handles
+        until ``_release`` runs. Taken with a reference cycle by the garbage collector, its
+        reference is dead already and the cycle (a view's observers that name the group) must
+        not come back to life: only weak references to its handles go, and the survivors'
+        rows are read again (a change in between reached nobody).
+        """
+        if self.loop is None:
+            return
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nothing is followed any more
+            if batch.ref() is None:  # taken by the garbage collector
+                self.loop.call_soon_threadsafe(self._follow_survivors, [weakref.ref(h) for h in batch.handles], True)
+            else:
                 self.loop.call_soon_threadsafe(self._release, [batch])
 
     def _release(self, holder: list[HandleBatch]) -> None:
-        """Empty the batch in ``holder`` and follow one by one the handles that are still held elsewhere."""
-        batch = holder.pop()  # the only reference left but for the hub's weak ones
-        handles, batch.handles = batch.handles, ()
+        """Empty the batch in ``holder``, let it go, and follow one by one its handles still held elsewhere."""
+        batch = holder.pop()
+        handles, batch.handles = batch.handles, ()  # a copy of the group may hold it still: it follows none now
         refs = [weakref.ref(handle) for handle in handles]
         del batch, handles  # the handles nobody else holds go now
-        for ref in refs:
-            if (handle := ref()) is not None:
-                self.watch(handle)
+        self._follow_survivors(refs, False)
+
+    def _follow_survivors(self, refs: list[weakref.ref[Watched]], missed: bool) -> None:
+        """Follow one by one the handles of ``refs`` still alive; with ``missed``, have their rows read again."""
+        survivors = [handle for ref in refs if (handle := ref()) is not None]
+        for handle in survivors:
+            self.watch(handle)
+        if missed and survivors:
+            self.refresh([handle.id for handle in survivors])
+
+
+def _nothing(_: object) -> None:
+    """Do nothing (``Followers.refresh`` until the hub sets it)."""

@@ -20,6 +20,7 @@ from collections.abc import Iterable
 from omniq_nb.models import Task
 
 _EXPIRY_STEP = 0.002  # seconds: waits whose time-outs end within one step share a timer
+_LONGEST = 1e9  # seconds (about 31 years): a longer time-out is as good as none, and its tick would overflow
 
 
 class Waiter:
@@ -68,7 +69,7 @@ class Expiries:
     def add(self, waiter: Waiter, timeout: float) -> int:
         """Have ``waiter`` time out in ``timeout`` seconds; return its tick, for ``discard`` (on the loop)."""
         loop = asyncio.get_running_loop()
-        tick = math.ceil((loop.time() + timeout) / _EXPIRY_STEP)
+        tick = math.ceil((loop.time() + min(timeout, _LONGEST)) / _EXPIRY_STEP)
         expiring = self._by_tick.get(tick)
         if expiring is None:
             expiring = self._by_tick[tick] = (set(), loop.call_at(tick * _EXPIRY_STEP, self._expire, tick))

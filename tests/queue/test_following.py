@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 import pytest
 
 from omniq_nb.following import Followers, HandleBatch, live, refs_of
+from omniq_nb.handles import GroupHandle
 from omniq_nb.models import Task, TaskEvent, TaskStatus, new_task_ids
 
 
@@ -95,3 +96,28 @@ async def test_a_dropped_batch_hands_its_held_handles_over_one_by_one() -> None:
     assert gone() is None
     assert live(followers.watched[ids[1]], ids[1]) == [kept]  # followed by itself now
     assert live(followers.watched[ids[0]], ids[0]) == []
+
+
+@pytest.mark.anyio
+async def test_a_batch_collected_with_a_cycle_comes_not_back_and_its_survivors_are_read_again() -> None:
+    """The garbage collector clears weak references before ``__del__``: the batch no longer follows anyone.
+
+    Its handles still held elsewhere are followed one by one and read again (a change in
+    between reached nobody); the garbage is not brought back to life for that.
+    """
+    followers = Followers()
+    followers.loop = asyncio.get_running_loop()
+    reread: list[list[str]] = []
+    followers.refresh = reread.append
+    ids = new_task_ids(3)
+    handles = [Held(task_id) for task_id in ids]
+    group = GroupHandle(None, handles, followers.watch_batch(handles))  # type: ignore[arg-type]
+    cycle: list[object] = [group]
+    cycle.append(cycle)  # as a view's observers that name the group make one
+    kept, gone = handles[2], weakref.ref(handles[0])
+    del group, cycle, handles
+    gc.collect()  # one collection: nothing may come back to life
+    assert gone() is None
+    await asyncio.sleep(0)
+    assert reread == [[ids[2]]]
+    assert live(followers.watched[ids[2]], ids[2]) == [kept]

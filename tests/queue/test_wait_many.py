@@ -17,6 +17,7 @@ from processes import Processes
 from omniq_nb import AsyncOmniQ, AsyncWorkerPool, GroupHandle, Task, TaskFailed, TaskNotFound
 from omniq_nb.errors import StoreLost
 from omniq_nb.storage.sqlite import SQLiteStorage
+from omniq_nb.waiters import Expiries
 
 pytestmark = pytest.mark.anyio
 
@@ -124,14 +125,20 @@ async def test_waits_that_time_out_together_leave_no_timer_behind(q: AsyncOmniQ,
         await succeed(q, task, 0)
     outcomes = await asyncio.gather(*(h.result(timeout=0.3) for h in group), return_exceptions=True)
     assert outcomes.count(0) == 100 and sum(isinstance(o, TimeoutError) for o in outcomes) == 100
-    assert not q._hub._expiries._by_tick and not q._hub._waiters
+    assert not q._hub._expiries._by_tick and not q._hub._waiters and not _expiry_timers()
 
-    waiting = asyncio.ensure_future(group[150].result(timeout=60))
+    waiting = asyncio.ensure_future(group[150].result(timeout=1e307))  # as good as none: no overflow
     await wait_until(lambda: bool(q._hub._expiries._by_tick), timeout=5)  # the wait holds its timer
     waiting.cancel()
     with pytest.raises(asyncio.CancelledError):
         await waiting
-    assert not q._hub._expiries._by_tick and not q._hub._waiters
+    assert not q._hub._expiries._by_tick and not q._hub._waiters and not _expiry_timers()
+
+
+def _expiry_timers() -> list[asyncio.TimerHandle]:
+    """Return the loop's timers of wait time-outs that are not cancelled."""
+    scheduled: list[asyncio.TimerHandle] = getattr(asyncio.get_running_loop(), "_scheduled", [])
+    return [t for t in scheduled if not t.cancelled() and getattr(t._callback, "__func__", None) is Expiries._expire]
 
 
 async def test_a_failure_does_not_wait_for_the_tasks_after_it(q: AsyncOmniQ) -> None:
