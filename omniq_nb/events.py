@@ -65,9 +65,8 @@ class EventHub:
         self._poll_interval = poll_interval
         self._events_recorded = events_recorded
         self._listeners: list[EventListener] = []
-        self.followers = Followers()
+        self.followers = Followers(self._refresh)
         """The handles this hub keeps current (``watch``, ``watch_batch``)."""
-        self.followers.refresh = self._refresh
         self._swept_at = self._pruned_at = time.monotonic()
         self._waiters: dict[str, list[Waiter]] = {}
         self._expiries = Expiries()

@@ -148,15 +148,19 @@ class Followers:
 
     Runs on the hub's loop, but for a dropped batch (``HandleBatch.drop``, from the group's
     ``__del__`` in any thread), which only hands the batch to ``loop``.
+
+    Args:
+        refresh: called on the loop with ids whose handles may have missed a change (the
+            hub reads their rows again).
+
     """
 
-    def __init__(self) -> None:
+    def __init__(self, refresh: Callable[[list[str]], object]) -> None:
         self.watched: dict[str, Followed] = {}
         self.finished: dict[str, Followed] = {}
         self.loop: asyncio.AbstractEventLoop | None = None
         """The hub's loop (set when it starts): where a dropped batch's survivors are followed."""
-        self.refresh: Callable[[list[str]], object] = _nothing
-        """Called on the loop with ids whose handles may have missed a change: the hub reads their rows again."""
+        self._refresh = refresh
         self._prune_at = _PRUNE_AT_LEAST
 
     def watch(self, handle: Watched) -> None:
@@ -243,8 +247,4 @@ class Followers:
         for handle in survivors:
             self.watch(handle)
         if missed and survivors:
-            self.refresh([handle.id for handle in survivors])
-
-
-def _nothing(_: object) -> None:
-    """Do nothing (``Followers.refresh`` until the hub sets it)."""
+            self._refresh([handle.id for handle in survivors])

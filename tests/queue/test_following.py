@@ -37,6 +37,10 @@ class Held:
         return None
 
 
+def _no_refresh(task_ids: list[str]) -> None:
+    raise AssertionError(f"no handle missed a change here, yet {task_ids} were to be read again")
+
+
 def _row(task_id: str, status: TaskStatus) -> Task:
     now = datetime.now(UTC)
     return Task(id=task_id, name="t", eta=now, created_at=now, status=status, payload=b"")
@@ -57,7 +61,7 @@ def test_a_batch_finds_its_handles_by_id() -> None:
 
 
 def test_dropped_handles_do_not_pile_up_beside_a_kept_one() -> None:
-    followers = Followers()
+    followers = Followers(_no_refresh)
     kept = Held("t1")
     followers.watch(kept)
     for _ in range(1000):
@@ -68,7 +72,7 @@ def test_dropped_handles_do_not_pile_up_beside_a_kept_one() -> None:
 
 
 def test_a_handle_followed_through_its_batch_and_by_itself_is_updated_once() -> None:
-    followers = Followers()
+    followers = Followers(_no_refresh)
     [task_id] = new_task_ids(1)
     handle = Held(task_id)
     batch = followers.watch_batch([handle])
@@ -81,7 +85,7 @@ def test_a_handle_followed_through_its_batch_and_by_itself_is_updated_once() -> 
 
 @pytest.mark.anyio
 async def test_a_dropped_batch_hands_its_held_handles_over_one_by_one() -> None:
-    followers = Followers()
+    followers = Followers(_no_refresh)
     followers.loop = asyncio.get_running_loop()
     ids = new_task_ids(3)
     handles = [Held(task_id) for task_id in ids]
@@ -105,10 +109,9 @@ async def test_a_batch_collected_with_a_cycle_comes_not_back_and_its_survivors_a
     Its handles still held elsewhere are followed one by one and read again (a change in
     between reached nobody); the garbage is not brought back to life for that.
     """
-    followers = Followers()
-    followers.loop = asyncio.get_running_loop()
     reread: list[list[str]] = []
-    followers.refresh = reread.append
+    followers = Followers(reread.append)
+    followers.loop = asyncio.get_running_loop()
     ids = new_task_ids(3)
     handles = [Held(task_id) for task_id in ids]
     group = GroupHandle(None, handles, followers.watch_batch(handles))  # type: ignore[arg-type]
