@@ -3,7 +3,10 @@
 The store is the source of truth: one background task follows the store's event stream
 (``events(since=cursor)``) and, as a safety net, re-reads the tasks someone waits on. Local
 writers hand the rows they changed to ``deliver()`` and call ``nudge()``, so what happens in
-this process is seen at once; what other processes do is seen at the next poll. While
+this process is seen at once; what other processes do is seen at the next poll. A store that
+knows which events its own object recorded (``OthersEvents``: SQLite) hands the follower only
+the others' while no listener wants them all, so the rows of this process's writes are not
+decoded twice. While
 nobody listens or watches, the follower only moves its cursor to the newest event (one
 cheap query per poll), so a listener that subscribes later misses nothing from then on.
 
@@ -31,7 +34,7 @@ from omniq_nb.errors import StorageError, StoreLost
 from omniq_nb.following import Followers, Watched, live
 from omniq_nb.jobs import cancel_and_wait
 from omniq_nb.models import EventKind, Task, TaskEvent
-from omniq_nb.storage.base import Storage
+from omniq_nb.storage.base import OthersEvents, Storage
 from omniq_nb.waiters import Expiries, Waiter
 
 logger = logging.getLogger(__name__)
@@ -62,6 +65,7 @@ class EventHub:
 
     def __init__(self, storage: Storage, *, poll_interval: float, events_recorded: bool) -> None:
         self._storage = storage
+        self._others = storage if isinstance(storage, OthersEvents) else None  # leaves out this object's own events
         self._poll_interval = poll_interval
         self._events_recorded = events_recorded
         self._listeners: list[EventListener] = []
@@ -310,10 +314,9 @@ class EventHub:
             self._cursor = await self._storage.last_event_seq()
             return
         while True:
-            events = await self._storage.events(since=self._cursor, limit=_EVENT_BATCH)
+            events, self._cursor = await self._next_events()
             if not events:
                 return
-            self._cursor = events[-1].seq
             reread: set[str] = set()  # tasks whose row handles need: finished ones, and finished ones retried
             for event in events:
                 for handle in live(followers.watched.get(event.task_id), event.task_id):
@@ -328,6 +331,17 @@ class EventHub:
                 self.deliver(await self._storage.get_many(list(reread)))
             if len(events) < _EVENT_BATCH:
                 return
+
+    async def _next_events(self) -> tuple[list[TaskEvent], int]:
+        """Read the next events (at most ``_EVENT_BATCH``) and return them with the cursor after them.
+
+        With no listener, a store that knows its own events leaves them out: the rows of this
+        process's writes reached the handles and waiters already (``deliver``).
+        """
+        if self._others is not None and not self._listeners:
+            return await self._others.others_events(since=self._cursor, limit=_EVENT_BATCH)
+        events = await self._storage.events(since=self._cursor, limit=_EVENT_BATCH)
+        return events, events[-1].seq if events else self._cursor
 
     def deliver(self, tasks: Iterable[Task]) -> None:
         """Update handles and wake waiters with fresh snapshots (from a local write or a poll).

@@ -25,13 +25,14 @@ from omniq_nb.errors import StorageError, StoreLost
 from omniq_nb.opening import OpensAndCloses
 from omniq_nb.storage.sqlite_file import prepare_file, sqlite_path, storage_error
 from omniq_nb.storage.sqlite_inline import InlineConnection
-from omniq_nb.storage.sqlite_schema import BUSY_TIMEOUT_MS, EVENT_TRIGGERS, JOURNAL_SIZE_LIMIT, migrate
+from omniq_nb.storage.sqlite_schema import BUSY_TIMEOUT_MS, JOURNAL_SIZE_LIMIT, event_triggers, migrate
 from omniq_nb.storage.wakeup import WakeChannel
 from omniq_nb.urls import redact_url
 
 __all__ = ["SQLiteConnection"]
 
 _UTC = timezone.utc
+_GIVE_BACK_WAIT_MS = 100  # how long a closing store waits for the write lock to free its writer id
 
 
 class SQLiteConnection(OpensAndCloses):
@@ -57,6 +58,7 @@ class SQLiteConnection(OpensAndCloses):
         self._synchronous = synchronous
         self._conn: aiosqlite.Connection | None = None
         self._inline: InlineConnection | None = None  # lone quick statements, run on the loop's thread
+        self._writer: int | None = None  # this object's id in event_writers: its connections' events carry it
         self._transaction = asyncio.Lock()
 
     async def open(self) -> None:
@@ -77,7 +79,7 @@ class SQLiteConnection(OpensAndCloses):
                 self._identity = (opened.st_dev, opened.st_ino)
             await self._configure()
             if self._file is not None and self._synchronous.upper() != "FULL":
-                self._inline = InlineConnection(self._file, synchronous=self._synchronous, events=self._events)
+                self._inline = InlineConnection(self._file, synchronous=self._synchronous, triggers=self._triggers)
         except sqlite3.Error as exc:
             await self.close()
             raise StorageError(f"cannot open the SQLite store at {self._file or ':memory:'}: {exc}") from exc
@@ -110,6 +112,9 @@ class SQLiteConnection(OpensAndCloses):
             self._inline = None
         conn, self._conn = self._conn, None
         if conn is not None:
+            if self._writer is not None:
+                await _give_back(conn, self._writer)
+                self._writer = None
             await conn.close()
 
     async def now(self) -> datetime:
@@ -125,8 +130,15 @@ class SQLiteConnection(OpensAndCloses):
         await conn.execute(f"PRAGMA synchronous = {self._synchronous}")
         async with self._immediate():
             await migrate(self._run, self.path)
-        if self._events:
-            await conn.executescript(EVENT_TRIGGERS)
+            if self._events:
+                self._writer = (await self._run("INSERT INTO event_writers DEFAULT VALUES RETURNING id", ()))[0][0]
+        if self._triggers is not None:
+            await conn.executescript(self._triggers)
+
+    @property
+    def _triggers(self) -> str | None:
+        """The event triggers of this object's connections (``None``: it records no events)."""
+        return None if self._writer is None else event_triggers(self._writer)
 
     @contextlib.asynccontextmanager
     async def _immediate(self) -> AsyncIterator[None]:
@@ -191,3 +203,14 @@ class SQLiteConnection(OpensAndCloses):
             raise  # a duplicate id: the caller says which
         except sqlite3.Error as exc:
             raise storage_error(self._file, exc) from exc
+
+
+async def _give_back(conn: aiosqlite.Connection, writer: int) -> None:
+    """Free a closing store object's writer id for a later one, unless the store is busy or gone.
+
+    An id kept (a busy or vanished file, a killed process) only costs a row: ids are never
+    shared by two store objects open at once.
+    """
+    with contextlib.suppress(sqlite3.Error, ValueError):
+        await conn.execute(f"PRAGMA busy_timeout = {_GIVE_BACK_WAIT_MS}")
+        await conn.execute("DELETE FROM event_writers WHERE id = ?", (writer,))

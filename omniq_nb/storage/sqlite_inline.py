@@ -35,7 +35,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from omniq_nb.storage.sqlite_schema import BUSY_TIMEOUT_MS, EVENT_TRIGGERS, JOURNAL_SIZE_LIMIT
+from omniq_nb.storage.sqlite_schema import BUSY_TIMEOUT_MS, JOURNAL_SIZE_LIMIT
 
 _STEPS = 1_000  # virtual-machine steps between calls of the progress handler
 _BUDGET = 20  # calls of the progress handler before a statement is interrupted (about 20,000 steps)
@@ -56,22 +56,23 @@ class InlineConnection:
         path: the store's file (opened after the thread's connection made and migrated it).
         synchronous: the store's ``synchronous`` setting (``NORMAL``; ``FULL`` stores run
             nothing inline, as each commit waits for the disk).
-        events: create this connection's own event triggers (they are ``TEMP``).
+        triggers: this connection's own event triggers (they are ``TEMP``; ``event_triggers``),
+            or ``None`` to record no events.
         quiet: seconds without a statement after which a burst runs inline (``_QUIET``).
         burst: statements a burst runs inline (``_BURST``).
 
     """
 
     def __init__(
-        self, path: str, *, synchronous: str, events: bool, quiet: float = _QUIET, burst: int = _BURST
+        self, path: str, *, synchronous: str, triggers: str | None, quiet: float = _QUIET, burst: int = _BURST
     ) -> None:
         self._conn = sqlite3.connect(path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000)
         try:
             self._conn.execute("PRAGMA wal_autocheckpoint = 0")
             self._conn.execute(f"PRAGMA journal_size_limit = {JOURNAL_SIZE_LIMIT}")
             self._conn.execute(f"PRAGMA synchronous = {synchronous}")
-            if events:
-                self._conn.executescript(EVENT_TRIGGERS)
+            if triggers is not None:
+                self._conn.executescript(triggers)
             self._conn.execute("PRAGMA busy_timeout = 0")  # from now on: set up, it may wait like the store
         except BaseException:
             self._conn.close()

@@ -22,7 +22,7 @@ import aiosqlite
 from omniq_nb.errors import StorageError
 from omniq_nb.models import StoreHealth, TaskEvent, TaskStatus
 from omniq_nb.storage.health import STALE_IDS_SHOWN, health_report
-from omniq_nb.storage.rows import chunks, row_event
+from omniq_nb.storage.rows import EVENT_COLUMNS, chunks, row_event
 from omniq_nb.storage.sql_text import events_statement, purge_filter
 from omniq_nb.storage.sqlite_base import SQLiteConnection
 from omniq_nb.storage.sqlite_file import existing_store
@@ -52,6 +52,22 @@ class SQLiteEvents(SQLiteConnection):
                 *events_statement("?", task_id=task_id, since=since, limit=limit, of_tasks_only=" AND task_id != ''")
             )
         ]
+
+    async def others_events(self, *, since: int, limit: int) -> tuple[builtins.list[TaskEvent], int]:
+        """Return the events after ``since`` that this object's connections did not record, and the next cursor.
+
+        See ``OthersEvents``. The newest ``seq`` is read first: an event committed after it
+        is read the next time, and none can come before it (a ``seq`` is never handed out twice).
+        """
+        newest = await self.last_event_seq()
+        if newest <= since:
+            return [], since
+        rows = await self._fetch(
+            f"SELECT {EVENT_COLUMNS} FROM events WHERE seq > ? AND seq <= ? AND task_id != '' AND writer IS NOT ? "
+            "ORDER BY seq LIMIT ?",
+            (since, newest, self._writer or 0, limit),  # ids start at 1: without one, every event is the others'
+        )
+        return [row_event(row) for row in rows], rows[-1][0] if len(rows) == limit else newest
 
     async def last_event_seq(self) -> int:
         """Return the newest event's ``seq`` (0 when there is none)."""

@@ -7,7 +7,10 @@ task it depends on) that finds dependents by dependency. Version 6 adds the resu
 ``cache_key`` (indexed where set) and what tasks printed: ``task_output`` (a row per chunk)
 and ``task_output_seq`` (each task's last chunk number, kept when old chunks are trimmed).
 Version 7 adds ``callables``: a batch's pickled callable, kept once under its SHA-256 digest
-(``enqueue_many`` rows name it instead of carrying it).
+(``enqueue_many`` rows name it instead of carrying it). Version 8 adds the ``writer`` of
+an event: the store object whose connections recorded it, a small number each store object
+draws from ``event_writers`` when it opens (and gives back when it closes), so a process's
+event follower can skip what its own writes recorded (their rows reached it already).
 Events are written by temporary triggers (per connection) in the same statement as the
 change they record.
 
@@ -27,7 +30,7 @@ from omniq_nb.storage.sql_text import TASK_INDEXES
 
 __all__ = [
     "BUSY_TIMEOUT_MS",
-    "EVENT_TRIGGERS",
+    "event_triggers",
     "JOURNAL_SIZE_LIMIT",
     "NOW_SQL",
     "SCHEMA_VERSION",
@@ -35,7 +38,7 @@ __all__ = [
     "statements",
 ]
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 """The schema version this code writes and understands."""
 BUSY_TIMEOUT_MS = 15_000
 """How long a statement waits for another connection's write lock."""
@@ -164,18 +167,33 @@ _MIGRATIONS: dict[int, str] = {
         body BLOB NOT NULL
     ) WITHOUT ROWID;
     """,
+    8: """
+    ALTER TABLE events ADD COLUMN writer INTEGER;
+    CREATE TABLE event_writers (id INTEGER PRIMARY KEY);
+    """,
 }
 
-# Temporary triggers belong to this connection only, so OMNIQ_EVENTS=0 in one process
-# does not change what another process records.
-EVENT_TRIGGERS = f"""
+
+def event_triggers(writer: int) -> str:
+    """Return the temporary triggers that record a ``TaskEvent`` per transition on one connection.
+
+    Temporary triggers belong to their connection only, so ``OMNIQ_EVENTS=0`` in one process
+    does not change what another process records. Insert and status events carry ``writer``
+    (the connection's store object, from ``event_writers``); progress events carry none, as a
+    store's own progress writes hand no rows to its process (its follower reads them all).
+
+    Args:
+        writer: the id the store object drew from ``event_writers``.
+
+    """
+    return f"""
 CREATE TEMP TRIGGER IF NOT EXISTS omniq_event_insert AFTER INSERT ON main.tasks BEGIN
-    INSERT INTO events (task_id, kind, at, status, attempt)
-    VALUES (new.id, 'enqueued', new.created_at, new.status, new.attempt);
+    INSERT INTO events (task_id, kind, at, status, attempt, writer)
+    VALUES (new.id, 'enqueued', new.created_at, new.status, new.attempt, {int(writer)});
 END;
 CREATE TEMP TRIGGER IF NOT EXISTS omniq_event_status AFTER UPDATE OF status ON main.tasks
 WHEN old.status IS NOT new.status BEGIN
-    INSERT INTO events (task_id, kind, at, status, attempt, progress, message, run_id)
+    INSERT INTO events (task_id, kind, at, status, attempt, progress, message, run_id, writer)
     VALUES (new.id,
         CASE new.status
             WHEN 'running' THEN 'started'
@@ -183,7 +201,8 @@ WHEN old.status IS NOT new.status BEGIN
                 WHEN new.attempt < old.attempt THEN 'released' ELSE 'retried' END
             WHEN 'waiting' THEN 'retried'
             ELSE new.status END,
-        {NOW_SQL}, new.status, new.attempt, new.progress, json_extract(new.error, '$.message'), new.run_id);
+        {NOW_SQL}, new.status, new.attempt, new.progress, json_extract(new.error, '$.message'), new.run_id,
+        {int(writer)});
 END;
 CREATE TEMP TRIGGER IF NOT EXISTS omniq_event_progress AFTER UPDATE OF progress_done ON main.tasks
 WHEN old.status = 'running' AND new.status = 'running' BEGIN
@@ -191,7 +210,7 @@ WHEN old.status = 'running' AND new.status = 'running' BEGIN
     VALUES (new.id, 'progress', {NOW_SQL}, new.status, new.attempt, new.progress, new.progress_message, new.run_id);
 END;
 """
-"""The temporary triggers that record a ``TaskEvent`` per transition on this connection."""
+
 
 _Run = Callable[[str, Sequence[Any]], Awaitable[Sequence[Any]]]
 

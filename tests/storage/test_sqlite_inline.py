@@ -74,7 +74,7 @@ async def test_a_long_statement_gives_the_same_rows_from_the_thread(tmp_path: Pa
 def test_the_inline_connection_gives_up_a_long_statement_and_runs_short_ones(tmp_path: Path) -> None:
     path = tmp_path / "x.db"
     wal_database(path)
-    conn = InlineConnection(str(path), synchronous="NORMAL", events=False, quiet=0.0)
+    conn = InlineConnection(str(path), synchronous="NORMAL", triggers=None, quiet=0.0)
     try:
         assert conn.fetch(LONG, ()) is None  # interrupted: the caller runs it on aiosqlite's thread
         assert conn.fetch("SELECT 1 + ?", (1,)) == [(2,)]
@@ -91,7 +91,7 @@ def test_the_inline_connection_gives_up_a_long_statement_and_runs_short_ones(tmp
 def test_only_a_burst_after_a_quiet_spell_runs_inline(tmp_path: Path) -> None:
     path = tmp_path / "x.db"
     wal_database(path)
-    conn = InlineConnection(str(path), synchronous="NORMAL", events=False, quiet=3600.0, burst=3)
+    conn = InlineConnection(str(path), synchronous="NORMAL", triggers=None, quiet=3600.0, burst=3)
     try:
         answers = [conn.fetch("SELECT ?", (i,)) for i in range(5)]
         assert answers == [[(0,)], [(1,)], [(2,)], None, None]  # a busy store keeps using the thread

@@ -63,6 +63,7 @@ async def test_the_schema_version_table_holds_every_applied_version(tmp_path: Pa
 
 # What each migration added, undone in reverse order to turn a store back into an older one.
 _UNDO = {
+    8: ["DROP TABLE event_writers", "ALTER TABLE events DROP COLUMN writer"],
     7: ["DROP TABLE callables"],
     6: [
         "DROP TABLE task_output_seq",
