@@ -145,14 +145,14 @@ class EventKind(str, enum.Enum):
         return self.value
 
 
-class Schedule(msgspec.Struct, frozen=True, kw_only=True):
+class Schedule(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """How a periodic task repeats: every ``interval`` or on a ``cron`` expression (not both)."""
 
     interval: timedelta | None = None
     cron: str | None = None
 
 
-class TaskError(msgspec.Struct, frozen=True, kw_only=True):
+class TaskError(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """Why an attempt failed: the remote exception's type name, message and traceback."""
 
     type: str
@@ -161,7 +161,7 @@ class TaskError(msgspec.Struct, frozen=True, kw_only=True):
     attempt: int = 0
 
 
-class Task(msgspec.Struct):
+class Task(msgspec.Struct, gc=False):
     """A snapshot of one task as stored.
 
     ``payload`` and ``result`` are serialized blobs (see ``omniq_nb.serialization``);
@@ -250,7 +250,7 @@ class DependencyMove(msgspec.Struct, frozen=True, kw_only=True):
     error: TaskError | None = None
 
 
-class TaskResult(msgspec.Struct, frozen=True, kw_only=True):
+class TaskResult(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """The outcome of one attempt, as a worker (or a rescuer) reports it to the store.
 
     The store applies it only while ``lease_token`` still holds the task and the task is
@@ -293,7 +293,7 @@ class TaskOutput(msgspec.Struct, frozen=True, kw_only=True):
     dropped: bool = False
 
 
-class TaskEvent(msgspec.Struct, frozen=True, kw_only=True):
+class TaskEvent(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """One recorded transition of a task; ``seq`` orders events within a store.
 
     ``run_id`` names the claim the event belongs to (``None`` before the first claim).
