@@ -143,7 +143,7 @@ class EventHub:
         for task_id in list(waiter.pending):
             if (task := self._finished_row(task_id)) is not None:
                 waiter.settle(task_id, task)
-        unknown = list(waiter.pending)
+        unknown = tuple(waiter.pending)
         if not unknown or waiter.future.done():
             return waiter.found
         if not self._waiters and self._wake is not None and not self._wake.is_set():
@@ -151,11 +151,7 @@ class EventHub:
             self._wake.set()
         for task_id in unknown:
             self._waiters.setdefault(task_id, []).append(waiter)
-        # the events keep live handles' snapshots current, as long as the follower reads them
-        followed = self._events_recorded and self._runner is not None and self._failure is None
-        unread = [
-            task_id for task_id in unknown if not (followed and live(self.followers.watched.get(task_id), task_id))
-        ]
+        unread = self._unfollowed(unknown)
         try:
             rows = await asyncio.shield(self._batched_read(unread)) if unread else {}
             for task_id in unread:
@@ -171,6 +167,18 @@ class EventHub:
             return waiter.found
         finally:
             self._forget(waiter, unknown)
+
+    def _unfollowed(self, task_ids: tuple[str, ...]) -> tuple[str, ...]:
+        """Return the tasks whose rows a wait must read: those no live handle follows through the events.
+
+        The events keep live handles' snapshots current, as long as the follower reads them.
+        (A tuple of ids, and no closure in ``wait_many``: what a pending wait holds stays out of
+        the garbage collector's way, ten thousand waits of an ``asyncio.gather`` at once.)
+        """
+        if not (self._events_recorded and self._runner is not None and self._failure is None):
+            return task_ids
+        watched = self.followers.watched
+        return tuple(task_id for task_id in task_ids if not live(watched.get(task_id), task_id))
 
     def _batched_read(self, task_ids: Iterable[str]) -> asyncio.Future[dict[str, Task]]:
         """Read ``task_ids`` with the other waits that start in this loop iteration (one ``get_many``)."""

@@ -49,7 +49,7 @@ class ResultReading:
         """
         wait = seconds(timeout, name="timeout")
         try:
-            found = await self._hub.wait_many([task_id], wait)
+            found = await self._hub.wait_many((task_id,), wait)
         except TimeoutError:
             raise TimeoutError(f"task {task_id} did not finish within {timeout} s") from None
         return self._value(task_id, found[task_id])
