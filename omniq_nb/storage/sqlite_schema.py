@@ -10,7 +10,8 @@ Version 7 adds ``callables``: a batch's pickled callable, kept once under its SH
 (``enqueue_many`` rows name it instead of carrying it). Version 8 adds the ``writer`` of
 an event: the store object whose connections recorded it, a small number each store object
 draws from ``event_writers`` when it opens (and gives back when it closes), so a process's
-event follower can skip what its own writes recorded (their rows reached it already).
+event follower can skip what its own writes recorded (their rows reached it already); it
+drops the ``events_at`` index, which no query used (it cost every event an index entry).
 Events are written by temporary triggers (per connection) in the same statement as the
 change they record.
 
@@ -170,6 +171,7 @@ _MIGRATIONS: dict[int, str] = {
     8: """
     ALTER TABLE events ADD COLUMN writer INTEGER;
     CREATE TABLE event_writers (id INTEGER PRIMARY KEY);
+    DROP INDEX IF EXISTS events_at;
     """,
 }
 

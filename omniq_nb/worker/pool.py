@@ -291,10 +291,19 @@ class AsyncWorkerPool:
         self._ended.set()
 
     def _on_local_write(self, tasks: Sequence[Task]) -> None:
-        self._wake.set()
+        """Wake the claim loop when the write made a task ready (a pending row); stop runs cancelled here.
+
+        Rows claimed or finished make nothing ready: a claim's own rows, or its runs' outcomes,
+        would wake the loop to claim nothing beside the runs it just started.
+        """
+        ready = False
         for task in tasks:
-            if task.status is TaskStatus.CANCELLED and self._runs.holds(task.id):
+            if task.status is TaskStatus.PENDING:
+                ready = True
+            elif task.status is TaskStatus.CANCELLED and self._runs.holds(task.id):
                 self._runs.abandon(task.id, "cancelled")
+        if ready:
+            self._wake.set()
 
     def _leases_lost(self, leases: dict[str, str]) -> None:
         for task_id, token in leases.items():
@@ -336,8 +345,10 @@ class AsyncWorkerPool:
             if tasks:
                 self._host.publish(tasks)
                 await self._hand_back_unstarted(unstarted)
-                await asyncio.sleep(0)  # the new runs start (a thread gets its call) before the next claim
-                continue
+                if len(tasks) == room:  # there may be more ready: claim again once the new runs started
+                    await asyncio.sleep(0)  # (a thread gets its call before the next claim)
+                    continue
+            # fewer than asked: none was left ready, so wait for news rather than claim nothing beside the runs
             await self._idle()
 
     async def _hand_back_unstarted(self, tasks: list[Task]) -> None:

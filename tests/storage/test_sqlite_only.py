@@ -63,7 +63,7 @@ async def test_the_schema_version_table_holds_every_applied_version(tmp_path: Pa
 
 # What each migration added, undone in reverse order to turn a store back into an older one.
 _UNDO = {
-    8: ["DROP TABLE event_writers", "ALTER TABLE events DROP COLUMN writer"],
+    8: ["CREATE INDEX events_at ON events (at)", "DROP TABLE event_writers", "ALTER TABLE events DROP COLUMN writer"],
     7: ["DROP TABLE callables"],
     6: [
         "DROP TABLE task_output_seq",
@@ -91,6 +91,22 @@ def downgrade(path: Path, version: int) -> None:
             for statement in _UNDO[undone]:
                 conn.execute(statement)
             conn.execute("DELETE FROM omniq_schema WHERE version = ?", (undone,))
+
+
+async def test_a_version_7_store_gains_event_writers_and_keeps_its_events(tmp_path: Path, make_task: MakeTask) -> None:
+    path = tmp_path / "omniq.db"
+    old = make_task()
+    async with SQLiteStorage(url_of(path)) as store:
+        await run_one(store, old)
+    downgrade(path, 7)
+    assert query(path, "SELECT count(*) FROM sqlite_master WHERE name = 'events_at'") == [(1,)]
+    async with SQLiteStorage(url_of(path)) as store:
+        recorded = await store.events(since=0)
+        assert [e.kind for e in recorded] == ["enqueued", "started", "succeeded"]
+        # recorded before writers were: no store object's own, so every follower reads them
+        assert (await store.others_events(since=0, limit=10))[0] == recorded
+    assert query(path, "SELECT version FROM omniq_schema") == EVERY_VERSION
+    assert query(path, "SELECT count(*) FROM sqlite_master WHERE name = 'events_at'") == [(0,)]
 
 
 async def test_a_version_6_store_gains_kept_callables_and_keeps_its_tasks(tmp_path: Path, make_task: MakeTask) -> None:

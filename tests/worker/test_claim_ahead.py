@@ -58,6 +58,23 @@ async def test_a_pool_of_quick_runs_claims_more_than_its_free_slots(
     assert {t.attempt for t in await q.list(limit=1000)} == {1}  # each ran once
 
 
+async def test_an_idle_pool_claims_once_per_task_it_is_given(
+    db_url: str, monkeypatch: pytest.MonkeyPatch, wait_until: Wait
+) -> None:
+    """A claim that got fewer tasks than asked means none is left: the pool waits for news.
+
+    Neither its own claim nor its runs' outcomes (rows claimed or finished, no pending one)
+    wake it to claim nothing beside its runs; an enqueue does, once.
+    """
+    async with AsyncOmniQ(db_url=db_url, poll_interval=60) as q:
+        limits = spy_on_claims(q, monkeypatch)
+        async with AsyncWorkerPool(q, concurrency=2, kind="thread"):
+            await wait_until(lambda: len(limits) == 1, timeout=10)  # its first claim, at start, found nothing
+            for i in range(10):
+                assert await (await q.enqueue(wt.add, i, 1)).result(timeout=30) == i + 1
+    assert len(limits) == 1 + 10
+
+
 async def test_a_pool_of_slow_runs_claims_only_its_free_slots(q: AsyncOmniQ, monkeypatch: pytest.MonkeyPatch) -> None:
     limits = spy_on_claims(q, monkeypatch)
     async with AsyncWorkerPool(q, concurrency=2):
