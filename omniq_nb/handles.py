@@ -224,11 +224,11 @@ class TaskHandle:
     def _apply_task(self, task: Task) -> None:
         """Take the task's stored row; a finished task may come back (retried) and is then followed again."""
         if task.id == self.id:
-            revived = self._task.status.is_terminal and not task.status.is_terminal
-            self._task, self._folded = _without_payload(task), False
-            if revived and self._observers:
-                self._queue.follow_closely(self)
-            self._changed()
+            before, self._task, self._folded = self._task, _without_payload(task), False
+            if self._observers:  # most handles have none, and nothing more to do
+                if before.status.is_terminal and not task.status.is_terminal:
+                    self._queue.follow_closely(self)
+                self._changed()
 
     def _finished_row(self) -> Task | None:
         """Return the task's stored row if it is finished (a snapshot folded from events lacks the result)."""
