@@ -68,11 +68,17 @@ class ChildProcess:
         self._running: tuple[asyncio.Future[Outcome], Call, TaskContext] | None = None
         self._loop = asyncio.get_running_loop()
         self._loop.add_reader(self._conn.fileno(), self._readable)
+        self._reading = True
 
     @property
     def alive(self) -> bool:
-        """Return True while the child runs."""
+        """Return True while the child runs (asks the system: a ``waitpid``)."""
         return self._process.poll() is None
+
+    @property
+    def answered(self) -> bool:
+        """Return True unless the child was stopped or went silent (seen without asking the system)."""
+        return self._reading
 
     async def run(self, call: Call, context: TaskContext) -> Outcome:
         """Send one call to the child and wait for its outcome (progress goes to ``context``).
@@ -140,6 +146,7 @@ class ChildProcess:
             outcome.set_result(self._died(call))
 
     def _stop_reading(self) -> None:
+        self._reading = False
         with contextlib.suppress(ValueError, OSError):
             self._loop.remove_reader(self._conn.fileno())
 

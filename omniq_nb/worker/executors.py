@@ -142,7 +142,7 @@ class ProcessExecutor:
         except BaseException:
             child.terminate()
             raise
-        if child.alive:
+        if child.answered:  # (no waitpid per call: the next call asks before it is sent)
             self.idle.append(child)
         return outcome
 
