@@ -31,7 +31,7 @@ import weakref
 from collections.abc import Callable, Iterable
 
 from omniq_nb.errors import StorageError, StoreLost
-from omniq_nb.following import Followers, Watched, live
+from omniq_nb.following import Followed, Followers, Watched, live
 from omniq_nb.jobs import cancel_and_wait
 from omniq_nb.models import EventKind, Task, TaskEvent
 from omniq_nb.storage.base import OthersEvents, Storage
@@ -151,7 +151,9 @@ class EventHub:
             self._wake.set()
         for task_id in unknown:
             self._waiters.setdefault(task_id, []).append(waiter)
-        unread = self._unfollowed(unknown)
+        # the events keep live handles' snapshots current, as long as the follower reads them
+        followed = self._events_recorded and self._runner is not None and self._failure is None
+        unread = _unfollowed(self.followers.watched, unknown) if followed else unknown
         try:
             rows = await asyncio.shield(self._batched_read(unread)) if unread else {}
             for task_id in unread:
@@ -167,18 +169,6 @@ class EventHub:
             return waiter.found
         finally:
             self._forget(waiter, unknown)
-
-    def _unfollowed(self, task_ids: tuple[str, ...]) -> tuple[str, ...]:
-        """Return the tasks whose rows a wait must read: those no live handle follows through the events.
-
-        The events keep live handles' snapshots current, as long as the follower reads them.
-        (A tuple of ids, and no closure in ``wait_many``: what a pending wait holds stays out of
-        the garbage collector's way, ten thousand waits of an ``asyncio.gather`` at once.)
-        """
-        if not (self._events_recorded and self._runner is not None and self._failure is None):
-            return task_ids
-        watched = self.followers.watched
-        return tuple(task_id for task_id in task_ids if not live(watched.get(task_id), task_id))
 
     def _batched_read(self, task_ids: Iterable[str]) -> asyncio.Future[dict[str, Task]]:
         """Read ``task_ids`` with the other waits that start in this loop iteration (one ``get_many``)."""
@@ -389,6 +379,16 @@ class EventHub:
                 logger.exception(
                     "on_event listener %r failed on event %s of task %s", listener, event.kind, event.task_id
                 )
+
+
+def _unfollowed(watched: dict[str, Followed], task_ids: tuple[str, ...]) -> tuple[str, ...]:
+    """Return the tasks whose rows a wait must read: those no live handle in ``watched`` follows.
+
+    A tuple, and a helper of its own: what a pending wait holds (its frame's values, no
+    closure cells) stays out of the garbage collector's way, for the ten thousand waits of
+    an ``asyncio.gather``.
+    """
+    return tuple(task_id for task_id in task_ids if not live(watched.get(task_id), task_id))
 
 
 def _retrieve(read: asyncio.Task[dict[str, Task]]) -> None:

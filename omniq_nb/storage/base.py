@@ -11,8 +11,7 @@ Roles, each named after who calls it:
 - ``QueueStore``: the task transitions (insert, claim, lease upkeep, outcomes, cancel,
   requeue, expiry) the façade and the worker pool make, and the wake-up wait.
 - ``ResultStore``: reads of tasks and their outcomes (handles, the event hub, listings).
-- ``EventStore``: the event stream the event hub follows; a backend that knows which
-  events its own writes recorded can also offer ``OthersEvents``.
+- ``EventStore``: the event stream the event hub follows (``OthersEvents``: without one's own).
 - ``WorkerRegistry`` (``registry_role``): the live worker pools (heartbeats, ``omniq-nb workers``, stop requests).
 - ``MaintenanceStore``: the maintenance election, purge, log checkpoints and the health check.
 - ``TaskOutputStore`` (``output_role``): what tasks printed or displayed, bounded per task, kept with the task.
@@ -284,19 +283,12 @@ class EventStore(Protocol):
 
 @runtime_checkable
 class OthersEvents(Protocol):
-    """A store that can leave out the events its own object's writes recorded (SQLite).
-
-    A process's event hub receives the rows of its own writes as they happen (``deliver``),
-    so while no ``on_event`` listener wants every event, it reads only the others' through
-    this and saves decoding its own a second time.
-    """
+    """A store that can leave out what its own object's writes recorded (SQLite): their rows reached the hub."""
 
     async def others_events(self, *, since: int, limit: int) -> tuple[builtins.list[TaskEvent], int]:
-        """Return the events after ``since`` that other store objects recorded, and the next cursor.
+        """Return the events after ``since`` other store objects recorded (progress: anyone's), and the next cursor.
 
-        Progress events are returned whoever recorded them (a store's own progress writes
-        hand no rows to its process). The cursor is the newest ``seq`` that was looked at:
-        the last event returned when ``limit`` of them came back, else the newest event.
+        The cursor is the last event returned when ``limit`` came back, else the newest event.
         """
         ...
 

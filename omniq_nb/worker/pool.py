@@ -291,11 +291,7 @@ class AsyncWorkerPool:
         self._ended.set()
 
     def _on_local_write(self, tasks: Sequence[Task]) -> None:
-        """Wake the claim loop when the write made a task ready (a pending row); stop runs cancelled here.
-
-        Rows claimed or finished make nothing ready: a claim's own rows, or its runs' outcomes,
-        would wake the loop to claim nothing beside the runs it just started.
-        """
+        """Wake the claim loop for pending rows (claimed or finished ones make none ready); stop cancelled runs."""
         ready = False
         for task in tasks:
             if task.status is TaskStatus.PENDING:
@@ -345,11 +341,10 @@ class AsyncWorkerPool:
             if tasks:
                 self._host.publish(tasks)
                 await self._hand_back_unstarted(unstarted)
-                if len(tasks) == room:  # there may be more ready: claim again once the new runs started
-                    await asyncio.sleep(0)  # (a thread gets its call before the next claim)
+                if len(tasks) == room:  # more may be ready: claim again once a thread got its call
+                    await asyncio.sleep(0)
                     continue
-            # fewer than asked: none was left ready, so wait for news rather than claim nothing beside the runs
-            await self._idle()
+            await self._idle()  # fewer than asked: none is left, so wait for news
 
     async def _hand_back_unstarted(self, tasks: list[Task]) -> None:
         """Release claimed tasks that never started (no attempt used); on failure their leases run out."""
