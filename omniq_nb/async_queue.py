@@ -89,9 +89,7 @@ class AsyncOmniQ(QueueAdmin, ResultReading, HistoryReading, OpensAndCloses):
         self.storage: Storage = storage or open_stores(self.settings)
         self.serializer = BlobSerializer(self.settings.secret)
         self._bridge: LoopBridge = bridge or SameLoopBridge()
-        self._hub = EventHub(
-            self.storage, poll_interval=self.settings.poll_interval, events_recorded=self.settings.events
-        )
+        self._hub = EventHub(self.storage, self.settings, writes_published=storage is None)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._local_writes: builtins.list[Callable[[Sequence[Task]], None]] = []
         self.history = RunHistory(self.storage)

@@ -3,10 +3,9 @@
 The store is the source of truth: one background task follows the store's event stream
 (``events(since=cursor)``) and, as a safety net, re-reads the tasks someone waits on. Local
 writers hand the rows they changed to ``deliver()`` and call ``nudge()``, so what happens in
-this process is seen at once; what other processes do is seen at the next poll. A store that
-knows which events its own object recorded (``OthersEvents``: SQLite) hands the follower only
-the others' while no listener wants them all, so the rows of this process's writes are not
-decoded twice. While
+this process is seen at once; what other processes do is seen at the next poll (a SQLite store
+leaves out the events its own inserts, claims and settles stamped while no listener wants them
+all: ``OthersEvents``; their rows came through ``deliver``). While
 nobody listens or watches, the follower only moves its cursor to the newest event (one
 cheap query per poll), so a listener that subscribes later misses nothing from then on.
 
@@ -30,6 +29,7 @@ import time
 import weakref
 from collections.abc import Callable, Iterable
 
+from omniq_nb.config import Settings
 from omniq_nb.errors import StorageError, StoreLost
 from omniq_nb.following import Followed, Followers, Watched, live
 from omniq_nb.jobs import cancel_and_wait
@@ -57,17 +57,19 @@ class EventHub:
 
     Args:
         storage: the store to follow.
-        poll_interval: seconds between polls when nothing is awaited.
-        events_recorded: whether the store records events (``OMNIQ_EVENTS``); without them
-            only task snapshots are polled and listeners hear nothing.
+        settings: ``poll_interval`` (between polls while nothing is awaited) and ``events``
+            (whether the store records events; without them only task snapshots are polled).
+        writes_published: every write through ``storage`` hands its rows to ``deliver`` (the
+            queue made the store object itself: no one else writes through it), so the events
+            it stamped as its own may be skipped.
 
     """
 
-    def __init__(self, storage: Storage, *, poll_interval: float, events_recorded: bool) -> None:
+    def __init__(self, storage: Storage, settings: Settings, *, writes_published: bool = False) -> None:
         self._storage = storage
-        self._others = storage if isinstance(storage, OthersEvents) else None  # leaves out this object's own events
-        self._poll_interval = poll_interval
-        self._events_recorded = events_recorded
+        self._others = storage if writes_published and isinstance(storage, OthersEvents) else None
+        self._poll_interval = settings.poll_interval
+        self._events_recorded = settings.events
         self._listeners: list[EventListener] = []
         self.followers = Followers(self._refresh)
         """The handles this hub keeps current (``watch``, ``watch_batch``)."""

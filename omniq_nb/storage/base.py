@@ -286,7 +286,7 @@ class OthersEvents(Protocol):
     """A store that can leave out what its own object's writes recorded (SQLite): their rows reached the hub."""
 
     async def others_events(self, *, since: int, limit: int) -> tuple[builtins.list[TaskEvent], int]:
-        """Return the events after ``since`` other store objects recorded (progress: anyone's), and the next cursor.
+        """Return the events after ``since`` but this object's inserts', claims' and settles', and the next cursor.
 
         The cursor is the last event returned when ``limit`` came back, else the newest event.
         """

@@ -130,8 +130,8 @@ class SQLiteConnection(OpensAndCloses):
         await conn.execute(f"PRAGMA synchronous = {self._synchronous}")
         async with self._immediate():
             await migrate(self._run, self.path)
-            if self._events:
-                self._writer = (await self._run("INSERT INTO event_writers DEFAULT VALUES RETURNING id", ()))[0][0]
+            drawn = await self._run("INSERT INTO event_writers DEFAULT VALUES RETURNING id", ()) if self._events else []
+        self._writer = drawn[0][0] if drawn else None  # once committed: only then is the id this object's
         if self._triggers is not None:
             await conn.executescript(self._triggers)
 

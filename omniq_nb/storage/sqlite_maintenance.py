@@ -54,7 +54,7 @@ class SQLiteEvents(SQLiteConnection):
         ]
 
     async def others_events(self, *, since: int, limit: int) -> tuple[builtins.list[TaskEvent], int]:
-        """Return the events after ``since`` that this object's connections did not record, and the next cursor.
+        """Return the events after ``since`` but those this object's writes stamped as its own, and the next cursor.
 
         See ``OthersEvents``. The newest ``seq`` is read first: an event committed after it
         is read the next time, and none can come before it (a ``seq`` is never handed out twice).

@@ -165,9 +165,9 @@ class SQLiteQueue(SQLiteResults):
     ) -> builtins.list[Task]:
         """Apply many attempt outcomes with one statement per chunk, fenced on each lease."""
         lifecycle.check_outcomes(results)
-        if not successors:
+        if not successors and len(results) <= CHUNK_ROWS:  # one statement: atomic by itself
             return await self._settle_rows(results)
-        async with self._immediate():
+        async with self._immediate():  # all chunks or none: a retried batch finds no half of it settled
             accepted = await self._settle_rows(results, locked=True)
             following = [successors[t.id] for t in accepted if t.id in successors]
             if following:  # one unfinished run per series: a retried old run must not fork it

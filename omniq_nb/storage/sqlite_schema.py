@@ -10,7 +10,7 @@ Version 7 adds ``callables``: a batch's pickled callable, kept once under its SH
 (``enqueue_many`` rows name it instead of carrying it). Version 8 adds the ``writer`` of
 an event: the store object whose connections recorded it, a small number each store object
 draws from ``event_writers`` when it opens (and gives back when it closes), so a process's
-event follower can skip what its own writes recorded (their rows reached it already); it
+event follower can skip what its claims, inserts and settles recorded (their rows reached it already); it
 drops the ``events_at`` index, which no query used (it cost every event an index entry).
 Events are written by temporary triggers (per connection) in the same statement as the
 change they record.
@@ -180,9 +180,12 @@ def event_triggers(writer: int) -> str:
     """Return the temporary triggers that record a ``TaskEvent`` per transition on one connection.
 
     Temporary triggers belong to their connection only, so ``OMNIQ_EVENTS=0`` in one process
-    does not change what another process records. Insert and status events carry ``writer``
-    (the connection's store object, from ``event_writers``); progress events carry none, as a
-    store's own progress writes hand no rows to its process (its follower reads them all).
+    does not change what another process records. ``enqueued``, ``started`` and ``succeeded``
+    events carry ``writer`` (the connection's store object, from ``event_writers``): an
+    insert, a claim and a settle hand their rows to the process at once, so its follower may
+    skip those events. The others carry none and are read by every follower: a cancel also
+    stops the other runs of a series, and rescues, expiries and retries hand their rows on
+    only after more work; progress writes hand none.
 
     Args:
         writer: the id the store object drew from ``event_writers``.
@@ -204,7 +207,7 @@ WHEN old.status IS NOT new.status BEGIN
             WHEN 'waiting' THEN 'retried'
             ELSE new.status END,
         {NOW_SQL}, new.status, new.attempt, new.progress, json_extract(new.error, '$.message'), new.run_id,
-        {int(writer)});
+        CASE WHEN new.status IN ('running', 'succeeded') THEN {int(writer)} END);
 END;
 CREATE TEMP TRIGGER IF NOT EXISTS omniq_event_progress AFTER UPDATE OF progress_done ON main.tasks
 WHEN old.status = 'running' AND new.status = 'running' BEGIN

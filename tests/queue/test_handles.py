@@ -15,6 +15,7 @@ from emulated_worker import add, announce, claim, loaded, succeed
 from omniq_nb import (
     AsyncOmniQ,
 )
+from omniq_nb.storage.sqlite import SQLiteStorage
 
 pytestmark = pytest.mark.anyio
 
@@ -39,6 +40,20 @@ async def test_handle_sees_another_store_objects_writes(sqlite_url: str, wait_un
         await q.list()
         await other.cancel(h.id)  # another object: no local publish, only polling sees it
         await wait_until(lambda: h.status == "cancelled", timeout=5)
+
+
+async def test_queues_sharing_one_store_object_see_each_others_writes(sqlite_url: str, wait_until: Wait) -> None:
+    """A store passed in may be written through by another queue: its follower reads every event."""
+    store = SQLiteStorage(sqlite_url)
+    async with AsyncOmniQ(storage=store) as q, AsyncOmniQ(storage=store) as other:
+        h = await q.enqueue(add, 1)
+        mirror = await other.get(h.id)
+        await anyio.lowlevel.checkpoint()  # the hubs' first polls set their cursors
+        await other.list()
+        [task] = await claim(q)
+        announce(q, [task])  # q's own hub hears it at once; other's only through the events
+        await succeed(q, task, 2)
+        await wait_until(lambda: mirror.status == "succeeded", timeout=5)
 
 
 async def test_a_handle_keeps_no_payload_bytes_from_enqueue_to_result(q: AsyncOmniQ) -> None:

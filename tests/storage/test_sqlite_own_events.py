@@ -37,15 +37,17 @@ def kinds(events: list[TaskEvent]) -> list[tuple[str, EventKind]]:
     return [(event.task_id, event.kind) for event in events]
 
 
-async def test_others_events_leave_out_this_objects_transitions_but_not_its_progress(
+async def test_others_events_leave_out_this_objects_inserts_claims_and_settles_only(
     tmp_path: Path, make_task: MakeTask
 ) -> None:
     url = f"sqlite:///{tmp_path / 'omniq.db'}"
-    mine, theirs = make_task(), make_task()
+    mine, theirs, dropped = make_task(), make_task(), make_task()
     async with SQLiteStorage(url) as store, SQLiteStorage(url) as other:
         assert isinstance(store, OthersEvents)
         await run(store, mine, progress=True)
         await run(other, theirs)
+        await store.insert([dropped])
+        await store.cancel(dropped.id)
         newest = await store.last_event_seq()
 
         seen, cursor = await store.others_events(since=0, limit=100)
@@ -54,10 +56,15 @@ async def test_others_events_leave_out_this_objects_transitions_but_not_its_prog
             (theirs.id, EventKind.ENQUEUED),
             (theirs.id, EventKind.STARTED),
             (theirs.id, EventKind.SUCCEEDED),
+            (dropped.id, EventKind.CANCELLED),  # a cancel may stop runs its row does not show: read too
         ]
         assert cursor == newest
         seen, cursor = await other.others_events(since=0, limit=100)
-        assert kinds(seen) == [(mine.id, kind) for kind in ("enqueued", "started", "progress", "succeeded")]
+        assert kinds(seen) == [
+            *[(mine.id, kind) for kind in ("enqueued", "started", "progress", "succeeded")],
+            (dropped.id, EventKind.ENQUEUED),
+            (dropped.id, EventKind.CANCELLED),
+        ]
         assert cursor == newest
         assert [e.seq for e in await store.events(since=0)] == list(range(1, newest + 1))  # events() has them all
 

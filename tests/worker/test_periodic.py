@@ -119,3 +119,23 @@ async def test_a_stored_cron_that_never_matches_ends_its_series_and_the_worker_g
             assert await (await q.enqueue(tick)).result(timeout=30) == 1
         assert [t.id for t in await q.list(queue="default") if t.series == task_id] == [task_id]  # no next run
     assert "'0 0 31 2 *' matches no time" in caplog.text
+
+
+async def test_a_handle_of_the_next_run_sees_the_cancel_of_its_series(q: AsyncOmniQ, wait_until: Wait) -> None:
+    """Cancelling any run stops the series: the handle of its next run, in this process, says so.
+
+    The cancel's row names only the run cancelled; the next run's change reaches its handle
+    through the event its cancel recorded (nobody waits for a result here).
+    """
+    h = await q.enqueue_call(wt.add, args=(1, 2), interval=3600, delay=0)  # the first run now, the next in an hour
+    async with AsyncWorkerPool(q, concurrency=1, kind="thread", lease=5):
+        assert await h.result(timeout=RESULT_WAIT) == 3
+
+        async def next_run() -> Task | None:
+            return next((t for t in await series_of(q, h.id) if t.status is TaskStatus.PENDING), None)
+
+        await wait_until(next_run, timeout=RESULT_WAIT)
+        upcoming = await q.get((await next_run()).id)  # type: ignore[union-attr]
+        assert upcoming.status == "pending"
+        assert await q.cancel(h.id) is False  # it had finished; its series' next run had not
+        await wait_until(lambda: upcoming.status == "cancelled", timeout=RESULT_WAIT)
