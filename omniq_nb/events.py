@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterable
 from omniq_nb.config import Settings
 from omniq_nb.errors import StorageError, StoreLost
 from omniq_nb.following import Followed, Followers, Watched, live
-from omniq_nb.jobs import cancel_and_wait
+from omniq_nb.jobs import cancel_and_wait, keep_running
 from omniq_nb.models import EventKind, Task, TaskEvent
 from omniq_nb.storage.base import OthersEvents, Storage
 from omniq_nb.waiters import Expiries, Waiter
@@ -365,18 +365,14 @@ class EventHub:
             except StorageError as exc:  # the next change or a wait's re-read brings them
                 logger.debug("reading %d followed tasks again failed: %s", len(task_ids), exc)
 
-        reading: asyncio.Future[object] = asyncio.ensure_future(reread())
-        self._pending_callbacks.add(reading)
-        reading.add_done_callback(self._pending_callbacks.discard)
+        keep_running(reread(), self._pending_callbacks)
 
     def _tell_listeners(self, event: TaskEvent) -> None:
         for listener in list(self._listeners):
             try:
                 outcome = listener(event)
                 if inspect.isawaitable(outcome):
-                    pending = asyncio.ensure_future(outcome)
-                    self._pending_callbacks.add(pending)
-                    pending.add_done_callback(self._pending_callbacks.discard)
+                    keep_running(outcome, self._pending_callbacks)
             except Exception:
                 logger.exception(
                     "on_event listener %r failed on event %s of task %s", listener, event.kind, event.task_id

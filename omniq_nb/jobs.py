@@ -1,4 +1,4 @@
-"""Ending background jobs (``asyncio`` tasks) whose code may swallow a cancel.
+"""Background jobs (``asyncio`` tasks): held while they run, and ended when their code may swallow a cancel.
 
 A store client can swallow a cancel: nats-py's ``wait_for`` whose wait had just ended, on
 Python 3.11, returns its result and drops the ``CancelledError``. A job that loops around
@@ -9,8 +9,21 @@ such a call then runs on, and whoever awaits its end after one ``cancel()`` wait
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Awaitable, Sequence
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+def keep_running(work: Awaitable[T], jobs: set[asyncio.Future[T]]) -> None:
+    """Run ``work`` as a job of the running loop, held in ``jobs`` until it ends.
+
+    The loop keeps only a weak reference to a task: a job nobody holds may be collected
+    before it ends.
+    """
+    job = asyncio.ensure_future(work)
+    jobs.add(job)
+    job.add_done_callback(jobs.discard)
 
 
 async def cancel_and_wait(

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import ipywidgets as widgets
 
 from omniq_nb.handles import TaskHandle
+from omniq_nb.jobs import keep_running
 from omniq_nb.models import TaskStatus, WorkerInfo
 from omniq_nb.notebook.view_text import problem, table, task_table
 
@@ -115,9 +116,7 @@ class Dashboard:
         await self.update()
 
     def _start(self, work: Awaitable[None]) -> None:
-        job = asyncio.ensure_future(work)
-        self._jobs.add(job)
-        job.add_done_callback(self._jobs.discard)
+        keep_running(work, self._jobs)
 
 
 def worker_table(pools: Sequence[WorkerInfo], kernel: str | None) -> str:

@@ -28,6 +28,7 @@ import ipywidgets as widgets
 from omniq_nb.estimates import TaskStats, elapsed, estimate_parts, group_time_left, seconds_text
 from omniq_nb.handles import GroupHandle, TaskHandle
 from omniq_nb.history import RunHistory
+from omniq_nb.jobs import keep_running
 from omniq_nb.models import Task, TaskOutput, TaskStatus, WorkerInfo
 from omniq_nb.notebook.dashboard_view import Dashboard
 from omniq_nb.notebook.view_output import StoredOutput
@@ -247,9 +248,7 @@ class TaskView:
 
     def _act(self, action: Callable[[str], Awaitable[Any]]) -> None:
         """Run a button's action as a task on the loop: a click never blocks the kernel."""
-        job = asyncio.ensure_future(self._acted(action))
-        self._jobs.add(job)
-        job.add_done_callback(self._jobs.discard)
+        keep_running(self._acted(action), self._jobs)
 
     async def _acted(self, action: Callable[[str], Awaitable[Any]]) -> None:
         try:
