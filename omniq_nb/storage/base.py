@@ -288,7 +288,8 @@ class OthersEvents(Protocol):
     async def others_events(self, *, since: int, limit: int) -> tuple[builtins.list[TaskEvent], int]:
         """Return the events after ``since`` but this object's inserts', claims' and settles', and the next cursor.
 
-        The cursor is the last event returned when ``limit`` came back, else the newest event.
+        So are events of a task this object wrote later (the row it handed on is newer). The
+        cursor is the last event returned when ``limit`` came back, else the newest event.
         """
         ...
 

@@ -58,14 +58,18 @@ class SQLiteEvents(SQLiteConnection):
 
         See ``OthersEvents``. The newest ``seq`` is read first: an event committed after it
         is read the next time, and none can come before it (a ``seq`` is never handed out twice).
+        An event followed by one of this object's own (``events_task`` finds them) is left out
+        too: the row that later write handed on already holds its change.
         """
         newest = await self.last_event_seq()
         if newest <= since:
             return [], since
+        writer = self._writer or 0  # ids start at 1: without one, every event is the others'
         rows = await self._fetch(
             f"SELECT {EVENT_COLUMNS} FROM events WHERE seq > ? AND seq <= ? AND task_id != '' AND writer IS NOT ? "
-            "ORDER BY seq LIMIT ?",
-            (since, newest, self._writer or 0, limit),  # ids start at 1: without one, every event is the others'
+            "AND NOT EXISTS (SELECT 1 FROM events AS own WHERE own.task_id = events.task_id "
+            "AND own.seq > events.seq AND own.writer = ?) ORDER BY seq LIMIT ?",
+            (since, newest, writer, writer, limit),
         )
         return [row_event(row) for row in rows], rows[-1][0] if len(rows) == limit else newest
 

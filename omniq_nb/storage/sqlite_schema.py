@@ -183,7 +183,8 @@ def event_triggers(writer: int) -> str:
     does not change what another process records. ``enqueued``, ``started`` and ``succeeded``
     events carry ``writer`` (the connection's store object, from ``event_writers``): an
     insert, a claim and a settle hand their rows to the process at once, so its follower may
-    skip those events. The others carry none and are read by every follower: a cancel also
+    skip those events (and any event before one of them on the same task: that row is newer).
+    The others carry none and are read by every follower: a cancel also
     stops the other runs of a series, and rescues, expiries and retries hand their rows on
     only after more work; progress writes hand none.
 

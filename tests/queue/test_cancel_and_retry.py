@@ -6,7 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from emulated_worker import add, boom_error, claim, fail, succeed
+from emulated_worker import add, announce, boom_error, claim, fail, succeed
 
 from omniq_nb import (
     AsyncOmniQ,
@@ -14,6 +14,7 @@ from omniq_nb import (
     TaskCancelled,
     TaskFailed,
     TaskHandle,
+    TaskStatus,
 )
 
 pytestmark = pytest.mark.anyio
@@ -64,6 +65,27 @@ async def test_retry_failed_task_allows_one_more_attempt(q: AsyncOmniQ) -> None:
     await succeed(q, second, "ok")
     assert await again.result(timeout=5) == "ok"
     assert await h.result(timeout=5) == "ok"
+
+
+async def test_a_claim_right_after_a_retry_is_what_the_handle_keeps(sqlite_url: str, wait_until: Wait) -> None:
+    """A retry and this process's claim of the task both come before the follower's next read.
+
+    The claim handed the running row to the handle at once; the retry's older event, read
+    after it, must not put the handle back to pending (the claim's own event is not read again).
+    """
+    async with AsyncOmniQ(db_url=sqlite_url) as q:
+        h = await q.enqueue(add, 1)
+        [task] = await claim(q)
+        await fail(q, task, boom_error())
+        failed = await q.storage.last_event_seq()
+        await wait_until(lambda: q._hub._cursor >= failed, timeout=10)  # the follower read the failure
+        await q.retry(h.id)
+        [again] = await claim(q)
+        announce(q, [again])
+        assert h.status is TaskStatus.RUNNING
+        newest = await q.storage.last_event_seq()
+        await wait_until(lambda: q._hub._cursor >= newest, timeout=10)
+        assert (h.status, h.task.attempt) == (TaskStatus.RUNNING, 2)
 
 
 async def test_retry_cancelled_task(q: AsyncOmniQ) -> None:

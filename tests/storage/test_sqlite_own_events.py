@@ -51,8 +51,7 @@ async def test_others_events_leave_out_this_objects_inserts_claims_and_settles_o
         newest = await store.last_event_seq()
 
         seen, cursor = await store.others_events(since=0, limit=100)
-        assert kinds(seen) == [
-            (mine.id, EventKind.PROGRESS),  # no row of it reached this process: it is read like the others'
+        assert kinds(seen) == [  # not mine's progress either: its settle, later, handed on a newer row
             (theirs.id, EventKind.ENQUEUED),
             (theirs.id, EventKind.STARTED),
             (theirs.id, EventKind.SUCCEEDED),
@@ -103,3 +102,27 @@ async def test_a_store_recording_no_events_reads_every_event_as_the_others(tmp_p
         await other.insert([task])
         seen, _ = await silent.others_events(since=0, limit=10)
         assert kinds(seen) == [(task.id, EventKind.ENQUEUED)]
+
+
+async def test_an_event_a_later_own_write_overtook_is_left_out(tmp_path: Path, make_task: MakeTask) -> None:
+    """Another object retries a failed task and this one claims it before its follower reads the retry.
+
+    The claim handed on the running row; the older retry (pending) must not be read over it.
+    """
+    url = f"sqlite:///{tmp_path / 'omniq.db'}"
+    task = make_task()
+    async with SQLiteStorage(url) as store, SQLiteStorage(url) as other:
+        await store.insert([task])
+        [claimed] = await store.claim(queues=["default"], limit=1, lease=30, worker="w")
+        failed = TaskResult(task_id=task.id, lease_token=claimed.lease_token, status=TaskStatus.FAILED)
+        assert await store.settle([failed])
+        cursor = await store.last_event_seq()
+        assert await other.requeue(task.id) is not None
+        [again] = await store.claim(queues=["default"], limit=1, lease=30, worker="w")
+        assert again.status is TaskStatus.RUNNING
+
+        seen, _ = await store.others_events(since=cursor, limit=100)
+        assert kinds(seen) == []
+        assert kinds(await store.events(since=cursor)) == [(task.id, EventKind.RETRIED), (task.id, EventKind.STARTED)]
+        seen, _ = await other.others_events(since=cursor, limit=100)
+        assert kinds(seen) == [(task.id, EventKind.RETRIED), (task.id, EventKind.STARTED)]  # not stamped by other
