@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
-import io
 import os
 import signal
 import socket
@@ -19,8 +18,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
-from functools import partial
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -31,10 +28,8 @@ from omniq_nb.models import TaskError
 from omniq_nb.serialization import BlobSerializer
 from omniq_nb.worker.calls import RESULT_LABEL, Call, Outcome, failed, timed_out
 from omniq_nb.worker.capture import unrouted
+from omniq_nb.worker.child_streams import OutputBatch, ProgressRelay, ToParent
 
-_CHILD_PROGRESS_INTERVAL = 0.05  # seconds between progress messages from a child
-_CHILD_OUTPUT_INTERVAL = 0.05  # seconds a child holds what a task writes before sending it
-_CHILD_OUTPUT_CHARS = 65536  # characters a child sends at once, without waiting for the interval
 _PARENT_CHECK_INTERVAL = 0.5  # seconds between a child's checks that its parent lives
 _TERMINATE_GRACE = 1.0  # seconds a terminated child gets before SIGKILL
 _PR_SET_PDEATHSIG = 1
@@ -202,8 +197,8 @@ def child_main(fd: int, parent_pid: int) -> None:
         with send_lock:
             conn.send(message)
 
-    relay = _ProgressRelay(send)
-    batch = _OutputBatch(send)
+    relay = ProgressRelay(send)
+    batch = OutputBatch(send)
     while True:
         try:
             message = conn.recv()
@@ -216,8 +211,8 @@ def child_main(fd: int, parent_pid: int) -> None:
 
 def _run_in_child(
     serializer: BlobSerializer,
-    batch: _OutputBatch,
-    relay: _ProgressRelay,
+    batch: OutputBatch,
+    relay: ProgressRelay,
     task_id: str,
     attempt: int,
     queue: str,
@@ -228,7 +223,7 @@ def _run_in_child(
 ) -> tuple[Any, ...]:
     token = enter(TaskContext(task_id, attempt, queue, run_id, relay.start_task()))
     streams = sys.stdout, sys.stderr
-    sys.stdout, sys.stderr = _ToParent("stdout", batch), _ToParent("stderr", batch)
+    sys.stdout, sys.stderr = ToParent("stdout", batch), ToParent("stderr", batch)
     try:
         fn, args, kwargs = serializer.load_call(payload, inputs, stored)
         value = fn(*args, **kwargs)
@@ -243,117 +238,6 @@ def _run_in_child(
         batch.flush()  # what it wrote, and its last report, go out before the outcome
         relay.end_task()
         leave(token)
-
-
-class _ProgressRelay:
-    """Send a child's progress to the parent at most every ``_CHILD_PROGRESS_INTERVAL``.
-
-    One timer thread serves every task the child runs. The latest report of a task is never
-    dropped, only delayed, and never sent after that task's outcome: reports are sent under
-    the relay's lock, and those of a task that ended (a thread it left behind) are ignored.
-    """
-
-    def __init__(self, send: Callable[[tuple[Any, ...]], None]) -> None:
-        self._send = send
-        self._latest: Progress | None = None
-        self._task = 0
-        self._lock = threading.Lock()
-        self._pending = threading.Event()
-        self._timer = threading.Thread(target=self._every_interval, name="omniq-progress", daemon=True)
-        self._timer.start()
-
-    def start_task(self) -> Callable[[Progress], None]:
-        """Begin a task; return the function its context reports progress with."""
-        with self._lock:
-            self._task += 1
-            return partial(self._report, self._task)
-
-    def end_task(self) -> None:
-        """Send the ended task's last report now, and ignore its later ones."""
-        with self._lock:
-            self._task += 1
-            self._flush()
-
-    def _report(self, task: int, progress: Progress) -> None:
-        with self._lock:
-            if task == self._task:
-                self._latest = progress
-                self._pending.set()
-
-    def _every_interval(self) -> None:
-        while True:
-            self._pending.wait()  # an idle child sleeps here
-            time.sleep(_CHILD_PROGRESS_INTERVAL)
-            with self._lock:
-                self._flush()
-
-    def _flush(self) -> None:
-        self._pending.clear()
-        latest, self._latest = self._latest, None
-        if latest is not None:
-            self._send(("progress", latest.done, latest.total, latest.message))
-
-
-class _OutputBatch:
-    """What a child's task writes, sent to the parent in batches (one message per batch, not per write).
-
-    A batch goes out ``_CHILD_OUTPUT_INTERVAL`` after its first write, at once when it reaches
-    ``_CHILD_OUTPUT_CHARS``, and at the task's end (``flush``, before the outcome). Writes to
-    one stream in a row are joined; the order of stdout and stderr is kept.
-    """
-
-    def __init__(self, send: Callable[[tuple[Any, ...]], None]) -> None:
-        self._send = send
-        self._parts: list[tuple[str, list[str]]] = []
-        self._chars = 0
-        self._lock = threading.Lock()
-        self._pending = threading.Event()
-        threading.Thread(target=self._every_interval, name="omniq-output", daemon=True).start()
-
-    def write(self, name: str, text: str) -> None:
-        """Add a write to the batch (from any thread of the task)."""
-        with self._lock:
-            if self._parts and self._parts[-1][0] == name:
-                self._parts[-1][1].append(text)
-            else:
-                self._parts.append((name, [text]))
-            self._chars += len(text)
-            if self._chars >= _CHILD_OUTPUT_CHARS:
-                self._flush()
-            else:
-                self._pending.set()
-
-    def flush(self) -> None:
-        """Send the batch now."""
-        with self._lock:
-            self._flush()
-
-    def _every_interval(self) -> None:
-        while True:
-            self._pending.wait()  # an idle child sleeps here
-            time.sleep(_CHILD_OUTPUT_INTERVAL)
-            self.flush()
-
-    def _flush(self) -> None:
-        self._pending.clear()
-        parts, self._parts, self._chars = self._parts, [], 0
-        if parts:
-            self._send(("output", [(name, "".join(texts)) for name, texts in parts]))
-
-
-class _ToParent(io.TextIOBase):
-    """A child's stdout or stderr during a task: writes go to the parent in batches, which routes them."""
-
-    def __init__(self, name: str, batch: _OutputBatch) -> None:
-        self._name, self._batch = name, batch
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, text: str) -> int:
-        if text:
-            self._batch.write(self._name, text)
-        return len(text)
 
 
 async def _awaited(value: Any) -> Any:
