@@ -190,6 +190,12 @@ def exit_hard(marker: str | None = None) -> None:
     os._exit(1)
 
 
+def exit_at_gate(gate: str) -> None:
+    """Wait for ``gate`` to exist, then end the process at once (no outcome is sent)."""
+    _wait_for(lambda: Path(gate).exists())
+    os._exit(1)
+
+
 def exit_on_first_attempt() -> int:
     context = omniq.current()
     assert context is not None

@@ -3,23 +3,30 @@
 Each child gets its payloads as bytes through the importable trampoline ``child_main``,
 verifies and unpickles them itself (the parent never unpickles a process call), ignores
 SIGINT (a kernel interrupt reaches the whole process group) and exits when the parent dies.
-A timed-out or cancelled child is terminated.
+A call may wait in line behind the running one (sent ahead, so the child never waits for
+the parent between quick calls). A timed-out or cancelled running call's child is
+terminated, and the calls in line behind it go to another child; a cancelled call in line
+is skipped.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import inspect
 import os
+import select
 import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
+from functools import partial
 from multiprocessing.connection import Connection
-from typing import Any
+from typing import Any, NamedTuple
 
 from omniq_nb.context import Progress, TaskContext, enter, leave
 from omniq_nb.errors import WorkerLost, type_name
@@ -38,15 +45,23 @@ _CHILD_ENTRY = (
 )
 
 
+class NotStarted(Exception):
+    """A call waited in a child behind another one, and the child ended before it began: run it elsewhere."""
+
+
 class ChildProcess:
-    """One long-lived child process that runs calls sent to it, one at a time.
+    """One long-lived child process that runs the calls sent to it one after another.
 
     The child is a fresh interpreter (``python -c`` running ``child_main``), not a
     multiprocessing child: it never re-imports the parent's ``__main__`` (a script without a
     ``__name__`` guard, or a notebook kernel), and gets the parent's ``sys.path``.
 
+    A call may be sent while another runs (``load``): it waits in the socket, so the child
+    starts it the moment the first one ends, without waiting for the parent to send it. The
+    first call in line (``calls[0]``) is the one running; progress and output are its.
+
     Args:
-        secret: ``OMNIQ_SECRET``, so the child verifies payloads and signs results itself.
+        secret: ``OMNIQ_SECRET``, so the child verifies payloads and signs results themselves.
     """
 
     def __init__(self, secret: str | None) -> None:
@@ -60,8 +75,9 @@ class ChildProcess:
             self._conn = Connection(os.dup(parent_end.fileno()))
         os.set_blocking(self._conn.fileno(), True)  # as a plain socketpair's, even where gevent patched socket
         self._conn.send((list(sys.path), secret))
-        self._running: tuple[asyncio.Future[Outcome], Call, TaskContext] | None = None
+        self._calls: collections.deque[_Sent] = collections.deque()  # sent and not answered, in order
         self._loop = asyncio.get_running_loop()
+        self._pending = _pending_on(self._conn.fileno())
         self._loop.add_reader(self._conn.fileno(), self._readable)
         self._reading = True
 
@@ -75,31 +91,47 @@ class ChildProcess:
         """Return True unless the child was stopped or went silent (seen without asking the system)."""
         return self._reading
 
+    @property
+    def load(self) -> int:
+        """Return how many calls were sent to the child and not answered yet (the first one runs)."""
+        return len(self._calls)
+
     async def run(self, call: Call, context: TaskContext) -> Outcome:
         """Send one call to the child and wait for its outcome (progress goes to ``context``).
 
+        A call with a time-out is sent only to a child with nothing to do: its time runs from now.
+
         Raises:
-            asyncio.CancelledError: the caller was cancelled; the child is then terminated.
+            NotStarted: the call waited behind another one, and the child ended first.
+            asyncio.CancelledError: the caller was cancelled. A running call's child is
+                terminated (the calls behind it run elsewhere); a waiting one is skipped.
         """
         try:
             self._conn.send(
                 ("run", call.task_id, call.attempt, call.queue, call.run_id, call.payload, call.inputs, call.stored)
             )
         except OSError:  # the child died after it was handed out
+            self._ended()
             return self._died(call)
-        outcome: asyncio.Future[Outcome] = self._loop.create_future()
-        self._running = (outcome, call, context)
+        sent = _Sent(self._loop.create_future(), call, context)
+        self._calls.append(sent)
         try:
-            return await asyncio.wait_for(outcome, call.timeout)
+            return await asyncio.wait_for(sent.outcome, call.timeout)
         except TimeoutError:
             context.cancel()
             self.terminate()
             return timed_out(call)
         except asyncio.CancelledError:
-            self.terminate()
+            if self._calls and self._calls[0] is not sent:
+                self._skip(sent)
+            else:
+                self.terminate()
             raise
-        finally:
-            self._running = None
+
+    def _skip(self, sent: _Sent) -> None:
+        """Ask the child not to start a call waiting in line; it answers ``skipped`` (or its outcome, if begun)."""
+        with contextlib.suppress(OSError, ValueError):
+            self._conn.send(("skip", sent.call.run_id))
 
     def _died(self, call: Call) -> Outcome:
         code = _wait(self._process)
@@ -112,33 +144,46 @@ class ChildProcess:
         return Outcome(error=error, raised=(type_name(WorkerLost),))
 
     def _readable(self) -> None:
-        """Take one message from the child: progress and output go on at once, an outcome ends the call."""
+        """Take one message from the child: progress and output go on at once, an outcome ends the first call."""
         # A nested loop (nest_asyncio2, while a notebook cell waits) can select the socket again
         # before the callback the outer loop queued has run: the second call then finds the
         # message already read, and a blocking recv() would hang the kernel.
-        if self._conn.closed or not self._conn.poll(0):
+        if self._conn.closed or not self._pending():
             return
         try:
             message = self._conn.recv()
         except (EOFError, OSError):
-            self._stop_reading()
-            message = ("eof",)
-        if self._running is None:
-            return  # the child died (or spoke) between calls: the next run finds it dead
-        outcome, call, context = self._running
-        kind = message[0]
-        if kind == "progress":
-            context.report(Progress(*message[1:]))
-        elif kind == "output":
-            _forward(context, message[1])
-        elif outcome.done():
+            self._ended()
             return
-        elif kind == "ok":
-            outcome.set_result(Outcome(result=message[1]))
+        if not self._calls:
+            return  # the child spoke between calls (a thread a task left behind)
+        first, kind = self._calls[0], message[0]
+        if kind == "progress":
+            first.context.report(Progress(*message[1:]))
+            return
+        if kind == "output":
+            _forward(first.context, message[1])
+            return
+        self._calls.popleft()
+        if first.outcome.done():  # its caller was cancelled, or it timed out
+            return
+        if kind == "ok":
+            first.outcome.set_result(Outcome(result=message[1]))
         elif kind == "error":
-            outcome.set_result(Outcome(error=message[1], raised=message[2], retryable=message[3]))
-        else:  # "eof": the child died
-            outcome.set_result(self._died(call))
+            first.outcome.set_result(Outcome(error=message[1], raised=message[2], retryable=message[3]))
+        else:  # "skipped": asked by a caller that was cancelled
+            first.outcome.cancel()
+
+    def _ended(self) -> None:
+        """The child closed its end (it died, or was terminated): fail the running call, hand the others back."""
+        self._stop_reading()
+        calls, self._calls = self._calls, collections.deque()
+        for index, sent in enumerate(calls):
+            if not sent.outcome.done():
+                if index == 0:
+                    sent.outcome.set_result(self._died(sent.call))
+                else:
+                    sent.outcome.set_exception(NotStarted())
 
     def _stop_reading(self) -> None:
         self._reading = False
@@ -146,7 +191,7 @@ class ChildProcess:
             self._loop.remove_reader(self._conn.fileno())
 
     def terminate(self) -> None:
-        """Stop the child at once (SIGTERM, then SIGKILL after a grace period)."""
+        """Stop the child at once (SIGTERM, then SIGKILL after a grace period); calls waiting in line run elsewhere."""
         self._stop_reading()
         if self._process.poll() is None:
             self._process.terminate()
@@ -154,6 +199,7 @@ class ChildProcess:
                 self._process.kill()
                 _wait(self._process)
         self._conn.close()
+        self._ended()
 
     def close(self) -> None:
         """Ask an idle child to exit, and make sure it does."""
@@ -161,6 +207,29 @@ class ChildProcess:
             self._conn.send(("stop",))
         _wait(self._process)
         self.terminate()
+
+
+class _Sent(NamedTuple):
+    """A call sent to a child: the future of its outcome, the call, and its task's context."""
+
+    outcome: asyncio.Future[Outcome]
+    call: Call
+    context: TaskContext
+
+
+def _pending_on(fd: int) -> Callable[[], bool]:
+    """Return a function that says, without waiting, whether ``fd`` has something to read.
+
+    One ``poll`` system call; ``Connection.poll(0)`` builds a selector each time, which cost
+    more than the messages of a quick call.
+    """
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    return partial(_any, poller.poll, 0)
+
+
+def _any(poll: Callable[[int], list[tuple[int, int]]], timeout: int) -> bool:
+    return bool(poll(timeout))
 
 
 def _forward(context: TaskContext, batch: list[tuple[str, str]]) -> None:
@@ -199,14 +268,24 @@ def child_main(fd: int, parent_pid: int) -> None:
 
     relay = ProgressRelay(send)
     batch = OutputBatch(send)
+    read_ahead: collections.deque[tuple[Any, ...]] = collections.deque()  # messages taken early, in order
+    pending = _pending_on(fd)
     while True:
         try:
-            message = conn.recv()
+            message = read_ahead.popleft() if read_ahead else conn.recv()
+            while pending():  # what else was sent: a skip of this call comes after it
+                read_ahead.append(conn.recv())
         except EOFError:
             return
         if message[0] == "stop":
             return
-        send(_run_in_child(serializer, batch, relay, *message[1:]))
+        if message[0] == "skip":
+            continue  # of a call that ran before the skip came
+        if (skip := ("skip", message[4])) in read_ahead:  # ("run", task_id, attempt, queue, run_id, ...)
+            read_ahead.remove(skip)
+            send(("skipped",))
+        else:
+            send(_run_in_child(serializer, batch, relay, *message[1:]))
 
 
 def _run_in_child(

@@ -19,9 +19,11 @@ from omniq_nb.blob_format import is_coroutine_call
 from omniq_nb.context import TaskContext, enter, leave
 from omniq_nb.serialization import BlobSerializer
 from omniq_nb.worker.calls import RESULT_LABEL, Call, Outcome, Slot, failed, timed_out
-from omniq_nb.worker.child import ChildProcess
+from omniq_nb.worker.child import ChildProcess, NotStarted
 from omniq_nb.worker.greenlets import GeventExecutor, GreenletHub
 from omniq_nb.worker.threads import TaskThreads
+
+PIPELINE_DEPTH = 2  # calls a child holds at once while runs are quick: the running one, and the next in line
 
 
 class Executor(Protocol):
@@ -123,43 +125,67 @@ class ThreadExecutor:
 
 
 class ProcessExecutor:
-    """Run calls in long-lived child processes, one call per child at a time.
+    """Run calls in long-lived child processes, at most ``children`` of them.
+
+    A call goes to an idle child, else to a new one while there are fewer than ``children``,
+    else in line behind the running call of the least busy child that holds fewer than
+    ``PIPELINE_DEPTH`` (only a call without a time-out: its time would run while it waits);
+    else it waits for a child to answer. The pool sends more calls than there are children
+    only while runs are quick (``Runs``), so that no child waits for the parent between calls.
 
     Args:
         secret: ``OMNIQ_SECRET``, so children verify payloads and sign results themselves.
+        children: the most child processes at once (the pool's concurrency).
     """
 
-    def __init__(self, secret: str | None) -> None:
-        self._secret = secret
-        self.idle: list[ChildProcess] = []
-        """Children waiting for their next call."""
+    def __init__(self, secret: str | None, children: int) -> None:
+        self._secret, self._most = secret, children
+        self.children: list[ChildProcess] = []
+        """The children started and not stopped, busy or idle."""
+        self._answered = asyncio.Event()
 
     async def run(self, call: Call, context: TaskContext, slot: Slot) -> Outcome:
-        """Run ``call`` in an idle child (see ``Executor.run``); a timed-out or cancelled child is terminated."""
-        child = self._idle_child()
-        try:
-            outcome = await child.run(call, context)
-        except BaseException:
-            child.terminate()
-            raise
-        if child.answered:  # (no waitpid per call: the next call asks before it is sent)
-            self.idle.append(child)
-        return outcome
+        """Run ``call`` in a child (see ``Executor.run``); a timed-out or cancelled running call's child is stopped."""
+        while True:
+            child = await self._child_for(call)
+            try:
+                return await child.run(call, context)
+            except NotStarted:  # it waited behind a call whose child ended: it goes to another child
+                continue
+            finally:
+                self._answered.set()
 
     def close(self) -> None:
-        """Stop every idle child."""
-        for child in self.idle:
-            child.close()
-        self.idle.clear()
+        """Stop every child (a busy one at once)."""
+        for child in self.children:
+            if child.load:
+                child.terminate()
+            else:
+                child.close()
+        self.children.clear()
 
-    def _idle_child(self) -> ChildProcess:
-        """Return a live idle child, starting one if none is left (dead ones are reaped)."""
-        while self.idle:
-            child = self.idle.pop()
-            if child.alive:
-                return child
-            child.terminate()
-        return ChildProcess(self._secret)
+    async def _child_for(self, call: Call) -> ChildProcess:
+        """Return the child to send ``call`` to, starting one if there is room (dead idle ones are reaped)."""
+        while True:
+            self.children = [child for child in self.children if child.answered]
+            for child in [child for child in self.children if not child.load]:
+                if child.alive:  # (one waitpid per call sent to an idle child)
+                    return child
+                child.terminate()
+                self.children.remove(child)
+            if len(self.children) < self._most:
+                self.children.append(ChildProcess(self._secret))
+                return self.children[-1]
+            if call.timeout is None:
+                child = min(self.children, key=_load)
+                if child.load < PIPELINE_DEPTH:
+                    return child
+            self._answered.clear()
+            await self._answered.wait()
+
+
+def _load(child: ChildProcess) -> int:
+    return child.load
 
 
 class Executors:
@@ -168,7 +194,8 @@ class Executors:
     Args:
         serializer: verifies and loads payloads, serializes results.
         secret: ``OMNIQ_SECRET``, for child processes.
-        threads: the most threads for sync calls (started as needed).
+        threads: the pool's concurrency: the most threads for sync calls (started as needed),
+            and the most child processes.
 
     Example:
         >>> from omniq_nb.serialization import BlobSerializer
@@ -185,7 +212,7 @@ class Executors:
         self._serializer = serializer
         self._thread_count = threads
         self.loop = LoopExecutor(serializer)
-        self.processes = ProcessExecutor(secret)
+        self.processes = ProcessExecutor(secret, threads)
         self._threads: ThreadExecutor | None = None
         self._greenlets: GeventExecutor | None = None
 

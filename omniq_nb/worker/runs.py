@@ -25,7 +25,7 @@ from omniq_nb.models import Task
 from omniq_nb.storage import Storage
 from omniq_nb.worker.callables import StoredCallables
 from omniq_nb.worker.calls import Call, Slot, failed, unmet
-from omniq_nb.worker.executors import Executors
+from omniq_nb.worker.executors import PIPELINE_DEPTH, Executors
 from omniq_nb.worker.kept import OutputKeeper
 from omniq_nb.worker.lease import LeaseKeeper
 from omniq_nb.worker.outcomes import OutcomeWriter
@@ -89,7 +89,7 @@ class Runs:
     @property
     def free(self) -> int:
         """Return how many slots are free."""
-        return self._concurrency - self.busy
+        return self._slots() - self.busy
 
     def room(self) -> int:
         """Return how many tasks to claim now (0: wait for a slot).
@@ -97,11 +97,11 @@ class Runs:
         Free slots that no waiting task will fill; while runs are quick, also room ahead of
         them, claimed once half of it has been used, so that claims come in large batches.
         """
-        ahead = self._ahead()
+        ahead, slots = self._ahead(), self._slots()
         held = self.busy + len(self.waiting)
         if not ahead:
-            return self._concurrency - held
-        return self._concurrency + ahead - held if held <= self._concurrency + ahead // 2 else 0
+            return slots - held
+        return slots + ahead - held if held <= slots + ahead // 2 else 0
 
     def holds(self, task_id: str) -> bool:
         """Return whether the task runs here, or waits here for a slot."""
@@ -190,7 +190,7 @@ class Runs:
         """Wait up to ``window`` seconds for half the slots to be free; return how many are (fewer, larger claims)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + window
-        while self.free < self._concurrency // 2 and (left := deadline - loop.time()) > 0:
+        while self.free < self._slots() // 2 and (left := deadline - loop.time()) > 0:
             self._slot_free.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._slot_free.wait(), left)
@@ -293,7 +293,18 @@ class Runs:
         self.keeper.release(task_id, task.lease_token or "")
         return task
 
+    def _slots(self) -> int:
+        """Return how many runs may go on at once: the concurrency (more in a quick process pool).
+
+        In a process pool whose runs are quick, ``PIPELINE_DEPTH`` times as many: each child
+        holds the next call in line.
+        """
+        quick_children = self._kind == "process" and self._quick()
+        return self._concurrency * PIPELINE_DEPTH if quick_children else self._concurrency
+
     def _ahead(self) -> int:
-        """Return how many tasks to hold beyond the slots: some while runs are quick, none otherwise."""
-        quick = self._mean_run is not None and self._mean_run < QUICK_RUN
-        return min(self._concurrency * AHEAD_PER_SLOT, MAX_AHEAD) if quick else 0
+        """Return how many tasks to hold beyond the slots: some per slot while runs are quick, none otherwise."""
+        return min(self._slots() * AHEAD_PER_SLOT, MAX_AHEAD) if self._quick() else 0
+
+    def _quick(self) -> bool:
+        return self._mean_run is not None and self._mean_run < QUICK_RUN

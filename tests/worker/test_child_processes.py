@@ -1,4 +1,8 @@
-"""Child processes of process pools: one that exits fails only its attempt; a dead idle one is replaced."""
+"""Child processes of process pools: one that exits fails only its attempt; a dead idle one is replaced.
+
+While runs are quick, a child holds a second call in line behind the running one: a call in
+line runs in another child if its own dies or is stopped first, and a cancelled one is skipped.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +16,8 @@ import worker_tasks as wt
 from pool_helpers import stored
 
 import omniq_nb as omniq
-from omniq_nb import AsyncOmniQ, AsyncWorkerPool, TaskStatus, WorkerLost
+from omniq_nb import AsyncOmniQ, AsyncWorkerPool, TaskStatus, TaskTimeout, WorkerLost
+from omniq_nb.worker.child import ChildProcess
 
 pytestmark = pytest.mark.anyio
 
@@ -45,7 +50,73 @@ async def test_a_dead_idle_child_process_is_replaced(
     ):
         child = await (await q.enqueue(wt.pid)).result(timeout=30)
         os.kill(child, signal.SIGKILL)  # dies while idle, between tasks
-        idle = pool._executors.processes.idle
-        await wait_until(lambda: not any(c.alive for c in idle), timeout=15)  # gone, not dying
+        children = pool._executors.processes.children
+        await wait_until(lambda: not any(c.alive for c in children), timeout=15)  # gone, not dying
         fresh = await (await q.enqueue(wt.pid)).result(timeout=30)
         assert fresh != child
+
+
+Wait = Callable[..., Awaitable[None]]
+
+
+async def in_line_behind(pool: AsyncWorkerPool, wait_until: Wait) -> ChildProcess:
+    """Return the one child once it holds both calls (the first runs, the second waits in line)."""
+    children = pool._executors.processes.children
+    await wait_until(lambda: any(child.load == 2 for child in children), timeout=RESULT_WAIT)
+    [child] = children
+    return child
+
+
+async def quick_runs(q: AsyncOmniQ) -> None:
+    """Run enough quick calls that the pool sees its runs as quick (the first one started the child)."""
+    assert await (await q.enqueue_many(wt.add, [(i, 1) for i in range(40)])).result(timeout=RESULT_WAIT)
+
+
+async def test_a_call_in_line_behind_a_child_that_exits_runs_in_another(
+    q: AsyncOmniQ, tmp_path: Path, wait_until: Wait
+) -> None:
+    gate = tmp_path / "gate"
+    async with AsyncWorkerPool(q, concurrency=1, kind="process", lease=5) as pool:
+        await quick_runs(q)
+        lost = await q.enqueue(wt.exit_at_gate, str(gate))
+        queued = await q.enqueue(wt.pid)
+        child = await in_line_behind(pool, wait_until)
+        gate.touch()
+        with pytest.raises(WorkerLost):
+            await lost.result(timeout=RESULT_WAIT)
+        assert await queued.result(timeout=RESULT_WAIT) != child._process.pid
+    task = await stored(q, queued.id)
+    assert (task.status, task.attempt) == (TaskStatus.SUCCEEDED, 1)  # it never began in the child that exited
+
+
+async def test_a_call_in_line_behind_one_that_times_out_runs_in_another(
+    q: AsyncOmniQ, tmp_path: Path, wait_until: Wait
+) -> None:
+    async with AsyncWorkerPool(q, concurrency=1, kind="process", lease=5) as pool:
+        await quick_runs(q)
+        slow = await q.enqueue_call(wt.wait_for_gate_only, args=(str(tmp_path / "never"),), timeout=3)
+        queued = await q.enqueue(wt.pid)
+        child = await in_line_behind(pool, wait_until)
+        with pytest.raises(TaskTimeout):
+            await slow.result(timeout=RESULT_WAIT)
+        assert await queued.result(timeout=RESULT_WAIT) != child._process.pid
+        assert not child.alive
+
+
+async def test_a_cancelled_call_in_line_is_skipped_and_the_child_runs_on(
+    q: AsyncOmniQ, tmp_path: Path, wait_until: Wait
+) -> None:
+    gate, ran = tmp_path / "gate", tmp_path / "ran"
+    async with AsyncWorkerPool(q, concurrency=1, kind="process", lease=5) as pool:
+        await quick_runs(q)
+        running = await q.enqueue(wt.wait_for_gate_only, str(gate))
+        skipped = await q.enqueue(wt.touch, str(ran))
+        child = await in_line_behind(pool, wait_until)
+        assert await skipped.cancel()
+        assert child.alive and child.load == 2  # in line until the child comes to it
+        gate.touch()
+        assert await running.result(timeout=RESULT_WAIT) == "gate"
+        await wait_until(lambda: child.load == 0, timeout=RESULT_WAIT)  # the child answered "skipped"
+        assert await (await q.enqueue(wt.pid)).result(timeout=RESULT_WAIT) == child._process.pid
+    assert not ran.exists()
+    assert (await stored(q, skipped.id)).status is TaskStatus.CANCELLED
