@@ -76,6 +76,7 @@ class ChildProcess:
         os.set_blocking(self._conn.fileno(), True)  # as a plain socketpair's, even where gevent patched socket
         self._conn.send((list(sys.path), secret))
         self._calls: collections.deque[_Sent] = collections.deque()  # sent and not answered, in order
+        self._answers = 0  # calls the child answered
         self._loop = asyncio.get_running_loop()
         self._pending = _pending_on(self._conn.fileno())
         self._loop.add_reader(self._conn.fileno(), self._readable)
@@ -102,7 +103,8 @@ class ChildProcess:
         A call with a time-out is sent only to a child with nothing to do: its time runs from now.
 
         Raises:
-            NotStarted: the call waited behind another one, and the child ended first.
+            NotStarted: the call waited behind another one, and the child ended first; or the
+                child, which had answered calls before, was gone when it was sent.
             asyncio.CancelledError: the caller was cancelled. A running call's child is
                 terminated (the calls behind it run elsewhere); a waiting one is skipped.
         """
@@ -110,9 +112,11 @@ class ChildProcess:
             self._conn.send(
                 ("run", call.task_id, call.attempt, call.queue, call.run_id, call.payload, call.inputs, call.stored)
             )
-        except OSError:  # the child died after it was handed out
+        except OSError:  # the child died after it was handed out: the call never reached it
             self._ended()
-            return self._died(call)
+            if self._answers:  # it worked until now: another child runs the call
+                raise NotStarted from None
+            return self._died(call)  # a child that never answered may not start at all: no retry
         sent = _Sent(self._loop.create_future(), call, context)
         self._calls.append(sent)
         try:
@@ -165,6 +169,7 @@ class ChildProcess:
             _forward(first.context, message[1])
             return
         self._calls.popleft()
+        self._answers += 1
         if first.outcome.done():  # its caller was cancelled, or it timed out
             return
         if kind == "ok":
