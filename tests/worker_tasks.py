@@ -190,6 +190,12 @@ def exit_hard(marker: str | None = None) -> None:
     os._exit(1)
 
 
+def pause(seconds: float) -> int:
+    """Sleep ``seconds`` and return this process's id."""
+    time.sleep(seconds)
+    return os.getpid()
+
+
 def exit_at_gate(gate: str) -> None:
     """Wait for ``gate`` to exist, then end the process at once (no outcome is sent)."""
     _wait_for(lambda: Path(gate).exists())

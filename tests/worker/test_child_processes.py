@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import worker_tasks as wt
 from pool_helpers import stored
+from processes import Processes
 
 import omniq_nb as omniq
 from omniq_nb import AsyncOmniQ, AsyncWorkerPool, TaskStatus, TaskTimeout, WorkerLost
@@ -120,3 +121,31 @@ async def test_a_cancelled_call_in_line_is_skipped_and_the_child_runs_on(
         assert await (await q.enqueue(wt.pid)).result(timeout=RESULT_WAIT) == child._process.pid
     assert not ran.exists()
     assert (await stored(q, skipped.id)).status is TaskStatus.CANCELLED
+
+
+def children_of(pid: int) -> list[int]:
+    """Return the ids of the processes ``pid`` started (Linux)."""
+    return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+async def test_a_child_killed_under_load_fails_at_most_the_call_it_ran(
+    q: AsyncOmniQ, db_url: str, workers: Processes, wait_until: Wait
+) -> None:
+    """kill -9 of one child of an ``omniq-nb worker --kind process`` while its children hold calls in line.
+
+    Every task but the one that child was running (if any) still succeeds, on its first attempt.
+    """
+    group = await q.enqueue_many(wt.pause, [(0.002,)] * 600)
+    worker = workers.worker(db_url, concurrency=2, kind="process")
+    await wait_until(lambda: sum(h.done() for h in group) >= 100, timeout=RESULT_WAIT)
+    children = children_of(worker.pid)
+    assert len(children) == 2, children
+    os.kill(children[0], signal.SIGKILL)
+    await wait_until(lambda: all(h.done() for h in group), timeout=120)
+    failed = [h for h in group if h.status is TaskStatus.FAILED]
+    assert len(failed) <= 1, [h.task.error for h in failed]
+    assert all(h.task.error is not None and h.task.error.type.endswith("WorkerLost") for h in failed)
+    succeeded = [h for h in group if h.status is TaskStatus.SUCCEEDED]
+    assert len(succeeded) + len(failed) == 600
+    assert all(h.task.attempt == 1 for h in succeeded)
+    assert worker.alive(), worker.text()
