@@ -4,9 +4,10 @@ Each child gets its payloads as bytes through the importable trampoline ``child_
 verifies and unpickles them itself (the parent never unpickles a process call), ignores
 SIGINT (a kernel interrupt reaches the whole process group) and exits when the parent dies.
 A call may wait in line behind the running one (sent ahead, so the child never waits for
-the parent between quick calls). A timed-out or cancelled running call's child is
-terminated, and the calls in line behind it go to another child; a cancelled call in line
-is skipped.
+the parent between quick calls); the child answers calls in order, and begins the next only
+after it sent the answer of the one before. A timed-out or cancelled call that may have begun
+has its child terminated; the calls in line behind it go to another child, and a call given
+up on while in line stops its child once its turn comes.
 """
 
 from __future__ import annotations
@@ -61,10 +62,12 @@ class ChildProcess:
     first call in line (``calls[0]``) is the one running; progress and output are its.
 
     Args:
-        secret: ``OMNIQ_SECRET``, so the child verifies payloads and signs results themselves.
+        secret: ``OMNIQ_SECRET``, so the child verifies payloads and signs results itself.
+        freed: called whenever calls leave the line (answered, or the child ended).
     """
 
-    def __init__(self, secret: str | None) -> None:
+    def __init__(self, secret: str | None, freed: Callable[[], None]) -> None:
+        self._freed = freed
         parent_end, child_end = socket.socketpair()
         with parent_end, child_end:
             self._process = subprocess.Popen(
@@ -100,42 +103,45 @@ class ChildProcess:
     async def run(self, call: Call, context: TaskContext) -> Outcome:
         """Send one call to the child and wait for its outcome (progress goes to ``context``).
 
-        A call with a time-out is sent only to a child with nothing to do: its time runs from now.
-
         Raises:
             NotStarted: the call waited behind another one, and the child ended first; or the
-                child, which had answered calls before, was gone when it was sent.
-            asyncio.CancelledError: the caller was cancelled. A running call's child is
-                terminated (the calls behind it run elsewhere); a waiting one is skipped.
+                child, busy or answering until then, was gone when the call was sent.
+            asyncio.CancelledError: the caller was cancelled. If the call may have begun, the
+                child is terminated (the calls in line behind it run elsewhere); a call in
+                line is dropped when its turn comes, by terminating the child then.
         """
         try:
             self._conn.send(
                 ("run", call.task_id, call.attempt, call.queue, call.run_id, call.payload, call.inputs, call.stored)
             )
         except OSError:  # the child died after it was handed out: the call never reached it
+            worked = bool(self._calls or self._answers)
             self._ended()
-            if self._answers:  # it worked until now: another child runs the call
+            if worked:  # another child runs the call (a child that never started does not loop here)
                 raise NotStarted from None
-            return self._died(call)  # a child that never answered may not start at all: no retry
+            return self._died(call)
         sent = _Sent(self._loop.create_future(), call, context)
         self._calls.append(sent)
         try:
             return await asyncio.wait_for(sent.outcome, call.timeout)
         except TimeoutError:
             context.cancel()
-            self.terminate()
+            self._stop_if_begun(sent)
             return timed_out(call)
         except asyncio.CancelledError:
-            if self._calls and self._calls[0] is not sent:
-                self._skip(sent)
-            else:
-                self.terminate()
+            self._stop_if_begun(sent)
             raise
 
-    def _skip(self, sent: _Sent) -> None:
-        """Ask the child not to start a call waiting in line; it answers ``skipped`` (or its outcome, if begun)."""
-        with contextlib.suppress(OSError, ValueError):
-            self._conn.send(("skip", sent.call.run_id))
+    def _stop_if_begun(self, sent: _Sent) -> None:
+        """Terminate the child if the call its caller gave up on may have begun (first in line).
+
+        What the child already answered is read first: the call ahead may have ended, and
+        then this one runs (terminated), or the one ahead was this one (nothing to stop).
+        """
+        while self._reading and self._pending():
+            self._readable()
+        if self._calls and self._calls[0] is sent:
+            self.terminate()
 
     def _died(self, call: Call) -> Outcome:
         code = _wait(self._process)
@@ -148,7 +154,7 @@ class ChildProcess:
         return Outcome(error=error, raised=(type_name(WorkerLost),))
 
     def _readable(self) -> None:
-        """Take one message from the child: progress and output go on at once, an outcome ends the first call."""
+        """Take one message from the child; a call given up on while in line is stopped once it is first."""
         # A nested loop (nest_asyncio2, while a notebook cell waits) can select the socket again
         # before the callback the outer loop queued has run: the second call then finds the
         # message already read, and a blocking recv() would hang the kernel.
@@ -159,28 +165,32 @@ class ChildProcess:
         except (EOFError, OSError):
             self._ended()
             return
+        self._take(message)
+        if self._calls and self._calls[0].outcome.done():  # cancelled or timed out in line: it may begin now
+            self.terminate()
+
+    def _take(self, message: tuple[Any, ...]) -> None:
+        """Apply one message: progress and output go to the first call's task, an outcome ends it."""
         if not self._calls:
             return  # the child spoke between calls (a thread a task left behind)
         first, kind = self._calls[0], message[0]
         if kind == "progress":
             first.context.report(Progress(*message[1:]))
-            return
-        if kind == "output":
+        elif kind == "output":
             _forward(first.context, message[1])
-            return
-        self._calls.popleft()
-        self._answers += 1
-        if first.outcome.done():  # its caller was cancelled, or it timed out
-            return
-        if kind == "ok":
-            first.outcome.set_result(Outcome(result=message[1]))
-        elif kind == "error":
-            first.outcome.set_result(Outcome(error=message[1], raised=message[2], retryable=message[3]))
-        else:  # "skipped": asked by a caller that was cancelled
-            first.outcome.cancel()
+        else:
+            self._calls.popleft()
+            self._answers += 1
+            if first.outcome.done():  # its caller gave up on it (cancelled, timed out)
+                pass
+            elif kind == "ok":
+                first.outcome.set_result(Outcome(result=message[1]))
+            else:
+                first.outcome.set_result(Outcome(error=message[1], raised=message[2], retryable=message[3]))
+            self._freed()
 
     def _ended(self) -> None:
-        """The child closed its end (it died, or was terminated): fail the running call, hand the others back."""
+        """The child closed its end (it died, or was terminated): fail the first call, hand the others back."""
         self._stop_reading()
         calls, self._calls = self._calls, collections.deque()
         for index, sent in enumerate(calls):
@@ -189,6 +199,8 @@ class ChildProcess:
                     sent.outcome.set_result(self._died(sent.call))
                 else:
                     sent.outcome.set_exception(NotStarted())
+        if calls:
+            self._freed()
 
     def _stop_reading(self) -> None:
         self._reading = False
@@ -196,13 +208,20 @@ class ChildProcess:
             self._loop.remove_reader(self._conn.fileno())
 
     def terminate(self) -> None:
-        """Stop the child at once (SIGTERM, then SIGKILL after a grace period); calls waiting in line run elsewhere."""
+        """Stop the child at once (SIGTERM, then SIGKILL after a grace period).
+
+        What it answered before it ended still counts; the first call left fails as lost,
+        the calls in line behind it run elsewhere (``NotStarted``).
+        """
         self._stop_reading()
         if self._process.poll() is None:
             self._process.terminate()
             if _wait(self._process) is None:
                 self._process.kill()
                 _wait(self._process)
+        with contextlib.suppress(OSError, EOFError):
+            while not self._conn.closed and self._pending():
+                self._take(self._conn.recv())
         self._conn.close()
         self._ended()
 
@@ -273,24 +292,14 @@ def child_main(fd: int, parent_pid: int) -> None:
 
     relay = ProgressRelay(send)
     batch = OutputBatch(send)
-    read_ahead: collections.deque[tuple[Any, ...]] = collections.deque()  # messages taken early, in order
-    pending = _pending_on(fd)
     while True:
         try:
-            message = read_ahead.popleft() if read_ahead else conn.recv()
-            while pending():  # what else was sent: a skip of this call comes after it
-                read_ahead.append(conn.recv())
+            message = conn.recv()
         except EOFError:
             return
         if message[0] == "stop":
             return
-        if message[0] == "skip":
-            continue  # of a call that ran before the skip came
-        if (skip := ("skip", message[4])) in read_ahead:  # ("run", task_id, attempt, queue, run_id, ...)
-            read_ahead.remove(skip)
-            send(("skipped",))
-        else:
-            send(_run_in_child(serializer, batch, relay, *message[1:]))
+        send(_run_in_child(serializer, batch, relay, *message[1:]))
 
 
 def _run_in_child(

@@ -131,7 +131,8 @@ class ProcessExecutor:
     else in line behind the running call of the least busy child that holds fewer than
     ``PIPELINE_DEPTH`` (only a call without a time-out: its time would run while it waits);
     else it waits for a child to answer. The pool sends more calls than there are children
-    only while runs are quick (``Runs``), so that no child waits for the parent between calls.
+    only while runs are quick, and only plain process calls (``Runs._may_start``), so that no
+    child waits for the parent between calls.
 
     Args:
         secret: ``OMNIQ_SECRET``, so children verify payloads and sign results themselves.
@@ -152,8 +153,6 @@ class ProcessExecutor:
                 return await child.run(call, context)
             except NotStarted:  # it waited behind a call whose child ended: it goes to another child
                 continue
-            finally:
-                self._answered.set()
 
     def close(self) -> None:
         """Stop every child (a busy one at once)."""
@@ -167,14 +166,16 @@ class ProcessExecutor:
     async def _child_for(self, call: Call) -> ChildProcess:
         """Return the child to send ``call`` to, starting one if there is room (dead idle ones are reaped)."""
         while True:
-            self.children = [child for child in self.children if child.answered]
+            for child in [child for child in self.children if not child.answered]:
+                child.terminate()  # it ended: reap it
+                self.children.remove(child)
             for child in [child for child in self.children if not child.load]:
                 if child.alive:  # (one waitpid per call sent to an idle child)
                     return child
                 child.terminate()
                 self.children.remove(child)
             if len(self.children) < self._most:
-                self.children.append(ChildProcess(self._secret))
+                self.children.append(ChildProcess(self._secret, self._answered.set))
                 return self.children[-1]
             if call.timeout is None:
                 child = min(self.children, key=_load)
@@ -241,7 +242,7 @@ class Executors:
         return self.processes if kind == "process" else self._on_threads()
 
     def close(self) -> None:
-        """Stop idle child processes and let the threads and greenlets end (call on the loop)."""
+        """Stop the child processes and let the threads and greenlets end (call on the loop)."""
         self.processes.close()
         if self._threads is not None:
             self._threads.close()

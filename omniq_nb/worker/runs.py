@@ -1,8 +1,9 @@
 """The runs a pool has going: each claimed task's job, context, lease and concurrency slot.
 
 Claimed tasks that find no free slot wait here, in claim order, and start as slots free up.
-While runs are quick, the pool claims ahead of its free slots (``room``), so that one claim
-feeds several rounds of runs; a waiting task holds its lease like a running one (the lease
+While runs are quick (``pace.py``), the pool claims ahead of its free slots (``room``), so
+that one claim feeds several rounds of runs, and a process pool's children hold their next
+call in line; a waiting task holds its lease like a running one (the lease
 keeper renews it), and once the first of them has waited ``HAND_BACK_AFTER`` for a slot they
 all go back to the queue (``overdue``) for any idle worker to take; a stopping pool hands them
 back before it waits for its runs.
@@ -25,18 +26,15 @@ from omniq_nb.models import Task
 from omniq_nb.storage import Storage
 from omniq_nb.worker.callables import StoredCallables
 from omniq_nb.worker.calls import Call, Slot, failed, unmet
-from omniq_nb.worker.executors import PIPELINE_DEPTH, Executors
+from omniq_nb.worker.executors import Executors
 from omniq_nb.worker.kept import OutputKeeper
 from omniq_nb.worker.lease import LeaseKeeper
 from omniq_nb.worker.outcomes import OutcomeWriter
+from omniq_nb.worker.pace import Pace
 
 logger = logging.getLogger(__name__)
 
-QUICK_RUN = 0.01  # seconds: runs this short (on average) are worth claiming ahead for
-AHEAD_PER_SLOT = 16  # tasks claimed ahead per slot while runs are quick (at most MAX_AHEAD)
-MAX_AHEAD = 128
 HAND_BACK_AFTER = 1.0  # seconds claimed tasks may wait for a slot before they go back to the queue
-_SMOOTHING = 0.2  # weight of the latest run in the running mean of run times
 
 
 class Run(msgspec.Struct):
@@ -84,12 +82,12 @@ class Runs:
         self.waiting: dict[str, tuple[Task, float]] = {}
         """Claimed tasks waiting for a slot, by id in claim order, with when they were claimed (monotonic)."""
         self._slot_free = asyncio.Event()
-        self._mean_run: float | None = None  # running mean of run times, seconds
+        self._pace = Pace(concurrency, kind, self._in_a_child)
 
     @property
     def free(self) -> int:
         """Return how many slots are free."""
-        return self._slots() - self.busy
+        return self._pace.slots() - self.busy
 
     def room(self) -> int:
         """Return how many tasks to claim now (0: wait for a slot).
@@ -97,7 +95,7 @@ class Runs:
         Free slots that no waiting task will fill; while runs are quick, also room ahead of
         them, claimed once half of it has been used, so that claims come in large batches.
         """
-        ahead, slots = self._ahead(), self._slots()
+        ahead, slots = self._pace.ahead(), self._pace.slots()
         held = self.busy + len(self.waiting)
         if not ahead:
             return slots - held
@@ -131,7 +129,7 @@ class Runs:
         refused = [self._drop(task_id) for task_id, (task, _) in list(self.waiting.items()) if task.at_most_once]
         if not refused:
             return []
-        self._mean_run = None  # claim no more ahead for now: they would come back at once
+        self._pace.slow_down()  # claim no more ahead for now: they would come back at once
         return refused
 
     def overdue(self, after: float) -> list[Task]:
@@ -143,7 +141,7 @@ class Runs:
         first = next(iter(self.waiting.values()), None)
         if first is None or time.monotonic() - first[1] < after:
             return []
-        self._mean_run = None
+        self._pace.slow_down()
         return [self._drop(task_id) for task_id in list(self.waiting)]
 
     def launch(self, task: Task) -> None:
@@ -190,7 +188,7 @@ class Runs:
         """Wait up to ``window`` seconds for half the slots to be free; return how many are (fewer, larger claims)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + window
-        while self.free < self._slots() // 2 and (left := deadline - loop.time()) > 0:
+        while self.free < self._pace.slots() // 2 and (left := deadline - loop.time()) > 0:
             self._slot_free.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._slot_free.wait(), left)
@@ -262,8 +260,7 @@ class Runs:
         executor = self._executors.choose(task.kind or self._kind, task.payload)
         outcome = await executor.run(call, context, slot)
         seconds = time.monotonic() - started
-        mean = self._mean_run
-        self._mean_run = seconds if mean is None else mean + _SMOOTHING * (seconds - mean)
+        self._pace.ran(seconds)
         await self._kept.settle(task.id)  # what it wrote is stored before its outcome
         self._writer.record(task, outcome, seconds)
 
@@ -282,9 +279,15 @@ class Runs:
         self._slot_free.set()
 
     def _start_waiting(self) -> None:
-        while self.waiting and self.free > 0:
-            task, _ = self.waiting.pop(next(iter(self.waiting)))
+        while self.waiting:
+            task, _ = next(iter(self.waiting.values()))
+            if not self._pace.may_start(task, self.busy):
+                return
+            del self.waiting[task.id]
             self.launch(task)
+
+    def _in_a_child(self, task: Task) -> bool:
+        return self._executors.choose(task.kind or self._kind, task.payload) is self._executors.processes
 
     def _drop(self, task_id: str) -> Task:
         """Take a task out of the waiting ones and stop renewing its lease; return it."""
@@ -292,19 +295,3 @@ class Runs:
         assert self.keeper is not None
         self.keeper.release(task_id, task.lease_token or "")
         return task
-
-    def _slots(self) -> int:
-        """Return how many runs may go on at once: the concurrency (more in a quick process pool).
-
-        In a process pool whose runs are quick, ``PIPELINE_DEPTH`` times as many: each child
-        holds the next call in line.
-        """
-        quick_children = self._kind == "process" and self._quick()
-        return self._concurrency * PIPELINE_DEPTH if quick_children else self._concurrency
-
-    def _ahead(self) -> int:
-        """Return how many tasks to hold beyond the slots: some per slot while runs are quick, none otherwise."""
-        return min(self._slots() * AHEAD_PER_SLOT, MAX_AHEAD) if self._quick() else 0
-
-    def _quick(self) -> bool:
-        return self._mean_run is not None and self._mean_run < QUICK_RUN

@@ -1,23 +1,30 @@
 """Child processes of process pools: one that exits fails only its attempt; a dead idle one is replaced.
 
 While runs are quick, a child holds a second call in line behind the running one: a call in
-line runs in another child if its own dies or is stopped first, and a cancelled one is skipped.
+line runs in another child if its own dies or is stopped first; one cancelled in line stops its
+child when its turn comes; an at-most-once task never waits in line.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
+import polling
 import pytest
 import worker_tasks as wt
 from pool_helpers import stored
 from processes import Processes
 
 import omniq_nb as omniq
-from omniq_nb import AsyncOmniQ, AsyncWorkerPool, TaskStatus, TaskTimeout, WorkerLost
+from omniq_nb import AsyncOmniQ, AsyncWorkerPool, EventKind, TaskStatus, TaskTimeout, WorkerLost
+from omniq_nb.context import TaskContext
+from omniq_nb.serialization import BlobSerializer
+from omniq_nb.worker.calls import Call
 from omniq_nb.worker.child import ChildProcess
 
 pytestmark = pytest.mark.anyio
@@ -104,23 +111,46 @@ async def test_a_call_in_line_behind_one_that_times_out_runs_in_another(
         assert not child.alive
 
 
-async def test_a_cancelled_call_in_line_is_skipped_and_the_child_runs_on(
+async def test_a_call_cancelled_in_line_is_stopped_when_its_turn_comes(
     q: AsyncOmniQ, tmp_path: Path, wait_until: Wait
 ) -> None:
-    gate, ran = tmp_path / "gate", tmp_path / "ran"
+    gate, marker, finished = tmp_path / "gate", tmp_path / "began", tmp_path / "began.finished"
     async with AsyncWorkerPool(q, concurrency=1, kind="process", lease=5) as pool:
         await quick_runs(q)
         running = await q.enqueue(wt.wait_for_gate_only, str(gate))
-        skipped = await q.enqueue(wt.touch, str(ran))
+        cancelled = await q.enqueue(wt.sleep_in_process, str(marker), 60)
         child = await in_line_behind(pool, wait_until)
-        assert await skipped.cancel()
-        assert child.alive and child.load == 2  # in line until the child comes to it
+        assert await cancelled.cancel()
+        assert child.alive and child.load == 2  # the first call runs on
         gate.touch()
         assert await running.result(timeout=RESULT_WAIT) == "gate"
-        await wait_until(lambda: child.load == 0, timeout=RESULT_WAIT)  # the child answered "skipped"
-        assert await (await q.enqueue(wt.pid)).result(timeout=RESULT_WAIT) == child._process.pid
-    assert not ran.exists()
-    assert (await stored(q, skipped.id)).status is TaskStatus.CANCELLED
+        await wait_until(lambda: not child.alive, timeout=RESULT_WAIT)  # stopped when the cancelled call's turn came
+        assert await (await q.enqueue(wt.pid)).result(timeout=RESULT_WAIT) != child._process.pid
+    assert not finished.exists()
+    assert (await stored(q, cancelled.id)).status is TaskStatus.CANCELLED
+    assert (await stored(q, running.id)).status is TaskStatus.SUCCEEDED
+
+
+async def handed_back(q: AsyncOmniQ, task_id: str) -> bool:
+    """Return whether the pool gave the claimed task back to the queue unstarted."""
+    return any(event.kind is EventKind.RELEASED for event in await q.storage.events(task_id=task_id))
+
+
+async def test_an_at_most_once_task_never_waits_in_line(q: AsyncOmniQ, tmp_path: Path, wait_until: Wait) -> None:
+    """Were this process to die, a call waiting in line would be failed without having run."""
+    gate = tmp_path / "gate"
+    async with AsyncWorkerPool(q, concurrency=1, kind="process", lease=5) as pool:
+        await quick_runs(q)
+        running = await q.enqueue(wt.wait_for_gate_only, str(gate))
+        await wait_until(lambda: running.status is TaskStatus.RUNNING, timeout=RESULT_WAIT)
+        once = await q.enqueue_call(wt.pid, at_most_once=True)
+        await wait_until(lambda: handed_back(q, once.id), timeout=RESULT_WAIT)
+        [child] = pool._executors.processes.children
+        assert child.load == 1
+        gate.touch()
+        assert await running.result(timeout=RESULT_WAIT) == "gate"
+        assert await once.result(timeout=RESULT_WAIT) == child._process.pid
+    assert (await stored(q, once.id)).attempt == 1
 
 
 def children_of(pid: int) -> list[int]:
@@ -149,3 +179,52 @@ async def test_a_child_killed_under_load_fails_at_most_the_call_it_ran(
     assert len(succeeded) + len(failed) == 600
     assert all(h.task.attempt == 1 for h in succeeded)
     assert worker.alive(), worker.text()
+
+
+def plain_call(serializer: BlobSerializer, run_id: str, fn: Callable[..., Any], *args: Any) -> tuple[Call, TaskContext]:
+    """Return a call of ``fn(*args)`` without a time-out, and its context."""
+    payload = serializer.dump_call(fn, args, {})
+    call = Call(task_id=run_id, attempt=1, queue="default", run_id=run_id, payload=payload, timeout=None)
+    return call, TaskContext(run_id, 1, "default", run_id)
+
+
+async def test_a_cancel_read_after_the_answer_stops_nothing_else(tmp_path: Path, wait_until: Wait) -> None:
+    """The first call ended and the second began while the loop was busy: cancelling the first stops nothing.
+
+    The parent reads what the child answered before it decides: the call running now is the
+    second one, which must go on (terminating the child would run it again elsewhere).
+    """
+    serializer, began = BlobSerializer(), tmp_path / "began"
+    child = ChildProcess(None, lambda: None)
+    try:
+        first = asyncio.ensure_future(child.run(*plain_call(serializer, "a", wt.pid)))
+        second = asyncio.ensure_future(child.run(*plain_call(serializer, "b", wt.sleep_in_process, str(began), 60)))
+        await wait_until(lambda: child.load == 2, timeout=RESULT_WAIT)
+        polling.wait_until_sync(began.exists, timeout=RESULT_WAIT)  # holds the loop: the first answer waits unread
+        first.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await first
+        assert child.alive and child.load == 1
+        second.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await second
+        assert not child.alive
+    finally:
+        child.terminate()
+
+
+async def test_a_thread_task_in_a_process_pool_starts_only_in_a_free_slot(
+    q: AsyncOmniQ, tmp_path: Path, wait_until: Wait
+) -> None:
+    """Only process calls wait in line in a child: the pool's threads run no more than its concurrency."""
+    gate = tmp_path / "gate"
+    async with AsyncWorkerPool(q, concurrency=1, kind="process", lease=5) as pool:
+        await quick_runs(q)
+        running = await q.enqueue(wt.wait_for_gate_only, str(gate))
+        await wait_until(lambda: running.status is TaskStatus.RUNNING, timeout=RESULT_WAIT)
+        threaded = await q.enqueue_call(wt.add, args=(2, 3), kind="thread")
+        await wait_until(lambda: pool._runs.holds(threaded.id), timeout=RESULT_WAIT)
+        assert threaded.id not in pool._runs.by_task  # claimed, waiting for the slot
+        gate.touch()
+        assert await running.result(timeout=RESULT_WAIT) == "gate"
+        assert await threaded.result(timeout=RESULT_WAIT) == 5
