@@ -8,9 +8,10 @@ child when its turn comes; an at-most-once task never waits in line.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -75,17 +76,19 @@ async def in_line_behind(pool: AsyncWorkerPool, wait_until: Wait) -> ChildProces
     return child
 
 
-async def quick_runs(q: AsyncOmniQ) -> None:
-    """Run enough quick calls that the pool sees its runs as quick (the first one started the child)."""
-    assert await (await q.enqueue_many(wt.add, [(i, 1) for i in range(40)])).result(timeout=RESULT_WAIT)
+@contextlib.asynccontextmanager
+async def quick_pool(q: AsyncOmniQ) -> AsyncIterator[AsyncWorkerPool]:
+    """Yield a one-process pool that ran enough quick calls to see its runs as quick (the first started the child)."""
+    async with AsyncWorkerPool(q, concurrency=1, kind="process", lease=5) as pool:
+        assert await (await q.enqueue_many(wt.add, [(i, 1) for i in range(40)])).result(timeout=RESULT_WAIT)
+        yield pool
 
 
 async def test_a_call_in_line_behind_a_child_that_exits_runs_in_another(
     q: AsyncOmniQ, tmp_path: Path, wait_until: Wait
 ) -> None:
     gate = tmp_path / "gate"
-    async with AsyncWorkerPool(q, concurrency=1, kind="process", lease=5) as pool:
-        await quick_runs(q)
+    async with quick_pool(q) as pool:
         lost = await q.enqueue(wt.exit_at_gate, str(gate))
         queued = await q.enqueue(wt.pid)
         child = await in_line_behind(pool, wait_until)
@@ -100,8 +103,7 @@ async def test_a_call_in_line_behind_a_child_that_exits_runs_in_another(
 async def test_a_call_in_line_behind_one_that_times_out_runs_in_another(
     q: AsyncOmniQ, tmp_path: Path, wait_until: Wait
 ) -> None:
-    async with AsyncWorkerPool(q, concurrency=1, kind="process", lease=5) as pool:
-        await quick_runs(q)
+    async with quick_pool(q) as pool:
         slow = await q.enqueue_call(wt.wait_for_gate_only, args=(str(tmp_path / "never"),), timeout=3)
         queued = await q.enqueue(wt.pid)
         child = await in_line_behind(pool, wait_until)
@@ -115,8 +117,7 @@ async def test_a_call_cancelled_in_line_is_stopped_when_its_turn_comes(
     q: AsyncOmniQ, tmp_path: Path, wait_until: Wait
 ) -> None:
     gate, marker, finished = tmp_path / "gate", tmp_path / "began", tmp_path / "began.finished"
-    async with AsyncWorkerPool(q, concurrency=1, kind="process", lease=5) as pool:
-        await quick_runs(q)
+    async with quick_pool(q) as pool:
         running = await q.enqueue(wt.wait_for_gate_only, str(gate))
         cancelled = await q.enqueue(wt.sleep_in_process, str(marker), 60)
         child = await in_line_behind(pool, wait_until)
@@ -139,8 +140,7 @@ async def handed_back(q: AsyncOmniQ, task_id: str) -> bool:
 async def test_an_at_most_once_task_never_waits_in_line(q: AsyncOmniQ, tmp_path: Path, wait_until: Wait) -> None:
     """Were this process to die, a call waiting in line would be failed without having run."""
     gate = tmp_path / "gate"
-    async with AsyncWorkerPool(q, concurrency=1, kind="process", lease=5) as pool:
-        await quick_runs(q)
+    async with quick_pool(q) as pool:
         running = await q.enqueue(wt.wait_for_gate_only, str(gate))
         await wait_until(lambda: running.status is TaskStatus.RUNNING, timeout=RESULT_WAIT)
         once = await q.enqueue_call(wt.pid, at_most_once=True)
@@ -218,8 +218,7 @@ async def test_a_thread_task_in_a_process_pool_starts_only_in_a_free_slot(
 ) -> None:
     """Only process calls wait in line in a child: the pool's threads run no more than its concurrency."""
     gate = tmp_path / "gate"
-    async with AsyncWorkerPool(q, concurrency=1, kind="process", lease=5) as pool:
-        await quick_runs(q)
+    async with quick_pool(q) as pool:
         running = await q.enqueue(wt.wait_for_gate_only, str(gate))
         await wait_until(lambda: running.status is TaskStatus.RUNNING, timeout=RESULT_WAIT)
         threaded = await q.enqueue_call(wt.add, args=(2, 3), kind="thread")
