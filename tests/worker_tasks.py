@@ -196,6 +196,17 @@ def pause(seconds: float) -> int:
     return os.getpid()
 
 
+def large_after_gate(gate: str, size: int) -> bytes:
+    """Wait for ``gate`` to exist, then return ``size`` bytes (a result larger than a socket's buffer)."""
+    if not _wait_for(lambda: Path(gate).exists()):
+        raise TimeoutError(f"gate {gate} never opened")
+    return b"r" * size
+
+
+def size_of(data: bytes) -> int:
+    return len(data)
+
+
 def exit_at_gate(gate: str) -> None:
     """Wait for ``gate`` to exist, then end the process at once (no outcome is sent)."""
     _wait_for(lambda: Path(gate).exists())

@@ -6,8 +6,9 @@ SIGINT (a kernel interrupt reaches the whole process group) and exits when the p
 A call may wait in line behind the running one (sent ahead, so the child never waits for
 the parent between quick calls); the child answers calls in order, and begins the next only
 after it sent the answer of the one before. A timed-out or cancelled call that may have begun
-has its child terminated; the calls in line behind it go to another child, and a call given
-up on while in line stops its child once its turn comes.
+has its child terminated; the calls in line behind it go to another child. A call given up
+on while in line is skipped (the child answers ``skipped``); if the skip came too late and the
+call began, its child is stopped too.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from omniq_nb.worker.child_streams import OutputBatch, ProgressRelay, ToParent
 _PARENT_CHECK_INTERVAL = 0.5  # seconds between a child's checks that its parent lives
 _TERMINATE_GRACE = 1.0  # seconds a terminated child gets before SIGKILL
 _PR_SET_PDEATHSIG = 1
+_SKIP_GRACE = 0.05  # seconds a call given up on may be first in line before its child is stopped (its skip came late)
 _CHILD_ENTRY = (
     "import sys; from omniq_nb.worker.child import child_main; child_main(int(sys.argv[1]), int(sys.argv[2]))"
 )
@@ -108,7 +110,7 @@ class ChildProcess:
                 child, busy or answering until then, was gone when the call was sent.
             asyncio.CancelledError: the caller was cancelled. If the call may have begun, the
                 child is terminated (the calls in line behind it run elsewhere); a call in
-                line is dropped when its turn comes, by terminating the child then.
+                line is skipped (``_stop_if_begun``).
         """
         try:
             self._conn.send(
@@ -133,11 +135,21 @@ class ChildProcess:
             raise
 
     def _stop_if_begun(self, sent: _Sent) -> None:
-        """Terminate the child if the call its caller gave up on may have begun (first in line).
+        """Terminate the child if the call its caller gave up on may have begun (first in line); else skip it.
 
         What the child already answered is read first: the call ahead may have ended, and
-        then this one runs (terminated), or the one ahead was this one (nothing to stop).
+        then this one runs (terminated), or this one ended (nothing to stop). A call still in
+        line is skipped: the child answers ``skipped`` instead of beginning it. Should the
+        skip come too late (the call ahead ended just then), the child is stopped
+        ``_SKIP_GRACE`` after the call became first without that answer.
         """
+        self._stop_if_still_first(sent)
+        if sent in self._calls:
+            with contextlib.suppress(OSError, ValueError):
+                self._conn.send(("skip", sent.call.run_id))
+
+    def _stop_if_still_first(self, sent: _Sent) -> None:
+        """Terminate the child if a call given up on is still first: the child began it (its skip came late)."""
         while self._reading and self._pending():
             self._readable()
         if self._calls and self._calls[0] is sent:
@@ -166,8 +178,8 @@ class ChildProcess:
             self._ended()
             return
         self._take(message)
-        if self._calls and self._calls[0].outcome.done():  # cancelled or timed out in line: it may begin now
-            self.terminate()
+        if self._calls and (first := self._calls[0]).outcome.done():  # given up on in line: skipped, or begun
+            self._loop.call_later(_SKIP_GRACE, self._stop_if_still_first, first)
 
     def _take(self, message: tuple[Any, ...]) -> None:
         """Apply one message: progress and output go to the first call's task, an outcome ends it."""
@@ -183,6 +195,8 @@ class ChildProcess:
             self._answers += 1
             if first.outcome.done():  # its caller gave up on it (cancelled, timed out)
                 pass
+            elif kind == "skipped":  # (only asked for a call given up on)
+                first.outcome.set_exception(NotStarted())
             elif kind == "ok":
                 first.outcome.set_result(Outcome(result=message[1]))
             else:
@@ -292,14 +306,24 @@ def child_main(fd: int, parent_pid: int) -> None:
 
     relay = ProgressRelay(send)
     batch = OutputBatch(send)
+    read_ahead: collections.deque[tuple[Any, ...]] = collections.deque()  # messages taken early, in order
+    pending = _pending_on(fd)
     while True:
         try:
-            message = conn.recv()
+            message = read_ahead.popleft() if read_ahead else conn.recv()
+            while pending():  # what else was sent: a skip of this call comes after it
+                read_ahead.append(conn.recv())
         except EOFError:
             return
         if message[0] == "stop":
             return
-        send(_run_in_child(serializer, batch, relay, *message[1:]))
+        if message[0] == "skip":
+            continue  # of a call that began before the skip came (its parent stops this process)
+        if (skip := ("skip", message[4])) in read_ahead:  # ("run", task_id, attempt, queue, run_id, ...)
+            read_ahead.remove(skip)
+            send(("skipped",))
+        else:
+            send(_run_in_child(serializer, batch, relay, *message[1:]))
 
 
 def _run_in_child(

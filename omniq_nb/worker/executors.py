@@ -24,6 +24,7 @@ from omniq_nb.worker.greenlets import GeventExecutor, GreenletHub
 from omniq_nb.worker.threads import TaskThreads
 
 PIPELINE_DEPTH = 2  # calls a child holds at once while runs are quick: the running one, and the next in line
+IN_LINE_BYTES = 32 * 1024  # the largest call sent to a busy child (well inside a socket pair's buffer)
 
 
 class Executor(Protocol):
@@ -129,10 +130,10 @@ class ProcessExecutor:
 
     A call goes to an idle child, else to a new one while there are fewer than ``children``,
     else in line behind the running call of the least busy child that holds fewer than
-    ``PIPELINE_DEPTH`` (only a call without a time-out: its time would run while it waits);
-    else it waits for a child to answer. The pool sends more calls than there are children
-    only while runs are quick, and only plain process calls (``Runs._may_start``), so that no
-    child waits for the parent between calls.
+    ``PIPELINE_DEPTH`` (only a small call without a time-out: ``_fits_in_line``); else it
+    waits for a child to answer. The pool sends more calls than there are children only
+    while runs are quick, only plain process calls, and only while every child is busy
+    (``Pace.may_start``, ``room_in_line``), so that no child waits for the parent between calls.
 
     Args:
         secret: ``OMNIQ_SECRET``, so children verify payloads and sign results themselves.
@@ -177,12 +178,29 @@ class ProcessExecutor:
             if len(self.children) < self._most:
                 self.children.append(ChildProcess(self._secret, self._answered.set))
                 return self.children[-1]
-            if call.timeout is None:
+            if _fits_in_line(call):
                 child = min(self.children, key=_load)
                 if child.load < PIPELINE_DEPTH:
                     return child
             self._answered.clear()
             await self._answered.wait()
+
+    def room_in_line(self) -> bool:
+        """Return whether a call sent now would wait in line: every child is busy, one holds fewer than the most."""
+        live = [child for child in self.children if child.answered]
+        return len(live) >= self._most and min(map(_load, live)) in range(1, PIPELINE_DEPTH)
+
+
+def _fits_in_line(call: Call) -> bool:
+    """Return whether ``call`` may wait in line in a busy child.
+
+    Not with a time-out (its time would run while it waits), nor with large values: the send
+    of a call in line must fit in the socket's buffer at once, as the child reads it only
+    when the call ahead has ended (a send that waited would hold the loop, and the child's
+    answer of a large result could then never be read).
+    """
+    size = len(call.payload) + len(call.stored or b"")
+    return call.timeout is None and call.inputs is None and size <= IN_LINE_BYTES
 
 
 def _load(child: ChildProcess) -> int:

@@ -25,11 +25,11 @@ class Pace:
     Args:
         concurrency: the pool's slots when runs are not quick (and the most child processes).
         kind: the pool's kind; only a ``"process"`` pool holds calls in line.
-        in_a_child: whether a task's call would run in a child process.
+        in_line: whether a task's call would wait in line in a busy child process now.
     """
 
-    def __init__(self, concurrency: int, kind: str, in_a_child: Callable[[Task], bool]) -> None:
-        self._concurrency, self._kind, self._in_a_child = concurrency, kind, in_a_child
+    def __init__(self, concurrency: int, kind: str, in_line: Callable[[Task], bool]) -> None:
+        self._concurrency, self._kind, self._in_line = concurrency, kind, in_line
         self._mean_run: float | None = None  # running mean of run times, seconds
 
     def ran(self, seconds: float) -> None:
@@ -57,15 +57,16 @@ class Pace:
     def may_start(self, task: Task, busy: int) -> bool:
         """Return whether ``task`` may start while ``busy`` runs go on: in a free slot, or in line in a child.
 
-        Only a plain process call waits in line (beyond the concurrency): a thread or the loop
-        would run more calls than the pool's concurrency, a time-out would run while the call
-        waits, and an ``at_most_once`` task would be failed unrun if this process died.
+        Beyond the concurrency, only a plain process call starts, and only to wait in line
+        behind a busy child's call: a thread or the loop (or an idle child) would run more
+        calls at once than the pool's concurrency, a time-out would run while the call waits,
+        and an ``at_most_once`` task would be failed unrun if this process died.
         """
         if busy < self._concurrency:
             return True
         if busy >= self.slots() or task.at_most_once or task.timeout is not None:
             return False
-        return self._in_a_child(task)
+        return self._in_line(task)
 
     def _quick(self) -> bool:
         return self._mean_run is not None and self._mean_run < QUICK_RUN

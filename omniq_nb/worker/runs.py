@@ -82,7 +82,7 @@ class Runs:
         self.waiting: dict[str, tuple[Task, float]] = {}
         """Claimed tasks waiting for a slot, by id in claim order, with when they were claimed (monotonic)."""
         self._slot_free = asyncio.Event()
-        self._pace = Pace(concurrency, kind, self._in_a_child)
+        self._pace = Pace(concurrency, kind, self._in_line)
 
     @property
     def free(self) -> int:
@@ -286,8 +286,9 @@ class Runs:
             del self.waiting[task.id]
             self.launch(task)
 
-    def _in_a_child(self, task: Task) -> bool:
-        return self._executors.choose(task.kind or self._kind, task.payload) is self._executors.processes
+    def _in_line(self, task: Task) -> bool:
+        processes = self._executors.processes
+        return self._executors.choose(task.kind or self._kind, task.payload) is processes and processes.room_in_line()
 
     def _drop(self, task_id: str) -> Task:
         """Take a task out of the waiting ones and stop renewing its lease; return it."""

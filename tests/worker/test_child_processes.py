@@ -1,8 +1,8 @@
 """Child processes of process pools: one that exits fails only its attempt; a dead idle one is replaced.
 
 While runs are quick, a child holds a second call in line behind the running one: a call in
-line runs in another child if its own dies or is stopped first; one cancelled in line stops its
-child when its turn comes; an at-most-once task never waits in line.
+line runs in another child if its own dies or is stopped first; one cancelled in line is
+skipped; an at-most-once task never waits in line, nor does a thread task.
 """
 
 from __future__ import annotations
@@ -113,21 +113,21 @@ async def test_a_call_in_line_behind_one_that_times_out_runs_in_another(
         assert not child.alive
 
 
-async def test_a_call_cancelled_in_line_is_stopped_when_its_turn_comes(
+async def test_a_call_cancelled_in_line_is_skipped_and_the_child_runs_on(
     q: AsyncOmniQ, tmp_path: Path, wait_until: Wait
 ) -> None:
-    gate, marker, finished = tmp_path / "gate", tmp_path / "began", tmp_path / "began.finished"
+    gate, began = tmp_path / "gate", tmp_path / "began"
     async with quick_pool(q) as pool:
         running = await q.enqueue(wt.wait_for_gate_only, str(gate))
-        cancelled = await q.enqueue(wt.sleep_in_process, str(marker), 60)
+        cancelled = await q.enqueue(wt.sleep_in_process, str(began), 60)
         child = await in_line_behind(pool, wait_until)
         assert await cancelled.cancel()
-        assert child.alive and child.load == 2  # the first call runs on
+        assert child.alive and child.load == 2  # the first call runs on; the cancelled one waits for its answer
         gate.touch()
         assert await running.result(timeout=RESULT_WAIT) == "gate"
-        await wait_until(lambda: not child.alive, timeout=RESULT_WAIT)  # stopped when the cancelled call's turn came
-        assert await (await q.enqueue(wt.pid)).result(timeout=RESULT_WAIT) != child._process.pid
-    assert not finished.exists()
+        await wait_until(lambda: child.load == 0, timeout=RESULT_WAIT)  # the child answered "skipped"
+        assert await (await q.enqueue(wt.pid)).result(timeout=RESULT_WAIT) == child._process.pid
+    assert not began.exists()
     assert (await stored(q, cancelled.id)).status is TaskStatus.CANCELLED
     assert (await stored(q, running.id)).status is TaskStatus.SUCCEEDED
 
@@ -227,3 +227,38 @@ async def test_a_thread_task_in_a_process_pool_starts_only_in_a_free_slot(
         gate.touch()
         assert await running.result(timeout=RESULT_WAIT) == "gate"
         assert await threaded.result(timeout=RESULT_WAIT) == 5
+
+
+async def test_a_large_call_waits_for_an_idle_child(q: AsyncOmniQ, tmp_path: Path, wait_until: Wait) -> None:
+    """A call larger than the socket's buffer is never sent to a busy child.
+
+    The send would hold the loop until the child read it, after its running call, whose own
+    large answer the held loop could then never read.
+    """
+    gate, size = tmp_path / "gate", 5 * 1024 * 1024
+    async with quick_pool(q) as pool:
+        running = await q.enqueue(wt.large_after_gate, str(gate), size)
+        await wait_until(lambda: running.status is TaskStatus.RUNNING, timeout=RESULT_WAIT)
+        large = await q.enqueue(wt.size_of, b"a" * size)
+        await wait_until(lambda: pool._runs.holds(large.id), timeout=RESULT_WAIT)
+        [child] = pool._executors.processes.children
+        assert child.load == 1
+        gate.touch()
+        assert len(await running.result(timeout=RESULT_WAIT)) == size
+        assert await large.result(timeout=RESULT_WAIT) == size
+
+
+async def test_a_process_call_runs_beside_no_other_run_beyond_the_concurrency(
+    q: AsyncOmniQ, tmp_path: Path, wait_until: Wait
+) -> None:
+    """A process call starts beyond the concurrency only to wait in line: not while a thread task holds the slot."""
+    gate = tmp_path / "gate"
+    async with quick_pool(q) as pool:
+        threaded = await q.enqueue_call(wt.wait_for_gate_only, args=(str(gate),), kind="thread")
+        await wait_until(lambda: threaded.status is TaskStatus.RUNNING, timeout=RESULT_WAIT)
+        process = await q.enqueue(wt.pid)
+        await wait_until(lambda: pool._runs.holds(process.id), timeout=RESULT_WAIT)
+        assert process.id not in pool._runs.by_task  # it waits for the slot (the child is idle: it would run now)
+        gate.touch()
+        assert await threaded.result(timeout=RESULT_WAIT) == "gate"
+        assert await process.result(timeout=RESULT_WAIT) == pool._executors.processes.children[0]._process.pid
