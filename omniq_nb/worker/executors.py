@@ -132,8 +132,8 @@ class ProcessExecutor:
     else in line behind the running call of the least busy child that holds fewer than
     ``PIPELINE_DEPTH`` (only a small call without a time-out: ``_fits_in_line``); else it
     waits for a child to answer. The pool sends more calls than there are children only
-    while runs are quick, only plain process calls, and only while every child is busy
-    (``Pace.may_start``, ``room_in_line``), so that no child waits for the parent between calls.
+    while runs are quick, only plain process calls, and only while process calls hold every
+    slot (``Pace.may_start``), so that no child waits for the parent between calls.
 
     Args:
         secret: ``OMNIQ_SECRET``, so children verify payloads and sign results themselves.
@@ -184,11 +184,6 @@ class ProcessExecutor:
                     return child
             self._answered.clear()
             await self._answered.wait()
-
-    def room_in_line(self) -> bool:
-        """Return whether a call sent now would wait in line: every child is busy, one holds fewer than the most."""
-        live = [child for child in self.children if child.answered]
-        return len(live) >= self._most and min(map(_load, live)) in range(1, PIPELINE_DEPTH)
 
 
 def _fits_in_line(call: Call) -> bool:

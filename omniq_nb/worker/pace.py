@@ -25,12 +25,23 @@ class Pace:
     Args:
         concurrency: the pool's slots when runs are not quick (and the most child processes).
         kind: the pool's kind; only a ``"process"`` pool holds calls in line.
-        in_line: whether a task's call would wait in line in a busy child process now.
+        in_a_child: whether a task's call runs in a child process.
     """
 
-    def __init__(self, concurrency: int, kind: str, in_line: Callable[[Task], bool]) -> None:
-        self._concurrency, self._kind, self._in_line = concurrency, kind, in_line
+    def __init__(self, concurrency: int, kind: str, in_a_child: Callable[[Task], bool]) -> None:
+        self._concurrency, self._kind, self._in_a_child = concurrency, kind, in_a_child
         self._mean_run: float | None = None  # running mean of run times, seconds
+        self._in_children = 0  # runs going on whose calls went to child processes
+
+    def started(self, task: Task) -> bool:
+        """Count a run that starts; return whether its call goes to a child process (give it to ``ended``)."""
+        in_child = self._in_a_child(task)
+        self._in_children += in_child
+        return in_child
+
+    def ended(self, in_child: bool) -> None:
+        """Count a run that ended (``in_child``: what ``started`` said of it)."""
+        self._in_children -= in_child
 
     def ran(self, seconds: float) -> None:
         """Count one run's time in the running mean."""
@@ -66,7 +77,7 @@ class Pace:
             return True
         if busy >= self.slots() or task.at_most_once or task.timeout is not None:
             return False
-        return self._in_line(task)
+        return self._in_children >= self._concurrency and self._in_a_child(task)  # every child holds one
 
     def _quick(self) -> bool:
         return self._mean_run is not None and self._mean_run < QUICK_RUN

@@ -82,7 +82,7 @@ class Runs:
         self.waiting: dict[str, tuple[Task, float]] = {}
         """Claimed tasks waiting for a slot, by id in claim order, with when they were claimed (monotonic)."""
         self._slot_free = asyncio.Event()
-        self._pace = Pace(concurrency, kind, self._in_line)
+        self._pace = Pace(concurrency, kind, self._in_a_child)
 
     @property
     def free(self) -> int:
@@ -164,7 +164,8 @@ class Runs:
         job = asyncio.get_running_loop().create_task(self._execute(task, context, slot), name=f"omniq-task-{task.id}")
         # Cleanup is a done-callback, not a ``finally``: a job cancelled before its first step
         # (a cancel or a lost lease right after the claim) never runs its body.
-        job.add_done_callback(partial(self._ended, task.id, token, context, slot))
+        in_child = self._pace.started(task)
+        job.add_done_callback(partial(self._ended, task.id, token, context, slot, in_child))
         self.by_task[task.id] = Run(job, context, token, task)
         logger.info("task %s %s started (attempt %d of %d)", task.id, task.name, task.attempt, task.max_attempts)
 
@@ -264,7 +265,8 @@ class Runs:
         await self._kept.settle(task.id)  # what it wrote is stored before its outcome
         self._writer.record(task, outcome, seconds)
 
-    def _ended(self, task_id: str, token: str, context: TaskContext, slot: Slot, _: object) -> None:
+    def _ended(self, task_id: str, token: str, context: TaskContext, slot: Slot, in_child: bool, _: object) -> None:
+        self._pace.ended(in_child)
         run = self.by_task.get(task_id)
         if run is not None and run.context is context:
             del self.by_task[task_id]
@@ -286,9 +288,8 @@ class Runs:
             del self.waiting[task.id]
             self.launch(task)
 
-    def _in_line(self, task: Task) -> bool:
-        processes = self._executors.processes
-        return self._executors.choose(task.kind or self._kind, task.payload) is processes and processes.room_in_line()
+    def _in_a_child(self, task: Task) -> bool:
+        return self._executors.choose(task.kind or self._kind, task.payload) is self._executors.processes
 
     def _drop(self, task_id: str) -> Task:
         """Take a task out of the waiting ones and stop renewing its lease; return it."""
