@@ -166,7 +166,7 @@ class ChildProcess:
         return Outcome(error=error, raised=(type_name(WorkerLost),))
 
     def _readable(self) -> None:
-        """Take one message from the child; a call given up on while in line is stopped once it is first."""
+        """Take one message from the child; a call given up on in line gets ``_SKIP_GRACE`` to be skipped once first."""
         # A nested loop (nest_asyncio2, while a notebook cell waits) can select the socket again
         # before the callback the outer loop queued has run: the second call then finds the
         # message already read, and a blocking recv() would hang the kernel.
