@@ -33,14 +33,12 @@ class Pace:
         self._mean_run: float | None = None  # running mean of run times, seconds
         self._in_children = 0  # runs going on whose calls went to child processes
 
-    def started(self, task: Task) -> bool:
-        """Count a run that starts; return whether its call goes to a child process (give it to ``ended``)."""
-        in_child = self._in_a_child(task)
+    def started(self, in_child: bool) -> None:
+        """Count a run that starts (``in_child``: its call goes to a child process)."""
         self._in_children += in_child
-        return in_child
 
     def ended(self, in_child: bool) -> None:
-        """Count a run that ended (``in_child``: what ``started`` said of it)."""
+        """Count a run that ended (``in_child``: as given to ``started``)."""
         self._in_children -= in_child
 
     def ran(self, seconds: float) -> None:

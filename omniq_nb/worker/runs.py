@@ -26,7 +26,7 @@ from omniq_nb.models import Task
 from omniq_nb.storage import Storage
 from omniq_nb.worker.callables import StoredCallables
 from omniq_nb.worker.calls import Call, Slot, failed, unmet
-from omniq_nb.worker.executors import Executors
+from omniq_nb.worker.executors import Executor, Executors
 from omniq_nb.worker.kept import OutputKeeper
 from omniq_nb.worker.lease import LeaseKeeper
 from omniq_nb.worker.outcomes import OutcomeWriter
@@ -161,10 +161,14 @@ class Runs:
         assert self.keeper is not None
         self.keeper.hold(task.id, token)
         slot = Slot(self._free_slot)
-        job = asyncio.get_running_loop().create_task(self._execute(task, context, slot), name=f"omniq-task-{task.id}")
+        executor = self._executors.choose(task.kind or self._kind, task.payload)
+        in_child = executor is self._executors.processes
+        self._pace.started(in_child)
+        job = asyncio.get_running_loop().create_task(
+            self._execute(task, context, slot, executor), name=f"omniq-task-{task.id}"
+        )
         # Cleanup is a done-callback, not a ``finally``: a job cancelled before its first step
         # (a cancel or a lost lease right after the claim) never runs its body.
-        in_child = self._pace.started(task)
         job.add_done_callback(partial(self._ended, task.id, token, context, slot, in_child))
         self.by_task[task.id] = Run(job, context, token, task)
         logger.info("task %s %s started (attempt %d of %d)", task.id, task.name, task.attempt, task.max_attempts)
@@ -235,7 +239,7 @@ class Runs:
             logger.exception("task %s: routing its output failed; it goes to this process's streams", task.id)
             return None
 
-    async def _execute(self, task: Task, context: TaskContext, slot: Slot) -> None:
+    async def _execute(self, task: Task, context: TaskContext, slot: Slot, executor: Executor) -> None:
         started = time.monotonic()
         try:
             inputs = task_inputs(task.depends_on, await self._read(task.depends_on)) if task.depends_on else None
@@ -258,7 +262,6 @@ class Runs:
             inputs=inputs,
             stored=stored,
         )
-        executor = self._executors.choose(task.kind or self._kind, task.payload)
         outcome = await executor.run(call, context, slot)
         seconds = time.monotonic() - started
         self._pace.ran(seconds)
