@@ -4,11 +4,12 @@ Each child gets its payloads as bytes through the importable trampoline ``child_
 verifies and unpickles them itself (the parent never unpickles a process call), ignores
 SIGINT (a kernel interrupt reaches the whole process group) and exits when the parent dies.
 A call may wait in line behind the running one (sent ahead, so the child never waits for
-the parent between quick calls); the child answers calls in order, and begins the next only
-after it sent the answer of the one before. A timed-out or cancelled call that may have begun
-has its child terminated; the calls in line behind it go to another child. A call given up
-on while in line is skipped (the child answers ``skipped``); if the skip came too late and the
-call began, its child is stopped too.
+the parent between quick calls); the child answers calls in order, begins the next only after
+it sent the answer of the one before, and says ``began`` as it begins each one. So when a
+child dies, only a call that began is lost; the others run elsewhere on the same attempt.
+A timed-out or cancelled call that began has its child terminated; the calls in line behind
+it go to another child. A call given up on before it began is skipped (the child answers
+``skipped``); if the skip came too late and the call began, its child is stopped at once.
 """
 
 from __future__ import annotations
@@ -42,14 +43,14 @@ from omniq_nb.worker.child_streams import OutputBatch, ProgressRelay, ToParent
 _PARENT_CHECK_INTERVAL = 0.5  # seconds between a child's checks that its parent lives
 _TERMINATE_GRACE = 1.0  # seconds a terminated child gets before SIGKILL
 _PR_SET_PDEATHSIG = 1
-_SKIP_GRACE = 0.05  # seconds a call given up on may be first in line before its child is stopped (its skip came late)
+_READS_PER_WAKE = 64  # messages taken from a child per wake-up of the loop (a chatty child cannot hold it)
 _CHILD_ENTRY = (
     "import sys; from omniq_nb.worker.child import child_main; child_main(int(sys.argv[1]), int(sys.argv[2]))"
 )
 
 
 class NotStarted(Exception):
-    """A call waited in a child behind another one, and the child ended before it began: run it elsewhere."""
+    """A call's child ended before the call began, or was stopped for another call: run it elsewhere."""
 
 
 class ChildProcess:
@@ -61,7 +62,8 @@ class ChildProcess:
 
     A call may be sent while another runs (``load``): it waits in the socket, so the child
     starts it the moment the first one ends, without waiting for the parent to send it. The
-    first call in line (``calls[0]``) is the one running; progress and output are its.
+    first call in line (``calls[0]``) is the one running once the child said it ``began``;
+    progress and output are its.
 
     Args:
         secret: ``OMNIQ_SECRET``, so the child verifies payloads and signs results itself.
@@ -82,6 +84,7 @@ class ChildProcess:
         self._conn.send((list(sys.path), secret))
         self._calls: collections.deque[_Sent] = collections.deque()  # sent and not answered, in order
         self._answers = 0  # calls the child answered
+        self._began = False  # whether the child began the first call in line
         self._loop = asyncio.get_running_loop()
         self._pending = _pending_on(self._conn.fileno())
         self._loop.add_reader(self._conn.fileno(), self._readable)
@@ -106,11 +109,12 @@ class ChildProcess:
         """Send one call to the child and wait for its outcome (progress goes to ``context``).
 
         Raises:
-            NotStarted: the call waited behind another one, and the child ended first; or the
-                child, busy or answering until then, was gone when the call was sent.
-            asyncio.CancelledError: the caller was cancelled. If the call may have begun, the
-                child is terminated (the calls in line behind it run elsewhere); a call in
-                line is skipped (``_stop_if_begun``).
+            NotStarted: the child ended before the call began (a child that never answered
+                nor began a call fails its first call instead: it may not start at all), or
+                was stopped for another call given up on.
+            asyncio.CancelledError: the caller was cancelled. If the call began, the child is
+                terminated (the calls in line behind it run elsewhere); else it is skipped
+                (``_stop_if_begun``).
         """
         try:
             self._conn.send(
@@ -118,6 +122,7 @@ class ChildProcess:
             )
         except OSError:  # the child died after it was handed out: the call never reached it
             worked = bool(self._calls or self._answers)
+            self._drain()  # what it answered before it died still counts
             self._ended()
             if worked:  # another child runs the call (a child that never started does not loop here)
                 raise NotStarted from None
@@ -135,25 +140,19 @@ class ChildProcess:
             raise
 
     def _stop_if_begun(self, sent: _Sent) -> None:
-        """Terminate the child if the call its caller gave up on may have begun (first in line); else skip it.
+        """Terminate the child if the call its caller gave up on began; else have the child skip it.
 
-        What the child already answered is read first: the call ahead may have ended, and
-        then this one runs (terminated), or this one ended (nothing to stop). A call still in
-        line is skipped: the child answers ``skipped`` instead of beginning it. Should the
-        skip come too late (the call ahead ended just then), the child is stopped
-        ``_SKIP_GRACE`` after the call became first without that answer.
+        What the child already sent is read first: the call may have ended (nothing to stop)
+        or begun. One not begun is skipped: the child answers ``skipped`` instead of
+        beginning it, or, should the skip come too late, says it ``began`` it, and is then
+        stopped at once (``_readable``).
         """
-        self._stop_if_still_first(sent)
-        if sent in self._calls:
+        self._readable()
+        if self._calls and self._calls[0] is sent and self._began:
+            self.terminate(interrupted=True)
+        elif sent in self._calls:
             with contextlib.suppress(OSError, ValueError):
                 self._conn.send(("skip", sent.call.run_id))
-
-    def _stop_if_still_first(self, sent: _Sent) -> None:
-        """Terminate the child if a call given up on is still first: the child began it (its skip came late)."""
-        while self._reading and self._pending():
-            self._readable()
-        if self._calls and self._calls[0] is sent:
-            self.terminate()
 
     def _died(self, call: Call) -> Outcome:
         code = _wait(self._process)
@@ -166,33 +165,37 @@ class ChildProcess:
         return Outcome(error=error, raised=(type_name(WorkerLost),))
 
     def _readable(self) -> None:
-        """Take one message from the child; a call given up on in line gets ``_SKIP_GRACE`` to be skipped once first."""
+        """Take what the child sent; stop it if it began a call given up on (its skip came late)."""
         # A nested loop (nest_asyncio2, while a notebook cell waits) can select the socket again
         # before the callback the outer loop queued has run: the second call then finds the
-        # message already read, and a blocking recv() would hang the kernel.
-        if self._conn.closed or not self._pending():
-            return
-        try:
-            message = self._conn.recv()
-        except (EOFError, OSError):
-            self._ended()
-            return
-        self._take(message)
-        if self._calls and (first := self._calls[0]).outcome.done():  # given up on in line: skipped, or begun
-            self._loop.call_later(_SKIP_GRACE, self._stop_if_still_first, first)
+        # messages already read, and a blocking recv() would hang the kernel.
+        for _ in range(_READS_PER_WAKE):  # a call's began and its answer come together: one wake-up
+            if not self._reading or self._conn.closed or not self._pending():
+                break
+            try:
+                message = self._conn.recv()
+            except (EOFError, OSError):
+                self._ended()
+                return
+            self._take(message)
+        if self._began and self._calls[0].outcome.done():  # after the answer that may have followed
+            self.terminate(interrupted=True)
 
     def _take(self, message: tuple[Any, ...]) -> None:
         """Apply one message: progress and output go to the first call's task, an outcome ends it."""
         if not self._calls:
             return  # the child spoke between calls (a thread a task left behind)
         first, kind = self._calls[0], message[0]
-        if kind == "progress":
+        if kind == "began":
+            self._began = True
+        elif kind == "progress":
             first.context.report(Progress(*message[1:]))
         elif kind == "output":
             _forward(first.context, message[1])
         else:
             self._calls.popleft()
             self._answers += 1
+            self._began = False
             if first.outcome.done():  # its caller gave up on it (cancelled, timed out)
                 pass
             elif kind == "skipped":  # (only asked for a call given up on)
@@ -203,13 +206,18 @@ class ChildProcess:
                 first.outcome.set_result(Outcome(error=message[1], raised=message[2], retryable=message[3]))
             self._freed()
 
-    def _ended(self) -> None:
-        """The child closed its end (it died, or was terminated): fail the first call, hand the others back."""
+    def _ended(self, interrupted: bool = False) -> None:
+        """The child closed its end: fail the call it began as lost, hand the others back (all, if ``interrupted``).
+
+        A child that never answered nor began a call may not start at all: its first call
+        fails, so that no call goes from one such child to the next for ever.
+        """
         self._stop_reading()
+        lost, self._began = not interrupted and (self._began or not self._answers), False
         calls, self._calls = self._calls, collections.deque()
         for index, sent in enumerate(calls):
             if not sent.outcome.done():
-                if index == 0:
+                if index == 0 and lost:
                     sent.outcome.set_result(self._died(sent.call))
                 else:
                     sent.outcome.set_exception(NotStarted())
@@ -221,11 +229,12 @@ class ChildProcess:
         with contextlib.suppress(ValueError, OSError):
             self._loop.remove_reader(self._conn.fileno())
 
-    def terminate(self) -> None:
+    def terminate(self, interrupted: bool = False) -> None:
         """Stop the child at once (SIGTERM, then SIGKILL after a grace period).
 
-        What it answered before it ended still counts; the first call left fails as lost,
-        the calls in line behind it run elsewhere (``NotStarted``).
+        What it sent before it ended still counts; a call it began fails as lost, unless the
+        child was ``interrupted`` for a call given up on: then every call left runs elsewhere
+        (``NotStarted``), the one the child began after it too.
         """
         self._stop_reading()
         if self._process.poll() is None:
@@ -233,11 +242,15 @@ class ChildProcess:
             if _wait(self._process) is None:
                 self._process.kill()
                 _wait(self._process)
+        self._drain()
+        self._conn.close()
+        self._ended(interrupted)
+
+    def _drain(self) -> None:
+        """Take what the child sent and the loop has not read yet (it may have ended since)."""
         with contextlib.suppress(OSError, EOFError):
             while not self._conn.closed and self._pending():
                 self._take(self._conn.recv())
-        self._conn.close()
-        self._ended()
 
     def close(self) -> None:
         """Ask an idle child to exit, and make sure it does."""
@@ -323,6 +336,7 @@ def child_main(fd: int, parent_pid: int) -> None:
             read_ahead.remove(skip)
             send(("skipped",))
         else:
+            send(("began",))
             send(_run_in_child(serializer, batch, relay, *message[1:]))
 
 
