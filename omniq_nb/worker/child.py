@@ -19,7 +19,6 @@ import collections
 import contextlib
 import inspect
 import os
-import select
 import signal
 import socket
 import subprocess
@@ -27,7 +26,6 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from functools import partial
 from multiprocessing.connection import Connection
 from typing import Any, NamedTuple
 
@@ -38,7 +36,7 @@ from omniq_nb.models import TaskError
 from omniq_nb.serialization import BlobSerializer
 from omniq_nb.worker.calls import RESULT_LABEL, Call, Outcome, failed, timed_out
 from omniq_nb.worker.capture import unrouted
-from omniq_nb.worker.child_streams import OutputBatch, ProgressRelay, ToParent
+from omniq_nb.worker.child_streams import FromParent, OutputBatch, ProgressRelay, ToParent, pending_on
 
 _PARENT_CHECK_INTERVAL = 0.5  # seconds between a child's checks that its parent lives
 _TERMINATE_GRACE = 1.0  # seconds a terminated child gets before SIGKILL
@@ -86,7 +84,7 @@ class ChildProcess:
         self._answers = 0  # calls the child answered
         self._began = False  # whether the child began the first call in line
         self._loop = asyncio.get_running_loop()
-        self._pending = _pending_on(self._conn.fileno())
+        self._pending = pending_on(self._conn.fileno())
         self._loop.add_reader(self._conn.fileno(), self._readable)
         self._reading = True
 
@@ -195,7 +193,7 @@ class ChildProcess:
         else:
             self._calls.popleft()
             self._answers += 1
-            self._began = False
+            self._began = bool(message[-1])  # the answer says whether the next call begins now
             if first.outcome.done():  # its caller gave up on it (cancelled, timed out)
                 pass
             elif kind == "skipped":  # (only asked for a call given up on)
@@ -268,21 +266,6 @@ class _Sent(NamedTuple):
     context: TaskContext
 
 
-def _pending_on(fd: int) -> Callable[[], bool]:
-    """Return a function that says, without waiting, whether ``fd`` has something to read.
-
-    One ``poll`` system call; ``Connection.poll(0)`` builds a selector each time, which cost
-    more than the messages of a quick call.
-    """
-    poller = select.poll()
-    poller.register(fd, select.POLLIN)
-    return partial(_any, poller.poll, 0)
-
-
-def _any(poll: Callable[[int], list[tuple[int, int]]], timeout: int) -> bool:
-    return bool(poll(timeout))
-
-
 def _forward(context: TaskContext, batch: list[tuple[str, str]]) -> None:
     """Hand a batch of a child's writes (``[(stream, text), ...]``, in order) to the task's context."""
     for name, text in batch:
@@ -317,27 +300,21 @@ def child_main(fd: int, parent_pid: int) -> None:
         with send_lock:
             conn.send(message)
 
-    relay = ProgressRelay(send)
-    batch = OutputBatch(send)
-    read_ahead: collections.deque[tuple[Any, ...]] = collections.deque()  # messages taken early, in order
-    pending = _pending_on(fd)
-    while True:
-        try:
-            message = read_ahead.popleft() if read_ahead else conn.recv()
-            while pending():  # what else was sent: a skip of this call comes after it
-                read_ahead.append(conn.recv())
-        except EOFError:
-            return
-        if message[0] == "stop":
-            return
+    relay, batch, inbox = ProgressRelay(send), OutputBatch(send), FromParent(conn)
+    announced = False  # whether the answer before said that this call begins
+    while (message := inbox.next()) is not None and message[0] != "stop":
         if message[0] == "skip":
             continue  # of a call that began before the skip came (its parent stops this process)
-        if (skip := ("skip", message[4])) in read_ahead:  # ("run", task_id, attempt, queue, run_id, ...)
-            read_ahead.remove(skip)
-            send(("skipped",))
+        if not announced and inbox.skipped(message[4]):  # ("run", task_id, attempt, queue, run_id, ...)
+            answer: tuple[Any, ...] = ("skipped",)
         else:
-            send(("began",))
-            send(_run_in_child(serializer, batch, relay, *message[1:]))
+            if not announced:
+                send(("began",))
+            answer = _run_in_child(serializer, batch, relay, *message[1:])
+        if not inbox.take_waiting():
+            return
+        announced = inbox.next_begins()  # the next call is here, not skipped: it begins now, the answer says so
+        send((*answer, announced))
 
 
 def _run_in_child(

@@ -1,12 +1,20 @@
-"""How a child process's progress reports and writes reach its parent: in batches, in order, never after the outcome."""
+"""The streams between a child process and its parent.
+
+A child's progress reports and writes reach its parent in batches, in order, never after
+the outcome (``ProgressRelay``, ``OutputBatch``); what the parent sends is read ahead by the
+child (``FromParent``), so that a skip of a call in line is seen before the call begins.
+"""
 
 from __future__ import annotations
 
+import collections
 import io
+import select
 import threading
 import time
 from collections.abc import Callable
 from functools import partial
+from multiprocessing.connection import Connection
 from typing import Any
 
 from omniq_nb.context import Progress
@@ -127,3 +135,56 @@ class ToParent(io.TextIOBase):
         if text:
             self._batch.write(self._name, text)
         return len(text)
+
+
+class FromParent:
+    """What the parent sent a child, read ahead: calls (``("run", ..., run_id, ...)``), skips, stop."""
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+        self._pending = pending_on(conn.fileno())
+        self._read: collections.deque[tuple[Any, ...]] = collections.deque()  # taken early, in order
+
+    def next(self) -> tuple[Any, ...] | None:
+        """Return the next message, waiting for it (``None``: the parent is gone); read what follows it too."""
+        try:
+            message = self._read.popleft() if self._read else self._conn.recv()
+        except EOFError:
+            return None
+        return message if self.take_waiting() else None
+
+    def take_waiting(self) -> bool:
+        """Read what the parent has sent so far without waiting; ``False`` once it is gone."""
+        try:
+            while self._pending():
+                self._read.append(self._conn.recv())
+        except EOFError:
+            return False
+        return True
+
+    def skipped(self, run_id: str) -> bool:
+        """Return whether the parent asked to skip the call ``run_id`` (taking that skip)."""
+        if ("skip", run_id) not in self._read:
+            return False
+        self._read.remove(("skip", run_id))
+        return True
+
+    def next_begins(self) -> bool:
+        """Return whether the next message, read already, is a call not asked to be skipped."""
+        follows = self._read[0] if self._read else ("",)
+        return follows[0] == "run" and ("skip", follows[4]) not in self._read
+
+
+def pending_on(fd: int) -> Callable[[], bool]:
+    """Return a function that says, without waiting, whether ``fd`` has something to read.
+
+    One ``poll`` system call; ``Connection.poll(0)`` builds a selector each time, which cost
+    more than the messages of a quick call.
+    """
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    return partial(_any, poller.poll, 0)
+
+
+def _any(poll: Callable[[int], list[tuple[int, int]]], timeout: int) -> bool:
+    return bool(poll(timeout))
