@@ -5,11 +5,12 @@ verifies and unpickles them itself (the parent never unpickles a process call), 
 SIGINT (a kernel interrupt reaches the whole process group) and exits when the parent dies.
 A call may wait in line behind the running one (sent ahead, so the child never waits for
 the parent between quick calls); the child answers calls in order, begins the next only after
-it sent the answer of the one before, and says ``began`` as it begins each one. So when a
-child dies, only a call that began is lost; the others run elsewhere on the same attempt.
-A timed-out or cancelled call that began has its child terminated; the calls in line behind
-it go to another child. A call given up on before it began is skipped (the child answers
-``skipped``); if the skip came too late and the call began, its child is stopped at once.
+it sent the answer of the one before, and counts the calls it began where the parent can
+read it (``CallsBegun``). So when a child dies, only a call that began is lost; the others
+run elsewhere on the same attempt. A timed-out or cancelled call that began has its child
+terminated; the calls in line behind it go to another child. A call given up on before it
+began is skipped (the child answers ``skipped``); if the skip came too late and the call
+began, its child is stopped within ``_SKIP_CHECK``.
 """
 
 from __future__ import annotations
@@ -36,15 +37,22 @@ from omniq_nb.models import TaskError
 from omniq_nb.serialization import BlobSerializer
 from omniq_nb.worker.calls import RESULT_LABEL, Call, Outcome, failed, timed_out
 from omniq_nb.worker.capture import unrouted
-from omniq_nb.worker.child_streams import FromParent, OutputBatch, ProgressRelay, ToParent, pending_on
+from omniq_nb.worker.child_streams import (
+    CallsBegun,
+    FromParent,
+    OutputBatch,
+    ProgressRelay,
+    ToParent,
+    calls_begun,
+    pending_on,
+)
 
 _PARENT_CHECK_INTERVAL = 0.5  # seconds between a child's checks that its parent lives
 _TERMINATE_GRACE = 1.0  # seconds a terminated child gets before SIGKILL
 _PR_SET_PDEATHSIG = 1
 _READS_PER_WAKE = 64  # messages taken from a child per wake-up of the loop (a chatty child cannot hold it)
-_CHILD_ENTRY = (
-    "import sys; from omniq_nb.worker.child import child_main; child_main(int(sys.argv[1]), int(sys.argv[2]))"
-)
+_SKIP_CHECK = 0.005  # seconds between checks that a call asked to be skipped did not begin
+_CHILD_ENTRY = "import sys; from omniq_nb.worker.child import child_main; child_main(*map(int, sys.argv[1:4]))"
 
 
 class NotStarted(Exception):
@@ -60,8 +68,8 @@ class ChildProcess:
 
     A call may be sent while another runs (``load``): it waits in the socket, so the child
     starts it the moment the first one ends, without waiting for the parent to send it. The
-    first call in line (``calls[0]``) is the one running once the child said it ``began``;
-    progress and output are its.
+    first call in line (``calls[0]``) is the one running once the child began it; progress and
+    output are its.
 
     Args:
         secret: ``OMNIQ_SECRET``, so the child verifies payloads and signs results itself.
@@ -71,10 +79,10 @@ class ChildProcess:
     def __init__(self, secret: str | None, freed: Callable[[], None]) -> None:
         self._freed = freed
         parent_end, child_end = socket.socketpair()
-        with parent_end, child_end:
+        with parent_end, child_end, calls_begun() as (self._begun, begun_fd):
             self._process = subprocess.Popen(
-                [sys.executable, "-c", _CHILD_ENTRY, str(child_end.fileno()), str(os.getpid())],
-                pass_fds=(child_end.fileno(),),
+                [sys.executable, "-c", _CHILD_ENTRY, str(child_end.fileno()), str(os.getpid()), str(begun_fd)],
+                pass_fds=(child_end.fileno(), begun_fd),
                 stdin=subprocess.DEVNULL,
             )
             self._conn = Connection(os.dup(parent_end.fileno()))
@@ -82,7 +90,7 @@ class ChildProcess:
         self._conn.send((list(sys.path), secret))
         self._calls: collections.deque[_Sent] = collections.deque()  # sent and not answered, in order
         self._answers = 0  # calls the child answered
-        self._began = False  # whether the child began the first call in line
+        self._ran = 0  # of which ran to an answer (not skipped)
         self._loop = asyncio.get_running_loop()
         self._pending = pending_on(self._conn.fileno())
         self._loop.add_reader(self._conn.fileno(), self._readable)
@@ -142,15 +150,26 @@ class ChildProcess:
 
         What the child already sent is read first: the call may have ended (nothing to stop)
         or begun. One not begun is skipped: the child answers ``skipped`` instead of
-        beginning it, or, should the skip come too late, says it ``began`` it, and is then
-        stopped at once (``_readable``).
+        beginning it; should the skip come too late, the child is stopped once the call
+        began (checked every ``_SKIP_CHECK``).
         """
         self._readable()
-        if self._calls and self._calls[0] is sent and self._began:
+        if self._calls and self._calls[0] is sent and self._first_began():
             self.terminate(interrupted=True)
         elif sent in self._calls:
             with contextlib.suppress(OSError, ValueError):
                 self._conn.send(("skip", sent.call.run_id))
+            self._check_skip(sent)
+
+    def _check_skip(self, sent: _Sent) -> None:
+        """Until a call asked to be skipped leaves the line, stop its child if it began it (``_readable``)."""
+        self._readable()
+        if self._reading and sent in self._calls:
+            self._loop.call_later(_SKIP_CHECK, self._check_skip, sent)
+
+    def _first_began(self) -> bool:
+        """Return whether the child began the first call in line (it began more calls than ran to an answer)."""
+        return self._begun.count > self._ran
 
     def _died(self, call: Call) -> Outcome:
         code = _wait(self._process)
@@ -167,7 +186,7 @@ class ChildProcess:
         # A nested loop (nest_asyncio2, while a notebook cell waits) can select the socket again
         # before the callback the outer loop queued has run: the second call then finds the
         # messages already read, and a blocking recv() would hang the kernel.
-        for _ in range(_READS_PER_WAKE):  # a call's began and its answer come together: one wake-up
+        for _ in range(_READS_PER_WAKE):
             if not self._reading or self._conn.closed or not self._pending():
                 break
             try:
@@ -176,7 +195,7 @@ class ChildProcess:
                 self._ended()
                 return
             self._take(message)
-        if self._began and self._calls[0].outcome.done():  # after the answer that may have followed
+        if self._calls and self._calls[0].outcome.done() and self._first_began():
             self.terminate(interrupted=True)
 
     def _take(self, message: tuple[Any, ...]) -> None:
@@ -184,16 +203,14 @@ class ChildProcess:
         if not self._calls:
             return  # the child spoke between calls (a thread a task left behind)
         first, kind = self._calls[0], message[0]
-        if kind == "began":
-            self._began = True
-        elif kind == "progress":
+        if kind == "progress":
             first.context.report(Progress(*message[1:]))
         elif kind == "output":
             _forward(first.context, message[1])
         else:
             self._calls.popleft()
             self._answers += 1
-            self._began = bool(message[-1])  # the answer says whether the next call begins now
+            self._ran += kind != "skipped"
             if first.outcome.done():  # its caller gave up on it (cancelled, timed out)
                 pass
             elif kind == "skipped":  # (only asked for a call given up on)
@@ -211,7 +228,7 @@ class ChildProcess:
         fails, so that no call goes from one such child to the next for ever.
         """
         self._stop_reading()
-        lost, self._began = not interrupted and (self._began or not self._answers), False
+        lost = not interrupted and (self._first_began() or not self._answers)
         calls, self._calls = self._calls, collections.deque()
         for index, sent in enumerate(calls):
             if not sent.outcome.done():
@@ -280,12 +297,13 @@ def _wait(process: subprocess.Popen[bytes]) -> int | None:
         return None
 
 
-def child_main(fd: int, parent_pid: int) -> None:
+def child_main(fd: int, parent_pid: int, begun_fd: int) -> None:
     """Run calls sent by the parent until told to stop or the parent dies (the trampoline).
 
     Args:
         fd: this end of the socket pair shared with the parent.
         parent_pid: the parent's process id, watched so the child never outlives it.
+        begun_fd: the file of the count of calls begun (``CallsBegun``).
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a kernel interrupt reaches the whole group
     _die_with_parent(parent_pid)
@@ -300,21 +318,15 @@ def child_main(fd: int, parent_pid: int) -> None:
         with send_lock:
             conn.send(message)
 
-    relay, batch, inbox = ProgressRelay(send), OutputBatch(send), FromParent(conn)
-    announced = False  # whether the answer before said that this call begins
+    relay, batch, inbox, begun = ProgressRelay(send), OutputBatch(send), FromParent(conn), CallsBegun(begun_fd)
     while (message := inbox.next()) is not None and message[0] != "stop":
         if message[0] == "skip":
             continue  # of a call that began before the skip came (its parent stops this process)
-        if not announced and inbox.skipped(message[4]):  # ("run", task_id, attempt, queue, run_id, ...)
-            answer: tuple[Any, ...] = ("skipped",)
+        if inbox.skipped(message[4]):  # ("run", task_id, attempt, queue, run_id, ...)
+            send(("skipped",))
         else:
-            if not announced:
-                send(("began",))
-            answer = _run_in_child(serializer, batch, relay, *message[1:])
-        if not inbox.take_waiting():
-            return
-        announced = inbox.next_begins()  # the next call is here, not skipped: it begins now, the answer says so
-        send((*answer, announced))
+            begun.add()
+            send(_run_in_child(serializer, batch, relay, *message[1:]))
 
 
 def _run_in_child(

@@ -2,17 +2,23 @@
 
 A child's progress reports and writes reach its parent in batches, in order, never after
 the outcome (``ProgressRelay``, ``OutputBatch``); what the parent sends is read ahead by the
-child (``FromParent``), so that a skip of a call in line is seen before the call begins.
+child (``FromParent``), so that a skip of a call in line is seen before the call begins; and
+the child counts the calls it began where the parent reads it (``CallsBegun``).
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
 import io
+import mmap
+import os
 import select
+import struct
+import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from functools import partial
 from multiprocessing.connection import Connection
 from typing import Any
@@ -22,6 +28,7 @@ from omniq_nb.context import Progress
 PROGRESS_INTERVAL = 0.05  # seconds between progress messages from a child
 OUTPUT_INTERVAL = 0.05  # seconds a child holds what a task writes before sending it
 OUTPUT_CHARS = 65536  # characters a child sends at once, without waiting for the interval
+_COUNT = struct.Struct("=Q")  # the count of calls a child began, in its own byte order (one machine)
 
 
 class ProgressRelay:
@@ -169,10 +176,39 @@ class FromParent:
         self._read.remove(("skip", run_id))
         return True
 
-    def next_begins(self) -> bool:
-        """Return whether the next message, read already, is a call not asked to be skipped."""
-        follows = self._read[0] if self._read else ("",)
-        return follows[0] == "run" and ("skip", follows[4]) not in self._read
+
+class CallsBegun:
+    """How many calls a child began: 8 bytes of a file that parent and child both map; the child counts.
+
+    The parent reads it to tell whether the call first in line began, without a message per
+    call: once the child ended (a call it began is lost with it, one it did not runs
+    elsewhere), and while a call it asked to be skipped waits. ``calls_begun`` makes one.
+
+    Args:
+        fd: the file (the map keeps its own reference: the descriptor may be closed after).
+    """
+
+    def __init__(self, fd: int) -> None:
+        self._map = mmap.mmap(fd, _COUNT.size)
+        self._count = 0
+
+    @property
+    def count(self) -> int:
+        """Return how many calls the child began so far."""
+        return int(_COUNT.unpack_from(self._map)[0])
+
+    def add(self) -> None:
+        """Count one more call begun (in the child, just before it begins it)."""
+        self._count += 1
+        _COUNT.pack_into(self._map, 0, self._count)
+
+
+@contextlib.contextmanager
+def calls_begun() -> Iterator[tuple[CallsBegun, int]]:
+    """Yield a new count of calls begun (in the parent) and its file's descriptor, to pass to a child."""
+    with tempfile.TemporaryFile() as file:
+        os.ftruncate(file.fileno(), _COUNT.size)
+        yield CallsBegun(file.fileno()), file.fileno()
 
 
 def pending_on(fd: int) -> Callable[[], bool]:
