@@ -153,22 +153,21 @@ class ChildProcess:
         beginning it; should the skip come too late, the child is stopped once the call
         began (checked every ``_SKIP_CHECK``).
         """
-        self._readable()
-        if self._calls and self._calls[0] is sent and self._first_began():
-            self.terminate(interrupted=True)
-        elif sent in self._calls:
+        self._readable()  # stops the child if this call, first in line, began
+        if self._reading and sent in self._calls:
             with contextlib.suppress(OSError, ValueError):
                 self._conn.send(("skip", sent.call.run_id))
-            self._check_skip(sent)
+            if self._calls[0] is sent:  # else once it is (``_take``)
+                self._loop.call_later(_SKIP_CHECK, self._check_skip, sent)
 
     def _check_skip(self, sent: _Sent) -> None:
-        """Until a call asked to be skipped leaves the line, stop its child if it began it (``_readable``)."""
-        self._readable()
-        if self._reading and sent in self._calls:
+        """While a call asked to be skipped is first in line, stop its child once it began it (``_readable``)."""
+        if self._reading and self._calls and self._calls[0] is sent:
+            self._readable()
             self._loop.call_later(_SKIP_CHECK, self._check_skip, sent)
 
     def _first_began(self) -> bool:
-        """Return whether the child began the first call in line (it began more calls than ran to an answer)."""
+        """Return whether the child, once ended, had begun the first call left (it began more than it answered)."""
         return self._begun.count > self._ran
 
     def _died(self, call: Call) -> Outcome:
@@ -186,6 +185,7 @@ class ChildProcess:
         # A nested loop (nest_asyncio2, while a notebook cell waits) can select the socket again
         # before the callback the outer loop queued has run: the second call then finds the
         # messages already read, and a blocking recv() would hang the kernel.
+        began = self._begun.count  # before the messages: a call is counted after the answers before it were sent
         for _ in range(_READS_PER_WAKE):
             if not self._reading or self._conn.closed or not self._pending():
                 break
@@ -195,7 +195,9 @@ class ChildProcess:
                 self._ended()
                 return
             self._take(message)
-        if self._calls and self._calls[0].outcome.done() and self._first_began():
+        else:
+            return  # more may wait: the next wake-up (or skip check) decides, with them read
+        if self._calls and self._calls[0].outcome.done() and began > self._ran:
             self.terminate(interrupted=True)
 
     def _take(self, message: tuple[Any, ...]) -> None:
@@ -211,6 +213,8 @@ class ChildProcess:
             self._calls.popleft()
             self._answers += 1
             self._ran += kind != "skipped"
+            if self._calls and self._calls[0].outcome.done():  # given up on in line: it may begin now
+                self._loop.call_later(_SKIP_CHECK, self._check_skip, self._calls[0])
             if first.outcome.done():  # its caller gave up on it (cancelled, timed out)
                 pass
             elif kind == "skipped":  # (only asked for a call given up on)
