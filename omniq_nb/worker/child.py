@@ -153,11 +153,12 @@ class ChildProcess:
         beginning it; should the skip come too late, the child is stopped once the call
         began (checked every ``_SKIP_CHECK``).
         """
+        first = bool(self._calls) and self._calls[0] is sent  # else ``_take`` checks it once it is first
         self._readable()  # stops the child if this call, first in line, began
         if self._reading and sent in self._calls:
             with contextlib.suppress(OSError, ValueError):
                 self._conn.send(("skip", sent.call.run_id))
-            if self._calls[0] is sent:  # else once it is (``_take``)
+            if first:
                 self._loop.call_later(_SKIP_CHECK, self._check_skip, sent)
 
     def _check_skip(self, sent: _Sent) -> None:
