@@ -158,9 +158,9 @@ class FromParent:
             message = self._read.popleft() if self._read else self._conn.recv()
         except EOFError:
             return None
-        return message if self.take_waiting() else None
+        return message if self._take_waiting() else None
 
-    def take_waiting(self) -> bool:
+    def _take_waiting(self) -> bool:
         """Read what the parent has sent so far without waiting; ``False`` once it is gone."""
         try:
             while self._pending():
