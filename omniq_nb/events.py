@@ -12,7 +12,8 @@ cheap query per poll), so a listener that subscribes later misses nothing from t
 Waiting costs what changed, not what is followed: a poll reads the new events and touches only their
 tasks' handles and waiters; ``wait_many`` waits for a set of tasks with one waiter, reads the
 unfinished ones in one batch, and answers from a handle that already holds a task's finished row
-without asking the store. Handles whose owner dropped them are forgotten at most once a second.
+without asking the store. Handles whose owner dropped them are forgotten at the next poll, at a
+cost that follows how many went, not how many are followed.
 The new handles of one ``enqueue_many`` are followed through their ``HandleBatch`` (one weak
 reference for the batch, not one per handle), which their group holds (``following.py``).
 
@@ -45,8 +46,6 @@ _CLOSE_POLL = 0.1  # seconds between polls while a live view observes a task
 _RECHECK_EVERY = 1.0  # seconds between direct re-reads of awaited tasks
 _RECHECK_AT_MOST = 500  # awaited tasks re-read each time when events are recorded (in turn, if more)
 _EVENT_BATCH = 1000
-_SWEEP_EVERY = 30.0  # seconds between sweeps of the handles of finished tasks that were dropped
-_PRUNE_EVERY = 1.0  # seconds between sweeps of dropped handles of unfinished tasks, while results are awaited
 
 EventListener = Callable[[TaskEvent], object]
 """A callable given each event; it may be a coroutine function."""
@@ -73,7 +72,6 @@ class EventHub:
         self._listeners: list[EventListener] = []
         self.followers = Followers(self._refresh)
         """The handles this hub keeps current (``watch``, ``watch_batch``)."""
-        self._swept_at = self._pruned_at = time.monotonic()
         self._waiters: dict[str, list[Waiter]] = {}
         self._expiries = Expiries()
         self._batch: asyncio.Task[dict[str, Task]] | None = None  # the next read of tasks waits start on
@@ -285,13 +283,8 @@ class EventHub:
             for task_id in set(wanted) - {task.id for task in rows}:  # purged: there is no result to wait for
                 for waiter in self._waiters.pop(task_id, ()):
                     waiter.settle(task_id, None)
-        if not self._waiters or now - self._pruned_at >= _PRUNE_EVERY:  # while results are awaited, once a second
-            self._pruned_at = now
-            self.followers.forget_dropped()
+        self.followers.forget_dropped()
         self._close = {i: ref for i, ref in self._close.items() if (h := ref()) is not None and not h.done()}
-        if now - self._swept_at >= _SWEEP_EVERY:
-            self._swept_at = now
-            self.followers.forget_dropped(finished=True)
         if not self._events_recorded and self.followers.watched:
             self.deliver(await self._storage.get_many(list(self.followers.watched)))
 

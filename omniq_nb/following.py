@@ -7,6 +7,8 @@ followed through their ``HandleBatch``, one reference for all, which their group
 the group goes, the members still held elsewhere are followed one by one from the next turn
 of the hub's loop: until then the batch follows them, or, when the cyclic garbage collector
 took the group (weak references to garbage are cleared first), their rows are read again.
+Forgetting what went costs what went: a handle's own reference (``HandleRef``) names its task
+when the handle goes, and a released batch names its tasks; no poll scans every followed task.
 
 Example:
     >>> class Held:
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import collections
 import contextlib
 import operator
 import weakref
@@ -30,7 +33,7 @@ from typing import Protocol
 
 from omniq_nb.models import Task, TaskEvent, batch_position
 
-_PRUNE_AT_LEAST = 1000  # followed ids before ``_add`` first forgets those whose handles are gone
+_FORGET_AT = 1000  # handles gone before ``_add`` forgets them itself (the hub's poll does otherwise)
 
 
 class Watched(Protocol):
@@ -117,9 +120,20 @@ def living(followed: Followed | None) -> list[Follower]:
     return [ref for ref in refs_of(followed) if ref() is not None]
 
 
-def alive(followed: dict[str, Followed]) -> dict[str, Followed]:
-    """Return ``followed`` without the tasks all of whose handles (or batches) are gone."""
-    return {i: refs for i, refs in followed.items() if any(ref() is not None for ref in refs_of(refs))}
+class HandleRef(weakref.ref["Watched | HandleBatch"]):
+    """A weak reference to one handle that keeps its task id: when the handle goes, it names the entry to tidy.
+
+    Args:
+        handle: the handle followed.
+        on_gone: called with this reference once the handle is gone (in any thread).
+
+    """
+
+    __slots__ = ("task_id",)
+
+    def __init__(self, handle: Watched, on_gone: Callable[[HandleRef], object]) -> None:
+        # weakref.ref.__new__ took both arguments already
+        self.task_id = handle.id
 
 
 def live(followed: Followed | None, task_id: str) -> list[Watched]:
@@ -161,7 +175,8 @@ class Followers:
         self.loop: asyncio.AbstractEventLoop | None = None
         """The hub's loop (set when it starts): where a dropped batch's survivors are followed."""
         self._refresh = refresh
-        self._prune_at = _PRUNE_AT_LEAST
+        self._gone: collections.deque[str] = collections.deque()  # tasks one of whose handles went (any thread)
+        self._on_gone = self._note_gone  # made once: a bound method per reference would cost memory
 
     def watch(self, handle: Watched) -> None:
         """Keep ``handle``'s snapshot current while it lives (a finished task's only if it is retried)."""
@@ -169,7 +184,7 @@ class Followers:
         entry = followed.get(handle.id)
         if entry is not None and any(known is handle for known in live(entry, handle.id)):
             return  # already followed (a new handle, the common case, skips this scan)
-        self._add(followed, handle.id, weakref.ref(handle))
+        self._add(followed, handle.id, HandleRef(handle, self._on_gone))
 
     def watch_batch(self, handles: Sequence[Watched]) -> HandleBatch:
         """Keep the snapshots of ``handles``, new handles of one batch in id order, current; return their batch.
@@ -196,25 +211,40 @@ class Followers:
         (self.finished if task.status.is_terminal else self.watched)[task_id] = entry
         return handles
 
-    def forget_dropped(self, *, finished: bool = False) -> None:
-        """Forget the unfinished tasks (with ``finished``: the finished ones) none of whose handles are alive."""
-        if finished:
-            self.finished = alive(self.finished)
-        else:
-            self.watched = alive(self.watched)
+    def forget_dropped(self) -> None:
+        """Forget the handles that went since the last call: the work follows how many went, not how many are followed.
+
+        A handle's reference names its task when the handle goes (``HandleRef``); a dropped
+        batch's tasks are tidied when the batch is released. The hub calls this on every poll.
+        """
+        gone = self._gone
+        while gone:  # popleft: a handle going in another thread meanwhile is taken too, or at the next call
+            self._tidy(gone.popleft())
+
+    def _note_gone(self, ref: HandleRef) -> None:
+        """Note that the handle of ``ref`` went (the garbage collector's callback, in any thread)."""
+        self._gone.append(ref.task_id)
 
     def _add(self, followed: dict[str, Followed], task_id: str, ref: Follower) -> None:
-        """Add ``ref`` to who follows ``task_id`` in ``followed``; forget dropped handles now and then.
+        """Add ``ref`` to who follows ``task_id`` in ``followed`` (and forget what went, now and then).
 
-        The hub's poll forgets them too, on each poll while nobody awaits a result and once a
-        second while results are awaited (a scan of every followed id on each fast poll cost
-        more than the events it read); this bound, twice what was alive at the last sweep,
-        keeps a process that enqueues fast from holding an entry per task ever enqueued.
+        Forgetting here too keeps a loop busy enqueueing (no poll in between) from holding an
+        entry per task ever enqueued.
         """
         followed[task_id] = followed_by([*living(followed.get(task_id)), ref])
-        if len(self.watched) + len(self.finished) > self._prune_at:
-            self.watched, self.finished = alive(self.watched), alive(self.finished)
-            self._prune_at = max(_PRUNE_AT_LEAST, 2 * (len(self.watched) + len(self.finished)))
+        if len(self._gone) >= _FORGET_AT:
+            self.forget_dropped()
+
+    def _tidy(self, task_id: str, gone: Follower | None = None) -> None:
+        """Drop the references that died (and ``gone``) from who follows ``task_id``; forget it if none is left."""
+        for followed in (self.watched, self.finished):
+            if (entry := followed.get(task_id)) is None:
+                continue
+            kept = [ref for ref in refs_of(entry) if ref is not gone and ref() is not None]
+            if kept:
+                followed[task_id] = followed_by(kept)
+            else:
+                del followed[task_id]
 
     def _dropped(self, batch: HandleBatch) -> None:
         """Hand a dropped batch over to the loop (any thread), which follows its surviving handles one by one.
@@ -229,7 +259,9 @@ class Followers:
             return
         with contextlib.suppress(RuntimeError):  # the loop is closed: nothing is followed any more
             if batch.ref() is None:  # taken by the garbage collector
-                self.loop.call_soon_threadsafe(self._follow_survivors, [weakref.ref(h) for h in batch.handles], True)
+                handles = batch.handles
+                refs = [weakref.ref(h) for h in handles]
+                self.loop.call_soon_threadsafe(self._follow_survivors, batch.ref, [h.id for h in handles], refs, True)
             else:
                 self.loop.call_soon_threadsafe(self._release, [batch])
 
@@ -237,12 +269,19 @@ class Followers:
         """Empty the batch in ``holder``, let it go, and follow one by one its handles still held elsewhere."""
         batch = holder.pop()
         handles, batch.handles = batch.handles, ()  # a copy of the group may hold it still: it follows none now
-        refs = [weakref.ref(handle) for handle in handles]
+        ref, task_ids, refs = batch.ref, [h.id for h in handles], [weakref.ref(h) for h in handles]
         del batch, handles  # the handles nobody else holds go now
-        self._follow_survivors(refs, False)
+        self._follow_survivors(ref, task_ids, refs, False)
 
-    def _follow_survivors(self, refs: list[weakref.ref[Watched]], missed: bool) -> None:
-        """Follow one by one the handles of ``refs`` still alive; with ``missed``, have their rows read again."""
+    def _follow_survivors(
+        self, batch: Follower, task_ids: list[str], refs: list[weakref.ref[Watched]], missed: bool
+    ) -> None:
+        """Stop following ``task_ids`` through ``batch``; follow one by one the handles of ``refs`` still alive.
+
+        With ``missed``, have the survivors' rows read again.
+        """
+        for task_id in task_ids:
+            self._tidy(task_id, batch)
         survivors = [handle for ref in refs if (handle := ref()) is not None]
         for handle in survivors:
             self.watch(handle)

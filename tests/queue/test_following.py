@@ -99,7 +99,7 @@ async def test_a_dropped_batch_hands_its_held_handles_over_one_by_one() -> None:
     gc.collect()
     assert gone() is None
     assert live(followers.watched[ids[1]], ids[1]) == [kept]  # followed by itself now
-    assert live(followers.watched[ids[0]], ids[0]) == []
+    assert ids[0] not in followers.watched and ids[2] not in followers.watched  # forgotten with the batch
 
 
 @pytest.mark.anyio
@@ -124,3 +124,37 @@ async def test_a_batch_collected_with_a_cycle_comes_not_back_and_its_survivors_a
     await asyncio.sleep(0)
     assert reread == [[ids[2]]]
     assert live(followers.watched[ids[2]], ids[2]) == [kept]
+
+
+class Untouchable(tuple):  # type: ignore[type-arg]
+    """A followed entry that fails the test if anything looks into it."""
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        raise AssertionError("forgetting dropped handles scanned a task none of whose handles went")
+
+
+def test_forgetting_dropped_handles_looks_only_at_their_tasks() -> None:
+    """A poll forgets what went since the last one without scanning every followed task (100,000 in a big map)."""
+    followers = Followers(_no_refresh)
+    for n in range(1000):
+        followers.watched[f"other{n}"] = followers.finished[f"done{n}"] = Untouchable()
+    kept = [Held(f"k{n}") for n in range(10)] + [Held(f"f{n}", TaskStatus.SUCCEEDED) for n in range(10)]
+    dropped = [Held(f"d{n}") for n in range(10)] + [Held(f"g{n}", TaskStatus.FAILED) for n in range(10)]
+    for handle in kept + dropped:
+        followers.watch(handle)
+    del dropped, handle  # the loop variable holds the last one
+    gc.collect()
+    followers.forget_dropped()
+    assert {i for i in followers.watched if not i.startswith("other")} == {f"k{n}" for n in range(10)}
+    assert {i for i in followers.finished if not i.startswith("done")} == {f"f{n}" for n in range(10)}
+    for handle in kept:
+        entry = followers.finished[handle.id] if handle.done() else followers.watched[handle.id]
+        assert live(entry, handle.id) == [handle]
+
+
+def test_handles_dropped_while_a_loop_only_enqueues_do_not_pile_up() -> None:
+    """No poll runs between the enqueues of a busy loop: adding handles forgets the dropped ones itself."""
+    followers = Followers(_no_refresh)
+    for n in range(5000):
+        followers.watch(Held(f"t{n}"))  # q.enqueue(...) in a loop, each handle dropped at once
+    assert len(followers.watched) <= 1001
