@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterable
 from omniq_nb.config import Settings
 from omniq_nb.errors import StorageError, StoreLost
 from omniq_nb.following import Followed, Followers, Watched, live
-from omniq_nb.jobs import cancel_and_wait, keep_running
+from omniq_nb.jobs import cancel_and_wait, keep_running, retrieve
 from omniq_nb.models import EventKind, Task, TaskEvent
 from omniq_nb.storage.base import OthersEvents, Storage
 from omniq_nb.waiters import Expiries, Waiter
@@ -175,7 +175,7 @@ class EventHub:
         if self._batch is None:
             self._batch_ids = set()
             self._batch = asyncio.get_running_loop().create_task(self._read_batch())
-            self._batch.add_done_callback(_retrieve)
+            self._batch.add_done_callback(retrieve)  # its waiters got its failure, or all gave up
         self._batch_ids.update(task_ids)
         return self._batch
 
@@ -380,9 +380,3 @@ def _unfollowed(watched: dict[str, Followed], task_ids: tuple[str, ...]) -> tupl
     an ``asyncio.gather``.
     """
     return tuple(task_id for task_id in task_ids if not live(watched.get(task_id), task_id))
-
-
-def _retrieve(read: asyncio.Task[dict[str, Task]]) -> None:
-    """Mark a batch read's failure as seen: its waiters got it, or all of them gave up."""
-    if not read.cancelled():
-        read.exception()

@@ -231,7 +231,8 @@ class Followers:
         Forgetting here too keeps a loop busy enqueueing (no poll in between) from holding an
         entry per task ever enqueued.
         """
-        followed[task_id] = followed_by([*living(followed.get(task_id)), ref])
+        entry = followed.get(task_id)  # none, the rule: a new task
+        followed[task_id] = ref if entry is None else followed_by([*living(entry), ref])
         if len(self._gone) >= _FORGET_AT:
             self.forget_dropped()
 

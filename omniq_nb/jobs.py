@@ -26,6 +26,12 @@ def keep_running(work: Awaitable[T], jobs: set[asyncio.Future[T]]) -> None:
     job.add_done_callback(jobs.discard)
 
 
+def retrieve(job: asyncio.Future[Any]) -> None:
+    """Mark a finished job's failure as seen (a done callback for a job whose awaiters may all have left)."""
+    if not job.cancelled():
+        job.exception()
+
+
 async def cancel_and_wait(
     jobs: Sequence[asyncio.Task[Any]], *, within: float, patience: float = 1.0, every: float = 0.05
 ) -> bool:

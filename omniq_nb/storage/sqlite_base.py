@@ -14,7 +14,7 @@ import builtins
 import contextlib
 import os
 import sqlite3
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from datetime import datetime, timezone
 from typing import Any, Self
 from urllib.parse import quote
@@ -22,6 +22,7 @@ from urllib.parse import quote
 import aiosqlite
 
 from omniq_nb.errors import StorageError, StoreLost
+from omniq_nb.jobs import retrieve
 from omniq_nb.opening import OpensAndCloses
 from omniq_nb.storage.sqlite_file import prepare_file, sqlite_path, storage_error
 from omniq_nb.storage.sqlite_inline import InlineConnection
@@ -203,6 +204,27 @@ class SQLiteConnection(OpensAndCloses):
             raise  # a duplicate id: the caller says which
         except sqlite3.Error as exc:
             raise storage_error(self._file, exc) from exc
+
+    async def _run_each(self, statements: Iterable[tuple[str, Sequence[Any]]]) -> None:
+        """Run ``statements`` in order (the caller holds the lock), each made while the one before runs.
+
+        SQLite works on aiosqlite's thread without the GIL, so making the next statement on the
+        loop (pickling a batch's next rows) overlaps it: a large ``enqueue_many`` holds the write
+        lock for less time. A statement that cannot be made raises; the one before still runs
+        first, then the caller's ``ROLLBACK`` (aiosqlite's thread runs them in order).
+        """
+        running: asyncio.Future[builtins.list[Any]] | None = None
+        try:
+            for statement in statements:
+                if running is not None:
+                    await running
+                running = asyncio.ensure_future(self._run(*statement))
+                await asyncio.sleep(0)  # its first step hands it to aiosqlite's thread
+            if running is not None:
+                await running
+        finally:
+            if running is not None and not running.done():  # the caller gives up: its outcome is nobody's
+                running.add_done_callback(retrieve)
 
 
 async def _give_back(conn: aiosqlite.Connection, writer: int) -> None:

@@ -79,8 +79,8 @@ class SQLiteQueue(SQLiteResults):
     async def _write(self, statements: Iterable[tuple[str, Sequence[Any]]]) -> None:
         """Run inserts of new tasks in one transaction (a single one by itself), refusing duplicate ids.
 
-        ``statements`` may be lazy: each is made just before it runs, and one that cannot be
-        made rolls back what ran.
+        ``statements`` may be lazy: each is made while the one before runs, and one that
+        cannot be made rolls back what ran.
         """
         statements = iter(statements)
         first, second = next(statements, None), next(statements, None)
@@ -91,8 +91,7 @@ class SQLiteQueue(SQLiteResults):
                 await self._fetch(*first)
                 return
             async with self._immediate():
-                for statement in itertools.chain((first, second), statements):
-                    await self._run(*statement)
+                await self._run_each(itertools.chain((first, second), statements))
 
     async def claim(
         self,

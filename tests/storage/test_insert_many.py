@@ -57,7 +57,8 @@ async def test_lazy_entries_that_raise_insert_nothing(
 ) -> None:
     """``enqueue_many`` pickles each call as the store reads it: one that cannot be pickled inserts none.
 
-    Past 5,000 and 10,000 the SQLite store has already run statements of the same transaction.
+    Past 5,000 and 10,000 the SQLite store has already run statements of the same transaction,
+    and one is still running while the next is made (the ``ROLLBACK`` follows it).
     """
 
     class Unpicklable(Exception):
@@ -75,6 +76,8 @@ async def test_lazy_entries_that_raise_insert_nothing(
         await store.insert_many(make_task(), entries())
     assert await store.count() == dict.fromkeys(TaskStatus, 0)
     assert await store.events() == []
+    await store.insert_many(make_task(), [(task_id, b"x") for task_id in new_task_ids(3)])  # the store goes on
+    assert (await store.count())[TaskStatus.PENDING] == 3
 
 
 async def test_lazy_entries_are_all_inserted(store: Storage, make_task: Callable[..., Task]) -> None:
