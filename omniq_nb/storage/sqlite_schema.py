@@ -47,6 +47,11 @@ JOURNAL_SIZE_LIMIT = 64 * 1024 * 1024
 """The size SQLite truncates the write-ahead log back to after a checkpoint."""
 NOW_SQL = "((julianday('now') - 2440587.5) * 86400.0)"
 """SQLite's clock in seconds since the epoch, read inside a statement (after any lock wait)."""
+_EVENT_AT = f"max({NOW_SQL}, new.created_at, coalesce(new.started_at, 0), coalesce(new.finished_at, 0))"
+"""A transition's event time: SQLite's clock has millisecond steps (and ~40 us of float error) while
+``created_at``, ``started_at`` and ``finished_at`` are stamped with Python's microsecond clock, so an
+event is never stamped before the row's own times (a claim in the millisecond of the enqueue
+recorded ``started`` before ``enqueued``)."""
 
 _MIGRATIONS: dict[int, str] = {
     1: f"""
@@ -207,13 +212,13 @@ WHEN old.status IS NOT new.status BEGIN
                 WHEN new.attempt < old.attempt THEN 'released' ELSE 'retried' END
             WHEN 'waiting' THEN 'retried'
             ELSE new.status END,
-        {NOW_SQL}, new.status, new.attempt, new.progress, json_extract(new.error, '$.message'), new.run_id,
+        {_EVENT_AT}, new.status, new.attempt, new.progress, json_extract(new.error, '$.message'), new.run_id,
         CASE WHEN new.status IN ('running', 'succeeded') THEN {int(writer)} END);
 END;
 CREATE TEMP TRIGGER IF NOT EXISTS omniq_event_progress AFTER UPDATE OF progress_done ON main.tasks
 WHEN old.status = 'running' AND new.status = 'running' BEGIN
     INSERT INTO events (task_id, kind, at, status, attempt, progress, message, run_id)
-    VALUES (new.id, 'progress', {NOW_SQL}, new.status, new.attempt, new.progress, new.progress_message, new.run_id);
+    VALUES (new.id, 'progress', {_EVENT_AT}, new.status, new.attempt, new.progress, new.progress_message, new.run_id);
 END;
 """
 
