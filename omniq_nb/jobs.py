@@ -26,6 +26,19 @@ def keep_running(work: Awaitable[T], jobs: set[asyncio.Future[T]]) -> None:
     job.add_done_callback(jobs.discard)
 
 
+def end_if_cancelled() -> None:
+    """Raise ``CancelledError`` if the running task was cancelled, even if a store call swallowed the cancel.
+
+    On Python 3.11 ``asyncio.wait_for`` returns the result of a wait that had just ended and
+    drops the cancel (psycopg_pool's wait for a pooled connection, nats-py's requests); the
+    task's ``cancelling()`` count still says it was asked to stop. A job that loops calls this
+    once per turn, so that one ``cancel()`` ends it.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 def retrieve(job: asyncio.Future[Any]) -> None:
     """Mark a finished job's failure as seen (a done callback for a job whose awaiters may all have left)."""
     if not job.cancelled():

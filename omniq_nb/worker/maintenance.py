@@ -20,6 +20,7 @@ from collections.abc import Callable, Mapping
 
 from omniq_nb import graph
 from omniq_nb.errors import StorageError
+from omniq_nb.jobs import end_if_cancelled
 from omniq_nb.models import TaskStatus
 from omniq_nb.policy import after_lost_lease, successor
 from omniq_nb.worker.host import PoolHost
@@ -135,6 +136,7 @@ class Maintenance:
             except Exception as exc:
                 if self._link is None or not isinstance(exc, StorageError):
                     logger.exception("store upkeep failed; retrying")
+            end_if_cancelled()  # a store call may have swallowed our cancel (see omniq_nb.jobs)
             await asyncio.sleep(self._interval)
 
     async def rescue(self) -> None:

@@ -18,7 +18,9 @@ import pytest
 from postgres_server import POSTGRES_URL, postgres_schema
 
 import omniq_nb as omniq
+from omniq_nb.jobs import cancel_and_wait
 from omniq_nb.models import TaskStatus
+from omniq_nb.storage import postgres_base
 from omniq_nb.worker import Maintenance
 
 pytestmark = [pytest.mark.anyio, pytest.mark.postgres]
@@ -62,7 +64,7 @@ async def test_one_runner_leads_and_the_other_takes_over_when_it_dies(
     schema: str, queues: list[omniq.AsyncOmniQ], wait_until: WaitUntil
 ) -> None:
     runners = [Maintenance(q, interval=STEP) for q in queues]
-    jobs = [asyncio.ensure_future(r.run()) for r in runners]
+    jobs = [asyncio.create_task(r.run()) for r in runners]
     try:
         await wait_until(lambda: any(r.leading for r in runners), timeout=10)
         for _ in range(5):  # several steps: never two leaders
@@ -77,6 +79,7 @@ async def test_one_runner_leads_and_the_other_takes_over_when_it_dies(
         await wait_until(lambda: queue_status(queues[other], rescued, TaskStatus.PENDING), timeout=15)
 
         jobs[leader].cancel()  # the leader dies: it never renews its turn, nor hands it over
+        assert await ended([jobs[leader]])
         died = time.monotonic()
         orphan = await lost_lease(queues[0])
         await wait_until(lambda: runners[other].leading, timeout=15)
@@ -86,7 +89,34 @@ async def test_one_runner_leads_and_the_other_takes_over_when_it_dies(
     finally:
         for job in jobs:
             job.cancel()
-        await asyncio.gather(*jobs, return_exceptions=True)
+        assert await ended(jobs), "an upkeep job did not end on cancel()"
+
+
+async def test_one_cancel_ends_the_upkeep_even_as_the_pool_hands_it_a_connection(
+    schema: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One ``cancel()`` ends ``Maintenance.run``, though psycopg_pool's wait for a connection may swallow it.
+
+    The pool waits with ``wait_for``, which on Python 3.11 drops a cancel that lands as the
+    wait ends. With one connection, the upkeep step waits for the one this test's read returns; the
+    cancel then lands as the pool hands it over. The loop still ends (``jobs.end_if_cancelled``).
+    """
+    monkeypatch.setattr(postgres_base, "_POOL_SIZE", 1)
+    async with omniq.AsyncOmniQ(db_url=f"{POSTGRES_URL}?schema={schema}") as q:
+        for _ in range(10):
+            job = asyncio.create_task(Maintenance(q, interval=0.0).run())
+            for _ in range(20):  # its steps take the connection in turn with these reads
+                await q.storage.get("no-such-task")
+            await q.storage.get("no-such-task")  # on return, the pool hands the connection to the waiting step
+            job.cancel()
+            assert await ended([job]), "the upkeep loop ran on after its cancel()"
+
+
+async def ended(jobs: list[asyncio.Task[None]]) -> bool:
+    """Return whether every job ended within 30 seconds of the cancels already sent (those that did not are ended)."""
+    _, pending = await asyncio.wait(jobs, timeout=30)
+    await cancel_and_wait(list(pending), within=30)  # cancelled until they end: the test fails, it does not hang
+    return not pending
 
 
 async def queue_status(q: omniq.AsyncOmniQ, task_id: str, status: TaskStatus) -> bool:
