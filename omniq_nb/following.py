@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import bisect
 import collections
-import contextlib
 import operator
 import weakref
 from collections.abc import Callable, Sequence
@@ -254,17 +253,22 @@ class Followers:
         until ``_release`` runs. Taken with a reference cycle by the garbage collector, its
         reference is dead already and the cycle (a view's observers that name the group) must
         not come back to life: only weak references to its handles go, and the survivors'
-        rows are read again (a change in between reached nobody).
+        rows are read again (a change in between reached nobody). With no loop (not started,
+        or closed) its tasks are noted as gone: ``forget_dropped`` forgets them once it is.
         """
-        if self.loop is None:
-            return
-        with contextlib.suppress(RuntimeError):  # the loop is closed: nothing is followed any more
-            if batch.ref() is None:  # taken by the garbage collector
-                handles = batch.handles
-                refs = [weakref.ref(h) for h in handles]
-                self.loop.call_soon_threadsafe(self._follow_survivors, batch.ref, [h.id for h in handles], refs, True)
-            else:
-                self.loop.call_soon_threadsafe(self._release, [batch])
+        loop = self.loop
+        try:
+            if loop is not None:
+                if batch.ref() is None:  # taken by the garbage collector
+                    handles = batch.handles
+                    refs = [weakref.ref(h) for h in handles]
+                    loop.call_soon_threadsafe(self._follow_survivors, batch.ref, [h.id for h in handles], refs, True)
+                else:
+                    loop.call_soon_threadsafe(self._release, [batch])
+                return
+        except RuntimeError:  # the loop is closed: nothing is followed any more
+            pass
+        self._gone.extend(handle.id for handle in batch.handles)  # no loop to release it: forgotten once it is gone
 
     def _release(self, holder: list[HandleBatch]) -> None:
         """Empty the batch in ``holder``, let it go, and follow one by one its handles still held elsewhere."""

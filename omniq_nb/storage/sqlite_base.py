@@ -155,8 +155,10 @@ class SQLiteConnection(OpensAndCloses):
                 yield
                 await self._run("COMMIT", ())
             except BaseException:
+                rollback = asyncio.ensure_future(self._run("ROLLBACK", ()))
+                rollback.add_done_callback(retrieve)  # a second cancel may leave it unawaited
                 with contextlib.suppress(StorageError):
-                    await asyncio.shield(self._run("ROLLBACK", ()))
+                    await asyncio.shield(rollback)
                 raise
 
     @property

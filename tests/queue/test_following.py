@@ -158,3 +158,20 @@ def test_handles_dropped_while_a_loop_only_enqueues_do_not_pile_up() -> None:
     for n in range(5000):
         followers.watch(Held(f"t{n}"))  # q.enqueue(...) in a loop, each handle dropped at once
     assert len(followers.watched) <= 1001
+
+
+@pytest.mark.parametrize("loop", ["none", "closed"])
+def test_a_batch_dropped_without_a_running_loop_is_forgotten_once_it_is_gone(loop: str) -> None:
+    """Groups dropped before the hub started, or after its loop closed, leave no entries behind."""
+    followers = Followers(_no_refresh)
+    if loop == "closed":
+        followers.loop = asyncio.new_event_loop()
+        followers.loop.close()
+    ids = new_task_ids(100)
+    handles = [Held(task_id) for task_id in ids]
+    batch = followers.watch_batch(handles)
+    batch.drop()  # the group went
+    del batch, handles
+    gc.collect()
+    followers.forget_dropped()
+    assert followers.watched == {} and followers.finished == {}
