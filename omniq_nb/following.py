@@ -240,7 +240,7 @@ class Followers:
         for followed in (self.watched, self.finished):
             if (entry := followed.get(task_id)) is None:
                 continue
-            kept = [ref for ref in refs_of(entry) if ref is not gone and ref() is not None]
+            kept = [ref for ref in living(entry) if ref is not gone]
             if kept:
                 followed[task_id] = followed_by(kept)
             else:

@@ -14,6 +14,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Collection
 
 from omniq_nb.blob_format import callable_digest
+from omniq_nb.jobs import retrieve
 
 __all__ = ["KEPT_BYTES", "KEPT_CALLABLES", "StoredCallables"]
 
@@ -82,8 +83,7 @@ class StoredCallables:
     def _read_done(self, reading: asyncio.Future[bytes | None]) -> None:
         """Forget a finished read (its error is its awaiters' to report, if any are left)."""
         self._reading = {digest: other for digest, other in self._reading.items() if other is not reading}
-        if not reading.cancelled():
-            reading.exception()  # retrieved: every awaiter may have been cancelled meanwhile
+        retrieve(reading)  # every awaiter may have been cancelled meanwhile
 
     async def _read_one(self, digest: str) -> bytes | None:
         body = (await self._read([digest])).get(digest)
